@@ -1,0 +1,330 @@
+//! The signaling protocol, version 1: every message a client and the SFU exchange over the
+//! WebSocket, as one typed enum each way. `docs/protocol.md` is the prose description of these types;
+//! the JSON shape is `{"type": "<camelCase variant>", ...fields}`.
+
+use serde::{Deserialize, Serialize};
+
+/// The protocol version this build speaks; a `join` asking for another is refused.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Identifies a participant across the whole server (all workers).
+pub type PeerId = u64;
+
+/// What a client may send.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase", deny_unknown_fields)]
+pub enum ClientMessage {
+    /// Enter a room; must be the first message on a connection.
+    Join {
+        /// Protocol version the client speaks; must equal [`PROTOCOL_VERSION`].
+        version: u32,
+        /// Room name, 1..=64 characters.
+        room: String,
+        /// Display name, 1..=64 characters.
+        name: String,
+        /// Largest number of members the room may hold; only honoured by the join that creates it.
+        #[serde(default)]
+        capacity: Option<u32>,
+    },
+    /// An SDP offer from the client (it publishes or stops tracks), with what each sending m-line carries.
+    Offer {
+        /// The SDP text.
+        sdp: String,
+        /// The client's sending tracks, by mid.
+        #[serde(default)]
+        tracks: Vec<PublishedTrack>,
+    },
+    /// The client's answer to an `offer` from the SFU.
+    Answer {
+        /// The SDP text.
+        sdp: String,
+    },
+    /// A trickled ICE candidate of the client (the SFU is ICE-lite and learns addresses from STUN,
+    /// so this is accepted for completeness).
+    Candidate {
+        /// The `candidate:` attribute line.
+        candidate: String,
+    },
+    /// A published track was muted or unmuted; a muted track is not forwarded.
+    Mute {
+        /// The mid of the client's sending m-line.
+        mid: String,
+        /// New state.
+        muted: bool,
+    },
+    /// A chat line, relayed to every other member (used until the data channel is open).
+    Chat {
+        /// The text, at most 2000 characters.
+        text: String,
+    },
+    /// Leave the room; the connection stays open but the peer is gone.
+    Leave,
+    /// Keepalive; answered by `pong`.
+    Ping,
+}
+
+/// A track the client sends, as declared in its `offer`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PublishedTrack {
+    /// The mid of the sending m-line in the client's offer.
+    pub mid: String,
+    /// What the track shows or carries.
+    pub source: TrackSource,
+    /// Whether it starts muted.
+    #[serde(default)]
+    pub muted: bool,
+}
+
+/// Where a track comes from; the page lays out screen shares differently from cameras.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum TrackSource {
+    /// A microphone.
+    Mic,
+    /// A camera.
+    Camera,
+    /// A captured screen or window.
+    Screen,
+    /// Audio captured with a screen.
+    ScreenAudio,
+    /// Anything else (plain RTP ingest, synthetic).
+    Other,
+}
+
+/// Audio or video.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum TrackKind {
+    /// Audio.
+    Audio,
+    /// Video.
+    Video,
+}
+
+/// A published track as the other members see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TrackInfo {
+    /// Server-wide track id, `"<peerId>:<mid>"`.
+    pub id: String,
+    /// Audio or video.
+    pub kind: TrackKind,
+    /// Where it comes from.
+    pub source: TrackSource,
+    /// Whether it is muted (not forwarded).
+    pub muted: bool,
+}
+
+/// A member of a room as the others see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PeerInfo {
+    /// The member's id.
+    pub id: PeerId,
+    /// Display name.
+    pub name: String,
+    /// Tracks it publishes.
+    pub tracks: Vec<TrackInfo>,
+}
+
+/// One receiving m-line in an SFU offer: which remote track it carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TrackMapping {
+    /// The mid of the m-line in this offer.
+    pub mid: String,
+    /// The member who publishes the track.
+    pub peer_id: PeerId,
+    /// The track's server-wide id.
+    pub track_id: String,
+}
+
+/// An ICE server (STUN/TURN) the client should use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IceServer {
+    /// `stun:`/`turn:`/`turns:` URLs.
+    pub urls: Vec<String>,
+    /// TURN user name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// TURN credential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
+/// What the SFU sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum ServerMessage {
+    /// The join succeeded.
+    Joined {
+        /// Protocol version of the server.
+        version: u32,
+        /// The client's own id.
+        peer_id: PeerId,
+        /// The room joined.
+        room: String,
+        /// The other members and their tracks.
+        peers: Vec<PeerInfo>,
+        /// ICE servers to configure the RTCPeerConnection with.
+        ice_servers: Vec<IceServer>,
+    },
+    /// Another member joined.
+    PeerJoined {
+        /// The new member.
+        peer: PeerInfo,
+    },
+    /// A member left or was dropped.
+    PeerLeft {
+        /// Its id.
+        peer_id: PeerId,
+    },
+    /// A member published a track.
+    TrackPublished {
+        /// The publisher.
+        peer_id: PeerId,
+        /// The track.
+        track: TrackInfo,
+    },
+    /// A member stopped a track.
+    TrackUnpublished {
+        /// The publisher.
+        peer_id: PeerId,
+        /// The track's id.
+        track_id: String,
+    },
+    /// A member muted or unmuted a track.
+    TrackMuted {
+        /// The publisher.
+        peer_id: PeerId,
+        /// The track's id.
+        track_id: String,
+        /// New state.
+        muted: bool,
+    },
+    /// An SDP offer from the SFU: the set of tracks this client receives changed.
+    Offer {
+        /// The SDP text.
+        sdp: String,
+        /// What each receiving m-line carries.
+        tracks: Vec<TrackMapping>,
+    },
+    /// The SFU's answer to the client's offer.
+    Answer {
+        /// The SDP text.
+        sdp: String,
+    },
+    /// A chat line from another member (when it could not go over the data channel).
+    Chat {
+        /// Sender id.
+        from: PeerId,
+        /// Sender display name.
+        name: String,
+        /// The text.
+        text: String,
+    },
+    /// Something the client sent was refused, or the peer was dropped.
+    Error {
+        /// Stable machine-readable code.
+        code: ErrorCode,
+        /// Human-readable explanation.
+        message: String,
+    },
+    /// Answer to `ping`.
+    Pong,
+}
+
+/// Stable error codes of [`ServerMessage::Error`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The message was not valid JSON of this protocol.
+    BadMessage,
+    /// The message was larger than the limit.
+    TooLarge,
+    /// Too many messages per second.
+    RateLimited,
+    /// `join` asked for a protocol version this server does not speak.
+    UnsupportedVersion,
+    /// A message other than `join` came before `join`.
+    NotJoined,
+    /// A second `join` on one connection.
+    AlreadyJoined,
+    /// Room or name empty or too long.
+    InvalidJoin,
+    /// The room holds as many members as it may.
+    RoomFull,
+    /// The SDP could not be parsed or applied.
+    BadSdp,
+    /// The message referred to a track or m-line that does not exist.
+    UnknownTrack,
+    /// The WebRTC session failed or timed out; the peer was removed.
+    MediaTimeout,
+    /// The server is shutting down or a worker is gone.
+    Unavailable,
+}
+
+/// The JSON a client writes on its `chat` data channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChatIn {
+    /// The text, at most 2000 characters.
+    pub text: String,
+}
+
+/// The JSON the SFU writes on a member's `chat` data channel for every chat line of another member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename = "chat", rename_all = "camelCase")]
+pub struct ChatOut {
+    /// Sender id.
+    pub from: PeerId,
+    /// Sender display name.
+    pub name: String,
+    /// The text.
+    pub text: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn join_parses_from_camel_case_json() {
+        let m: ClientMessage = serde_json::from_str(
+            r#"{"type":"join","version":1,"room":"kitchen","name":"ana","capacity":2}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            m,
+            ClientMessage::Join {
+                version: 1,
+                room: "kitchen".into(),
+                name: "ana".into(),
+                capacity: Some(2)
+            }
+        );
+    }
+
+    #[test]
+    fn unknown_fields_and_types_are_refused() {
+        assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"join","version":1,"room":"a","name":"b","x":1}"#).is_err());
+        assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"explode"}"#).is_err());
+        assert!(serde_json::from_str::<ClientMessage>(r#"[1,2,3]"#).is_err());
+    }
+
+    #[test]
+    fn server_messages_use_camel_case_tags_and_fields() {
+        let s = serde_json::to_string(&ServerMessage::PeerLeft { peer_id: 7 }).unwrap();
+        assert_eq!(s, r#"{"type":"peerLeft","peerId":7}"#);
+        let s = serde_json::to_string(&ServerMessage::Error {
+            code: ErrorCode::RoomFull,
+            message: "full".into(),
+        })
+        .unwrap();
+        assert_eq!(s, r#"{"type":"error","code":"room_full","message":"full"}"#);
+        let s = serde_json::to_string(&ChatOut { from: 1, name: "a".into(), text: "hi".into() }).unwrap();
+        assert_eq!(s, r#"{"type":"chat","from":1,"name":"a","text":"hi"}"#);
+    }
+}

@@ -1,0 +1,1 @@
+//! HTTP + WebSocket signaling server of edge-sfu.
