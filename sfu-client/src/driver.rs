@@ -1,0 +1,1043 @@
+//! The driver task: owns the str0m `Rtc`, the UDP socket and the WebSocket, and runs the str0m loop
+//! (input → drain `poll_output` to a timeout → wait) together with signaling and the client's commands.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::channel::ChannelId;
+use str0m::format::Codec;
+use str0m::media::{Direction, MediaKind, Mid, Pt};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{RtpPacket, RtpWrite, Ssrc};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+use tokio::net::{TcpStream, UdpSocket};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tracing::{debug, info, warn};
+
+use sfu_core::protocol::{
+    ChatIn, ChatOut, ClientMessage, ErrorCode, PeerId, PublishedTrack, ServerMessage, TrackKind,
+    TrackMapping, TrackSource,
+};
+
+use crate::sdp::sdp_candidates;
+use crate::{
+    ChatVia, ClientConfig, ClientError, ClientEvent, LocalTrack, LocalTrackId, ReceivedRtp,
+    RemoteTrack, Result, SentRtp, SharedCounters, Status,
+};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Largest datagram the driver reads; anything longer is truncated (and then ignored by str0m).
+const RECV_BUF: usize = 2048;
+
+/// What the [`crate::Client`] handle asks the driver to do.
+pub(crate) enum Command {
+    SendRtp {
+        track: LocalTrackId,
+        payload: Arc<[u8]>,
+        marker: bool,
+        reply: Option<oneshot::Sender<Result<SentRtp>>>,
+    },
+    SendChat {
+        text: String,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    SendChannelRaw {
+        data: Vec<u8>,
+        binary: bool,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    SendSignal {
+        msg: ClientMessage,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    Publish {
+        kind: TrackKind,
+        source: TrackSource,
+        reply: oneshot::Sender<Result<LocalTrackId>>,
+    },
+    SetMuted {
+        track: LocalTrackId,
+        muted: bool,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    Leave {
+        reply: oneshot::Sender<()>,
+    },
+    Vanish,
+}
+
+/// Everything [`Driver::new`] needs.
+pub(crate) struct DriverParts<'a> {
+    pub config: &'a ClientConfig,
+    pub peer_id: PeerId,
+    pub ws: Ws,
+    pub udp: UdpSocket,
+    pub local_addr: SocketAddr,
+    pub cmd_rx: mpsc::Receiver<Command>,
+    pub events: mpsc::Sender<ClientEvent>,
+    pub status: watch::Sender<Status>,
+    pub counters: Arc<SharedCounters>,
+    pub early: Vec<ServerMessage>,
+}
+
+/// A published track and its RTP sending state.
+struct TrackState {
+    id: LocalTrackId,
+    kind: TrackKind,
+    source: TrackSource,
+    /// Set when an offer carrying the track is made; cleared if that offer is rolled back.
+    mid: Option<Mid>,
+    negotiated: bool,
+    pt: Option<Pt>,
+    ssrc: Option<Ssrc>,
+    muted: bool,
+    /// Next extended sequence number (starts below 2^16: no out-of-band ROC is signalled).
+    next_seq: u64,
+    /// Timestamp of the current frame.
+    timestamp: u32,
+    /// Whether the next packet starts a new frame (the previous one had the marker bit).
+    new_frame: bool,
+    /// Whether any packet was sent yet (the first one keeps the initial timestamp).
+    started: bool,
+}
+
+impl TrackState {
+    fn new(id: LocalTrackId, kind: TrackKind, source: TrackSource) -> Self {
+        let r = random_u64();
+        TrackState {
+            id,
+            kind,
+            source,
+            mid: None,
+            negotiated: false,
+            pt: None,
+            ssrc: None,
+            muted: false,
+            next_seq: r & 0x3fff,
+            timestamp: (r >> 32) as u32,
+            new_frame: true,
+            started: false,
+        }
+    }
+
+    /// RTP clock ticks per frame: 20 ms of 48 kHz Opus, or one frame of 30 fps 90 kHz video.
+    fn frame_ticks(&self) -> u32 {
+        match self.kind {
+            TrackKind::Audio => 960,
+            TrackKind::Video => 3000,
+        }
+    }
+
+    fn public(&self) -> LocalTrack {
+        LocalTrack {
+            id: self.id,
+            kind: self.kind,
+            source: self.source,
+            mid: self.mid.map(|m| m.to_string()),
+            negotiated: self.negotiated,
+            ssrc: self.ssrc.map(|s| *s),
+            pt: self.pt.map(|p| *p),
+            muted: self.muted,
+        }
+    }
+}
+
+/// An own offer waiting for the SFU's answer.
+struct Pending {
+    offer: SdpPendingOffer,
+    /// Indexes into `tracks` of the tracks this offer adds.
+    tracks: Vec<usize>,
+    /// Whether this offer adds the `chat` data channel.
+    chat: bool,
+}
+
+#[derive(Default)]
+struct ChatState {
+    wanted: bool,
+    id: Option<ChannelId>,
+    negotiated: bool,
+    open: bool,
+}
+
+/// Why the driver loop ended without an error.
+enum End {
+    Left,
+    Vanished,
+    Dropped,
+    Remote(String),
+}
+
+enum Wake {
+    Cmd(Option<Command>),
+    Udp(std::io::Result<(usize, SocketAddr)>),
+    Ws(Option<std::result::Result<Message, tokio_tungstenite::tungstenite::Error>>),
+    Timer,
+    Ping,
+}
+
+pub(crate) struct Driver {
+    peer_id: PeerId,
+    rtc: Rtc,
+    udp: UdpSocket,
+    local_addr: SocketAddr,
+    ws_tx: SplitSink<Ws, Message>,
+    ws_rx: SplitStream<Ws>,
+    cmd_rx: mpsc::Receiver<Command>,
+    events: mpsc::Sender<ClientEvent>,
+    status: watch::Sender<Status>,
+    counters: Arc<SharedCounters>,
+    tracks: Vec<TrackState>,
+    pending: Option<Pending>,
+    remote: HashMap<Mid, RemoteTrack>,
+    chat: ChatState,
+    early: Vec<ServerMessage>,
+    ping_interval: Duration,
+    deliver_rtp: bool,
+    joined: bool,
+    ice_connected: bool,
+    sfu_candidates: Vec<SocketAddr>,
+    remote_offers: u64,
+    answers_applied: u64,
+    buf: Vec<u8>,
+}
+
+impl Driver {
+    pub(crate) fn new(parts: DriverParts<'_>) -> Result<Driver> {
+        let DriverParts {
+            config,
+            peer_id,
+            ws,
+            udp,
+            local_addr,
+            cmd_rx,
+            events,
+            status,
+            counters,
+            early,
+        } = parts;
+
+        // Full ICE (the SFU is ICE-lite), RTP mode, and only the codecs this client writes.
+        let mut rtc = Rtc::builder()
+            .set_rtp_mode(true)
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true)
+            .build(Instant::now());
+        let candidate = Candidate::host(local_addr, "udp")
+            .map_err(|e| ClientError::Protocol(format!("bad host candidate {local_addr}: {e}")))?;
+        rtc.add_local_candidate(candidate);
+
+        let mut tracks = Vec::new();
+        if config.audio {
+            tracks.push(TrackState::new(
+                LocalTrackId(0),
+                TrackKind::Audio,
+                TrackSource::Mic,
+            ));
+        }
+        if config.video {
+            let id = LocalTrackId(tracks.len() as u32);
+            tracks.push(TrackState::new(id, TrackKind::Video, TrackSource::Camera));
+        }
+
+        let (ws_tx, ws_rx) = ws.split();
+        let driver = Driver {
+            peer_id,
+            rtc,
+            udp,
+            local_addr,
+            ws_tx,
+            ws_rx,
+            cmd_rx,
+            events,
+            status,
+            counters,
+            tracks,
+            pending: None,
+            remote: HashMap::new(),
+            chat: ChatState {
+                wanted: config.data_channel,
+                ..ChatState::default()
+            },
+            early,
+            ping_interval: config.ping_interval.max(Duration::from_millis(100)),
+            deliver_rtp: config.deliver_rtp,
+            joined: true,
+            ice_connected: false,
+            sfu_candidates: Vec::new(),
+            remote_offers: 0,
+            answers_applied: 0,
+            buf: vec![0; RECV_BUF],
+        };
+        driver.publish_status();
+        Ok(driver)
+    }
+
+    /// Runs until the client leaves, vanishes, is dropped, or the session fails.
+    pub(crate) async fn run(mut self) {
+        let reason = match self.run_loop().await {
+            Ok(End::Vanished) => {
+                self.vanish();
+                return;
+            }
+            Ok(End::Left) => "left".to_string(),
+            Ok(End::Dropped) => "client handle dropped".to_string(),
+            Ok(End::Remote(why)) => why,
+            Err(e) => format!("failed: {e}"),
+        };
+        debug!(peer = self.peer_id, %reason, "sfu-client driver ends");
+        self.joined = false;
+        self.ice_connected = false;
+        self.status.send_modify(|s| {
+            s.joined = false;
+            s.ice_connected = false;
+            s.chat_open = false;
+            s.closed = Some(reason.clone());
+        });
+        self.emit(ClientEvent::Closed(reason));
+    }
+
+    async fn run_loop(&mut self) -> Result<End> {
+        for msg in std::mem::take(&mut self.early) {
+            if let Some(end) = self.on_server_message(msg).await? {
+                return Ok(end);
+            }
+        }
+        self.maybe_offer().await?;
+
+        let start = tokio::time::Instant::now() + self.ping_interval;
+        let mut ping = tokio::time::interval_at(start, self.ping_interval);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+        loop {
+            let deadline = self.drain().await?;
+            if !self.rtc.is_alive() {
+                return Ok(End::Remote("the webrtc session closed".into()));
+            }
+            // str0m reports "nothing planned" as a far future; never sleep longer than a second.
+            let now = Instant::now();
+            let deadline = deadline.min(now + Duration::from_secs(1)).max(now);
+
+            let wake = tokio::select! {
+                cmd = self.cmd_rx.recv() => Wake::Cmd(cmd),
+                r = self.udp.recv_from(&mut self.buf) => Wake::Udp(r),
+                m = self.ws_rx.next() => Wake::Ws(m),
+                _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => Wake::Timer,
+                _ = ping.tick() => Wake::Ping,
+            };
+
+            match wake {
+                Wake::Cmd(None) => return Ok(End::Dropped),
+                Wake::Cmd(Some(cmd)) => {
+                    if let Some(end) = self.on_command(cmd).await? {
+                        return Ok(end);
+                    }
+                }
+                Wake::Udp(Ok((n, source))) => self.on_datagram(n, source),
+                Wake::Udp(Err(e)) => debug!("udp recv: {e}"),
+                Wake::Ws(None) => return Ok(End::Remote("the sfu closed the websocket".into())),
+                Wake::Ws(Some(Err(e))) => return Err(e.into()),
+                Wake::Ws(Some(Ok(msg))) => {
+                    if let Some(end) = self.on_ws_frame(msg).await? {
+                        return Ok(end);
+                    }
+                }
+                Wake::Timer => {
+                    if let Err(e) = self.rtc.handle_input(Input::Timeout(Instant::now())) {
+                        warn!("str0m timeout handling: {e}");
+                    }
+                }
+                Wake::Ping => self.send_ws(&ClientMessage::Ping).await?,
+            }
+        }
+    }
+
+    /// Drains str0m until it asks for a timeout: transmits datagrams, dispatches events.
+    async fn drain(&mut self) -> Result<Instant> {
+        loop {
+            match self.rtc.poll_output()? {
+                Output::Timeout(t) => return Ok(t),
+                Output::Transmit(t) => match self.udp.send_to(&t.contents, t.destination).await {
+                    Ok(_) => {
+                        self.counters.udp_out.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => debug!("udp send to {}: {e}", t.destination),
+                },
+                Output::Event(e) => self.on_rtc_event(e),
+            }
+        }
+    }
+
+    fn on_datagram(&mut self, n: usize, source: SocketAddr) {
+        self.counters.udp_in.fetch_add(1, Ordering::Relaxed);
+        let Some(contents) = self.buf.get(..n) else {
+            return;
+        };
+        let receive = match Receive::new(Protocol::Udp, source, self.local_addr, contents) {
+            Ok(r) => r,
+            Err(e) => {
+                debug!("ignoring a datagram from {source}: {e}");
+                return;
+            }
+        };
+        let input = Input::Receive(Instant::now(), receive);
+        if !self.rtc.accepts(&input) {
+            debug!("ignoring a datagram from {source}: not for this session");
+            return;
+        }
+        if let Err(e) = self.rtc.handle_input(input) {
+            warn!("str0m rejected a datagram from {source}: {e}");
+        }
+    }
+
+    fn on_rtc_event(&mut self, event: Event) {
+        match event {
+            Event::Connected => {
+                info!(peer = self.peer_id, "media connected");
+                self.ice_connected = true;
+                self.publish_status();
+                self.emit(ClientEvent::Connected);
+            }
+            Event::IceConnectionStateChange(state) => {
+                debug!(peer = self.peer_id, "ice state {state:?}");
+                if state == IceConnectionState::Disconnected {
+                    self.ice_connected = false;
+                    self.publish_status();
+                }
+                self.emit(ClientEvent::IceState(format!("{state:?}")));
+            }
+            Event::ChannelOpen(id, label) if self.chat.id == Some(id) || label == "chat" => {
+                self.chat.id = Some(id);
+                self.chat.open = true;
+                self.publish_status();
+                self.emit(ClientEvent::ChatOpen);
+            }
+            Event::ChannelClose(id) if self.chat.id == Some(id) => {
+                self.chat.open = false;
+                self.publish_status();
+            }
+            Event::ChannelData(data) => {
+                if self.chat.id != Some(data.id) {
+                    return;
+                }
+                match serde_json::from_slice::<ChatOut>(&data.data) {
+                    Ok(ChatOut { from, name, text }) => self.emit(ClientEvent::Chat {
+                        from,
+                        name,
+                        text,
+                        via: ChatVia::DataChannel,
+                    }),
+                    Err(e) => self.emit(ClientEvent::Error(format!(
+                        "unparseable chat line on the data channel: {e}"
+                    ))),
+                }
+            }
+            Event::RtpPacket(packet) => self.on_rtp(packet),
+            Event::KeyframeRequest(_) => {
+                self.counters
+                    .keyframe_requests
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            Event::Closed => {
+                self.ice_connected = false;
+                self.chat.open = false;
+                self.publish_status();
+            }
+            _ => {}
+        }
+    }
+
+    fn on_rtp(&mut self, packet: RtpPacket) {
+        self.counters.rtp_received.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .rtp_bytes_received
+            .fetch_add(packet.payload.len() as u64, Ordering::Relaxed);
+        if !self.deliver_rtp {
+            return;
+        }
+        let ssrc = packet.header.ssrc;
+        let mid = packet.header.ext_vals.mid.or_else(|| {
+            self.rtc
+                .direct_api()
+                .stream_rx(&ssrc)
+                .map(|stream| stream.mid())
+        });
+        let remote = mid.and_then(|m| self.remote.get(&m));
+        let kind = mid
+            .and_then(|m| self.rtc.media(m))
+            .map(|m| track_kind(m.kind()));
+        let event = ClientEvent::Rtp(ReceivedRtp {
+            mid: mid.map(|m| m.to_string()),
+            ssrc: *ssrc,
+            seq: packet.header.sequence_number,
+            ext_seq: *packet.seq_no,
+            timestamp: packet.header.timestamp,
+            marker: packet.header.marker,
+            pt: *packet.header.payload_type,
+            peer_id: remote.map(|r| r.peer_id),
+            track_id: remote.map(|r| r.track_id.clone()),
+            kind,
+            payload: packet.payload,
+            received_at: packet.timestamp,
+        });
+        self.emit(event);
+    }
+
+    async fn on_ws_frame(&mut self, msg: Message) -> Result<Option<End>> {
+        match msg {
+            Message::Text(text) => match serde_json::from_str::<ServerMessage>(text.as_str()) {
+                Ok(m) => self.on_server_message(m).await,
+                Err(e) => {
+                    self.emit(ClientEvent::Error(format!(
+                        "unparseable message from the sfu: {e}"
+                    )));
+                    Ok(None)
+                }
+            },
+            Message::Binary(_) => {
+                self.emit(ClientEvent::Error(
+                    "unexpected binary frame from the sfu".into(),
+                ));
+                Ok(None)
+            }
+            Message::Close(frame) => Ok(Some(End::Remote(format!(
+                "the sfu closed the websocket: {frame:?}"
+            )))),
+            _ => Ok(None),
+        }
+    }
+
+    async fn on_server_message(&mut self, msg: ServerMessage) -> Result<Option<End>> {
+        match msg {
+            ServerMessage::Joined { .. } => {
+                self.emit(ClientEvent::Error("a second `joined` arrived".into()));
+            }
+            ServerMessage::PeerJoined { peer } => self.emit(ClientEvent::PeerJoined(peer)),
+            ServerMessage::PeerLeft { peer_id } => self.emit(ClientEvent::PeerLeft(peer_id)),
+            ServerMessage::TrackPublished { peer_id, track } => {
+                self.emit(ClientEvent::TrackPublished { peer_id, track })
+            }
+            ServerMessage::TrackUnpublished { peer_id, track_id } => {
+                self.emit(ClientEvent::TrackUnpublished { peer_id, track_id })
+            }
+            ServerMessage::TrackMuted {
+                peer_id,
+                track_id,
+                muted,
+            } => self.emit(ClientEvent::TrackMuted {
+                peer_id,
+                track_id,
+                muted,
+            }),
+            ServerMessage::Offer { sdp, tracks } => self.on_remote_offer(sdp, tracks).await?,
+            ServerMessage::Answer { sdp } => self.on_remote_answer(sdp).await?,
+            ServerMessage::Chat { from, name, text } => self.emit(ClientEvent::Chat {
+                from,
+                name,
+                text,
+                via: ChatVia::WebSocket,
+            }),
+            ServerMessage::Error { code, message } => {
+                if matches!(code, ErrorCode::MediaTimeout | ErrorCode::Unavailable) {
+                    // The SFU removed this peer.
+                    self.joined = false;
+                    self.publish_status();
+                }
+                self.emit(ClientEvent::ServerError { code, message });
+            }
+            ServerMessage::Pong => {}
+        }
+        Ok(None)
+    }
+
+    /// An SFU offer: roll back an own pending offer (we are the polite side), accept, answer, then
+    /// offer again whatever the rollback dropped.
+    async fn on_remote_offer(&mut self, sdp: String, tracks: Vec<TrackMapping>) -> Result<()> {
+        let offer = match SdpOffer::from_sdp_string(&sdp) {
+            Ok(o) => o,
+            Err(e) => {
+                self.emit(ClientEvent::Error(format!(
+                    "unparseable offer from the sfu: {e}"
+                )));
+                return Ok(());
+            }
+        };
+        if let Some(pending) = self.pending.take() {
+            // Glare. Dropping the pending offer is str0m's rollback: its changes were never applied.
+            // accept_offer below also moves str0m's change id on, so the pending offer could not
+            // be completed anyway.
+            debug!(peer = self.peer_id, "glare: rolling back the own offer");
+            self.rollback(pending);
+            self.counters.glare.fetch_add(1, Ordering::Relaxed);
+            self.emit(ClientEvent::Glare);
+        }
+        self.note_candidates(&sdp);
+
+        let answer = match self.rtc.sdp_api().accept_offer(offer) {
+            Ok(a) => a,
+            Err(e) => {
+                self.drain().await?;
+                self.emit(ClientEvent::Error(format!(
+                    "could not accept the sfu's offer: {e}"
+                )));
+                return Ok(());
+            }
+        };
+        self.drain().await?;
+        self.remote_offers += 1;
+
+        self.remote.clear();
+        for t in tracks {
+            let mid = Mid::from(t.mid.as_str());
+            let kind = self.rtc.media(mid).map(|m| track_kind(m.kind()));
+            self.remote.insert(
+                mid,
+                RemoteTrack {
+                    mid: t.mid,
+                    peer_id: t.peer_id,
+                    track_id: t.track_id,
+                    kind,
+                },
+            );
+        }
+        self.send_ws(&ClientMessage::Answer {
+            sdp: answer.to_sdp_string(),
+        })
+        .await?;
+        self.publish_status();
+        let list = self.remote_list();
+        self.emit(ClientEvent::RemoteTracks(list));
+
+        self.maybe_offer().await
+    }
+
+    fn rollback(&mut self, pending: Pending) {
+        for i in pending.tracks {
+            if let Some(t) = self.tracks.get_mut(i) {
+                t.mid = None;
+            }
+        }
+        if pending.chat {
+            self.chat.id = None;
+        }
+        drop(pending.offer);
+    }
+
+    async fn on_remote_answer(&mut self, sdp: String) -> Result<()> {
+        let Some(pending) = self.pending.take() else {
+            self.emit(ClientEvent::Error(
+                "an answer arrived but no own offer is pending".into(),
+            ));
+            return Ok(());
+        };
+        let answer = match SdpAnswer::from_sdp_string(&sdp) {
+            Ok(a) => a,
+            Err(e) => {
+                self.rollback(pending);
+                self.publish_status();
+                self.emit(ClientEvent::Error(format!(
+                    "unparseable answer from the sfu: {e}"
+                )));
+                return Ok(());
+            }
+        };
+        self.note_candidates(&sdp);
+
+        let Pending {
+            offer,
+            tracks,
+            chat,
+        } = pending;
+        let accepted = self.rtc.sdp_api().accept_answer(offer, answer);
+        self.drain().await?;
+        match accepted {
+            Ok(()) => {
+                self.answers_applied += 1;
+                for i in tracks {
+                    self.resolve_track(i);
+                }
+                if chat {
+                    self.chat.negotiated = true;
+                }
+                self.drain().await?;
+                self.publish_status();
+                let list = self.tracks.iter().map(TrackState::public).collect();
+                self.emit(ClientEvent::LocalTracks(list));
+                // Tracks published while this offer was out go in the next one.
+                self.maybe_offer().await
+            }
+            Err(e) => {
+                // No automatic retry: the same offer would most likely fail the same way.
+                for i in tracks {
+                    if let Some(t) = self.tracks.get_mut(i) {
+                        t.mid = None;
+                    }
+                }
+                if chat {
+                    self.chat.id = None;
+                }
+                self.publish_status();
+                self.emit(ClientEvent::Error(format!(
+                    "could not apply the sfu's answer: {e}"
+                )));
+                Ok(())
+            }
+        }
+    }
+
+    /// After an answer: find the track's SSRC and negotiated payload type.
+    fn resolve_track(&mut self, i: usize) {
+        let Some(t) = self.tracks.get(i) else {
+            return;
+        };
+        let Some(mid) = t.mid else {
+            return;
+        };
+        let kind = t.kind;
+        let pt = negotiated_pt(&self.rtc, mid, kind);
+        let ssrc = self
+            .rtc
+            .direct_api()
+            .stream_tx_by_mid(mid, None)
+            .map(|s| s.ssrc());
+        if let Some(t) = self.tracks.get_mut(i) {
+            t.pt = pt;
+            t.ssrc = ssrc;
+            t.negotiated = pt.is_some() && ssrc.is_some();
+            if !t.negotiated {
+                warn!(
+                    "track {mid} negotiated without a usable codec or stream (pt {pt:?}, ssrc {ssrc:?})"
+                );
+            }
+        }
+    }
+
+    /// Makes an offer if something is not negotiated yet and no offer is outstanding.
+    async fn maybe_offer(&mut self) -> Result<()> {
+        if self.pending.is_some() || !self.joined {
+            return Ok(());
+        }
+        let new_tracks: Vec<usize> = (0..self.tracks.len())
+            .filter(|&i| self.tracks[i].mid.is_none())
+            .collect();
+        let want_chat = self.chat.wanted && self.chat.id.is_none();
+        if new_tracks.is_empty() && !want_chat {
+            return Ok(());
+        }
+
+        let stream_id = format!("sfu-client-{}", self.peer_id);
+        let mut api = self.rtc.sdp_api();
+        for &i in &new_tracks {
+            let t = &mut self.tracks[i];
+            let media_kind = match t.kind {
+                TrackKind::Audio => MediaKind::Audio,
+                TrackKind::Video => MediaKind::Video,
+            };
+            let track_label = format!("track-{}", t.id.0);
+            let mid = api.add_media(
+                media_kind,
+                Direction::SendOnly,
+                Some(stream_id.clone()),
+                Some(track_label),
+                None,
+            );
+            t.mid = Some(mid);
+        }
+        if want_chat {
+            self.chat.id = Some(api.add_channel("chat".to_string()));
+        }
+        let applied = api.apply();
+        self.drain().await?;
+
+        let Some((offer, pending)) = applied else {
+            // Nothing needed an SDP round (a channel on an existing association is opened directly).
+            if want_chat {
+                self.chat.negotiated = true;
+            }
+            self.publish_status();
+            return Ok(());
+        };
+        self.pending = Some(Pending {
+            offer: pending,
+            tracks: new_tracks,
+            chat: want_chat,
+        });
+        let tracks = self
+            .tracks
+            .iter()
+            .filter_map(|t| {
+                t.mid.map(|mid| PublishedTrack {
+                    mid: mid.to_string(),
+                    source: t.source,
+                    muted: t.muted,
+                })
+            })
+            .collect();
+        self.send_ws(&ClientMessage::Offer {
+            sdp: offer.to_sdp_string(),
+            tracks,
+        })
+        .await?;
+        self.publish_status();
+        Ok(())
+    }
+
+    async fn on_command(&mut self, cmd: Command) -> Result<Option<End>> {
+        match cmd {
+            Command::SendRtp {
+                track,
+                payload,
+                marker,
+                reply,
+            } => {
+                let result = self.write_rtp(track, payload, marker);
+                self.drain().await?;
+                if let Some(reply) = reply {
+                    let _ = reply.send(result);
+                } else if let Err(e) = result {
+                    debug!("queued rtp not sent: {e}");
+                }
+            }
+            Command::SendChat { text, reply } => {
+                let result = match serde_json::to_vec(&ChatIn { text }) {
+                    Ok(bytes) => self.write_channel(&bytes, false),
+                    Err(e) => Err(e.into()),
+                };
+                self.drain().await?;
+                let _ = reply.send(result);
+            }
+            Command::SendChannelRaw {
+                data,
+                binary,
+                reply,
+            } => {
+                let result = self.write_channel(&data, binary);
+                self.drain().await?;
+                let _ = reply.send(result);
+            }
+            Command::SendSignal { msg, reply } => {
+                let result = self.send_ws(&msg).await;
+                let failed = result.is_err();
+                let _ = reply.send(result);
+                if failed {
+                    return Ok(Some(End::Remote("the websocket failed".into())));
+                }
+            }
+            Command::Publish {
+                kind,
+                source,
+                reply,
+            } => {
+                let id = LocalTrackId(self.tracks.len() as u32);
+                self.tracks.push(TrackState::new(id, kind, source));
+                self.publish_status();
+                self.maybe_offer().await?;
+                let _ = reply.send(Ok(id));
+            }
+            Command::SetMuted {
+                track,
+                muted,
+                reply,
+            } => {
+                let result = self.set_muted(track, muted).await;
+                let _ = reply.send(result);
+            }
+            Command::Leave { reply } => {
+                self.leave().await;
+                let _ = reply.send(());
+                return Ok(Some(End::Left));
+            }
+            Command::Vanish => return Ok(Some(End::Vanished)),
+        }
+        Ok(None)
+    }
+
+    fn write_rtp(
+        &mut self,
+        track: LocalTrackId,
+        payload: Arc<[u8]>,
+        marker: bool,
+    ) -> Result<SentRtp> {
+        let t = self
+            .tracks
+            .iter_mut()
+            .find(|t| t.id == track)
+            .ok_or(ClientError::UnknownTrack(track.0))?;
+        let (Some(mid), Some(pt), true) = (t.mid, t.pt, t.negotiated) else {
+            return Err(ClientError::NotNegotiated(track.0));
+        };
+        if t.started && t.new_frame {
+            t.timestamp = t.timestamp.wrapping_add(t.frame_ticks());
+        }
+        let seq = t.next_seq;
+        let timestamp = t.timestamp;
+        let nackable = t.kind == TrackKind::Video;
+        let mut api = self.rtc.direct_api();
+        let stream = api
+            .stream_tx_by_mid(mid, None)
+            .ok_or(ClientError::NotNegotiated(track.0))?;
+        let ssrc = stream.ssrc();
+        stream.write_rtp(
+            RtpWrite::new(pt, seq.into(), timestamp, Instant::now(), payload)
+                .marker(marker)
+                .nackable(nackable),
+        );
+        t.next_seq += 1;
+        t.started = true;
+        t.new_frame = marker;
+        self.counters.rtp_sent.fetch_add(1, Ordering::Relaxed);
+        Ok(SentRtp {
+            mid: mid.to_string(),
+            ssrc: *ssrc,
+            seq: seq as u16,
+            timestamp,
+            pt: *pt,
+        })
+    }
+
+    fn write_channel(&mut self, data: &[u8], binary: bool) -> Result<()> {
+        let Some(id) = self.chat.id.filter(|_| self.chat.open) else {
+            return Err(ClientError::ChannelNotOpen);
+        };
+        let mut channel = self.rtc.channel(id).ok_or(ClientError::ChannelNotOpen)?;
+        if channel.write(binary, data)? {
+            Ok(())
+        } else {
+            Err(ClientError::ChannelFull)
+        }
+    }
+
+    async fn set_muted(&mut self, track: LocalTrackId, muted: bool) -> Result<()> {
+        let t = self
+            .tracks
+            .iter_mut()
+            .find(|t| t.id == track)
+            .ok_or(ClientError::UnknownTrack(track.0))?;
+        let mid = t
+            .mid
+            .filter(|_| t.negotiated)
+            .ok_or(ClientError::NotNegotiated(track.0))?;
+        t.muted = muted;
+        self.publish_status();
+        self.send_ws(&ClientMessage::Mute {
+            mid: mid.to_string(),
+            muted,
+        })
+        .await
+    }
+
+    /// Graceful goodbye: `leave`, WebRTC close (BYE, SCTP shutdown, DTLS close_notify), WS close.
+    async fn leave(&mut self) {
+        if let Err(e) = self.send_ws(&ClientMessage::Leave).await {
+            debug!("sending leave: {e}");
+        }
+        if let Err(e) = self.rtc.close() {
+            debug!("closing the webrtc session: {e}");
+        }
+        // Let the close output (BYE, close_notify) go out.
+        if let Err(e) = self.drain().await {
+            debug!("draining the close: {e}");
+        }
+        if let Err(e) = self.ws_tx.close().await {
+            debug!("closing the websocket: {e}");
+        }
+    }
+
+    /// Drop everything without a word; the TCP connection is reset rather than shut down.
+    fn vanish(self) {
+        if let Ok(ws) = self.ws_tx.reunite(self.ws_rx) {
+            if let MaybeTlsStream::Plain(tcp) = ws.get_ref() {
+                if let Err(e) = tcp.set_zero_linger() {
+                    debug!("SO_LINGER: {e}");
+                }
+            }
+        }
+        // The UDP socket, the WebSocket and the Rtc drop here.
+    }
+
+    async fn send_ws(&mut self, msg: &ClientMessage) -> Result<()> {
+        let text = serde_json::to_string(msg)?;
+        self.ws_tx.send(Message::text(text)).await?;
+        Ok(())
+    }
+
+    fn note_candidates(&mut self, sdp: &str) {
+        for addr in sdp_candidates(sdp) {
+            if !self.sfu_candidates.contains(&addr) {
+                self.sfu_candidates.push(addr);
+            }
+        }
+    }
+
+    fn remote_list(&self) -> Vec<RemoteTrack> {
+        let mut list: Vec<RemoteTrack> = self.remote.values().cloned().collect();
+        list.sort_by(|a, b| a.track_id.cmp(&b.track_id));
+        list
+    }
+
+    fn emit(&self, event: ClientEvent) {
+        if self.events.try_send(event).is_err() {
+            self.counters.events_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn publish_status(&self) {
+        let status = Status {
+            joined: self.joined,
+            ice_connected: self.ice_connected,
+            chat_open: self.chat.open,
+            negotiating: self.pending.is_some(),
+            local_tracks: self.tracks.iter().map(TrackState::public).collect(),
+            remote_tracks: self.remote_list(),
+            sfu_candidates: self.sfu_candidates.clone(),
+            remote_offers: self.remote_offers,
+            answers_applied: self.answers_applied,
+            closed: None,
+        };
+        self.status.send_replace(status);
+    }
+}
+
+fn track_kind(kind: MediaKind) -> TrackKind {
+    match kind {
+        MediaKind::Audio => TrackKind::Audio,
+        MediaKind::Video => TrackKind::Video,
+    }
+}
+
+/// The payload type to send `kind` with on `mid`: the first remote PT of Opus (audio) or VP8 (video).
+fn negotiated_pt(rtc: &Rtc, mid: Mid, kind: TrackKind) -> Option<Pt> {
+    let media = rtc.media(mid)?;
+    let want = match kind {
+        TrackKind::Audio => Codec::Opus,
+        TrackKind::Video => Codec::Vp8,
+    };
+    let params = rtc.codec_config().params();
+    media.remote_pts().iter().copied().find(|pt| {
+        params
+            .iter()
+            .any(|p| p.pt() == *pt && p.spec().codec == want)
+    })
+}
+
+/// A random number without a dependency: std's per-process random hash keys.
+fn random_u64() -> u64 {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    h.finish()
+}
