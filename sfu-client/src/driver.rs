@@ -70,6 +70,9 @@ pub(crate) enum Command {
         muted: bool,
         reply: oneshot::Sender<Result<()>>,
     },
+    CutMedia {
+        reply: oneshot::Sender<()>,
+    },
     Leave {
         reply: oneshot::Sender<()>,
     },
@@ -208,6 +211,8 @@ pub(crate) struct Driver {
     sfu_candidates: Vec<SocketAddr>,
     remote_offers: u64,
     answers_applied: u64,
+    /// Simulated loss of the network path: no datagram goes out or is read.
+    media_cut: bool,
     buf: Vec<u8>,
 }
 
@@ -277,6 +282,7 @@ impl Driver {
             sfu_candidates: Vec::new(),
             remote_offers: 0,
             answers_applied: 0,
+            media_cut: false,
             buf: vec![0; RECV_BUF],
         };
         driver.publish_status();
@@ -367,6 +373,7 @@ impl Driver {
         loop {
             match self.rtc.poll_output()? {
                 Output::Timeout(t) => return Ok(t),
+                Output::Transmit(_) if self.media_cut => {}
                 Output::Transmit(t) => match self.udp.send_to(&t.contents, t.destination).await {
                     Ok(_) => {
                         self.counters.udp_out.fetch_add(1, Ordering::Relaxed);
@@ -379,6 +386,9 @@ impl Driver {
     }
 
     fn on_datagram(&mut self, n: usize, source: SocketAddr) {
+        if self.media_cut {
+            return;
+        }
         self.counters.udp_in.fetch_add(1, Ordering::Relaxed);
         let Some(contents) = self.buf.get(..n) else {
             return;
@@ -851,6 +861,10 @@ impl Driver {
             } => {
                 let result = self.set_muted(track, muted).await;
                 let _ = reply.send(result);
+            }
+            Command::CutMedia { reply } => {
+                self.media_cut = true;
+                let _ = reply.send(());
             }
             Command::Leave { reply } => {
                 self.leave().await;

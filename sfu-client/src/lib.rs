@@ -745,6 +745,15 @@ impl Client {
         rx.await.map_err(|_| ClientError::Closed)?
     }
 
+    /// Simulates losing the network path while the WebSocket stays up: from now on the client
+    /// neither sends nor reads any datagram (no STUN consent, no media). The SFU should notice the
+    /// lost ICE consent, report `media_timeout` and remove the peer.
+    pub async fn cut_media(&self) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.command(Command::CutMedia { reply }).await?;
+        rx.await.map_err(|_| ClientError::Closed)
+    }
+
     /// The next event; `None` once the driver ended and every event was read.
     pub async fn next_event(&mut self) -> Option<ClientEvent> {
         self.events.recv().await
