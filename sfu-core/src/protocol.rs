@@ -309,7 +309,10 @@ mod tests {
 
     #[test]
     fn unknown_fields_and_types_are_refused() {
-        assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"join","version":1,"room":"a","name":"b","x":1}"#).is_err());
+        assert!(serde_json::from_str::<ClientMessage>(
+            r#"{"type":"join","version":1,"room":"a","name":"b","x":1}"#
+        )
+        .is_err());
         assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"explode"}"#).is_err());
         assert!(serde_json::from_str::<ClientMessage>(r#"[1,2,3]"#).is_err());
     }
@@ -324,7 +327,12 @@ mod tests {
         })
         .unwrap();
         assert_eq!(s, r#"{"type":"error","code":"room_full","message":"full"}"#);
-        let s = serde_json::to_string(&ChatOut { from: 1, name: "a".into(), text: "hi".into() }).unwrap();
+        let s = serde_json::to_string(&ChatOut {
+            from: 1,
+            name: "a".into(),
+            text: "hi".into(),
+        })
+        .unwrap();
         assert_eq!(s, r#"{"type":"chat","from":1,"name":"a","text":"hi"}"#);
     }
 }
