@@ -125,7 +125,7 @@ function startViewer(id) {
   });
   c.addEventListener('peerleft', () => backToWaiting());
   c.addEventListener('close', ({ detail }) => {
-    if (client !== c) return;
+    if (client !== c || c.peerId == null) return; // a failed join is handled by join()'s rejection
     backToWaiting();
     if (detail.left) return;
     // Lost the server (restart, network): come back under the same ID.
@@ -231,7 +231,8 @@ async function startSharing(rawId) {
     stopSharing('The other device disconnected.');
   });
   c.addEventListener('close', ({ detail }) => {
-    if (client !== c || detail.left) return;
+    // Before `joined` a refusal is reported by join() itself.
+    if (client !== c || detail.left || c.peerId == null) return;
     stopSharing('The connection to the server ended.');
   });
   c.addEventListener('connectionstatechange', ({ detail: { state } }) => {
