@@ -11,6 +11,9 @@ pub struct CoreConfig {
     pub candidates: Vec<SocketAddr>,
     /// How long a joined peer may take to bring ICE and DTLS up before it is dropped.
     pub connect_timeout: Duration,
+    /// A connected peer from which nothing (media, RTCP or the browser's ICE consent checks every
+    /// ~5 s) arrived for this long is gone.
+    pub idle_timeout: Duration,
     /// Datagrams larger than this are refused before any parsing (a browser never sends one
     /// above the path MTU).
     pub max_datagram: usize,
@@ -25,6 +28,7 @@ impl Default for CoreConfig {
         CoreConfig {
             candidates: Vec::new(),
             connect_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(10),
             max_datagram: 1500,
             keyframe_request_interval: Duration::from_millis(300),
             max_paths_per_peer: 8,

@@ -123,6 +123,7 @@ impl Core {
 
     /// Handles one signaling message from `peer`'s connection.
     pub fn handle_message(&mut self, now: Instant, peer: PeerId, msg: ClientMessage) {
+        let _span = tracing::info_span!("peer", id = peer).entered();
         match msg {
             ClientMessage::Join {
                 version,
@@ -168,6 +169,8 @@ impl Core {
         let Some(peer) = self.peers.get_mut(&peer_id) else {
             return;
         };
+        let _span = Peer::span(peer_id).entered();
+        peer.last_heard = now;
         let input = Input::Receive(
             now,
             Receive {
@@ -237,7 +240,7 @@ impl Core {
         let mut expired = std::mem::take(&mut self.scratch);
         expired.clear();
         for (id, peer) in &mut self.peers {
-            if !peer.connected && now >= peer.joined_at + self.config.connect_timeout {
+            if now >= peer.liveness_deadline(&self.config) {
                 expired.push(*id);
                 continue;
             }

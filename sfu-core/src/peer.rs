@@ -50,6 +50,8 @@ pub struct Peer {
     pub connected: bool,
     /// When it joined (the connect deadline counts from here).
     pub joined_at: Instant,
+    /// When a datagram from it last arrived (the idle deadline counts from here).
+    pub last_heard: Instant,
     /// When its `Rtc` wants time next.
     pub next_timeout: Instant,
     /// Queued for polling in the current drive.
@@ -95,9 +97,25 @@ impl Peer {
             chat_channel: None,
             connected: false,
             joined_at: now,
+            last_heard: now,
             next_timeout: now,
             dirty: false,
         }
+    }
+
+    /// When the peer is given up on if nothing else happens: the connect deadline until it
+    /// connects, then the idle deadline.
+    pub fn liveness_deadline(&self, config: &crate::config::CoreConfig) -> Instant {
+        if self.connected {
+            self.last_heard + config.idle_timeout
+        } else {
+            self.joined_at + config.connect_timeout
+        }
+    }
+
+    /// A tracing span naming this peer, entered while the core works on its behalf.
+    pub fn span(id: PeerId) -> tracing::Span {
+        tracing::debug_span!("peer", id)
     }
 
     /// The ufrag STUN requests for this peer carry.

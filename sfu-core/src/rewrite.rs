@@ -180,10 +180,9 @@ mod tests {
     fn sequence_and_timestamp_wrap_around_continuously() {
         let t0 = Instant::now();
         let mut r = SeqTsRewriter::new();
-        let mut seq = 65530u64;
         let mut ts = u32::MAX - 3000;
         let mut prev: Option<Rewritten> = None;
-        for _ in 0..20 {
+        for seq in 65530u64..65550 {
             let out = r.rewrite(9, seq, ts, t0, VIDEO).unwrap();
             if let Some(p) = prev {
                 assert_eq!(out.seq, p.seq + 1, "extended seq continues across 65535");
@@ -195,7 +194,6 @@ mod tests {
                 assert_eq!((out.seq & 0xffff) as u16, ((p.seq + 1) & 0xffff) as u16);
             }
             prev = Some(out);
-            seq += 1;
             ts = ts.wrapping_add(3000);
         }
         assert!(prev.unwrap().seq > 65535);

@@ -52,7 +52,7 @@ export function skipWithoutChromium(t) {
 export const chromiumPresent = fs.existsSync(CHROMIUM);
 
 /**
- * Starts `edge-sfu --listen 127.0.0.1:0 --workers 2` and waits for its ready line.
+ * Starts `edge-sfu --listen 127.0.0.1:0 --workers 2 --public-ip 127.0.0.1` (loopback-only ICE) and waits for its ready line.
  * Its stdout and stderr go to a log file whose path is `server.logFile`.
  * @returns {Promise<{url: string, proc: import('node:child_process').ChildProcess, logFile: string, stop: () => Promise<void>, stats: () => Promise<any>, logTail: (n?: number) => string}>}
  */
@@ -62,7 +62,7 @@ export async function startServer({ name = 'edge-sfu' } = {}) {
   }
   const logFile = path.join(os.tmpdir(), `${name}-${process.pid}-${Date.now()}.log`);
   const log = fs.createWriteStream(logFile);
-  const proc = spawn(EDGE_SFU_BIN, ['--listen', '127.0.0.1:0', '--workers', '2'], {
+  const proc = spawn(EDGE_SFU_BIN, ['--listen', '127.0.0.1:0', '--workers', '2', '--public-ip', '127.0.0.1'], {
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
