@@ -1,7 +1,21 @@
 //! The sans-IO heart of edge-sfu: rooms, peers, tracks and the forwarding of RTP between them.
 //!
 //! Nothing here touches a socket, a clock or a thread: datagrams, signaling messages and time go in,
-//! datagrams, signaling messages and the next deadline come out. That keeps the core deterministic and
-//! testable with simulated time; the I/O shell of the `edge-sfu` binary drives it.
+//! datagrams, signaling messages and the next deadline come out ([`Core`]). That keeps the core
+//! deterministic and testable with simulated time; the I/O shell of the `edge-sfu` binary drives it.
 
+pub mod config;
+mod core;
+pub mod counters;
+pub mod demux;
+mod peer;
 pub mod protocol;
+pub mod rewrite;
+mod room;
+mod track;
+pub mod wire;
+
+pub use crate::config::CoreConfig;
+pub use crate::core::{Core, Output, Transmit};
+pub use crate::counters::{Counters, DropReason, StatsSnapshot};
+pub use str0m;

@@ -12,7 +12,12 @@ pub type PeerId = u64;
 
 /// What a client may send.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "camelCase", deny_unknown_fields)]
+#[serde(
+    tag = "type",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase",
+    deny_unknown_fields
+)]
 pub enum ClientMessage {
     /// Enter a room; must be the first message on a connection.
     Join {
@@ -156,7 +161,11 @@ pub struct IceServer {
 
 /// What the SFU sends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "camelCase")]
+#[serde(
+    tag = "type",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
 pub enum ServerMessage {
     /// The join succeeded.
     Joined {
@@ -309,7 +318,10 @@ mod tests {
 
     #[test]
     fn unknown_fields_and_types_are_refused() {
-        assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"join","version":1,"room":"a","name":"b","x":1}"#).is_err());
+        assert!(serde_json::from_str::<ClientMessage>(
+            r#"{"type":"join","version":1,"room":"a","name":"b","x":1}"#
+        )
+        .is_err());
         assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"explode"}"#).is_err());
         assert!(serde_json::from_str::<ClientMessage>(r#"[1,2,3]"#).is_err());
     }
@@ -318,13 +330,30 @@ mod tests {
     fn server_messages_use_camel_case_tags_and_fields() {
         let s = serde_json::to_string(&ServerMessage::PeerLeft { peer_id: 7 }).unwrap();
         assert_eq!(s, r#"{"type":"peerLeft","peerId":7}"#);
+        let s = serde_json::to_string(&ServerMessage::Joined {
+            version: 1,
+            peer_id: 3,
+            room: "r".into(),
+            peers: vec![],
+            ice_servers: vec![],
+        })
+        .unwrap();
+        assert_eq!(
+            s,
+            r#"{"type":"joined","version":1,"peerId":3,"room":"r","peers":[],"iceServers":[]}"#
+        );
         let s = serde_json::to_string(&ServerMessage::Error {
             code: ErrorCode::RoomFull,
             message: "full".into(),
         })
         .unwrap();
         assert_eq!(s, r#"{"type":"error","code":"room_full","message":"full"}"#);
-        let s = serde_json::to_string(&ChatOut { from: 1, name: "a".into(), text: "hi".into() }).unwrap();
+        let s = serde_json::to_string(&ChatOut {
+            from: 1,
+            name: "a".into(),
+            text: "hi".into(),
+        })
+        .unwrap();
         assert_eq!(s, r#"{"type":"chat","from":1,"name":"a","text":"hi"}"#);
     }
 }

@@ -1,1 +1,14 @@
 //! HTTP + WebSocket signaling server of edge-sfu.
+//!
+//! It serves the embedded browser client and demo pages, speaks the JSON protocol of
+//! [`sfu_core::protocol`] on `/ws` with per-connection limits, places each room on one worker
+//! ([`dispatch`]) and relays each peer's messages to that worker. Forwarding itself happens in the
+//! workers; nothing media-related runs here.
+
+pub mod assets;
+pub mod dispatch;
+pub mod limits;
+pub mod server;
+
+pub use dispatch::{Dispatch, WorkerCommand, WorkerHandle};
+pub use server::{router, AppState, SignalingCounters};

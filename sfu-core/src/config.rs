@@ -1,0 +1,37 @@
+//! Settings of one core, given by the shell at start.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// How one core (one worker) behaves.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// The addresses this worker's media socket is reachable at, announced as ICE host
+    /// candidates in every SDP (one per announced IP, all on the worker's port).
+    pub candidates: Vec<SocketAddr>,
+    /// How long a joined peer may take to bring ICE and DTLS up before it is dropped.
+    pub connect_timeout: Duration,
+    /// A connected peer from which nothing (media, RTCP or the browser's ICE consent checks every
+    /// ~5 s) arrived for this long is gone.
+    pub idle_timeout: Duration,
+    /// Datagrams larger than this are refused before any parsing (a browser never sends one
+    /// above the path MTU).
+    pub max_datagram: usize,
+    /// Minimum spacing of keyframe requests forwarded to one published track.
+    pub keyframe_request_interval: Duration,
+    /// How many 5-tuples one peer may be reached on (ICE tries several candidate pairs).
+    pub max_paths_per_peer: usize,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig {
+            candidates: Vec::new(),
+            connect_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(10),
+            max_datagram: 1500,
+            keyframe_request_interval: Duration::from_millis(300),
+            max_paths_per_peer: 8,
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! Counters the core keeps: what it forwarded, and every datagram or message it refused, by reason.
+
+use serde::Serialize;
+
+/// Why the core refused a datagram or a signaling message. Every refusal is counted under one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// First byte matches no protocol on the media port.
+    UnknownProtocol,
+    /// STUN with a bad header or length.
+    MalformedStun,
+    /// STUN whose USERNAME names no peer of this worker.
+    UnknownUfrag,
+    /// RTP with a bad version or lengths.
+    MalformedRtp,
+    /// RTCP too short to be RTCP.
+    MalformedRtcp,
+    /// DTLS/RTP/RTCP from a 5-tuple no peer has used for STUN.
+    UnknownSource,
+    /// Larger than any datagram the media path uses.
+    Oversized,
+    /// str0m refused the datagram (bad SRTP authentication, DTLS garbage, ...).
+    Rejected,
+    /// A forwarded packet's codec has no payload type on the subscriber's leg.
+    NoMatchingCodec,
+    /// A late packet from an earlier source of a leg, whose number is already taken.
+    StaleSource,
+    /// A data-channel message that is not a chat line of the protocol.
+    BadChannelMessage,
+    /// An SDP offer or answer that could not be applied.
+    BadSdp,
+}
+
+impl DropReason {
+    /// Every reason, in a fixed order (the order of [`Counters::drops`]).
+    pub const ALL: [DropReason; 12] = [
+        DropReason::UnknownProtocol,
+        DropReason::MalformedStun,
+        DropReason::UnknownUfrag,
+        DropReason::MalformedRtp,
+        DropReason::MalformedRtcp,
+        DropReason::UnknownSource,
+        DropReason::Oversized,
+        DropReason::Rejected,
+        DropReason::NoMatchingCodec,
+        DropReason::StaleSource,
+        DropReason::BadChannelMessage,
+        DropReason::BadSdp,
+    ];
+
+    /// The reason's name in stats output.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            DropReason::UnknownProtocol => "unknown_protocol",
+            DropReason::MalformedStun => "malformed_stun",
+            DropReason::UnknownUfrag => "unknown_ufrag",
+            DropReason::MalformedRtp => "malformed_rtp",
+            DropReason::MalformedRtcp => "malformed_rtcp",
+            DropReason::UnknownSource => "unknown_source",
+            DropReason::Oversized => "oversized",
+            DropReason::Rejected => "rejected",
+            DropReason::NoMatchingCodec => "no_matching_codec",
+            DropReason::StaleSource => "stale_source",
+            DropReason::BadChannelMessage => "bad_channel_message",
+            DropReason::BadSdp => "bad_sdp",
+        }
+    }
+
+    const fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Monotonic counters of one core.
+#[derive(Debug, Clone, Default)]
+pub struct Counters {
+    /// RTP packets written to subscriber legs.
+    pub forwarded_packets: u64,
+    /// RTP payload bytes written to subscriber legs.
+    pub forwarded_bytes: u64,
+    /// RTP packets received from publishers.
+    pub received_packets: u64,
+    drops: [u64; DropReason::ALL.len()],
+}
+
+impl Counters {
+    /// Counts one refusal.
+    pub fn drop(&mut self, reason: DropReason) {
+        self.drops[reason.index()] += 1;
+    }
+
+    /// How many refusals for `reason`.
+    pub fn drops(&self, reason: DropReason) -> u64 {
+        self.drops[reason.index()]
+    }
+
+    /// Total refusals of every reason.
+    pub fn total_drops(&self) -> u64 {
+        self.drops.iter().sum()
+    }
+
+    /// Adds another core's counters to these (for server-wide totals).
+    pub fn merge(&mut self, other: &Counters) {
+        self.forwarded_packets += other.forwarded_packets;
+        self.forwarded_bytes += other.forwarded_bytes;
+        self.received_packets += other.received_packets;
+        for (a, b) in self.drops.iter_mut().zip(other.drops.iter()) {
+            *a += b;
+        }
+    }
+}
+
+/// A point-in-time summary of a core, for `/api/stats`.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatsSnapshot {
+    /// Rooms with at least one member.
+    pub rooms: usize,
+    /// Peers (joined participants).
+    pub peers: usize,
+    /// RTP packets written to subscriber legs.
+    pub forwarded_packets: u64,
+    /// RTP payload bytes written to subscriber legs.
+    pub forwarded_bytes: u64,
+    /// RTP packets received from publishers.
+    pub received_packets: u64,
+    /// Refusals by reason name (only reasons seen at least once).
+    pub drops: std::collections::BTreeMap<&'static str, u64>,
+}
+
+impl StatsSnapshot {
+    /// Builds a snapshot from counters and sizes.
+    pub fn new(rooms: usize, peers: usize, counters: &Counters) -> Self {
+        let drops = DropReason::ALL
+            .iter()
+            .filter(|r| counters.drops(**r) > 0)
+            .map(|r| (r.as_str(), counters.drops(*r)))
+            .collect();
+        StatsSnapshot {
+            rooms,
+            peers,
+            forwarded_packets: counters.forwarded_packets,
+            forwarded_bytes: counters.forwarded_bytes,
+            received_packets: counters.received_packets,
+            drops,
+        }
+    }
+
+    /// Adds another snapshot (another worker) to this one.
+    pub fn merge(&mut self, other: &StatsSnapshot) {
+        self.rooms += other.rooms;
+        self.peers += other.peers;
+        self.forwarded_packets += other.forwarded_packets;
+        self.forwarded_bytes += other.forwarded_bytes;
+        self.received_packets += other.received_packets;
+        for (reason, n) in &other.drops {
+            *self.drops.entry(reason).or_default() += n;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_index_their_own_slot() {
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i);
+        }
+        let mut c = Counters::default();
+        c.drop(DropReason::MalformedRtp);
+        c.drop(DropReason::MalformedRtp);
+        c.drop(DropReason::BadSdp);
+        assert_eq!(c.drops(DropReason::MalformedRtp), 2);
+        assert_eq!(c.total_drops(), 3);
+        let s = StatsSnapshot::new(1, 2, &c);
+        assert_eq!(s.drops.get("malformed_rtp"), Some(&2));
+        assert_eq!(s.drops.get("oversized"), None);
+    }
+}

@@ -1,0 +1,258 @@
+//! One participant: its str0m session, what it publishes, what it receives, and where the SDP
+//! negotiation with it stands.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::channel::ChannelId;
+use str0m::media::{Direction, MediaKind, Mid};
+use str0m::{Candidate, Rtc, RtcConfig};
+
+use crate::protocol::{PeerId, PeerInfo, TrackMapping};
+use crate::track::{LegState, Publication, Subscription, TrackKey};
+
+/// Why an SDP exchange with a peer failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SdpError {
+    /// The text is not SDP str0m can parse.
+    #[error("unparsable SDP: {0}")]
+    Parse(String),
+    /// str0m refused to apply it.
+    #[error("SDP not applicable: {0}")]
+    Apply(String),
+    /// An answer came while no offer of ours was outstanding.
+    #[error("no offer is outstanding")]
+    NoOffer,
+}
+
+/// A joined participant.
+pub struct Peer {
+    /// Server-wide id.
+    pub id: PeerId,
+    /// Display name.
+    pub name: String,
+    /// Room it is in.
+    pub room: String,
+    /// Its WebRTC session (ICE-lite, DTLS-SRTP, SCTP), in RTP mode.
+    pub rtc: Rtc,
+    /// Tracks it publishes.
+    pub publications: Vec<Publication>,
+    /// Legs carrying other members' tracks to it.
+    pub subscriptions: Vec<Subscription>,
+    /// Our offer awaiting its answer.
+    pub pending_offer: Option<SdpPendingOffer>,
+    /// We offer only after answering its first offer (it creates the session's transport).
+    pub answered_first_offer: bool,
+    /// Its `chat` data channel, once open.
+    pub chat_channel: Option<ChannelId>,
+    /// ICE and DTLS are up.
+    pub connected: bool,
+    /// When it joined (the connect deadline counts from here).
+    pub joined_at: Instant,
+    /// When a datagram from it last arrived (the idle deadline counts from here).
+    pub last_heard: Instant,
+    /// When its `Rtc` wants time next.
+    pub next_timeout: Instant,
+    /// Queued for polling in the current drive.
+    pub dirty: bool,
+}
+
+impl Peer {
+    /// A new participant whose session announces `candidates` as its host candidates.
+    pub fn new(
+        id: PeerId,
+        name: String,
+        room: String,
+        candidates: &[SocketAddr],
+        now: Instant,
+    ) -> Self {
+        // Opus, VP8 and H.264 are what every browser can both send and receive, so any publisher's
+        // codec can be forwarded to any subscriber.
+        let mut rtc = RtcConfig::new()
+            .set_ice_lite(true)
+            .set_rtp_mode(true)
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true)
+            .enable_h264(true)
+            .build(now);
+        for addr in candidates {
+            match Candidate::host(*addr, "udp") {
+                Ok(c) => {
+                    rtc.add_local_candidate(c);
+                }
+                Err(e) => tracing::warn!(%addr, error = %e, "address not usable as ICE candidate"),
+            }
+        }
+        Peer {
+            id,
+            name,
+            room,
+            rtc,
+            publications: Vec::new(),
+            subscriptions: Vec::new(),
+            pending_offer: None,
+            answered_first_offer: false,
+            chat_channel: None,
+            connected: false,
+            joined_at: now,
+            last_heard: now,
+            next_timeout: now,
+            dirty: false,
+        }
+    }
+
+    /// When the peer is given up on if nothing else happens: the connect deadline until it
+    /// connects, then the idle deadline.
+    pub fn liveness_deadline(&self, config: &crate::config::CoreConfig) -> Instant {
+        if self.connected {
+            self.last_heard + config.idle_timeout
+        } else {
+            self.joined_at + config.connect_timeout
+        }
+    }
+
+    /// A tracing span naming this peer, entered while the core works on its behalf.
+    pub fn span(id: PeerId) -> tracing::Span {
+        tracing::debug_span!("peer", id)
+    }
+
+    /// The ufrag STUN requests for this peer carry.
+    pub fn local_ufrag(&mut self) -> String {
+        self.rtc.direct_api().local_ice_credentials().ufrag
+    }
+
+    /// The protocol's view of this peer.
+    pub fn info(&self) -> PeerInfo {
+        PeerInfo {
+            id: self.id,
+            name: self.name.clone(),
+            tracks: self.publications.iter().map(|p| p.info(self.id)).collect(),
+        }
+    }
+
+    /// The publication with this mid.
+    pub fn publication_mut(&mut self, mid: Mid) -> Option<&mut Publication> {
+        self.publications.iter_mut().find(|p| p.mid == mid)
+    }
+
+    /// Applies the client's offer and returns our answer.
+    pub fn accept_offer(&mut self, sdp: &str) -> Result<String, SdpError> {
+        let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| SdpError::Parse(e.to_string()))?;
+        let answer = self
+            .rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| SdpError::Apply(e.to_string()))?;
+        self.answered_first_offer = true;
+        Ok(answer.to_sdp_string())
+    }
+
+    /// The kind of an m-line the client sends on (from our side: receiving), if it exists.
+    pub fn receiving_kind(&self, mid: Mid) -> Option<MediaKind> {
+        let media = self.rtc.media(mid)?;
+        matches!(media.direction(), Direction::RecvOnly | Direction::SendRecv).then(|| media.kind())
+    }
+
+    /// Puts every leg change into one offer, if there are any and no offer is outstanding.
+    /// Returns the SDP and the mapping of receiving m-lines to tracks.
+    pub fn create_offer(&mut self) -> Option<(String, Vec<TrackMapping>)> {
+        if !self.answered_first_offer || self.pending_offer.is_some() {
+            return None;
+        }
+        self.subscriptions
+            .retain(|s| s.wanted || s.state != LegState::ToOpen);
+        let mut api = self.rtc.sdp_api();
+        for sub in &mut self.subscriptions {
+            match sub.state {
+                LegState::ToOpen => {
+                    let mid = api.add_media(
+                        sub.kind,
+                        Direction::SendOnly,
+                        Some(sub.source.peer.to_string()),
+                        Some(sub.source.id()),
+                        None,
+                    );
+                    sub.state = LegState::Negotiating(mid);
+                }
+                LegState::Open(mid) | LegState::ToStop(mid) if !sub.wanted => {
+                    api.stop_media(mid);
+                    sub.state = LegState::Stopping(mid);
+                }
+                _ => {}
+            }
+        }
+        if !api.has_changes() {
+            return None;
+        }
+        let (offer, pending) = api.apply()?;
+        self.pending_offer = Some(pending);
+        Some((offer.to_sdp_string(), self.track_mappings()))
+    }
+
+    /// What each receiving m-line carries, for the offer message.
+    fn track_mappings(&self) -> Vec<TrackMapping> {
+        self.subscriptions
+            .iter()
+            .filter(|s| s.wanted)
+            .filter_map(|s| {
+                Some(TrackMapping {
+                    mid: s.mid()?.to_string(),
+                    peer_id: s.source.peer,
+                    track_id: s.source.id(),
+                })
+            })
+            .collect()
+    }
+
+    /// Applies the client's answer to our outstanding offer. Returns the legs that just opened.
+    pub fn accept_answer(&mut self, sdp: &str) -> Result<Vec<TrackKey>, SdpError> {
+        let pending = self.pending_offer.take().ok_or(SdpError::NoOffer)?;
+        let result = match SdpAnswer::from_sdp_string(sdp) {
+            Ok(answer) => self
+                .rtc
+                .sdp_api()
+                .accept_answer(pending, answer)
+                .map_err(|e| SdpError::Apply(e.to_string())),
+            Err(e) => Err(SdpError::Parse(e.to_string())),
+        };
+        let applied = result.is_ok();
+        let mut opened = Vec::new();
+        for sub in &mut self.subscriptions {
+            sub.state = match (sub.state, applied) {
+                (LegState::Negotiating(mid), true) => {
+                    opened.push(sub.source);
+                    if sub.wanted {
+                        LegState::Open(mid)
+                    } else {
+                        LegState::ToStop(mid)
+                    }
+                }
+                // The offer is void: offer the same change again next time.
+                (LegState::Negotiating(_), false) => LegState::ToOpen,
+                (LegState::Stopping(mid), false) => LegState::ToStop(mid),
+                (state, _) => state,
+            };
+        }
+        if applied {
+            self.subscriptions
+                .retain(|s| !matches!(s.state, LegState::Stopping(_)));
+        }
+        result.map(|()| opened)
+    }
+
+    /// Marks every leg carrying `source` as unwanted.
+    pub fn drop_legs_of(&mut self, source: impl Fn(&TrackKey) -> bool) {
+        for sub in &mut self.subscriptions {
+            if source(&sub.source) {
+                sub.wanted = false;
+            }
+        }
+    }
+
+    /// The leg whose m-line in this peer's session is `mid`.
+    pub fn subscription_by_mid(&self, mid: Mid) -> Option<&Subscription> {
+        self.subscriptions.iter().find(|s| s.mid() == Some(mid))
+    }
+}

@@ -1,0 +1,27 @@
+//! A room: who is in it, and how many it may hold.
+
+use crate::protocol::PeerId;
+
+/// Members of one room, in join order.
+#[derive(Debug)]
+pub struct Room {
+    /// Most members it may hold.
+    pub capacity: usize,
+    /// Members in join order.
+    pub members: Vec<PeerId>,
+}
+
+impl Room {
+    /// An empty room holding at most `capacity` members.
+    pub fn new(capacity: usize) -> Self {
+        Room {
+            capacity,
+            members: Vec::new(),
+        }
+    }
+
+    /// Whether another member fits.
+    pub fn is_full(&self) -> bool {
+        self.members.len() >= self.capacity
+    }
+}

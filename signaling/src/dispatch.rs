@@ -1,0 +1,165 @@
+//! Hands signaling to the worker that owns a room, and keeps the room → worker table.
+//!
+//! A room lives on one worker so its forwarding never crosses threads. A new room goes to the
+//! worker with the fewest members; the entry goes when the room's last connection is gone.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use sfu_core::protocol::{ClientMessage, PeerId, ServerMessage};
+use sfu_core::StatsSnapshot;
+use tokio::sync::{mpsc, oneshot};
+
+/// Messages queued towards one WebSocket before the peer counts as stuck and is dropped.
+pub const OUTBOX_CAPACITY: usize = 512;
+
+/// What the signaling layer asks of a worker.
+#[derive(Debug)]
+pub enum WorkerCommand {
+    /// A `join`, with the queue the worker answers this peer on from now on.
+    Join {
+        /// The joining peer.
+        peer: PeerId,
+        /// The join message.
+        msg: ClientMessage,
+        /// Where the worker sends this peer's messages.
+        outbox: mpsc::Sender<ServerMessage>,
+    },
+    /// Any later message of a joined peer.
+    Message {
+        /// The sender.
+        peer: PeerId,
+        /// The message.
+        msg: ClientMessage,
+    },
+    /// The peer's WebSocket is gone.
+    Disconnect {
+        /// The peer.
+        peer: PeerId,
+    },
+    /// Report counters.
+    Stats {
+        /// Where to answer.
+        reply: oneshot::Sender<StatsSnapshot>,
+    },
+}
+
+/// How to reach one worker.
+#[derive(Debug, Clone)]
+pub struct WorkerHandle {
+    /// Its command queue.
+    pub commands: mpsc::UnboundedSender<WorkerCommand>,
+    /// Its media port (for stats and logs).
+    pub media_port: u16,
+}
+
+#[derive(Debug, Default)]
+struct Placement {
+    /// Room → (worker index, connections in it).
+    rooms: HashMap<String, (usize, usize)>,
+    /// Connections per worker.
+    load: Vec<usize>,
+}
+
+/// The workers and which rooms they hold.
+#[derive(Debug)]
+pub struct Dispatch {
+    workers: Vec<WorkerHandle>,
+    placement: Mutex<Placement>,
+    next_peer: AtomicU64,
+}
+
+impl Dispatch {
+    /// Dispatch over these workers.
+    pub fn new(workers: Vec<WorkerHandle>) -> Self {
+        let load = vec![0; workers.len()];
+        Dispatch {
+            workers,
+            placement: Mutex::new(Placement {
+                rooms: HashMap::new(),
+                load,
+            }),
+            next_peer: AtomicU64::new(1),
+        }
+    }
+
+    /// A fresh server-wide peer id.
+    pub fn next_peer_id(&self) -> PeerId {
+        self.next_peer.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The workers.
+    pub fn workers(&self) -> &[WorkerHandle] {
+        &self.workers
+    }
+
+    /// Places one more connection in `room`, returning the worker index that owns it.
+    pub fn enter(&self, room: &str) -> Option<usize> {
+        let mut p = self.placement.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((worker, count)) = p.rooms.get_mut(room) {
+            *count += 1;
+            let worker = *worker;
+            p.load[worker] += 1;
+            return Some(worker);
+        }
+        let worker = p
+            .load
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, n)| **n)
+            .map(|(i, _)| i)?;
+        p.load[worker] += 1;
+        p.rooms.insert(room.to_owned(), (worker, 1));
+        Some(worker)
+    }
+
+    /// Takes one connection out of `room`; the room's placement goes with its last one.
+    pub fn leave(&self, room: &str) {
+        let mut p = self.placement.lock().unwrap_or_else(|e| e.into_inner());
+        let Some((worker, count)) = p.rooms.get_mut(room) else {
+            return;
+        };
+        *count -= 1;
+        let (worker, empty) = (*worker, *count == 0);
+        if empty {
+            p.rooms.remove(room);
+        }
+        p.load[worker] = p.load[worker].saturating_sub(1);
+    }
+
+    /// Sends a command to worker `index`; false if that worker is gone.
+    pub fn send(&self, index: usize, cmd: WorkerCommand) -> bool {
+        self.workers
+            .get(index)
+            .is_some_and(|w| w.commands.send(cmd).is_ok())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dispatch(n: usize) -> Dispatch {
+        let workers = (0..n)
+            .map(|i| WorkerHandle {
+                commands: mpsc::unbounded_channel().0,
+                media_port: i as u16,
+            })
+            .collect();
+        Dispatch::new(workers)
+    }
+
+    #[test]
+    fn a_room_stays_on_one_worker_and_new_rooms_spread() {
+        let d = dispatch(2);
+        let a = d.enter("a").unwrap();
+        assert_eq!(d.enter("a"), Some(a));
+        let b = d.enter("b").unwrap();
+        assert_ne!(a, b, "the less loaded worker takes a new room");
+        d.leave("a");
+        d.leave("a");
+        d.leave("b");
+        assert!(d.placement.lock().unwrap().rooms.is_empty());
+    }
+}

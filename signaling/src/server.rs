@@ -1,0 +1,342 @@
+//! The HTTP + WebSocket server: pages, `/api/stats`, and one task per WebSocket connection that
+//! enforces the limits, parses the protocol and relays to the room's worker.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use sfu_core::protocol::{ClientMessage, ErrorCode, PeerId, ServerMessage};
+use sfu_core::StatsSnapshot;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{interval, sleep_until, Duration};
+use tracing::{debug, info, Instrument};
+
+use crate::assets;
+use crate::dispatch::{Dispatch, WorkerCommand, OUTBOX_CAPACITY};
+use crate::limits::{RateLimiter, IDLE_TIMEOUT, MAX_FRAME_BYTES, MAX_MESSAGE_BYTES, MAX_REFUSALS};
+
+/// Messages refused on WebSockets, by reason.
+#[derive(Debug, Default)]
+pub struct SignalingCounters {
+    bad_message: AtomicU64,
+    too_large: AtomicU64,
+    rate_limited: AtomicU64,
+}
+
+impl SignalingCounters {
+    fn snapshot(&self) -> [(&'static str, u64); 3] {
+        [
+            ("ws_bad_message", self.bad_message.load(Ordering::Relaxed)),
+            ("ws_too_large", self.too_large.load(Ordering::Relaxed)),
+            ("ws_rate_limited", self.rate_limited.load(Ordering::Relaxed)),
+        ]
+    }
+}
+
+/// Shared state of the server.
+#[derive(Debug)]
+pub struct AppState {
+    /// The workers and room placement.
+    pub dispatch: Dispatch,
+    /// WebSocket refusals.
+    pub counters: SignalingCounters,
+}
+
+/// The router serving pages, `/ws` and `/api/stats`.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/ws", get(ws_upgrade))
+        .route("/api/stats", get(stats))
+        .fallback(get(asset))
+        .with_state(state)
+}
+
+async fn asset(uri: Uri) -> Response {
+    match assets::find(uri.path()) {
+        Some(a) => (
+            [
+                (header::CONTENT_TYPE, a.content_type),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            a.body,
+        )
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, "not found").into_response(),
+    }
+}
+
+/// `/api/stats`: server-wide totals and one entry per worker.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Stats {
+    #[serde(flatten)]
+    total: StatsSnapshot,
+    workers: Vec<WorkerStats>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WorkerStats {
+    media_port: u16,
+    #[serde(flatten)]
+    stats: StatsSnapshot,
+}
+
+async fn stats(State(state): State<Arc<AppState>>) -> Json<Stats> {
+    let mut total = StatsSnapshot {
+        drops: BTreeMap::new(),
+        ..StatsSnapshot::default()
+    };
+    let mut workers = Vec::new();
+    for (i, w) in state.dispatch.workers().iter().enumerate() {
+        let (reply, answer) = oneshot::channel();
+        if !state.dispatch.send(i, WorkerCommand::Stats { reply }) {
+            continue;
+        }
+        if let Ok(s) = answer.await {
+            total.merge(&s);
+            workers.push(WorkerStats {
+                media_port: w.media_port,
+                stats: s,
+            });
+        }
+    }
+    for (reason, n) in state.counters.snapshot() {
+        if n > 0 {
+            total.drops.insert(reason, n);
+        }
+    }
+    Json(Stats { total, workers })
+}
+
+async fn ws_upgrade(
+    ws: WebSocketUpgrade,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    State(state): State<Arc<AppState>>,
+) -> Response {
+    ws.max_message_size(MAX_FRAME_BYTES)
+        .max_frame_size(MAX_FRAME_BYTES)
+        .on_upgrade(move |socket| {
+            let span = tracing::info_span!("ws", %addr);
+            Connection::new(state).run(socket).instrument(span)
+        })
+}
+
+/// Where a connection stands with respect to a room.
+enum Membership {
+    /// No join yet, or the last peer left.
+    Outside,
+    /// Joined (or joining) `room` on `worker` as `peer`.
+    Inside {
+        peer: PeerId,
+        room: String,
+        worker: usize,
+        outbox: mpsc::Receiver<ServerMessage>,
+    },
+}
+
+/// One WebSocket connection.
+struct Connection {
+    state: Arc<AppState>,
+    membership: Membership,
+    limiter: RateLimiter,
+    refusals: u32,
+}
+
+impl Connection {
+    fn new(state: Arc<AppState>) -> Self {
+        Connection {
+            state,
+            membership: Membership::Outside,
+            limiter: RateLimiter::new(Instant::now()),
+            refusals: 0,
+        }
+    }
+
+    async fn run(mut self, mut socket: WebSocket) {
+        let mut idle_deadline = tokio::time::Instant::now() + IDLE_TIMEOUT;
+        let mut ws_ping = interval(Duration::from_secs(15));
+        loop {
+            tokio::select! {
+                frame = socket.recv() => {
+                    let Some(Ok(frame)) = frame else { break };
+                    idle_deadline = tokio::time::Instant::now() + IDLE_TIMEOUT;
+                    let replies = self.on_frame(frame);
+                    if !self.send_all(&mut socket, replies).await || self.refusals >= MAX_REFUSALS {
+                        break;
+                    }
+                }
+                out = recv_outbox(&mut self.membership) => {
+                    match out {
+                        Some(msg) => {
+                            if !self.send_all(&mut socket, vec![msg]).await {
+                                break;
+                            }
+                        }
+                        // The worker removed the peer (leave, timeout, stuck outbox).
+                        None => self.left(),
+                    }
+                }
+                _ = ws_ping.tick() => {
+                    if socket.send(Message::Ping(Default::default())).await.is_err() {
+                        break;
+                    }
+                }
+                _ = sleep_until(idle_deadline) => {
+                    debug!("idle timeout");
+                    break;
+                }
+            }
+        }
+        if let Membership::Inside { peer, worker, .. } = &self.membership {
+            self.state
+                .dispatch
+                .send(*worker, WorkerCommand::Disconnect { peer: *peer });
+        }
+        self.left();
+    }
+
+    /// Handles one frame; returns what to send back right away.
+    fn on_frame(&mut self, frame: Message) -> Vec<ServerMessage> {
+        let text = match frame {
+            Message::Text(t) => t,
+            Message::Binary(_) => {
+                return self.refuse(
+                    ErrorCode::BadMessage,
+                    "binary frames are not part of the protocol",
+                )
+            }
+            Message::Ping(_) | Message::Pong(_) | Message::Close(_) => return Vec::new(),
+        };
+        if !self.limiter.allow(Instant::now()) {
+            self.state
+                .counters
+                .rate_limited
+                .fetch_add(1, Ordering::Relaxed);
+            return self.refuse(ErrorCode::RateLimited, "too many messages");
+        }
+        if text.len() > MAX_MESSAGE_BYTES {
+            self.state
+                .counters
+                .too_large
+                .fetch_add(1, Ordering::Relaxed);
+            return self.refuse(ErrorCode::TooLarge, "messages are limited to 64 KiB");
+        }
+        let msg: ClientMessage = match serde_json::from_str(text.as_str()) {
+            Ok(m) => m,
+            Err(e) => {
+                self.state
+                    .counters
+                    .bad_message
+                    .fetch_add(1, Ordering::Relaxed);
+                return self.refuse(
+                    ErrorCode::BadMessage,
+                    &format!("not a protocol message: {e}"),
+                );
+            }
+        };
+        self.dispatch(msg)
+    }
+
+    fn dispatch(&mut self, msg: ClientMessage) -> Vec<ServerMessage> {
+        match (&self.membership, msg) {
+            (_, ClientMessage::Ping) => vec![ServerMessage::Pong],
+            (Membership::Outside, msg @ ClientMessage::Join { .. }) => self.join(msg),
+            (Membership::Outside, _) => vec![error(ErrorCode::NotJoined, "send join first")],
+            (Membership::Inside { .. }, ClientMessage::Join { .. }) => {
+                vec![error(
+                    ErrorCode::AlreadyJoined,
+                    "this connection is already in a room",
+                )]
+            }
+            (Membership::Inside { peer, worker, .. }, msg) => {
+                let cmd = WorkerCommand::Message { peer: *peer, msg };
+                if self.state.dispatch.send(*worker, cmd) {
+                    Vec::new()
+                } else {
+                    vec![error(ErrorCode::Unavailable, "the room's worker is gone")]
+                }
+            }
+        }
+    }
+
+    fn join(&mut self, msg: ClientMessage) -> Vec<ServerMessage> {
+        let ClientMessage::Join { room, .. } = &msg else {
+            return Vec::new();
+        };
+        let room = room.clone();
+        let Some(worker) = self.state.dispatch.enter(&room) else {
+            return vec![error(ErrorCode::Unavailable, "no worker is running")];
+        };
+        let peer = self.state.dispatch.next_peer_id();
+        let (tx, outbox) = mpsc::channel(OUTBOX_CAPACITY);
+        if !self.state.dispatch.send(
+            worker,
+            WorkerCommand::Join {
+                peer,
+                msg,
+                outbox: tx,
+            },
+        ) {
+            self.state.dispatch.leave(&room);
+            return vec![error(ErrorCode::Unavailable, "the room's worker is gone")];
+        }
+        info!(peer, room = %room, worker, "join");
+        self.membership = Membership::Inside {
+            peer,
+            room,
+            worker,
+            outbox,
+        };
+        Vec::new()
+    }
+
+    /// The peer is gone from its worker (or the join was refused): release the room placement.
+    fn left(&mut self) {
+        if let Membership::Inside { room, .. } =
+            std::mem::replace(&mut self.membership, Membership::Outside)
+        {
+            self.state.dispatch.leave(&room);
+        }
+    }
+
+    fn refuse(&mut self, code: ErrorCode, message: &str) -> Vec<ServerMessage> {
+        self.refusals += 1;
+        vec![error(code, message)]
+    }
+
+    async fn send_all(&mut self, socket: &mut WebSocket, msgs: Vec<ServerMessage>) -> bool {
+        for msg in msgs {
+            let Ok(json) = serde_json::to_string(&msg) else {
+                continue;
+            };
+            if socket.send(Message::Text(json.into())).await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+async fn recv_outbox(membership: &mut Membership) -> Option<ServerMessage> {
+    match membership {
+        Membership::Inside { outbox, .. } => outbox.recv().await,
+        Membership::Outside => std::future::pending().await,
+    }
+}
+
+fn error(code: ErrorCode, message: &str) -> ServerMessage {
+    ServerMessage::Error {
+        code,
+        message: message.to_owned(),
+    }
+}

@@ -1,0 +1,707 @@
+// edge-sfu browser client, signaling protocol v1 (see docs/protocol.md).
+//
+// A plain ES module with no dependencies and no build step. One `EdgeSfuClient` is one participant:
+// one WebSocket to the SFU and one RTCPeerConnection carrying everything it sends and receives.
+//
+//   import { EdgeSfuClient } from '/edge-sfu.js';
+//   const client = new EdgeSfuClient();
+//   client.addEventListener('track', (e) => attach(e.detail));       // a remote track to show or play
+//   client.addEventListener('peerleft', (e) => removeTiles(e.detail.peerId));
+//   const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: true });
+//   await client.join({ room: 'kitchen', name: 'ana', tracks: [
+//     { track: stream.getAudioTracks()[0], source: 'mic', stream },
+//     { track: stream.getVideoTracks()[0], source: 'camera', stream },
+//   ] });
+
+/** The signaling protocol version this client speaks. */
+export const PROTOCOL_VERSION = 1;
+
+/** How often a `ping` is sent on the WebSocket, in milliseconds (the SFU drops a connection after 30 s of silence). */
+export const PING_INTERVAL_MS = 10_000;
+
+/** Longest chat text the SFU accepts, in characters. */
+export const MAX_CHAT_LENGTH = 2000;
+
+/** Track sources the protocol knows, as used in `offer.tracks[].source` and `TrackInfo.source`. */
+export const TRACK_SOURCES = Object.freeze(['mic', 'camera', 'screen', 'screenAudio', 'other']);
+
+/** Label of the data channel that carries chat lines. */
+export const CHAT_CHANNEL_LABEL = 'chat';
+
+/**
+ * The WebSocket URL of the SFU serving the current page: `ws://<host>/ws`, or `wss://<host>/ws` when the
+ * page was loaded over HTTPS.
+ * @param {Location|URL} [loc] the page location (defaults to `globalThis.location`)
+ * @returns {string}
+ */
+export function defaultSignalingUrl(loc = globalThis.location) {
+  const scheme = loc.protocol === 'https:' ? 'wss:' : 'ws:';
+  return `${scheme}//${loc.host}/ws`;
+}
+
+/**
+ * An error the SFU reported with an `error` message, or a failure of the client itself.
+ * `code` is one of the protocol's error codes (`room_full`, `invalid_join`, `media_timeout`, ...) or
+ * `connection_closed` / `negotiation_failed` / `media_failed` for failures seen on the client side.
+ */
+export class EdgeSfuError extends Error {
+  /**
+   * @param {string} code machine-readable code
+   * @param {string} message human-readable explanation
+   */
+  constructor(code, message) {
+    super(message);
+    /** Machine-readable error code. */
+    this.code = code;
+    this.name = 'EdgeSfuError';
+  }
+}
+
+/**
+ * A track this client receives from another member, as handed out by the `track` event.
+ * @typedef {object} RemoteTrack
+ * @property {string} trackId server-wide track id, `"<peerId>:<mid>"`
+ * @property {number} peerId the member who publishes it
+ * @property {string} mid the mid of the receiving m-line on this client's connection
+ * @property {'audio'|'video'} kind
+ * @property {string} source `mic`, `camera`, `screen`, `screenAudio` or `other`
+ * @property {boolean} muted whether the publisher muted it (a muted track is not forwarded)
+ * @property {MediaStreamTrack} track the received track
+ * @property {MediaStream} stream a stream holding just this track, ready for `srcObject`
+ * @property {RTCRtpTransceiver} transceiver the receiving transceiver
+ */
+
+/**
+ * A member of the room as this client knows it.
+ * @typedef {object} Peer
+ * @property {number} id
+ * @property {string} name
+ * @property {Map<string, {id: string, kind: string, source: string, muted: boolean}>} tracks published tracks by id
+ */
+
+/**
+ * One participant's connection to edge-sfu: signaling over a WebSocket, media and chat over one
+ * RTCPeerConnection, with perfect negotiation where the browser is the polite side.
+ *
+ * Events (all `CustomEvent`s; read `event.detail`):
+ * - `joined` — `{peerId, room, peers}`: the join succeeded.
+ * - `peerjoined` — `{peer}`: another member came in.
+ * - `peerleft` — `{peerId, peer}`: a member left or was dropped; its tracks were removed first.
+ * - `trackpublished` — `{peerId, track}`: a member published a track (it arrives with a later offer).
+ * - `trackunpublished` — `{peerId, trackId}`: a member stopped a track.
+ * - `trackmuted` — `{peerId, trackId, muted}`: a member muted or unmuted a track.
+ * - `track` — `RemoteTrack`: a remote track is now received and can be attached to an element.
+ * - `trackremoved` — `RemoteTrack`: a remote track is no longer received; detach it.
+ * - `chat` — `{from, name, text, via}`: a chat line of another member (`via` is `datachannel` or `websocket`).
+ * - `error` — `EdgeSfuError`: the SFU refused something or the session failed.
+ * - `connectionstatechange` — `{state}`: the RTCPeerConnection's `connectionState` changed.
+ * - `chatopen` / `chatclose` — the chat data channel opened or closed.
+ * - `close` — `{code, reason, wasClean, left}`: the session is over (left, kicked or disconnected).
+ * - `message` — every parsed message from the SFU, for debugging.
+ */
+export class EdgeSfuClient extends EventTarget {
+  /**
+   * @param {object} [options]
+   * @param {string} [options.url] WebSocket URL of the SFU; defaults to `/ws` on the page's host
+   * @param {boolean} [options.sendCandidates=true] trickle local ICE candidates with `candidate` messages
+   * @param {(msg: string, ...rest: any[]) => void} [options.log] debug logger (silent by default)
+   * @param {RTCConfiguration} [options.rtcConfig] extra RTCPeerConnection settings (`iceServers` come from `joined`)
+   */
+  constructor(options = {}) {
+    super();
+    /** WebSocket URL of the SFU. */
+    this.url = options.url ?? defaultSignalingUrl();
+    /** Whether local ICE candidates are trickled to the SFU. */
+    this.sendCandidates = options.sendCandidates ?? true;
+    /** The debug logger. */
+    this.log = options.log ?? (() => {});
+    this._rtcConfig = options.rtcConfig ?? {};
+    /** Lifecycle: `new`, `joining`, `joined`, `closed`. */
+    this.state = 'new';
+    /** @type {WebSocket|null} the signaling socket */
+    this.ws = null;
+    /** @type {RTCPeerConnection|null} the one peer connection (exists once joined) */
+    this.pc = null;
+    /** @type {RTCDataChannel|null} the `chat` data channel */
+    this.chatChannel = null;
+    /** @type {number|null} this client's peer id, assigned by the SFU in `joined` */
+    this.peerId = null;
+    /** @type {string|null} the room joined */
+    this.room = null;
+    /** @type {string|null} this client's display name */
+    this.name = null;
+    /** @type {RTCIceServer[]} ICE servers from `joined` */
+    this.iceServers = [];
+    /** @type {Map<number, Peer>} the other members, by id */
+    this.peers = new Map();
+    /** @type {Map<string, RemoteTrack>} received remote tracks, by track id */
+    this.remoteTracks = new Map();
+    /** Number of offers/answers exchanged, for diagnostics. */
+    this.negotiations = { offersSent: 0, offersReceived: 0, answersSent: 0, answersReceived: 0, rollbacks: 0 };
+
+    /** @type {Map<string, {source: string, transceiver: RTCRtpTransceiver, track: MediaStreamTrack|null, muted: boolean, stream: MediaStream|null}>} */
+    this._local = new Map();
+    /** mid → {peerId, trackId} from the SFU's latest offer */
+    this._recvMap = new Map();
+    /** track ids the SFU said were unpublished (ignored if a stale offer still maps them) */
+    this._unpublished = new Set();
+    this._departed = new Set();
+    this._queue = Promise.resolve();
+    this._pingTimer = null;
+    this._negotiationFailures = 0;
+    this._leaving = false;
+    this._pendingCandidates = [];
+  }
+
+  /**
+   * Opens the WebSocket, joins the room and sets up the peer connection. The tracks given here go into
+   * the first offer together with the `chat` data channel.
+   * @param {object} opts
+   * @param {string} opts.room room name, 1 to 64 characters
+   * @param {string} opts.name display name, 1 to 64 characters
+   * @param {number} [opts.capacity] most members the room may hold (honoured only if this join creates it)
+   * @param {{track: MediaStreamTrack, source: string, stream?: MediaStream, muted?: boolean}[]} [opts.tracks]
+   *   local tracks to publish right away
+   * @returns {Promise<{peerId: number, room: string, peers: object[], iceServers: RTCIceServer[]}>} the `joined` message
+   */
+  join({ room, name, capacity, tracks = [] }) {
+    if (this.state !== 'new') return Promise.reject(new Error(`join() called in state ${this.state}`));
+    this.state = 'joining';
+    this.room = room;
+    this.name = name;
+    this._initialTracks = tracks;
+    return new Promise((resolve, reject) => {
+      this._joinWaiter = { resolve, reject };
+      let ws;
+      try {
+        ws = new WebSocket(this.url);
+      } catch (err) {
+        this._failJoin(new EdgeSfuError('connection_closed', `cannot open ${this.url}: ${err.message}`));
+        return;
+      }
+      this.ws = ws;
+      ws.onopen = () => {
+        const join = { type: 'join', version: PROTOCOL_VERSION, room, name };
+        if (capacity != null) join.capacity = capacity;
+        this._send(join);
+        this._pingTimer = setInterval(() => this._send({ type: 'ping' }), PING_INTERVAL_MS);
+      };
+      ws.onmessage = (ev) => this._onWsMessage(ev.data);
+      ws.onerror = () => this.log('websocket error');
+      ws.onclose = (ev) => this._onWsClose(ev);
+    });
+  }
+
+  /**
+   * Publishes a local track (or replaces the one already published for `source`, reusing its m-line).
+   * Renegotiation follows automatically.
+   * @param {MediaStreamTrack} track
+   * @param {string} source one of `TRACK_SOURCES`
+   * @param {{stream?: MediaStream, muted?: boolean}} [opts]
+   * @returns {RTCRtpTransceiver} the sending transceiver
+   */
+  publish(track, source, { stream, muted = false } = {}) {
+    if (!TRACK_SOURCES.includes(source)) throw new TypeError(`unknown track source ${source}`);
+    if (!this.pc) throw new Error('publish() before joined');
+    const streams = stream ? [stream] : [];
+    const existing = this._local.get(source);
+    if (existing && this._transceiverUsable(existing.transceiver) && existing.transceiver.receiver.track.kind === track.kind) {
+      const t = existing.transceiver;
+      existing.track = track;
+      existing.muted = muted;
+      existing.stream = stream ?? null;
+      track.enabled = !muted;
+      t.sender.replaceTrack(track).catch((err) => this.log('replaceTrack failed', err));
+      if (stream && t.sender.setStreams) t.sender.setStreams(stream);
+      if (t.direction !== 'sendonly') t.direction = 'sendonly'; // renegotiates
+      else this._sendMuteIfKnown(existing);
+      return t;
+    }
+    track.enabled = !muted;
+    const transceiver = this.pc.addTransceiver(track, { direction: 'sendonly', streams });
+    if (track.kind === 'video' && source === 'screen') {
+      try { track.contentHint = track.contentHint || 'detail'; } catch { /* not supported */ }
+    }
+    this._local.set(source, { source, transceiver, track, muted, stream: stream ?? null });
+    return transceiver;
+  }
+
+  /**
+   * Stops publishing the track of `source`: the sender is emptied and its m-line made inactive (it is
+   * kept and reused by the next `publish` of the same source). The track itself is not stopped.
+   * @param {string} source
+   * @returns {boolean} whether something was published for `source`
+   */
+  unpublish(source) {
+    const e = this._local.get(source);
+    if (!e || !e.track) return false;
+    e.track = null;
+    e.muted = false;
+    if (this._transceiverUsable(e.transceiver)) {
+      e.transceiver.sender.replaceTrack(null).catch(() => {});
+      e.transceiver.direction = 'inactive'; // renegotiates; the offer no longer lists it
+    }
+    return true;
+  }
+
+  /**
+   * Swaps the media of a published source without renegotiating (e.g. turning the camera back on).
+   * `null` sends nothing until another track is given.
+   * @param {string} source
+   * @param {MediaStreamTrack|null} track
+   * @returns {Promise<void>}
+   */
+  async replaceTrack(source, track) {
+    const e = this._local.get(source);
+    if (!e) throw new Error(`nothing published for ${source}`);
+    if (track) track.enabled = !e.muted;
+    await e.transceiver.sender.replaceTrack(track);
+    if (track) e.track = track;
+  }
+
+  /**
+   * Mutes or unmutes a published source: `track.enabled` follows, and the SFU is told with a `mute`
+   * message (muted tracks are not forwarded).
+   * @param {string} source
+   * @param {boolean} muted
+   * @returns {boolean} whether `source` is published
+   */
+  setMuted(source, muted) {
+    const e = this._local.get(source);
+    if (!e || !e.transceiver) return false;
+    e.muted = !!muted;
+    if (e.track) e.track.enabled = !muted;
+    this._sendMuteIfKnown(e);
+    return true;
+  }
+
+  /**
+   * Whether `source` is published and muted.
+   * @param {string} source
+   * @returns {boolean}
+   */
+  isMuted(source) {
+    return !!this._local.get(source)?.muted;
+  }
+
+  /**
+   * The local track currently published for `source`, if any.
+   * @param {string} source
+   * @returns {MediaStreamTrack|null}
+   */
+  localTrack(source) {
+    return this._local.get(source)?.track ?? null;
+  }
+
+  /**
+   * Sends a chat line: over the `chat` data channel when it is open, else as a `chat` WebSocket message.
+   * The SFU relays it to the others only; show your own line yourself.
+   * @param {string} text at most `MAX_CHAT_LENGTH` characters
+   * @returns {'datachannel'|'websocket'} the path used
+   */
+  sendChat(text) {
+    if (typeof text !== 'string' || text.length === 0) throw new TypeError('chat text must be a non-empty string');
+    if (text.length > MAX_CHAT_LENGTH) throw new RangeError(`chat text longer than ${MAX_CHAT_LENGTH} characters`);
+    if (this.state !== 'joined') throw new Error('not in a room');
+    if (this.chatChannel && this.chatChannel.readyState === 'open') {
+      this.chatChannel.send(JSON.stringify({ text }));
+      return 'datachannel';
+    }
+    this._send({ type: 'chat', text });
+    return 'websocket';
+  }
+
+  /**
+   * Leaves the room: sends `leave`, closes the peer connection and the WebSocket. Local tracks are not
+   * stopped (they belong to the caller). Safe to call more than once.
+   */
+  leave() {
+    if (this.state === 'closed') return;
+    this._leaving = true;
+    if (this.state === 'joined') this._send({ type: 'leave' });
+    this._teardown({ code: 1000, reason: 'left', wasClean: true, left: true });
+  }
+
+  /**
+   * The peer connection's statistics (`RTCPeerConnection.getStats()`), or an empty map before joining.
+   * @returns {Promise<RTCStatsReport|Map<string, any>>}
+   */
+  getStats() {
+    return this.pc ? this.pc.getStats() : Promise.resolve(new Map());
+  }
+
+  /**
+   * Remote tracks received from one member.
+   * @param {number} peerId
+   * @returns {RemoteTrack[]}
+   */
+  tracksOf(peerId) {
+    return [...this.remoteTracks.values()].filter((t) => t.peerId === peerId);
+  }
+
+  // ---------------------------------------------------------------- internals
+
+  _emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+
+  _send(msg) {
+    if (this.ws && this.ws.readyState === WebSocket.OPEN) {
+      this.ws.send(JSON.stringify(msg));
+      return true;
+    }
+    return false;
+  }
+
+  _enqueue(fn) {
+    const run = this._queue.then(() => (this.state === 'closed' ? undefined : fn()));
+    this._queue = run.catch((err) => {
+      this.log('signaling step failed', err);
+    });
+    return run;
+  }
+
+  _transceiverUsable(t) {
+    return !!t && t.currentDirection !== 'stopped' && !t.stopped;
+  }
+
+  _sendMuteIfKnown(e) {
+    const mid = e.transceiver?.mid;
+    if (mid != null && this.state === 'joined' && e.track) this._send({ type: 'mute', mid, muted: e.muted });
+    // Otherwise the state goes to the SFU with the next offer's `tracks[].muted`.
+  }
+
+  /** The `tracks` list of an offer: every m-line this client sends on. */
+  _publishedTracks() {
+    const out = [];
+    for (const e of this._local.values()) {
+      const t = e.transceiver;
+      if (!this._transceiverUsable(t) || t.mid == null || !e.track) continue;
+      if (t.direction !== 'sendonly' && t.direction !== 'sendrecv') continue;
+      out.push({ mid: t.mid, source: e.source, muted: !!e.muted });
+    }
+    return out;
+  }
+
+  _failJoin(err) {
+    const w = this._joinWaiter;
+    this._joinWaiter = null;
+    if (w) w.reject(err);
+  }
+
+  _onWsMessage(data) {
+    let msg;
+    try {
+      msg = JSON.parse(data);
+    } catch {
+      this.log('unparsable message from SFU', data);
+      return;
+    }
+    this._emit('message', msg);
+    switch (msg.type) {
+      case 'joined': return this._onJoined(msg);
+      case 'peerJoined': return this._onPeerJoined(msg.peer);
+      case 'peerLeft': return this._onPeerLeft(msg.peerId);
+      case 'trackPublished': return this._onTrackPublished(msg.peerId, msg.track);
+      case 'trackUnpublished': return this._onTrackUnpublished(msg.peerId, msg.trackId);
+      case 'trackMuted': return this._onTrackMuted(msg.peerId, msg.trackId, msg.muted);
+      case 'offer':
+        this._enqueue(() => this._onRemoteOffer(msg)).catch(() => {});
+        return;
+      case 'answer':
+        this._enqueue(() => this._onRemoteAnswer(msg)).catch(() => {});
+        return;
+      case 'chat':
+        this._emit('chat', { from: msg.from, name: msg.name, text: msg.text, via: 'websocket' });
+        return;
+      case 'error': return this._onServerError(msg);
+      case 'pong': return;
+      default:
+        this.log('unknown message type', msg.type);
+    }
+  }
+
+  _onServerError(msg) {
+    const err = new EdgeSfuError(msg.code, msg.message || msg.code);
+    this.log('SFU error', msg.code, msg.message);
+    if (this.state === 'joining') {
+      // The join was refused (room_full, invalid_join, unsupported_version, ...).
+      this._failJoin(err);
+      this._teardown({ code: 1000, reason: msg.code, wasClean: true, left: false });
+      this._emit('error', err);
+      return;
+    }
+    this._emit('error', err);
+    if (msg.code === 'media_timeout' || msg.code === 'unavailable') {
+      // The SFU removed us from the room.
+      this._teardown({ code: 1000, reason: msg.code, wasClean: false, left: false });
+    }
+  }
+
+  _onJoined(msg) {
+    if (this.state !== 'joining') return;
+    this.state = 'joined';
+    this.peerId = msg.peerId;
+    this.room = msg.room ?? this.room;
+    this.iceServers = (msg.iceServers ?? []).map((s) => {
+      const out = { urls: s.urls };
+      if (s.username != null) out.username = s.username;
+      if (s.credential != null) out.credential = s.credential;
+      return out;
+    });
+    for (const p of msg.peers ?? []) this._rememberPeer(p);
+    this._createPeerConnection();
+    for (const t of this._initialTracks ?? []) {
+      if (t && t.track) this.publish(t.track, t.source, { stream: t.stream, muted: t.muted });
+    }
+    this._initialTracks = null;
+    const info = { peerId: this.peerId, room: this.room, peers: [...this.peers.values()], iceServers: this.iceServers };
+    const w = this._joinWaiter;
+    this._joinWaiter = null;
+    if (w) w.resolve(info);
+    this._emit('joined', info);
+  }
+
+  _createPeerConnection() {
+    const pc = new RTCPeerConnection({ ...this._rtcConfig, iceServers: this.iceServers, bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
+    this.pc = pc;
+    pc.onnegotiationneeded = () => {
+      this._enqueue(() => this._negotiate()).catch(() => {});
+    };
+    pc.onicecandidate = (ev) => {
+      if (!this.sendCandidates || !ev.candidate || !ev.candidate.candidate) return;
+      this._send({ type: 'candidate', candidate: ev.candidate.candidate });
+    };
+    pc.onconnectionstatechange = () => {
+      this.log('connection state', pc.connectionState);
+      this._emit('connectionstatechange', { state: pc.connectionState });
+      if (pc.connectionState === 'failed') {
+        this._emit('error', new EdgeSfuError('media_failed', 'the media connection to the SFU failed'));
+      }
+    };
+    pc.ontrack = (ev) => {
+      this.log('ontrack', ev.transceiver.mid, ev.track.kind);
+      // Attached in _reconcileRemote once the answer is applied, using the offer's mid → track mapping.
+    };
+    const dc = pc.createDataChannel(CHAT_CHANNEL_LABEL, { ordered: true });
+    this.chatChannel = dc;
+    dc.onopen = () => this._emit('chatopen', {});
+    dc.onclose = () => this._emit('chatclose', {});
+    dc.onmessage = (ev) => {
+      let m;
+      try {
+        m = JSON.parse(ev.data);
+      } catch {
+        this.log('bad chat frame', ev.data);
+        return;
+      }
+      if (m && m.type === 'chat') this._emit('chat', { from: m.from, name: m.name, text: m.text, via: 'datachannel' });
+    };
+  }
+
+  /** Sends an offer for the current local state (runs on `negotiationneeded`). */
+  async _negotiate() {
+    const pc = this.pc;
+    if (!pc || this.state !== 'joined') return;
+    if (pc.signalingState !== 'stable') return; // negotiationneeded fires again once stable
+    if (this._negotiationFailures >= 3) {
+      this.log('not renegotiating after repeated failures');
+      return;
+    }
+    await pc.setLocalDescription();
+    if (pc.signalingState !== 'have-local-offer') return;
+    this._send({ type: 'offer', sdp: pc.localDescription.sdp, tracks: this._publishedTracks() });
+    this.negotiations.offersSent++;
+  }
+
+  /** The SFU's offer. We are polite: a pending offer of ours is rolled back. */
+  async _onRemoteOffer(msg) {
+    const pc = this.pc;
+    if (!pc) return;
+    this.negotiations.offersReceived++;
+    if (pc.signalingState === 'have-local-offer') {
+      this.log('glare: rolling back our offer');
+      this.negotiations.rollbacks++;
+      await pc.setLocalDescription({ type: 'rollback' });
+    }
+    try {
+      await pc.setRemoteDescription({ type: 'offer', sdp: msg.sdp });
+      await pc.setLocalDescription();
+    } catch (err) {
+      this._negotiationFailures++;
+      this._emit('error', new EdgeSfuError('negotiation_failed', `cannot apply the SFU's offer: ${err.message}`));
+      if (pc.signalingState !== 'stable') await pc.setLocalDescription({ type: 'rollback' }).catch(() => {});
+      return;
+    }
+    this._send({ type: 'answer', sdp: pc.localDescription.sdp });
+    this.negotiations.answersSent++;
+    this._negotiationFailures = 0;
+    this._recvMap = new Map((msg.tracks ?? []).map((t) => [String(t.mid), { peerId: t.peerId, trackId: t.trackId }]));
+    this._reconcileRemote();
+  }
+
+  /** The SFU's answer to our offer. An answer arriving when no offer is pending is stale and ignored. */
+  async _onRemoteAnswer(msg) {
+    const pc = this.pc;
+    if (!pc) return;
+    if (pc.signalingState !== 'have-local-offer') {
+      this.log('ignoring answer in state', pc.signalingState);
+      return;
+    }
+    this.negotiations.answersReceived++;
+    try {
+      await pc.setRemoteDescription({ type: 'answer', sdp: msg.sdp });
+      this._negotiationFailures = 0;
+    } catch (err) {
+      this._negotiationFailures++;
+      this._emit('error', new EdgeSfuError('negotiation_failed', `cannot apply the SFU's answer: ${err.message}`));
+      await pc.setLocalDescription({ type: 'rollback' }).catch(() => {});
+      return;
+    }
+    this._reconcileRemote();
+  }
+
+  /** Brings `remoteTracks` in line with the receiving transceivers and the SFU's mid → track mapping. */
+  _reconcileRemote() {
+    const pc = this.pc;
+    if (!pc) return;
+    const want = new Map();
+    for (const t of pc.getTransceivers()) {
+      if (t.mid == null || !this._transceiverUsable(t)) continue;
+      const dir = t.currentDirection;
+      if (dir !== 'recvonly' && dir !== 'sendrecv') continue;
+      const m = this._recvMap.get(t.mid);
+      if (!m) continue;
+      if (this._departed.has(m.peerId) || this._unpublished.has(m.trackId)) continue;
+      want.set(m.trackId, { ...m, transceiver: t });
+    }
+    for (const [id, rt] of this.remoteTracks) {
+      const w = want.get(id);
+      if (!w || w.transceiver !== rt.transceiver) this._removeRemote(id);
+    }
+    for (const [id, w] of want) {
+      if (this.remoteTracks.has(id)) continue;
+      const track = w.transceiver.receiver.track;
+      const peer = this._ensurePeer(w.peerId);
+      const info = peer.tracks.get(id);
+      const rt = {
+        trackId: id,
+        peerId: w.peerId,
+        mid: w.transceiver.mid,
+        kind: info?.kind ?? track.kind,
+        source: info?.source ?? (track.kind === 'audio' ? 'mic' : 'camera'),
+        muted: !!info?.muted,
+        track,
+        stream: new MediaStream([track]),
+        transceiver: w.transceiver,
+      };
+      this.remoteTracks.set(id, rt);
+      this._emit('track', rt);
+    }
+  }
+
+  _removeRemote(trackId) {
+    const rt = this.remoteTracks.get(trackId);
+    if (!rt) return;
+    this.remoteTracks.delete(trackId);
+    this._emit('trackremoved', rt);
+  }
+
+  _rememberPeer(p) {
+    const peer = this._ensurePeer(p.id);
+    peer.name = p.name;
+    for (const t of p.tracks ?? []) {
+      peer.tracks.set(t.id, { ...t });
+      this._unpublished.delete(t.id);
+    }
+    return peer;
+  }
+
+  _ensurePeer(id) {
+    let peer = this.peers.get(id);
+    if (!peer) {
+      peer = { id, name: `#${id}`, tracks: new Map() };
+      this.peers.set(id, peer);
+    }
+    return peer;
+  }
+
+  _onPeerJoined(p) {
+    if (!p) return;
+    this._departed.delete(p.id);
+    const peer = this._rememberPeer(p);
+    this._emit('peerjoined', { peer });
+  }
+
+  _onPeerLeft(peerId) {
+    this._departed.add(peerId);
+    for (const rt of [...this.remoteTracks.values()]) if (rt.peerId === peerId) this._removeRemote(rt.trackId);
+    const peer = this.peers.get(peerId) ?? null;
+    this.peers.delete(peerId);
+    this._emit('peerleft', { peerId, peer });
+  }
+
+  _onTrackPublished(peerId, track) {
+    if (!track) return;
+    const peer = this._ensurePeer(peerId);
+    peer.tracks.set(track.id, { ...track });
+    this._unpublished.delete(track.id);
+    this._emit('trackpublished', { peerId, track });
+    // A track already received under a guessed source gets its real one.
+    const rt = this.remoteTracks.get(track.id);
+    if (rt && (rt.source !== track.source || rt.muted !== track.muted)) {
+      this._removeRemote(track.id);
+      this._reconcileRemote();
+    }
+  }
+
+  _onTrackUnpublished(peerId, trackId) {
+    this.peers.get(peerId)?.tracks.delete(trackId);
+    this._unpublished.add(trackId);
+    this._removeRemote(trackId);
+    this._emit('trackunpublished', { peerId, trackId });
+  }
+
+  _onTrackMuted(peerId, trackId, muted) {
+    const info = this.peers.get(peerId)?.tracks.get(trackId);
+    if (info) info.muted = muted;
+    const rt = this.remoteTracks.get(trackId);
+    if (rt) rt.muted = muted;
+    this._emit('trackmuted', { peerId, trackId, muted });
+  }
+
+  _onWsClose(ev) {
+    this.log('websocket closed', ev.code, ev.reason);
+    if (this.state === 'closed') return;
+    if (this.state === 'joining') {
+      this._failJoin(new EdgeSfuError('connection_closed', `the SFU closed the connection (${ev.code}${ev.reason ? ` ${ev.reason}` : ''})`));
+    }
+    this._teardown({ code: ev.code, reason: ev.reason, wasClean: ev.wasClean, left: this._leaving });
+  }
+
+  _teardown(detail) {
+    if (this.state === 'closed') return;
+    this.state = 'closed';
+    clearInterval(this._pingTimer);
+    this._pingTimer = null;
+    for (const id of [...this.remoteTracks.keys()]) this._removeRemote(id);
+    if (this.chatChannel) {
+      try { this.chatChannel.close(); } catch { /* already closed */ }
+    }
+    if (this.pc) {
+      try { this.pc.close(); } catch { /* already closed */ }
+    }
+    if (this.ws) {
+      const ws = this.ws;
+      ws.onmessage = null;
+      ws.onclose = null;
+      if (ws.readyState === WebSocket.OPEN) {
+        // Let a just-queued `leave` go out before closing.
+        try { ws.close(1000, 'bye'); } catch { /* closing */ }
+      } else if (ws.readyState === WebSocket.CONNECTING) {
+        ws.onopen = () => ws.close(1000, 'bye');
+      }
+    }
+    this._emit('close', detail);
+  }
+}

@@ -1,0 +1,638 @@
+// The room page of edge-sfu: join form, participant tiles, call controls and chat.
+// `/?room=kitchen&name=ana&autojoin=1` joins without a click. The client object is `window.edgeSfu`.
+
+import { EdgeSfuClient, MAX_CHAT_LENGTH } from '/edge-sfu.js';
+
+const $ = (sel) => document.querySelector(sel);
+
+/** Camera capture settings: 540p is plenty for a grid of tiles and light on small machines. */
+const CAMERA_CONSTRAINTS = { width: { ideal: 960 }, height: { ideal: 540 }, frameRate: { ideal: 30 } };
+
+const ICONS = {
+  mic: '<path d="M12 3a3 3 0 0 0-3 3v6a3 3 0 0 0 6 0V6a3 3 0 0 0-3-3z"/><path d="M19 11a7 7 0 0 1-14 0M12 18v3"/>',
+  micOff: '<path d="M15 9.3V6a3 3 0 0 0-5.7-1.3M9 9v3a3 3 0 0 0 5 2.2"/><path d="M19 11a7 7 0 0 1-1.1 3.7M5 11a7 7 0 0 0 11.6 5.3M12 18v3M3 3l18 18"/>',
+  camera: '<rect x="2.5" y="6" width="13" height="12" rx="2"/><path d="M15.5 10.5 21.5 7v10l-6-3.5"/>',
+  cameraOff: '<path d="M9 6h4.5a2 2 0 0 1 2 2v3.5l6-4.5v10M15.5 16v0a2 2 0 0 1-2 2h-9a2 2 0 0 1-2-2V8a2 2 0 0 1 2-2"/><path d="M3 3l18 18"/>',
+  screen: '<rect x="2.5" y="4" width="19" height="13" rx="2"/><path d="M8 21h8M12 17v4M12 13.5V7.5M9.5 10 12 7.5l2.5 2.5"/>',
+  chat: '<path d="M21 12a8 8 0 0 1-11.6 7.1L3 21l1.9-6.1A8 8 0 1 1 21 12z"/>',
+  leave: '<path d="M3.6 14.6c5-5 11.8-5 16.8 0l-2.1 2.6-3.2-1.3v-2.4a9.6 9.6 0 0 0-6.2 0v2.4l-3.2 1.3z"/>',
+};
+
+function icon(name) {
+  return `<svg viewBox="0 0 24 24" width="22" height="22" fill="none" stroke="currentColor" stroke-width="1.8" stroke-linecap="round" stroke-linejoin="round" aria-hidden="true">${ICONS[name]}</svg>`;
+}
+
+function setControl(button, iconName, text, { state, pressed } = {}) {
+  button.innerHTML = `${icon(iconName)}<span class="control-label">${text}</span>`;
+  button.title = text;
+  if (state) button.dataset.state = state;
+  if (pressed !== undefined) button.setAttribute('aria-pressed', String(pressed));
+}
+
+function initials(name) {
+  const parts = String(name || '?').trim().split(/\s+/).filter(Boolean);
+  const s = parts.length > 1 ? parts[0][0] + parts[parts.length - 1][0] : (parts[0] || '?').slice(0, 2);
+  return s.toUpperCase();
+}
+
+/** Stable hue per name so avatars are told apart at a glance. */
+function hue(name) {
+  let h = 0;
+  for (const c of String(name)) h = (h * 31 + c.codePointAt(0)) % 360;
+  return h;
+}
+
+// ------------------------------------------------------------------ page state
+
+const params = new URLSearchParams(location.search);
+const ui = {
+  joinView: $('#join-view'),
+  roomView: $('#room-view'),
+  leftView: $('#left-view'),
+  tiles: $('#tiles'),
+  audioSink: $('#audio-sink'),
+  chat: $('#chat'),
+  chatLog: $('#chat-log'),
+  chatInput: $('#chat-input'),
+  status: $('#status'),
+  roomTitle: $('#room-title'),
+  mic: $('#mic'),
+  camera: $('#camera'),
+  screen: $('#screen'),
+  chatToggle: $('#chat-toggle'),
+  leave: $('#leave'),
+  enableAudio: $('#enable-audio'),
+};
+
+/** @type {EdgeSfuClient|null} */
+let client = null;
+let localStream = null; // microphone + camera
+let screenStream = null;
+let lastJoin = null;
+let unread = 0;
+
+function setStatus(text, kind = '') {
+  ui.status.textContent = text;
+  ui.status.dataset.kind = kind;
+}
+
+function show(view) {
+  ui.joinView.hidden = view !== 'join';
+  ui.roomView.hidden = view !== 'room';
+  ui.leftView.hidden = view !== 'left';
+  document.body.dataset.view = view;
+}
+
+// ------------------------------------------------------------------ tiles
+
+function tileKey(peerId, source) {
+  return `${peerId}:${source}`;
+}
+
+function findTile(peerId, source) {
+  return ui.tiles.querySelector(`.tile[data-peer-id="${CSS.escape(String(peerId))}"][data-source="${source}"]`);
+}
+
+function ensureTile(peerId, source, name, local = false) {
+  let tile = findTile(peerId, source);
+  if (tile) return tile;
+  tile = document.createElement('div');
+  tile.className = 'tile no-video';
+  tile.dataset.peerId = String(peerId);
+  tile.dataset.source = source;
+  tile.dataset.local = String(local);
+  tile.dataset.key = tileKey(peerId, source);
+  const video = document.createElement('video');
+  video.autoplay = true;
+  video.playsInline = true;
+  video.muted = true; // sound plays through the separate <audio> elements
+  video.setAttribute('playsinline', '');
+  if (local && source === 'camera') video.classList.add('mirror');
+  video.addEventListener('resize', () => updateVideoState(tile));
+  video.addEventListener('loadeddata', () => updateVideoState(tile));
+  const avatar = document.createElement('div');
+  avatar.className = 'avatar';
+  avatar.style.setProperty('--hue', hue(name));
+  avatar.textContent = initials(name);
+  const label = document.createElement('div');
+  label.className = 'label';
+  const mutedIcon = document.createElement('span');
+  mutedIcon.className = 'mic-muted';
+  mutedIcon.innerHTML = icon('micOff');
+  mutedIcon.title = 'Microphone off';
+  const nameEl = document.createElement('span');
+  nameEl.className = 'name';
+  nameEl.textContent = source === 'screen' ? `${name}'s screen` : local ? `${name} (you)` : name;
+  label.append(mutedIcon, nameEl);
+  tile.append(video, avatar, label);
+  if (source === 'screen') tile.classList.add('screen');
+  ui.tiles.append(tile);
+  layout();
+  return tile;
+}
+
+function updateVideoState(tile) {
+  const video = tile.querySelector('video');
+  const hasTrack = !!video.srcObject && video.srcObject.getVideoTracks().some((t) => t.readyState === 'live');
+  const off = !hasTrack || tile.dataset.videoMuted === 'true';
+  tile.classList.toggle('no-video', off);
+}
+
+function setTileVideo(tile, stream) {
+  const video = tile.querySelector('video');
+  if (video.srcObject !== stream) video.srcObject = stream;
+  if (stream) video.play().catch(() => {});
+  updateVideoState(tile);
+}
+
+function setTileMicMuted(peerId, muted) {
+  const tile = findTile(peerId, 'camera');
+  if (tile) tile.classList.toggle('mic-off', muted);
+}
+
+function removeTile(peerId, source) {
+  const tile = findTile(peerId, source);
+  if (tile) {
+    const v = tile.querySelector('video');
+    if (v) v.srcObject = null;
+    tile.remove();
+    layout();
+  }
+}
+
+function removePeerUi(peerId) {
+  for (const tile of ui.tiles.querySelectorAll(`.tile[data-peer-id="${CSS.escape(String(peerId))}"]`)) {
+    const v = tile.querySelector('video');
+    if (v) v.srcObject = null;
+    tile.remove();
+  }
+  for (const a of ui.audioSink.querySelectorAll(`audio[data-peer-id="${CSS.escape(String(peerId))}"]`)) {
+    a.srcObject = null;
+    a.remove();
+  }
+  layout();
+}
+
+function clearTiles() {
+  for (const v of ui.tiles.querySelectorAll('video')) v.srcObject = null;
+  ui.tiles.replaceChildren();
+  for (const a of ui.audioSink.querySelectorAll('audio')) a.srcObject = null;
+  ui.audioSink.replaceChildren();
+}
+
+/** Picks a column count that keeps tiles as large as possible for the stage size. */
+function layout() {
+  const tiles = ui.tiles.children.length;
+  const screens = ui.tiles.querySelectorAll('.tile.screen').length;
+  ui.tiles.dataset.count = String(tiles);
+  ui.tiles.classList.toggle('has-screen', screens > 0);
+  const people = tiles - screens;
+  const stage = ui.tiles.getBoundingClientRect();
+  let best = 1;
+  let bestArea = 0;
+  const gap = 12;
+  const w = Math.max(stage.width, 1);
+  const h = Math.max(screens > 0 ? stage.height * 0.3 : stage.height, 1);
+  for (let cols = 1; cols <= Math.max(people, 1); cols++) {
+    const rows = Math.ceil(Math.max(people, 1) / cols);
+    const tw = (w - gap * (cols - 1)) / cols;
+    const th = (h - gap * (rows - 1)) / rows;
+    const tileW = Math.min(tw, (th * 16) / 9);
+    if (tileW > bestArea) {
+      bestArea = tileW;
+      best = cols;
+    }
+  }
+  ui.tiles.style.setProperty('--cols', String(best));
+  ui.tiles.style.setProperty('--tile-w', `${Math.floor(bestArea)}px`);
+}
+window.addEventListener('resize', layout);
+
+function addAudio(rt) {
+  const a = document.createElement('audio');
+  a.autoplay = true;
+  a.dataset.peerId = String(rt.peerId);
+  a.dataset.trackId = rt.trackId;
+  a.dataset.source = rt.source;
+  a.srcObject = rt.stream;
+  ui.audioSink.append(a);
+  a.play().catch(() => {
+    ui.enableAudio.hidden = false;
+  });
+}
+
+ui.enableAudio.addEventListener('click', () => {
+  for (const a of ui.audioSink.querySelectorAll('audio')) a.play().catch(() => {});
+  ui.enableAudio.hidden = true;
+});
+
+// ------------------------------------------------------------------ chat
+
+function addChatLine({ from, name, text, self = false, system = false }) {
+  const li = document.createElement('li');
+  li.className = `chat-line${self ? ' self' : ''}${system ? ' system' : ''}`;
+  if (from != null) li.dataset.from = String(from);
+  const time = new Date().toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+  if (system) {
+    li.textContent = text;
+  } else {
+    const head = document.createElement('div');
+    head.className = 'chat-meta';
+    const who = document.createElement('span');
+    who.className = 'chat-name';
+    who.textContent = self ? 'You' : name;
+    const when = document.createElement('time');
+    when.textContent = time;
+    head.append(who, when);
+    const body = document.createElement('div');
+    body.className = 'chat-text';
+    body.textContent = text;
+    li.append(head, body);
+  }
+  ui.chatLog.append(li);
+  ui.chatLog.scrollTop = ui.chatLog.scrollHeight;
+  if (!self && !system && !chatVisible()) {
+    unread++;
+    renderChatToggle();
+  }
+}
+
+function chatVisible() {
+  return !ui.roomView.classList.contains('chat-hidden') && getComputedStyle(ui.chat).display !== 'none';
+}
+
+function renderChatToggle() {
+  const open = !ui.roomView.classList.contains('chat-hidden');
+  setControl(ui.chatToggle, 'chat', unread > 0 ? `Chat (${unread})` : 'Chat', { pressed: open });
+  ui.chatToggle.classList.toggle('unread', unread > 0);
+}
+
+function setChatOpen(open) {
+  ui.roomView.classList.toggle('chat-hidden', !open);
+  ui.roomView.classList.toggle('chat-open', open);
+  if (open) {
+    unread = 0;
+    ui.chatInput.focus({ preventScroll: true });
+  }
+  renderChatToggle();
+  layout();
+}
+
+$('#chat-form').addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  const text = ui.chatInput.value.trim();
+  if (!text || !client || client.state !== 'joined') return;
+  try {
+    client.sendChat(text.slice(0, MAX_CHAT_LENGTH));
+  } catch (err) {
+    addChatLine({ text: `Not sent: ${err.message}`, system: true });
+    return;
+  }
+  addChatLine({ from: client.peerId, name: client.name, text, self: true });
+  ui.chatInput.value = '';
+});
+ui.chatToggle.addEventListener('click', () => setChatOpen(ui.roomView.classList.contains('chat-hidden')));
+$('#chat-close').addEventListener('click', () => setChatOpen(false));
+
+// ------------------------------------------------------------------ local media
+
+async function getLocalMedia({ audio, video }) {
+  const attempts = [];
+  if (audio && video) attempts.push({ audio: true, video: CAMERA_CONSTRAINTS });
+  if (audio) attempts.push({ audio: true });
+  if (video) attempts.push({ video: CAMERA_CONSTRAINTS });
+  let lastErr = null;
+  for (const c of attempts) {
+    try {
+      return await navigator.mediaDevices.getUserMedia(c);
+    } catch (err) {
+      lastErr = err;
+    }
+  }
+  if (lastErr) console.warn('edge-sfu: no local media', lastErr);
+  return new MediaStream();
+}
+
+function renderMic() {
+  const published = !!client?.localTrack('mic');
+  const muted = !published || client.isMuted('mic');
+  setControl(ui.mic, muted ? 'micOff' : 'mic', muted ? 'Unmute' : 'Mute', { state: muted ? 'off' : 'on', pressed: muted });
+  if (client) setTileMicMuted(client.peerId, muted);
+}
+
+function renderCamera() {
+  const published = !!client?.localTrack('camera');
+  const off = !published || client.isMuted('camera');
+  setControl(ui.camera, off ? 'cameraOff' : 'camera', off ? 'Start video' : 'Stop video', { state: off ? 'off' : 'on', pressed: off });
+}
+
+function renderScreen() {
+  const on = !!screenStream;
+  setControl(ui.screen, 'screen', on ? 'Stop sharing' : 'Share screen', { state: on ? 'on' : 'off', pressed: on });
+  ui.screen.classList.toggle('active', on);
+}
+
+function renderControls() {
+  renderMic();
+  renderCamera();
+  renderScreen();
+  renderChatToggle();
+  setControl(ui.leave, 'leave', 'Leave');
+}
+
+ui.mic.addEventListener('click', async () => {
+  if (!client || client.state !== 'joined') return;
+  if (!client.localTrack('mic')) {
+    const s = await getLocalMedia({ audio: true });
+    const t = s.getAudioTracks()[0];
+    if (!t) return setStatus('No microphone available', 'warn');
+    localStream.addTrack(t);
+    client.publish(t, 'mic', { stream: localStream });
+  } else {
+    client.setMuted('mic', !client.isMuted('mic'));
+  }
+  renderMic();
+});
+
+ui.camera.addEventListener('click', async () => {
+  if (!client || client.state !== 'joined') return;
+  const tile = findTile(client.peerId, 'camera');
+  const current = client.localTrack('camera');
+  if (current && !client.isMuted('camera')) {
+    // Camera off: tell the SFU, then release the device (its light goes off).
+    client.setMuted('camera', true);
+    current.stop();
+    localStream.removeTrack(current);
+    await client.replaceTrack('camera', null).catch(() => {});
+    if (tile) {
+      tile.dataset.videoMuted = 'true';
+      updateVideoState(tile);
+    }
+  } else {
+    ui.camera.disabled = true;
+    try {
+      const s = await getLocalMedia({ video: true });
+      const t = s.getVideoTracks()[0];
+      if (!t) {
+        setStatus('No camera available', 'warn');
+        return;
+      }
+      for (const old of localStream.getVideoTracks()) localStream.removeTrack(old);
+      localStream.addTrack(t);
+      if (current) {
+        await client.replaceTrack('camera', t);
+        client.setMuted('camera', false);
+      } else {
+        client.publish(t, 'camera', { stream: localStream });
+      }
+      if (tile) {
+        tile.dataset.videoMuted = 'false';
+        setTileVideo(tile, new MediaStream([t]));
+      }
+    } finally {
+      ui.camera.disabled = false;
+    }
+  }
+  renderCamera();
+});
+
+async function startScreenShare() {
+  let stream;
+  try {
+    stream = await navigator.mediaDevices.getDisplayMedia({ video: { frameRate: { ideal: 30 } }, audio: true });
+  } catch (err) {
+    if (err.name !== 'NotAllowedError') setStatus(`Screen sharing failed: ${err.message}`, 'warn');
+    return;
+  }
+  if (!client || client.state !== 'joined') {
+    for (const t of stream.getTracks()) t.stop();
+    return;
+  }
+  screenStream = stream;
+  const video = stream.getVideoTracks()[0];
+  const audio = stream.getAudioTracks()[0];
+  client.publish(video, 'screen', { stream });
+  if (audio) client.publish(audio, 'screenAudio', { stream });
+  video.addEventListener('ended', () => stopScreenShare());
+  const tile = ensureTile(client.peerId, 'screen', client.name, true);
+  setTileVideo(tile, new MediaStream([video]));
+  renderScreen();
+}
+
+function stopScreenShare() {
+  if (!screenStream) return;
+  const s = screenStream;
+  screenStream = null;
+  if (client && client.state === 'joined') {
+    client.unpublish('screen');
+    client.unpublish('screenAudio');
+  }
+  for (const t of s.getTracks()) t.stop();
+  if (client) removeTile(client.peerId, 'screen');
+  renderScreen();
+}
+
+ui.screen.addEventListener('click', () => {
+  if (!client || client.state !== 'joined') return;
+  if (screenStream) stopScreenShare();
+  else startScreenShare();
+});
+
+ui.leave.addEventListener('click', () => {
+  if (client) client.leave();
+});
+
+function stopLocalMedia() {
+  for (const s of [localStream, screenStream]) if (s) for (const t of s.getTracks()) t.stop();
+  localStream = null;
+  screenStream = null;
+}
+
+// ------------------------------------------------------------------ joining
+
+function peerName(peerId) {
+  return client?.peers.get(peerId)?.name ?? `#${peerId}`;
+}
+
+function updateHeader() {
+  if (!client || client.state !== 'joined') return;
+  const n = client.peers.size + 1;
+  ui.roomTitle.textContent = client.room;
+  document.title = `${client.room} · edge-sfu`;
+  const conn = client.pc?.connectionState;
+  const media = conn === 'connected' ? '' : conn === 'failed' ? ' · media failed' : ' · connecting media…';
+  setStatus(`${n} ${n === 1 ? 'participant' : 'participants'}${media}`, conn === 'failed' ? 'warn' : 'ok');
+}
+
+function peerMicMuted(peer) {
+  const mics = [...peer.tracks.values()].filter((t) => t.source === 'mic');
+  return mics.length === 0 || mics.every((t) => t.muted);
+}
+
+function wireClient(c) {
+  c.addEventListener('peerjoined', ({ detail: { peer } }) => {
+    ensureTile(peer.id, 'camera', peer.name);
+    setTileMicMuted(peer.id, peerMicMuted(peer));
+    addChatLine({ text: `${peer.name} joined`, system: true });
+    updateHeader();
+  });
+  c.addEventListener('peerleft', ({ detail: { peerId, peer } }) => {
+    removePeerUi(peerId);
+    addChatLine({ text: `${peer?.name ?? `#${peerId}`} left`, system: true });
+    updateHeader();
+  });
+  c.addEventListener('track', ({ detail: rt }) => {
+    if (rt.kind === 'audio') {
+      addAudio(rt);
+      return;
+    }
+    const source = rt.source === 'screen' ? 'screen' : 'camera';
+    const tile = ensureTile(rt.peerId, source, peerName(rt.peerId));
+    tile.dataset.trackId = rt.trackId;
+    tile.dataset.videoMuted = String(rt.muted);
+    setTileVideo(tile, rt.stream);
+  });
+  c.addEventListener('trackremoved', ({ detail: rt }) => {
+    if (rt.kind === 'audio') {
+      for (const a of ui.audioSink.querySelectorAll(`audio[data-track-id="${CSS.escape(rt.trackId)}"]`)) {
+        a.srcObject = null;
+        a.remove();
+      }
+      return;
+    }
+    if (rt.source === 'screen') {
+      removeTile(rt.peerId, 'screen');
+    } else {
+      const tile = findTile(rt.peerId, 'camera');
+      if (tile && tile.dataset.trackId === rt.trackId) {
+        delete tile.dataset.trackId;
+        setTileVideo(tile, null);
+      }
+    }
+  });
+  const refreshPeer = (peerId) => {
+    const peer = c.peers.get(peerId);
+    if (peer) setTileMicMuted(peerId, peerMicMuted(peer));
+  };
+  c.addEventListener('trackpublished', ({ detail: { peerId } }) => refreshPeer(peerId));
+  c.addEventListener('trackunpublished', ({ detail: { peerId } }) => refreshPeer(peerId));
+  c.addEventListener('trackmuted', ({ detail: { peerId, trackId, muted } }) => {
+    refreshPeer(peerId);
+    const rt = c.remoteTracks.get(trackId);
+    if (rt && rt.kind === 'video') {
+      const tile = findTile(peerId, rt.source === 'screen' ? 'screen' : 'camera');
+      if (tile) {
+        tile.dataset.videoMuted = String(muted);
+        updateVideoState(tile);
+      }
+    }
+  });
+  c.addEventListener('chat', ({ detail }) => addChatLine(detail));
+  c.addEventListener('connectionstatechange', updateHeader);
+  c.addEventListener('error', ({ detail: err }) => {
+    console.warn('edge-sfu error', err.code, err.message);
+    if (c.state === 'joined') addChatLine({ text: `Error: ${err.message}`, system: true });
+  });
+  c.addEventListener('close', ({ detail }) => {
+    if (client !== c) return;
+    stopLocalMedia();
+    clearTiles();
+    ui.enableAudio.hidden = true;
+    $('#left-title').textContent = detail.left ? 'You left the room' : 'Disconnected';
+    $('#left-detail').textContent = detail.left
+      ? `You were in “${c.room}”.`
+      : `The connection to the server ended${detail.reason ? ` (${detail.reason})` : ''}.`;
+    setStatus('');
+    ui.roomTitle.textContent = '';
+    document.title = 'edge-sfu';
+    if (ui.roomView.hidden === false) show('left');
+  });
+}
+
+async function join(room, name, { mic = true, camera = true } = {}) {
+  lastJoin = { room, name, mic, camera };
+  const err = $('#join-error');
+  err.hidden = true;
+  $('#join-button').disabled = true;
+  setStatus('Starting camera and microphone…');
+  try {
+    localStream = await getLocalMedia({ audio: mic, video: camera });
+    const c = new EdgeSfuClient({ log: (...a) => console.debug('[edge-sfu]', ...a) });
+    client = c;
+    window.edgeSfu = c;
+    wireClient(c);
+    setStatus('Connecting…');
+    const tracks = [];
+    const a = localStream.getAudioTracks()[0];
+    const v = localStream.getVideoTracks()[0];
+    if (a) tracks.push({ track: a, source: 'mic', stream: localStream });
+    if (v) tracks.push({ track: v, source: 'camera', stream: localStream });
+    const joined = await c.join({ room, name, tracks });
+    // In the room.
+    clearTiles();
+    ui.chatLog.replaceChildren();
+    unread = 0;
+    show('room');
+    const self = ensureTile(joined.peerId, 'camera', name, true);
+    if (v) setTileVideo(self, new MediaStream([v]));
+    for (const peer of joined.peers) {
+      ensureTile(peer.id, 'camera', peer.name);
+      setTileMicMuted(peer.id, peerMicMuted(peer));
+    }
+    const url = new URL(location.href);
+    url.searchParams.set('room', room);
+    url.searchParams.set('name', name);
+    url.searchParams.delete('autojoin');
+    history.replaceState(null, '', url);
+    renderControls();
+    updateHeader();
+    setChatOpen(window.matchMedia('(min-width: 900px)').matches);
+    layout();
+  } catch (e) {
+    stopLocalMedia();
+    const msg = e.code === 'room_full' ? 'This room is full.' : e.code === 'invalid_join' ? 'Room and name must be 1 to 64 characters.' : e.message;
+    err.textContent = `Could not join: ${msg}`;
+    err.hidden = false;
+    setStatus('');
+    show('join');
+  } finally {
+    $('#join-button').disabled = false;
+  }
+}
+
+$('#join-form').addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  const room = $('#join-room').value.trim();
+  const name = $('#join-name').value.trim();
+  if (!room || !name) return;
+  try { localStorage.setItem('edge-sfu-name', name); } catch { /* private mode */ }
+  join(room, name, { mic: $('#join-mic').checked, camera: $('#join-camera').checked });
+});
+
+$('#rejoin').addEventListener('click', () => {
+  if (lastJoin) join(lastJoin.room, lastJoin.name, lastJoin);
+  else show('join');
+});
+
+window.addEventListener('pagehide', () => {
+  if (client) client.leave();
+});
+
+// ------------------------------------------------------------------ start
+
+{
+  const room = params.get('room') ?? '';
+  let storedName = '';
+  try { storedName = localStorage.getItem('edge-sfu-name') ?? ''; } catch { /* private mode */ }
+  const name = params.get('name') ?? storedName;
+  $('#join-room').value = room;
+  $('#join-name').value = name;
+  renderControls();
+  if (params.get('autojoin') === '1' && room && name) {
+    show('room');
+    join(room, name);
+  } else {
+    show('join');
+    (room ? $('#join-name') : $('#join-room')).focus();
+  }
+}

@@ -1,0 +1,131 @@
+//! Settings: command-line flags over an optional TOML file over defaults that work on a laptop.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use serde::Deserialize;
+
+/// edge-sfu: a WebRTC selective forwarding unit for edge boxes.
+///
+/// Starts the signaling server (demo page, WebSocket, /api/stats) and one media worker per core.
+/// Every flag can also be set in the TOML file given with --config (same names, with
+/// underscores); flags win over the file.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+pub struct Cli {
+    /// TOML configuration file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Address of the HTTP/WebSocket server [default: 127.0.0.1:8080; port 0 picks a free one].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub listen: Option<SocketAddr>,
+
+    /// Media worker threads, each with its own UDP port; a room lives on one [default: number of cores].
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+
+    /// IP address to announce as ICE host candidate (repeatable) [default: every interface's IPv4
+    /// address, loopback included].
+    #[arg(long = "public-ip", value_name = "IP")]
+    pub public_ip: Vec<IpAddr>,
+
+    /// UDP port of the first worker; worker i uses PORT+i [default: 0, any free port].
+    #[arg(long, value_name = "PORT")]
+    pub media_port: Option<u16>,
+}
+
+/// The TOML file: the same settings as the flags.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    workers: Option<usize>,
+    public_ip: Option<Vec<IpAddr>>,
+    media_port: Option<u16>,
+}
+
+/// The settings in force.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// HTTP/WebSocket address.
+    pub listen: SocketAddr,
+    /// Number of media workers.
+    pub workers: usize,
+    /// Announced IPs; empty means "every interface".
+    pub public_ips: Vec<IpAddr>,
+    /// First worker's UDP port, 0 for any.
+    pub media_port: u16,
+}
+
+impl Cli {
+    /// Merges flags, the file they name, and defaults.
+    pub fn settings(&self) -> Result<Settings> {
+        let file = match &self.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let public_ips = if self.public_ip.is_empty() {
+            file.public_ip.unwrap_or_default()
+        } else {
+            self.public_ip.clone()
+        };
+        Ok(Settings {
+            listen: self
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            workers: self.workers.or(file.workers).unwrap_or(cores).max(1),
+            public_ips,
+            media_port: self.media_port.or(file.media_port).unwrap_or(0),
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_the_file_and_defaults_fill_the_rest() {
+        let dir = std::env::temp_dir().join(format!("edge-sfu-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("edge-sfu.toml");
+        std::fs::write(
+            &path,
+            "workers = 3\nmedia_port = 40000\npublic_ip = [\"10.0.0.1\"]\n",
+        )
+        .unwrap();
+        let cli = Cli::parse_from([
+            "edge-sfu",
+            "--config",
+            path.to_str().unwrap(),
+            "--workers",
+            "5",
+        ]);
+        let s = cli.settings().unwrap();
+        assert_eq!(s.workers, 5);
+        assert_eq!(s.media_port, 40000);
+        assert_eq!(s.public_ips, vec!["10.0.0.1".parse::<IpAddr>().unwrap()]);
+        assert_eq!(s.listen, "127.0.0.1:8080".parse().unwrap());
+    }
+
+    #[test]
+    fn unknown_file_keys_are_an_error() {
+        let dir = std::env::temp_dir().join(format!("edge-sfu-config-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("bad.toml");
+        std::fs::write(&path, "wrokers = 3\n").unwrap();
+        let cli = Cli::parse_from(["edge-sfu", "--config", path.to_str().unwrap()]);
+        assert!(cli.settings().is_err());
+    }
+}
