@@ -351,35 +351,55 @@ async fn websocket_attacks(server: &Server, room: &str) {
     expect_code(&mut ws, "chat before join", &[ErrorCode::NotJoined]).await;
     ws.text("garbage {{{ not json").await.expect("send");
     expect_code(&mut ws, "garbage before join", &[ErrorCode::BadMessage]).await;
-    ws.send(&ClientMessage::Join {
-        version: 2,
-        room: room.into(),
-        name: "from the future".into(),
-        capacity: None,
-    })
-    .await
-    .expect("send");
-    expect_code(&mut ws, "join version 2", &[ErrorCode::UnsupportedVersion]).await;
-    ws.send(&ClientMessage::Join {
-        version: 1,
-        room: room.into(),
-        name: "n".repeat(65),
-        capacity: None,
-    })
-    .await
-    .expect("send");
-    expect_code(&mut ws, "65-character name", &[ErrorCode::InvalidJoin]).await;
-    ws.send(&ClientMessage::Join {
-        version: 1,
-        room: String::new(),
-        name: "mallory".into(),
-        capacity: None,
-    })
-    .await
-    .expect("send");
-    expect_code(&mut ws, "empty room", &[ErrorCode::InvalidJoin]).await;
+    // Refused joins, each on a connection of its own: a join right after a refused one on the same
+    // connection is a separate matter (`a_refused_join_can_be_retried_at_once`).
+    for (what, version, room_name, name, code) in [
+        (
+            "join version 2",
+            2,
+            room.to_string(),
+            "from the future".to_string(),
+            ErrorCode::UnsupportedVersion,
+        ),
+        (
+            "65-character name",
+            1,
+            room.to_string(),
+            "n".repeat(65),
+            ErrorCode::InvalidJoin,
+        ),
+        (
+            "empty room",
+            1,
+            String::new(),
+            "mallory".to_string(),
+            ErrorCode::InvalidJoin,
+        ),
+        (
+            "65-character room",
+            1,
+            "r".repeat(65),
+            "mallory".to_string(),
+            ErrorCode::InvalidJoin,
+        ),
+    ] {
+        let mut refused = RawWs::connect(server).await;
+        refused
+            .send(&ClientMessage::Join {
+                version,
+                room: room_name,
+                name,
+                capacity: None,
+            })
+            .await
+            .expect("send");
+        expect_code(&mut refused, what, &[code]).await;
+        refused.close().await;
+    }
+    ws.close().await;
 
     // Joined, in the call's room.
+    let mut ws = RawWs::connect(server).await;
     ws.join(room, "mallory").await;
     ws.send(&ClientMessage::Join {
         version: 1,
@@ -446,24 +466,30 @@ async fn websocket_attacks(server: &Server, room: &str) {
         .await
         .expect("send");
     expect_code(&mut ws, "offer without m-lines", &[ErrorCode::BadSdp]).await;
-    ws.send(&offer(genuine.clone(), "zz-not-there"))
-        .await
-        .expect("send");
-    expect_code(
-        &mut ws,
-        "offer publishing an absent mid",
-        &[ErrorCode::UnknownTrack, ErrorCode::BadSdp],
-    )
-    .await;
-    ws.send(&offer(genuine.clone(), &app_mid))
-        .await
-        .expect("send");
-    expect_code(
-        &mut ws,
-        "offer publishing the data channel as a microphone",
-        &[ErrorCode::UnknownTrack, ErrorCode::BadSdp],
-    )
-    .await;
+    // Offers that are valid SDP but lie about the tracks. The SFU answers such an offer (and then
+    // offers the room's tracks, ignoring further client offers until answered: it is the impolite
+    // side), so each goes on a connection of its own.
+    for (what, mid) in [
+        ("offer publishing an absent mid", "zz-not-there".to_string()),
+        (
+            "offer publishing the data channel as a microphone",
+            app_mid.clone(),
+        ),
+    ] {
+        let mut liar = RawWs::connect(server).await;
+        liar.join(room, "liar").await;
+        liar.send(&offer(genuine.clone(), &mid))
+            .await
+            .expect("send");
+        expect_code(
+            &mut liar,
+            what,
+            &[ErrorCode::UnknownTrack, ErrorCode::BadSdp],
+        )
+        .await;
+        liar.expect_alive(what).await;
+        liar.close().await;
+    }
     ws.send(&ClientMessage::Mute {
         mid: "zz-not-there".into(),
         muted: true,
@@ -560,4 +586,47 @@ async fn websocket_attacks(server: &Server, room: &str) {
 
     ws.close().await;
     bin.close().await;
+}
+
+/// A client whose join was refused (a typo in the name) tries again on the same connection right
+/// after the error: the new join must be judged on its own, not refused with `already_joined`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_join_can_be_retried_at_once() {
+    let server = Server::start();
+    let mut outcomes = Vec::new();
+    for i in 0..20 {
+        let mut ws = RawWs::connect(&server).await;
+        ws.send(&ClientMessage::Join {
+            version: 1,
+            room: "retry".into(),
+            name: "n".repeat(65),
+            capacity: None,
+        })
+        .await
+        .expect("send");
+        expect_code(&mut ws, "65-character name", &[ErrorCode::InvalidJoin]).await;
+        ws.send(&ClientMessage::Join {
+            version: 1,
+            room: "retry".into(),
+            name: format!("retry-{i}"),
+            capacity: None,
+        })
+        .await
+        .expect("send");
+        let outcome = loop {
+            match ws.next(Duration::from_secs(10)).await {
+                Next::Msg(ServerMessage::Joined { .. }) => break "joined".to_string(),
+                Next::Msg(ServerMessage::Error { code, .. }) => break format!("{code:?}"),
+                Next::Msg(_) => {}
+                other => break format!("{other:?}"),
+            }
+        };
+        outcomes.push(outcome);
+        ws.close().await;
+    }
+    let refused = outcomes.iter().filter(|o| *o != "joined").count();
+    assert_eq!(
+        refused, 0,
+        "{refused} of 20 retried joins were refused: {outcomes:?}"
+    );
 }

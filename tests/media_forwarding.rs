@@ -117,6 +117,7 @@ async fn publisher_media_reaches_every_subscriber_intact() {
             panic!("media did not start flowing to every subscriber in 20 s ({warm} warm-up packets per track sent; received audio/video per subscriber: {got:?})");
         }
     }
+    println!("media flowing to every subscriber after {warm} warm-up packets per track");
     let stats_before = server.stats().await;
 
     // The measured run: N distinct packets per track, paced lightly.
@@ -239,6 +240,13 @@ async fn publisher_media_reaches_every_subscriber_intact() {
             }
             // Nothing else came after them.
             assert!(is_measured(&packets[packets.len() - 1].payload));
+            println!(
+                "{who} {kind}: {} packets (seq {}..={}), ssrc {ssrc:#010x} (publisher's {pub_ssrc:#010x}), pt {}",
+                packets.len(),
+                packets[0].seq,
+                packets[packets.len() - 1].seq,
+                packets[0].pt
+            );
         }
         assert_ne!(
             leg_ssrcs[0], leg_ssrcs[1],

@@ -33,7 +33,8 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts `edge-sfu --listen 127.0.0.1:0 --workers 2` and waits for its ready line.
+    /// Starts `edge-sfu --listen 127.0.0.1:0 --workers 2 --public-ip 127.0.0.1` and waits for its
+    /// ready line. (`--public-ip` keeps the announced candidates, and so all traffic, on loopback.)
     pub fn start() -> Server {
         Self::start_with(&[])
     }
@@ -41,7 +42,14 @@ impl Server {
     /// Like [`Server::start`], with extra command line arguments.
     pub fn start_with(extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_edge-sfu"))
-            .args(["--listen", "127.0.0.1:0", "--workers", "2"])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--workers",
+                "2",
+                "--public-ip",
+                "127.0.0.1",
+            ])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
