@@ -6,8 +6,8 @@ mod support;
 
 use std::time::Duration;
 
-use sfu_client::{ChatVia, ErrorCode};
-use support::{join, until, Seen, Server};
+use sfu_client::{ChatVia, ClientConfig, ErrorCode};
+use support::{join, join_with, until, Seen, Server};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_reaches_every_other_member_with_the_senders_identity() {
@@ -16,8 +16,20 @@ async fn chat_reaches_every_other_member_with_the_senders_identity() {
     let mut alice = join(&server, room, "alice", false, false).await;
     let mut bob = join(&server, room, "bob", false, false).await;
     let mut carol = join(&server, room, "carol", true, false).await;
+    // Dave has no data channel: the SFU must relay to him over the WebSocket.
+    let mut dave = join_with(
+        ClientConfig::new(server.ws_url(), room, "dave")
+            .audio(true)
+            .data_channel(false),
+    )
+    .await;
     let (a_id, b_id, c_id) = (alice.peer_id(), bob.peer_id(), carol.peer_id());
-    let (mut sa, mut sb, mut sc) = (Seen::default(), Seen::default(), Seen::default());
+    let (mut sa, mut sb, mut sc, mut sd) = (
+        Seen::default(),
+        Seen::default(),
+        Seen::default(),
+        Seen::default(),
+    );
 
     let has = |s: &Seen, from, name: &str, text: &str| {
         s.chats
@@ -154,9 +166,12 @@ async fn chat_reaches_every_other_member_with_the_senders_identity() {
     for s in [&sa, &sb, &sc] {
         assert!(s.errors.is_empty(), "client errors: {:?}", s.errors);
     }
+    sd.pump(&mut dave);
+    assert!(sd.errors.is_empty(), "client errors: {:?}", sd.errors);
     alice.leave().await;
     bob.leave().await;
     carol.leave().await;
+    dave.leave().await;
     server
         .stats_until(Duration::from_secs(10), "an empty server", |s| {
             s.rooms == 0 && s.peers == 0

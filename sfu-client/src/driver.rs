@@ -168,7 +168,6 @@ struct Pending {
 struct ChatState {
     wanted: bool,
     id: Option<ChannelId>,
-    negotiated: bool,
     open: bool,
 }
 
@@ -676,9 +675,6 @@ impl Driver {
                 for i in tracks {
                     self.resolve_track(i);
                 }
-                if chat {
-                    self.chat.negotiated = true;
-                }
                 self.drain().await?;
                 self.publish_status();
                 let list = self.tracks.iter().map(TrackState::public).collect();
@@ -687,7 +683,8 @@ impl Driver {
                 self.maybe_offer().await
             }
             Err(e) => {
-                // No automatic retry: the same offer would most likely fail the same way.
+                // No immediate retry (the same offer would most likely fail the same way); the
+                // tracks are offered again with the next negotiation the SFU starts.
                 for i in tracks {
                     if let Some(t) = self.tracks.get_mut(i) {
                         t.mid = None;
@@ -771,9 +768,6 @@ impl Driver {
 
         let Some((offer, pending)) = applied else {
             // Nothing needed an SDP round (a channel on an existing association is opened directly).
-            if want_chat {
-                self.chat.negotiated = true;
-            }
             self.publish_status();
             return Ok(());
         };

@@ -290,6 +290,12 @@ pub async fn join(server: &Server, room: &str, name: &str, audio: bool, video: b
     let config = ClientConfig::new(server.ws_url(), room, name)
         .audio(audio)
         .video(video);
+    join_with(config).await
+}
+
+/// Joins with any configuration and waits as [`join`] does.
+pub async fn join_with(config: ClientConfig) -> Client {
+    let (room, name) = (config.room.clone(), config.name.clone());
     let client = Client::connect(config)
         .await
         .unwrap_or_else(|e| panic!("{name} could not join {room}: {e}"));
