@@ -528,6 +528,29 @@ async fn websocket_attacks(server: &Server, room: &str) {
         }
     }
 
+    // A 2 MiB frame, past what the WebSocket layer reads at all: refused or the connection closed,
+    // either way the server stays up (checked at the end).
+    let mut huge = RawWs::connect(server).await;
+    huge.join(room, "huge").await;
+    match huge.text("x".repeat(2 * 1024 * 1024)).await {
+        Err(e) => println!("2 MiB frame: send failed ({e})"),
+        Ok(()) => loop {
+            match huge.next(Duration::from_secs(10)).await {
+                Next::Msg(ServerMessage::Error { code, .. }) => {
+                    assert_eq!(code, ErrorCode::TooLarge, "2 MiB frame");
+                    println!("2 MiB frame: {code:?}");
+                    break;
+                }
+                Next::Closed(why) => {
+                    println!("2 MiB frame: connection closed ({why})");
+                    break;
+                }
+                Next::Timeout => panic!("2 MiB frame: no reaction within 10 s"),
+                _ => {}
+            }
+        },
+    }
+
     // A flood under the closing threshold: some messages are dropped with rate_limited, the
     // connection survives.
     let mut flood = RawWs::connect(server).await;

@@ -138,6 +138,10 @@ async fn a_member_whose_media_path_dies_is_removed() {
     server
         .stats_until(Duration::from_secs(10), "one member left", |s| s.peers == 1)
         .await;
+    // a, whose path is fine, stayed through all of it (its keepalives count as traffic).
+    sa.pump(&mut a);
+    assert!(a.is_connected(), "a: {:?}", a.status());
+    assert!(sa.server_errors.is_empty(), "a: {:?}", sa.server_errors);
 
     a.leave().await;
     b.leave().await;
