@@ -206,6 +206,8 @@ pub(crate) struct Driver {
     ping_interval: Duration,
     deliver_rtp: bool,
     joined: bool,
+    /// ICE and DTLS came up once (str0m `Event::Connected`).
+    dtls_up: bool,
     ice_connected: bool,
     sfu_candidates: Vec<SocketAddr>,
     remote_offers: u64,
@@ -277,6 +279,7 @@ impl Driver {
             ping_interval: config.ping_interval.max(Duration::from_millis(100)),
             deliver_rtp: config.deliver_rtp,
             joined: true,
+            dtls_up: false,
             ice_connected: false,
             sfu_candidates: Vec::new(),
             remote_offers: 0,
@@ -413,15 +416,26 @@ impl Driver {
         match event {
             Event::Connected => {
                 info!(peer = self.peer_id, "media connected");
+                self.dtls_up = true;
                 self.ice_connected = true;
                 self.publish_status();
                 self.emit(ClientEvent::Connected);
             }
             Event::IceConnectionStateChange(state) => {
                 debug!(peer = self.peer_id, "ice state {state:?}");
-                if state == IceConnectionState::Disconnected {
-                    self.ice_connected = false;
-                    self.publish_status();
+                match state {
+                    IceConnectionState::Disconnected => {
+                        self.ice_connected = false;
+                        self.publish_status();
+                    }
+                    // Back after a disconnect (DTLS came up before).
+                    IceConnectionState::Connected | IceConnectionState::Completed
+                        if self.dtls_up && !self.ice_connected =>
+                    {
+                        self.ice_connected = true;
+                        self.publish_status();
+                    }
+                    _ => {}
                 }
                 self.emit(ClientEvent::IceState(format!("{state:?}")));
             }

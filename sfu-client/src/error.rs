@@ -46,6 +46,9 @@ pub enum ClientError {
     /// The data channel refused the write (buffer full).
     #[error("the data channel buffer is full")]
     ChannelFull,
+    /// The command queue to the driver is full (only from the non-waiting methods).
+    #[error("the client's command queue is full")]
+    QueueFull,
     /// The client's driver task has ended (left, vanished, or the connection failed).
     #[error("the client is closed")]
     Closed,

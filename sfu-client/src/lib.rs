@@ -7,7 +7,8 @@
 //! [`ClientEvent`]s.
 //!
 //! The `Rtc`, the UDP socket and the WebSocket are owned by one driver task; the [`Client`] handle
-//! talks to it over channels, so every method is `async` and cheap. Media is written at the RTP level
+//! talks to it over channels (methods that need the driver are `async`; state and counters are read
+//! without a round trip). Media is written at the RTP level
 //! ([`Client::send_rtp`]): the caller chooses the payload and the marker bit, the client assigns
 //! consecutive sequence numbers, timestamps and the negotiated payload type.
 //!
@@ -666,7 +667,8 @@ impl Client {
     }
 
     /// Like [`Client::send_rtp`] without waiting for the result (for load generation): fails only
-    /// when the command queue is full or the client is closed.
+    /// when the command queue is full ([`ClientError::QueueFull`]) or the client is closed. Errors of
+    /// the write itself (track not negotiated yet) are only logged.
     pub fn queue_rtp(
         &self,
         track: LocalTrackId,
@@ -680,7 +682,10 @@ impl Client {
                 marker,
                 reply: None,
             })
-            .map_err(|_| ClientError::Closed)
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => ClientError::QueueFull,
+                mpsc::error::TrySendError::Closed(_) => ClientError::Closed,
+            })
     }
 
     /// Sends a chat line on the `chat` data channel (`{"text": ...}`).
