@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -135,12 +135,13 @@ async fn ws_upgrade(
 enum Membership {
     /// No join yet, or the last peer left.
     Outside,
-    /// Joined (or joining) `room` on `worker` as `peer`.
+    /// Joined (or joining, until `joined` came back) `room` on `worker` as `peer`.
     Inside {
         peer: PeerId,
         room: String,
         worker: usize,
         outbox: mpsc::Receiver<ServerMessage>,
+        joined: bool,
     },
 }
 
@@ -171,13 +172,19 @@ impl Connection {
                     let Some(Ok(frame)) = frame else { break };
                     idle_deadline = tokio::time::Instant::now() + IDLE_TIMEOUT;
                     let replies = self.on_frame(frame);
-                    if !self.send_all(&mut socket, replies).await || self.refusals >= MAX_REFUSALS {
+                    if !self.send_all(&mut socket, replies).await {
+                        break;
+                    }
+                    if self.refusals >= MAX_REFUSALS {
+                        let close = CloseFrame { code: close_code::POLICY, reason: "too many refused messages".into() };
+                        let _ = socket.send(Message::Close(Some(close))).await;
                         break;
                     }
                 }
                 out = recv_outbox(&mut self.membership) => {
                     match out {
                         Some(msg) => {
+                            self.track_join_outcome(&msg);
                             if !self.send_all(&mut socket, vec![msg]).await {
                                 break;
                             }
@@ -296,8 +303,25 @@ impl Connection {
             room,
             worker,
             outbox,
+            joined: false,
         };
         Vec::new()
+    }
+
+    /// A worker answers a join with `joined` or an error. On an error the connection is outside
+    /// again before the client can read it, so a corrected join sent right after is taken.
+    fn track_join_outcome(&mut self, msg: &ServerMessage) {
+        if let Membership::Inside {
+            joined: joined @ false,
+            ..
+        } = &mut self.membership
+        {
+            match msg {
+                ServerMessage::Joined { .. } => *joined = true,
+                ServerMessage::Error { .. } => self.left(),
+                _ => {}
+            }
+        }
     }
 
     /// The peer is gone from its worker (or the join was refused): release the room placement.
