@@ -97,6 +97,7 @@ function startViewer(id) {
   const c = new EdgeSfuClient({ log: (...a) => console.debug('[edge-sfu]', ...a) });
   client = c;
   window.edgeSfu = c;
+  c.addEventListener('error', ({ detail: err }) => console.warn('edge-sfu error', err.code, err.message));
   c.addEventListener('track', ({ detail: rt }) => {
     if (rt.kind === 'video') {
       ui.video.srcObject = rt.stream;
@@ -223,6 +224,7 @@ async function startSharing(rawId) {
   const c = new EdgeSfuClient({ log: (...a) => console.debug('[edge-sfu]', ...a) });
   client = c;
   window.edgeSfu = c;
+  c.addEventListener('error', ({ detail: err }) => console.warn('edge-sfu error', err.code, err.message));
   const tracks = [{ track: video, source: 'screen', stream }];
   if (audio) tracks.push({ track: audio, source: 'screenAudio', stream });
   video.addEventListener('ended', () => { if (client === c) stopSharing(); });

@@ -5,7 +5,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   chromiumPresent, skipWithoutChromium, startServer, launchChromium, openPage, waitJoined,
-  expectMediaFrom, roomUrl, poll, describePage, remoteMedia,
+  expectMediaFrom, roomUrl, poll, describePage, remoteMedia, assertNoPageProblems,
 } from './harness.mjs';
 
 let server;
@@ -50,7 +50,17 @@ async function expectLine(to, fromName, text) {
 
 test('chat round trip through the page', { timeout: 60_000 }, async (t) => {
   if (skipWithoutChromium(t)) return;
-  ana = await join('ana');
+  // ana uses the join form (no autojoin): prefilled from the URL, one click.
+  const formUrl = new URL('/', server.url);
+  formUrl.searchParams.set('room', room);
+  formUrl.searchParams.set('name', 'ana');
+  const page = await openPage(browser, formUrl.href, 'ana');
+  await page.waitForSelector('#join-view:not([hidden])');
+  assert.equal(await page.inputValue('#join-room'), room);
+  assert.equal(await page.inputValue('#join-name'), 'ana');
+  assert.equal(await page.evaluate(() => window.edgeSfu), undefined, 'no join before the click');
+  await page.click('#join-button');
+  ana = { page, id: await waitJoined(page), name: 'ana' };
   bob = await join('bob');
   // Once media is up the chat data channel is open too; the first line may still go either way.
   await say(ana, 'hello bob');
@@ -71,6 +81,7 @@ test('chat round trip through the page', { timeout: 60_000 }, async (t) => {
   await say(bob, 'over the data channel');
   await expectLine(ana, 'bob', 'over the data channel');
   assert.equal(await ana.page.evaluate(() => window.__lastChatVia), 'datachannel');
+  assertNoPageProblems(ana.page, bob.page);
 });
 
 test('mute, camera off and in-room screen share are seen by the other participant', { timeout: 120_000 }, async (t) => {
@@ -120,4 +131,5 @@ test('mute, camera off and in-room screen share are seen by the other participan
   // Camera and audio still flow afterwards.
   await expectMediaFrom(bob.page, [ana.id], { label: 'bob' });
   await expectMediaFrom(ana.page, [bob.id], { label: 'ana' });
+  assertNoPageProblems(ana.page, bob.page);
 });

@@ -144,15 +144,18 @@ export async function openPage(browser, url, label) {
   const context = await browser.newContext({ viewport: { width: 1280, height: 720 }, permissions: ['camera', 'microphone'] });
   const page = await context.newPage();
   page.consoleLines = [];
+  page.problems = [];
   page.on('console', (m) => {
     const line = `[${label}] ${m.type()}: ${m.text()}`;
     page.consoleLines.push(line);
+    if (/edge-sfu error/.test(m.text())) page.problems.push(line);
     if (page.consoleLines.length > 400) page.consoleLines.shift();
     if (process.env.BROWSER_LOG) console.error(line);
   });
   page.on('pageerror', (e) => {
     const line = `[${label}] pageerror: ${e.message}`;
     page.consoleLines.push(line);
+    page.problems.push(line);
     console.error(line);
   });
   await page.goto(url);
@@ -183,6 +186,16 @@ export async function poll(fn, { timeout = 20_000, interval = 250, what = 'condi
     }
     await new Promise((r) => setTimeout(r, interval));
   }
+}
+
+/**
+ * Fails if any of the pages threw an uncaught exception or got an `error` from the SFU (the pages log
+ * those as `edge-sfu error <code> <message>`).
+ * @param {...import('playwright-core').Page} pages
+ */
+export function assertNoPageProblems(...pages) {
+  const problems = pages.flatMap((p) => p.problems ?? []);
+  if (problems.length) throw new Error(`errors in the pages:\n${problems.join('\n')}`);
 }
 
 /** Waits until the page's client has joined; returns its peer id. */

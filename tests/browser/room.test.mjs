@@ -5,7 +5,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   chromiumPresent, skipWithoutChromium, startServer, launchChromium, openPage, waitJoined,
-  expectMediaFrom, roomUrl, poll, describePage,
+  expectMediaFrom, roomUrl, poll, describePage, assertNoPageProblems,
 } from './harness.mjs';
 
 let server;
@@ -55,6 +55,7 @@ test('two, then three participants decode each other\'s video and receive audio'
   const stats = await server.stats();
   assert.equal(stats.peers, 3, `/api/stats: ${JSON.stringify(stats)}`);
   assert.ok(stats.forwardedPackets > 0, `/api/stats: ${JSON.stringify(stats)}`);
+  assertNoPageProblems(ana.page, bob.page, cy.page);
 });
 
 test('a participant who leaves disappears from the others within seconds', { timeout: 60_000 }, async (t) => {
@@ -66,6 +67,14 @@ test('a participant who leaves disappears from the others within seconds', { tim
   }
   const before = await server.stats();
   assert.equal(before.peers, 3);
+  // Record, at the moment each page handles peerLeft, whether cy's tiles are already gone.
+  for (const p of [ana, bob]) {
+    await p.page.evaluate((id) => {
+      window.edgeSfu.addEventListener('peerleft', (e) => {
+        if (e.detail.peerId === id) window.__tilesAtPeerLeft = document.querySelectorAll(`.tile[data-peer-id="${id}"]`).length;
+      });
+    }, cy.id);
+  }
   await cy.page.click('#leave');
   await cy.page.waitForSelector('#left-view:not([hidden])', { timeout: 5000 });
   for (const [name, p] of [['ana', ana], ['bob', bob]]) {
@@ -77,6 +86,7 @@ test('a participant who leaves disappears from the others within seconds', { tim
       throw err;
     }
   }
+  for (const p of [ana, bob]) assert.equal(await p.page.evaluate(() => window.__tilesAtPeerLeft), 0, 'tiles removed when peerLeft is handled');
   await poll(async () => (await server.stats()).peers === 2, { timeout: 5000, what: '/api/stats peers == 2' });
   // The two who stayed still see each other.
   await Promise.all([
@@ -88,4 +98,5 @@ test('a participant who leaves disappears from the others within seconds', { tim
   await poll(() => ana.page.evaluate((id) => document.querySelectorAll(`[data-peer-id="${id}"]`).length === 0, bob.id),
     { timeout: 10_000, what: `ana: bob (${bob.id}) removed after his tab closed` });
   await poll(async () => (await server.stats()).peers === 1, { timeout: 10_000, what: '/api/stats peers == 1' });
+  assertNoPageProblems(ana.page, cy.page);
 });

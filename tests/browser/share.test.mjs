@@ -5,6 +5,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   chromiumPresent, skipWithoutChromium, startServer, launchChromium, openPage, poll, describePage, remoteMedia,
+  assertNoPageProblems,
 } from './harness.mjs';
 
 let server;
@@ -97,4 +98,5 @@ test('screen sharing to a waiting device through share.html', { timeout: 120_000
   await sender2.context().close();
   await poll(() => viewer.evaluate(() => document.body.dataset.state === 'waiting'), { timeout: 10_000, what: 'viewer waiting after sender2 closed' });
   await poll(async () => (await server.stats()).peers === 1, { timeout: 10_000, what: '/api/stats peers == 1' });
+  assertNoPageProblems(viewer, sender, sender2);
 });

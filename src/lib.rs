@@ -1,0 +1,158 @@
+//! The `edge-sfu` server as a library: the I/O shell around the sans-IO core.
+//!
+//! [`Server::start`] brings up one thread per media worker (a tokio-uring runtime with its own UDP
+//! port and its own [`sfu_core::Core`]) and one thread running the signaling server (tokio, axum).
+//! Rooms are placed on workers by the signaling layer, so a room's packets never cross threads. The
+//! binary is a thin wrapper; tests and the load generator start servers in-process.
+
+pub mod config;
+pub mod net;
+mod worker;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use anyhow::{anyhow, Context, Result};
+use signaling::{AppState, Dispatch, SignalingCounters, WorkerHandle};
+use tokio::sync::{mpsc, oneshot};
+use tracing::info;
+
+pub use crate::config::{Cli, Settings};
+use crate::worker::WorkerSpec;
+
+/// A running edge-sfu: signaling and media workers. Dropping it shuts it down.
+pub struct Server {
+    url: String,
+    local_addr: SocketAddr,
+    media_ports: Vec<u16>,
+    shutdown: Option<oneshot::Sender<()>>,
+    signaling: Option<JoinHandle<Result<()>>>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Binds every socket and starts every thread; returns once the server accepts connections.
+    pub fn start(settings: &Settings) -> Result<Server> {
+        let ips = net::announced_ips(&settings.public_ips);
+        let mut handles = Vec::with_capacity(settings.workers);
+        let mut workers = Vec::with_capacity(settings.workers);
+        for index in 0..settings.workers {
+            let port = match settings.media_port {
+                0 => 0,
+                base => base
+                    .checked_add(u16::try_from(index).context("too many workers")?)
+                    .context("media port range overflows")?,
+            };
+            let socket = net::bind_media_socket(port)?;
+            let port = socket.local_addr()?.port();
+            let candidates: Vec<SocketAddr> =
+                ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect();
+            let (tx, rx) = mpsc::unbounded_channel();
+            workers.push(worker::spawn(WorkerSpec {
+                index,
+                socket,
+                candidates,
+                commands: rx,
+            })?);
+            handles.push(WorkerHandle {
+                commands: tx,
+                media_port: port,
+            });
+        }
+        let media_ports = handles.iter().map(|h| h.media_port).collect();
+        let state = Arc::new(AppState {
+            dispatch: Dispatch::new(handles),
+            counters: SignalingCounters::default(),
+        });
+        let listener = std::net::TcpListener::bind(settings.listen)
+            .with_context(|| format!("listening on {}", settings.listen))?;
+        listener.set_nonblocking(true)?;
+        let local_addr = listener.local_addr()?;
+        let (shutdown, shutdown_rx) = oneshot::channel();
+        let signaling = std::thread::Builder::new()
+            .name("signaling".into())
+            .spawn(move || serve(listener, state, shutdown_rx))
+            .context("spawning the signaling thread")?;
+        let shown = if local_addr.ip().is_unspecified() {
+            SocketAddr::from(([127, 0, 0, 1], local_addr.port()))
+        } else {
+            local_addr
+        };
+        info!(%local_addr, ?media_ports, "edge-sfu up");
+        Ok(Server {
+            url: format!("http://{shown}/"),
+            local_addr,
+            media_ports,
+            shutdown: Some(shutdown),
+            signaling: Some(signaling),
+            workers,
+        })
+    }
+
+    /// The demo page's URL, `http://HOST:PORT/` (the WebSocket is at `ws://HOST:PORT/ws`).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The address the HTTP/WebSocket server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Each worker's media UDP port.
+    pub fn media_ports(&self) -> &[u16] {
+        &self.media_ports
+    }
+
+    /// Stops accepting connections, lets the workers finish, and waits for every thread.
+    pub fn shutdown(mut self) -> Result<()> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let result = match self.signaling.take() {
+            Some(t) => t
+                .join()
+                .map_err(|_| anyhow!("the signaling thread panicked"))?,
+            None => Ok(()),
+        };
+        // The signaling state held the workers' command queues: with it gone, they wind down.
+        for t in self.workers.drain(..) {
+            let _ = t.join();
+        }
+        result
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+fn serve(
+    listener: std::net::TcpListener,
+    state: Arc<AppState>,
+    shutdown: oneshot::Receiver<()>,
+) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("signaling")
+        .enable_all()
+        .build()
+        .context("starting the signaling runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let app = signaling::router(state).into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = shutdown.await;
+            })
+            .await
+            .context("serving HTTP")
+    })
+}
