@@ -4,7 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use serde::Deserialize;
 
 /// edge-sfu: a WebRTC selective forwarding unit for edge boxes.
@@ -35,6 +35,21 @@ pub struct Cli {
     /// UDP port of the first worker; worker i uses PORT+i [default: 0, any free port].
     #[arg(long, value_name = "PORT")]
     pub media_port: Option<u16>,
+
+    /// Media I/O shell: io_uring, or epoll with recvmmsg/sendmmsg batches (also the fallback where
+    /// io_uring is unavailable) [default: uring].
+    #[arg(long, value_enum, value_name = "SHELL")]
+    pub io: Option<IoMode>,
+}
+
+/// Which I/O shell drives the media workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IoMode {
+    /// tokio-uring: receives and sends as io_uring operations.
+    Uring,
+    /// epoll readiness, then recvmmsg/sendmmsg batches.
+    Sendmmsg,
 }
 
 /// The TOML file: the same settings as the flags.
@@ -45,6 +60,7 @@ struct FileConfig {
     workers: Option<usize>,
     public_ip: Option<Vec<IpAddr>>,
     media_port: Option<u16>,
+    io: Option<IoMode>,
 }
 
 /// The settings in force.
@@ -58,6 +74,8 @@ pub struct Settings {
     pub public_ips: Vec<IpAddr>,
     /// First worker's UDP port, 0 for any.
     pub media_port: u16,
+    /// Media I/O shell.
+    pub io: IoMode,
 }
 
 impl Cli {
@@ -81,6 +99,7 @@ impl Cli {
             workers: self.workers.or(file.workers).unwrap_or(cores).max(1),
             public_ips,
             media_port: self.media_port.or(file.media_port).unwrap_or(0),
+            io: self.io.or(file.io).unwrap_or(IoMode::Uring),
         })
     }
 }
@@ -102,7 +121,7 @@ mod tests {
         let path = dir.join("edge-sfu.toml");
         std::fs::write(
             &path,
-            "workers = 3\nmedia_port = 40000\npublic_ip = [\"10.0.0.1\"]\n",
+            "workers = 3\nmedia_port = 40000\npublic_ip = [\"10.0.0.1\"]\nio = \"sendmmsg\"\n",
         )
         .unwrap();
         let cli = Cli::parse_from([
@@ -117,6 +136,7 @@ mod tests {
         assert_eq!(s.media_port, 40000);
         assert_eq!(s.public_ips, vec!["10.0.0.1".parse::<IpAddr>().unwrap()]);
         assert_eq!(s.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(s.io, IoMode::Sendmmsg);
     }
 
     #[test]

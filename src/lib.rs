@@ -6,6 +6,7 @@
 //! binary is a thin wrapper; tests and the load generator start servers in-process.
 
 pub mod config;
+mod mmsg;
 pub mod net;
 mod worker;
 
@@ -18,7 +19,7 @@ use signaling::{AppState, Dispatch, SignalingCounters, WorkerHandle};
 use tokio::sync::{mpsc, oneshot};
 use tracing::info;
 
-pub use crate::config::{Cli, Settings};
+pub use crate::config::{Cli, IoMode, Settings};
 use crate::worker::WorkerSpec;
 
 /// A running edge-sfu: signaling and media workers. Dropping it shuts it down.
@@ -26,6 +27,7 @@ pub struct Server {
     url: String,
     local_addr: SocketAddr,
     media_ports: Vec<u16>,
+    io: IoMode,
     shutdown: Option<oneshot::Sender<()>>,
     signaling: Option<JoinHandle<Result<()>>>,
     workers: Vec<JoinHandle<()>>,
@@ -37,6 +39,7 @@ impl Server {
         let ips = net::announced_ips(&settings.public_ips);
         let mut handles = Vec::with_capacity(settings.workers);
         let mut workers = Vec::with_capacity(settings.workers);
+        let mut io = settings.io;
         for index in 0..settings.workers {
             let port = match settings.media_port {
                 0 => 0,
@@ -49,12 +52,17 @@ impl Server {
             let candidates: Vec<SocketAddr> =
                 ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect();
             let (tx, rx) = mpsc::unbounded_channel();
-            workers.push(worker::spawn(WorkerSpec {
-                index,
-                socket,
-                candidates,
-                commands: rx,
-            })?);
+            let (thread, mode) = worker::spawn(
+                WorkerSpec {
+                    index,
+                    socket,
+                    candidates,
+                    commands: rx,
+                },
+                settings.io,
+            )?;
+            workers.push(thread);
+            io = mode;
             handles.push(WorkerHandle {
                 commands: tx,
                 media_port: port,
@@ -79,11 +87,12 @@ impl Server {
         } else {
             local_addr
         };
-        info!(%local_addr, ?media_ports, "edge-sfu up");
+        info!(%local_addr, ?media_ports, ?io, "edge-sfu up");
         Ok(Server {
             url: format!("http://{shown}/"),
             local_addr,
             media_ports,
+            io,
             shutdown: Some(shutdown),
             signaling: Some(signaling),
             workers,
@@ -103,6 +112,11 @@ impl Server {
     /// Each worker's media UDP port.
     pub fn media_ports(&self) -> &[u16] {
         &self.media_ports
+    }
+
+    /// The I/O shell the workers run (the one asked for, or the fallback).
+    pub fn io(&self) -> IoMode {
+        self.io
     }
 
     /// Stops accepting connections, lets the workers finish, and waits for every thread.

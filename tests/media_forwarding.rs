@@ -29,7 +29,15 @@ fn video_payload(i: usize) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publisher_media_reaches_every_subscriber_intact() {
-    let server = Server::start();
+    forwarding_through(Server::start()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sendmmsg_shell_forwards_the_same() {
+    forwarding_through(Server::start_with(&["--io", "sendmmsg"])).await;
+}
+
+async fn forwarding_through(server: Server) {
     let room = "forwarding";
 
     // Two subscribers are there before the publisher arrives, one joins while it already publishes.

@@ -188,23 +188,21 @@ function layout() {
   ui.tiles.classList.toggle('has-screen', screens > 0);
   const people = tiles - screens;
   const stage = ui.tiles.getBoundingClientRect();
-  let best = 1;
-  let bestArea = 0;
   const gap = 12;
   const w = Math.max(stage.width, 1);
   const h = Math.max(screens > 0 ? stage.height * 0.3 : stage.height, 1);
+  const sizes = [];
   for (let cols = 1; cols <= Math.max(people, 1); cols++) {
     const rows = Math.ceil(Math.max(people, 1) / cols);
     const tw = (w - gap * (cols - 1)) / cols;
     const th = (h - gap * (rows - 1)) / rows;
-    const tileW = Math.min(tw, (th * 16) / 9);
-    if (tileW > bestArea) {
-      bestArea = tileW;
-      best = cols;
-    }
+    sizes.push({ cols, tileW: Math.min(tw, (th * 16) / 9) });
   }
-  ui.tiles.style.setProperty('--cols', String(best));
-  ui.tiles.style.setProperty('--tile-w', `${Math.floor(bestArea)}px`);
+  // The largest tiles win; among near-equals (within 12%) the wider arrangement reads better.
+  const largest = Math.max(...sizes.map((x) => x.tileW));
+  const best = sizes.filter((x) => x.tileW >= largest * 0.88).pop();
+  ui.tiles.style.setProperty('--cols', String(best.cols));
+  ui.tiles.style.setProperty('--tile-w', `${Math.floor(best.tileW)}px`);
 }
 window.addEventListener('resize', layout);
 

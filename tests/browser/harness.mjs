@@ -292,6 +292,11 @@ export async function expectMediaFrom(page, peerIds, { audio = true, timeout = 3
       const v = document.querySelector(`.tile[data-peer-id="${id}"][data-source="camera"] video`);
       return v && v.videoWidth > 0;
     }), peerIds), { timeout: 10_000, what: `${label}: camera <video> of peers ${peerIds.join(', ')} with videoWidth > 0` });
+    // 4. and plays each peer's audio through an <audio> element
+    if (audio) {
+      await poll(() => page.evaluate((ids) => ids.every((id) => [...document.querySelectorAll(`#audio-sink audio[data-peer-id="${id}"]`)]
+        .some((a) => a.srcObject && !a.paused)), peerIds), { timeout: 10_000, what: `${label}: playing <audio> of peers ${peerIds.join(', ')}` });
+    }
   } catch (err) {
     err.message += `\n${label} state: ${await describePage(page)}`;
     throw err;

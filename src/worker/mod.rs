@@ -1,9 +1,14 @@
-//! A media worker: one thread, one tokio-uring runtime, one UDP port, one [`Core`].
+//! A media worker: one thread, one UDP port, one [`Core`], driven by one of two I/O shells.
 //!
-//! Four kinds of task share the worker's state on its single thread: one receiver (a single
-//! reused buffer, handed to the kernel and back for each datagram), a few senders draining the
-//! send queue so several sends are in flight at once, the command reader (signaling from the
-//! server thread), and the timer that feeds the core its deadlines.
+//! - [`IoMode::Uring`] (default): a tokio-uring runtime; one receive in flight on a reused buffer
+//!   and a few sends in flight at once.
+//! - [`IoMode::Sendmmsg`]: a tokio (epoll) runtime; readiness, then `recvmmsg`/`sendmmsg` batches.
+//!
+//! Both share everything else here: the core, the per-peer signaling outboxes, the send queue, the
+//! timer task that feeds the core its deadlines, and the command task for signaling.
+
+mod epoll;
+mod uring;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -18,16 +23,14 @@ use sfu_core::protocol::{PeerId, ServerMessage};
 use sfu_core::{Core, CoreConfig, Output, Transmit};
 use signaling::WorkerCommand;
 use tokio::sync::{mpsc, Notify};
-use tokio_uring::net::UdpSocket;
 use tracing::{debug, info, warn};
 
+pub use crate::config::IoMode;
 use crate::net::LocalAddrs;
 
-/// Size of the receive buffer: above any datagram the core accepts, so a larger one arrives
+/// Size of a receive buffer: above any datagram the core accepts, so a larger one arrives
 /// truncated, is seen as too long, and is counted.
 const RECV_BUFFER_BYTES: usize = 2048;
-/// Sends in flight at once per worker.
-const SENDER_TASKS: usize = 4;
 /// Datagrams queued for sending before the oldest are dropped (the socket cannot keep up).
 const MAX_SEND_QUEUE: usize = 16 * 1024;
 
@@ -35,7 +38,7 @@ const MAX_SEND_QUEUE: usize = 16 * 1024;
 pub struct WorkerSpec {
     /// Worker number, for thread names and logs.
     pub index: usize,
-    /// Its bound media socket.
+    /// Its bound, non-blocking media socket.
     pub socket: std::net::UdpSocket,
     /// The addresses announced for this socket.
     pub candidates: Vec<SocketAddr>,
@@ -43,29 +46,39 @@ pub struct WorkerSpec {
     pub commands: mpsc::UnboundedReceiver<WorkerCommand>,
 }
 
-/// Starts the worker thread; returns once its io_uring runtime is up (or failed to come up).
-pub fn spawn(spec: WorkerSpec) -> Result<JoinHandle<()>> {
+/// Starts the worker thread; returns the shell in use once its runtime is up.
+///
+/// Where io_uring is unavailable (an old kernel, a container whose seccomp profile forbids it),
+/// [`IoMode::Uring`] falls back to [`IoMode::Sendmmsg`] with a warning.
+pub fn spawn(spec: WorkerSpec, mode: IoMode) -> Result<(JoinHandle<()>, IoMode)> {
     let (ready_tx, ready_rx) = std_mpsc::channel();
     let index = spec.index;
     let handle = std::thread::Builder::new()
         .name(format!("media-{index}"))
         .spawn(move || {
-            let runtime = match tokio_uring::Runtime::new(&tokio_uring::builder()) {
+            if mode == IoMode::Uring {
+                match tokio_uring::Runtime::new(&tokio_uring::builder()) {
+                    Ok(runtime) => {
+                        let _ = ready_tx.send(Ok(IoMode::Uring));
+                        return runtime.block_on(uring::run(spec));
+                    }
+                    Err(e) => warn!(worker = index, error = %e, "io_uring unavailable, using the sendmmsg shell"),
+                }
+            }
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => {
                     let _ = ready_tx.send(Err(e));
                     return;
                 }
             };
-            let _ = ready_tx.send(Ok(()));
-            runtime.block_on(run(spec));
+            let _ = ready_tx.send(Ok(IoMode::Sendmmsg));
+            tokio::task::LocalSet::new().block_on(&runtime, epoll::run(spec));
         })
         .context("spawning worker thread")?;
     match ready_rx.recv() {
-        Ok(Ok(())) => Ok(handle),
-        Ok(Err(e)) => Err(anyhow!(
-            "worker {index}: cannot create an io_uring runtime: {e}"
-        )),
+        Ok(Ok(mode)) => Ok((handle, mode)),
+        Ok(Err(e)) => Err(anyhow!("worker {index}: cannot start a runtime: {e}")),
         Err(_) => Err(anyhow!("worker {index} died while starting")),
     }
 }
@@ -75,45 +88,40 @@ struct Shared {
     core: RefCell<Core>,
     outboxes: RefCell<HashMap<PeerId, mpsc::Sender<ServerMessage>>>,
     send_queue: RefCell<VecDeque<Transmit>>,
+    /// Wakes a sender when the queue gets datagrams (a stored permit, so none is missed).
     send_wake: Notify,
     timer_wake: Notify,
     /// The deadline the timer task sleeps towards.
     armed: Cell<Option<Instant>>,
-    socket: UdpSocket,
     local: LocalAddrs,
 }
 
-async fn run(spec: WorkerSpec) {
-    let port = spec
-        .socket
-        .local_addr()
-        .map(|a| a.port())
-        .unwrap_or_default();
-    let config = CoreConfig {
-        candidates: spec.candidates.clone(),
-        ..CoreConfig::default()
-    };
-    let shared = Rc::new(Shared {
-        core: RefCell::new(Core::new(config)),
-        outboxes: RefCell::new(HashMap::new()),
-        send_queue: RefCell::new(VecDeque::with_capacity(1024)),
-        send_wake: Notify::new(),
-        timer_wake: Notify::new(),
-        armed: Cell::new(None),
-        socket: UdpSocket::from_std(spec.socket),
-        local: LocalAddrs::new(&spec.candidates),
-    });
-    info!(worker = spec.index, port, candidates = ?spec.candidates, "media worker up");
-    tokio_uring::spawn(receiver(shared.clone()));
-    for _ in 0..SENDER_TASKS {
-        tokio_uring::spawn(sender(shared.clone()));
-    }
-    tokio_uring::spawn(timer(shared.clone()));
-    commands(shared, spec.commands).await;
-    info!(worker = spec.index, "media worker stopping");
-}
-
 impl Shared {
+    fn new(spec: &WorkerSpec) -> Rc<Self> {
+        let config = CoreConfig {
+            candidates: spec.candidates.clone(),
+            ..CoreConfig::default()
+        };
+        Rc::new(Shared {
+            core: RefCell::new(Core::new(config)),
+            outboxes: RefCell::new(HashMap::new()),
+            send_queue: RefCell::new(VecDeque::with_capacity(1024)),
+            send_wake: Notify::new(),
+            timer_wake: Notify::new(),
+            armed: Cell::new(None),
+            local: LocalAddrs::new(&spec.candidates),
+        })
+    }
+
+    /// Hands one received datagram to the core.
+    fn handle_datagram(&self, now: Instant, source: SocketAddr, data: &[u8]) {
+        if let Some(destination) = self.local.destination_for(source) {
+            self.core
+                .borrow_mut()
+                .handle_datagram(now, source, destination, data);
+        }
+    }
+
     /// Takes everything the core produced: datagrams to the send queue, messages to outboxes.
     fn flush(&self) {
         let mut stuck: Vec<PeerId> = Vec::new();
@@ -147,7 +155,7 @@ impl Shared {
             }
         }
         if queued {
-            self.send_wake.notify_waiters();
+            self.send_wake.notify_one();
         }
         if !stuck.is_empty() {
             for peer in stuck {
@@ -165,45 +173,12 @@ impl Shared {
     }
 }
 
-async fn receiver(shared: Rc<Shared>) {
-    // The worker's one receive buffer: owned by the kernel during each receive, then by us.
-    let mut buf = vec![0u8; RECV_BUFFER_BYTES];
-    loop {
-        let (result, returned) = shared.socket.recv_from(buf).await;
-        buf = returned;
-        match result {
-            Ok((len, source)) => {
-                let Some(destination) = shared.local.destination_for(source) else {
-                    continue;
-                };
-                let now = Instant::now();
-                shared
-                    .core
-                    .borrow_mut()
-                    .handle_datagram(now, source, destination, &buf[..len]);
-                shared.flush();
-            }
-            Err(e) => {
-                warn!(error = %e, "receive failed");
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-            }
-        }
-    }
-}
-
-async fn sender(shared: Rc<Shared>) {
-    loop {
-        let next = shared.send_queue.borrow_mut().pop_front();
-        match next {
-            Some(t) => {
-                let (result, _) = shared.socket.send_to(t.contents, t.destination).await;
-                if let Err(e) = result {
-                    debug!(to = %t.destination, error = %e, "send failed");
-                }
-            }
-            None => shared.send_wake.notified().await,
-        }
-    }
+/// Runs the timer and the command loop until the signaling side goes away.
+async fn serve(shared: Rc<Shared>, commands: mpsc::UnboundedReceiver<WorkerCommand>, index: usize) {
+    info!(worker = index, "media worker up");
+    tokio::task::spawn_local(timer(shared.clone()));
+    command_loop(shared, commands).await;
+    info!(worker = index, "media worker stopping");
 }
 
 async fn timer(shared: Rc<Shared>) {
@@ -225,7 +200,7 @@ async fn timer(shared: Rc<Shared>) {
     }
 }
 
-async fn commands(shared: Rc<Shared>, mut rx: mpsc::UnboundedReceiver<WorkerCommand>) {
+async fn command_loop(shared: Rc<Shared>, mut rx: mpsc::UnboundedReceiver<WorkerCommand>) {
     while let Some(cmd) = rx.recv().await {
         let now = Instant::now();
         match cmd {
