@@ -820,6 +820,9 @@ impl Core {
                 self.counters.drop(DropReason::StaleSource);
                 continue;
             };
+            // No allocation of ours here: the payload `Arc` is shared by every leg. str0m allocates
+            // twice per packet on its own: the decrypted payload (once, before this event) and the
+            // sealed datagram (`DatagramSend`, per leg, in `poll_output`).
             let mut api = sub_peer.rtc.direct_api();
             let Some(tx) = api.stream_tx_by_mid(out_mid, None) else {
                 continue;
