@@ -22,6 +22,7 @@ use anyhow::{anyhow, Context, Result};
 use sfu_core::protocol::{PeerId, ServerMessage};
 use sfu_core::{Core, CoreConfig, Output, Transmit};
 use signaling::WorkerCommand;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, Notify};
 use tracing::{debug, info, warn};
 
@@ -141,11 +142,14 @@ impl Shared {
                         queued = true;
                     }
                     Output::Signal(peer, msg) => {
-                        let delivered = outboxes
-                            .get(&peer)
-                            .is_none_or(|tx| tx.try_send(msg).is_ok());
-                        if !delivered {
-                            stuck.push(peer);
+                        match outboxes.get(&peer).map(|tx| tx.try_send(msg)) {
+                            None | Some(Ok(())) => {}
+                            Some(Err(TrySendError::Full(_))) => {
+                                warn!(peer, "signaling outbox full: the client does not read, dropping the peer");
+                                stuck.push(peer);
+                            }
+                            // The WebSocket is already gone; its disconnect is on the way.
+                            Some(Err(TrySendError::Closed(_))) => stuck.push(peer),
                         }
                     }
                     Output::Closed(peer) => {
@@ -159,7 +163,7 @@ impl Shared {
         }
         if !stuck.is_empty() {
             for peer in stuck {
-                warn!(peer, "signaling outbox full or closed, dropping the peer");
+                debug!(peer, "dropping the peer whose signaling outbox is unusable");
                 self.outboxes.borrow_mut().remove(&peer);
                 self.core.borrow_mut().disconnect(Instant::now(), peer);
             }
