@@ -1,0 +1,421 @@
+//! The sans-IO state machine of one worker: rooms, peers and the forwarding between them.
+//!
+//! Inputs are datagrams ([`Core::handle_datagram`]), signaling messages ([`Core::handle_message`],
+//! [`Core::disconnect`]) and time ([`Core::handle_timeout`]). Outputs come from
+//! [`Core::poll_output`] until it returns `None`, and [`Core::poll_timeout`] says when time must
+//! be fed next. Nothing here reads a clock, touches a socket or spawns a thread.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use str0m::media::{MediaKind, Mid};
+use str0m::net::{DatagramRecv, Protocol, Receive};
+use str0m::rtp::{RtpPacket as Str0mRtp, RtpWrite};
+use str0m::{Event, IceConnectionState, Input, Output as RtcOutput};
+use tracing::{debug, info, warn};
+
+use crate::config::CoreConfig;
+use crate::counters::{Counters, DropReason, StatsSnapshot};
+use crate::demux::Demux;
+use crate::peer::Peer;
+use crate::protocol::{
+    ChatIn, ChatOut, ClientMessage, ErrorCode, PeerId, PublishedTrack, ServerMessage,
+    PROTOCOL_VERSION,
+};
+use crate::room::Room;
+use crate::track::{Publication, Subscription, TrackKey};
+use crate::wire::{classify, DatagramKind, RtpPacket, StunPacket};
+
+mod forward;
+mod members;
+
+/// Longest room or display name, in characters.
+const MAX_NAME_CHARS: usize = 64;
+/// Longest chat line, in characters.
+const MAX_CHAT_CHARS: usize = 2000;
+/// Most tracks one peer may publish.
+const MAX_PUBLICATIONS: usize = 16;
+/// Largest data-channel message we parse as chat.
+const MAX_CHANNEL_MESSAGE: usize = 8 * 1024;
+/// Default room capacity when the creating join names none.
+const DEFAULT_CAPACITY: usize = 64;
+
+/// A datagram to send.
+#[derive(Debug)]
+pub struct Transmit {
+    /// Local address to send from (one of the announced candidates).
+    pub source: SocketAddr,
+    /// Where to.
+    pub destination: SocketAddr,
+    /// The bytes. The buffer was allocated by str0m when it sealed the packet.
+    pub contents: Vec<u8>,
+}
+
+/// What the core asks the shell to do.
+#[derive(Debug)]
+pub enum Output {
+    /// Send a datagram on the worker's media socket.
+    Transmit(Transmit),
+    /// Send a signaling message to a peer's WebSocket.
+    Signal(PeerId, ServerMessage),
+    /// The peer is gone from the core; the shell forgets its WebSocket route.
+    Closed(PeerId),
+}
+
+/// The forwarding core of one worker.
+pub struct Core {
+    config: CoreConfig,
+    peers: HashMap<PeerId, Peer>,
+    rooms: HashMap<String, Room>,
+    demux: Demux,
+    counters: Counters,
+    transmits: VecDeque<Transmit>,
+    signals: VecDeque<(PeerId, ServerMessage)>,
+    closed: VecDeque<PeerId>,
+    /// Peers to poll in the current drive (reused, never shrunk).
+    dirty: Vec<PeerId>,
+    /// Events polled from a peer, handled after its polling (reused).
+    events: VecDeque<Event>,
+    /// Scratch list of peer ids (reused).
+    scratch: Vec<PeerId>,
+}
+
+impl Core {
+    /// A core with no rooms.
+    pub fn new(config: CoreConfig) -> Self {
+        Core {
+            config,
+            peers: HashMap::new(),
+            rooms: HashMap::new(),
+            demux: Demux::default(),
+            counters: Counters::default(),
+            transmits: VecDeque::with_capacity(256),
+            signals: VecDeque::new(),
+            closed: VecDeque::new(),
+            dirty: Vec::with_capacity(64),
+            events: VecDeque::with_capacity(64),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Counters since start.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Rooms, peers and counters now.
+    pub fn stats(&self) -> StatsSnapshot {
+        StatsSnapshot::new(self.rooms.len(), self.peers.len(), &self.counters)
+    }
+
+    /// Number of peers.
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Whether `peer` is joined here.
+    pub fn has_peer(&self, peer: PeerId) -> bool {
+        self.peers.contains_key(&peer)
+    }
+
+    /// Number of rooms.
+    pub fn room_count(&self) -> usize {
+        self.rooms.len()
+    }
+
+    /// Handles one signaling message from `peer`'s connection.
+    pub fn handle_message(&mut self, now: Instant, peer: PeerId, msg: ClientMessage) {
+        let _span = tracing::info_span!("peer", id = peer).entered();
+        match msg {
+            ClientMessage::Join {
+                version,
+                room,
+                name,
+                capacity,
+            } => self.join(now, peer, version, room, name, capacity),
+            _ if !self.peers.contains_key(&peer) => {
+                self.error(peer, ErrorCode::NotJoined, "send join first");
+            }
+            ClientMessage::Offer { sdp, tracks } => self.on_offer(now, peer, &sdp, tracks),
+            ClientMessage::Answer { sdp } => self.on_answer(now, peer, &sdp),
+            ClientMessage::Candidate { candidate } => self.on_candidate(peer, &candidate),
+            ClientMessage::Mute { mid, muted } => self.on_mute(peer, &mid, muted),
+            ClientMessage::Chat { text } => self.on_chat(now, peer, text),
+            ClientMessage::Leave => self.remove_peer(now, peer, None),
+            ClientMessage::Ping => self.signal(peer, ServerMessage::Pong),
+        }
+        self.drive(now);
+    }
+
+    /// The peer's WebSocket closed: it leaves without a word.
+    pub fn disconnect(&mut self, now: Instant, peer: PeerId) {
+        self.remove_peer(now, peer, None);
+        self.drive(now);
+    }
+
+    /// Handles one datagram received on the media socket at `destination` from `source`.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        buf: &[u8],
+    ) {
+        let Some(peer_id) = self.route(source, destination, buf) else {
+            return;
+        };
+        let Ok(contents) = DatagramRecv::try_from(buf) else {
+            self.counters.drop(DropReason::Rejected);
+            return;
+        };
+        let Some(peer) = self.peers.get_mut(&peer_id) else {
+            return;
+        };
+        let _span = Peer::span(peer_id).entered();
+        peer.last_heard = now;
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination,
+                contents,
+            },
+        );
+        if let Err(e) = peer.rtc.handle_input(input) {
+            debug!(peer = peer_id, error = %e, "datagram refused by the session");
+            self.counters.drop(DropReason::Rejected);
+        }
+        self.mark_dirty(peer_id);
+        self.drive(now);
+    }
+
+    /// Finds the peer a datagram is for, counting a drop when there is none.
+    fn route(&mut self, source: SocketAddr, destination: SocketAddr, buf: &[u8]) -> Option<PeerId> {
+        if buf.len() > self.config.max_datagram {
+            self.counters.drop(DropReason::Oversized);
+            return None;
+        }
+        let tuple = (source, destination);
+        let (found, miss) = match classify(buf) {
+            DatagramKind::Stun => {
+                let Ok(stun) = StunPacket::new_checked(buf) else {
+                    self.counters.drop(DropReason::MalformedStun);
+                    return None;
+                };
+                match stun.local_ufrag() {
+                    Some(ufrag) => {
+                        let found = self.demux.by_ufrag(ufrag);
+                        if let Some(peer) = found {
+                            self.demux
+                                .learn(peer, tuple, self.config.max_paths_per_peer);
+                        }
+                        (found, DropReason::UnknownUfrag)
+                    }
+                    None => (self.demux.by_tuple(&tuple), DropReason::UnknownSource),
+                }
+            }
+            DatagramKind::Rtp => {
+                if RtpPacket::new_checked(buf).is_err() {
+                    self.counters.drop(DropReason::MalformedRtp);
+                    return None;
+                }
+                (self.demux.by_tuple(&tuple), DropReason::UnknownSource)
+            }
+            DatagramKind::Rtcp if buf.len() < 8 => {
+                self.counters.drop(DropReason::MalformedRtcp);
+                return None;
+            }
+            DatagramKind::Rtcp | DatagramKind::Dtls => {
+                (self.demux.by_tuple(&tuple), DropReason::UnknownSource)
+            }
+            DatagramKind::Unknown => (None, DropReason::UnknownProtocol),
+        };
+        if found.is_none() {
+            self.counters.drop(miss);
+        }
+        found
+    }
+
+    /// Feeds time to every peer whose deadline passed, and drops peers that never connected.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let mut expired = std::mem::take(&mut self.scratch);
+        expired.clear();
+        for (id, peer) in &mut self.peers {
+            if now >= peer.liveness_deadline(&self.config) {
+                expired.push(*id);
+                continue;
+            }
+            if peer.next_timeout <= now {
+                if let Err(e) = peer.rtc.handle_input(Input::Timeout(now)) {
+                    warn!(peer = id, error = %e, "session failed on timeout");
+                }
+                if !peer.dirty {
+                    peer.dirty = true;
+                    self.dirty.push(*id);
+                }
+            }
+        }
+        for id in expired.drain(..) {
+            info!(peer = id, "no ICE/DTLS session within the connect timeout");
+            self.remove_peer(
+                now,
+                id,
+                Some("no WebRTC connection within the connect timeout"),
+            );
+        }
+        self.scratch = expired;
+        self.drive(now);
+    }
+
+    /// The next output to act on, or `None` when there is nothing until more input.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        if let Some(t) = self.transmits.pop_front() {
+            return Some(Output::Transmit(t));
+        }
+        if let Some((peer, msg)) = self.signals.pop_front() {
+            return Some(Output::Signal(peer, msg));
+        }
+        self.closed.pop_front().map(Output::Closed)
+    }
+
+    /// When [`Core::handle_timeout`] must be called next, or `None` with no peers.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.peers
+            .values()
+            .map(|p| {
+                if p.connected {
+                    p.next_timeout
+                } else {
+                    p.next_timeout
+                        .min(p.joined_at + self.config.connect_timeout)
+                }
+            })
+            .min()
+    }
+
+    /// Polls every dirty peer's session until it has nothing more, acting on its events.
+    fn drive(&mut self, now: Instant) {
+        while let Some(id) = self.dirty.pop() {
+            self.poll_peer(id);
+            while let Some(event) = self.events.pop_front() {
+                self.on_event(now, id, event);
+            }
+        }
+    }
+
+    fn poll_peer(&mut self, id: PeerId) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        peer.dirty = false;
+        loop {
+            match peer.rtc.poll_output() {
+                Ok(RtcOutput::Timeout(t)) => {
+                    peer.next_timeout = t;
+                    break;
+                }
+                Ok(RtcOutput::Transmit(t)) => self.transmits.push_back(Transmit {
+                    source: t.source,
+                    destination: t.destination,
+                    contents: t.contents.into(),
+                }),
+                Ok(RtcOutput::Event(e)) => self.events.push_back(e),
+                Err(e) => {
+                    warn!(peer = id, error = %e, "session failed");
+                    peer.rtc.disconnect();
+                    break;
+                }
+            }
+        }
+    }
+
+    fn on_event(&mut self, now: Instant, id: PeerId, event: Event) {
+        match event {
+            Event::RtpPacket(packet) => self.forward(now, id, packet),
+            Event::KeyframeRequest(req) => {
+                let source = self
+                    .peers
+                    .get(&id)
+                    .and_then(|p| p.subscription_by_mid(req.mid))
+                    .map(|s| s.source);
+                if let Some(source) = source {
+                    self.request_keyframe(now, source);
+                }
+            }
+            Event::Connected => {
+                if let Some(p) = self.peers.get_mut(&id) {
+                    info!(peer = id, "WebRTC connected");
+                    p.connected = true;
+                }
+            }
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                info!(peer = id, "ICE disconnected");
+                self.remove_peer(now, id, Some("the WebRTC connection was lost"));
+            }
+            Event::ChannelOpen(cid, label) => {
+                if let Some(p) = self.peers.get_mut(&id) {
+                    if label == "chat" {
+                        p.chat_channel = Some(cid);
+                    }
+                }
+            }
+            Event::ChannelClose(cid) => {
+                if let Some(p) = self.peers.get_mut(&id) {
+                    if p.chat_channel == Some(cid) {
+                        p.chat_channel = None;
+                    }
+                }
+            }
+            Event::ChannelData(data) => {
+                let is_chat = self
+                    .peers
+                    .get(&id)
+                    .is_some_and(|p| p.chat_channel == Some(data.id));
+                let line = (is_chat && data.data.len() <= MAX_CHANNEL_MESSAGE)
+                    .then(|| serde_json::from_slice::<ChatIn>(&data.data).ok())
+                    .flatten();
+                match line {
+                    Some(line) => self.on_chat(now, id, line.text),
+                    None => self.counters.drop(DropReason::BadChannelMessage),
+                }
+            }
+            _ => {}
+        }
+        let closed = self.peers.get(&id).is_some_and(|p| !p.rtc.is_alive());
+        if closed {
+            self.remove_peer(now, id, Some("the WebRTC session closed"));
+        }
+    }
+
+    fn room_members_except(&self, room: &str, except: PeerId) -> Vec<PeerId> {
+        self.rooms
+            .get(room)
+            .map(|r| r.members.iter().copied().filter(|m| *m != except).collect())
+            .unwrap_or_default()
+    }
+
+    fn mark_dirty(&mut self, id: PeerId) {
+        if let Some(p) = self.peers.get_mut(&id) {
+            if !p.dirty {
+                p.dirty = true;
+                self.dirty.push(id);
+            }
+        }
+    }
+
+    fn signal(&mut self, peer: PeerId, msg: ServerMessage) {
+        self.signals.push_back((peer, msg));
+    }
+
+    fn error(&mut self, peer: PeerId, code: ErrorCode, message: &str) {
+        self.signal(
+            peer,
+            ServerMessage::Error {
+                code,
+                message: message.to_owned(),
+            },
+        );
+    }
+}
