@@ -126,6 +126,12 @@ pub struct StatsSnapshot {
     pub received_packets: u64,
     /// Refusals by reason name (only reasons seen at least once).
     pub drops: std::collections::BTreeMap<&'static str, u64>,
+    /// Plain RTP ingests.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ingests: Vec<crate::plain::IngestInfo>,
+    /// Plain RTP outputs.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<crate::plain::OutputInfo>,
 }
 
 impl StatsSnapshot {
@@ -143,6 +149,8 @@ impl StatsSnapshot {
             forwarded_bytes: counters.forwarded_bytes,
             received_packets: counters.received_packets,
             drops,
+            ingests: Vec::new(),
+            outputs: Vec::new(),
         }
     }
 
@@ -156,6 +164,8 @@ impl StatsSnapshot {
         for (reason, n) in &other.drops {
             *self.drops.entry(reason).or_default() += n;
         }
+        self.ingests.extend(other.ingests.iter().cloned());
+        self.outputs.extend(other.outputs.iter().cloned());
     }
 }
 

@@ -9,6 +9,8 @@ mod core;
 pub mod counters;
 pub mod demux;
 mod peer;
+pub mod plain;
+pub mod pool;
 pub mod protocol;
 pub mod rewrite;
 mod room;

@@ -2,6 +2,7 @@
 //! negotiation with it stands.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
@@ -33,7 +34,7 @@ pub struct Peer {
     /// Display name.
     pub name: String,
     /// Room it is in.
-    pub room: String,
+    pub room: Arc<str>,
     /// Its WebRTC session (ICE-lite, DTLS-SRTP, SCTP), in RTP mode.
     pub rtc: Rtc,
     /// Tracks it publishes.
@@ -63,7 +64,7 @@ impl Peer {
     pub fn new(
         id: PeerId,
         name: String,
-        room: String,
+        room: Arc<str>,
         candidates: &[SocketAddr],
         now: Instant,
     ) -> Self {

@@ -133,10 +133,46 @@ impl SeqTsRewriter {
     }
 }
 
+/// Turns 16-bit RTP sequence numbers into 64-bit ones that count the wraps (RFC 3550 A.1), for
+/// sources whose packets str0m does not see (plain RTP ingests).
+#[derive(Debug, Clone, Default)]
+pub struct SeqExtender {
+    last: Option<u64>,
+}
+
+impl SeqExtender {
+    /// The extended number of `seq`, taken as the closest to the last one seen.
+    pub fn extend(&mut self, seq: u16) -> u64 {
+        let Some(last) = self.last else {
+            // Start one cycle up so a packet reordered across the start does not go below zero.
+            let first = (1 << 16) + u64::from(seq);
+            self.last = Some(first);
+            return first;
+        };
+        let delta = i64::from(seq.wrapping_sub(last as u16) as i16);
+        let extended = (last as i64 + delta).max(0) as u64;
+        if extended > last {
+            self.last = Some(extended);
+        }
+        extended
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn extended_sequence_counts_wraps_and_tolerates_reordering() {
+        let mut x = SeqExtender::default();
+        let a = x.extend(65534);
+        assert_eq!(x.extend(65535), a + 1);
+        assert_eq!(x.extend(0), a + 2);
+        assert_eq!(x.extend(65535), a + 1, "a late packet keeps its place");
+        assert_eq!(x.extend(1), a + 3);
+        assert_eq!(x.extend(2), a + 4);
+    }
 
     const VIDEO: u32 = 90_000;
 

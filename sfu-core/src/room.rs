@@ -9,6 +9,8 @@ pub struct Room {
     pub capacity: usize,
     /// Members in join order.
     pub members: Vec<PeerId>,
+    /// Plain RTP ingests publishing into it (virtual members, not counted against capacity).
+    pub ingests: Vec<PeerId>,
 }
 
 impl Room {
@@ -17,7 +19,13 @@ impl Room {
         Room {
             capacity,
             members: Vec::new(),
+            ingests: Vec::new(),
         }
+    }
+
+    /// Whether nobody and nothing is left in it.
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty() && self.ingests.is_empty()
     }
 
     /// Whether another member fits.

@@ -1,13 +1,45 @@
-//! Forwarding: one published packet to every leg that carries its track, and keyframe requests
-//! back to publishers.
+//! Forwarding: one published packet to every leg that carries its track (browser legs through
+//! their str0m sessions, plain RTP outputs as datagrams), and keyframe requests back to publishers.
 
+use std::sync::Arc;
 use std::time::Instant;
 
+use str0m::format::PayloadParams;
+use str0m::media::Pt;
+use str0m::rtp::ExtensionValues;
+
 use super::*;
+use crate::wire::RtpRepr;
+
+/// One packet of a published track on its way out, whichever kind of publisher sent it.
+pub(super) struct Forwarded {
+    /// The track.
+    pub key: TrackKey,
+    /// The publisher's SSRC (a change means a new source behind the track).
+    pub ssrc: u32,
+    /// Extended sequence number at the publisher.
+    pub seq: u64,
+    /// RTP timestamp at the publisher.
+    pub timestamp: u32,
+    /// RTP marker bit.
+    pub marker: bool,
+    /// When it arrived.
+    pub arrival: Instant,
+    /// The payload, shared by every leg.
+    pub payload: Arc<[u8]>,
+    /// The publisher's payload type.
+    pub pt: Pt,
+    /// The codec behind that payload type, to find each leg's own payload type.
+    pub params: PayloadParams,
+    /// Header extension values to carry over.
+    pub ext: ExtensionValues,
+    /// Whether subscribers may NACK it (video).
+    pub nackable: bool,
+}
 
 impl Core {
-    /// Hands one incoming RTP packet to every member subscribed to its track.
-    pub(super) fn forward(&mut self, _now: Instant, from: PeerId, packet: Str0mRtp) {
+    /// Hands one RTP packet a browser published to the track's legs.
+    pub(super) fn forward(&mut self, from: PeerId, packet: Str0mRtp) {
         self.counters.received_packets += 1;
         let Some(publisher) = self.peers.get_mut(&from) else {
             return;
@@ -22,54 +54,72 @@ impl Core {
         if publication.muted {
             return;
         }
-        let in_pt = packet.header.payload_type;
-        let Some(params) = publisher
-            .rtc
-            .codec_config()
-            .find(|p| p.pt() == in_pt)
-            .copied()
-        else {
+        let pt = packet.header.payload_type;
+        let Some(params) = publisher.rtc.codec_config().find(|p| p.pt() == pt).copied() else {
             self.counters.drop(DropReason::NoMatchingCodec);
             return;
         };
-        let key = TrackKey { peer: from, mid };
-        let nackable = publication.kind == MediaKind::Video;
-        let mut ext = packet.header.ext_vals.clone();
-        // These name the publisher's m-line and transport; the subscriber's session sets its own.
+        let mut ext = packet.header.ext_vals;
+        // These name the publisher's m-line and transport; each leg's session sets its own.
         ext.mid = None;
         ext.rid = None;
         ext.rid_repair = None;
         ext.transport_cc = None;
-        let Some(room) = self.rooms.get(&publisher.room) else {
+        let forwarded = Forwarded {
+            key: TrackKey { peer: from, mid },
+            ssrc: *ssrc,
+            seq: *packet.seq_no,
+            timestamp: packet.header.timestamp,
+            marker: packet.header.marker,
+            arrival: packet.timestamp,
+            payload: packet.payload,
+            pt,
+            params,
+            ext,
+            nackable: publication.kind == MediaKind::Video,
+        };
+        let room = publisher.room.clone();
+        self.fan_out(&room, &forwarded);
+    }
+
+    /// Writes `pkt` to every member's open leg for its track and to the track's plain outputs.
+    pub(super) fn fan_out(&mut self, room: &str, pkt: &Forwarded) {
+        // Taken out and put back (a move, not a copy) so the peers can be borrowed mutably.
+        let Some(members) = self
+            .rooms
+            .get_mut(room)
+            .map(|r| std::mem::take(&mut r.members))
+        else {
             return;
         };
-        for &member in &room.members {
-            if member == from {
+        for &member in &members {
+            if member == pkt.key.peer {
                 continue;
             }
             let Some(sub_peer) = self.peers.get_mut(&member) else {
                 continue;
             };
-            let Some(leg) = sub_peer.subscriptions.iter_mut().find(|s| s.source == key) else {
+            let Some(leg) = sub_peer
+                .subscriptions
+                .iter_mut()
+                .find(|s| s.source == pkt.key)
+            else {
                 continue;
             };
             let Some(out_mid) = leg.open_mid() else {
                 continue;
             };
             let rtc = &sub_peer.rtc;
-            let Some((out_pt, clock_rate)) =
-                leg.map_pt(in_pt, || rtc.codec_config().match_params(params).copied())
-            else {
+            let Some((out_pt, clock_rate)) = leg.map_pt(pkt.pt, || {
+                rtc.codec_config().match_params(pkt.params).copied()
+            }) else {
                 self.counters.drop(DropReason::NoMatchingCodec);
                 continue;
             };
-            let Some(out) = leg.rewriter.rewrite(
-                *ssrc,
-                *packet.seq_no,
-                packet.header.timestamp,
-                packet.timestamp,
-                clock_rate,
-            ) else {
+            let Some(out) =
+                leg.rewriter
+                    .rewrite(pkt.ssrc, pkt.seq, pkt.timestamp, pkt.arrival, clock_rate)
+            else {
                 self.counters.drop(DropReason::StaleSource);
                 continue;
             };
@@ -85,23 +135,77 @@ impl Core {
                     out_pt,
                     out.seq.into(),
                     out.timestamp,
-                    packet.timestamp,
-                    packet.payload.clone(),
+                    pkt.arrival,
+                    pkt.payload.clone(),
                 )
-                .marker(packet.header.marker)
-                .ext_vals(ext.clone())
-                .nackable(nackable),
+                .marker(pkt.marker)
+                .ext_vals(pkt.ext.clone())
+                .nackable(pkt.nackable),
             );
             self.counters.forwarded_packets += 1;
-            self.counters.forwarded_bytes += packet.payload.len() as u64;
+            self.counters.forwarded_bytes += pkt.payload.len() as u64;
             if !sub_peer.dirty {
                 sub_peer.dirty = true;
                 self.dirty.push(member);
             }
         }
+        if let Some(r) = self.rooms.get_mut(room) {
+            r.members = members;
+        }
+        self.write_outputs(pkt);
+    }
+
+    /// Writes `pkt` as plain RTP to every receiver of the track's outputs, each datagram built in a
+    /// pooled buffer.
+    fn write_outputs(&mut self, pkt: &Forwarded) {
+        let Some(ids) = self.outputs_by_track.get(&pkt.key) else {
+            return;
+        };
+        let clock_rate = pkt.params.spec().clock_rate.get();
+        for id in ids {
+            let Some(output) = self.outputs.get_mut(id) else {
+                continue;
+            };
+            for target in &mut output.targets {
+                let Some(out) = target.rewriter.rewrite(
+                    pkt.ssrc,
+                    pkt.seq,
+                    pkt.timestamp,
+                    pkt.arrival,
+                    clock_rate,
+                ) else {
+                    self.counters.drop(DropReason::StaleSource);
+                    continue;
+                };
+                let repr = RtpRepr {
+                    payload_type: target.payload_type.unwrap_or(*pkt.pt),
+                    // The low 16 bits are the wire's sequence number.
+                    sequence_number: out.seq as u16,
+                    timestamp: out.timestamp,
+                    ssrc: target.ssrc,
+                    marker: pkt.marker,
+                };
+                let mut buf = self.pool.take(repr.header_len() + pkt.payload.len());
+                buf.resize(repr.header_len(), 0);
+                if repr.emit(&mut buf).is_err() {
+                    continue;
+                }
+                buf.extend_from_slice(&pkt.payload);
+                target.packets += 1;
+                target.bytes += pkt.payload.len() as u64;
+                self.counters.forwarded_packets += 1;
+                self.counters.forwarded_bytes += pkt.payload.len() as u64;
+                self.transmits.push_back(Transmit {
+                    source: local_for(&self.config.candidates, target.address),
+                    destination: target.address,
+                    contents: buf,
+                });
+            }
+        }
     }
 
     /// Asks the publisher of `source` for a keyframe, at most once per configured interval.
+    /// Plain RTP ingests have no way to be asked.
     pub(super) fn request_keyframe(&mut self, now: Instant, source: TrackKey) {
         let interval = self.config.keyframe_request_interval;
         let Some(publisher) = self.peers.get_mut(&source.peer) else {
@@ -131,4 +235,16 @@ impl Core {
         }
         self.mark_dirty(source.peer);
     }
+}
+
+/// The announced address a datagram to `destination` leaves from: loopback for loopback, else the
+/// first other one.
+fn local_for(candidates: &[SocketAddr], destination: SocketAddr) -> SocketAddr {
+    let loopback = destination.ip().is_loopback();
+    candidates
+        .iter()
+        .find(|c| c.ip().is_loopback() == loopback)
+        .or(candidates.first())
+        .copied()
+        .unwrap_or(destination)
 }

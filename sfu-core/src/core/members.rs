@@ -38,13 +38,18 @@ impl Core {
         });
         let members = self
             .rooms
-            .get(&room)
+            .get(room.as_str())
             .map(|r| r.members.clone())
             .unwrap_or_default();
-        if self.rooms.get(&room).is_some_and(Room::is_full) {
+        if self.rooms.get(room.as_str()).is_some_and(Room::is_full) {
             return self.error(id, ErrorCode::RoomFull, "the room is full");
         }
-        let mut peer = Peer::new(id, name, room.clone(), &self.config.candidates, now);
+        self.room_entry(&room, capacity);
+        let room_key = self
+            .rooms
+            .get_key_value(room.as_str())
+            .map_or_else(|| Arc::from(room.as_str()), |(k, _)| k.clone());
+        let mut peer = Peer::new(id, name, room_key.clone(), &self.config.candidates, now);
         let ufrag = peer.local_ufrag();
         self.demux.add_peer(id, &ufrag);
         let mut others = Vec::with_capacity(members.len());
@@ -62,14 +67,14 @@ impl Core {
             }
             others.push(other.info());
         }
+        for (ingest, key, kind) in self.ingests_of_room(&room) {
+            peer.subscriptions.push(Subscription::new(key, kind));
+            others.push(ingest);
+        }
         let info = peer.info();
         info!(peer = id, room = %room, name = %peer.name, "joined");
         self.peers.insert(id, peer);
-        self.rooms
-            .entry(room.clone())
-            .or_insert_with(|| Room::new(capacity))
-            .members
-            .push(id);
+        self.room_entry(&room_key, capacity).members.push(id);
         self.signal(
             id,
             ServerMessage::Joined {
@@ -218,6 +223,7 @@ impl Core {
         let key = TrackKey { peer: id, mid };
         info!(peer = id, track = %key.id(), "unpublished");
         let room = peer.room.clone();
+        self.remove_outputs_of(|k| *k == key);
         for other in self.room_members_except(&room, id) {
             if let Some(o) = self.peers.get_mut(&other) {
                 o.drop_legs_of(|k| *k == key);
@@ -353,16 +359,15 @@ impl Core {
         peer.rtc.disconnect();
         self.demux.remove_peer(id);
         info!(peer = id, room = %peer.room, "left");
-        let remaining = match self.rooms.get_mut(&peer.room) {
+        self.remove_outputs_of(|k| k.peer == id);
+        let remaining = match self.rooms.get_mut(&*peer.room) {
             Some(room) => {
                 room.members.retain(|m| *m != id);
                 room.members.clone()
             }
             None => Vec::new(),
         };
-        if remaining.is_empty() {
-            self.rooms.remove(&peer.room);
-        }
+        self.forget_room_if_empty(&peer.room);
         for other in remaining {
             if let Some(o) = self.peers.get_mut(&other) {
                 o.drop_legs_of(|k| k.peer == id);

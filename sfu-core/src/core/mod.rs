@@ -7,6 +7,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use str0m::media::{MediaKind, Mid};
@@ -19,6 +20,7 @@ use crate::config::CoreConfig;
 use crate::counters::{Counters, DropReason, StatsSnapshot};
 use crate::demux::Demux;
 use crate::peer::Peer;
+use crate::pool::BufferPool;
 use crate::protocol::{
     ChatIn, ChatOut, ClientMessage, ErrorCode, PeerId, PublishedTrack, ServerMessage,
     PROTOCOL_VERSION,
@@ -29,6 +31,7 @@ use crate::wire::{classify, DatagramKind, RtpPacket, StunPacket};
 
 mod forward;
 mod members;
+mod plain;
 
 /// Longest room or display name, in characters.
 const MAX_NAME_CHARS: usize = 64;
@@ -40,6 +43,8 @@ const MAX_PUBLICATIONS: usize = 16;
 const MAX_CHANNEL_MESSAGE: usize = 8 * 1024;
 /// Default room capacity when the creating join names none.
 const DEFAULT_CAPACITY: usize = 64;
+/// Most receivers of one plain RTP output.
+const MAX_OUTPUT_TARGETS: usize = 16;
 
 /// A datagram to send.
 #[derive(Debug)]
@@ -48,7 +53,8 @@ pub struct Transmit {
     pub source: SocketAddr,
     /// Where to.
     pub destination: SocketAddr,
-    /// The bytes. The buffer was allocated by str0m when it sealed the packet.
+    /// The bytes: sealed by str0m, or built by the core in a pooled buffer. Give the buffer back
+    /// with [`Core::recycle`] once sent.
     pub contents: Vec<u8>,
 }
 
@@ -63,11 +69,24 @@ pub enum Output {
     Closed(PeerId),
 }
 
+/// Who a datagram is for.
+enum Route {
+    /// A browser (or other WebRTC) peer's session.
+    Peer(PeerId),
+    /// A plain RTP ingest.
+    Ingest(PeerId),
+}
+
 /// The forwarding core of one worker.
 pub struct Core {
     config: CoreConfig,
     peers: HashMap<PeerId, Peer>,
-    rooms: HashMap<String, Room>,
+    rooms: HashMap<Arc<str>, Room>,
+    ingests: HashMap<PeerId, plain::Ingest>,
+    ingest_by_source: HashMap<SocketAddr, PeerId>,
+    outputs: HashMap<u64, plain::PlainOutput>,
+    outputs_by_track: HashMap<TrackKey, Vec<u64>>,
+    pool: BufferPool,
     demux: Demux,
     counters: Counters,
     transmits: VecDeque<Transmit>,
@@ -88,6 +107,11 @@ impl Core {
             config,
             peers: HashMap::new(),
             rooms: HashMap::new(),
+            ingests: HashMap::new(),
+            ingest_by_source: HashMap::new(),
+            outputs: HashMap::new(),
+            outputs_by_track: HashMap::new(),
+            pool: BufferPool::default(),
             demux: Demux::default(),
             counters: Counters::default(),
             transmits: VecDeque::with_capacity(256),
@@ -104,9 +128,17 @@ impl Core {
         &self.counters
     }
 
-    /// Rooms, peers and counters now.
+    /// Rooms, peers, plain legs and counters now.
     pub fn stats(&self) -> StatsSnapshot {
-        StatsSnapshot::new(self.rooms.len(), self.peers.len(), &self.counters)
+        let mut stats = StatsSnapshot::new(self.rooms.len(), self.peers.len(), &self.counters);
+        stats.ingests = self.ingest_infos();
+        stats.outputs = self.output_infos();
+        stats
+    }
+
+    /// Takes back the buffer of a sent [`Transmit`] for reuse.
+    pub fn recycle(&mut self, buf: Vec<u8>) {
+        self.pool.give(buf);
     }
 
     /// Number of peers.
@@ -162,8 +194,14 @@ impl Core {
         destination: SocketAddr,
         buf: &[u8],
     ) {
-        let Some(peer_id) = self.route(source, destination, buf) else {
-            return;
+        let peer_id = match self.route(source, destination, buf) {
+            Some(Route::Peer(id)) => id,
+            Some(Route::Ingest(id)) => {
+                self.on_ingest_datagram(now, id, buf);
+                self.drive(now);
+                return;
+            }
+            None => return,
         };
         let Ok(contents) = DatagramRecv::try_from(buf) else {
             self.counters.drop(DropReason::Rejected);
@@ -191,8 +229,8 @@ impl Core {
         self.drive(now);
     }
 
-    /// Finds the peer a datagram is for, counting a drop when there is none.
-    fn route(&mut self, source: SocketAddr, destination: SocketAddr, buf: &[u8]) -> Option<PeerId> {
+    /// Finds the peer or ingest a datagram is for, counting a drop when there is none.
+    fn route(&mut self, source: SocketAddr, destination: SocketAddr, buf: &[u8]) -> Option<Route> {
         if buf.len() > self.config.max_datagram {
             self.counters.drop(DropReason::Oversized);
             return None;
@@ -217,16 +255,24 @@ impl Core {
                 }
             }
             DatagramKind::Rtp => {
-                if RtpPacket::new_checked(buf).is_err() {
+                let Ok(rtp) = RtpPacket::new_checked(buf) else {
                     self.counters.drop(DropReason::MalformedRtp);
                     return None;
+                };
+                match self.demux.by_tuple(&tuple) {
+                    Some(peer) => (Some(peer), DropReason::UnknownSource),
+                    None => match self.ingest_for(source, rtp.payload_type()) {
+                        Some(ingest) => return Some(Route::Ingest(ingest)),
+                        None => (None, DropReason::UnknownSource),
+                    },
                 }
-                (self.demux.by_tuple(&tuple), DropReason::UnknownSource)
             }
             DatagramKind::Rtcp if buf.len() < 8 => {
                 self.counters.drop(DropReason::MalformedRtcp);
                 return None;
             }
+            // An ingest source's RTCP (sender reports) has nothing to tell the SFU.
+            DatagramKind::Rtcp if self.ingest_by_source.contains_key(&source) => return None,
             DatagramKind::Rtcp | DatagramKind::Dtls => {
                 (self.demux.by_tuple(&tuple), DropReason::UnknownSource)
             }
@@ -235,7 +281,23 @@ impl Core {
         if found.is_none() {
             self.counters.drop(miss);
         }
-        found
+        found.map(Route::Peer)
+    }
+
+    /// The room named `name`, created with `capacity` if it does not exist.
+    fn room_entry(&mut self, name: &str, capacity: usize) -> &mut Room {
+        let key = self
+            .rooms
+            .get_key_value(name)
+            .map_or_else(|| Arc::from(name), |(k, _)| k.clone());
+        self.rooms.entry(key).or_insert_with(|| Room::new(capacity))
+    }
+
+    /// Removes room `name` when no member and no ingest is left in it.
+    fn forget_room_if_empty(&mut self, name: &str) {
+        if self.rooms.get(name).is_some_and(Room::is_empty) {
+            self.rooms.remove(name);
+        }
     }
 
     /// Feeds time to every peer whose deadline passed, and drops peers that never connected.
@@ -333,7 +395,7 @@ impl Core {
 
     fn on_event(&mut self, now: Instant, id: PeerId, event: Event) {
         match event {
-            Event::RtpPacket(packet) => self.forward(now, id, packet),
+            Event::RtpPacket(packet) => self.forward(id, packet),
             Event::KeyframeRequest(req) => {
                 let source = self
                     .peers

@@ -1,0 +1,334 @@
+//! A simulated world for the core's tests: str0m client peers (full ICE, DTLS-SRTP, SCTP) and the
+//! [`Core`] exchange datagrams over an in-memory network with simulated time, without sockets or
+//! clocks, so every run is the same run.
+
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use sfu_core::protocol::{
+    ChatOut, ClientMessage, PeerId, PublishedTrack, ServerMessage, TrackMapping, TrackSource,
+    PROTOCOL_VERSION,
+};
+use sfu_core::str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use sfu_core::str0m::channel::ChannelId;
+use sfu_core::str0m::format::Codec;
+use sfu_core::str0m::media::{Direction, MediaKind, Mid};
+use sfu_core::str0m::net::{Protocol, Receive};
+use sfu_core::str0m::rtp::{RtpWrite, SeqNo};
+use sfu_core::str0m::{Event, Input, Output as RtcOutput, Rtc, RtcConfig};
+use sfu_core::{Core, CoreConfig, Output};
+
+pub const SERVER: &str = "127.0.0.1:4000";
+
+/// What a client received over RTP.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub ssrc: u32,
+    pub seq: u16,
+    pub payload: Vec<u8>,
+}
+
+pub struct Client {
+    pub id: PeerId,
+    pub addr: SocketAddr,
+    pub rtc: Rtc,
+    pub pending: Option<SdpPendingOffer>,
+    pub audio: Option<Mid>,
+    pub video: Option<Mid>,
+    /// Next sequence number to send on audio, video.
+    pub next_seq: [u64; 2],
+    pub chat: Option<ChannelId>,
+    pub signals: Vec<ServerMessage>,
+    pub received: Vec<Received>,
+    pub chats: Vec<ChatOut>,
+    pub mappings: Vec<TrackMapping>,
+    /// A crashed client neither sends nor receives.
+    pub crashed: bool,
+}
+
+pub struct World {
+    pub now: Instant,
+    pub core: Core,
+    pub clients: Vec<Client>,
+    /// Messages from clients to the core, delivered in order on the next pump.
+    pub to_core: VecDeque<(PeerId, ClientMessage)>,
+    /// Datagrams the core sent to addresses that are not clients (plain RTP outputs).
+    pub plain: Vec<(SocketAddr, Vec<u8>)>,
+}
+
+pub fn server_addr() -> SocketAddr {
+    SERVER.parse().unwrap()
+}
+
+impl World {
+    pub fn new() -> Self {
+        let config = CoreConfig {
+            candidates: vec![server_addr()],
+            ..CoreConfig::default()
+        };
+        World {
+            now: Instant::now(),
+            core: Core::new(config),
+            clients: Vec::new(),
+            to_core: VecDeque::new(),
+            plain: Vec::new(),
+        }
+    }
+
+    /// Joins a client that publishes audio and video and opens a chat channel.
+    pub fn join(&mut self, name: &str) -> usize {
+        let idx = self.clients.len();
+        let id = idx as PeerId + 1;
+        let rtc = RtcConfig::new().set_rtp_mode(true).build(self.now);
+        self.clients.push(Client {
+            id,
+            addr: SocketAddr::from(([127, 0, 0, 2], 5000 + idx as u16)),
+            rtc,
+            pending: None,
+            audio: None,
+            video: None,
+            next_seq: [100, 100],
+            chat: None,
+            signals: Vec::new(),
+            received: Vec::new(),
+            chats: Vec::new(),
+            mappings: Vec::new(),
+            crashed: false,
+        });
+        self.core.handle_message(
+            self.now,
+            id,
+            ClientMessage::Join {
+                version: PROTOCOL_VERSION,
+                room: "kitchen".into(),
+                name: name.into(),
+                capacity: None,
+            },
+        );
+        self.pump();
+        let c = &mut self.clients[idx];
+        assert!(
+            c.signals
+                .iter()
+                .any(|s| matches!(s, ServerMessage::Joined { .. })),
+            "joined: {:?}",
+            c.signals
+        );
+        c.rtc
+            .add_local_candidate(sfu_core::str0m::Candidate::host(c.addr, "udp").unwrap())
+            .unwrap();
+        let mut api = c.rtc.sdp_api();
+        let audio = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+        let video = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+        let chat = api.add_channel("chat".into());
+        let (offer, pending) = api.apply().unwrap();
+        c.pending = Some(pending);
+        c.audio = Some(audio);
+        c.video = Some(video);
+        c.chat = Some(chat);
+        let tracks = vec![
+            PublishedTrack {
+                mid: audio.to_string(),
+                source: TrackSource::Mic,
+                muted: false,
+            },
+            PublishedTrack {
+                mid: video.to_string(),
+                source: TrackSource::Camera,
+                muted: false,
+            },
+        ];
+        self.to_core.push_back((
+            id,
+            ClientMessage::Offer {
+                sdp: offer.to_sdp_string(),
+                tracks,
+            },
+        ));
+        self.pump();
+        idx
+    }
+
+    /// Moves datagrams, messages and events until nothing moves.
+    pub fn pump(&mut self) {
+        for _ in 0..10_000 {
+            let mut moved = false;
+            while let Some((peer, msg)) = self.to_core.pop_front() {
+                self.core.handle_message(self.now, peer, msg);
+                moved = true;
+            }
+            while let Some(out) = self.core.poll_output() {
+                moved = true;
+                match out {
+                    Output::Transmit(t) => {
+                        let Some(c) = self.clients.iter_mut().find(|c| c.addr == t.destination)
+                        else {
+                            self.plain.push((t.destination, t.contents));
+                            continue;
+                        };
+                        if !c.crashed {
+                            let input = Input::Receive(
+                                self.now,
+                                Receive::new(Protocol::Udp, t.source, t.destination, &t.contents)
+                                    .unwrap(),
+                            );
+                            c.rtc.handle_input(input).unwrap();
+                        }
+                        self.core.recycle(t.contents);
+                    }
+                    Output::Signal(peer, msg) => {
+                        let Some(c) = self.clients.iter_mut().find(|c| c.id == peer) else {
+                            continue;
+                        };
+                        if let Some(reply) = c.on_signal(msg) {
+                            self.to_core.push_back((peer, reply));
+                        }
+                    }
+                    Output::Closed(_) => {}
+                }
+            }
+            for i in 0..self.clients.len() {
+                if self.clients[i].crashed {
+                    continue;
+                }
+                loop {
+                    let c = &mut self.clients[i];
+                    match c.rtc.poll_output().unwrap() {
+                        RtcOutput::Timeout(_) => break,
+                        RtcOutput::Transmit(t) => {
+                            moved = true;
+                            let (src, data) = (t.source, t.contents.to_vec());
+                            self.core
+                                .handle_datagram(self.now, src, server_addr(), &data);
+                        }
+                        RtcOutput::Event(e) => {
+                            moved = true;
+                            c.on_event(e);
+                        }
+                    }
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+        panic!("the simulated network never settled");
+    }
+
+    /// Advances simulated time in small steps, feeding timeouts to everyone.
+    pub fn advance(&mut self, total: Duration) {
+        let step = Duration::from_millis(10);
+        let end = self.now + total;
+        while self.now < end {
+            self.now += step;
+            self.core.handle_timeout(self.now);
+            for c in self.clients.iter_mut().filter(|c| !c.crashed) {
+                c.rtc.handle_input(Input::Timeout(self.now)).unwrap();
+            }
+            self.pump();
+        }
+    }
+
+    /// Sends `n` RTP packets on a client's track, one per 20 ms, with payload `[tag, i]`.
+    pub fn send_media(&mut self, idx: usize, kind: MediaKind, n: u16, tag: u8) {
+        for i in 0..n {
+            let c = &mut self.clients[idx];
+            let (mid, codec, step, slot) = match kind {
+                MediaKind::Audio => (c.audio.unwrap(), Codec::Opus, 960, 0),
+                MediaKind::Video => (c.video.unwrap(), Codec::Vp8, 3000, 1),
+            };
+            let seq = c.next_seq[slot];
+            c.next_seq[slot] += 1;
+            let pt = c
+                .rtc
+                .codec_config()
+                .find(|p| p.spec().codec == codec)
+                .unwrap()
+                .pt();
+            let now = self.now;
+            let mut api = c.rtc.direct_api();
+            let tx = api.stream_tx_by_mid(mid, None).unwrap();
+            let payload = vec![tag, (i >> 8) as u8, i as u8, 0x90, 0x90];
+            tx.write_rtp(
+                RtpWrite::new(pt, SeqNo::from(seq), seq as u32 * step, now, payload)
+                    .marker(true)
+                    .nackable(kind == MediaKind::Video),
+            );
+            self.advance(Duration::from_millis(20));
+        }
+    }
+
+    pub fn client(&self, idx: usize) -> &Client {
+        &self.clients[idx]
+    }
+}
+
+impl Client {
+    /// Reacts to a message from the SFU like a polite browser; returns a reply if one is due.
+    pub fn on_signal(&mut self, msg: ServerMessage) -> Option<ClientMessage> {
+        let reply = match &msg {
+            ServerMessage::Answer { sdp } => {
+                let pending = self.pending.take().expect("an answer to an offer we made");
+                let answer = SdpAnswer::from_sdp_string(sdp).unwrap();
+                self.rtc.sdp_api().accept_answer(pending, answer).unwrap();
+                None
+            }
+            ServerMessage::Offer { sdp, tracks } => {
+                // Polite: a colliding offer of ours is dropped (accept_offer invalidates it).
+                self.pending = None;
+                self.mappings = tracks.clone();
+                let offer = SdpOffer::from_sdp_string(sdp).unwrap();
+                let answer = self.rtc.sdp_api().accept_offer(offer).unwrap();
+                Some(ClientMessage::Answer {
+                    sdp: answer.to_sdp_string(),
+                })
+            }
+            ServerMessage::Chat { from, name, text } => {
+                self.chats.push(ChatOut {
+                    from: *from,
+                    name: name.clone(),
+                    text: text.clone(),
+                });
+                None
+            }
+            _ => None,
+        };
+        self.signals.push(msg);
+        reply
+    }
+
+    pub fn on_event(&mut self, e: Event) {
+        match e {
+            Event::RtpPacket(p) => self.received.push(Received {
+                ssrc: *p.header.ssrc,
+                seq: p.header.sequence_number,
+                payload: p.payload.to_vec(),
+            }),
+            Event::ChannelData(d) => self.chats.push(serde_json::from_slice(&d.data).unwrap()),
+            _ => {}
+        }
+    }
+
+    pub fn received_with_tag(&self, tag: u8) -> Vec<&Received> {
+        self.received
+            .iter()
+            .filter(|r| r.payload.first() == Some(&tag))
+            .collect()
+    }
+
+    pub fn saw(&self, pred: impl Fn(&ServerMessage) -> bool) -> bool {
+        self.signals.iter().any(pred)
+    }
+}
+
+pub fn connected_room(n: usize) -> World {
+    let mut w = World::new();
+    for i in 0..n {
+        w.join(&format!("p{i}"));
+    }
+    w.advance(Duration::from_secs(2));
+    w
+}
