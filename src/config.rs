@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use clap::{Parser, ValueEnum};
 use serde::Deserialize;
+use sfu_core::plain::{IngestSpec, OutputTarget};
 
 /// edge-sfu: a WebRTC selective forwarding unit for edge boxes.
 ///
@@ -61,6 +62,20 @@ struct FileConfig {
     public_ip: Option<Vec<IpAddr>>,
     media_port: Option<u16>,
     io: Option<IoMode>,
+    #[serde(default)]
+    ingest: Vec<IngestSpec>,
+    #[serde(default)]
+    output: Vec<ConfiguredOutput>,
+}
+
+/// A plain RTP output set up at start, copying a configured ingest's track.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfiguredOutput {
+    /// The `name` of the configured ingest whose track it copies.
+    pub ingest: String,
+    /// Its receivers.
+    pub targets: Vec<OutputTarget>,
 }
 
 /// The settings in force.
@@ -76,6 +91,10 @@ pub struct Settings {
     pub media_port: u16,
     /// Media I/O shell.
     pub io: IoMode,
+    /// Plain RTP ingests to create at start (TOML `[[ingest]]`).
+    pub ingests: Vec<IngestSpec>,
+    /// Plain RTP outputs to create at start (TOML `[[output]]`).
+    pub outputs: Vec<ConfiguredOutput>,
 }
 
 impl Cli {
@@ -100,6 +119,8 @@ impl Cli {
             public_ips,
             media_port: self.media_port.or(file.media_port).unwrap_or(0),
             io: self.io.or(file.io).unwrap_or(IoMode::Uring),
+            ingests: file.ingest,
+            outputs: file.output,
         })
     }
 }
@@ -137,6 +158,37 @@ mod tests {
         assert_eq!(s.public_ips, vec!["10.0.0.1".parse::<IpAddr>().unwrap()]);
         assert_eq!(s.listen, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(s.io, IoMode::Sendmmsg);
+    }
+
+    #[test]
+    fn ingests_and_outputs_come_from_the_file() {
+        let dir =
+            std::env::temp_dir().join(format!("edge-sfu-config-plain-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("plain.toml");
+        std::fs::write(
+            &path,
+            r#"
+[[ingest]]
+room = "lobby"
+name = "door-camera"
+codec = "h264"
+payload_type = 102
+source = "127.0.0.1:5004"
+
+[[output]]
+ingest = "door-camera"
+targets = [{ address = "127.0.0.1:6000", ssrc = 42 }]
+"#,
+        )
+        .unwrap();
+        let s = Cli::parse_from(["edge-sfu", "--config", path.to_str().unwrap()])
+            .settings()
+            .unwrap();
+        assert_eq!(s.ingests.len(), 1);
+        assert_eq!(s.ingests[0].payload_type, 102);
+        assert_eq!(s.outputs[0].ingest, "door-camera");
+        assert_eq!(s.outputs[0].targets[0].ssrc, Some(42));
     }
 
     #[test]

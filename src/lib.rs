@@ -15,12 +15,13 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use anyhow::{anyhow, Context, Result};
-use signaling::{AppState, Dispatch, SignalingCounters, WorkerHandle};
+use signaling::{AppState, Dispatch, WorkerHandle};
 use tokio::sync::{mpsc, oneshot};
 use tracing::info;
 
-pub use crate::config::{Cli, IoMode, Settings};
+pub use crate::config::{Cli, ConfiguredOutput, IoMode, Settings};
 use crate::worker::WorkerSpec;
+use sfu_core::plain::{IngestSpec, OutputSpec};
 
 /// A running edge-sfu: signaling and media workers. Dropping it shuts it down.
 pub struct Server {
@@ -69,19 +70,26 @@ impl Server {
             });
         }
         let media_ports = handles.iter().map(|h| h.media_port).collect();
-        let state = Arc::new(AppState {
-            dispatch: Dispatch::new(handles),
-            counters: SignalingCounters::default(),
-        });
+        let state = Arc::new(AppState::new(Dispatch::new(handles)));
         let listener = std::net::TcpListener::bind(settings.listen)
             .with_context(|| format!("listening on {}", settings.listen))?;
         listener.set_nonblocking(true)?;
         let local_addr = listener.local_addr()?;
         let (shutdown, shutdown_rx) = oneshot::channel();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let plain = (settings.ingests.clone(), settings.outputs.clone());
         let signaling = std::thread::Builder::new()
             .name("signaling".into())
-            .spawn(move || serve(listener, state, shutdown_rx))
+            .spawn(move || serve(listener, state, plain, ready_tx, shutdown_rx))
             .context("spawning the signaling thread")?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                let _ = signaling.join();
+                return Err(e);
+            }
+            Err(_) => return Err(anyhow!("the signaling thread stopped while starting")),
+        }
         let shown = if local_addr.ip().is_unspecified() {
             SocketAddr::from(([127, 0, 0, 1], local_addr.port()))
         } else {
@@ -148,19 +156,72 @@ impl Drop for Server {
     }
 }
 
+/// Ingests and outputs from the configuration file.
+type PlainConfig = (Vec<IngestSpec>, Vec<ConfiguredOutput>);
+
+/// Creates the configured ingests, then the outputs of their tracks.
+async fn apply_plain_config(state: &AppState, (ingests, outputs): PlainConfig) -> Result<()> {
+    let mut created = Vec::with_capacity(ingests.len());
+    for spec in ingests {
+        let name = spec.name.clone();
+        let info = signaling::api::add_ingest(state, spec)
+            .await
+            .with_context(|| format!("configured ingest {name}"))?;
+        info!(ingest = info.id, name = %info.name, room = %info.room, port = info.port, "configured ingest ready");
+        created.push(info);
+    }
+    for output in outputs {
+        let ingest = created
+            .iter()
+            .find(|i| i.name == output.ingest)
+            .with_context(|| format!("output of unknown ingest {}", output.ingest))?;
+        let spec = OutputSpec {
+            room: ingest.room.clone(),
+            track_id: ingest.track_id.clone(),
+            targets: output.targets,
+        };
+        let info = signaling::api::add_output(state, spec)
+            .await
+            .with_context(|| format!("configured output of {}", output.ingest))?;
+        info!(output = info.id, track = %info.track_id, "configured output ready");
+    }
+    Ok(())
+}
+
+/// Runs the signaling server until `shutdown`; reports on `ready` once it accepts connections
+/// (or why it cannot).
 fn serve(
     listener: std::net::TcpListener,
     state: Arc<AppState>,
+    plain: PlainConfig,
+    ready: std::sync::mpsc::Sender<Result<()>>,
     shutdown: oneshot::Receiver<()>,
 ) -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("signaling")
         .enable_all()
         .build()
-        .context("starting the signaling runtime")?;
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = ready.send(Err(anyhow!("starting the signaling runtime: {e}")));
+            return Ok(());
+        }
+    };
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let started = async {
+            apply_plain_config(&state, plain).await?;
+            Ok::<_, anyhow::Error>(tokio::net::TcpListener::from_std(listener)?)
+        };
+        let listener = match started.await {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = ready.send(Err(e));
+                return Ok(());
+            }
+        };
+        let _ = ready.send(Ok(()));
         let app = signaling::router(state).into_make_service_with_connect_info::<SocketAddr>();
         axum::serve(listener, app)
             .with_graceful_shutdown(async {

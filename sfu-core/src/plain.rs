@@ -66,6 +66,7 @@ pub struct IngestSpec {
     /// What the source sends.
     pub codec: IngestCodec,
     /// The payload type the source puts in its packets.
+    #[serde(alias = "payload_type")]
     pub payload_type: u8,
     /// Where the source sends from; without it, the first RTP packet with this payload type from
     /// an unknown address locks the ingest to that address.
@@ -103,7 +104,7 @@ pub struct OutputTarget {
     #[serde(default)]
     pub ssrc: Option<u32>,
     /// The payload type this receiver sees; the source's when absent.
-    #[serde(default)]
+    #[serde(default, alias = "payload_type")]
     pub payload_type: Option<u8>,
 }
 

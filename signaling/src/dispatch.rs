@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use sfu_core::plain::{IngestInfo, IngestSpec, OutputInfo, OutputSpec, OutputTarget, PlainError};
 use sfu_core::protocol::{ClientMessage, PeerId, ServerMessage};
 use sfu_core::StatsSnapshot;
 use tokio::sync::{mpsc, oneshot};
@@ -43,6 +44,60 @@ pub enum WorkerCommand {
         /// Where to answer.
         reply: oneshot::Sender<StatsSnapshot>,
     },
+    /// Create, change or remove a plain RTP leg.
+    Plain {
+        /// What to do.
+        request: PlainRequest,
+        /// Where to answer.
+        reply: oneshot::Sender<Result<PlainReply, PlainError>>,
+    },
+}
+
+/// A change to the plain RTP legs of a worker.
+#[derive(Debug)]
+pub enum PlainRequest {
+    /// Create ingest `id`.
+    AddIngest {
+        /// Its id (a peer id: it joins its room as a virtual member).
+        id: PeerId,
+        /// What it takes in.
+        spec: IngestSpec,
+    },
+    /// Remove ingest `id`.
+    RemoveIngest {
+        /// Which.
+        id: PeerId,
+    },
+    /// Create output `id`.
+    AddOutput {
+        /// Its id.
+        id: u64,
+        /// What it copies where.
+        spec: OutputSpec,
+    },
+    /// Replace the receivers of output `id`.
+    SetOutputTargets {
+        /// Which.
+        id: u64,
+        /// The new receivers.
+        targets: Vec<OutputTarget>,
+    },
+    /// Remove output `id`.
+    RemoveOutput {
+        /// Which.
+        id: u64,
+    },
+}
+
+/// A worker's answer to a [`PlainRequest`].
+#[derive(Debug)]
+pub enum PlainReply {
+    /// The ingest as it now is.
+    Ingest(IngestInfo),
+    /// The output as it now is.
+    Output(OutputInfo),
+    /// It is gone.
+    Removed,
 }
 
 /// How to reach one worker.
@@ -112,6 +167,12 @@ impl Dispatch {
         p.load[worker] += 1;
         p.rooms.insert(room.to_owned(), (worker, 1));
         Some(worker)
+    }
+
+    /// The worker that owns `room`, if the room is placed.
+    pub fn worker_of(&self, room: &str) -> Option<usize> {
+        let p = self.placement.lock().unwrap_or_else(|e| e.into_inner());
+        p.rooms.get(room).map(|(worker, _)| *worker)
     }
 
     /// Takes one connection out of `room`; the room's placement goes with its last one.

@@ -5,10 +5,11 @@
 //! ([`dispatch`]) and relays each peer's messages to that worker. Forwarding itself happens in the
 //! workers; nothing media-related runs here.
 
+pub mod api;
 pub mod assets;
 pub mod dispatch;
 pub mod limits;
 pub mod server;
 
-pub use dispatch::{Dispatch, WorkerCommand, WorkerHandle};
-pub use server::{router, AppState, SignalingCounters};
+pub use dispatch::{Dispatch, PlainReply, PlainRequest, WorkerCommand, WorkerHandle};
+pub use server::{router, AppState, Leg, SignalingCounters};

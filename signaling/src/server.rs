@@ -1,10 +1,10 @@
 //! The HTTP + WebSocket server: pages, `/api/stats`, and one task per WebSocket connection that
 //! enforces the limits, parses the protocol and relays to the room's worker.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -49,6 +49,50 @@ pub struct AppState {
     pub dispatch: Dispatch,
     /// WebSocket refusals.
     pub counters: SignalingCounters,
+    /// Which worker holds each plain RTP leg.
+    legs: Mutex<HashMap<u64, Leg>>,
+}
+
+/// Where a plain RTP leg lives.
+#[derive(Debug, Clone)]
+pub struct Leg {
+    /// The worker holding it.
+    pub worker: usize,
+    /// For an ingest, the room it holds a placement in.
+    pub room: Option<String>,
+}
+
+impl AppState {
+    /// State over these workers.
+    pub fn new(dispatch: Dispatch) -> Self {
+        AppState {
+            dispatch,
+            counters: SignalingCounters::default(),
+            legs: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub(crate) fn remember(&self, id: u64, leg: Leg) {
+        self.legs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, leg);
+    }
+
+    pub(crate) fn leg(&self, id: u64) -> Option<Leg> {
+        self.legs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .cloned()
+    }
+
+    pub(crate) fn forget(&self, id: u64) {
+        self.legs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+    }
 }
 
 /// The router serving pages, `/ws` and `/api/stats`.
@@ -56,6 +100,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/ws", get(ws_upgrade))
         .route("/api/stats", get(stats))
+        .merge(crate::api::routes())
         .fallback(get(asset))
         .with_state(state)
 }
@@ -83,15 +128,22 @@ struct Stats {
     workers: Vec<WorkerStats>,
 }
 
+/// One worker's share of `/api/stats`.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-struct WorkerStats {
+pub(crate) struct WorkerStats {
     media_port: u16,
     #[serde(flatten)]
     stats: StatsSnapshot,
 }
 
 async fn stats(State(state): State<Arc<AppState>>) -> Json<Stats> {
+    let (total, workers) = collect_stats(&state).await;
+    Json(Stats { total, workers })
+}
+
+/// Asks every worker for its counters; returns the totals and each worker's share.
+pub(crate) async fn collect_stats(state: &AppState) -> (StatsSnapshot, Vec<WorkerStats>) {
     let mut total = StatsSnapshot {
         drops: BTreeMap::new(),
         ..StatsSnapshot::default()
@@ -115,7 +167,7 @@ async fn stats(State(state): State<Arc<AppState>>) -> Json<Stats> {
             total.drops.insert(reason, n);
         }
     }
-    Json(Stats { total, workers })
+    (total, workers)
 }
 
 async fn ws_upgrade(

@@ -82,7 +82,11 @@ async fn send_queued(shared: &Shared, socket: &UdpSocket, batch: &mut SendBatch)
         };
         match result {
             Ok(n) => {
-                shared.send_queue.borrow_mut().drain(..n);
+                let mut queue = shared.send_queue.borrow_mut();
+                let mut core = shared.core.borrow_mut();
+                for t in queue.drain(..n) {
+                    core.recycle(t.contents);
+                }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 if socket.writable().await.is_err() {

@@ -21,7 +21,7 @@ use std::time::Instant;
 use anyhow::{anyhow, Context, Result};
 use sfu_core::protocol::{PeerId, ServerMessage};
 use sfu_core::{Core, CoreConfig, Output, Transmit};
-use signaling::WorkerCommand;
+use signaling::{PlainReply, PlainRequest, WorkerCommand};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, Notify};
 use tracing::{debug, info, warn};
@@ -228,6 +228,30 @@ async fn command_loop(shared: Rc<Shared>, mut rx: mpsc::UnboundedReceiver<Worker
             }
             WorkerCommand::Stats { reply } => {
                 let _ = reply.send(shared.core.borrow().stats());
+            }
+            WorkerCommand::Plain { request, reply } => {
+                let result = {
+                    let mut core = shared.core.borrow_mut();
+                    match request {
+                        PlainRequest::AddIngest { id, spec } => {
+                            core.add_ingest(now, id, spec).map(PlainReply::Ingest)
+                        }
+                        PlainRequest::RemoveIngest { id } => {
+                            core.remove_ingest(now, id).map(|()| PlainReply::Removed)
+                        }
+                        PlainRequest::AddOutput { id, spec } => {
+                            core.add_output(id, spec).map(PlainReply::Output)
+                        }
+                        PlainRequest::SetOutputTargets { id, targets } => {
+                            core.set_output_targets(id, targets).map(PlainReply::Output)
+                        }
+                        PlainRequest::RemoveOutput { id } => {
+                            core.remove_output(id).map(|()| PlainReply::Removed)
+                        }
+                    }
+                };
+                shared.flush();
+                let _ = reply.send(result);
             }
         }
     }

@@ -50,7 +50,8 @@ async fn sender(shared: Rc<Shared>, socket: Rc<UdpSocket>) {
                 if !shared.send_queue.borrow().is_empty() {
                     shared.send_wake.notify_one();
                 }
-                let (result, _) = socket.send_to(t.contents, t.destination).await;
+                let (result, buf) = socket.send_to(t.contents, t.destination).await;
+                shared.core.borrow_mut().recycle(buf);
                 if let Err(e) = result {
                     debug!(to = %t.destination, error = %e, "send failed");
                 }

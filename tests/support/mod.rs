@@ -188,9 +188,23 @@ fn tail(log: &Mutex<VecDeque<String>>, n: usize) -> String {
 
 /// A minimal HTTP/1.0 GET: returns the status code and the body.
 pub async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
+    http(addr, "GET", path, None).await
+}
+
+/// One HTTP/1.0 request with an optional JSON body; returns the status and the body.
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    json: Option<&str>,
+) -> Result<(u16, String), String> {
     let fut = async {
         let mut tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-        let req = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: */*\r\n\r\n");
+        let body = json.unwrap_or("");
+        let req = format!(
+            "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: */*\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
         tcp.write_all(req.as_bytes())
             .await
             .map_err(|e| e.to_string())?;
@@ -218,7 +232,7 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), Str
     };
     tokio::time::timeout(Duration::from_secs(10), fut)
         .await
-        .map_err(|_| format!("GET {path} timed out"))?
+        .map_err(|_| format!("{method} {path} timed out"))?
 }
 
 fn dechunk(mut body: &str) -> Result<String, String> {
