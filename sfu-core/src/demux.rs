@@ -4,7 +4,7 @@
 //! gave that peer; when one arrives, its 5-tuple is learned, and the DTLS/SRTP that follows on that
 //! 5-tuple is routed by a single hash lookup. Nobody is ever asked "is this yours?" in turn.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 
 use crate::protocol::PeerId;
@@ -12,12 +12,23 @@ use crate::protocol::PeerId;
 /// A (remote, local) address pair: UDP's 5-tuple minus the protocol.
 pub type FiveTuple = (SocketAddr, SocketAddr);
 
+/// A 5-tuple that became valid or stopped being valid: what an in-kernel guard in front of the
+/// media port must let through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowChange {
+    /// Datagrams on this (remote, local) pair now belong to someone.
+    Admitted(FiveTuple),
+    /// They no longer do.
+    Revoked(FiveTuple),
+}
+
 /// The routing tables of one core.
 #[derive(Debug, Default)]
 pub struct Demux {
     by_ufrag: HashMap<Box<[u8]>, PeerId>,
     by_tuple: HashMap<FiveTuple, PeerId>,
     tuples_of: HashMap<PeerId, Vec<FiveTuple>>,
+    changes: VecDeque<FlowChange>,
 }
 
 impl Demux {
@@ -33,6 +44,7 @@ impl Demux {
         for tuple in self.tuples_of.remove(&peer).unwrap_or_default() {
             if self.by_tuple.get(&tuple) == Some(&peer) {
                 self.by_tuple.remove(&tuple);
+                self.changes.push_back(FlowChange::Revoked(tuple));
             }
         }
     }
@@ -54,10 +66,13 @@ impl Demux {
         if self.by_tuple.get(&tuple) == Some(&peer) {
             return;
         }
-        if let Some(previous) = self.by_tuple.insert(tuple, peer) {
-            if let Some(list) = self.tuples_of.get_mut(&previous) {
-                list.retain(|t| *t != tuple);
+        match self.by_tuple.insert(tuple, peer) {
+            Some(previous) => {
+                if let Some(list) = self.tuples_of.get_mut(&previous) {
+                    list.retain(|t| *t != tuple);
+                }
             }
+            None => self.changes.push_back(FlowChange::Admitted(tuple)),
         }
         let list = self.tuples_of.entry(peer).or_default();
         list.push(tuple);
@@ -65,8 +80,19 @@ impl Demux {
             let oldest = list.remove(0);
             if self.by_tuple.get(&oldest) == Some(&peer) {
                 self.by_tuple.remove(&oldest);
+                self.changes.push_back(FlowChange::Revoked(oldest));
             }
         }
+    }
+
+    /// Records a flow that is valid outside the peer tables (a plain RTP ingest's source).
+    pub fn note(&mut self, change: FlowChange) {
+        self.changes.push_back(change);
+    }
+
+    /// The next change of the set of valid flows, oldest first.
+    pub fn next_change(&mut self) -> Option<FlowChange> {
+        self.changes.pop_front()
     }
 
     /// Number of learned 5-tuples (for tests and stats).
@@ -108,6 +134,27 @@ mod tests {
         assert_eq!(d.by_tuple(&(addr(1), addr(9000))), None);
         assert_eq!(d.by_tuple(&(addr(2), addr(9000))), Some(2));
         assert_eq!(d.tuple_count(), 1);
+    }
+
+    #[test]
+    fn every_learned_and_forgotten_tuple_is_reported_once() {
+        let mut d = Demux::default();
+        d.add_peer(1, "aaaa");
+        let (a, b) = ((addr(1), addr(9000)), (addr(2), addr(9000)));
+        d.learn(1, a, 1);
+        d.learn(1, a, 1);
+        d.learn(1, b, 1);
+        d.remove_peer(1);
+        let changes: Vec<_> = std::iter::from_fn(|| d.next_change()).collect();
+        assert_eq!(
+            changes,
+            vec![
+                FlowChange::Admitted(a),
+                FlowChange::Admitted(b),
+                FlowChange::Revoked(a),
+                FlowChange::Revoked(b)
+            ]
+        );
     }
 
     #[test]

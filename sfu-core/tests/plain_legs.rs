@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::*;
+use sfu_core::demux::FlowChange;
 use sfu_core::plain::{IngestCodec, IngestSpec, OutputSpec, OutputTarget, PlainError};
 use sfu_core::protocol::{ClientMessage, ServerMessage};
 use sfu_core::str0m::media::MediaKind;
@@ -134,6 +135,11 @@ fn an_unlocked_ingest_takes_the_first_matching_source_and_no_other() {
     assert_eq!(w.core.counters().drops(DropReason::UnknownSource), 2);
     w.core.remove_ingest(w.now, 7).unwrap();
     assert_eq!(w.core.room_count(), 0);
+    w.pump();
+    assert_eq!(
+        w.flows.last(),
+        Some(&FlowChange::Revoked((a, server_addr())))
+    );
 }
 
 #[test]

@@ -155,6 +155,7 @@ impl Shared {
                     Output::Closed(peer) => {
                         outboxes.remove(&peer);
                     }
+                    Output::Flow(change) => debug!(?change, "media flow"),
                 }
             }
         }

@@ -239,7 +239,7 @@ impl Core {
 
 /// The announced address a datagram to `destination` leaves from: loopback for loopback, else the
 /// first other one.
-fn local_for(candidates: &[SocketAddr], destination: SocketAddr) -> SocketAddr {
+pub(super) fn local_for(candidates: &[SocketAddr], destination: SocketAddr) -> SocketAddr {
     let loopback = destination.ip().is_loopback();
     candidates
         .iter()

@@ -18,7 +18,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::CoreConfig;
 use crate::counters::{Counters, DropReason, StatsSnapshot};
-use crate::demux::Demux;
+use crate::demux::{Demux, FlowChange};
 use crate::peer::Peer;
 use crate::pool::BufferPool;
 use crate::protocol::{
@@ -67,6 +67,8 @@ pub enum Output {
     Signal(PeerId, ServerMessage),
     /// The peer is gone from the core; the shell forgets its WebSocket route.
     Closed(PeerId),
+    /// A 5-tuple became valid or stopped being valid (for an in-kernel guard).
+    Flow(FlowChange),
 }
 
 /// Who a datagram is for.
@@ -338,6 +340,9 @@ impl Core {
         }
         if let Some((peer, msg)) = self.signals.pop_front() {
             return Some(Output::Signal(peer, msg));
+        }
+        if let Some(change) = self.demux.next_change() {
+            return Some(Output::Flow(change));
         }
         self.closed.pop_front().map(Output::Closed)
     }

@@ -120,6 +120,7 @@ impl Core {
         let info = ingest.info(id);
         if let Some(source) = spec.source {
             self.ingest_by_source.insert(source, id);
+            self.note_ingest_flow(source, true);
         }
         info!(ingest = id, room = %ingest.room, name = %ingest.name, source = ?spec.source, "plain RTP ingest added");
         let key = TrackKey {
@@ -146,6 +147,7 @@ impl Core {
             .ok_or(PlainError::UnknownIngest(id))?;
         if let Some(source) = ingest.source {
             self.ingest_by_source.remove(&source);
+            self.note_ingest_flow(source, false);
         }
         info!(ingest = id, room = %ingest.room, "plain RTP ingest removed");
         self.remove_outputs_of(|k| k.peer == id);
@@ -222,9 +224,11 @@ impl Core {
             .iter_mut()
             .find(|(_, i)| i.source.is_none() && i.payload_type == pt)?;
         ingest.source = Some(source);
-        self.ingest_by_source.insert(source, *id);
+        let id = *id;
+        self.ingest_by_source.insert(source, id);
+        self.note_ingest_flow(source, true);
         info!(ingest = id, %source, "plain RTP ingest locked to its first source");
-        Some(*id)
+        Some(id)
     }
 
     /// One plain RTP datagram of an ingest.
@@ -263,6 +267,17 @@ impl Core {
         };
         let room = ingest.room.clone();
         self.fan_out(&room, &forwarded);
+    }
+
+    /// Reports an ingest source's flow to the media port as valid or not.
+    fn note_ingest_flow(&mut self, source: SocketAddr, admitted: bool) {
+        let local = forward::local_for(&self.config.candidates, source);
+        let tuple = (source, local);
+        self.demux.note(if admitted {
+            FlowChange::Admitted(tuple)
+        } else {
+            FlowChange::Revoked(tuple)
+        });
     }
 
     /// Creates output `id` copying `spec.track_id` of `spec.room` to its targets.

@@ -8,6 +8,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use sfu_core::demux::FlowChange;
 use sfu_core::protocol::{
     ChatOut, ClientMessage, PeerId, PublishedTrack, ServerMessage, TrackMapping, TrackSource,
     PROTOCOL_VERSION,
@@ -57,6 +58,8 @@ pub struct World {
     pub to_core: VecDeque<(PeerId, ClientMessage)>,
     /// Datagrams the core sent to addresses that are not clients (plain RTP outputs).
     pub plain: Vec<(SocketAddr, Vec<u8>)>,
+    /// Flow changes the core reported, in order.
+    pub flows: Vec<FlowChange>,
 }
 
 pub fn server_addr() -> SocketAddr {
@@ -75,6 +78,7 @@ impl World {
             clients: Vec::new(),
             to_core: VecDeque::new(),
             plain: Vec::new(),
+            flows: Vec::new(),
         }
     }
 
@@ -188,6 +192,7 @@ impl World {
                         }
                     }
                     Output::Closed(_) => {}
+                    Output::Flow(change) => self.flows.push(change),
                 }
             }
             for i in 0..self.clients.len() {
