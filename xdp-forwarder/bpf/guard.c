@@ -9,7 +9,8 @@
  *   - UDP length inconsistent with the IP length, or STUN header inconsistent: drop (malformed);
  *   - anything else: drop (unknown_source).
  * Everything else (non-IP, non-UDP, other ports, IPv4 options, fragments, IPv6 extension
- * headers) passes untouched. Packets the guard passes are handed to the 1:1 rewrite program
+ * headers) passes untouched; IPv4 options and first fragments to a media port are counted
+ * (pass_unsupported), since they pass without the 5-tuple check. Packets the guard passes are handed to the 1:1 rewrite program
  * when the loader installed it in guard_next (tail call); otherwise XDP_PASS.
  */
 #include "common.h"
@@ -125,11 +126,15 @@ int guard(struct xdp_md *ctx)
 	__u16 port;
 
 	r = parse_udp(data, data_end, &p);
-	if (r == PARSE_NOT_UDP || r == PARSE_UNSUPPORTED || !p.has_port)
+	if (r == PARSE_NOT_UDP || !p.has_port)
 		return pass_on(ctx);
 	port = p.dst_port;
 	if (!bpf_map_lookup_elem(&guard_ports, &port))
 		return pass_on(ctx);
+	if (r == PARSE_UNSUPPORTED) {
+		count(&guard_stats, GUARD_PASS_UNSUPPORTED, bytes);
+		return pass_on(ctx);
+	}
 	if (r == PARSE_MALFORMED) {
 		count(&guard_stats, GUARD_DROP_MALFORMED, bytes);
 		return XDP_DROP;

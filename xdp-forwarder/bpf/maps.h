@@ -76,6 +76,8 @@ enum guard_stat {
 	GUARD_DROP_UNKNOWN_SOURCE = 2,/* to a media port from a 5-tuple never admitted */
 	GUARD_DROP_STUN_RATE_LIMITED = 3,
 	GUARD_DROP_MALFORMED = 4,     /* bad UDP length, or STUN header inconsistent with datagram */
+	GUARD_PASS_UNSUPPORTED = 5,   /* to a media port with IPv4 options / as a first fragment:
+				       * passed untouched, counted so a bypass attempt shows */
 	GUARD_STAT_MAX = 8,
 };
 
@@ -131,7 +133,7 @@ enum fwd_stat {
 	FWD_MATCHED = 0,          /* RTP packet with a key: rewritten/copied */
 	FWD_PASS_NOT_RTP = 1,     /* to a forwarding port but short, not RTP v2, or RTCP: untouched */
 	FWD_PASS_NO_KEY = 2,      /* RTP to a forwarding port, SSRC without a key: untouched */
-	FWD_PASS_UNSUPPORTED = 3, /* IP options, fragments, IPv6 extension headers, GSO: untouched */
+	FWD_PASS_UNSUPPORTED = 3, /* IPv4 options, IPv4 fragments, GSO: untouched */
 	FWD_PASS_MALFORMED = 4,   /* UDP/IP lengths inconsistent: untouched */
 	FWD_PASS_ORIGINAL = 5,    /* original restored and passed up (FANOUT_F_PASS_ORIGINAL) */
 	FWD_CONSUMED = 6,         /* original dropped after its copies */

@@ -29,25 +29,29 @@ pub enum Error {
     },
 
     /// The kernel refused to load a program or create its maps (verifier, BTF, limits).
-    #[error("kernel path unavailable: loading the {program} program failed: {source}")]
+    #[error("kernel path unavailable: loading the {program} program failed: {detail}")]
     Load {
         /// `guard`, `fanout` or `rewrite`.
         program: &'static str,
+        /// The whole error chain as one line.
+        detail: String,
         /// What aya reported, with the verifier log when there is one.
         #[source]
         source: Box<dyn std::error::Error + Send + Sync + 'static>,
     },
 
     /// Attaching a program to an interface failed (XDP in both native and generic mode, or TC).
-    #[error("kernel path unavailable: attaching {program} to {interface} failed: {source}")]
+    #[error("kernel path unavailable: attaching {program} to {interface} failed: {detail}")]
     Attach {
         /// `guard`, `fanout` or `rewrite`.
         program: &'static str,
         /// The interface, with the hook (`xdp`, `tc ingress`, `tc egress`).
         interface: String,
+        /// The whole error chain as one line (aya's top-level message omits the errno).
+        detail: String,
         /// What aya reported.
         #[source]
-        source: aya::programs::ProgramError,
+        source: Box<aya::programs::ProgramError>,
     },
 
     /// A map operation failed.
@@ -57,7 +61,7 @@ pub enum Error {
         map: &'static str,
         /// What aya reported.
         #[source]
-        source: aya::maps::MapError,
+        source: Box<aya::maps::MapError>,
     },
 
     /// The program this call needs was not enabled in [`crate::Options`].
@@ -97,5 +101,28 @@ impl Error {
                 | Error::Load { .. }
                 | Error::Attach { .. }
         )
+    }
+}
+
+/// Joins an error and its sources into one line: "a: b: c".
+pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let next = c.to_string();
+        if !s.contains(&next) {
+            s.push_str(": ");
+            s.push_str(&next);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+/// `map_err` adapter for a failed operation on map `map`.
+pub(crate) fn map_err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> Error {
+    move |source| Error::Map {
+        map,
+        source: Box::new(source),
     }
 }

@@ -5,9 +5,10 @@ use std::collections::HashMap as StdHashMap;
 use std::net::SocketAddr;
 
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues, ProgramArray};
-use aya::programs::{tc, SchedClassifier, TcAttachType, Xdp, XdpMode};
+use aya::programs::{tc, ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
 
+use crate::error::{chain, map_err};
 use crate::maps::{
     addr_bytes, fwd_stat, guard_stat, Counter, FanoutKeyRaw, FanoutOutput, FanoutValue, FlowKey,
     GuardConfig, OutputCounterRaw, FANOUT_F_PASS_ORIGINAL, MAX_OUTPUTS, MAX_OUTPUT_COUNTERS,
@@ -197,6 +198,9 @@ pub struct GuardCounters {
     pub drop_stun_rate_limited: PacketCount,
     /// Dropped: bad UDP length or inconsistent STUN header.
     pub drop_malformed: PacketCount,
+    /// Passed untouched without the 5-tuple check: IPv4 options or a first fragment to a
+    /// media port (the guard does not parse those; userspace still validates what it reads).
+    pub pass_unsupported: PacketCount,
 }
 
 /// The fan-out or rewrite program's counters, per outcome.
@@ -298,11 +302,22 @@ mod objects {
     pub(super) static REWRITE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/rewrite.o"));
 }
 
+/// The three embedded ELF objects.
+struct Objects {
+    guard: &'static [u8],
+    fanout: &'static [u8],
+    rewrite: &'static [u8],
+}
+
 /// The embedded objects, or why there are none.
-fn objects() -> Result<(&'static [u8], &'static [u8], &'static [u8]), Error> {
+fn objects() -> Result<Objects, Error> {
     #[cfg(xdp_bpf_built)]
     {
-        Ok((objects::GUARD, objects::FANOUT, objects::REWRITE))
+        Ok(Objects {
+            guard: objects::GUARD,
+            fanout: objects::FANOUT,
+            rewrite: objects::REWRITE,
+        })
     }
     #[cfg(not(xdp_bpf_built))]
     {
@@ -314,23 +329,34 @@ fn objects() -> Result<(&'static [u8], &'static [u8], &'static [u8]), Error> {
 }
 
 fn load(program: &'static str, bytes: &[u8]) -> Result<Ebpf, Error> {
-    EbpfLoader::new().load(bytes).map_err(|e| Error::Load {
-        program,
-        source: Box::new(e),
-    })
+    EbpfLoader::new()
+        .load(bytes)
+        .map_err(|e| load_err(program, e))
 }
 
 fn load_err(program: &'static str, e: impl std::error::Error + Send + Sync + 'static) -> Error {
     Error::Load {
         program,
+        detail: chain(&e),
         source: Box::new(e),
     }
 }
 
 fn missing_map(program: &'static str, map: &'static str) -> Error {
+    let detail = format!("{map} not found in the object");
     Error::Load {
         program,
-        source: format!("map {map} not found in the object").into(),
+        source: detail.clone().into(),
+        detail,
+    }
+}
+
+fn attach_err(program: &'static str, interface: String, source: ProgramError) -> Error {
+    Error::Attach {
+        program,
+        interface,
+        detail: chain(&source),
+        source: Box::new(source),
     }
 }
 
@@ -350,11 +376,7 @@ fn attach_xdp(
     interface: &str,
     mode: XdpAttachMode,
 ) -> Result<AttachedXdpMode, Error> {
-    let err = |source| Error::Attach {
-        program,
-        interface: format!("{interface} (xdp)"),
-        source,
-    };
+    let err = |source| attach_err(program, format!("{interface} (xdp)"), source);
     match mode {
         XdpAttachMode::Native => prog
             .attach(interface, XdpMode::Driver)
@@ -409,11 +431,7 @@ fn attach_tc(prog: &mut SchedClassifier, hook: &TcHook) -> Result<(), Error> {
             .map(|_| ())
             .map_err(|second| {
                 tracing::debug!("tc attach, first attempt: {first}");
-                Error::Attach {
-                    program: "fanout",
-                    interface: format!("{} ({label})", hook.interface),
-                    source: second,
-                }
+                attach_err("fanout", format!("{} ({label})", hook.interface), second)
             })
         }
     }
@@ -436,7 +454,7 @@ fn read_stats(
     stats
         .get(&idx, 0)
         .map(|v| sum_counter(&v))
-        .map_err(|source| Error::Map { map, source })
+        .map_err(map_err(map))
 }
 
 fn fwd_counters(
@@ -469,21 +487,17 @@ impl FwdPart {
     /// Takes a counter slot and zeroes it.
     fn alloc_slot(&mut self, nr_cpus: usize) -> Result<u32, Error> {
         let slot = self.slots.alloc()?;
-        let zero = PerCpuValues::try_from(vec![OutputCounterRaw::default(); nr_cpus]).map_err(
-            |source| Error::Map {
-                map: "output_counters",
-                source: aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+        let zeroed = PerCpuValues::try_from(vec![OutputCounterRaw::default(); nr_cpus])
+            .map_err(|io_error| {
+                aya::maps::MapError::SyscallError(aya::sys::SyscallError {
                     call: "per-cpu values",
-                    io_error: source,
-                }),
-            },
-        )?;
-        if let Err(source) = self.counters.set(slot, zero, 0) {
+                    io_error,
+                })
+            })
+            .and_then(|zero| self.counters.set(slot, zero, 0));
+        if let Err(e) = zeroed {
             self.slots.release(slot);
-            return Err(Error::Map {
-                map: "output_counters",
-                source,
-            });
+            return Err(map_err("output_counters")(e));
         }
         Ok(slot)
     }
@@ -491,10 +505,9 @@ impl FwdPart {
     fn port_ref(&mut self, port: u16) -> Result<(), Error> {
         let n = self.port_refs.entry(port).or_insert(0);
         if *n == 0 {
-            self.ports.insert(port, 1, 0).map_err(|source| Error::Map {
-                map: "fwd_ports",
-                source,
-            })?;
+            self.ports
+                .insert(port, 1, 0)
+                .map_err(map_err("fwd_ports"))?;
         }
         *n += 1;
         Ok(())
@@ -505,20 +518,17 @@ impl FwdPart {
             *n -= 1;
             if *n == 0 {
                 self.port_refs.remove(&port);
-                self.ports.remove(&port).map_err(|source| Error::Map {
-                    map: "fwd_ports",
-                    source,
-                })?;
+                self.ports.remove(&port).map_err(map_err("fwd_ports"))?;
             }
         }
         Ok(())
     }
 
     fn counters(&self, slot: u32) -> Result<OutputCounters, Error> {
-        let v = self.counters.get(&slot, 0).map_err(|source| Error::Map {
-            map: "output_counters",
-            source,
-        })?;
+        let v = self
+            .counters
+            .get(&slot, 0)
+            .map_err(map_err("output_counters"))?;
         Ok(v.iter()
             .fold(OutputCounters::default(), |a, c| OutputCounters {
                 packets: a.packets.wrapping_add(c.packets),
@@ -615,7 +625,11 @@ impl KernelPath {
     /// CAP_BPF/CAP_NET_ADMIN), [`Error::InterfaceMissing`], [`Error::Load`] (verifier),
     /// [`Error::Attach`].
     pub fn open(opts: &Options) -> Result<KernelPath, Error> {
-        let (guard_obj, fanout_obj, rewrite_obj) = objects()?;
+        let Objects {
+            guard: guard_obj,
+            fanout: fanout_obj,
+            rewrite: rewrite_obj,
+        } = objects()?;
         sys::check_privileges()?;
         if opts.guard || opts.rewrite {
             sys::ifindex(&opts.media_interface)?;
@@ -623,9 +637,11 @@ impl KernelPath {
         for hook in &opts.fanout {
             sys::ifindex(&hook.interface)?;
         }
-        let nr_cpus = aya::util::nr_cpus().map_err(|(what, e)| Error::Load {
-            program: "guard",
-            source: format!("{what}: {e}").into(),
+        let nr_cpus = aya::util::nr_cpus().map_err(|(what, e)| {
+            load_err(
+                "guard",
+                std::io::Error::new(e.kind(), format!("{what}: {e}")),
+            )
         })?;
 
         let mut xdp_mode = None;
@@ -662,10 +678,7 @@ impl KernelPath {
                     .try_into()
                     .map_err(|e| load_err("rewrite", e))?;
                 let fd = prog.fd().map_err(|e| load_err("rewrite", e))?;
-                next.set(0, fd, 0).map_err(|source| Error::Map {
-                    map: "guard_next",
-                    source,
-                })?;
+                next.set(0, fd, 0).map_err(map_err("guard_next"))?;
             }
             let ports = take(&mut ebpf, "guard", "guard_ports")?;
             let flows = take(&mut ebpf, "guard", "guard_flows")?;
@@ -680,10 +693,7 @@ impl KernelPath {
                     },
                     0,
                 )
-                .map_err(|source| Error::Map {
-                    map: "guard_config",
-                    source,
-                })?;
+                .map_err(map_err("guard_config"))?;
             let prog: &mut Xdp = ebpf
                 .program_mut("guard")
                 .ok_or_else(|| missing_map("guard", "program guard"))?
@@ -762,10 +772,7 @@ impl KernelPath {
         self.guard_mut()?
             .ports
             .insert(port, 1, 0)
-            .map_err(|source| Error::Map {
-                map: "guard_ports",
-                source,
-            })
+            .map_err(map_err("guard_ports"))
     }
 
     /// Removes a UDP port from the set the guard protects (its traffic then passes untouched).
@@ -773,10 +780,7 @@ impl KernelPath {
         self.guard_mut()?
             .ports
             .remove(&port)
-            .map_err(|source| Error::Map {
-                map: "guard_ports",
-                source,
-            })
+            .map_err(map_err("guard_ports"))
     }
 
     /// Admits a flow: the guard passes its datagrams to the media port.
@@ -785,10 +789,7 @@ impl KernelPath {
         self.guard_mut()?
             .flows
             .insert(key, 1, 0)
-            .map_err(|source| Error::Map {
-                map: "guard_flows",
-                source,
-            })
+            .map_err(map_err("guard_flows"))
     }
 
     /// Revokes an admitted flow; its datagrams are dropped again (STUN excepted).
@@ -797,10 +798,7 @@ impl KernelPath {
         self.guard_mut()?
             .flows
             .remove(&key)
-            .map_err(|source| Error::Map {
-                map: "guard_flows",
-                source,
-            })
+            .map_err(map_err("guard_flows"))
     }
 
     /// Changes the STUN rate limit (existing buckets keep their tokens).
@@ -815,10 +813,7 @@ impl KernelPath {
                 },
                 0,
             )
-            .map_err(|source| Error::Map {
-                map: "guard_config",
-                source,
-            })
+            .map_err(map_err("guard_config"))
     }
 
     /// The guard's counters per reason, summed over CPUs.
@@ -831,6 +826,7 @@ impl KernelPath {
             drop_unknown_source: read_stats(&g.stats, m, guard_stat::DROP_UNKNOWN_SOURCE)?,
             drop_stun_rate_limited: read_stats(&g.stats, m, guard_stat::DROP_STUN_RATE_LIMITED)?,
             drop_malformed: read_stats(&g.stats, m, guard_stat::DROP_MALFORMED)?,
+            pass_unsupported: read_stats(&g.stats, m, guard_stat::PASS_UNSUPPORTED)?,
         })
     }
 
@@ -848,10 +844,7 @@ impl KernelPath {
             *dst = *out;
         }
         map.insert(key_raw(key), value, 0)
-            .map_err(|source| Error::Map {
-                map: "fanout_map",
-                source,
-            })
+            .map_err(map_err("fanout_map"))
     }
 
     fn fanout_part(&mut self) -> Result<&mut FwdPart, Error> {
@@ -884,7 +877,14 @@ impl KernelPath {
         });
         entry.outputs.push((slot, raw));
         if let Err(e) = self.write_fanout(key) {
+            // Undo the bookkeeping: the kernel still has the previous list (or no key).
             self.forget_output(key, slot);
+            if existing.is_none() {
+                self.fanout_entries.remove(&key);
+                if let Some((part, _)) = self.fanout.as_mut() {
+                    let _ = part.port_unref(key.port);
+                }
+            }
             return Err(e);
         }
         Ok(OutputId {
@@ -984,7 +984,25 @@ impl KernelPath {
                 outputs: new_outputs,
             },
         );
-        self.write_fanout(key)?;
+        if let Err(e) = self.write_fanout(key) {
+            // The kernel still has the previous list: restore the bookkeeping to match it.
+            let Some((part, _)) = self.fanout.as_mut() else {
+                return Err(e);
+            };
+            for s in &slots {
+                part.slots.release(*s);
+            }
+            match old {
+                Some(old) => {
+                    self.fanout_entries.insert(key, old);
+                }
+                None => {
+                    self.fanout_entries.remove(&key);
+                    let _ = part.port_unref(key.port);
+                }
+            }
+            return Err(e);
+        }
         if let (Some(old), Some((part, _))) = (old, self.fanout.as_mut()) {
             for (slot, _) in old.outputs {
                 part.slots.release(slot);
@@ -1019,10 +1037,7 @@ impl KernelPath {
         for (slot, _) in &entry.outputs {
             part.slots.release(*slot);
         }
-        let removed = map.remove(&key_raw(key)).map_err(|source| Error::Map {
-            map: "fanout_map",
-            source,
-        });
+        let removed = map.remove(&key_raw(key)).map_err(map_err("fanout_map"));
         part.port_unref(key.port)?;
         removed
     }
@@ -1063,10 +1078,7 @@ impl KernelPath {
                 // Best effort: the key was not added.
                 let _ = part.port_unref(key.port);
             }
-            return Err(Error::Map {
-                map: "rewrite_map",
-                source,
-            });
+            return Err(map_err("rewrite_map")(source));
         }
         if let Some(old) = previous {
             part.slots.release(old);
@@ -1083,10 +1095,7 @@ impl KernelPath {
         let slot = self.rewrite_entries.remove(&key).ok_or(Error::Unknown)?;
         let (part, map) = self.rewrite.as_mut().ok_or(Error::NotEnabled("rewrite"))?;
         part.slots.release(slot);
-        let removed = map.remove(&key_raw(key)).map_err(|source| Error::Map {
-            map: "rewrite_map",
-            source,
-        });
+        let removed = map.remove(&key_raw(key)).map_err(map_err("rewrite_map"));
         part.port_unref(key.port)?;
         removed
     }

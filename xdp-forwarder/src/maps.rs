@@ -38,6 +38,8 @@ pub mod guard_stat {
     pub const DROP_STUN_RATE_LIMITED: u32 = 3;
     /// Bad UDP length or inconsistent STUN header, dropped.
     pub const DROP_MALFORMED: u32 = 4;
+    /// IPv4 options or a first fragment to a media port, passed untouched.
+    pub const PASS_UNSUPPORTED: u32 = 5;
     /// Size of the array.
     pub const MAX: u32 = 8;
 }

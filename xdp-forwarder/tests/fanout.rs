@@ -17,7 +17,7 @@ const INGEST_PT: u8 = 96;
 /// Receivers in namespace C: UDP sockets plus a raw capture of c0.
 struct Receivers {
     stop: mpsc::Sender<()>,
-    handle: std::thread::JoinHandle<(Vec<Vec<Vec<u8>>>, Vec<Vec<u8>>)>,
+    handle: std::thread::JoinHandle<(Vec<Packets>, Packets)>,
 }
 
 impl Receivers {
@@ -47,7 +47,7 @@ impl Receivers {
         }
     }
 
-    fn finish(self) -> (Vec<Vec<Vec<u8>>>, Vec<Vec<u8>>) {
+    fn finish(self) -> (Vec<Packets>, Packets) {
         let _ = self.stop.send(());
         self.handle.join().expect("receiver thread")
     }
@@ -83,6 +83,17 @@ fn packets(n: u16, ssrc: u32) -> Vec<Vec<u8>> {
 
 /// Sends `pkts` from A (raw frames, full checksums) to B's ingest port, paced.
 fn send_from_a(t: &Topo, pkts: Vec<Vec<u8>>, v6: bool, pace_every: usize) {
+    start_sender(t, pkts, v6, pace_every)
+        .join()
+        .expect("sender");
+}
+
+fn start_sender(
+    t: &Topo,
+    pkts: Vec<Vec<u8>>,
+    v6: bool,
+    pace_every: usize,
+) -> std::thread::JoinHandle<()> {
     let a0 = t.a0.clone();
     spawn_in(&t.ns_a, move || {
         let raw = RawSock::open(&a0);
@@ -108,8 +119,6 @@ fn send_from_a(t: &Topo, pkts: Vec<Vec<u8>>, v6: bool, pace_every: usize) {
             }
         }
     })
-    .join()
-    .expect("sender");
 }
 
 /// What a copy must look like: the sent packet with SSRC (and PT) replaced, nothing else.
@@ -293,4 +302,219 @@ fn fanout_ipv6_every_receiver_gets_every_packet() {
         let oc = kp.output_counters(*id).expect("output counters");
         assert_eq!(oc.packets, 300, "{oc:?}");
     }
+}
+
+/// Sequence numbers received, checked to be one contiguous run; returns (first, count).
+fn contiguous_run(got: &[Vec<u8>]) -> (usize, usize) {
+    let mut seqs: Vec<usize> = got
+        .iter()
+        .map(|g| u16::from_be_bytes([g[2], g[3]]) as usize)
+        .collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(seqs.len(), got.len(), "duplicates");
+    if let (Some(&first), Some(&last)) = (seqs.first(), seqs.last()) {
+        assert_eq!(last - first + 1, seqs.len(), "gap in {first}..={last}");
+        (first, seqs.len())
+    } else {
+        (0, 0)
+    }
+}
+
+#[test]
+fn fanout_outputs_added_and_removed_while_traffic_flows() {
+    require_root!("fanout_outputs_added_and_removed_while_traffic_flows");
+    let t = Topo::new("fd");
+    enter_netns(&t.ns_b);
+    let mut kp = open_fanout(&t);
+    let key = FanoutKey {
+        port: INGEST_PORT,
+        ssrc: INGEST_SSRC,
+    };
+    let cases = outputs_v4(&t);
+    let extra = Case {
+        out: Output {
+            dst: SocketAddr::new(C_V4.into(), 6010),
+            src: SocketAddr::new(B1_V4.into(), 7010),
+            ssrc: 0xa000_0010,
+            payload_type: None,
+            next_hop: NextHop::Fib { interface: None },
+        },
+        listen: SocketAddr::new(C_V4.into(), 6010),
+    };
+    let mut ids = Vec::new();
+    for c in &cases {
+        ids.push(kp.add_output(key, &c.out).expect("add"));
+    }
+    let mut listen: Vec<SocketAddr> = cases.iter().map(|c| c.listen).collect();
+    listen.push(extra.listen);
+    let rx = Receivers::start(&t, listen);
+
+    const N: u16 = 3000;
+    let sent = packets(N, INGEST_SSRC);
+    let sender = start_sender(&t, sent.clone(), false, 4);
+    std::thread::sleep(Duration::from_millis(200));
+    let extra_id = kp.add_output(key, &extra.out).expect("add while flowing");
+    std::thread::sleep(Duration::from_millis(200));
+    kp.remove_output(key, ids[1]).expect("remove while flowing");
+    sender.join().expect("sender");
+    let (got, _) = rx.finish();
+
+    for i in [0, 2, 3] {
+        assert_eq!(
+            got[i].len(),
+            N as usize,
+            "untouched output {} lost packets",
+            cases[i].listen
+        );
+        contiguous_run(&got[i]);
+    }
+    let (first, n) = contiguous_run(&got[1]);
+    assert_eq!(first, 0, "removed output got a prefix");
+    assert!(n > 0 && n < N as usize, "removed output got {n}");
+    let (first, n) = contiguous_run(&got[4]);
+    assert!(
+        first > 0 && first + n == N as usize,
+        "added output got {first}+{n}"
+    );
+    let oc = kp.output_counters(extra_id).expect("counters");
+    assert_eq!(oc.packets as usize, n);
+    eprintln!(
+        "dynamic: removed output got seq 0..{}, added output got seq {first}..{N}",
+        got[1].len()
+    );
+}
+
+#[test]
+fn fanout_pass_original_restores_the_packet_for_the_sfu() {
+    require_root!("fanout_pass_original_restores_the_packet_for_the_sfu");
+    let t = Topo::new("fp");
+    enter_netns(&t.ns_b);
+    let mut kp = open_fanout(&t);
+    let key = FanoutKey {
+        port: INGEST_PORT,
+        ssrc: INGEST_SSRC,
+    };
+    let cases = outputs_v4(&t);
+    for c in &cases {
+        kp.add_output(key, &c.out).expect("add");
+    }
+    kp.set_pass_original(key, true).expect("pass original");
+    // The SFU's own socket on the ingest port, in B (this thread is in B).
+    let sfu = udp_bind(SocketAddr::new(B0_V4.into(), INGEST_PORT));
+    let rx = Receivers::start(&t, cases.iter().map(|c| c.listen).collect());
+    let sent = packets(200, INGEST_SSRC);
+    send_from_a(&t, sent.clone(), false, 8);
+    let (got, frames) = rx.finish();
+    check_run(&cases, &sent, &got, &frames);
+    let originals = drain(&sfu, Duration::from_millis(300));
+    assert_eq!(originals.len(), sent.len());
+    for o in &originals {
+        let seq = u16::from_be_bytes([o[2], o[3]]) as usize;
+        assert_eq!(o, &sent[seq], "original seq {seq} not restored exactly");
+    }
+    let fc = kp.fanout_counters().expect("counters");
+    assert_eq!(fc.pass_original.packets, 200);
+    assert_eq!(fc.consumed.packets, 0);
+}
+
+#[test]
+fn fanout_from_a_normal_udp_socket() {
+    // A UDP socket's datagrams cross veth with CHECKSUM_PARTIAL (the checksum is finished
+    // later, or never needed); the csum helpers must keep such skbs right too.
+    require_root!("fanout_from_a_normal_udp_socket");
+    let t = Topo::new("fu");
+    enter_netns(&t.ns_b);
+    // Copies leave b1 with their checksum finished in software, so C can check it.
+    set_tx_csum_offload(&t.b1, false);
+    let mut kp = open_fanout(&t);
+    let key = FanoutKey {
+        port: INGEST_PORT,
+        ssrc: INGEST_SSRC,
+    };
+    let cases = outputs_v4(&t);
+    for c in &cases {
+        kp.add_output(key, &c.out).expect("add");
+    }
+    let v6 = outputs_v6(&t);
+    for c in &v6 {
+        kp.add_output(key, &c.out).expect("add v6");
+    }
+    let mut listen: Vec<SocketAddr> = cases.iter().map(|c| c.listen).collect();
+    listen.extend(v6.iter().map(|c| c.listen));
+    let rx = Receivers::start(&t, listen);
+    let sent = packets(200, INGEST_SSRC);
+    let pkts = sent.clone();
+    spawn_in(&t.ns_a, move || {
+        let s4 = std::net::UdpSocket::bind((A_V4, 0)).expect("bind");
+        let s6 = std::net::UdpSocket::bind((A_V6, 0)).expect("bind6");
+        for (i, p) in pkts.iter().enumerate() {
+            s4.send_to(p, (B0_V4, INGEST_PORT)).expect("send");
+            s6.send_to(p, (B0_V6, INGEST_PORT)).expect("send6");
+            if i % 4 == 3 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    })
+    .join()
+    .expect("sender");
+    let (got, frames) = rx.finish();
+    // IPv4 packets reach only the IPv4 outputs (the IPv6 ones count a family mismatch), and
+    // the other way round.
+    let mut all = cases;
+    all.extend(v6);
+    check_run(&all, &sent, &got, &frames);
+    let fc = kp.fanout_counters().expect("counters");
+    assert_eq!(fc.matched.packets, 400);
+}
+
+#[test]
+fn fanout_userspace_handoff_through_loopback_egress() {
+    // The SFU hands ONE plain copy to the kernel by sending it to 127.0.0.1:PORT; the
+    // classifier on lo's egress makes the copies and consumes the original.
+    require_root!("fanout_userspace_handoff_through_loopback_egress");
+    let t = Topo::new("fl");
+    enter_netns(&t.ns_b);
+    set_tx_csum_offload(&t.b1, false);
+    let mut kp = KernelPath::open(&Options {
+        fanout: vec![TcHook {
+            interface: "lo".into(),
+            direction: Direction::Egress,
+        }],
+        ..Default::default()
+    })
+    .expect("open");
+    let key = FanoutKey {
+        port: 5555,
+        ssrc: INGEST_SSRC,
+    };
+    let cases: Vec<Case> = outputs_v4(&t)
+        .into_iter()
+        .map(|mut c| {
+            // The lookup must not depend on lo's forwarding: name the egress interface.
+            if let NextHop::Fib { interface } = &mut c.out.next_hop {
+                *interface = Some(t.b1.clone());
+            }
+            c
+        })
+        .collect();
+    for c in &cases {
+        kp.add_output(key, &c.out).expect("add");
+    }
+    let local = udp_bind(SocketAddr::new([127, 0, 0, 1].into(), 5555));
+    let rx = Receivers::start(&t, cases.iter().map(|c| c.listen).collect());
+    let sent = packets(200, INGEST_SSRC);
+    let s = std::net::UdpSocket::bind(("127.0.0.1", 0)).expect("bind");
+    for (i, p) in sent.iter().enumerate() {
+        s.send_to(p, ("127.0.0.1", 5555)).expect("send");
+        if i % 4 == 3 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    let (got, frames) = rx.finish();
+    check_run(&cases, &sent, &got, &frames);
+    assert!(
+        drain(&local, Duration::from_millis(100)).is_empty(),
+        "the handed-over original must be consumed"
+    );
 }

@@ -11,6 +11,9 @@ use std::process::Command;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+/// Datagrams or frames, in arrival order.
+pub type Packets = Vec<Vec<u8>>;
+
 /// Returns why this test cannot run here, if it cannot.
 pub fn skip_reason() -> Option<String> {
     if !xdp_forwarder::KERNEL_PATH_AVAILABLE {
@@ -499,9 +502,7 @@ pub fn rtp_packet(pt: u8, seq: u16, ssrc: u32, total: usize, shape: RtpShape) ->
         p.push((x >> 16) as u8);
     }
     if pad > 0 {
-        for _ in 0..pad - 1 {
-            p.push(0);
-        }
+        p.extend(std::iter::repeat_n(0, pad - 1));
         p.push(shape.padding);
     }
     p
@@ -618,7 +619,7 @@ impl RawSock {
             if n < 0 {
                 return None;
             }
-            if sll.sll_pkttype == libc::PACKET_OUTGOING as u8 || sll.sll_ifindex != self.ifindex {
+            if sll.sll_pkttype == libc::PACKET_OUTGOING || sll.sll_ifindex != self.ifindex {
                 continue;
             }
             buf.truncate(n as usize);
@@ -663,4 +664,66 @@ pub fn drain(sock: &std::net::UdpSocket, idle: Duration) -> Vec<Vec<u8>> {
         out.push(buf[..n].to_vec());
     }
     out
+}
+
+/// Splits an IPv4 frame without options (as built by [`udp_frame`]) into two fragments, the
+/// first carrying `first_len` bytes of IP payload (a multiple of 8).
+pub fn ipv4_fragments(frame: &[u8], first_len: usize) -> (Vec<u8>, Vec<u8>) {
+    assert_eq!(first_len % 8, 0);
+    let eth = &frame[..14];
+    let ip = &frame[14..34];
+    let payload = &frame[34..];
+    let make = |part: &[u8], offset_units: u16, more: bool| {
+        let mut h = ip.to_vec();
+        h[2..4].copy_from_slice(&((20 + part.len()) as u16).to_be_bytes());
+        let mut frag = offset_units;
+        if more {
+            frag |= 0x2000;
+        }
+        h[6..8].copy_from_slice(&frag.to_be_bytes());
+        h[10] = 0;
+        h[11] = 0;
+        let c = !fold(sum16(&h));
+        h[10..12].copy_from_slice(&c.to_be_bytes());
+        let mut f = eth.to_vec();
+        f.extend_from_slice(&h);
+        f.extend_from_slice(part);
+        f
+    };
+    (
+        make(&payload[..first_len], 0, true),
+        make(&payload[first_len..], (first_len / 8) as u16, false),
+    )
+}
+
+/// Turns TX checksum offload of `dev` (in the calling thread's namespace) on or off, with the
+/// legacy ETHTOOL_STXCSUM ioctl. With it off, the kernel finishes CHECKSUM_PARTIAL skbs in
+/// software before the device, so a copy's UDP checksum is complete (and checkable) on the wire.
+pub fn set_tx_csum_offload(dev: &str, on: bool) {
+    #[repr(C)]
+    struct EthtoolValue {
+        cmd: u32,
+        data: u32,
+    }
+    const ETHTOOL_STXCSUM: u32 = 0x17;
+    const SIOCETHTOOL: libc::c_ulong = 0x8946;
+    let mut val = EthtoolValue {
+        cmd: ETHTOOL_STXCSUM,
+        data: u32::from(on),
+    };
+    // SAFETY: ifreq is plain data.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(dev.as_bytes()) {
+        *d = *s as libc::c_char;
+    }
+    req.ifr_ifru.ifru_data = &mut val as *mut EthtoolValue as *mut libc::c_char;
+    // SAFETY: plain syscalls with valid arguments; fd closed below.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0);
+        let rc = libc::ioctl(fd, SIOCETHTOOL, &mut req);
+        let err = std::io::Error::last_os_error();
+        libc::close(fd);
+        assert_eq!(rc, 0, "ETHTOOL_STXCSUM on {dev}: {err}");
+    }
 }
