@@ -14,7 +14,7 @@ pub enum Error {
     BpfCompileFailed,
 
     /// The process lacks the privileges to load and attach BPF programs.
-    #[error("kernel path unavailable: not root and missing {missing} (needs CAP_BPF or CAP_SYS_ADMIN, and CAP_NET_ADMIN)")]
+    #[error("kernel path unavailable: not root / missing {missing} (run as root, or grant CAP_BPF or CAP_SYS_ADMIN, and CAP_NET_ADMIN)")]
     NotPermitted {
         /// The missing capabilities, e.g. `"CAP_BPF, CAP_NET_ADMIN"`.
         missing: String,

@@ -1130,3 +1130,69 @@ impl KernelPath {
         fwd_counters(&part.stats, "rewrite_stats")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_says_why_when_built_without_bpf() {
+        if crate::KERNEL_PATH_AVAILABLE {
+            // The root-only integration tests cover this build.
+            return;
+        }
+        let err = KernelPath::open(&Options::default()).expect_err("no objects");
+        assert!(err.is_unavailable());
+        let text = err.to_string();
+        assert!(
+            text == "kernel path unavailable: built without clang"
+                || matches!(err, Error::BpfCompileFailed),
+            "{text}"
+        );
+        eprintln!("{text}");
+    }
+
+    #[test]
+    fn slots_are_reused_and_bounded() {
+        let mut s = Slots::default();
+        let a = s.alloc().expect("slot");
+        let b = s.alloc().expect("slot");
+        assert_ne!(a, b);
+        s.release(a);
+        assert_eq!(s.alloc().expect("slot"), a);
+        let mut n = 2;
+        while s.alloc().is_ok() {
+            n += 1;
+        }
+        assert_eq!(n, MAX_OUTPUT_COUNTERS);
+    }
+
+    #[test]
+    fn outputs_are_validated() {
+        let out = Output {
+            dst: "10.200.2.2:6000".parse().expect("addr"),
+            src: "[fd00:200::1]:7000".parse().expect("addr"),
+            ssrc: 1,
+            payload_type: None,
+            next_hop: NextHop::Fib { interface: None },
+        };
+        assert!(matches!(output_raw(&out), Err(Error::InvalidOutput(_))));
+        let out = Output {
+            src: "10.200.2.1:7000".parse().expect("addr"),
+            payload_type: Some(128),
+            ..out
+        };
+        assert!(matches!(output_raw(&out), Err(Error::InvalidOutput(_))));
+        let out = Output {
+            payload_type: Some(111),
+            ..out
+        };
+        let raw = output_raw(&out).expect("valid");
+        assert_eq!(raw.pt, 111);
+        assert_eq!(raw.dst_port, 6000u16.to_be());
+        assert_eq!(raw.ssrc, 1u32.to_be());
+        assert_eq!(&raw.dst_addr[..4], &[10, 200, 2, 2]);
+        assert_eq!(raw.family, crate::maps::FAMILY_V4);
+        assert_eq!(raw.dst_mac, [0; 6], "fib lookup");
+    }
+}
