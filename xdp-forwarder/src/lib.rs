@@ -13,6 +13,8 @@
 //! flows and read the counters. Any [`Error`] from `open` means "forward in userspace"; its
 //! `Display` text is the one line to log. See the crate's README for what runs where and why.
 
+#![warn(missing_docs)]
+
 mod error;
 mod kernel_path;
 pub mod maps;

@@ -29,16 +29,21 @@ pub fn skip_reason() -> Option<String> {
     None
 }
 
-/// Prints a loud banner and returns from the test when it cannot run here.
+/// Prints a loud banner straight to stderr (not through the test harness's output capture, so
+/// it shows in a plain `cargo test`) and returns from the test when it cannot run here.
 #[macro_export]
 macro_rules! require_root {
     ($name:expr) => {
         if let Some(reason) = common::skip_reason() {
-            eprintln!(
-                "\n==================================================================\n\
-                 SKIPPED: {}: {}\n\
-                 ==================================================================\n",
-                $name, reason
+            use std::io::Write as _;
+            let _ = std::io::stderr().write_all(
+                format!(
+                    "\n==================================================================\n\
+                     SKIPPED: {}: {}\n\
+                     ==================================================================\n",
+                    $name, reason
+                )
+                .as_bytes(),
             );
             return;
         }
