@@ -32,7 +32,7 @@
 
 #define RTP_HEADER_LEN 12
 #define STUN_HEADER_LEN 20
-#define STUN_MAGIC_COOKIE 0x2112A442
+#define STUN_MAGIC_COOKIE 0x2112A442 /* bytes 4..7 of a STUN message */
 
 /* Result of parse_udp(). */
 enum parse_result {

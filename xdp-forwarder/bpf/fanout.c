@@ -10,6 +10,9 @@
  * is fully unrolled over MAX_OUTPUTS. Afterwards the original is dropped (it was consumed), or,
  * with FANOUT_F_PASS_ORIGINAL, its headers are restored and it continues up the stack.
  *
+ * An output must not lead back into the same hook with a (port, SSRC) that has a key: the copy
+ * would be fanned out again (the kernel's redirect recursion limit stops it).
+ *
  * Attach it to the ingress of the interface plain RTP arrives on (ingest from ffmpeg, GStreamer,
  * cameras) or to the egress of the interface through which userspace hands over its single plain
  * copy. Anything that is not a well-formed RTP packet with a key passes untouched and is counted.
@@ -315,6 +318,8 @@ int fanout(struct __sk_buff *skb)
 		count(&fanout_stats, FWD_PASS_ORIGINAL, skb->len);
 		return TC_ACT_OK;
 	}
+	/* Consumed. TC_ACT_SHOT, not TC_ACT_STOLEN: under TCX only OK/SHOT/REDIRECT are verdicts;
+	 * STOLEN means "next program", and the last copy's headers would go up the stack. */
 	count(&fanout_stats, FWD_CONSUMED, skb->len);
 	return TC_ACT_SHOT;
 }

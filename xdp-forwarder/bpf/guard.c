@@ -175,8 +175,9 @@ int guard(struct xdp_md *ctx)
 		count(&guard_stats, GUARD_DROP_UNKNOWN_SOURCE, bytes);
 		return XDP_DROP;
 	}
-	if ((payload[0] & 0xc0) == 0 &&
-	    *(__be32 *)(payload + 4) == bpf_htonl(STUN_MAGIC_COOKIE)) {
+	/* Byte-wise: the cookie sits at a 2-byte aligned offset. */
+	if ((payload[0] & 0xc0) == 0 && payload[4] == 0x21 && payload[5] == 0x12 &&
+	    payload[6] == 0xa4 && payload[7] == 0x42) {
 		__u32 msg_len = ((__u32)payload[2] << 8) | payload[3];
 
 		if (msg_len % 4 != 0 || msg_len + STUN_HEADER_LEN != p.payload_len) {
