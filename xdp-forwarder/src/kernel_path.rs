@@ -783,6 +783,34 @@ impl KernelPath {
             .map_err(map_err("guard_ports"))
     }
 
+    /// Makes the guard protect exactly `ports`: adds the missing ones first, then removes the
+    /// others, so a port in both the old and the new set is never unprotected.
+    pub fn set_media_ports(&mut self, ports: &[u16]) -> Result<(), Error> {
+        let g = self.guard_mut()?;
+        for &port in ports {
+            g.ports.insert(port, 1, 0).map_err(map_err("guard_ports"))?;
+        }
+        let current: Vec<u16> = g.ports.keys().filter_map(Result::ok).collect();
+        for port in current {
+            if !ports.contains(&port) {
+                g.ports.remove(&port).map_err(map_err("guard_ports"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The ports the guard protects, as the kernel map holds them.
+    pub fn media_ports(&self) -> Result<Vec<u16>, Error> {
+        let g = self.guard.as_ref().ok_or(Error::NotEnabled("guard"))?;
+        let mut ports = g
+            .ports
+            .keys()
+            .collect::<Result<Vec<u16>, _>>()
+            .map_err(map_err("guard_ports"))?;
+        ports.sort_unstable();
+        Ok(ports)
+    }
+
     /// Admits a flow: the guard passes its datagrams to the media port.
     pub fn admit(&mut self, flow: &Flow) -> Result<(), Error> {
         let key = flow_key(flow)?;

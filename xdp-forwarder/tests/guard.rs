@@ -118,7 +118,10 @@ fn guard_revoke_and_stun_refill() {
             burst: 2,
         },
     );
-    kp.add_media_port(MEDIA_PORT).expect("port");
+    kp.set_media_ports(&[MEDIA_PORT, 5006, 5008])
+        .expect("ports");
+    kp.set_media_ports(&[5008, MEDIA_PORT]).expect("ports");
+    assert_eq!(kp.media_ports().expect("ports"), vec![MEDIA_PORT, 5008]);
     let peer = SocketAddr::new(A_V4.into(), 40000);
     let media = SocketAddr::new(B0_V4.into(), MEDIA_PORT);
     let flow = Flow { peer, local: media };
