@@ -41,6 +41,19 @@ pub struct Cli {
     /// io_uring is unavailable) [default: uring].
     #[arg(long, value_enum, value_name = "SHELL")]
     pub io: Option<IoMode>,
+
+    /// Kernel path (needs root or CAP_BPF+CAP_NET_ADMIN, and a build with clang): attach the XDP
+    /// guard to this media interface (only admitted flows and rate-limited STUN reach the media
+    /// ports) and copy plain RTP outputs to off-box receivers with the TC fan-out, routed out of
+    /// this interface (IP forwarding must be on for it). Without it, or where it cannot load,
+    /// everything stays in userspace [default: off].
+    #[arg(long, value_name = "IFACE")]
+    pub kernel_interface: Option<String>,
+
+    /// Loopback UDP port the workers hand the one plain copy of a kernel-path output to; the TC
+    /// program on lo's egress consumes it [default: 47999].
+    #[arg(long, value_name = "PORT")]
+    pub kernel_handoff_port: Option<u16>,
 }
 
 /// Which I/O shell drives the media workers.
@@ -62,6 +75,8 @@ struct FileConfig {
     public_ip: Option<Vec<IpAddr>>,
     media_port: Option<u16>,
     io: Option<IoMode>,
+    kernel_interface: Option<String>,
+    kernel_handoff_port: Option<u16>,
     #[serde(default)]
     ingest: Vec<IngestSpec>,
     #[serde(default)]
@@ -91,6 +106,10 @@ pub struct Settings {
     pub media_port: u16,
     /// Media I/O shell.
     pub io: IoMode,
+    /// Interface of the kernel path, if asked for.
+    pub kernel_interface: Option<String>,
+    /// Loopback port of the kernel path's hand-off.
+    pub kernel_handoff_port: u16,
     /// Plain RTP ingests to create at start (TOML `[[ingest]]`).
     pub ingests: Vec<IngestSpec>,
     /// Plain RTP outputs to create at start (TOML `[[output]]`).
@@ -119,6 +138,11 @@ impl Cli {
             public_ips,
             media_port: self.media_port.or(file.media_port).unwrap_or(0),
             io: self.io.or(file.io).unwrap_or(IoMode::Uring),
+            kernel_interface: self.kernel_interface.clone().or(file.kernel_interface),
+            kernel_handoff_port: self
+                .kernel_handoff_port
+                .or(file.kernel_handoff_port)
+                .unwrap_or(47999),
             ingests: file.ingest,
             outputs: file.output,
         })

@@ -6,6 +6,7 @@
 //! binary is a thin wrapper; tests and the load generator start servers in-process.
 
 pub mod config;
+mod kernel;
 mod mmsg;
 pub mod net;
 mod worker;
@@ -20,6 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::info;
 
 pub use crate::config::{Cli, ConfiguredOutput, IoMode, Settings};
+use crate::kernel::Kernel;
 use crate::worker::WorkerSpec;
 use sfu_core::plain::{IngestSpec, OutputSpec};
 
@@ -38,9 +40,7 @@ impl Server {
     /// Binds every socket and starts every thread; returns once the server accepts connections.
     pub fn start(settings: &Settings) -> Result<Server> {
         let ips = net::announced_ips(&settings.public_ips);
-        let mut handles = Vec::with_capacity(settings.workers);
-        let mut workers = Vec::with_capacity(settings.workers);
-        let mut io = settings.io;
+        let mut sockets = Vec::with_capacity(settings.workers);
         for index in 0..settings.workers {
             let port = match settings.media_port {
                 0 => 0,
@@ -48,8 +48,21 @@ impl Server {
                     .checked_add(u16::try_from(index).context("too many workers")?)
                     .context("media port range overflows")?,
             };
-            let socket = net::bind_media_socket(port)?;
-            let port = socket.local_addr()?.port();
+            sockets.push(net::bind_media_socket(port)?);
+        }
+        let ports = sockets
+            .iter()
+            .map(|s| s.local_addr().map(|a| a.port()))
+            .collect::<std::io::Result<Vec<u16>>>()?;
+        let kernel = settings
+            .kernel_interface
+            .as_deref()
+            .and_then(|iface| Kernel::open(iface, settings.kernel_handoff_port, &ports))
+            .map(Arc::new);
+        let mut handles = Vec::with_capacity(settings.workers);
+        let mut workers = Vec::with_capacity(settings.workers);
+        let mut io = settings.io;
+        for (index, (socket, port)) in sockets.into_iter().zip(ports).enumerate() {
             let candidates: Vec<SocketAddr> =
                 ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect();
             let (tx, rx) = mpsc::unbounded_channel();
@@ -59,6 +72,7 @@ impl Server {
                     socket,
                     candidates,
                     commands: rx,
+                    kernel: kernel.clone(),
                 },
                 settings.io,
             )?;

@@ -153,6 +153,31 @@ pub struct OutputInfo {
     pub targets: Vec<TargetInfo>,
 }
 
+/// Where an output's copies are made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputPath {
+    /// One datagram per receiver, sent by the worker.
+    Userspace,
+    /// One datagram, sent to `handoff` with SSRC `ssrc`; the kernel's fan-out program (TC, on the
+    /// egress of `lo`) turns it into the receivers' copies, each with its own SSRC and addresses.
+    Kernel {
+        /// Where the one copy goes (a loopback address whose port the fan-out program watches).
+        handoff: SocketAddr,
+        /// The SSRC that keys this output in the fan-out map.
+        ssrc: u32,
+    },
+}
+
+impl OutputPath {
+    /// Its name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            OutputPath::Userspace => "userspace",
+            OutputPath::Kernel { .. } => "kernel",
+        }
+    }
+}
+
 /// Why a plain-leg request was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlainError {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use sfu_core::demux::FlowChange;
-use sfu_core::plain::{IngestCodec, IngestSpec, OutputSpec, OutputTarget, PlainError};
+use sfu_core::plain::{IngestCodec, IngestSpec, OutputPath, OutputSpec, OutputTarget, PlainError};
 use sfu_core::protocol::{ClientMessage, ServerMessage};
 use sfu_core::str0m::media::MediaKind;
 use sfu_core::wire::{RtpPacket, RtpRepr};
@@ -296,4 +296,61 @@ fn nonsense_plain_requests_are_refused() {
         Err(PlainError::UnknownIngest(99))
     ));
     assert!(w.core.output_infos().is_empty());
+}
+
+#[test]
+fn a_kernel_path_output_hands_one_copy_to_the_kernel_and_reports_its_end() {
+    let mut w = connected_room(2);
+    let video = w.client(0).video.unwrap();
+    let spec = OutputSpec {
+        room: "kitchen".into(),
+        track_id: format!("1:{video}"),
+        targets: vec![
+            target("10.9.0.2:6000", None, None),
+            target("10.9.0.3:6000", None, None),
+        ],
+    };
+    w.core.add_output(70, spec).unwrap();
+    let handoff = addr("127.0.0.1:47999");
+    let info = w
+        .core
+        .set_output_path(
+            70,
+            OutputPath::Kernel {
+                handoff,
+                ssrc: 0xFEED,
+            },
+        )
+        .unwrap();
+    assert_eq!(info.path, "kernel");
+    w.send_media(0, MediaKind::Video, 20, 0xB7);
+    assert!(
+        w.plain.iter().all(|(d, _)| *d == handoff),
+        "nothing goes to the receivers from userspace"
+    );
+    assert_eq!(
+        w.plain.len(),
+        20,
+        "one copy per packet, whatever the number of receivers"
+    );
+    let views: Vec<_> = w
+        .plain
+        .iter()
+        .map(|(_, p)| RtpPacket::new_checked(&p[..]).unwrap())
+        .collect();
+    assert!(views.iter().all(|v| v.ssrc() == 0xFEED));
+    for pair in views.windows(2) {
+        assert_eq!(
+            pair[1].sequence_number(),
+            pair[0].sequence_number().wrapping_add(1)
+        );
+    }
+    assert_eq!(w.core.output_infos()[0].targets[1].packets, 20);
+    w.to_core.push_back((1, ClientMessage::Leave));
+    w.pump();
+    assert_eq!(
+        w.closed_outputs,
+        vec![70],
+        "the shell learns the output ended with its track"
+    );
 }

@@ -15,10 +15,12 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::mpsc as std_mpsc;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
 use anyhow::{anyhow, Context, Result};
+use sfu_core::plain::{OutputInfo, OutputPath, PlainError};
 use sfu_core::protocol::{PeerId, ServerMessage};
 use sfu_core::{Core, CoreConfig, Output, Transmit};
 use signaling::{PlainReply, PlainRequest, WorkerCommand};
@@ -27,6 +29,7 @@ use tokio::sync::{mpsc, Notify};
 use tracing::{debug, info, warn};
 
 pub use crate::config::IoMode;
+use crate::kernel::Kernel;
 use crate::net::LocalAddrs;
 
 /// Size of a receive buffer: above any datagram the core accepts, so a larger one arrives
@@ -45,6 +48,8 @@ pub struct WorkerSpec {
     pub candidates: Vec<SocketAddr>,
     /// Signaling for the rooms it owns.
     pub commands: mpsc::UnboundedReceiver<WorkerCommand>,
+    /// The process's kernel path, when it is active.
+    pub kernel: Option<Arc<Kernel>>,
 }
 
 /// Starts the worker thread; returns the shell in use once its runtime is up.
@@ -95,6 +100,8 @@ struct Shared {
     /// The deadline the timer task sleeps towards.
     armed: Cell<Option<Instant>>,
     local: LocalAddrs,
+    candidates: Vec<SocketAddr>,
+    kernel: Option<Arc<Kernel>>,
 }
 
 impl Shared {
@@ -111,6 +118,8 @@ impl Shared {
             timer_wake: Notify::new(),
             armed: Cell::new(None),
             local: LocalAddrs::new(&spec.candidates),
+            candidates: spec.candidates.clone(),
+            kernel: spec.kernel.clone(),
         })
     }
 
@@ -121,6 +130,23 @@ impl Shared {
                 .borrow_mut()
                 .handle_datagram(now, source, destination, data);
         }
+    }
+
+    /// Puts output `id` on the kernel path when it is active and can serve the output's
+    /// receivers, else on the userspace path.
+    fn choose_output_path(
+        &self,
+        core: &mut Core,
+        id: u64,
+        info: OutputInfo,
+    ) -> Result<OutputInfo, PlainError> {
+        let Some(kernel) = &self.kernel else {
+            return Ok(info);
+        };
+        let path = kernel
+            .program(id, &info, &self.candidates)
+            .unwrap_or(OutputPath::Userspace);
+        core.set_output_path(id, path)
     }
 
     /// Takes everything the core produced: datagrams to the send queue, messages to outboxes.
@@ -155,7 +181,16 @@ impl Shared {
                     Output::Closed(peer) => {
                         outboxes.remove(&peer);
                     }
-                    Output::Flow(change) => debug!(?change, "media flow"),
+                    Output::Flow(change) => {
+                        if let Some(k) = &self.kernel {
+                            k.apply(change);
+                        }
+                    }
+                    Output::OutputClosed(id) => {
+                        if let Some(k) = &self.kernel {
+                            k.unprogram(id);
+                        }
+                    }
                 }
             }
         }
@@ -228,7 +263,11 @@ async fn command_loop(shared: Rc<Shared>, mut rx: mpsc::UnboundedReceiver<Worker
                 shared.flush();
             }
             WorkerCommand::Stats { reply } => {
-                let _ = reply.send(shared.core.borrow().stats());
+                let mut stats = shared.core.borrow().stats();
+                if let Some(k) = &shared.kernel {
+                    k.overlay_counters(&mut stats.outputs);
+                }
+                let _ = reply.send(stats);
             }
             WorkerCommand::Plain { request, reply } => {
                 let result = {
@@ -240,12 +279,14 @@ async fn command_loop(shared: Rc<Shared>, mut rx: mpsc::UnboundedReceiver<Worker
                         PlainRequest::RemoveIngest { id } => {
                             core.remove_ingest(now, id).map(|()| PlainReply::Removed)
                         }
-                        PlainRequest::AddOutput { id, spec } => {
-                            core.add_output(id, spec).map(PlainReply::Output)
-                        }
-                        PlainRequest::SetOutputTargets { id, targets } => {
-                            core.set_output_targets(id, targets).map(PlainReply::Output)
-                        }
+                        PlainRequest::AddOutput { id, spec } => core
+                            .add_output(id, spec)
+                            .and_then(|info| shared.choose_output_path(&mut core, id, info))
+                            .map(PlainReply::Output),
+                        PlainRequest::SetOutputTargets { id, targets } => core
+                            .set_output_targets(id, targets)
+                            .and_then(|info| shared.choose_output_path(&mut core, id, info))
+                            .map(PlainReply::Output),
                         PlainRequest::RemoveOutput { id } => {
                             core.remove_output(id).map(|()| PlainReply::Removed)
                         }

@@ -9,6 +9,7 @@ use str0m::media::Pt;
 use str0m::rtp::ExtensionValues;
 
 use super::*;
+use crate::plain::OutputPath;
 use crate::wire::RtpRepr;
 
 /// One packet of a published track on its way out, whichever kind of publisher sent it.
@@ -166,6 +167,39 @@ impl Core {
             let Some(output) = self.outputs.get_mut(id) else {
                 continue;
             };
+            if let OutputPath::Kernel { handoff, ssrc } = output.path {
+                let Some(out) = output.handoff.rewrite(
+                    pkt.ssrc,
+                    pkt.seq,
+                    pkt.timestamp,
+                    pkt.arrival,
+                    clock_rate,
+                ) else {
+                    self.counters.drop(DropReason::StaleSource);
+                    continue;
+                };
+                let repr = RtpRepr {
+                    payload_type: *pkt.pt,
+                    sequence_number: out.seq as u16,
+                    timestamp: out.timestamp,
+                    ssrc,
+                    marker: pkt.marker,
+                };
+                if let Some(buf) = build_plain(&mut self.pool, &repr, &pkt.payload) {
+                    for target in &mut output.targets {
+                        target.packets += 1;
+                        target.bytes += pkt.payload.len() as u64;
+                    }
+                    self.counters.forwarded_packets += 1;
+                    self.counters.forwarded_bytes += pkt.payload.len() as u64;
+                    self.transmits.push_back(Transmit {
+                        source: local_for(&self.config.candidates, handoff),
+                        destination: handoff,
+                        contents: buf,
+                    });
+                }
+                continue;
+            }
             for target in &mut output.targets {
                 let Some(out) = target.rewriter.rewrite(
                     pkt.ssrc,
@@ -185,12 +219,9 @@ impl Core {
                     ssrc: target.ssrc,
                     marker: pkt.marker,
                 };
-                let mut buf = self.pool.take(repr.header_len() + pkt.payload.len());
-                buf.resize(repr.header_len(), 0);
-                if repr.emit(&mut buf).is_err() {
+                let Some(buf) = build_plain(&mut self.pool, &repr, &pkt.payload) else {
                     continue;
-                }
-                buf.extend_from_slice(&pkt.payload);
+                };
                 target.packets += 1;
                 target.bytes += pkt.payload.len() as u64;
                 self.counters.forwarded_packets += 1;
@@ -235,6 +266,15 @@ impl Core {
         }
         self.mark_dirty(source.peer);
     }
+}
+
+/// A plain RTP datagram in a pooled buffer.
+fn build_plain(pool: &mut BufferPool, repr: &RtpRepr, payload: &[u8]) -> Option<Vec<u8>> {
+    let mut buf = pool.take(repr.header_len() + payload.len());
+    buf.resize(repr.header_len(), 0);
+    repr.emit(&mut buf).ok()?;
+    buf.extend_from_slice(payload);
+    Some(buf)
 }
 
 /// The announced address a datagram to `destination` leaves from: loopback for loopback, else the

@@ -69,6 +69,9 @@ pub enum Output {
     Closed(PeerId),
     /// A 5-tuple became valid or stopped being valid (for an in-kernel guard).
     Flow(FlowChange),
+    /// A plain RTP output is gone (removed, or its track ended): the shell drops what it set up
+    /// for it (its kernel fan-out entry).
+    OutputClosed(u64),
 }
 
 /// Who a datagram is for.
@@ -88,6 +91,7 @@ pub struct Core {
     ingest_by_source: HashMap<SocketAddr, PeerId>,
     outputs: HashMap<u64, plain::PlainOutput>,
     outputs_by_track: HashMap<TrackKey, Vec<u64>>,
+    closed_outputs: VecDeque<u64>,
     pool: BufferPool,
     demux: Demux,
     counters: Counters,
@@ -113,6 +117,7 @@ impl Core {
             ingest_by_source: HashMap::new(),
             outputs: HashMap::new(),
             outputs_by_track: HashMap::new(),
+            closed_outputs: VecDeque::new(),
             pool: BufferPool::default(),
             demux: Demux::default(),
             counters: Counters::default(),
@@ -343,6 +348,9 @@ impl Core {
         }
         if let Some(change) = self.demux.next_change() {
             return Some(Output::Flow(change));
+        }
+        if let Some(id) = self.closed_outputs.pop_front() {
+            return Some(Output::OutputClosed(id));
         }
         self.closed.pop_front().map(Output::Closed)
     }

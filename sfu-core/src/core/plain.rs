@@ -12,7 +12,8 @@ use str0m::rtp::ExtensionValues;
 use super::forward::Forwarded;
 use super::*;
 use crate::plain::{
-    IngestInfo, IngestSpec, OutputInfo, OutputSpec, OutputTarget, PlainError, TargetInfo,
+    IngestInfo, IngestSpec, OutputInfo, OutputPath, OutputSpec, OutputTarget, PlainError,
+    TargetInfo,
 };
 use crate::protocol::{PeerInfo, TrackKind, TrackSource};
 use crate::rewrite::{SeqExtender, SeqTsRewriter};
@@ -48,6 +49,10 @@ pub(super) struct PlainOutput {
     pub room: Arc<str>,
     pub key: TrackKey,
     pub targets: Vec<PlainTarget>,
+    pub path: OutputPath,
+    /// Numbering of the one copy handed to the kernel (its receivers differ only in SSRC, PT
+    /// and addresses, which the kernel rewrites).
+    pub handoff: SeqTsRewriter,
 }
 
 /// One receiver of an output, with its own numbering.
@@ -295,7 +300,16 @@ impl Core {
             .ok_or_else(|| PlainError::UnknownTrack(spec.track_id.clone(), spec.room.clone()))?;
         let targets = build_targets(id, &spec.targets, Vec::new())?;
         info!(output = id, track = %spec.track_id, targets = targets.len(), "plain RTP output added");
-        self.outputs.insert(id, PlainOutput { room, key, targets });
+        self.outputs.insert(
+            id,
+            PlainOutput {
+                room,
+                key,
+                targets,
+                path: OutputPath::Userspace,
+                handoff: SeqTsRewriter::new(),
+            },
+        );
         self.outputs_by_track.entry(key).or_default().push(id);
         self.output_info(id).ok_or(PlainError::UnknownOutput(id))
     }
@@ -336,7 +350,21 @@ impl Core {
             }
         }
         info!(output = id, "plain RTP output removed");
+        self.closed_outputs.push_back(id);
         Ok(())
+    }
+
+    /// Moves output `id` to another path (the shell programmed or unprogrammed the kernel).
+    pub fn set_output_path(&mut self, id: u64, path: OutputPath) -> Result<OutputInfo, PlainError> {
+        let output = self
+            .outputs
+            .get_mut(&id)
+            .ok_or(PlainError::UnknownOutput(id))?;
+        if output.path != path {
+            info!(output = id, path = path.name(), "plain RTP output path");
+            output.path = path;
+        }
+        self.output_info(id).ok_or(PlainError::UnknownOutput(id))
     }
 
     /// Every output of this core.
@@ -353,7 +381,7 @@ impl Core {
             id,
             room: o.room.to_string(),
             track_id: o.key.id(),
-            path: "userspace",
+            path: o.path.name(),
             targets: o
                 .targets
                 .iter()

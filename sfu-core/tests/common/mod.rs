@@ -60,6 +60,8 @@ pub struct World {
     pub plain: Vec<(SocketAddr, Vec<u8>)>,
     /// Flow changes the core reported, in order.
     pub flows: Vec<FlowChange>,
+    /// Outputs the core reported gone.
+    pub closed_outputs: Vec<u64>,
 }
 
 pub fn server_addr() -> SocketAddr {
@@ -79,6 +81,7 @@ impl World {
             to_core: VecDeque::new(),
             plain: Vec::new(),
             flows: Vec::new(),
+            closed_outputs: Vec::new(),
         }
     }
 
@@ -193,6 +196,7 @@ impl World {
                     }
                     Output::Closed(_) => {}
                     Output::Flow(change) => self.flows.push(change),
+                    Output::OutputClosed(id) => self.closed_outputs.push(id),
                 }
             }
             for i in 0..self.clients.len() {

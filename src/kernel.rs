@@ -1,0 +1,178 @@
+//! The in-kernel fast path as the server uses it (`--kernel-interface`): an XDP guard on the media
+//! interface that lets through only flows the cores admitted (and rate-limited STUN), and a TC
+//! fan-out on the egress of `lo` that turns the one plain copy a worker hands over into the copies
+//! of a plain RTP output. One [`KernelPath`] serves the process; its maps change on joins, leaves
+//! and output changes, never per packet, so a mutex is enough.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Mutex;
+
+use sfu_core::demux::FlowChange;
+use sfu_core::plain::{OutputInfo, OutputPath};
+use tracing::{debug, info, warn};
+use xdp_forwarder::{
+    Direction, FanoutKey, Flow, KernelPath, NextHop, Options, Output, OutputId, TcHook,
+};
+
+/// The kernel path of this process.
+pub struct Kernel {
+    path: Mutex<State>,
+    interface: String,
+    handoff_port: u16,
+}
+
+struct State {
+    kp: KernelPath,
+    /// Output id → its fan-out key and the kernel's ids of its receivers, in target order.
+    outputs: HashMap<u64, (FanoutKey, Vec<OutputId>)>,
+}
+
+impl Kernel {
+    /// Loads and attaches the programs on `interface`, or says in one line why the kernel path is
+    /// not available (the server then guards nothing in the kernel and copies outputs in userspace).
+    pub fn open(interface: &str, handoff_port: u16, media_ports: &[u16]) -> Option<Kernel> {
+        let options = Options {
+            media_interface: interface.into(),
+            guard: true,
+            fanout: vec![TcHook {
+                interface: "lo".into(),
+                direction: Direction::Egress,
+            }],
+            ..Options::default()
+        };
+        let opened = KernelPath::open(&options)
+            .and_then(|mut kp| kp.set_media_ports(media_ports).map(|()| kp));
+        match opened {
+            Ok(kp) => {
+                info!(
+                    interface,
+                    xdp = ?kp.xdp_mode(),
+                    handoff_port,
+                    "kernel path active: XDP guard on the media interface, TC fan-out for plain RTP outputs"
+                );
+                Some(Kernel {
+                    path: Mutex::new(State {
+                        kp,
+                        outputs: HashMap::new(),
+                    }),
+                    interface: interface.into(),
+                    handoff_port,
+                })
+            }
+            Err(e) => {
+                warn!(interface, error = %e, "kernel path unavailable: no in-kernel guard, plain RTP outputs are copied in userspace");
+                None
+            }
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.path.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Mirrors a core's change of admitted flows into the guard.
+    pub fn apply(&self, change: FlowChange) {
+        let (result, what) = match change {
+            FlowChange::Admitted((peer, local)) => {
+                (self.state().kp.admit(&Flow { peer, local }), "admit")
+            }
+            FlowChange::Revoked((peer, local)) => {
+                (self.state().kp.revoke(&Flow { peer, local }), "revoke")
+            }
+        };
+        if let Err(e) = result {
+            warn!(?change, error = %e, "guard map update failed ({what})");
+        }
+    }
+
+    /// Programs the fan-out for output `id` as `info` describes it; returns the path the core is to
+    /// use, or `None` to keep (or go back to) userspace. Loopback receivers cannot be reached by a
+    /// redirected copy, so outputs with one stay in userspace.
+    pub fn program(
+        &self,
+        id: u64,
+        info: &OutputInfo,
+        candidates: &[SocketAddr],
+    ) -> Option<OutputPath> {
+        if info.targets.iter().any(|t| t.address.ip().is_loopback()) {
+            debug!(
+                output = id,
+                "an output with a loopback receiver is copied in userspace"
+            );
+            self.unprogram(id);
+            return None;
+        }
+        let key = FanoutKey {
+            port: self.handoff_port,
+            ssrc: handoff_ssrc(id),
+        };
+        let mut outputs = Vec::with_capacity(info.targets.len());
+        for t in &info.targets {
+            let Some(src) = candidates
+                .iter()
+                .find(|c| !c.ip().is_loopback() && c.is_ipv4() == t.address.is_ipv4())
+            else {
+                debug!(output = id, to = %t.address, "no announced address of that family: userspace");
+                self.unprogram(id);
+                return None;
+            };
+            outputs.push(Output {
+                dst: t.address,
+                src: *src,
+                ssrc: t.ssrc,
+                payload_type: t.payload_type,
+                next_hop: NextHop::Fib {
+                    interface: Some(self.interface.clone()),
+                },
+            });
+        }
+        let mut state = self.state();
+        match state.kp.set_outputs(key, &outputs) {
+            Ok(ids) => {
+                state.outputs.insert(id, (key, ids));
+                Some(OutputPath::Kernel {
+                    handoff: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), self.handoff_port),
+                    ssrc: key.ssrc,
+                })
+            }
+            Err(e) => {
+                warn!(output = id, error = %e, "kernel fan-out not programmed: userspace copies");
+                drop(state);
+                self.unprogram(id);
+                None
+            }
+        }
+    }
+
+    /// Removes what was programmed for output `id`, if anything.
+    pub fn unprogram(&self, id: u64) {
+        let mut state = self.state();
+        if let Some((key, _)) = state.outputs.remove(&id) {
+            if let Err(e) = state.kp.remove_key(key) {
+                warn!(output = id, error = %e, "kernel fan-out entry not removed");
+            }
+        }
+    }
+
+    /// Replaces the userspace counts of kernel outputs by what the kernel sent.
+    pub fn overlay_counters(&self, outputs: &mut [OutputInfo]) {
+        let state = self.state();
+        for info in outputs {
+            let Some((_, ids)) = state.outputs.get(&info.id) else {
+                continue;
+            };
+            for (target, kid) in info.targets.iter_mut().zip(ids) {
+                if let Ok(c) = state.kp.output_counters(*kid) {
+                    target.packets = c.packets;
+                    target.bytes = c.bytes;
+                }
+            }
+        }
+    }
+}
+
+/// The SSRC that keys output `id`'s hand-off in the fan-out map: distinct per output.
+fn handoff_ssrc(id: u64) -> u32 {
+    (id as u32).wrapping_mul(0x9E37_79B1) | 1
+}
