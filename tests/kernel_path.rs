@@ -1,0 +1,367 @@
+//! The kernel path end to end, in two network namespaces the test creates and removes: the SFU
+//! runs in S with `--kernel-interface` on its veth; a WebRTC publisher (sfu-client), plain RTP
+//! receivers and a flooder live in R, on the far side of that veth. Addresses exist only inside
+//! the two namespaces.
+//!
+//! - the publisher's media crosses the XDP guard because the SFU admitted its flow after ICE;
+//! - a flood from an unknown source is dropped in the kernel (the SFU's socket never sees it)
+//!   while the call goes on;
+//! - a plain RTP output of the publisher's track to two receivers is copied by the TC fan-out:
+//!   each receiver gets every packet, with its own SSRC, consecutive sequence numbers and the
+//!   payload byte for byte.
+//!
+//! Needs root and a build with clang; says so loudly and returns otherwise.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use sfu_client::{ClientConfig, TrackKind};
+use support::{http, join_with, vp8_keyframe_payload};
+
+const S_ADDR: &str = "10.231.0.1";
+const R_ADDR: &str = "10.231.0.2";
+
+fn skip(why: &str) {
+    eprintln!("\n!!! SKIPPED kernel_path: {why} !!!\n");
+}
+
+fn run(args: &[&str]) {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect("run command");
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Two namespaces joined by a veth pair; removed on drop.
+struct Topology {
+    s: String,
+    r: String,
+    s_if: String,
+}
+
+impl Topology {
+    fn new() -> Topology {
+        let id = std::process::id();
+        let t = Topology {
+            s: format!("esfu-s-{id}"),
+            r: format!("esfu-r-{id}"),
+            s_if: format!("esfu-vs{}", id % 100_000),
+        };
+        let r_if = format!("esfu-vr{}", id % 100_000);
+        run(&["ip", "netns", "add", &t.s]);
+        run(&["ip", "netns", "add", &t.r]);
+        run(&[
+            "ip", "link", "add", &t.s_if, "netns", &t.s, "type", "veth", "peer", "name", &r_if,
+            "netns", &t.r,
+        ]);
+        for (ns, iface, addr) in [(&t.s, &t.s_if, S_ADDR), (&t.r, &r_if, R_ADDR)] {
+            run(&[
+                "ip",
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{addr}/24"),
+                "dev",
+                iface,
+            ]);
+            run(&["ip", "-n", ns, "link", "set", iface, "up"]);
+            run(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        }
+        // The fan-out's fib lookup answers only with forwarding on and the neighbour known.
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            &t.s,
+            "sysctl",
+            "-qw",
+            &format!("net.ipv4.conf.{}.forwarding=1", t.s_if),
+        ]);
+        let mac = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &t.r,
+                "cat",
+                &format!("/sys/class/net/{r_if}/address"),
+            ])
+            .output()
+            .expect("read MAC");
+        let mac = String::from_utf8_lossy(&mac.stdout).trim().to_owned();
+        run(&[
+            "ip",
+            "-n",
+            &t.s,
+            "neigh",
+            "replace",
+            R_ADDR,
+            "lladdr",
+            &mac,
+            "dev",
+            &t.s_if,
+            "nud",
+            "permanent",
+        ]);
+        t
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        for ns in [&self.s, &self.r] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// Moves the calling thread into namespace `ns` (threads it spawns inherit it).
+fn enter(ns: &str) {
+    let file = std::fs::File::open(format!("/run/netns/{ns}")).expect("open netns");
+    // SAFETY: setns on a valid namespace fd affects only the calling thread.
+    let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns {ns}: {}", std::io::Error::last_os_error());
+}
+
+/// edge-sfu inside namespace S, listening on all of S's addresses; killed on drop.
+struct Sfu {
+    child: Child,
+    http: SocketAddr,
+}
+
+impl Sfu {
+    fn start(t: &Topology) -> Sfu {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &t.s, env!("CARGO_BIN_EXE_edge-sfu")])
+            .args([
+                "--listen",
+                "0.0.0.0:0",
+                "--workers",
+                "1",
+                "--public-ip",
+                S_ADDR,
+            ])
+            .args(["--kernel-interface", &t.s_if])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start edge-sfu");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("ready line");
+        let url = line
+            .trim()
+            .strip_prefix("edge-sfu ready: ")
+            .expect("ready line")
+            .to_owned();
+        let http = url
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .parse()
+            .expect("address in the ready line");
+        Sfu { child, http }
+    }
+}
+
+impl Drop for Sfu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP request to the SFU's API from its own namespace (the API answers loopback only, so the
+/// request goes to S's loopback on the same port).
+fn api(
+    t: &Topology,
+    sfu: &Sfu,
+    method: &'static str,
+    path: String,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let ns = t.s.clone();
+    let addr = SocketAddr::from(([127, 0, 0, 1], sfu.http.port()));
+    std::thread::spawn(move || {
+        enter(&ns);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let body = body.map(|b| b.to_string());
+        let (status, text) = rt
+            .block_on(http(addr, method, &path, body.as_deref()))
+            .expect("HTTP");
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    })
+    .join()
+    .expect("API thread")
+}
+
+/// Datagrams received on `socket` until `quiet` passes with nothing new.
+fn drain(socket: &UdpSocket, quiet: Duration) -> Vec<Vec<u8>> {
+    socket.set_read_timeout(Some(quiet)).expect("timeout");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 2048];
+    while let Ok(n) = socket.recv(&mut buf) {
+        got.push(buf[..n].to_vec());
+    }
+    got
+}
+
+#[test]
+fn kernel_guard_and_fanout_serve_a_real_call() {
+    if unsafe { libc::geteuid() } != 0 {
+        return skip("needs root (network namespaces, BPF)");
+    }
+    if !xdp_forwarder::KERNEL_PATH_AVAILABLE {
+        return skip("edge-sfu was built without clang: no BPF programs");
+    }
+    let t = Topology::new();
+    let sfu = Sfu::start(&t);
+    enter(&t.r);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+
+    // The publisher joins from R: its STUN passes the guard, the SFU admits its flow, and its
+    // DTLS and SRTP pass after that.
+    let ws = format!("ws://{S_ADDR}:{}/ws", sfu.http.port());
+    let mut config = ClientConfig::new(ws, "kernel", "publisher");
+    config.bind_addr = format!("{R_ADDR}:0").parse().expect("bind address");
+    let config = config.audio(false).video(true);
+    let publisher = rt.block_on(join_with(config));
+    let video = publisher
+        .local_tracks()
+        .into_iter()
+        .find(|tr| tr.kind == TrackKind::Video)
+        .expect("video track");
+    let track_id = video
+        .server_track_id(publisher.peer_id())
+        .expect("track id");
+
+    let r1 = UdpSocket::bind((R_ADDR, 6000)).expect("receiver 1");
+    let r2 = UdpSocket::bind((R_ADDR, 6002)).expect("receiver 2");
+    let (status, info) = api(
+        &t,
+        &sfu,
+        "POST",
+        "/api/outputs".into(),
+        Some(json!({"room": "kernel", "trackId": track_id, "targets": [
+            {"address": format!("{R_ADDR}:6000"), "ssrc": 1111},
+            {"address": format!("{R_ADDR}:6002"), "ssrc": 2222, "payloadType": 100}
+        ]})),
+    );
+    assert_eq!(status, 201, "{info}");
+    assert_eq!(
+        info["path"], "kernel",
+        "the output is served by the TC fan-out: {info}"
+    );
+
+    // Warm up until copies arrive, then measure.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut warm = 0;
+    r1.set_read_timeout(Some(Duration::from_millis(20)))
+        .expect("timeout");
+    let mut buf = [0u8; 2048];
+    loop {
+        rt.block_on(publisher.send_rtp(
+            video.id,
+            vp8_keyframe_payload(&format!("warm {warm}"), 100),
+            true,
+        ))
+        .expect("send");
+        warm += 1;
+        if r1.recv(&mut buf).is_ok() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no kernel copy arrived");
+    }
+    drain(&r1, Duration::from_millis(300));
+    drain(&r2, Duration::from_millis(50));
+
+    // A flood from a source the SFU never admitted, during the measured run. The receivers read
+    // in their own threads while the publisher sends, as a recorder would.
+    let media_port = {
+        let (_, stats) = api(&t, &sfu, "GET", "/api/stats".into(), None);
+        stats["workers"][0]["mediaPort"]
+            .as_u64()
+            .expect("media port") as u16
+    };
+    let drops_before = api(&t, &sfu, "GET", "/api/stats".into(), None).1["drops"].clone();
+    let readers: Vec<_> = [r1, r2]
+        .into_iter()
+        .map(|socket| std::thread::spawn(move || drain(&socket, Duration::from_millis(1500))))
+        .collect();
+    let flooder = UdpSocket::bind((R_ADDR, 0)).expect("flooder");
+    const N: usize = 200;
+    let payload = |i: usize| vp8_keyframe_payload(&format!("kernel copy #{i:03}|"), 300 + i);
+    for i in 0..N {
+        rt.block_on(publisher.send_rtp(video.id, payload(i), true))
+            .expect("send");
+        for _ in 0..5 {
+            let _ = flooder.send_to(
+                &[0x80, 96, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0xde, 0xad],
+                (S_ADDR, media_port),
+            );
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let received: Vec<Vec<Vec<u8>>> = readers
+        .into_iter()
+        .map(|r| r.join().expect("reader"))
+        .collect();
+    for (got, ssrc, pt) in [
+        (&received[0], 1111u32, None),
+        (&received[1], 2222, Some(100u8)),
+    ] {
+        let measured: Vec<&Vec<u8>> = got
+            .iter()
+            .filter(|p| p.windows(12).any(|w| w == b"kernel copy "))
+            .collect();
+        assert_eq!(
+            measured.len(),
+            N,
+            "every packet reaches receiver with SSRC {ssrc}"
+        );
+        for (i, p) in measured.iter().enumerate() {
+            assert_eq!(u32::from_be_bytes([p[8], p[9], p[10], p[11]]), ssrc);
+            if let Some(pt) = pt {
+                assert_eq!(p[1] & 0x7f, pt);
+            }
+            assert_eq!(&p[12..], payload(i).as_slice(), "payload byte for byte");
+        }
+        for pair in measured.windows(2) {
+            let seq = |p: &[u8]| u16::from_be_bytes([p[2], p[3]]);
+            assert_eq!(seq(pair[1]), seq(pair[0]).wrapping_add(1));
+        }
+    }
+    let (_, stats) = api(&t, &sfu, "GET", "/api/stats".into(), None);
+    assert_eq!(
+        stats["drops"], drops_before,
+        "the flood never reached the SFU's socket: the guard dropped it in the kernel"
+    );
+    let counted = stats["outputs"][0]["targets"][0]["packets"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        counted >= N as u64,
+        "kernel counters in stats: {}",
+        stats["outputs"]
+    );
+    drop(publisher);
+}
