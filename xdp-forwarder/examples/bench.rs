@@ -36,6 +36,7 @@ enum Method {
     KernelTc,
     KernelXdp,
     Userspace,
+    Uring,
 }
 
 impl Method {
@@ -44,6 +45,7 @@ impl Method {
             Method::KernelTc => "kernel TC fan-out",
             Method::KernelXdp => "kernel XDP rewrite",
             Method::Userspace => "userspace sendmmsg",
+            Method::Uring => "userspace io_uring",
         }
     }
 }
@@ -214,6 +216,84 @@ fn userspace_forwarder(stop: Arc<AtomicBool>, n: usize, cpu_ns: Arc<AtomicU64>) 
     cpu_ns.store(thread_cpu_ns() - start, Ordering::Relaxed);
 }
 
+/// The io_uring forwarder, shaped like edge-sfu's uring shell: one receive in flight, the copies
+/// queued, a few sender tasks keeping sends in flight, buffers recycled through a free list.
+fn uring_forwarder(stop: Arc<AtomicBool>, n: usize, cpu_ns: Arc<AtomicU64>) {
+    use std::cell::RefCell;
+    use std::collections::VecDeque;
+    use std::rc::Rc;
+
+    const SENDERS: usize = 8;
+    let rx = udp_bind(SocketAddr::new(B0_V4.into(), INGEST_PORT));
+    let tx = UdpSocket::bind((B1_V4, 7000)).expect("bind tx");
+    let outs = outputs(n);
+    let start = thread_cpu_ns();
+    tokio_uring::start(async move {
+        let rx = tokio_uring::net::UdpSocket::from_std(rx);
+        let tx = Rc::new(tokio_uring::net::UdpSocket::from_std(tx));
+        let queue: Rc<RefCell<VecDeque<(Vec<u8>, SocketAddr)>>> = Rc::default();
+        let free: Rc<RefCell<Vec<Vec<u8>>>> = Rc::default();
+        let wake = Rc::new(tokio::sync::Notify::new());
+        for _ in 0..SENDERS {
+            let (tx, queue, free, wake, stop) = (
+                tx.clone(),
+                queue.clone(),
+                free.clone(),
+                wake.clone(),
+                stop.clone(),
+            );
+            tokio_uring::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let next = queue.borrow_mut().pop_front();
+                    match next {
+                        Some((buf, dst)) => {
+                            if !queue.borrow().is_empty() {
+                                wake.notify_one();
+                            }
+                            let (_, buf) = tx.send_to(buf, dst).await;
+                            free.borrow_mut().push(buf);
+                        }
+                        None => {
+                            let _ =
+                                tokio::time::timeout(Duration::from_millis(50), wake.notified())
+                                    .await;
+                        }
+                    }
+                }
+            });
+        }
+        let mut inbuf = vec![0u8; 1500];
+        while !stop.load(Ordering::Relaxed) {
+            let recv = tokio::time::timeout(Duration::from_millis(50), rx.recv_from(inbuf));
+            let Ok((result, buf)) = recv.await else {
+                inbuf = vec![0u8; 1500];
+                continue;
+            };
+            inbuf = buf;
+            let Ok((len, _)) = result else { continue };
+            let mut q = queue.borrow_mut();
+            for o in &outs {
+                let mut out = free
+                    .borrow_mut()
+                    .pop()
+                    .unwrap_or_else(|| Vec::with_capacity(1500));
+                out.clear();
+                out.extend_from_slice(&inbuf[..len]);
+                if len >= 12 {
+                    if let Some(pt) = o.payload_type {
+                        out[1] = (out[1] & 0x80) | pt;
+                    }
+                    out[8..12].copy_from_slice(&o.ssrc.to_be_bytes());
+                }
+                q.push_back((out, o.dst));
+            }
+            drop(q);
+            wake.notify_one();
+        }
+    });
+    cpu_ns.store(thread_cpu_ns() - start, Ordering::Relaxed);
+}
+
 fn sockaddr(a: SocketAddrV4) -> libc::sockaddr_in {
     libc::sockaddr_in {
         sin_family: libc::AF_INET as u16,
@@ -276,12 +356,15 @@ fn run(t: &Topo, sink: &KernelPath, method: Method, n: usize, size: usize, secs:
                 .expect("forwarder"),
             )
         }
-        Method::Userspace => None,
+        Method::Userspace | Method::Uring => None,
     };
-    let fwd = (method == Method::Userspace).then(|| {
+    let fwd = matches!(method, Method::Userspace | Method::Uring).then(|| {
         let stop = stop.clone();
         let cpu = cpu.clone();
-        spawn_in(&t.ns_b, move || userspace_forwarder(stop, n, cpu))
+        spawn_in(&t.ns_b, move || match method {
+            Method::Uring => uring_forwarder(stop, n, cpu),
+            _ => userspace_forwarder(stop, n, cpu),
+        })
     });
     std::thread::sleep(Duration::from_millis(100));
 
@@ -328,7 +411,7 @@ fn run(t: &Topo, sink: &KernelPath, method: Method, n: usize, size: usize, secs:
             f64::NAN
         },
         // The forwarder's CPU covers warm-up too: scale by the measured share of its run.
-        fwd_ns_per_copy: (method == Method::Userspace && copies > 0.0)
+        fwd_ns_per_copy: (matches!(method, Method::Userspace | Method::Uring) && copies > 0.0)
             .then(|| fwd_cpu * (dt / (dt + 0.2)) / copies),
     }
 }
@@ -369,7 +452,12 @@ fn main() {
     let mut rows = Vec::new();
     for size in [200usize, 1200] {
         for n in [1usize, 4, 8, 16] {
-            for method in [Method::KernelTc, Method::KernelXdp, Method::Userspace] {
+            for method in [
+                Method::KernelTc,
+                Method::KernelXdp,
+                Method::Userspace,
+                Method::Uring,
+            ] {
                 if method == Method::KernelXdp && n != 1 {
                     continue;
                 }
