@@ -216,11 +216,13 @@ fn userspace_forwarder(stop: Arc<AtomicBool>, n: usize, cpu_ns: Arc<AtomicU64>) 
     cpu_ns.store(thread_cpu_ns() - start, Ordering::Relaxed);
 }
 
+/// Copies waiting for a sender: buffer and destination.
+type SendQueue = std::collections::VecDeque<(Vec<u8>, SocketAddr)>;
+
 /// The io_uring forwarder, shaped like edge-sfu's uring shell: one receive in flight, the copies
 /// queued, a few sender tasks keeping sends in flight, buffers recycled through a free list.
 fn uring_forwarder(stop: Arc<AtomicBool>, n: usize, cpu_ns: Arc<AtomicU64>) {
     use std::cell::RefCell;
-    use std::collections::VecDeque;
     use std::rc::Rc;
 
     const SENDERS: usize = 8;
@@ -231,7 +233,7 @@ fn uring_forwarder(stop: Arc<AtomicBool>, n: usize, cpu_ns: Arc<AtomicU64>) {
     tokio_uring::start(async move {
         let rx = tokio_uring::net::UdpSocket::from_std(rx);
         let tx = Rc::new(tokio_uring::net::UdpSocket::from_std(tx));
-        let queue: Rc<RefCell<VecDeque<(Vec<u8>, SocketAddr)>>> = Rc::default();
+        let queue: Rc<RefCell<SendQueue>> = Rc::default();
         let free: Rc<RefCell<Vec<Vec<u8>>>> = Rc::default();
         let wake = Rc::new(tokio::sync::Notify::new());
         for _ in 0..SENDERS {
