@@ -79,14 +79,15 @@ impl Topology {
             run(&["ip", "-n", ns, "link", "set", "lo", "up"]);
         }
         // The fan-out's fib lookup answers only with forwarding on and the neighbour known.
+        let forwarding = format!("/proc/sys/net/ipv4/conf/{}/forwarding", t.s_if);
         run(&[
             "ip",
             "netns",
             "exec",
             &t.s,
-            "sysctl",
-            "-qw",
-            &format!("net.ipv4.conf.{}.forwarding=1", t.s_if),
+            "sh",
+            "-c",
+            &format!("echo 1 > {forwarding}"),
         ]);
         let mac = Command::new("ip")
             .args([
