@@ -1,0 +1,433 @@
+//! `edge-sfu-loadgen`: runs load scenarios against edge-sfu (or the plain UDP reflector) and
+//! prints what it measured. See `--help`, and `docs/benchmarks.md` in the repository.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use sfu_loadgen::procfs;
+use sfu_loadgen::scenario::PRESETS;
+use sfu_loadgen::{RunOptions, Scenario, Target};
+
+/// Load generator for edge-sfu: simulated WebRTC participants (real signaling, ICE, DTLS-SRTP,
+/// RTCP) in rooms of publishers and subscribers; or plain UDP against a reflector, for the kernel's
+/// ceiling on the same box.
+#[derive(Debug, Parser)]
+#[command(name = "edge-sfu-loadgen", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run a scenario and print the report (exit status 2 when a join failed).
+    Run(Box<RunArgs>),
+    /// Serve as the plain UDP reflector (recvmmsg/sendmmsg, no crypto): the kernel ceiling.
+    Reflector {
+        /// UDP address to listen on (IPv4).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+        /// Exit after this many seconds without any datagram.
+        #[arg(long, default_value_t = 60)]
+        idle_exit_s: u64,
+    },
+    /// List the named presets.
+    Presets,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// A running edge-sfu: http://IP:PORT/ (or ws://IP:PORT/ws).
+    #[arg(long, value_name = "URL", conflicts_with_all = ["spawn_sfu", "reflector", "spawn_reflector"])]
+    url: Option<String>,
+    /// Start edge-sfu for the run (on loopback) and measure its process.
+    #[arg(long)]
+    spawn_sfu: bool,
+    /// The edge-sfu binary for --spawn-sfu [default: `edge-sfu` beside this binary].
+    #[arg(long, value_name = "PATH")]
+    sfu_bin: Option<PathBuf>,
+    /// Extra argument for the spawned edge-sfu (repeatable), e.g. --sfu-arg=--io --sfu-arg=sendmmsg.
+    #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
+    sfu_arg: Vec<String>,
+    /// Media workers of the spawned edge-sfu [default: 1 when pinned, else edge-sfu's default].
+    #[arg(long, value_name = "N")]
+    sfu_workers: Option<usize>,
+    /// Process id of the edge-sfu given by --url, when it runs on this machine (CPU and RSS).
+    #[arg(long, value_name = "PID")]
+    sfu_pid: Option<u32>,
+    /// A running reflector (`edge-sfu-loadgen reflector`) at this UDP address.
+    #[arg(long, value_name = "ADDR", conflicts_with = "spawn_reflector")]
+    reflector: Option<SocketAddr>,
+    /// Start the reflector for the run and measure its process.
+    #[arg(long)]
+    spawn_reflector: bool,
+    /// Pin the server to CPU 0 and the generator to the other CPUs [default: on when this run
+    /// starts the server and the machine has 2 to 4 CPUs].
+    #[arg(long, conflicts_with = "no_pin")]
+    pin: bool,
+    /// Never pin.
+    #[arg(long)]
+    no_pin: bool,
+
+    /// A named preset (`edge-sfu-loadgen presets` lists them).
+    #[arg(long, value_name = "NAME")]
+    preset: Option<String>,
+    /// A TOML scenario file (fields of the scenario; `preset = "NAME"` starts from a preset).
+    #[arg(long, value_name = "FILE")]
+    scenario: Option<PathBuf>,
+    /// Rooms.
+    #[arg(long)]
+    rooms: Option<u32>,
+    /// Publishers per room (each sends and receives every other publisher).
+    #[arg(long)]
+    publishers: Option<u32>,
+    /// Receive-only participants per room.
+    #[arg(long)]
+    subscribers: Option<u32>,
+    /// Publishers send audio (true/false).
+    #[arg(long, value_name = "BOOL")]
+    audio: Option<bool>,
+    /// Publishers send video (true/false).
+    #[arg(long, value_name = "BOOL")]
+    video: Option<bool>,
+    /// Video bitrate per publisher, kbit/s.
+    #[arg(long, value_name = "KBPS")]
+    video_kbps: Option<f64>,
+    /// Seconds between keyframes (0: only the first frame).
+    #[arg(long, value_name = "S")]
+    keyframe_interval: Option<f64>,
+    /// Measurement window, seconds.
+    #[arg(long, value_name = "S")]
+    duration: Option<f64>,
+    /// Joins are spread over this many seconds.
+    #[arg(long, value_name = "S")]
+    ramp_up: Option<f64>,
+    /// Listeners joining (and, after --churn-stay, leaving) per second during the window.
+    #[arg(long, value_name = "PER_S")]
+    churn: Option<f64>,
+    /// How long a churning listener stays, seconds.
+    #[arg(long, value_name = "S")]
+    churn_stay: Option<f64>,
+    /// Limit for one join, seconds.
+    #[arg(long, value_name = "S")]
+    join_timeout: Option<f64>,
+
+    /// Print the report as JSON on stdout (the table goes to stderr unless --quiet).
+    #[arg(long)]
+    json: bool,
+    /// No progress bar, no table on stderr.
+    #[arg(long)]
+    quiet: bool,
+    /// Let the spawned server's log through to stderr.
+    #[arg(long)]
+    server_log: bool,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.cmd {
+        Cmd::Presets => {
+            for (name, what) in PRESETS {
+                println!("{name:<12} {what}");
+            }
+            Ok(())
+        }
+        Cmd::Reflector {
+            listen,
+            idle_exit_s,
+        } => {
+            let socket = sfu_loadgen::reflector::bind(listen)
+                .with_context(|| format!("binding {listen}"))?;
+            println!("reflector ready: {}", socket.local_addr()?);
+            use std::io::Write;
+            std::io::stdout().flush()?;
+            let stats = sfu_loadgen::reflector::serve(&socket, Duration::from_secs(idle_exit_s))?;
+            eprintln!(
+                "reflector idle for {idle_exit_s} s, exiting: {} received, {} forwarded",
+                stats.received, stats.forwarded
+            );
+            Ok(())
+        }
+        Cmd::Run(args) => {
+            let code = run(*args)?;
+            std::process::exit(code);
+        }
+    }
+}
+
+fn scenario(a: &RunArgs) -> Result<Scenario> {
+    let mut s = match (&a.scenario, &a.preset) {
+        (Some(path), preset) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let mut s = Scenario::from_toml(&text)?;
+            if let Some(p) = preset {
+                let base = Scenario::preset(p)?;
+                if s == Scenario::default() {
+                    s = base;
+                }
+            }
+            s
+        }
+        (None, Some(p)) => Scenario::preset(p)?,
+        (None, None) => Scenario::default(),
+    };
+    macro_rules! set {
+        ($field:ident, $arg:expr) => {
+            if let Some(v) = $arg {
+                s.$field = v;
+            }
+        };
+    }
+    set!(rooms, a.rooms);
+    set!(publishers, a.publishers);
+    set!(subscribers, a.subscribers);
+    set!(audio, a.audio);
+    set!(video, a.video);
+    set!(video_kbps, a.video_kbps);
+    set!(keyframe_interval_s, a.keyframe_interval);
+    set!(duration_s, a.duration);
+    set!(ramp_up_s, a.ramp_up);
+    set!(churn_per_s, a.churn);
+    set!(churn_stay_s, a.churn_stay);
+    set!(join_timeout_s, a.join_timeout);
+    s.validate()?;
+    Ok(s)
+}
+
+/// A server process this run started; killed (SIGTERM, then SIGKILL) on drop.
+struct Spawned {
+    child: Child,
+    what: &'static str,
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        for _ in 0..50 {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!("{} did not stop on SIGTERM; killing it", self.what);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `cmd` (pinned to `cpus` when given) and waits for a stdout line starting with `ready`;
+/// returns the child and the rest of that line.
+fn spawn_ready(
+    mut cmd: Command,
+    what: &'static str,
+    ready: &'static str,
+    cpus: Option<Vec<usize>>,
+    log: bool,
+) -> Result<(Spawned, String)> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(if log { Stdio::inherit() } else { Stdio::null() });
+    if let Some(cpus) = cpus {
+        // SAFETY: the closure only makes the sched_setaffinity system call (no allocation, no
+        // locks), which is async-signal-safe, between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || procfs::set_affinity(0, &cpus));
+        }
+    }
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("starting {what} ({cmd:?})"))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow!("no stdout of {what}"))?;
+    let spawned = Spawned { child, what };
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(rest) = line.strip_prefix(ready) {
+                let _ = tx.send(rest.trim().to_string());
+            }
+        }
+    });
+    let rest = rx
+        .recv_timeout(Duration::from_secs(30))
+        .map_err(|_| anyhow!("{what} printed no ready line within 30 s"))?;
+    Ok((spawned, rest))
+}
+
+fn sibling_binary(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("finding this binary")?;
+    let dir = exe
+        .parent()
+        .ok_or_else(|| anyhow!("this binary has no directory"))?;
+    let path = dir.join(name);
+    if path.exists() {
+        Ok(path)
+    } else {
+        bail!(
+            "{} not found; build it (cargo build --release -p edge-sfu) or give --sfu-bin",
+            path.display()
+        )
+    }
+}
+
+fn run(a: RunArgs) -> Result<i32> {
+    let s = scenario(&a)?;
+    let spawning = a.spawn_sfu || a.spawn_reflector;
+    let ncpu = procfs::online_cpus();
+    let pin = if a.no_pin {
+        false
+    } else {
+        a.pin || (spawning && (2..=4).contains(&ncpu))
+    };
+    let (server_cpus, gen_cpus): (Vec<usize>, Vec<usize>) = if pin && ncpu >= 2 {
+        (vec![0], (1..ncpu).collect())
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let pinned = !server_cpus.is_empty();
+    if pin && !pinned {
+        eprintln!("not pinning: only one CPU");
+    }
+
+    let mut _guard: Option<Spawned> = None;
+    let mut pinning = None;
+    let target = if a.spawn_sfu {
+        let bin = match &a.sfu_bin {
+            Some(p) => p.clone(),
+            None => sibling_binary("edge-sfu")?,
+        };
+        let mut cmd = Command::new(&bin);
+        cmd.args(["--listen", "127.0.0.1:0", "--public-ip", "127.0.0.1"]);
+        let workers = a.sfu_workers.or(pinned.then_some(server_cpus.len()));
+        if let Some(w) = workers {
+            cmd.args(["--workers", &w.to_string()]);
+        }
+        cmd.args(&a.sfu_arg);
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "warn");
+        }
+        let (child, rest) = spawn_ready(
+            cmd,
+            "edge-sfu",
+            "edge-sfu ready:",
+            pinned.then(|| server_cpus.clone()),
+            a.server_log,
+        )?;
+        let pid = child.child.id();
+        _guard = Some(child);
+        let (ws_url, http) = sfu_loadgen::http::parse_sfu_url(&rest)?;
+        Target::Sfu {
+            ws_url,
+            http,
+            pid: Some(pid),
+        }
+    } else if a.spawn_reflector {
+        let exe = std::env::current_exe().context("finding this binary")?;
+        let mut cmd = Command::new(exe);
+        cmd.args(["reflector", "--listen", "127.0.0.1:0"]);
+        let (child, rest) = spawn_ready(
+            cmd,
+            "the reflector",
+            "reflector ready:",
+            pinned.then(|| server_cpus.clone()),
+            a.server_log,
+        )?;
+        let pid = child.child.id();
+        _guard = Some(child);
+        let addr: SocketAddr = rest
+            .parse()
+            .with_context(|| format!("the reflector's ready line: {rest:?}"))?;
+        Target::Reflector {
+            addr,
+            pid: Some(pid),
+        }
+    } else if let Some(addr) = a.reflector {
+        Target::Reflector { addr, pid: None }
+    } else if let Some(url) = &a.url {
+        let (ws_url, http) = sfu_loadgen::http::parse_sfu_url(url)?;
+        if let (Some(pid), true) = (a.sfu_pid, pinned) {
+            let n = procfs::set_process_affinity(pid, &server_cpus)
+                .with_context(|| format!("pinning process {pid}"))?;
+            eprintln!("pinned {n} threads of process {pid}");
+        }
+        Target::Sfu {
+            ws_url,
+            http,
+            pid: a.sfu_pid,
+        }
+    } else {
+        bail!("say where to send the load: --url, --spawn-sfu, --reflector or --spawn-reflector");
+    };
+
+    let threads = if pinned {
+        procfs::set_affinity(0, &gen_cpus).context("pinning the generator")?;
+        let what = match &target {
+            Target::Sfu { .. } => "edge-sfu",
+            Target::Reflector { .. } => "the reflector",
+        };
+        let msg = format!(
+            "{what} pinned to CPU {server_cpus:?}, the generator to CPU {gen_cpus:?} ({ncpu} CPUs online)"
+        );
+        if !a.quiet {
+            eprintln!("{msg}");
+        }
+        pinning = Some(msg);
+        gen_cpus.len()
+    } else {
+        ncpu
+    };
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let opts = RunOptions {
+        scenario: s,
+        target,
+        progress: !a.quiet,
+        pinning,
+    };
+    let report = runtime.block_on(sfu_loadgen::run(opts))?;
+    if let Some(g) = &mut _guard {
+        if let Ok(Some(status)) = g.child.try_wait() {
+            eprintln!("warning: {} exited during the run ({status})", g.what);
+        }
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        if !a.quiet {
+            eprint!("{}", report.table());
+        }
+    } else {
+        print!("{}", report.table());
+    }
+    drop(_guard);
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    if report.has_failed_joins() {
+        eprintln!("{} join(s) failed", report.joins.failed);
+        return Ok(2);
+    }
+    Ok(0)
+}

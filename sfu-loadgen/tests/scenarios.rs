@@ -1,0 +1,124 @@
+//! Short runs of the presets against an in-process edge-sfu (and the reflector): media reaches every
+//! simulated subscriber and the report's counts add up. No timing assertions.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use edge_sfu::{Server, Settings};
+use sfu_loadgen::http::parse_sfu_url;
+use sfu_loadgen::{run, Report, RunOptions, Scenario, Target};
+
+fn start_server() -> Server {
+    Server::start(&Settings {
+        listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        workers: 1,
+        public_ips: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
+        media_port: 0,
+    })
+    .expect("starting edge-sfu in-process")
+}
+
+fn short(mut s: Scenario) -> Scenario {
+    s.duration_s = 2.0;
+    s.ramp_up_s = 0.5;
+    s.settle_timeout_s = 10.0;
+    s.video_kbps = 300.0;
+    s.keyframe_interval_s = 1.0;
+    s
+}
+
+async fn run_against_sfu(s: Scenario) -> Report {
+    let server = start_server();
+    let (ws_url, http) = parse_sfu_url(server.url()).expect("the server's url");
+    let report = run(RunOptions {
+        scenario: s,
+        target: Target::Sfu {
+            ws_url,
+            http,
+            pid: None,
+        },
+        progress: false,
+        pinning: None,
+    })
+    .await
+    .expect("the run");
+    tokio::task::spawn_blocking(move || server.shutdown())
+        .await
+        .expect("joining the shutdown")
+        .expect("shutting down");
+    println!("{}", report.table());
+    report
+}
+
+fn assert_counts_add_up(r: &Report, receivers: usize, tracks_each: &[u64]) {
+    assert_eq!(r.joins.failed, 0, "failed joins: {:?}", r.joins.errors);
+    assert!(
+        r.settled,
+        "media did not reach every receiver before the window"
+    );
+    assert_eq!(r.receivers.len(), receivers, "{:?}", r.receivers);
+    for (rx, tracks) in r.receivers.iter().zip(tracks_each) {
+        assert_eq!(rx.tracks, *tracks, "{rx:?}");
+        assert!(
+            rx.received > 0,
+            "{} received nothing in the window: {rx:?}",
+            rx.name
+        );
+        assert!(rx.received <= rx.expected, "{rx:?}");
+    }
+    let expected: u64 = r.receivers.iter().map(|x| x.expected).sum();
+    let received: u64 = r.receivers.iter().map(|x| x.received).sum();
+    assert_eq!(r.expected_packets, expected);
+    assert_eq!(r.received_packets, received);
+    assert_eq!(r.expected_packets, r.received_packets + r.lost_packets);
+    assert!(r.sent_packets > 0);
+    assert!(r.latency_us.n > 0 && r.latency_us.n <= r.received_packets);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn livestream_reaches_every_viewer_and_counts_add_up() {
+    let mut s = short(Scenario::preset("livestream").expect("preset"));
+    s.subscribers = 4;
+    let r = run_against_sfu(s).await;
+    // One publisher, two tracks, four viewers: each viewer expects every measured packet.
+    assert_counts_add_up(&r, 4, &[2, 2, 2, 2]);
+    assert_eq!(r.expected_packets, r.sent_packets * 4);
+    // The server's counter moved too (the cross-check the report prints).
+    assert!(
+        r.server_forwarded.is_some_and(|f| f > 0),
+        "{:?}",
+        r.server_forwarded
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meeting_reaches_every_member_and_counts_add_up() {
+    let mut s = short(Scenario::preset("meeting-10").expect("preset"));
+    s.publishers = 4;
+    let r = run_against_sfu(s).await;
+    // Four members, each receiving the audio and video of the three others.
+    assert_counts_add_up(&r, 4, &[6, 6, 6, 6]);
+    assert_eq!(r.expected_packets, r.sent_packets * 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reflector_baseline_counts_add_up() {
+    let socket = sfu_loadgen::reflector::bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+    let addr = socket.local_addr().expect("local addr");
+    std::thread::spawn(move || sfu_loadgen::reflector::serve(&socket, Duration::from_secs(5)));
+    let mut s = short(Scenario::preset("audio-room").expect("preset"));
+    s.subscribers = 3;
+    s.publishers = 2;
+    let r = run(RunOptions {
+        scenario: s,
+        target: Target::Reflector { addr, pid: None },
+        progress: false,
+        pinning: None,
+    })
+    .await
+    .expect("the run");
+    println!("{}", r.table());
+    // Two speakers (audio only) and three listeners: speakers hear each other, listeners both.
+    assert_counts_add_up(&r, 5, &[1, 1, 2, 2, 2]);
+    assert!(r.server_forwarded.is_some_and(|f| f > 0));
+}
