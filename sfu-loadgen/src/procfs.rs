@@ -5,7 +5,9 @@ use std::io;
 /// CPU time and memory of one process at one moment.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ProcSample {
-    /// User plus system CPU seconds since the process started (all threads).
+    /// CPU seconds since the process started, all live threads: the nanosecond run times of
+    /// `/proc/<pid>/task/*/schedstat` where the kernel has them, else utime + stime of
+    /// `/proc/<pid>/stat` (10 ms ticks).
     pub cpu_s: f64,
     /// Resident set size in KiB (`VmRSS`).
     pub rss_kib: u64,
@@ -20,15 +22,35 @@ pub fn sample(pid: u32) -> io::Result<ProcSample> {
     } else {
         format!("/proc/{pid}")
     };
-    let stat = std::fs::read_to_string(format!("{base}/stat"))?;
-    let cpu_s = cpu_seconds_from_stat(&stat)
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unparseable /proc stat"))?;
+    let cpu_s = match schedstat_seconds(&base) {
+        Some(s) => s,
+        None => {
+            let stat = std::fs::read_to_string(format!("{base}/stat"))?;
+            cpu_seconds_from_stat(&stat).ok_or_else(|| {
+                io::Error::new(io::ErrorKind::InvalidData, "unparseable /proc stat")
+            })?
+        }
+    };
     let status = std::fs::read_to_string(format!("{base}/status"))?;
     Ok(ProcSample {
         cpu_s,
         rss_kib: status_kib(&status, "VmRSS:").unwrap_or(0),
         rss_peak_kib: status_kib(&status, "VmHWM:").unwrap_or(0),
     })
+}
+
+/// Sum of the first field (time spent on the CPU, ns) of every thread's `schedstat`.
+fn schedstat_seconds(base: &str) -> Option<f64> {
+    let mut ns: u64 = 0;
+    for entry in std::fs::read_dir(format!("{base}/task")).ok()? {
+        let path = entry.ok()?.path().join("schedstat");
+        // A thread may end between the listing and the read: skip it.
+        let Ok(text) = std::fs::read_to_string(path) else {
+            continue;
+        };
+        ns += text.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(ns as f64 / 1e9)
 }
 
 /// utime + stime (fields 14 and 15) of a `/proc/<pid>/stat` line, in seconds.

@@ -171,6 +171,10 @@ pub struct Report {
     pub scenario_out_pps: f64,
     /// One-way latency of measured packets, µs.
     pub latency_us: LatencyReport,
+    /// The same, audio packets only.
+    pub audio_latency_us: LatencyReport,
+    /// The same, video packets only (frames go out as bursts, so later packets of a frame wait).
+    pub video_latency_us: LatencyReport,
     /// Joins.
     pub joins: JoinReport,
     /// The server's CPU and memory, when it runs on this machine.
@@ -279,6 +283,17 @@ impl Report {
                 l.p50, l.p99, l.p999, l.max, l.n
             ),
         );
+        for (name, l) in [
+            ("  audio", &self.audio_latency_us),
+            ("  video", &self.video_latency_us),
+        ] {
+            if l.n > 0 {
+                row(
+                    name,
+                    format!("p50 {} µs, p99 {} µs, p99.9 {} µs", l.p50, l.p99, l.p999),
+                );
+            }
+        }
         let j = &self.joins;
         row("joins", format!(
             "{} tried ({} churn), {} failed; to negotiated p50 {:.0} ms p99 {:.0} ms; to first media p50 {:.0} ms p99 {:.0} ms",

@@ -171,7 +171,10 @@ struct PartResult {
     /// Global track numbers it should receive.
     expected: Vec<u32>,
     rx_measured: u64,
-    latency: Histogram<u64>,
+    /// One-way latency of measured audio packets, µs.
+    latency_audio: Histogram<u64>,
+    /// One-way latency of measured video packets, µs.
+    latency_video: Histogram<u64>,
     send_lag: Histogram<u64>,
     events_dropped: u64,
 }
@@ -434,6 +437,8 @@ struct ReportInputs<'a> {
 fn build_report(i: ReportInputs<'_>) -> Report {
     let s = i.s;
     let mut latency = histogram();
+    let mut latency_audio = histogram();
+    let mut latency_video = histogram();
     let mut send_lag = histogram();
     let mut join_s = Vec::new();
     let mut media_s = Vec::new();
@@ -451,7 +456,10 @@ fn build_report(i: ReportInputs<'_>) -> Report {
             failures.push(f.clone());
             continue;
         }
-        let _ = latency.add(&r.latency);
+        let _ = latency.add(&r.latency_audio);
+        let _ = latency.add(&r.latency_video);
+        let _ = latency_audio.add(&r.latency_audio);
+        let _ = latency_video.add(&r.latency_video);
         let _ = send_lag.add(&r.send_lag);
         events_dropped += r.events_dropped;
         join_s.extend(r.join_s);
@@ -581,6 +589,8 @@ fn build_report(i: ReportInputs<'_>) -> Report {
         server_out_pps: forwarded.map(|f| f as f64 / i.window_s),
         scenario_out_pps: s.expected_out_pps(),
         latency_us: LatencyReport::from_histogram(&latency),
+        audio_latency_us: LatencyReport::from_histogram(&latency_audio),
+        video_latency_us: LatencyReport::from_histogram(&latency_video),
         joins: JoinReport {
             attempted,
             failed: failures.len() as u64,
@@ -671,7 +681,8 @@ async fn participant(
         first_media_s: None,
         expected: spec.expected.clone(),
         rx_measured: 0,
-        latency: histogram(),
+        latency_audio: histogram(),
+        latency_video: histogram(),
         send_lag: histogram(),
         events_dropped: 0,
     };
@@ -756,7 +767,12 @@ async fn participant(
                             result.rx_measured += 1;
                             let at_ns = a.at.saturating_duration_since(shared.epoch).as_nanos() as u64;
                             let us = at_ns.saturating_sub(a.stamp.sent_ns) / 1000;
-                            let _ = result.latency.record(us.max(1));
+                            let h = if a.stamp.track % 2 == 0 {
+                                &mut result.latency_audio
+                            } else {
+                                &mut result.latency_video
+                            };
+                            let _ = h.record(us.max(1));
                         }
                     }
                 }
