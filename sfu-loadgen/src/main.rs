@@ -291,8 +291,18 @@ fn sibling_binary(name: &str) -> Result<PathBuf> {
     }
 }
 
+/// edge-sfu's largest room (sfu-core's default and maximum capacity).
+const EDGE_SFU_ROOM_CAP: u32 = 64;
+
 fn run(a: RunArgs) -> Result<i32> {
     let s = scenario(&a)?;
+    let per_room = s.publishers + s.subscribers;
+    if per_room > EDGE_SFU_ROOM_CAP && (a.url.is_some() || a.spawn_sfu) {
+        eprintln!(
+            "warning: {per_room} members per room, but edge-sfu refuses joins past \
+             {EDGE_SFU_ROOM_CAP}: expect failed joins (use more --rooms)"
+        );
+    }
     let spawning = a.spawn_sfu || a.spawn_reflector;
     let ncpu = procfs::online_cpus();
     let pin = if a.no_pin {
