@@ -21,6 +21,9 @@ pub enum LoadgenError {
     /// The plain UDP reflector did not answer as expected.
     #[error("reflector: {0}")]
     Reflector(String),
+    /// Janus refused something or answered something unusable.
+    #[error("janus: {0}")]
+    Janus(String),
     /// Waiting for something took longer than allowed.
     #[error("timed out waiting for {0}")]
     Timeout(String),

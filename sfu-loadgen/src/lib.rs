@@ -5,7 +5,8 @@
 //! every payload carries the sending time and a per-track sequence number, so the receivers
 //! measure forwarded packets and bits per second, loss and one-way latency. The same participants
 //! can instead speak plain UDP to the [`reflector`] (recvmmsg/sendmmsg, no crypto), which gives
-//! the kernel's ceiling on the same box for the same fan-out. The SFU's CPU time and memory come
+//! the kernel's ceiling on the same box for the same fan-out, or join Janus's videoroom
+//! ([`janus`]) for a comparison with a classic SFU. The SFU's CPU time and memory come
 //! from `/proc/<pid>` when it runs on this machine.
 //!
 //! The binary is `edge-sfu-loadgen`; the library exposes the pieces so tests can drive an
@@ -13,6 +14,7 @@
 
 pub mod error;
 pub mod http;
+pub mod janus;
 pub mod payload;
 pub mod procfs;
 pub mod reflector;

@@ -68,6 +68,28 @@ struct RunArgs {
     /// Start the reflector for the run and measure its process.
     #[arg(long)]
     spawn_reflector: bool,
+    /// A running Janus (videoroom plugin, WebSocket transport): ws://IP:PORT/.
+    #[arg(long, value_name = "URL", conflicts_with = "spawn_janus")]
+    janus: Option<String>,
+    /// Process id of the Janus given by --janus (CPU and RSS).
+    #[arg(long, value_name = "PID")]
+    janus_pid: Option<u32>,
+    /// Start Janus for the run, with a minimal configuration in a temporary folder.
+    #[arg(long)]
+    spawn_janus: bool,
+    /// The janus binary for --spawn-janus.
+    #[arg(long, value_name = "PATH", default_value = "janus")]
+    janus_bin: PathBuf,
+    /// WebSocket port of the spawned Janus (on 127.0.0.1).
+    #[arg(long, value_name = "PORT", default_value_t = 8188)]
+    janus_port: u16,
+    /// The only interface the spawned Janus gathers ICE candidates on (it skips loopback, so
+    /// scripts/bench gives it a veth in a network namespace).
+    #[arg(long, value_name = "IFACE", default_value = "esfu0")]
+    janus_iface: String,
+    /// The IP the participants' media sockets bind when talking to Janus (not loopback).
+    #[arg(long, value_name = "IP", default_value = "10.201.0.2")]
+    janus_bind: std::net::IpAddr,
     /// Pin the server to CPU 0 and the generator to the other CPUs [default: on when this run
     /// starts the server and the machine has 2 to 4 CPUs].
     #[arg(long, conflicts_with = "no_pin")]
@@ -303,7 +325,7 @@ fn run(a: RunArgs) -> Result<i32> {
              {EDGE_SFU_ROOM_CAP}: expect failed joins (use more --rooms)"
         );
     }
-    let spawning = a.spawn_sfu || a.spawn_reflector;
+    let spawning = a.spawn_sfu || a.spawn_reflector || a.spawn_janus;
     let ncpu = procfs::online_cpus();
     let pin = if a.no_pin {
         false
@@ -321,8 +343,29 @@ fn run(a: RunArgs) -> Result<i32> {
     }
 
     let mut _guard: Option<Spawned> = None;
+    let mut janus_guard: Option<sfu_loadgen::janus::JanusProcess> = None;
     let mut pinning = None;
-    let target = if a.spawn_sfu {
+    let target = if a.spawn_janus {
+        let jp = sfu_loadgen::janus::JanusProcess::spawn(
+            &a.janus_bin,
+            a.janus_port,
+            &a.janus_iface,
+            pinned.then(|| server_cpus.clone()),
+        )?;
+        let t = Target::Janus {
+            ws_url: jp.url.clone(),
+            bind_ip: a.janus_bind,
+            pid: Some(jp.pid()),
+        };
+        janus_guard = Some(jp);
+        t
+    } else if let Some(url) = &a.janus {
+        Target::Janus {
+            ws_url: url.clone(),
+            bind_ip: a.janus_bind,
+            pid: a.janus_pid,
+        }
+    } else if a.spawn_sfu {
         let bin = match &a.sfu_bin {
             Some(p) => p.clone(),
             None => sibling_binary("edge-sfu")?,
@@ -387,7 +430,10 @@ fn run(a: RunArgs) -> Result<i32> {
             pid: a.sfu_pid,
         }
     } else {
-        bail!("say where to send the load: --url, --spawn-sfu, --reflector or --spawn-reflector");
+        bail!(
+            "say where to send the load: --url, --spawn-sfu, --reflector, --spawn-reflector, \
+             --janus or --spawn-janus"
+        );
     };
 
     let threads = if pinned {
@@ -395,6 +441,7 @@ fn run(a: RunArgs) -> Result<i32> {
         let what = match &target {
             Target::Sfu { .. } => "edge-sfu",
             Target::Reflector { .. } => "the reflector",
+            Target::Janus { .. } => "janus",
         };
         let msg = format!(
             "{what} pinned to CPU {server_cpus:?}, the generator to CPU {gen_cpus:?} ({ncpu} CPUs online)"
@@ -413,6 +460,11 @@ fn run(a: RunArgs) -> Result<i32> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
+    if let Some(jp) = &mut janus_guard {
+        runtime
+            .block_on(jp.wait_ready(Duration::from_secs(30)))
+            .context("starting janus")?;
+    }
     let opts = RunOptions {
         scenario: s,
         target,
@@ -434,6 +486,7 @@ fn run(a: RunArgs) -> Result<i32> {
         print!("{}", report.table());
     }
     drop(_guard);
+    drop(janus_guard);
     runtime.shutdown_timeout(Duration::from_secs(2));
     if report.has_failed_joins() {
         eprintln!("{} join(s) failed", report.joins.failed);

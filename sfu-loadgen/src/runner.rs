@@ -53,6 +53,15 @@ pub enum Target {
         /// Its process id, when it runs on this machine (CPU and memory are read from `/proc`).
         pid: Option<u32>,
     },
+    /// Janus's videoroom plugin (the classic-SFU baseline).
+    Janus {
+        /// `ws://HOST:PORT/` of its WebSocket transport.
+        ws_url: String,
+        /// The IP the participants' media sockets bind (Janus skips loopback).
+        bind_ip: std::net::IpAddr,
+        /// Its process id, when it runs on this machine.
+        pid: Option<u32>,
+    },
     /// The plain UDP reflector (the kernel ceiling).
     Reflector {
         /// Its UDP address.
@@ -69,12 +78,20 @@ impl Target {
                 ws_url: ws_url.clone(),
             },
             Target::Reflector { addr, .. } => Endpoint::Reflector { addr: *addr },
+            Target::Janus {
+                ws_url, bind_ip, ..
+            } => Endpoint::Janus {
+                ws_url: ws_url.clone(),
+                bind_ip: *bind_ip,
+            },
         }
     }
 
     fn pid(&self) -> Option<u32> {
         match self {
-            Target::Sfu { pid, .. } | Target::Reflector { pid, .. } => *pid,
+            Target::Sfu { pid, .. } | Target::Reflector { pid, .. } | Target::Janus { pid, .. } => {
+                *pid
+            }
         }
     }
 
@@ -82,6 +99,7 @@ impl Target {
         match self {
             Target::Sfu { ws_url, .. } => format!("edge-sfu {ws_url}"),
             Target::Reflector { addr, .. } => format!("udp-reflector {addr}"),
+            Target::Janus { ws_url, .. } => format!("janus videoroom {ws_url}"),
         }
     }
 
@@ -96,6 +114,7 @@ impl Target {
                 }
             },
             Target::Reflector { addr, .. } => reflector_stats(*addr).await.map(|s| s.forwarded),
+            Target::Janus { .. } => None,
         }
     }
 }
@@ -260,6 +279,12 @@ pub async fn run(opts: RunOptions) -> Result<Report> {
     });
     let (stop_tx, stop_rx) = watch::channel(false);
 
+    if let Target::Janus { ws_url, .. } = &target {
+        for room in 0..s.rooms {
+            crate::janus::create_room(ws_url, crate::transport::janus_room(room), s.publishers + 1)
+                .await?;
+        }
+    }
     let base = pid.and_then(|p| procfs::sample(p).ok());
     let start = Instant::now() + Duration::from_millis(100);
     let specs = stable_specs(&s, start);
@@ -691,7 +716,18 @@ async fn participant(
     let timeout = Duration::from_secs_f64(s.join_timeout_s);
     let room = room_name(&s, spec.room);
     let connect = Conn::connect(
-        &endpoint, &room, spec.room, &spec.name, spec.audio, spec.video, timeout,
+        &endpoint,
+        &room,
+        spec.room,
+        &spec.name,
+        spec.audio,
+        spec.video,
+        if spec.audio || spec.video {
+            s.publishers.saturating_sub(1)
+        } else {
+            s.publishers
+        },
+        timeout,
     );
     let mut conn = match tokio::time::timeout(timeout + Duration::from_secs(1), connect).await {
         Ok(Ok(c)) => c,

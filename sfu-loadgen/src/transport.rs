@@ -25,6 +25,18 @@ pub enum Endpoint {
         /// Its UDP address.
         addr: SocketAddr,
     },
+    /// Janus's videoroom plugin.
+    Janus {
+        /// `ws://HOST:PORT/` of its WebSocket transport.
+        ws_url: String,
+        /// The IP the media sockets bind (Janus ignores loopback candidates).
+        bind_ip: std::net::IpAddr,
+    },
+}
+
+/// The videoroom number of room `index` on Janus.
+pub fn janus_room(index: u32) -> u64 {
+    1000 + u64::from(index)
 }
 
 /// Audio or video.
@@ -71,6 +83,8 @@ pub enum Conn {
     },
     /// A plain UDP participant of the reflector.
     Udp(UdpConn),
+    /// A Janus videoroom participant.
+    Janus(Box<crate::janus::JanusConn>),
 }
 
 /// A plain UDP participant: a fake 12-byte RTP header before the payload.
@@ -84,7 +98,9 @@ pub struct UdpConn {
 
 impl Conn {
     /// Joins `room` (named `name`) at `endpoint`, publishing the media asked for, and waits until
-    /// it can send and receive. The whole join is bounded by `timeout`.
+    /// it can send and receive. The whole join is bounded by `timeout`. `others` is the number of
+    /// other publishers in the room (Janus needs them listed to subscribe).
+    #[allow(clippy::too_many_arguments)]
     pub async fn connect(
         endpoint: &Endpoint,
         room: &str,
@@ -92,9 +108,24 @@ impl Conn {
         name: &str,
         audio: bool,
         video: bool,
+        others: u32,
         timeout: Duration,
     ) -> Result<Conn> {
         match endpoint {
+            Endpoint::Janus { ws_url, bind_ip } => {
+                let conn = crate::janus::JanusConn::connect(crate::janus::JanusJoin {
+                    url: ws_url,
+                    bind_ip: *bind_ip,
+                    room: janus_room(room_index),
+                    name,
+                    audio,
+                    video,
+                    subscribe_to: others,
+                    timeout,
+                })
+                .await?;
+                Ok(Conn::Janus(Box::new(conn)))
+            }
             Endpoint::Sfu { ws_url } => {
                 let mut config = ClientConfig::new(ws_url.clone(), room, name)
                     .audio(audio)
@@ -147,6 +178,7 @@ impl Conn {
                 }
             }
             Conn::Udp(u) => u.send(media, &payload, marker),
+            Conn::Janus(j) => j.send(media, payload, marker),
         }
     }
 
@@ -167,6 +199,7 @@ impl Conn {
                 None => Received::Closed("the client's event queue closed".into()),
             },
             Conn::Udp(u) => u.recv().await,
+            Conn::Janus(j) => j.recv().await,
         }
     }
 
@@ -175,6 +208,7 @@ impl Conn {
         match self {
             Conn::Rtc { client, .. } => client.counters().events_dropped,
             Conn::Udp(_) => 0,
+            Conn::Janus(j) => j.events_dropped(),
         }
     }
 
@@ -182,6 +216,7 @@ impl Conn {
     pub async fn leave(self) {
         match self {
             Conn::Rtc { client, .. } => client.leave().await,
+            Conn::Janus(j) => j.leave().await,
             Conn::Udp(u) => {
                 // Twice: a lost leave only leaves a dead member behind, but be tidy.
                 for _ in 0..2 {
