@@ -12,6 +12,8 @@
 //! The binary is `edge-sfu-loadgen`; the library exposes the pieces so tests can drive an
 //! in-process server.
 
+#![deny(missing_docs)]
+
 pub mod error;
 pub mod http;
 pub mod janus;

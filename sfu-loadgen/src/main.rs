@@ -101,7 +101,8 @@ struct RunArgs {
     /// A named preset (`edge-sfu-loadgen presets` lists them).
     #[arg(long, value_name = "NAME")]
     preset: Option<String>,
-    /// A TOML scenario file (fields of the scenario; `preset = "NAME"` starts from a preset).
+    /// A TOML scenario file (fields of the scenario, over --preset; `preset = "NAME"` in the file
+    /// starts from that preset instead).
     #[arg(long, value_name = "FILE")]
     scenario: Option<PathBuf>,
     /// Rooms.
@@ -192,21 +193,17 @@ fn main() -> Result<()> {
 }
 
 fn scenario(a: &RunArgs) -> Result<Scenario> {
-    let mut s = match (&a.scenario, &a.preset) {
-        (Some(path), preset) => {
+    let base = match &a.preset {
+        Some(p) => Scenario::preset(p)?,
+        None => Scenario::default(),
+    };
+    let mut s = match &a.scenario {
+        Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading {}", path.display()))?;
-            let mut s = Scenario::from_toml(&text)?;
-            if let Some(p) = preset {
-                let base = Scenario::preset(p)?;
-                if s == Scenario::default() {
-                    s = base;
-                }
-            }
-            s
+            Scenario::from_toml_over(&text, base)?
         }
-        (None, Some(p)) => Scenario::preset(p)?,
-        (None, None) => Scenario::default(),
+        None => base,
     };
     macro_rules! set {
         ($field:ident, $arg:expr) => {

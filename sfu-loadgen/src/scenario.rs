@@ -152,22 +152,23 @@ impl Scenario {
     /// Parses a TOML scenario: the field names of [`Scenario`]; missing fields keep their
     /// defaults, or the values of `preset = "NAME"` when the file names one.
     pub fn from_toml(text: &str) -> Result<Scenario> {
-        #[derive(Deserialize)]
-        struct Head {
-            preset: Option<String>,
-        }
-        let head: Head = toml::from_str::<toml::Table>(text)
-            .map(|t| Head {
-                preset: t.get("preset").and_then(|v| v.as_str()).map(String::from),
-            })
-            .unwrap_or(Head { preset: None });
-        let base = match head.preset {
-            Some(p) => Scenario::preset(&p)?,
-            None => Scenario::default(),
+        Scenario::from_toml_over(text, Scenario::default())
+    }
+
+    /// Like [`Scenario::from_toml`], with `base` for the fields the file leaves out (a
+    /// `preset = "NAME"` in the file replaces `base`).
+    pub fn from_toml_over(text: &str, base: Scenario) -> Result<Scenario> {
+        let mut table: toml::Table = toml::from_str(text)?;
+        let base = match table.remove("preset") {
+            Some(toml::Value::String(p)) => Scenario::preset(&p)?,
+            Some(other) => {
+                return Err(LoadgenError::Scenario(format!(
+                    "preset must be a name, not {other}"
+                )))
+            }
+            None => base,
         };
         // Overlay the file on the base: serialize the base, merge the tables, deserialize.
-        let mut table: toml::Table = toml::from_str(text)?;
-        table.remove("preset");
         let mut merged = toml::Table::try_from(&base)
             .map_err(|e| LoadgenError::Scenario(format!("serializing the base scenario: {e}")))?;
         for (k, v) in table {
@@ -301,6 +302,12 @@ mod tests {
         assert_eq!(s.publishers, 1);
         assert_eq!(s.duration_s, 4.0);
         assert!(Scenario::from_toml("subscriberz = 1\n").is_err());
+        let base = Scenario::preset("audio-room").unwrap();
+        let s = Scenario::from_toml_over("subscribers = 3\n", base).unwrap();
+        assert_eq!(
+            (s.name.as_str(), s.publishers, s.subscribers),
+            ("audio-room", 5, 3)
+        );
     }
 
     #[test]
