@@ -1,21 +1,27 @@
 //! Short runs of the presets against an in-process edge-sfu (and the reflector): media reaches every
 //! simulated subscriber and the report's counts add up. No timing assertions.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use edge_sfu::{Server, Settings};
+use clap::Parser;
+use edge_sfu::{Cli, Server};
 use sfu_loadgen::http::parse_sfu_url;
 use sfu_loadgen::{run, Report, RunOptions, Scenario, Target};
 
 fn start_server() -> Server {
-    Server::start(&Settings {
-        listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-        workers: 1,
-        public_ips: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
-        media_port: 0,
-    })
-    .expect("starting edge-sfu in-process")
+    // Through the command line, so settings added later keep their defaults.
+    let settings = Cli::parse_from([
+        "edge-sfu",
+        "--listen",
+        "127.0.0.1:0",
+        "--workers",
+        "1",
+        "--public-ip",
+        "127.0.0.1",
+    ])
+    .settings()
+    .expect("settings");
+    Server::start(&settings).expect("starting edge-sfu in-process")
 }
 
 fn short(mut s: Scenario) -> Scenario {
