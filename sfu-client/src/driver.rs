@@ -819,6 +819,11 @@ impl Driver {
                 reply,
             } => {
                 let result = self.write_rtp(track, payload, marker);
+                // str0m sends a written packet only when fed time; without this it waits for the
+                // next timer and every measured latency carries that wait.
+                if let Err(e) = self.rtc.handle_input(Input::Timeout(Instant::now())) {
+                    debug!("session refused time: {e}");
+                }
                 self.drain().await?;
                 if let Some(reply) = reply {
                     let _ = reply.send(result);

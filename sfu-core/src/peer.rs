@@ -13,6 +13,10 @@ use str0m::{Candidate, Rtc, RtcConfig};
 use crate::protocol::{PeerId, PeerInfo, TrackMapping};
 use crate::track::{LegState, Publication, Subscription, TrackKey};
 
+/// Video packets kept per leg for retransmission on NACK: about a second at 2.5 Mbit/s, more than
+/// a NACK round trip needs. str0m's default (1000) costs several hundred KiB per video leg.
+const VIDEO_SEND_HISTORY: usize = 300;
+
 /// Why an SDP exchange with a peer failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SdpError {
@@ -57,6 +61,8 @@ pub struct Peer {
     pub next_timeout: Instant,
     /// Queued for polling in the current drive.
     pub dirty: bool,
+    /// Packets were written to its legs since it was last polled.
+    pub written: bool,
 }
 
 impl Peer {
@@ -77,6 +83,7 @@ impl Peer {
             .enable_opus(true, false)
             .enable_vp8(true)
             .enable_h264(true)
+            .set_send_buffer_video(VIDEO_SEND_HISTORY)
             .build(now);
         for addr in candidates {
             match Candidate::host(*addr, "udp") {
@@ -101,6 +108,7 @@ impl Peer {
             last_heard: now,
             next_timeout: now,
             dirty: false,
+            written: false,
         }
     }
 

@@ -145,6 +145,7 @@ impl Core {
             );
             self.counters.forwarded_packets += 1;
             self.counters.forwarded_bytes += pkt.payload.len() as u64;
+            sub_peer.written = true;
             if !sub_peer.dirty {
                 sub_peer.dirty = true;
                 self.dirty.push(member);

@@ -373,18 +373,25 @@ impl Core {
     /// Polls every dirty peer's session until it has nothing more, acting on its events.
     fn drive(&mut self, now: Instant) {
         while let Some(id) = self.dirty.pop() {
-            self.poll_peer(id);
+            self.poll_peer(now, id);
             while let Some(event) = self.events.pop_front() {
                 self.on_event(now, id, event);
             }
         }
     }
 
-    fn poll_peer(&mut self, id: PeerId) {
+    fn poll_peer(&mut self, now: Instant, id: PeerId) {
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
         peer.dirty = false;
+        if std::mem::take(&mut peer.written) {
+            // str0m sends what `write_rtp` queued only when time is fed to it: without this a
+            // forwarded packet waits for the session's next timer, about a millisecond.
+            if let Err(e) = peer.rtc.handle_input(Input::Timeout(now)) {
+                debug!(peer = id, error = %e, "session refused time");
+            }
+        }
         loop {
             match peer.rtc.poll_output() {
                 Ok(RtcOutput::Timeout(t)) => {
