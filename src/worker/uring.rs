@@ -9,8 +9,9 @@ use tracing::{debug, warn};
 
 use super::{serve, Shared, WorkerSpec, RECV_BUFFER_BYTES};
 
-/// Sends in flight at once per worker.
-const SENDER_TASKS: usize = 4;
+/// Sends in flight at once per worker: more SQEs per submission (32 measured 7.0 µs of CPU per
+/// forwarded packet on `livestream`, 4 measured 7.9; 128 was no better than 32).
+const SENDER_TASKS: usize = 32;
 
 pub(super) async fn run(spec: WorkerSpec) {
     let shared = Shared::new(&spec);
