@@ -314,6 +314,8 @@ fn write(p: &mut PcLoop, media: Media, payload: Arc<[u8]>, marker: bool) {
     t.next_seq += 1;
     t.started = true;
     t.new_frame = marker;
+    // As sfu-client does: str0m sends a written packet only when fed time.
+    let _ = p.rtc.handle_input(Input::Timeout(Instant::now()));
 }
 
 fn new_rtc(local: SocketAddr) -> Result<Rtc> {
