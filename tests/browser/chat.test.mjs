@@ -102,7 +102,8 @@ test('mute, camera off and in-room screen share are seen by the other participan
 
   // Camera
   await ana.page.click('#camera');
-  assert.equal(await ana.page.getAttribute('#camera', 'data-state'), 'off');
+  // Turning the camera off releases the device first: the button's state follows asynchronously.
+  await poll(() => ana.page.getAttribute('#camera', 'data-state').then((s) => s === 'off'), { timeout: 10_000, what: 'camera off' });
   await bob.page.waitForSelector(`${anaTile}.no-video`, { timeout: 5000 });
   await ana.page.click('#camera');
   await poll(() => ana.page.getAttribute('#camera', 'data-state').then((s) => s === 'on'), { timeout: 10_000, what: 'camera back on' });
