@@ -10,6 +10,7 @@ use str0m::rtp::ExtensionValues;
 
 use super::*;
 use crate::plain::OutputPath;
+use crate::rewrite::SeqTsRewriter;
 use crate::wire::RtpRepr;
 
 /// One packet of a published track on its way out, whichever kind of publisher sent it.
@@ -157,81 +158,42 @@ impl Core {
         self.write_outputs(pkt);
     }
 
-    /// Writes `pkt` as plain RTP to every receiver of the track's outputs, each datagram built in a
-    /// pooled buffer.
+    /// Writes `pkt` as plain RTP for the track's outputs: one datagram per receiver, or one for
+    /// the kernel to copy.
     fn write_outputs(&mut self, pkt: &Forwarded) {
         let Some(ids) = self.outputs_by_track.get(&pkt.key) else {
             return;
         };
-        let clock_rate = pkt.params.spec().clock_rate.get();
+        let mut egress = PlainEgress {
+            pool: &mut self.pool,
+            transmits: &mut self.transmits,
+            counters: &mut self.counters,
+            candidates: &self.config.candidates,
+            clock_rate: pkt.params.spec().clock_rate.get(),
+        };
+        let len = pkt.payload.len() as u64;
         for id in ids {
             let Some(output) = self.outputs.get_mut(id) else {
                 continue;
             };
-            if let OutputPath::Kernel { handoff, ssrc } = output.path {
-                let Some(out) = output.handoff.rewrite(
-                    pkt.ssrc,
-                    pkt.seq,
-                    pkt.timestamp,
-                    pkt.arrival,
-                    clock_rate,
-                ) else {
-                    self.counters.drop(DropReason::StaleSource);
-                    continue;
-                };
-                let repr = RtpRepr {
-                    payload_type: *pkt.pt,
-                    sequence_number: out.seq as u16,
-                    timestamp: out.timestamp,
-                    ssrc,
-                    marker: pkt.marker,
-                };
-                if let Some(buf) = build_plain(&mut self.pool, &repr, &pkt.payload) {
-                    for target in &mut output.targets {
-                        target.packets += 1;
-                        target.bytes += pkt.payload.len() as u64;
+            match output.path {
+                OutputPath::Kernel { handoff, ssrc } => {
+                    if egress.send(&mut output.handoff, pkt, ssrc, *pkt.pt, handoff) {
+                        for target in &mut output.targets {
+                            target.packets += 1;
+                            target.bytes += len;
+                        }
                     }
-                    self.counters.forwarded_packets += 1;
-                    self.counters.forwarded_bytes += pkt.payload.len() as u64;
-                    self.transmits.push_back(Transmit {
-                        source: local_for(&self.config.candidates, handoff),
-                        destination: handoff,
-                        contents: buf,
-                    });
                 }
-                continue;
-            }
-            for target in &mut output.targets {
-                let Some(out) = target.rewriter.rewrite(
-                    pkt.ssrc,
-                    pkt.seq,
-                    pkt.timestamp,
-                    pkt.arrival,
-                    clock_rate,
-                ) else {
-                    self.counters.drop(DropReason::StaleSource);
-                    continue;
-                };
-                let repr = RtpRepr {
-                    payload_type: target.payload_type.unwrap_or(*pkt.pt),
-                    // The low 16 bits are the wire's sequence number.
-                    sequence_number: out.seq as u16,
-                    timestamp: out.timestamp,
-                    ssrc: target.ssrc,
-                    marker: pkt.marker,
-                };
-                let Some(buf) = build_plain(&mut self.pool, &repr, &pkt.payload) else {
-                    continue;
-                };
-                target.packets += 1;
-                target.bytes += pkt.payload.len() as u64;
-                self.counters.forwarded_packets += 1;
-                self.counters.forwarded_bytes += pkt.payload.len() as u64;
-                self.transmits.push_back(Transmit {
-                    source: local_for(&self.config.candidates, target.address),
-                    destination: target.address,
-                    contents: buf,
-                });
+                OutputPath::Userspace => {
+                    for t in &mut output.targets {
+                        let pt = t.payload_type.unwrap_or(*pkt.pt);
+                        if egress.send(&mut t.rewriter, pkt, t.ssrc, pt, t.address) {
+                            t.packets += 1;
+                            t.bytes += len;
+                        }
+                    }
+                }
             }
         }
     }
@@ -266,6 +228,58 @@ impl Core {
             rx.request_keyframe(str0m::media::KeyframeRequestKind::Pli);
         }
         self.mark_dirty(source.peer);
+    }
+}
+
+/// Where plain RTP copies go: built in pooled buffers, queued for the shell, counted.
+struct PlainEgress<'a> {
+    pool: &'a mut BufferPool,
+    transmits: &'a mut VecDeque<Transmit>,
+    counters: &'a mut Counters,
+    candidates: &'a [SocketAddr],
+    clock_rate: u32,
+}
+
+impl PlainEgress<'_> {
+    /// Numbers `pkt` with `rewriter` and queues it to `destination` with `ssrc` and `pt`; false
+    /// when it is not sent (a late packet of an earlier source).
+    fn send(
+        &mut self,
+        rewriter: &mut SeqTsRewriter,
+        pkt: &Forwarded,
+        ssrc: u32,
+        pt: u8,
+        destination: SocketAddr,
+    ) -> bool {
+        let Some(out) = rewriter.rewrite(
+            pkt.ssrc,
+            pkt.seq,
+            pkt.timestamp,
+            pkt.arrival,
+            self.clock_rate,
+        ) else {
+            self.counters.drop(DropReason::StaleSource);
+            return false;
+        };
+        let repr = RtpRepr {
+            payload_type: pt,
+            // The low 16 bits are the wire's sequence number.
+            sequence_number: out.seq as u16,
+            timestamp: out.timestamp,
+            ssrc,
+            marker: pkt.marker,
+        };
+        let Some(contents) = build_plain(self.pool, &repr, &pkt.payload) else {
+            return false;
+        };
+        self.counters.forwarded_packets += 1;
+        self.counters.forwarded_bytes += pkt.payload.len() as u64;
+        self.transmits.push_back(Transmit {
+            source: local_for(self.candidates, destination),
+            destination,
+            contents,
+        });
+        true
     }
 }
 
