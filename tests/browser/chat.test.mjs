@@ -1,34 +1,21 @@
 // Chat through the room page's UI, and the call controls (mute, camera, in-room screen share) as the
 // other participant sees them.
 
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  chromiumPresent, skipWithoutChromium, startServer, launchChromium, openPage, waitJoined,
+  chromiumPresent, skipWithoutChromium, serverAndBrowser, joinRoom, openPage, waitJoined,
   expectMediaFrom, roomUrl, poll, describePage, remoteMedia, assertNoPageProblems,
 } from './harness.mjs';
 
-let server;
-let browser;
 let ana;
 let bob;
 const room = `chat-${process.pid}`;
 
-before(async () => {
-  if (!chromiumPresent) return;
-  server = await startServer({ name: 'edge-sfu-chat' });
-  browser = await launchChromium();
-});
-
-after(async () => {
-  await browser?.close().catch(() => {});
-  await server?.stop();
-});
+const fx = serverAndBrowser('edge-sfu-chat');
 
 async function join(name) {
-  const page = await openPage(browser, roomUrl(server.url, room, name), name);
-  const id = await waitJoined(page);
-  return { page, id, name };
+  return joinRoom(fx, room, name);
 }
 
 async function say(from, text) {
@@ -51,10 +38,10 @@ async function expectLine(to, fromName, text) {
 test('chat round trip through the page', { timeout: 60_000 }, async (t) => {
   if (skipWithoutChromium(t)) return;
   // ana uses the join form (no autojoin): prefilled from the URL, one click.
-  const formUrl = new URL('/', server.url);
+  const formUrl = new URL('/', fx.server.url);
   formUrl.searchParams.set('room', room);
   formUrl.searchParams.set('name', 'ana');
-  const page = await openPage(browser, formUrl.href, 'ana');
+  const page = await openPage(fx.browser, formUrl.href, 'ana');
   await page.waitForSelector('#join-view:not([hidden])');
   assert.equal(await page.inputValue('#join-room'), room);
   assert.equal(await page.inputValue('#join-name'), 'ana');

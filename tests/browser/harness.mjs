@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { before, after } from 'node:test';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
@@ -310,4 +311,29 @@ export function roomUrl(base, room, name) {
   u.searchParams.set('name', name);
   u.searchParams.set('autojoin', '1');
   return u.href;
+}
+
+/**
+ * The server and the Chromium of one test file: started before its tests, stopped after them.
+ * Read `fixture.server` and `fixture.browser` inside tests (they are set once `before` ran).
+ */
+export function serverAndBrowser(name) {
+  const fixture = { server: null, browser: null };
+  before(async () => {
+    if (!chromiumPresent) return;
+    fixture.server = await startServer({ name });
+    fixture.browser = await launchChromium();
+  });
+  after(async () => {
+    await fixture.browser?.close().catch(() => {});
+    await fixture.server?.stop();
+  });
+  return fixture;
+}
+
+/** Opens participant `name`'s room page (autojoin) and waits until it joined; returns `{page, id, name}`. */
+export async function joinRoom(fixture, room, name) {
+  const page = await openPage(fixture.browser, roomUrl(fixture.server.url, room, name), name);
+  const id = await waitJoined(page);
+  return { page, id, name };
 }

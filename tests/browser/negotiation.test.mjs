@@ -1,32 +1,19 @@
 // Perfect negotiation against the real server: the browser (polite) and the SFU (impolite) offer at the
 // same time; the browser rolls back, answers the SFU, and offers its own change again.
 
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  chromiumPresent, skipWithoutChromium, startServer, launchChromium, openPage, waitJoined,
+  chromiumPresent, skipWithoutChromium, serverAndBrowser, joinRoom, openPage, waitJoined,
   expectMediaFrom, roomUrl, poll, describePage, remoteMedia, assertNoPageProblems,
 } from './harness.mjs';
 
-let server;
-let browser;
 const room = `glare-${process.pid}`;
 
-before(async () => {
-  if (!chromiumPresent) return;
-  server = await startServer({ name: 'edge-sfu-glare' });
-  browser = await launchChromium();
-});
-
-after(async () => {
-  await browser?.close().catch(() => {});
-  await server?.stop();
-});
+const fx = serverAndBrowser('edge-sfu-glare');
 
 async function join(name) {
-  const page = await openPage(browser, roomUrl(server.url, room, name), name);
-  const id = await waitJoined(page);
-  return { page, id, name };
+  return joinRoom(fx, room, name);
 }
 
 test('glare: the browser rolls back its offer, answers the SFU\'s, then offers again', { timeout: 120_000 }, async (t) => {
@@ -76,7 +63,7 @@ test('glare: the browser rolls back its offer, answers the SFU\'s, then offers a
     assert.equal(await ana.page.evaluate(() => window.edgeSfu.pc.signalingState), 'stable');
     assertNoPageProblems(ana.page, bob.page, cy.page);
   } catch (err) {
-    err.message += `\nana: ${await describePage(ana.page)}\nbob: ${await describePage(bob.page)}\ncy: ${await describePage(cy.page)}\nserver log:\n${server.logTail(30)}`;
+    err.message += `\nana: ${await describePage(ana.page)}\nbob: ${await describePage(bob.page)}\ncy: ${await describePage(cy.page)}\nserver log:\n${fx.server.logTail(30)}`;
     throw err;
   }
 });

@@ -1,33 +1,20 @@
 // The room page against the real server: two, then three participants see and hear each other; a
 // participant who leaves disappears from the others' pages and from /api/stats.
 
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  chromiumPresent, skipWithoutChromium, startServer, launchChromium, openPage, waitJoined,
+  chromiumPresent, skipWithoutChromium, serverAndBrowser, joinRoom, openPage, waitJoined,
   expectMediaFrom, roomUrl, poll, describePage, assertNoPageProblems,
 } from './harness.mjs';
 
-let server;
-let browser;
 const room = `kitchen-${process.pid}`;
 const pages = {}; // name -> {page, id}
 
-before(async () => {
-  if (!chromiumPresent) return;
-  server = await startServer({ name: 'edge-sfu-room' });
-  browser = await launchChromium();
-});
-
-after(async () => {
-  await browser?.close().catch(() => {});
-  await server?.stop();
-});
+const fx = serverAndBrowser('edge-sfu-room');
 
 async function join(name) {
-  const page = await openPage(browser, roomUrl(server.url, room, name), name);
-  const id = await waitJoined(page);
-  pages[name] = { page, id };
+  pages[name] = await joinRoom(fx, room, name);
   return pages[name];
 }
 
@@ -52,7 +39,7 @@ test('two, then three participants decode each other\'s video and receive audio'
     expectMediaFrom(bob.page, [ana.id, cy.id], { label: 'bob' }),
     expectMediaFrom(cy.page, [ana.id, bob.id], { label: 'cy' }),
   ]);
-  const stats = await server.stats();
+  const stats = await fx.server.stats();
   assert.equal(stats.peers, 3, `/api/stats: ${JSON.stringify(stats)}`);
   assert.ok(stats.forwardedPackets > 0, `/api/stats: ${JSON.stringify(stats)}`);
   assertNoPageProblems(ana.page, bob.page, cy.page);
@@ -65,7 +52,7 @@ test('a participant who leaves disappears from the others within seconds', { tim
     t.skip('needs the three participants of the previous test');
     return;
   }
-  const before = await server.stats();
+  const before = await fx.server.stats();
   assert.equal(before.peers, 3);
   // Record, at the moment each page handles peerLeft, whether cy's tiles are already gone.
   for (const p of [ana, bob]) {
@@ -87,7 +74,7 @@ test('a participant who leaves disappears from the others within seconds', { tim
     }
   }
   for (const p of [ana, bob]) assert.equal(await p.page.evaluate(() => window.__tilesAtPeerLeft), 0, 'tiles removed when peerLeft is handled');
-  await poll(async () => (await server.stats()).peers === 2, { timeout: 5000, what: '/api/stats peers == 2' });
+  await poll(async () => (await fx.server.stats()).peers === 2, { timeout: 5000, what: '/api/stats peers == 2' });
   // The two who stayed still see each other.
   await Promise.all([
     expectMediaFrom(ana.page, [bob.id], { label: 'ana' }),
@@ -97,6 +84,6 @@ test('a participant who leaves disappears from the others within seconds', { tim
   await bob.page.context().close();
   await poll(() => ana.page.evaluate((id) => document.querySelectorAll(`[data-peer-id="${id}"]`).length === 0, bob.id),
     { timeout: 10_000, what: `ana: bob (${bob.id}) removed after his tab closed` });
-  await poll(async () => (await server.stats()).peers === 1, { timeout: 10_000, what: '/api/stats peers == 1' });
+  await poll(async () => (await fx.server.stats()).peers === 1, { timeout: 10_000, what: '/api/stats peers == 1' });
   assertNoPageProblems(ana.page, cy.page);
 });

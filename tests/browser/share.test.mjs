@@ -1,26 +1,15 @@
 // share.html: a viewer waits under a short ID, a sender shares its screen to it, the viewer decodes the
 // frames full-size, and goes back to waiting when the sender stops.
 
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  chromiumPresent, skipWithoutChromium, startServer, launchChromium, openPage, poll, describePage, remoteMedia,
+  chromiumPresent, skipWithoutChromium, serverAndBrowser, joinRoom, openPage, poll, describePage, remoteMedia,
   assertNoPageProblems,
 } from './harness.mjs';
 
-let server;
-let browser;
 
-before(async () => {
-  if (!chromiumPresent) return;
-  server = await startServer({ name: 'edge-sfu-share' });
-  browser = await launchChromium();
-});
-
-after(async () => {
-  await browser?.close().catch(() => {});
-  await server?.stop();
-});
+const fx = serverAndBrowser('edge-sfu-share');
 
 const ID_RE = /^[ABCDEFGHJKMNPQRSTUVWXYZ23456789]{6}$/;
 
@@ -46,17 +35,17 @@ test('screen sharing to a waiting device through share.html', { timeout: 120_000
   if (skipWithoutChromium(t)) return;
 
   // The viewer: a random, easy-to-type ID, waiting in room share-<ID>.
-  const viewer = await openPage(browser, new URL('/share.html', server.url).href, 'viewer');
+  const viewer = await openPage(fx.browser, new URL('/share.html', fx.server.url).href, 'viewer');
   await poll(() => viewer.evaluate(() => window.edgeSfu?.state === 'joined'), { timeout: 15_000, what: 'viewer joined' });
   const id = (await viewer.textContent('#share-id')).trim();
   assert.match(id, ID_RE);
   assert.equal(await viewer.evaluate(() => window.edgeSfu.room), `share-${id}`);
   assert.equal(await viewer.evaluate(() => document.body.dataset.state), 'waiting');
-  const s0 = await server.stats();
+  const s0 = await fx.server.stats();
   assert.equal(s0.peers, 1, JSON.stringify(s0));
 
   // The sender: another tab on /share.html, types the ID, clicks "Start sharing".
-  const sender = await openPage(browser, new URL('/share.html', server.url).href, 'sender');
+  const sender = await openPage(fx.browser, new URL('/share.html', fx.server.url).href, 'sender');
   await poll(() => sender.evaluate(() => window.edgeSfu?.state === 'joined'), { timeout: 15_000, what: 'sender page ready' });
   await sender.fill('#wait-view .share-input', id.toLowerCase());
   await sender.click('#wait-view button[type="submit"]');
@@ -74,10 +63,10 @@ test('screen sharing to a waiting device through share.html', { timeout: 120_000
   assert.ok(box.width >= vp.width * 0.95, `video ${box.width}px wide in a ${vp.width}px window`);
   // The viewer publishes nothing.
   assert.deepEqual(await viewer.evaluate(() => window.edgeSfu.pc.getSenders().filter((s) => s.track).length), 0);
-  assert.equal((await server.stats()).peers, 2);
+  assert.equal((await fx.server.stats()).peers, 2);
 
   // A third device cannot join the pair (capacity 2).
-  const intruder = await openPage(browser, new URL(`/share.html?id=${id}`, server.url).href, 'intruder');
+  const intruder = await openPage(fx.browser, new URL(`/share.html?id=${id}`, fx.server.url).href, 'intruder');
   await intruder.click('#share-start');
   await intruder.waitForSelector('#share-error:not([hidden])', { timeout: 15_000 });
   assert.match(await intruder.textContent('#share-error'), /already showing/);
@@ -90,13 +79,13 @@ test('screen sharing to a waiting device through share.html', { timeout: 120_000
 
   // And it can be shared to again, this time from a sender link (?id=).
   await sender.context().close();
-  const sender2 = await openPage(browser, new URL(`/share.html?id=${id}`, server.url).href, 'sender2');
+  const sender2 = await openPage(fx.browser, new URL(`/share.html?id=${id}`, fx.server.url).href, 'sender2');
   assert.equal(await sender2.inputValue('#share-input'), id);
   await sender2.click('#share-start');
   await poll(() => sender2.evaluate(() => document.body.dataset.state === 'sending'), { timeout: 15_000, what: 'sender2 sharing' });
   await viewerDecodes(viewer, 'sender2');
   await sender2.context().close();
   await poll(() => viewer.evaluate(() => document.body.dataset.state === 'waiting'), { timeout: 10_000, what: 'viewer waiting after sender2 closed' });
-  await poll(async () => (await server.stats()).peers === 1, { timeout: 10_000, what: '/api/stats peers == 1' });
+  await poll(async () => (await fx.server.stats()).peers === 1, { timeout: 10_000, what: '/api/stats peers == 1' });
   assertNoPageProblems(viewer, sender, sender2);
 });
