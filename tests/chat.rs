@@ -172,9 +172,5 @@ async fn chat_reaches_every_other_member_with_the_senders_identity() {
     bob.leave().await;
     carol.leave().await;
     dave.leave().await;
-    server
-        .stats_until(Duration::from_secs(10), "an empty server", |s| {
-            s.rooms == 0 && s.peers == 0
-        })
-        .await;
+    server.until_empty(Duration::from_secs(10)).await;
 }

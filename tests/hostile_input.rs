@@ -165,11 +165,7 @@ async fn hostile_input_does_not_disturb_a_running_call() {
         publisher.leave().await;
     }
     // The hostile connections are closed too; everyone is gone.
-    server
-        .stats_until(Duration::from_secs(40), "an empty server", |s| {
-            s.rooms == 0 && s.peers == 0
-        })
-        .await;
+    server.until_empty(Duration::from_secs(40)).await;
     assert!(server.is_alive(), "edge-sfu died");
 }
 

@@ -62,11 +62,7 @@ async fn a_member_who_leaves_is_removed() {
 
     a.leave().await;
     c.leave().await;
-    server
-        .stats_until(Duration::from_secs(10), "an empty server", |s| {
-            s.rooms == 0 && s.peers == 0
-        })
-        .await;
+    server.until_empty(Duration::from_secs(10)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -102,11 +98,7 @@ async fn a_member_who_vanishes_is_removed() {
 
     // The last member crashes too.
     a.vanish().await;
-    server
-        .stats_until(CRASH_LIMIT, "an empty server", |s| {
-            s.rooms == 0 && s.peers == 0
-        })
-        .await;
+    server.until_empty(CRASH_LIMIT).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -145,9 +137,5 @@ async fn a_member_whose_media_path_dies_is_removed() {
 
     a.leave().await;
     b.leave().await;
-    server
-        .stats_until(Duration::from_secs(10), "an empty server", |s| {
-            s.rooms == 0 && s.peers == 0
-        })
-        .await;
+    server.until_empty(Duration::from_secs(10)).await;
 }

@@ -278,9 +278,5 @@ async fn forwarding_through(server: Server) {
     for s in subs {
         s.leave().await;
     }
-    server
-        .stats_until(Duration::from_secs(10), "an empty server", |s| {
-            s.rooms == 0 && s.peers == 0
-        })
-        .await;
+    server.until_empty(Duration::from_secs(10)).await;
 }

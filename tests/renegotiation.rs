@@ -87,11 +87,7 @@ async fn tracks_published_later_by_two_members_at_once_reach_the_others() {
 
     a.leave().await;
     b.leave().await;
-    server
-        .stats_until(Duration::from_secs(10), "an empty server", |s| {
-            s.rooms == 0 && s.peers == 0
-        })
-        .await;
+    server.until_empty(Duration::from_secs(10)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -91,9 +91,5 @@ async fn rooms_are_isolated() {
     x_pub.leave().await;
     x_sub.leave().await;
     y_sub.leave().await;
-    server
-        .stats_until(Duration::from_secs(10), "an empty server", |s| {
-            s.rooms == 0 && s.peers == 0
-        })
-        .await;
+    server.until_empty(Duration::from_secs(10)).await;
 }

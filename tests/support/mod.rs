@@ -108,6 +108,12 @@ impl Server {
         Stats::parse(&body)
     }
 
+    /// Waits until the server holds no room and no peer, panicking after `timeout`.
+    pub async fn until_empty(&self, timeout: Duration) -> Stats {
+        self.stats_until(timeout, "an empty server", |s| s.rooms == 0 && s.peers == 0)
+            .await
+    }
+
     /// Polls `/api/stats` until `pred` holds; panics with the last stats after `timeout`.
     pub async fn stats_until(
         &self,
