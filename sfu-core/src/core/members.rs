@@ -44,11 +44,7 @@ impl Core {
         if self.rooms.get(room.as_str()).is_some_and(Room::is_full) {
             return self.error(id, ErrorCode::RoomFull, "the room is full");
         }
-        self.room_entry(&room, capacity);
-        let room_key = self
-            .rooms
-            .get_key_value(room.as_str())
-            .map_or_else(|| Arc::from(room.as_str()), |(k, _)| k.clone());
+        let (room_key, _) = self.room_entry(&room, capacity);
         let mut peer = Peer::new(id, name, room_key.clone(), &self.config.candidates, now);
         let ufrag = peer.local_ufrag();
         self.demux.add_peer(id, &ufrag);
@@ -74,7 +70,7 @@ impl Core {
         let info = peer.info();
         info!(peer = id, room = %room, name = %peer.name, "joined");
         self.peers.insert(id, peer);
-        self.room_entry(&room_key, capacity).members.push(id);
+        self.room_entry(&room_key, capacity).1.members.push(id);
         self.signal(
             id,
             ServerMessage::Joined {

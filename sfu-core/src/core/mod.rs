@@ -291,13 +291,17 @@ impl Core {
         found.map(Route::Peer)
     }
 
-    /// The room named `name`, created with `capacity` if it does not exist.
-    fn room_entry(&mut self, name: &str, capacity: usize) -> &mut Room {
+    /// The room named `name`, created with `capacity` if it does not exist, and its shared key.
+    fn room_entry(&mut self, name: &str, capacity: usize) -> (Arc<str>, &mut Room) {
         let key = self
             .rooms
             .get_key_value(name)
             .map_or_else(|| Arc::from(name), |(k, _)| k.clone());
-        self.rooms.entry(key).or_insert_with(|| Room::new(capacity))
+        let room = self
+            .rooms
+            .entry(key.clone())
+            .or_insert_with(|| Room::new(capacity));
+        (key, room)
     }
 
     /// Removes room `name` when no member and no ingest is left in it.
@@ -376,6 +380,9 @@ impl Core {
             self.poll_peer(now, id);
             while let Some(event) = self.events.pop_front() {
                 self.on_event(now, id, event);
+            }
+            if self.peers.get(&id).is_some_and(|p| !p.rtc.is_alive()) {
+                self.remove_peer(now, id, Some("the WebRTC session closed"));
             }
         }
     }
@@ -464,10 +471,6 @@ impl Core {
                 }
             }
             _ => {}
-        }
-        let closed = self.peers.get(&id).is_some_and(|p| !p.rtc.is_alive());
-        if closed {
-            self.remove_peer(now, id, Some("the WebRTC session closed"));
         }
     }
 

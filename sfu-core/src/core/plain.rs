@@ -94,14 +94,9 @@ impl Core {
             .codec
             .params()
             .ok_or_else(|| PlainError::Invalid("codec not available".into()))?;
-        let room = self.room_entry(&spec.room, DEFAULT_CAPACITY);
+        let (room_name, room) = self.room_entry(&spec.room, DEFAULT_CAPACITY);
         room.ingests.push(id);
         let members = room.members.clone();
-        let room_name = self
-            .rooms
-            .get_key_value(spec.room.as_str())
-            .map(|(k, _)| k.clone());
-        let room_name = room_name.unwrap_or_else(|| Arc::from(spec.room.as_str()));
         let kind = match spec.codec.kind() {
             TrackKind::Audio => MediaKind::Audio,
             TrackKind::Video => MediaKind::Video,
