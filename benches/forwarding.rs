@@ -92,17 +92,17 @@ fn demux(c: &mut Criterion) {
     for p in 0..peers {
         d.add_peer(p, &format!("ufrag{p:04}"));
         let remote = SocketAddr::from(([127, 0, 0, 1], 20_000 + p as u16));
-        d.learn(p, (remote, local), 4);
+        d.learn(p, Protocol::Udp, (remote, local), 4);
     }
     let hit = (SocketAddr::from(([127, 0, 0, 1], 20_500)), local);
     let miss = (SocketAddr::from(([127, 0, 0, 2], 9)), local);
     let mut g = c.benchmark_group("demux");
     g.throughput(Throughput::Elements(1));
     g.bench_function("by_tuple_hit_1000_peers", |b| {
-        b.iter(|| black_box(d.by_tuple(black_box(&hit))))
+        b.iter(|| black_box(d.by_tuple(Protocol::Udp, black_box(&hit))))
     });
     g.bench_function("by_tuple_miss_1000_peers", |b| {
-        b.iter(|| black_box(d.by_tuple(black_box(&miss))))
+        b.iter(|| black_box(d.by_tuple(Protocol::Udp, black_box(&miss))))
     });
     g.bench_function("by_ufrag_hit_1000_peers", |b| {
         b.iter(|| black_box(d.by_ufrag(black_box(b"ufrag0500"))))

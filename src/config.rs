@@ -50,6 +50,12 @@ pub struct Cli {
     #[arg(long, value_name = "IFACE")]
     pub kernel_interface: Option<String>,
 
+    /// ICE over TCP: each worker also listens on TCP (same port number as its UDP port when free)
+    /// and announces passive TCP host candidates, so clients whose UDP is blocked connect
+    /// directly [default: true].
+    #[arg(long, value_name = "BOOL")]
+    pub ice_tcp: Option<bool>,
+
     /// Loopback UDP port the workers hand the one plain copy of a kernel-path output to; the TC
     /// program on lo's egress consumes it [default: 47999].
     #[arg(long, value_name = "PORT")]
@@ -77,6 +83,7 @@ struct FileConfig {
     io: Option<IoMode>,
     kernel_interface: Option<String>,
     kernel_handoff_port: Option<u16>,
+    ice_tcp: Option<bool>,
     #[serde(default)]
     ingest: Vec<IngestSpec>,
     #[serde(default)]
@@ -110,6 +117,8 @@ pub struct Settings {
     pub kernel_interface: Option<String>,
     /// Loopback port of the kernel path's hand-off.
     pub kernel_handoff_port: u16,
+    /// Whether workers accept ICE over TCP.
+    pub ice_tcp: bool,
     /// Plain RTP ingests to create at start (TOML `[[ingest]]`).
     pub ingests: Vec<IngestSpec>,
     /// Plain RTP outputs to create at start (TOML `[[output]]`).
@@ -143,6 +152,7 @@ impl Cli {
                 .kernel_handoff_port
                 .or(file.kernel_handoff_port)
                 .unwrap_or(47999),
+            ice_tcp: self.ice_tcp.or(file.ice_tcp).unwrap_or(true),
             ingests: file.ingest,
             outputs: file.output,
         })

@@ -10,6 +10,7 @@ use std::sync::Mutex;
 
 use sfu_core::demux::FlowChange;
 use sfu_core::plain::{OutputInfo, OutputPath};
+use sfu_core::str0m::net::Protocol;
 use tracing::{debug, info, warn};
 use xdp_forwarder::{
     Direction, FanoutKey, Flow, KernelPath, NextHop, Options, Output, OutputId, TcHook,
@@ -71,15 +72,16 @@ impl Kernel {
         self.path.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Mirrors a core's change of admitted flows into the guard.
+    /// Mirrors a core's change of admitted UDP flows into the guard (TCP never meets it).
     pub fn apply(&self, change: FlowChange) {
         let (result, what) = match change {
-            FlowChange::Admitted((peer, local)) => {
+            FlowChange::Admitted(Protocol::Udp, (peer, local)) => {
                 (self.state().kp.admit(&Flow { peer, local }), "admit")
             }
-            FlowChange::Revoked((peer, local)) => {
+            FlowChange::Revoked(Protocol::Udp, (peer, local)) => {
                 (self.state().kp.revoke(&Flow { peer, local }), "revoke")
             }
+            FlowChange::Admitted(..) | FlowChange::Revoked(..) => return,
         };
         if let Err(e) = result {
             warn!(?change, error = %e, "guard map update failed ({what})");

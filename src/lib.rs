@@ -54,6 +54,14 @@ impl Server {
             .iter()
             .map(|s| s.local_addr().map(|a| a.port()))
             .collect::<std::io::Result<Vec<u16>>>()?;
+        let mut tcp_listeners = Vec::with_capacity(settings.workers);
+        for port in &ports {
+            tcp_listeners.push(if settings.ice_tcp {
+                Some(bind_ice_tcp(*port)?)
+            } else {
+                None
+            });
+        }
         let kernel = settings
             .kernel_interface
             .as_deref()
@@ -62,15 +70,26 @@ impl Server {
         let mut handles = Vec::with_capacity(settings.workers);
         let mut workers = Vec::with_capacity(settings.workers);
         let mut io = settings.io;
-        for (index, (socket, port)) in sockets.into_iter().zip(ports).enumerate() {
+        let workers_io = sockets.into_iter().zip(ports).zip(tcp_listeners);
+        for (index, ((socket, port), tcp)) in workers_io.enumerate() {
             let candidates: Vec<SocketAddr> =
                 ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect();
+            let ice_tcp_port = tcp
+                .as_ref()
+                .map(|l| l.local_addr())
+                .transpose()?
+                .map(|a| a.port());
+            let tcp_candidates = ice_tcp_port
+                .map(|p| ips.iter().map(|ip| SocketAddr::new(*ip, p)).collect())
+                .unwrap_or_default();
             let (tx, rx) = mpsc::unbounded_channel();
             let (thread, mode) = worker::spawn(
                 WorkerSpec {
                     index,
                     socket,
                     candidates,
+                    tcp,
+                    tcp_candidates,
                     commands: rx,
                     kernel: kernel.clone(),
                 },
@@ -81,6 +100,7 @@ impl Server {
             handles.push(WorkerHandle {
                 commands: tx,
                 media_port: port,
+                ice_tcp_port,
             });
         }
         let media_ports = handles.iter().map(|h| h.media_port).collect();
@@ -168,6 +188,15 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.stop();
     }
+}
+
+/// A worker's ICE-TCP listener, on the same port number as its UDP socket so that one firewall
+/// rule per port covers both; on another port when that one is taken over TCP.
+fn bind_ice_tcp(udp_port: u16) -> Result<std::net::TcpListener> {
+    net::bind_ice_tcp_listener(udp_port).or_else(|e| {
+        tracing::warn!(port = udp_port, error = %e, "ICE-TCP cannot share the UDP port number, using another");
+        net::bind_ice_tcp_listener(0)
+    })
 }
 
 /// Ingests and outputs from the configuration file.

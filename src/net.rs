@@ -25,6 +25,20 @@ pub fn bind_media_socket(port: u16) -> Result<std::net::UdpSocket> {
     Ok(socket.into())
 }
 
+/// Binds a worker's ICE-TCP listener on all IPv4 interfaces at `port` (0 for any free port).
+pub fn bind_ice_tcp_listener(port: u16) -> Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))
+        .context("creating TCP socket")?;
+    socket.set_reuse_address(true).context("SO_REUSEADDR")?;
+    socket.set_nonblocking(true).context("O_NONBLOCK")?;
+    let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
+    socket
+        .bind(&addr.into())
+        .with_context(|| format!("binding TCP {addr}"))?;
+    socket.listen(1024).context("listen")?;
+    Ok(socket.into())
+}
+
 /// The IPs to announce: the configured ones, or every interface's IPv4 address (loopback
 /// included, for browsers on this machine; link-local excluded, as ICE does).
 pub fn announced_ips(configured: &[IpAddr]) -> Vec<IpAddr> {

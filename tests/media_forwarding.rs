@@ -8,8 +8,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sfu_client::{TrackKind, TrackSource};
-use support::{join, try_until, vp8_keyframe_payload, wait_tracks_of, Seen, Server};
+use sfu_client::{ClientConfig, TrackKind, TrackSource};
+use support::{join_with, try_until, vp8_keyframe_payload, wait_tracks_of, Seen, Server};
 
 /// Packets per track in the measured run.
 const N: usize = 300;
@@ -29,24 +29,38 @@ fn video_payload(i: usize) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publisher_media_reaches_every_subscriber_intact() {
-    forwarding_through(Server::start()).await;
+    forwarding_through(Server::start(), false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sendmmsg_shell_forwards_the_same() {
-    forwarding_through(Server::start_with(&["--io", "sendmmsg"])).await;
+    forwarding_through(Server::start_with(&["--io", "sendmmsg"]), false).await;
 }
 
-async fn forwarding_through(server: Server) {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ice_over_tcp_forwards_the_same() {
+    let server = Server::start();
+    forwarding_through(server, true).await;
+}
+
+/// Every participant reaches the SFU over UDP, or (`ice_tcp`) only over ICE-TCP.
+async fn forwarding_through(server: Server, ice_tcp: bool) {
     let room = "forwarding";
+    let participant = |name: &str, media: bool| {
+        let config = ClientConfig::new(server.ws_url(), room, name)
+            .audio(media)
+            .video(media)
+            .ice_tcp(ice_tcp);
+        join_with(config)
+    };
 
     // Two subscribers are there before the publisher arrives, one joins while it already publishes.
     let mut subs = vec![
-        join(&server, room, "sub-a", false, false).await,
-        join(&server, room, "sub-b", false, false).await,
+        participant("sub-a", false).await,
+        participant("sub-b", false).await,
     ];
-    let publisher = join(&server, room, "publisher", true, true).await;
-    subs.push(join(&server, room, "sub-c", false, false).await);
+    let publisher = participant("publisher", true).await;
+    subs.push(participant("sub-c", false).await);
 
     let pub_id = publisher.peer_id();
     let tracks = publisher.local_tracks();
@@ -127,6 +141,16 @@ async fn forwarding_through(server: Server) {
     }
     println!("media flowing to every subscriber after {warm} warm-up packets per track");
     let stats_before = server.stats().await;
+    let tcp_connections = stats_before.raw["iceTcpConnections"].as_u64();
+    if ice_tcp {
+        assert_eq!(
+            tcp_connections,
+            Some(4),
+            "one ICE-TCP connection per participant"
+        );
+    } else {
+        assert_eq!(tcp_connections, Some(0), "UDP participants use no TCP");
+    }
 
     // The measured run: N distinct packets per track, paced lightly.
     let mut sent_audio: Vec<Arc<[u8]>> = Vec::with_capacity(N);

@@ -14,7 +14,7 @@ use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::ChannelId;
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, Mid, Pt};
-use str0m::net::{Protocol, Receive};
+use str0m::net::{Protocol, Receive, TcpType};
 use str0m::rtp::{RtpPacket, RtpWrite, Ssrc};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tokio::net::{TcpStream, UdpSocket};
@@ -28,6 +28,7 @@ use sfu_core::protocol::{
     TrackMapping, TrackSource,
 };
 
+use crate::ice_tcp::{self, TcpLinks};
 use crate::sdp::sdp_candidates;
 use crate::{
     ChatVia, ClientConfig, ClientError, ClientEvent, LocalTrack, LocalTrackId, ReceivedRtp,
@@ -182,6 +183,7 @@ enum End {
 enum Wake {
     Cmd(Option<Command>),
     Udp(std::io::Result<(usize, SocketAddr)>),
+    Tcp(Option<ice_tcp::Incoming>),
     Ws(Option<std::result::Result<Message, tokio_tungstenite::tungstenite::Error>>),
     Timer,
     Ping,
@@ -192,6 +194,10 @@ pub(crate) struct Driver {
     rtc: Rtc,
     udp: UdpSocket,
     local_addr: SocketAddr,
+    /// ICE-TCP connections, when the client uses TCP instead of UDP.
+    tcp: Option<TcpLinks>,
+    /// The active TCP candidate's address (what str0m knows the local end as).
+    tcp_local: SocketAddr,
     ws_tx: SplitSink<Ws, Message>,
     ws_rx: SplitStream<Ws>,
     cmd_rx: mpsc::Receiver<Command>,
@@ -239,8 +245,17 @@ impl Driver {
             .enable_opus(true, false)
             .enable_vp8(true)
             .build(Instant::now());
-        let candidate = Candidate::host(local_addr, "udp")
-            .map_err(|e| ClientError::Protocol(format!("bad host candidate {local_addr}: {e}")))?;
+        let tcp_local = SocketAddr::new(local_addr.ip(), ice_tcp::ACTIVE_PORT);
+        let candidate = if config.ice_tcp {
+            Candidate::builder()
+                .tcp()
+                .host(tcp_local)
+                .tcptype(TcpType::Active)
+                .build()
+        } else {
+            Candidate::host(local_addr, "udp")
+        }
+        .map_err(|e| ClientError::Protocol(format!("bad host candidate {local_addr}: {e}")))?;
         rtc.add_local_candidate(candidate);
 
         let mut tracks = Vec::new();
@@ -262,6 +277,8 @@ impl Driver {
             rtc,
             udp,
             local_addr,
+            tcp: config.ice_tcp.then(TcpLinks::new),
+            tcp_local,
             ws_tx,
             ws_rx,
             cmd_rx,
@@ -339,6 +356,7 @@ impl Driver {
             let wake = tokio::select! {
                 cmd = self.cmd_rx.recv() => Wake::Cmd(cmd),
                 r = self.udp.recv_from(&mut self.buf) => Wake::Udp(r),
+                f = recv_tcp(&mut self.tcp) => Wake::Tcp(f),
                 m = self.ws_rx.next() => Wake::Ws(m),
                 _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => Wake::Timer,
                 _ = ping.tick() => Wake::Ping,
@@ -353,6 +371,8 @@ impl Driver {
                 }
                 Wake::Udp(Ok((n, source))) => self.on_datagram(n, source),
                 Wake::Udp(Err(e)) => debug!("udp recv: {e}"),
+                Wake::Tcp(Some((source, frame))) => self.on_tcp_frame(source, &frame),
+                Wake::Tcp(None) => {}
                 Wake::Ws(None) => return Ok(End::Remote("the sfu closed the websocket".into())),
                 Wake::Ws(Some(Err(e))) => return Err(e.into()),
                 Wake::Ws(Some(Ok(msg))) => {
@@ -376,6 +396,17 @@ impl Driver {
             match self.rtc.poll_output()? {
                 Output::Timeout(t) => return Ok(t),
                 Output::Transmit(_) if self.media_cut => {}
+                Output::Transmit(t) if t.proto == Protocol::Tcp => {
+                    let Some(tcp) = self.tcp.as_mut() else {
+                        continue;
+                    };
+                    match tcp.send(t.destination, &t.contents).await {
+                        Ok(()) => {
+                            self.counters.udp_out.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => debug!("tcp send to {}: {e}", t.destination),
+                    }
+                }
                 Output::Transmit(t) => match self.udp.send_to(&t.contents, t.destination).await {
                     Ok(_) => {
                         self.counters.udp_out.fetch_add(1, Ordering::Relaxed);
@@ -388,14 +419,30 @@ impl Driver {
     }
 
     fn on_datagram(&mut self, n: usize, source: SocketAddr) {
+        // Lent out while str0m reads it, so the receive path copies nothing.
+        let buf = std::mem::take(&mut self.buf);
+        if let Some(contents) = buf.get(..n) {
+            self.receive(Protocol::Udp, source, self.local_addr, contents);
+        }
+        self.buf = buf;
+    }
+
+    fn on_tcp_frame(&mut self, source: SocketAddr, frame: &[u8]) {
+        self.receive(Protocol::Tcp, source, self.tcp_local, frame);
+    }
+
+    fn receive(
+        &mut self,
+        proto: Protocol,
+        source: SocketAddr,
+        destination: SocketAddr,
+        contents: &[u8],
+    ) {
         if self.media_cut {
             return;
         }
         self.counters.udp_in.fetch_add(1, Ordering::Relaxed);
-        let Some(contents) = self.buf.get(..n) else {
-            return;
-        };
-        let receive = match Receive::new(Protocol::Udp, source, self.local_addr, contents) {
+        let receive = match Receive::new(proto, source, destination, contents) {
             Ok(r) => r,
             Err(e) => {
                 debug!("ignoring a datagram from {source}: {e}");
@@ -1032,6 +1079,14 @@ impl Driver {
             closed: None,
         };
         self.status.send_replace(status);
+    }
+}
+
+/// The next ICE-TCP frame, or never when the client uses UDP.
+async fn recv_tcp(tcp: &mut Option<TcpLinks>) -> Option<ice_tcp::Incoming> {
+    match tcp {
+        Some(links) => links.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -34,6 +34,7 @@
 
 mod driver;
 mod error;
+mod ice_tcp;
 mod sdp;
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -85,6 +86,9 @@ pub struct ClientConfig {
     /// Whether every received RTP packet becomes a [`ClientEvent::Rtp`]. A load generator that only
     /// needs [`Counters`] turns this off.
     pub deliver_rtp: bool,
+    /// Reach the SFU over ICE-TCP only: the one local candidate is an active TCP candidate (on
+    /// `bind_addr`'s IP), as a browser whose UDP is blocked ends up using.
+    pub ice_tcp: bool,
 }
 
 impl ClientConfig {
@@ -104,6 +108,7 @@ impl ClientConfig {
             ping_interval: Duration::from_secs(10),
             event_capacity: 65_536,
             deliver_rtp: true,
+            ice_tcp: false,
         }
     }
 
@@ -128,6 +133,12 @@ impl ClientConfig {
     /// Ask for a room capacity (only honoured when this join creates the room).
     pub fn capacity(mut self, capacity: u32) -> Self {
         self.capacity = Some(capacity);
+        self
+    }
+
+    /// Use ICE over TCP instead of UDP.
+    pub fn ice_tcp(mut self, on: bool) -> Self {
+        self.ice_tcp = on;
         self
     }
 

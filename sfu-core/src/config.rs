@@ -9,6 +9,9 @@ pub struct CoreConfig {
     /// The addresses this worker's media socket is reachable at, announced as ICE host
     /// candidates in every SDP (one per announced IP, all on the worker's port).
     pub candidates: Vec<SocketAddr>,
+    /// The addresses this worker's ICE-TCP listener is reachable at (RFC 6544 passive host
+    /// candidates, announced beside the UDP ones with a lower priority); empty without ICE-TCP.
+    pub tcp_candidates: Vec<SocketAddr>,
     /// How long a joined peer may take to bring ICE and DTLS up before it is dropped.
     pub connect_timeout: Duration,
     /// A connected peer from which nothing (media, RTCP or the browser's ICE consent checks every
@@ -27,6 +30,7 @@ impl Default for CoreConfig {
     fn default() -> Self {
         CoreConfig {
             candidates: Vec::new(),
+            tcp_candidates: Vec::new(),
             connect_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(10),
             max_datagram: 1500,

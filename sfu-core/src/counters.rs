@@ -29,11 +29,24 @@ pub enum DropReason {
     BadChannelMessage,
     /// An SDP offer or answer that could not be applied.
     BadSdp,
+    /// An ICE-TCP connection sent an RFC 4571 frame of length 0 or above the datagram limit; the
+    /// connection was closed.
+    TcpBadFrame,
+    /// An ICE-TCP connection's first frame was not STUN; the connection was closed.
+    TcpNotStun,
+    /// An ICE-TCP connection stalled mid-frame (reading or writing); it was closed.
+    TcpStalled,
+    /// An ICE-TCP connection made no valid ICE check in time; it was closed.
+    TcpNotAdmitted,
+    /// A frame for an ICE-TCP client that does not read fast enough was dropped.
+    TcpOverflow,
+    /// An ICE-TCP connection beyond the worker's limit was refused.
+    TcpTooMany,
 }
 
 impl DropReason {
     /// Every reason, in a fixed order (the order of [`Counters::drops`]).
-    pub const ALL: [DropReason; 12] = [
+    pub const ALL: [DropReason; 18] = [
         DropReason::UnknownProtocol,
         DropReason::MalformedStun,
         DropReason::UnknownUfrag,
@@ -46,6 +59,12 @@ impl DropReason {
         DropReason::StaleSource,
         DropReason::BadChannelMessage,
         DropReason::BadSdp,
+        DropReason::TcpBadFrame,
+        DropReason::TcpNotStun,
+        DropReason::TcpStalled,
+        DropReason::TcpNotAdmitted,
+        DropReason::TcpOverflow,
+        DropReason::TcpTooMany,
     ];
 
     /// The reason's name in stats output.
@@ -63,6 +82,12 @@ impl DropReason {
             DropReason::StaleSource => "stale_source",
             DropReason::BadChannelMessage => "bad_channel_message",
             DropReason::BadSdp => "bad_sdp",
+            DropReason::TcpBadFrame => "tcp_bad_frame",
+            DropReason::TcpNotStun => "tcp_not_stun",
+            DropReason::TcpStalled => "tcp_stalled",
+            DropReason::TcpNotAdmitted => "tcp_not_admitted",
+            DropReason::TcpOverflow => "tcp_overflow",
+            DropReason::TcpTooMany => "tcp_too_many",
         }
     }
 
@@ -126,6 +151,8 @@ pub struct StatsSnapshot {
     pub received_packets: u64,
     /// Refusals by reason name (only reasons seen at least once).
     pub drops: std::collections::BTreeMap<&'static str, u64>,
+    /// Open ICE-TCP connections (filled in by the I/O shell, which holds them).
+    pub ice_tcp_connections: usize,
     /// Plain RTP ingests.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ingests: Vec<crate::plain::IngestInfo>,
@@ -149,6 +176,7 @@ impl StatsSnapshot {
             forwarded_bytes: counters.forwarded_bytes,
             received_packets: counters.received_packets,
             drops,
+            ice_tcp_connections: 0,
             ingests: Vec::new(),
             outputs: Vec::new(),
         }
@@ -161,6 +189,7 @@ impl StatsSnapshot {
         self.forwarded_packets += other.forwarded_packets;
         self.forwarded_bytes += other.forwarded_bytes;
         self.received_packets += other.received_packets;
+        self.ice_tcp_connections += other.ice_tcp_connections;
         for (reason, n) in &other.drops {
             *self.drops.entry(reason).or_default() += n;
         }

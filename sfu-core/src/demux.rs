@@ -3,31 +3,38 @@
 //! A client's first datagrams are STUN binding requests whose USERNAME starts with the ufrag we
 //! gave that peer; when one arrives, its 5-tuple is learned, and the DTLS/SRTP that follows on that
 //! 5-tuple is routed by a single hash lookup. Nobody is ever asked "is this yours?" in turn.
+//! UDP and TCP (ICE-TCP) paths are told apart by their transport, since a TCP connection and a UDP
+//! flow may share both addresses.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 
+use str0m::net::Protocol;
+
 use crate::protocol::PeerId;
 
-/// A (remote, local) address pair: UDP's 5-tuple minus the protocol.
+/// A (remote, local) address pair: a 5-tuple minus the protocol.
 pub type FiveTuple = (SocketAddr, SocketAddr);
 
-/// A 5-tuple that became valid or stopped being valid: what an in-kernel guard in front of the
-/// media port must let through.
+/// A transport and a 5-tuple: one path a peer is reached on.
+type Path = (Protocol, FiveTuple);
+
+/// A path that became valid or stopped being valid: what an in-kernel guard in front of the
+/// media port must let through (UDP), and which TCP connections carry a peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FlowChange {
-    /// Datagrams on this (remote, local) pair now belong to someone.
-    Admitted(FiveTuple),
+    /// Datagrams on this (remote, local) pair of this transport now belong to someone.
+    Admitted(Protocol, FiveTuple),
     /// They no longer do.
-    Revoked(FiveTuple),
+    Revoked(Protocol, FiveTuple),
 }
 
 /// The routing tables of one core.
 #[derive(Debug, Default)]
 pub struct Demux {
     by_ufrag: HashMap<Box<[u8]>, PeerId>,
-    by_tuple: HashMap<FiveTuple, PeerId>,
-    tuples_of: HashMap<PeerId, Vec<FiveTuple>>,
+    by_tuple: HashMap<Path, PeerId>,
+    tuples_of: HashMap<PeerId, Vec<Path>>,
     changes: VecDeque<FlowChange>,
 }
 
@@ -41,10 +48,10 @@ impl Demux {
     /// Forgets a peer: its ufrag and every 5-tuple it was reached on.
     pub fn remove_peer(&mut self, peer: PeerId) {
         self.by_ufrag.retain(|_, p| *p != peer);
-        for tuple in self.tuples_of.remove(&peer).unwrap_or_default() {
-            if self.by_tuple.get(&tuple) == Some(&peer) {
-                self.by_tuple.remove(&tuple);
-                self.changes.push_back(FlowChange::Revoked(tuple));
+        for path in self.tuples_of.remove(&peer).unwrap_or_default() {
+            if self.by_tuple.get(&path) == Some(&peer) {
+                self.by_tuple.remove(&path);
+                self.changes.push_back(FlowChange::Revoked(path.0, path.1));
             }
         }
     }
@@ -54,33 +61,46 @@ impl Demux {
         self.by_ufrag.get(ufrag).copied()
     }
 
-    /// The peer reached on this 5-tuple.
-    pub fn by_tuple(&self, tuple: &FiveTuple) -> Option<PeerId> {
-        self.by_tuple.get(tuple).copied()
+    /// The peer reached on this 5-tuple of this transport.
+    pub fn by_tuple(&self, proto: Protocol, tuple: &FiveTuple) -> Option<PeerId> {
+        self.by_tuple.get(&(proto, *tuple)).copied()
     }
 
-    /// Learns that `peer` is reached on `tuple`. At most `max_paths` tuples are kept per peer; the
-    /// oldest makes room. A tuple that belonged to another peer moves (a client restarted ICE from
-    /// the same port).
-    pub fn learn(&mut self, peer: PeerId, tuple: FiveTuple, max_paths: usize) {
-        if self.by_tuple.get(&tuple) == Some(&peer) {
+    /// Learns that `peer` is reached on `tuple` over `proto`. At most `max_paths` paths are kept
+    /// per peer; the oldest makes room. A path that belonged to another peer moves (a client
+    /// restarted ICE from the same port).
+    pub fn learn(&mut self, peer: PeerId, proto: Protocol, tuple: FiveTuple, max_paths: usize) {
+        let path = (proto, tuple);
+        if self.by_tuple.get(&path) == Some(&peer) {
             return;
         }
-        match self.by_tuple.insert(tuple, peer) {
+        match self.by_tuple.insert(path, peer) {
             Some(previous) => {
                 if let Some(list) = self.tuples_of.get_mut(&previous) {
-                    list.retain(|t| *t != tuple);
+                    list.retain(|t| *t != path);
                 }
             }
-            None => self.changes.push_back(FlowChange::Admitted(tuple)),
+            None => self.changes.push_back(FlowChange::Admitted(proto, tuple)),
         }
         let list = self.tuples_of.entry(peer).or_default();
-        list.push(tuple);
+        list.push(path);
         if list.len() > max_paths.max(1) {
             let oldest = list.remove(0);
             if self.by_tuple.get(&oldest) == Some(&peer) {
                 self.by_tuple.remove(&oldest);
-                self.changes.push_back(FlowChange::Revoked(oldest));
+                self.changes
+                    .push_back(FlowChange::Revoked(oldest.0, oldest.1));
+            }
+        }
+    }
+
+    /// Forgets a path that can no longer carry anything (its TCP connection closed). Reports no
+    /// change: whoever closed it knows.
+    pub fn forget(&mut self, proto: Protocol, tuple: FiveTuple) {
+        let path = (proto, tuple);
+        if let Some(peer) = self.by_tuple.remove(&path) {
+            if let Some(list) = self.tuples_of.get_mut(&peer) {
+                list.retain(|t| *t != path);
             }
         }
     }
@@ -105,6 +125,8 @@ impl Demux {
 mod tests {
     use super::*;
 
+    const UDP: Protocol = Protocol::Udp;
+
     fn addr(port: u16) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], port))
     }
@@ -117,9 +139,9 @@ mod tests {
         assert_eq!(d.by_ufrag(b"bbbb"), Some(2));
         assert_eq!(d.by_ufrag(b"cccc"), None);
         let t = (addr(5000), addr(9000));
-        assert_eq!(d.by_tuple(&t), None);
-        d.learn(2, t, 8);
-        assert_eq!(d.by_tuple(&t), Some(2));
+        assert_eq!(d.by_tuple(UDP, &t), None);
+        d.learn(2, UDP, t, 8);
+        assert_eq!(d.by_tuple(UDP, &t), Some(2));
     }
 
     #[test]
@@ -127,12 +149,12 @@ mod tests {
         let mut d = Demux::default();
         d.add_peer(1, "aaaa");
         d.add_peer(2, "bbbb");
-        d.learn(1, (addr(1), addr(9000)), 8);
-        d.learn(2, (addr(2), addr(9000)), 8);
+        d.learn(1, UDP, (addr(1), addr(9000)), 8);
+        d.learn(2, UDP, (addr(2), addr(9000)), 8);
         d.remove_peer(1);
         assert_eq!(d.by_ufrag(b"aaaa"), None);
-        assert_eq!(d.by_tuple(&(addr(1), addr(9000))), None);
-        assert_eq!(d.by_tuple(&(addr(2), addr(9000))), Some(2));
+        assert_eq!(d.by_tuple(UDP, &(addr(1), addr(9000))), None);
+        assert_eq!(d.by_tuple(UDP, &(addr(2), addr(9000))), Some(2));
         assert_eq!(d.tuple_count(), 1);
     }
 
@@ -141,18 +163,18 @@ mod tests {
         let mut d = Demux::default();
         d.add_peer(1, "aaaa");
         let (a, b) = ((addr(1), addr(9000)), (addr(2), addr(9000)));
-        d.learn(1, a, 1);
-        d.learn(1, a, 1);
-        d.learn(1, b, 1);
+        d.learn(1, UDP, a, 1);
+        d.learn(1, UDP, a, 1);
+        d.learn(1, UDP, b, 1);
         d.remove_peer(1);
         let changes: Vec<_> = std::iter::from_fn(|| d.next_change()).collect();
         assert_eq!(
             changes,
             vec![
-                FlowChange::Admitted(a),
-                FlowChange::Admitted(b),
-                FlowChange::Revoked(a),
-                FlowChange::Revoked(b)
+                FlowChange::Admitted(UDP, a),
+                FlowChange::Admitted(UDP, b),
+                FlowChange::Revoked(UDP, a),
+                FlowChange::Revoked(UDP, b)
             ]
         );
     }
@@ -162,15 +184,39 @@ mod tests {
         let mut d = Demux::default();
         d.add_peer(1, "aaaa");
         for port in 0..20 {
-            d.learn(1, (addr(port), addr(9000)), 4);
+            d.learn(1, UDP, (addr(port), addr(9000)), 4);
         }
         assert_eq!(d.tuple_count(), 4);
-        assert_eq!(d.by_tuple(&(addr(19), addr(9000))), Some(1));
-        assert_eq!(d.by_tuple(&(addr(0), addr(9000))), None);
+        assert_eq!(d.by_tuple(UDP, &(addr(19), addr(9000))), Some(1));
+        assert_eq!(d.by_tuple(UDP, &(addr(0), addr(9000))), None);
         d.add_peer(2, "bbbb");
-        d.learn(2, (addr(19), addr(9000)), 4);
-        assert_eq!(d.by_tuple(&(addr(19), addr(9000))), Some(2));
+        d.learn(2, UDP, (addr(19), addr(9000)), 4);
+        assert_eq!(d.by_tuple(UDP, &(addr(19), addr(9000))), Some(2));
         d.remove_peer(1);
-        assert_eq!(d.by_tuple(&(addr(19), addr(9000))), Some(2));
+        assert_eq!(d.by_tuple(UDP, &(addr(19), addr(9000))), Some(2));
+    }
+
+    #[test]
+    fn udp_and_tcp_paths_on_the_same_addresses_are_distinct() {
+        let mut d = Demux::default();
+        d.add_peer(1, "aaaa");
+        d.add_peer(2, "bbbb");
+        let t = (addr(5000), addr(9000));
+        d.learn(1, UDP, t, 8);
+        d.learn(2, Protocol::Tcp, t, 8);
+        assert_eq!(d.by_tuple(UDP, &t), Some(1));
+        assert_eq!(d.by_tuple(Protocol::Tcp, &t), Some(2));
+        d.forget(Protocol::Tcp, t);
+        assert_eq!(d.by_tuple(Protocol::Tcp, &t), None);
+        assert_eq!(d.by_tuple(UDP, &t), Some(1));
+        d.remove_peer(2);
+        let changes: Vec<_> = std::iter::from_fn(|| d.next_change()).collect();
+        assert_eq!(
+            changes,
+            vec![
+                FlowChange::Admitted(UDP, t),
+                FlowChange::Admitted(Protocol::Tcp, t)
+            ]
+        );
     }
 }

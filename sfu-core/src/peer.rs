@@ -1,15 +1,16 @@
 //! One participant: its str0m session, what it publishes, what it receives, and where the SDP
 //! negotiation with it stands.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::ChannelId;
 use str0m::media::{Direction, MediaKind, Mid};
+use str0m::net::TcpType;
 use str0m::{Candidate, Rtc, RtcConfig};
 
+use crate::config::CoreConfig;
 use crate::protocol::{PeerId, PeerInfo, TrackMapping};
 use crate::track::{LegState, Publication, Subscription, TrackKey};
 
@@ -66,12 +67,12 @@ pub struct Peer {
 }
 
 impl Peer {
-    /// A new participant whose session announces `candidates` as its host candidates.
+    /// A new participant whose session announces the UDP and TCP host candidates of `config`.
     pub fn new(
         id: PeerId,
         name: String,
         room: Arc<str>,
-        candidates: &[SocketAddr],
+        config: &CoreConfig,
         now: Instant,
     ) -> Self {
         // Opus, VP8 and H.264 are what every browser can both send and receive, so any publisher's
@@ -85,12 +86,22 @@ impl Peer {
             .enable_h264(true)
             .set_send_buffer_video(VIDEO_SEND_HISTORY)
             .build(now);
-        for addr in candidates {
-            match Candidate::host(*addr, "udp") {
+        let udp = config.candidates.iter().map(|a| Candidate::host(*a, "udp"));
+        // Passive: the client connects to us (RFC 6544). str0m ranks TCP host candidates below
+        // UDP ones, so a client uses TCP only when UDP does not get through.
+        let tcp = config.tcp_candidates.iter().map(|a| {
+            Candidate::builder()
+                .tcp()
+                .host(*a)
+                .tcptype(TcpType::Passive)
+                .build()
+        });
+        for candidate in udp.chain(tcp) {
+            match candidate {
                 Ok(c) => {
                     rtc.add_local_candidate(c);
                 }
-                Err(e) => tracing::warn!(%addr, error = %e, "address not usable as ICE candidate"),
+                Err(e) => tracing::warn!(error = %e, "address not usable as ICE candidate"),
             }
         }
         Peer {
@@ -114,7 +125,7 @@ impl Peer {
 
     /// When the peer is given up on if nothing else happens: the connect deadline until it
     /// connects, then the idle deadline.
-    pub fn liveness_deadline(&self, config: &crate::config::CoreConfig) -> Instant {
+    pub fn liveness_deadline(&self, config: &CoreConfig) -> Instant {
         if self.connected {
             self.last_heard + config.idle_timeout
         } else {

@@ -11,6 +11,7 @@ use sfu_core::demux::FlowChange;
 use sfu_core::plain::{IngestCodec, IngestSpec, OutputPath, OutputSpec, OutputTarget, PlainError};
 use sfu_core::protocol::{ClientMessage, ServerMessage};
 use sfu_core::str0m::media::MediaKind;
+use sfu_core::str0m::net::Protocol;
 use sfu_core::wire::{RtpPacket, RtpRepr};
 use sfu_core::DropReason;
 
@@ -138,7 +139,7 @@ fn an_unlocked_ingest_takes_the_first_matching_source_and_no_other() {
     w.pump();
     assert_eq!(
         w.flows.last(),
-        Some(&FlowChange::Revoked((a, server_addr())))
+        Some(&FlowChange::Revoked(Protocol::Udp, (a, server_addr())))
     );
 }
 

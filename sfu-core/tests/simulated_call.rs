@@ -416,11 +416,17 @@ fn glare_is_resolved_with_the_client_polite_and_its_change_lands_after() {
 #[test]
 fn a_peers_media_flow_is_admitted_while_it_is_there_and_revoked_when_it_leaves() {
     use sfu_core::demux::FlowChange;
+    use sfu_core::str0m::net::Protocol;
     let mut w = connected_room(2);
     let tuple = (w.client(1).addr, server_addr());
-    assert!(w.flows.contains(&FlowChange::Admitted(tuple)));
-    assert!(!w.flows.contains(&FlowChange::Revoked(tuple)));
+    assert!(w
+        .flows
+        .contains(&FlowChange::Admitted(Protocol::Udp, tuple)));
+    assert!(!w.flows.contains(&FlowChange::Revoked(Protocol::Udp, tuple)));
     w.to_core.push_back((2, ClientMessage::Leave));
     w.pump();
-    assert_eq!(w.flows.last(), Some(&FlowChange::Revoked(tuple)));
+    assert_eq!(
+        w.flows.last(),
+        Some(&FlowChange::Revoked(Protocol::Udp, tuple))
+    );
 }

@@ -107,6 +107,8 @@ pub struct WorkerHandle {
     pub commands: mpsc::UnboundedSender<WorkerCommand>,
     /// Its media port (for stats and logs).
     pub media_port: u16,
+    /// Its ICE-TCP port, when it accepts ICE over TCP.
+    pub ice_tcp_port: Option<u16>,
 }
 
 #[derive(Debug, Default)]
@@ -206,6 +208,7 @@ mod tests {
             .map(|i| WorkerHandle {
                 commands: mpsc::unbounded_channel().0,
                 media_port: i as u16,
+                ice_tcp_port: None,
             })
             .collect();
         Dispatch::new(workers)

@@ -133,6 +133,8 @@ struct Stats {
 #[serde(rename_all = "camelCase")]
 pub(crate) struct WorkerStats {
     media_port: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ice_tcp_port: Option<u16>,
     #[serde(flatten)]
     stats: StatsSnapshot,
 }
@@ -158,6 +160,7 @@ pub(crate) async fn collect_stats(state: &AppState) -> (StatsSnapshot, Vec<Worke
             total.merge(&s);
             workers.push(WorkerStats {
                 media_port: w.media_port,
+                ice_tcp_port: w.ice_tcp_port,
                 stats: s,
             });
         }

@@ -29,7 +29,7 @@ pub(super) async fn run(spec: WorkerSpec) {
         }
     };
     tokio::task::spawn_local(io_loop(shared.clone(), socket));
-    serve(shared, spec.commands, spec.index).await;
+    serve(shared, spec.commands, spec.tcp, spec.index).await;
 }
 
 async fn io_loop(shared: Rc<Shared>, socket: UdpSocket) {

@@ -5,9 +5,11 @@
 //! - [`IoMode::Sendmmsg`]: a tokio (epoll) runtime; readiness, then `recvmmsg`/`sendmmsg` batches.
 //!
 //! Both share everything else here: the core, the per-peer signaling outboxes, the send queue, the
-//! timer task that feeds the core its deadlines, and the command task for signaling.
+//! timer task that feeds the core its deadlines, the command task for signaling, and the ICE-TCP
+//! listener and connections ([`tcp`]).
 
 mod epoll;
+mod tcp;
 mod uring;
 
 use std::cell::{Cell, RefCell};
@@ -20,9 +22,11 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use anyhow::{anyhow, Context, Result};
+use sfu_core::demux::FlowChange;
 use sfu_core::plain::{OutputInfo, OutputPath, PlainError};
 use sfu_core::protocol::{PeerId, ServerMessage};
-use sfu_core::{Core, CoreConfig, Output, Transmit};
+use sfu_core::str0m::net::Protocol;
+use sfu_core::{Core, CoreConfig, DropReason, Output, Transmit};
 use signaling::{PlainReply, PlainRequest, WorkerCommand};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, Notify};
@@ -46,6 +50,10 @@ pub struct WorkerSpec {
     pub socket: std::net::UdpSocket,
     /// The addresses announced for this socket.
     pub candidates: Vec<SocketAddr>,
+    /// Its bound, non-blocking ICE-TCP listener, unless ICE-TCP is off.
+    pub tcp: Option<std::net::TcpListener>,
+    /// The addresses announced for that listener.
+    pub tcp_candidates: Vec<SocketAddr>,
     /// Signaling for the rooms it owns.
     pub commands: mpsc::UnboundedReceiver<WorkerCommand>,
     /// The process's kernel path, when it is active.
@@ -102,12 +110,14 @@ struct Shared {
     local: LocalAddrs,
     candidates: Vec<SocketAddr>,
     kernel: Option<Arc<Kernel>>,
+    tcp: tcp::TcpRoutes,
 }
 
 impl Shared {
     fn new(spec: &WorkerSpec) -> Rc<Self> {
         let config = CoreConfig {
             candidates: spec.candidates.clone(),
+            tcp_candidates: spec.tcp_candidates.clone(),
             ..CoreConfig::default()
         };
         Rc::new(Shared {
@@ -120,6 +130,7 @@ impl Shared {
             local: LocalAddrs::new(&spec.candidates),
             candidates: spec.candidates.clone(),
             kernel: spec.kernel.clone(),
+            tcp: tcp::TcpRoutes::default(),
         })
     }
 
@@ -159,6 +170,16 @@ impl Shared {
             let mut queue = self.send_queue.borrow_mut();
             while let Some(out) = core.poll_output() {
                 match out {
+                    Output::Transmit(t) if t.proto != Protocol::Udp => {
+                        if let Err((buf, full)) =
+                            self.tcp.send((t.destination, t.source), t.contents)
+                        {
+                            if full {
+                                core.count_drop(DropReason::TcpOverflow);
+                            }
+                            core.recycle(buf);
+                        }
+                    }
                     Output::Transmit(t) => {
                         if queue.len() >= MAX_SEND_QUEUE {
                             queue.pop_front();
@@ -180,6 +201,12 @@ impl Shared {
                     }
                     Output::Closed(peer) => {
                         outboxes.remove(&peer);
+                    }
+                    Output::Flow(FlowChange::Admitted(Protocol::Tcp, tuple)) => {
+                        self.tcp.set_admitted(tuple, true);
+                    }
+                    Output::Flow(FlowChange::Revoked(Protocol::Tcp, tuple)) => {
+                        self.tcp.set_admitted(tuple, false);
                     }
                     Output::Flow(change) => {
                         if let Some(k) = &self.kernel {
@@ -213,10 +240,18 @@ impl Shared {
     }
 }
 
-/// Runs the timer and the command loop until the signaling side goes away.
-async fn serve(shared: Rc<Shared>, commands: mpsc::UnboundedReceiver<WorkerCommand>, index: usize) {
+/// Runs the timer, the ICE-TCP listener and the command loop until the signaling side goes away.
+async fn serve(
+    shared: Rc<Shared>,
+    commands: mpsc::UnboundedReceiver<WorkerCommand>,
+    tcp: Option<std::net::TcpListener>,
+    index: usize,
+) {
     info!(worker = index, "media worker up");
     tokio::task::spawn_local(timer(shared.clone()));
+    if let Some(listener) = tcp {
+        tokio::task::spawn_local(tcp::accept_loop(shared.clone(), listener));
+    }
     command_loop(shared, commands).await;
     info!(worker = index, "media worker stopping");
 }
@@ -264,6 +299,7 @@ async fn command_loop(shared: Rc<Shared>, mut rx: mpsc::UnboundedReceiver<Worker
             }
             WorkerCommand::Stats { reply } => {
                 let mut stats = shared.core.borrow().stats();
+                stats.ice_tcp_connections = shared.tcp.len();
                 if let Some(k) = &shared.kernel {
                     k.overlay_counters(&mut stats.outputs);
                 }

@@ -20,7 +20,7 @@ pub(super) async fn run(spec: WorkerSpec) {
     for _ in 0..SENDER_TASKS {
         tokio_uring::spawn(sender(shared.clone(), socket.clone()));
     }
-    serve(shared, spec.commands, spec.index).await;
+    serve(shared, spec.commands, spec.tcp, spec.index).await;
 }
 
 async fn receiver(shared: Rc<Shared>, socket: Rc<UdpSocket>) {

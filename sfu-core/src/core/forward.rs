@@ -275,6 +275,7 @@ impl PlainEgress<'_> {
         self.counters.forwarded_packets += 1;
         self.counters.forwarded_bytes += pkt.payload.len() as u64;
         self.transmits.push_back(Transmit {
+            proto: Protocol::Udp,
             source: local_for(self.candidates, destination),
             destination,
             contents,

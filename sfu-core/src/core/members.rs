@@ -45,7 +45,7 @@ impl Core {
             return self.error(id, ErrorCode::RoomFull, "the room is full");
         }
         let (room_key, _) = self.room_entry(&room, capacity);
-        let mut peer = Peer::new(id, name, room_key.clone(), &self.config.candidates, now);
+        let mut peer = Peer::new(id, name, room_key.clone(), &self.config, now);
         let ufrag = peer.local_ufrag();
         self.demux.add_peer(id, &ufrag);
         let mut others = Vec::with_capacity(members.len());

@@ -49,6 +49,9 @@ const MAX_OUTPUT_TARGETS: usize = 16;
 /// A datagram to send.
 #[derive(Debug)]
 pub struct Transmit {
+    /// UDP on the media socket, or TCP: a frame on the ICE-TCP connection of this (source,
+    /// destination) pair.
+    pub proto: Protocol,
     /// Local address to send from (one of the announced candidates).
     pub source: SocketAddr,
     /// Where to.
@@ -143,6 +146,11 @@ impl Core {
         stats
     }
 
+    /// Counts a refusal the shell made on the core's behalf (ICE-TCP framing and limits).
+    pub fn count_drop(&mut self, reason: DropReason) {
+        self.counters.drop(reason);
+    }
+
     /// Takes back the buffer of a sent [`Transmit`] for reuse.
     pub fn recycle(&mut self, buf: Vec<u8>) {
         self.pool.give(buf);
@@ -201,7 +209,36 @@ impl Core {
         destination: SocketAddr,
         buf: &[u8],
     ) {
-        let peer_id = match self.route(source, destination, buf) {
+        self.receive(now, Protocol::Udp, source, destination, buf);
+    }
+
+    /// Handles one RFC 4571 frame (its length prefix removed) that arrived on the ICE-TCP
+    /// connection from `source` to `destination`.
+    pub fn handle_tcp_frame(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        buf: &[u8],
+    ) {
+        self.receive(now, Protocol::Tcp, source, destination, buf);
+    }
+
+    /// The TCP connection from `source` to `destination` closed: nothing reaches its peer that
+    /// way any more.
+    pub fn tcp_closed(&mut self, source: SocketAddr, destination: SocketAddr) {
+        self.demux.forget(Protocol::Tcp, (source, destination));
+    }
+
+    fn receive(
+        &mut self,
+        now: Instant,
+        proto: Protocol,
+        source: SocketAddr,
+        destination: SocketAddr,
+        buf: &[u8],
+    ) {
+        let peer_id = match self.route(proto, source, destination, buf) {
             Some(Route::Peer(id)) => id,
             Some(Route::Ingest(id)) => {
                 self.on_ingest_datagram(now, id, buf);
@@ -222,7 +259,7 @@ impl Core {
         let input = Input::Receive(
             now,
             Receive {
-                proto: Protocol::Udp,
+                proto,
                 source,
                 destination,
                 contents,
@@ -236,8 +273,15 @@ impl Core {
         self.drive(now);
     }
 
-    /// Finds the peer or ingest a datagram is for, counting a drop when there is none.
-    fn route(&mut self, source: SocketAddr, destination: SocketAddr, buf: &[u8]) -> Option<Route> {
+    /// Finds the peer or ingest a datagram is for, counting a drop when there is none. Plain RTP
+    /// ingests are UDP only.
+    fn route(
+        &mut self,
+        proto: Protocol,
+        source: SocketAddr,
+        destination: SocketAddr,
+        buf: &[u8],
+    ) -> Option<Route> {
         if buf.len() > self.config.max_datagram {
             self.counters.drop(DropReason::Oversized);
             return None;
@@ -254,11 +298,14 @@ impl Core {
                         let found = self.demux.by_ufrag(ufrag);
                         if let Some(peer) = found {
                             self.demux
-                                .learn(peer, tuple, self.config.max_paths_per_peer);
+                                .learn(peer, proto, tuple, self.config.max_paths_per_peer);
                         }
                         (found, DropReason::UnknownUfrag)
                     }
-                    None => (self.demux.by_tuple(&tuple), DropReason::UnknownSource),
+                    None => (
+                        self.demux.by_tuple(proto, &tuple),
+                        DropReason::UnknownSource,
+                    ),
                 }
             }
             DatagramKind::Rtp => {
@@ -266,8 +313,9 @@ impl Core {
                     self.counters.drop(DropReason::MalformedRtp);
                     return None;
                 };
-                match self.demux.by_tuple(&tuple) {
+                match self.demux.by_tuple(proto, &tuple) {
                     Some(peer) => (Some(peer), DropReason::UnknownSource),
+                    None if proto != Protocol::Udp => (None, DropReason::UnknownSource),
                     None => match self.ingest_for(source, rtp.payload_type()) {
                         Some(ingest) => return Some(Route::Ingest(ingest)),
                         None => (None, DropReason::UnknownSource),
@@ -279,10 +327,15 @@ impl Core {
                 return None;
             }
             // An ingest source's RTCP (sender reports) has nothing to tell the SFU.
-            DatagramKind::Rtcp if self.ingest_by_source.contains_key(&source) => return None,
-            DatagramKind::Rtcp | DatagramKind::Dtls => {
-                (self.demux.by_tuple(&tuple), DropReason::UnknownSource)
+            DatagramKind::Rtcp
+                if proto == Protocol::Udp && self.ingest_by_source.contains_key(&source) =>
+            {
+                return None
             }
+            DatagramKind::Rtcp | DatagramKind::Dtls => (
+                self.demux.by_tuple(proto, &tuple),
+                DropReason::UnknownSource,
+            ),
             DatagramKind::Unknown => (None, DropReason::UnknownProtocol),
         };
         if found.is_none() {
@@ -406,6 +459,7 @@ impl Core {
                     break;
                 }
                 Ok(RtcOutput::Transmit(t)) => self.transmits.push_back(Transmit {
+                    proto: t.proto,
                     source: t.source,
                     destination: t.destination,
                     contents: t.contents.into(),

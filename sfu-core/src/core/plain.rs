@@ -274,9 +274,9 @@ impl Core {
         let local = forward::local_for(&self.config.candidates, source);
         let tuple = (source, local);
         self.demux.note(if admitted {
-            FlowChange::Admitted(tuple)
+            FlowChange::Admitted(Protocol::Udp, tuple)
         } else {
-            FlowChange::Revoked(tuple)
+            FlowChange::Revoked(Protocol::Udp, tuple)
         });
     }
 
