@@ -73,10 +73,7 @@ async fn read_frames(
     out: mpsc::Sender<Incoming>,
 ) {
     let mut reader = BufReader::new(reader);
-    loop {
-        let Ok(len) = reader.read_u16().await else {
-            break;
-        };
+    while let Ok(len) = reader.read_u16().await {
         let mut frame = vec![0; usize::from(len)];
         if reader.read_exact(&mut frame).await.is_err() || out.send((remote, frame)).await.is_err()
         {

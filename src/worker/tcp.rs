@@ -33,8 +33,8 @@ const MAX_CONNECTIONS: usize = 1024;
 /// How long a connection may go without a STUN check the core accepts.
 const ADMISSION_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the rest of a frame may take once its length arrived, and how long one write to a
-/// client may block.
-const STALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// client may block. Shorter than [`ADMISSION_TIMEOUT`], so a stall is told apart from silence.
+const STALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Frames queued for one client before new ones are dropped (it does not read fast enough).
 const OUTBOX_FRAMES: usize = 512;
 /// Bytes gathered into one write: several frames per system call when the core sends a burst.
