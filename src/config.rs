@@ -3,10 +3,15 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
 use serde::Deserialize;
 use sfu_core::plain::{IngestSpec, OutputTarget};
+use sfu_core::protocol::IceServer;
+use signaling::ice_servers::DEFAULT_TURN_TTL;
+use signaling::{IceServers, TurnRest};
 
 /// edge-sfu: a WebRTC selective forwarding unit for edge boxes.
 ///
@@ -56,6 +61,30 @@ pub struct Cli {
     #[arg(long, value_name = "BOOL")]
     pub ice_tcp: Option<bool>,
 
+    /// TURN server URL handed to clients with credentials minted from --turn-secret, e.g.
+    /// `turn:turn.example.org:3478?transport=udp` or `turns:turn.example.org:5349` (repeatable).
+    /// Fixed STUN/TURN entries go in the TOML file as `[[ice_server]]` tables.
+    #[arg(long = "turn-url", value_name = "URL")]
+    pub turn_url: Vec<String>,
+
+    /// Secret shared with the TURN server (coturn: `use-auth-secret`, `static-auth-secret`):
+    /// each participant gets its own time-limited credentials.
+    #[arg(
+        long,
+        value_name = "SECRET",
+        env = "EDGE_SFU_TURN_SECRET",
+        hide_env_values = true
+    )]
+    pub turn_secret: Option<String>,
+
+    /// File holding the TURN shared secret (its first line), kept out of the command line.
+    #[arg(long, value_name = "FILE")]
+    pub turn_secret_file: Option<PathBuf>,
+
+    /// Validity of minted TURN credentials, in seconds [default: 86400].
+    #[arg(long, value_name = "SECONDS")]
+    pub turn_ttl: Option<u64>,
+
     /// Loopback UDP port the workers hand the one plain copy of a kernel-path output to; the TC
     /// program on lo's egress consumes it [default: 47999].
     #[arg(long, value_name = "PORT")]
@@ -84,6 +113,12 @@ struct FileConfig {
     kernel_interface: Option<String>,
     kernel_handoff_port: Option<u16>,
     ice_tcp: Option<bool>,
+    turn_url: Option<Vec<String>>,
+    turn_secret: Option<String>,
+    turn_secret_file: Option<PathBuf>,
+    turn_ttl: Option<u64>,
+    #[serde(default)]
+    ice_server: Vec<IceServer>,
     #[serde(default)]
     ingest: Vec<IngestSpec>,
     #[serde(default)]
@@ -119,6 +154,8 @@ pub struct Settings {
     pub kernel_handoff_port: u16,
     /// Whether workers accept ICE over TCP.
     pub ice_tcp: bool,
+    /// STUN/TURN servers handed to clients.
+    pub ice_servers: IceServers,
     /// Plain RTP ingests to create at start (TOML `[[ingest]]`).
     pub ingests: Vec<IngestSpec>,
     /// Plain RTP outputs to create at start (TOML `[[output]]`).
@@ -132,6 +169,7 @@ impl Cli {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
+        let ice_servers = self.ice_servers(&file)?;
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let public_ips = if self.public_ip.is_empty() {
             file.public_ip.unwrap_or_default()
@@ -153,10 +191,65 @@ impl Cli {
                 .or(file.kernel_handoff_port)
                 .unwrap_or(47999),
             ice_tcp: self.ice_tcp.or(file.ice_tcp).unwrap_or(true),
+            ice_servers,
             ingests: file.ingest,
             outputs: file.output,
         })
     }
+}
+
+impl Cli {
+    /// Fixed `[[ice_server]]` entries, and TURN URLs with the secret their credentials are minted
+    /// from. URLs without a secret, or a secret without URLs, is a mistake worth stopping for.
+    fn ice_servers(&self, file: &FileConfig) -> Result<IceServers> {
+        let urls = if self.turn_url.is_empty() {
+            file.turn_url.clone().unwrap_or_default()
+        } else {
+            self.turn_url.clone()
+        };
+        let secret = match (&self.turn_secret, &self.turn_secret_file) {
+            (Some(s), _) => Some(s.clone()),
+            (None, Some(path)) => Some(read_secret(path)?),
+            (None, None) => match (&file.turn_secret, &file.turn_secret_file) {
+                (Some(s), _) => Some(s.clone()),
+                (None, Some(path)) => Some(read_secret(path)?),
+                (None, None) => None,
+            },
+        };
+        let turn = match (urls.is_empty(), secret) {
+            (true, None) => None,
+            (false, Some(secret)) if !secret.is_empty() => Some(TurnRest {
+                urls,
+                secret,
+                ttl: self
+                    .turn_ttl
+                    .or(file.turn_ttl)
+                    .map_or(DEFAULT_TURN_TTL, Duration::from_secs),
+            }),
+            (false, _) => bail!("--turn-url needs --turn-secret (or --turn-secret-file)"),
+            (true, Some(_)) => bail!("--turn-secret needs at least one --turn-url"),
+        };
+        for server in &file.ice_server {
+            if server.urls.is_empty() {
+                bail!("an [[ice_server]] entry has no urls");
+            }
+        }
+        Ok(IceServers {
+            fixed: file.ice_server.clone(),
+            turn,
+        })
+    }
+}
+
+/// A secret kept in a file: its first line, without surrounding whitespace.
+fn read_secret(path: &Path) -> Result<String> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let secret = text.lines().next().unwrap_or_default().trim().to_owned();
+    if secret.is_empty() {
+        bail!("{} holds no secret", path.display());
+    }
+    Ok(secret)
 }
 
 fn read_file(path: &Path) -> Result<FileConfig> {
@@ -223,6 +316,35 @@ targets = [{ address = "127.0.0.1:6000", ssrc = 42 }]
         assert_eq!(s.ingests[0].payload_type, 102);
         assert_eq!(s.outputs[0].ingest, "door-camera");
         assert_eq!(s.outputs[0].targets[0].ssrc, Some(42));
+    }
+
+    #[test]
+    fn ice_servers_come_from_the_file_and_turn_flags() {
+        let dir = std::env::temp_dir().join(format!("edge-sfu-config-ice-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ice.toml");
+        std::fs::write(
+            &path,
+            "turn_ttl = 600\n[[ice_server]]\nurls = [\"stun:stun.example.org:3478\"]\n",
+        )
+        .unwrap();
+        let s = Cli::parse_from([
+            "edge-sfu",
+            "--config",
+            path.to_str().unwrap(),
+            "--turn-url",
+            "turn:10.0.0.1:3478",
+            "--turn-secret",
+            "s3cret",
+        ])
+        .settings()
+        .unwrap();
+        assert_eq!(s.ice_servers.fixed[0].urls, ["stun:stun.example.org:3478"]);
+        let turn = s.ice_servers.turn.expect("minted TURN");
+        assert_eq!(turn.urls, ["turn:10.0.0.1:3478"]);
+        assert_eq!(turn.ttl, Duration::from_secs(600));
+        let half = Cli::parse_from(["edge-sfu", "--turn-url", "turn:10.0.0.1:3478"]);
+        assert!(half.settings().is_err(), "a TURN URL without a secret");
     }
 
     #[test]

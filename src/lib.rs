@@ -104,7 +104,9 @@ impl Server {
             });
         }
         let media_ports = handles.iter().map(|h| h.media_port).collect();
-        let state = Arc::new(AppState::new(Dispatch::new(handles)));
+        let state = Arc::new(
+            AppState::new(Dispatch::new(handles)).with_ice_servers(settings.ice_servers.clone()),
+        );
         let listener = std::net::TcpListener::bind(settings.listen)
             .with_context(|| format!("listening on {}", settings.listen))?;
         listener.set_nonblocking(true)?;

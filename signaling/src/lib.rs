@@ -8,8 +8,10 @@
 pub mod api;
 pub mod assets;
 pub mod dispatch;
+pub mod ice_servers;
 pub mod limits;
 pub mod server;
 
 pub use dispatch::{Dispatch, PlainReply, PlainRequest, WorkerCommand, WorkerHandle};
+pub use ice_servers::{IceServers, TurnRest};
 pub use server::{router, AppState, Leg, SignalingCounters};

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
@@ -22,6 +22,7 @@ use tracing::{debug, info, Instrument};
 
 use crate::assets;
 use crate::dispatch::{Dispatch, WorkerCommand, OUTBOX_CAPACITY};
+use crate::ice_servers::IceServers;
 use crate::limits::{RateLimiter, IDLE_TIMEOUT, MAX_FRAME_BYTES, MAX_MESSAGE_BYTES, MAX_REFUSALS};
 
 /// Messages refused on WebSockets, by reason.
@@ -49,6 +50,8 @@ pub struct AppState {
     pub dispatch: Dispatch,
     /// WebSocket refusals.
     pub counters: SignalingCounters,
+    /// STUN/TURN servers handed to each participant on join.
+    ice_servers: IceServers,
     /// Which worker holds each plain RTP leg.
     legs: Mutex<HashMap<u64, Leg>>,
 }
@@ -68,8 +71,15 @@ impl AppState {
         AppState {
             dispatch,
             counters: SignalingCounters::default(),
+            ice_servers: IceServers::default(),
             legs: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Hands these STUN/TURN servers to every participant that joins.
+    pub fn with_ice_servers(mut self, ice_servers: IceServers) -> Self {
+        self.ice_servers = ice_servers;
+        self
     }
 
     pub(crate) fn remember(&self, id: u64, leg: Leg) {
@@ -238,7 +248,10 @@ impl Connection {
                 }
                 out = recv_outbox(&mut self.membership) => {
                     match out {
-                        Some(msg) => {
+                        Some(mut msg) => {
+                            if let ServerMessage::Joined { peer_id, ice_servers, .. } = &mut msg {
+                                *ice_servers = self.state.ice_servers.for_peer(*peer_id, SystemTime::now());
+                            }
                             self.track_join_outcome(&msg);
                             if !self.send_all(&mut socket, vec![msg]).await {
                                 break;

@@ -40,6 +40,17 @@ export function defaultSignalingUrl(loc = globalThis.location) {
 }
 
 /**
+ * RTCPeerConnection settings a page takes from its own URL: `?iceTransportPolicy=relay` makes the
+ * browser use TURN relays only (to test a TURN set-up from a network where direct paths work).
+ * @param {Location|URL} [loc] the page location (defaults to `globalThis.location`)
+ * @returns {RTCConfiguration}
+ */
+export function rtcConfigFromUrl(loc = globalThis.location) {
+  const policy = new URLSearchParams(loc.search).get('iceTransportPolicy');
+  return policy === 'relay' ? { iceTransportPolicy: 'relay' } : {};
+}
+
+/**
  * An error the SFU reported with an `error` message, or a failure of the client itself.
  * `code` is one of the protocol's error codes (`room_full`, `invalid_join`, `media_timeout`, ...) or
  * `connection_closed` / `negotiation_failed` / `media_failed` for failures seen on the client side.

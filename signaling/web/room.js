@@ -1,7 +1,7 @@
 // The room page of edge-sfu: join form, participant tiles, call controls and chat.
 // `/?room=kitchen&name=ana&autojoin=1` joins without a click. The client object is `window.edgeSfu`.
 
-import { EdgeSfuClient, MAX_CHAT_LENGTH } from '/edge-sfu.js';
+import { EdgeSfuClient, MAX_CHAT_LENGTH, rtcConfigFromUrl } from '/edge-sfu.js';
 
 const $ = (sel) => document.querySelector(sel);
 
@@ -555,7 +555,7 @@ async function join(room, name, { mic = true, camera = true } = {}) {
   setStatus('Starting camera and microphone…');
   try {
     localStream = await getLocalMedia({ audio: mic, video: camera });
-    const c = new EdgeSfuClient({ log: (...a) => console.debug('[edge-sfu]', ...a) });
+    const c = new EdgeSfuClient({ rtcConfig: rtcConfigFromUrl(), log: (...a) => console.debug('[edge-sfu]', ...a) });
     client = c;
     window.edgeSfu = c;
     wireClient(c);

@@ -4,7 +4,7 @@
 // URL parameters: `?view=1` waits as a viewer (the default without `id`), `?view=1&id=ABC234` waits
 // under that ID, `?id=ABC234` opens the sender form prefilled. The client object is `window.edgeSfu`.
 
-import { EdgeSfuClient } from '/edge-sfu.js';
+import { EdgeSfuClient, rtcConfigFromUrl } from '/edge-sfu.js';
 
 /** Characters of a share ID: no 0/O, 1/I/L, so it is easy to read out and type. */
 export const ID_ALPHABET = 'ABCDEFGHJKMNPQRSTUVWXYZ23456789';
@@ -94,7 +94,7 @@ function startViewer(id) {
   setState('waiting');
   setStatus('');
 
-  const c = new EdgeSfuClient({ log: (...a) => console.debug('[edge-sfu]', ...a) });
+  const c = new EdgeSfuClient({ rtcConfig: rtcConfigFromUrl(), log: (...a) => console.debug('[edge-sfu]', ...a) });
   client = c;
   window.edgeSfu = c;
   c.addEventListener('error', ({ detail: err }) => console.warn('edge-sfu error', err.code, err.message));
@@ -221,7 +221,7 @@ async function startSharing(rawId) {
   ui.sendingTitle.textContent = `Connecting to ${id}…`;
   setState('connecting');
 
-  const c = new EdgeSfuClient({ log: (...a) => console.debug('[edge-sfu]', ...a) });
+  const c = new EdgeSfuClient({ rtcConfig: rtcConfigFromUrl(), log: (...a) => console.debug('[edge-sfu]', ...a) });
   client = c;
   window.edgeSfu = c;
   c.addEventListener('error', ({ detail: err }) => console.warn('edge-sfu error', err.code, err.message));
