@@ -89,6 +89,8 @@ async function startCoturn(ns, dir, certFile, keyFile) {
     `userdb=${path.join(dir, 'turndb')}`,
     'log-file=stdout',
     'simple-log',
+    // Logs each allocation with its user name.
+    'verbose',
     '',
   ].join('\n'));
   const logFile = path.join(dir, 'turnserver.log');
@@ -212,7 +214,8 @@ describe('reach from networks that block UDP', { skip: !chromiumPresent && 'chro
       assert.equal(pair.remote.address, ctx.ns.hostAddress);
       // The allocation was made with the SFU-minted user name "<expiry>:<peer id>".
       const log = fs.readFileSync(ctx.coturn.logFile, 'utf8');
-      assert.match(log, /user <\d{10,}:\d+>/, 'coturn saw a minted TURN REST user name');
+      assert.match(log, /user <\d{10,}:\d+>: incoming packet ALLOCATE processed, success/,
+        'coturn allocated a relay for a minted TURN REST user name');
       console.log(`TURN/${transport}: relay ${pair.local.address}:${pair.local.port} -> ${pair.remote.address}:${pair.remote.port}`);
     });
   }
@@ -229,9 +232,9 @@ describe('reach from networks that block UDP', { skip: !chromiumPresent && 'chro
       loudSkip(t, 'turnutils_uclient (coturn) is missing: wrong-credential check SKIPPED');
       return;
     }
-    await firewall(ctx.ns, [], ctx.dir);
-    const r = await run(uclient, ['-t', '-y', '-n', '1', '-u', user, '-w', wrong, '-p', String(TURN_PORT), ctx.ns.hostAddress]);
+    const r = await run(uclient, ['-t', '-y', '-n', '1', '-m', '1', '-u', user, '-w', wrong, '-p', String(TURN_PORT), ctx.ns.hostAddress]);
     const out = `${r.stdout}\n${r.stderr}`;
     assert.ok(r.err, `turnutils_uclient succeeded with a wrong credential:\n${out}`);
+    assert.match(out, /Cannot complete Allocation/, `refused for its credential, not for another reason:\n${out}`);
   });
 });
