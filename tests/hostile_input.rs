@@ -386,6 +386,7 @@ async fn websocket_attacks(server: &Server, room: &str) {
                 room: room_name,
                 name,
                 capacity: None,
+                token: None,
             })
             .await
             .expect("send");
@@ -402,6 +403,7 @@ async fn websocket_attacks(server: &Server, room: &str) {
         room: room.into(),
         name: "mallory".into(),
         capacity: None,
+        token: None,
     })
     .await
     .expect("send");
@@ -620,6 +622,7 @@ async fn a_refused_join_can_be_retried_at_once() {
             room: "retry".into(),
             name: "n".repeat(65),
             capacity: None,
+            token: None,
         })
         .await
         .expect("send");
@@ -629,6 +632,7 @@ async fn a_refused_join_can_be_retried_at_once() {
             room: "retry".into(),
             name: format!("retry-{i}"),
             capacity: None,
+            token: None,
         })
         .await
         .expect("send");

@@ -29,11 +29,14 @@ pub enum DropReason {
     BadChannelMessage,
     /// An SDP offer or answer that could not be applied.
     BadSdp,
+    /// Something the member's token does not allow: an offer that publishes without the publish
+    /// permission, a chat line (WebSocket or data channel) without the chat permission.
+    Forbidden,
 }
 
 impl DropReason {
     /// Every reason, in a fixed order (the order of [`Counters::drops`]).
-    pub const ALL: [DropReason; 12] = [
+    pub const ALL: [DropReason; 13] = [
         DropReason::UnknownProtocol,
         DropReason::MalformedStun,
         DropReason::UnknownUfrag,
@@ -46,6 +49,7 @@ impl DropReason {
         DropReason::StaleSource,
         DropReason::BadChannelMessage,
         DropReason::BadSdp,
+        DropReason::Forbidden,
     ];
 
     /// The reason's name in stats output.
@@ -63,6 +67,7 @@ impl DropReason {
             DropReason::StaleSource => "stale_source",
             DropReason::BadChannelMessage => "bad_channel_message",
             DropReason::BadSdp => "bad_sdp",
+            DropReason::Forbidden => "forbidden",
         }
     }
 

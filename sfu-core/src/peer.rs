@@ -10,6 +10,7 @@ use str0m::channel::ChannelId;
 use str0m::media::{Direction, MediaKind, Mid};
 use str0m::{Candidate, Rtc, RtcConfig};
 
+use crate::permissions::Permissions;
 use crate::protocol::{PeerId, PeerInfo, TrackMapping};
 use crate::track::{LegState, Publication, Subscription, TrackKey};
 
@@ -63,6 +64,8 @@ pub struct Peer {
     pub dirty: bool,
     /// Packets were written to its legs since it was last polled.
     pub written: bool,
+    /// What it may do in its room (from its token; everything in an open room).
+    pub permissions: Permissions,
 }
 
 impl Peer {
@@ -109,6 +112,7 @@ impl Peer {
             next_timeout: now,
             dirty: false,
             written: false,
+            permissions: Permissions::ALL,
         }
     }
 

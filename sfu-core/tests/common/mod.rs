@@ -113,6 +113,7 @@ impl World {
                 room: "kitchen".into(),
                 name: name.into(),
                 capacity: None,
+                token: None,
             },
         );
         self.pump();
