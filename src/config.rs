@@ -10,8 +10,12 @@ use clap::{Parser, ValueEnum};
 use serde::Deserialize;
 use sfu_core::plain::{IngestSpec, OutputTarget};
 use sfu_core::protocol::IceServer;
+use signaling::auth::{Authenticator, Secret};
 use signaling::ice_servers::DEFAULT_TURN_TTL;
+use signaling::join_limit::JoinLimit;
 use signaling::{IceServers, TurnRest};
+
+use crate::token::TokenArgs;
 
 /// edge-sfu: a WebRTC selective forwarding unit for edge boxes.
 ///
@@ -21,12 +25,16 @@ use signaling::{IceServers, TurnRest};
 #[derive(Debug, Parser)]
 #[command(version, about, long_about = None)]
 pub struct Cli {
+    /// Something else than serving (without one, edge-sfu serves).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// TOML configuration file.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
 
     /// Address of the HTTP/WebSocket server [default: 127.0.0.1:8080; port 0 picks a free one].
-    #[arg(long, value_name = "HOST:PORT")]
+    #[arg(long, value_name = "HOST:PORT", global = true)]
     pub listen: Option<SocketAddr>,
 
     /// Media worker threads, each with its own UDP port; a room lives on one [default: number of cores].
@@ -89,6 +97,42 @@ pub struct Cli {
     /// program on lo's egress consumes it [default: 47999].
     #[arg(long, value_name = "PORT")]
     pub kernel_handoff_port: Option<u16>,
+
+    /// Room tokens: require a token to join, an HS256 JWT signed with this secret (mint them with
+    /// `edge-sfu token`). Other users of the machine can read a command line: prefer
+    /// --auth-secret-file [default: rooms are open].
+    #[arg(
+        long,
+        value_name = "SECRET",
+        global = true,
+        conflicts_with = "auth_secret_file"
+    )]
+    pub auth_secret: Option<String>,
+
+    /// Room tokens: read the HS256 secret from this file (trailing line breaks are ignored).
+    #[arg(long, value_name = "FILE", global = true)]
+    pub auth_secret_file: Option<PathBuf>,
+
+    /// Room tokens: also accept EdDSA (Ed25519) tokens signed by another service, checked with
+    /// this public key (PEM, `-----BEGIN PUBLIC KEY-----`).
+    #[arg(long, value_name = "FILE")]
+    pub auth_public_key: Option<PathBuf>,
+
+    /// Join attempts one client address may make at once; 0 turns the join limit off
+    /// [default: 10].
+    #[arg(long, value_name = "N")]
+    pub join_burst: Option<u32>,
+
+    /// Join attempts per second a client address regains [default: 1].
+    #[arg(long, value_name = "PER_SECOND")]
+    pub join_rate: Option<f64>,
+}
+
+/// What `edge-sfu` does instead of serving.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Mint a room token (HS256, with the configured secret) and print its invite link.
+    Token(TokenArgs),
 }
 
 /// Which I/O shell drives the media workers.
@@ -119,6 +163,11 @@ struct FileConfig {
     turn_ttl: Option<u64>,
     #[serde(default)]
     ice_server: Vec<IceServer>,
+    auth_secret: Option<String>,
+    auth_secret_file: Option<PathBuf>,
+    auth_public_key: Option<PathBuf>,
+    join_burst: Option<u32>,
+    join_rate: Option<f64>,
     #[serde(default)]
     ingest: Vec<IngestSpec>,
     #[serde(default)]
@@ -160,6 +209,24 @@ pub struct Settings {
     pub ingests: Vec<IngestSpec>,
     /// Plain RTP outputs to create at start (TOML `[[output]]`).
     pub outputs: Vec<ConfiguredOutput>,
+    /// The HS256 secret room tokens are signed with, if any.
+    pub auth_secret: Option<Secret>,
+    /// The Ed25519 public key (PEM) EdDSA room tokens are checked with, if any.
+    pub auth_public_key: Option<Vec<u8>>,
+    /// Join attempts per client address.
+    pub join_limit: JoinLimit,
+}
+
+impl Settings {
+    /// The room token checker, or `None` when no key is configured (rooms are open).
+    pub fn authenticator(&self) -> Result<Option<Authenticator>> {
+        if self.auth_secret.is_none() && self.auth_public_key.is_none() {
+            return Ok(None);
+        }
+        Authenticator::new(self.auth_secret.as_ref(), self.auth_public_key.as_deref())
+            .map(Some)
+            .context("loading the room token keys")
+    }
 }
 
 impl Cli {
@@ -169,7 +236,55 @@ impl Cli {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
-        let ice_servers = self.ice_servers(&file)?;
+        // Paths in the file are relative to the file, not to wherever edge-sfu was started.
+        let file_dir = self
+            .config
+            .as_deref()
+            .and_then(Path::parent)
+            .unwrap_or(Path::new(""));
+        let ice_servers = self.ice_servers(&file, file_dir)?;
+        if file.auth_secret.is_some() && file.auth_secret_file.is_some() {
+            bail!("the configuration file sets both auth_secret and auth_secret_file");
+        }
+        let auth_secret = if let Some(s) = &self.auth_secret {
+            Some(Secret::new(s.as_bytes()).context("--auth-secret")?)
+        } else if let Some(path) = &self.auth_secret_file {
+            Some(read_secret(path)?)
+        } else if let Some(s) = &file.auth_secret {
+            Some(Secret::new(s.as_bytes()).context("auth_secret")?)
+        } else if let Some(path) = &file.auth_secret_file {
+            Some(read_secret(&file_dir.join(path))?)
+        } else {
+            None
+        };
+        if auth_secret.as_ref().is_some_and(Secret::is_short) {
+            tracing::warn!(
+                "the auth secret is shorter than {} bytes: tokens signed with it are easier to forge \
+                 (make one with `head -c 32 /dev/urandom | base64`)",
+                signaling::auth::RECOMMENDED_SECRET_BYTES
+            );
+        }
+        let auth_public_key = match (&self.auth_public_key, &file.auth_public_key) {
+            (Some(path), _) => Some(path.clone()),
+            (None, Some(path)) => Some(file_dir.join(path)),
+            (None, None) => None,
+        }
+        .map(|path| std::fs::read(&path).with_context(|| format!("reading {}", path.display())))
+        .transpose()?;
+        let defaults = JoinLimit::default();
+        let join_limit = JoinLimit {
+            burst: self
+                .join_burst
+                .or(file.join_burst)
+                .unwrap_or(defaults.burst),
+            per_second: self
+                .join_rate
+                .or(file.join_rate)
+                .unwrap_or(defaults.per_second),
+        };
+        if !(join_limit.per_second.is_finite() && join_limit.per_second > 0.0) {
+            bail!("join_rate must be a number above 0 (join_burst 0 turns the limit off)");
+        }
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let public_ips = if self.public_ip.is_empty() {
             file.public_ip.unwrap_or_default()
@@ -194,6 +309,9 @@ impl Cli {
             ice_servers,
             ingests: file.ingest,
             outputs: file.output,
+            auth_secret,
+            auth_public_key,
+            join_limit,
         })
     }
 }
@@ -201,7 +319,7 @@ impl Cli {
 impl Cli {
     /// Fixed `[[ice_server]]` entries, and TURN URLs with the secret their credentials are minted
     /// from. URLs without a secret, or a secret without URLs, is a mistake worth stopping for.
-    fn ice_servers(&self, file: &FileConfig) -> Result<IceServers> {
+    fn ice_servers(&self, file: &FileConfig, file_dir: &Path) -> Result<IceServers> {
         let urls = if self.turn_url.is_empty() {
             file.turn_url.clone().unwrap_or_default()
         } else {
@@ -209,10 +327,10 @@ impl Cli {
         };
         let secret = match (&self.turn_secret, &self.turn_secret_file) {
             (Some(s), _) => Some(s.clone()),
-            (None, Some(path)) => Some(read_secret(path)?),
+            (None, Some(path)) => Some(read_turn_secret(path)?),
             (None, None) => match (&file.turn_secret, &file.turn_secret_file) {
                 (Some(s), _) => Some(s.clone()),
-                (None, Some(path)) => Some(read_secret(path)?),
+                (None, Some(path)) => Some(read_turn_secret(&file_dir.join(path))?),
                 (None, None) => None,
             },
         };
@@ -242,7 +360,7 @@ impl Cli {
 }
 
 /// A secret kept in a file: its first line, without surrounding whitespace.
-fn read_secret(path: &Path) -> Result<String> {
+fn read_turn_secret(path: &Path) -> Result<String> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let secret = text.lines().next().unwrap_or_default().trim().to_owned();
@@ -250,6 +368,24 @@ fn read_secret(path: &Path) -> Result<String> {
         bail!("{} holds no secret", path.display());
     }
     Ok(secret)
+}
+
+/// Reads a secret file, warning when other users may read it too.
+fn read_secret(path: &Path) -> Result<Secret> {
+    let contents = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            if meta.permissions().mode() & 0o077 != 0 {
+                tracing::warn!(
+                    file = %path.display(),
+                    "the auth secret file is readable by other users: chmod 600 it"
+                );
+            }
+        }
+    }
+    Secret::from_file_contents(&contents).with_context(|| format!("secret in {}", path.display()))
 }
 
 fn read_file(path: &Path) -> Result<FileConfig> {
@@ -355,5 +491,123 @@ targets = [{ address = "127.0.0.1:6000", ssrc = 42 }]
         std::fs::write(&path, "wrokers = 3\n").unwrap();
         let cli = Cli::parse_from(["edge-sfu", "--config", path.to_str().unwrap()]);
         assert!(cli.settings().is_err());
+    }
+
+    fn temp_dir(tag: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("edge-sfu-config-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn without_auth_rooms_are_open_with_the_default_join_limit() {
+        let s = Cli::parse_from(["edge-sfu"]).settings().unwrap();
+        assert!(s.auth_secret.is_none() && s.auth_public_key.is_none());
+        assert!(s.authenticator().unwrap().is_none());
+        assert_eq!(s.join_limit, JoinLimit::default());
+        assert!(Cli::parse_from(["edge-sfu"]).command.is_none());
+    }
+
+    #[test]
+    fn auth_settings_come_from_flags_or_the_file_relative_to_it() {
+        let dir = temp_dir("auth");
+        std::fs::write(dir.join("secret"), "file secret of some length, 32 bytes\n").unwrap();
+        let path = dir.join("auth.toml");
+        std::fs::write(
+            &path,
+            "auth_secret_file = \"secret\"\njoin_burst = 4\njoin_rate = 0.5\n",
+        )
+        .unwrap();
+        let s = Cli::parse_from(["edge-sfu", "--config", path.to_str().unwrap()])
+            .settings()
+            .unwrap();
+        assert_eq!(
+            s.auth_secret.as_ref().map(Secret::as_bytes),
+            Some(&b"file secret of some length, 32 bytes"[..])
+        );
+        assert_eq!(
+            s.join_limit,
+            JoinLimit {
+                burst: 4,
+                per_second: 0.5
+            }
+        );
+        assert!(s.authenticator().unwrap().is_some());
+        // A flag wins over the file.
+        let s = Cli::parse_from([
+            "edge-sfu",
+            "--config",
+            path.to_str().unwrap(),
+            "--auth-secret",
+            "from the command line",
+            "--join-burst",
+            "0",
+        ])
+        .settings()
+        .unwrap();
+        assert_eq!(
+            s.auth_secret.as_ref().map(Secret::as_bytes),
+            Some(&b"from the command line"[..])
+        );
+        assert_eq!(s.join_limit.burst, 0);
+    }
+
+    #[test]
+    fn conflicting_or_broken_auth_settings_are_errors() {
+        assert!(
+            Cli::try_parse_from(["edge-sfu", "--auth-secret", "a", "--auth-secret-file", "b"])
+                .is_err()
+        );
+        let dir = temp_dir("auth-bad");
+        let both = dir.join("both.toml");
+        std::fs::write(&both, "auth_secret = \"a\"\nauth_secret_file = \"b\"\n").unwrap();
+        assert!(
+            Cli::parse_from(["edge-sfu", "--config", both.to_str().unwrap()])
+                .settings()
+                .is_err()
+        );
+        let empty = dir.join("empty-secret");
+        std::fs::write(&empty, "\n").unwrap();
+        assert!(
+            Cli::parse_from(["edge-sfu", "--auth-secret-file", empty.to_str().unwrap()])
+                .settings()
+                .is_err()
+        );
+        let not_a_key = dir.join("key.pem");
+        std::fs::write(&not_a_key, "not a key").unwrap();
+        let s = Cli::parse_from(["edge-sfu", "--auth-public-key", not_a_key.to_str().unwrap()])
+            .settings()
+            .unwrap();
+        assert!(s.authenticator().is_err());
+        assert!(Cli::parse_from(["edge-sfu", "--join-rate", "0"])
+            .settings()
+            .is_err());
+    }
+
+    #[test]
+    fn the_token_subcommand_takes_global_flags_on_either_side() {
+        let cli = Cli::parse_from([
+            "edge-sfu",
+            "--auth-secret",
+            "s",
+            "token",
+            "--room",
+            "kitchen",
+            "--name",
+            "ana",
+            "--listen",
+            "127.0.0.1:9000",
+            "--can-chat",
+            "false",
+        ]);
+        let Some(Command::Token(args)) = &cli.command else {
+            panic!("{cli:?}");
+        };
+        assert_eq!((args.room.as_str(), args.name.as_str()), ("kitchen", "ana"));
+        assert!(args.can_publish && args.can_subscribe && !args.can_chat && !args.admin);
+        assert_eq!(args.ttl, std::time::Duration::from_secs(86_400));
+        assert_eq!(cli.listen, Some("127.0.0.1:9000".parse().unwrap()));
+        assert_eq!(cli.auth_secret.as_deref(), Some("s"));
     }
 }

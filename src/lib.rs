@@ -9,6 +9,7 @@ pub mod config;
 mod kernel;
 mod mmsg;
 pub mod net;
+pub mod token;
 mod worker;
 
 use std::net::SocketAddr;
@@ -18,9 +19,9 @@ use std::thread::JoinHandle;
 use anyhow::{anyhow, Context, Result};
 use signaling::{AppState, Dispatch, WorkerHandle};
 use tokio::sync::{mpsc, oneshot};
-use tracing::info;
+use tracing::{info, warn};
 
-pub use crate::config::{Cli, ConfiguredOutput, IoMode, Settings};
+pub use crate::config::{Cli, Command, ConfiguredOutput, IoMode, Settings};
 use crate::kernel::Kernel;
 use crate::worker::WorkerSpec;
 use sfu_core::plain::{IngestSpec, OutputSpec};
@@ -104,9 +105,7 @@ impl Server {
             });
         }
         let media_ports = handles.iter().map(|h| h.media_port).collect();
-        let state = Arc::new(
-            AppState::new(Dispatch::new(handles)).with_ice_servers(settings.ice_servers.clone()),
-        );
+        let state = Arc::new(app_state(settings, Dispatch::new(handles))?);
         let listener = std::net::TcpListener::bind(settings.listen)
             .with_context(|| format!("listening on {}", settings.listen))?;
         listener.set_nonblocking(true)?;
@@ -199,6 +198,32 @@ fn bind_ice_tcp(udp_port: u16) -> Result<std::net::TcpListener> {
         tracing::warn!(port = udp_port, error = %e, "ICE-TCP cannot share the UDP port number, using another");
         net::bind_ice_tcp_listener(0)
     })
+}
+
+/// The signaling state: room tokens (when a key is configured), the join limit and the ICE servers
+/// handed out on join.
+fn app_state(settings: &Settings, dispatch: Dispatch) -> Result<AppState> {
+    let state = AppState::new(dispatch)
+        .with_join_limit(settings.join_limit)
+        .with_ice_servers(settings.ice_servers.clone());
+    match settings.authenticator()? {
+        Some(auth) => {
+            info!(keys = ?auth, "joining requires a room token");
+            Ok(state.with_auth(auth))
+        }
+        None => {
+            if !settings.listen.ip().is_loopback() {
+                warn!(
+                    listen = %settings.listen,
+                    "ROOMS ARE OPEN: no --auth-secret-file or --auth-public-key is set and the server \
+                     listens beyond this machine, so anyone who can reach it can join any room, \
+                     publish and chat. Require room tokens with --auth-secret-file FILE \
+                     (see `edge-sfu token --help`)."
+                );
+            }
+            Ok(state)
+        }
+    }
 }
 
 /// Ingests and outputs from the configuration file.

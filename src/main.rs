@@ -1,11 +1,12 @@
 //! The `edge-sfu` binary: reads the settings, starts the [`Server`], prints where it is, and runs
-//! until SIGINT or SIGTERM.
+//! until SIGINT or SIGTERM. `edge-sfu token` mints a room token instead.
 
 use std::io::Write;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use edge_sfu::{Cli, Server};
+use edge_sfu::token::{mint_invite, TokenArgs};
+use edge_sfu::{Cli, Command, Server, Settings};
 use tracing::info;
 use tracing_subscriber::EnvFilter;
 
@@ -18,6 +19,9 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let settings = cli.settings()?;
+    if let Some(Command::Token(args)) = &cli.command {
+        return print_invite(args, &settings);
+    }
     let server = Server::start(&settings)?;
     let mut stdout = std::io::stdout();
     writeln!(stdout, "edge-sfu ready: {}", server.url())?;
@@ -25,6 +29,27 @@ fn main() -> Result<()> {
     wait_for_signal()?;
     info!("shutting down");
     server.shutdown()
+}
+
+/// `edge-sfu token`: the invite link on stdout (for scripts), what it grants on stderr.
+fn print_invite(args: &TokenArgs, settings: &Settings) -> Result<()> {
+    let invite = mint_invite(args, settings, std::time::SystemTime::now())?;
+    let c = &invite.claims;
+    let yes = |b: Option<bool>| if b == Some(true) { "yes" } else { "no" };
+    eprintln!(
+        "room {:?}, name {:?}, valid for {}s; publish: {}, subscribe: {}, chat: {}, admin: {}",
+        args.room,
+        args.name,
+        args.ttl.as_secs(),
+        yes(c.publish),
+        yes(c.subscribe),
+        yes(c.chat),
+        yes(c.admin),
+    );
+    let mut stdout = std::io::stdout();
+    writeln!(stdout, "{}", invite.link)?;
+    stdout.flush()?;
+    Ok(())
 }
 
 fn wait_for_signal() -> Result<()> {

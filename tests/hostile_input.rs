@@ -22,7 +22,8 @@ const MAX_UDP: usize = 65_507;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_input_does_not_disturb_a_running_call() {
-    let mut server = Server::start();
+    // Dozens of joins from one address, on purpose: the join limit is tested in tests/tokens.rs.
+    let mut server = Server::start_with(&["--join-burst", "0"]);
     let room = "hostile";
     let publisher = Arc::new(join(&server, room, "publisher", true, true).await);
     let mut sub = join(&server, room, "subscriber", false, false).await;
@@ -386,6 +387,7 @@ async fn websocket_attacks(server: &Server, room: &str) {
                 room: room_name,
                 name,
                 capacity: None,
+                token: None,
             })
             .await
             .expect("send");
@@ -402,6 +404,7 @@ async fn websocket_attacks(server: &Server, room: &str) {
         room: room.into(),
         name: "mallory".into(),
         capacity: None,
+        token: None,
     })
     .await
     .expect("send");
@@ -611,7 +614,8 @@ async fn websocket_attacks(server: &Server, room: &str) {
 /// after the error: the new join must be judged on its own, not refused with `already_joined`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_join_can_be_retried_at_once() {
-    let server = Server::start();
+    // 40 joins from one address in a row: no join limit here (tests/tokens.rs tests it).
+    let server = Server::start_with(&["--join-burst", "0"]);
     let mut outcomes = Vec::new();
     for i in 0..20 {
         let mut ws = RawWs::connect(&server).await;
@@ -620,6 +624,7 @@ async fn a_refused_join_can_be_retried_at_once() {
             room: "retry".into(),
             name: "n".repeat(65),
             capacity: None,
+            token: None,
         })
         .await
         .expect("send");
@@ -629,6 +634,7 @@ async fn a_refused_join_can_be_retried_at_once() {
             room: "retry".into(),
             name: format!("retry-{i}"),
             capacity: None,
+            token: None,
         })
         .await
         .expect("send");

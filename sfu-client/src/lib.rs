@@ -68,6 +68,8 @@ pub struct ClientConfig {
     pub name: String,
     /// Room capacity, honoured only when this join creates the room.
     pub capacity: Option<u32>,
+    /// Room token sent with the join (servers with auth configured require one).
+    pub token: Option<String>,
     /// Publish a sendonly Opus m-line (source `mic`) in the first offer.
     pub audio: bool,
     /// Publish a sendonly VP8 m-line (source `camera`) in the first offer.
@@ -100,6 +102,7 @@ impl ClientConfig {
             room: room.into(),
             name: name.into(),
             capacity: None,
+            token: None,
             audio: false,
             video: false,
             data_channel: true,
@@ -139,6 +142,12 @@ impl ClientConfig {
     /// Use ICE over TCP instead of UDP.
     pub fn ice_tcp(mut self, on: bool) -> Self {
         self.ice_tcp = on;
+        self
+    }
+
+    /// Join with this room token.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
         self
     }
 
@@ -426,6 +435,7 @@ impl Client {
             room: config.room.clone(),
             name: config.name.clone(),
             capacity: config.capacity,
+            token: config.token.clone(),
         };
         ws.send(Message::text(serde_json::to_string(&join)?))
             .await?;

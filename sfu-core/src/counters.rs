@@ -42,11 +42,14 @@ pub enum DropReason {
     TcpOverflow,
     /// An ICE-TCP connection beyond the worker's limit was refused.
     TcpTooMany,
+    /// Something the member's token does not allow: an offer that publishes without the publish
+    /// permission, a chat line (WebSocket or data channel) without the chat permission.
+    Forbidden,
 }
 
 impl DropReason {
     /// Every reason, in a fixed order (the order of [`Counters::drops`]).
-    pub const ALL: [DropReason; 18] = [
+    pub const ALL: [DropReason; 19] = [
         DropReason::UnknownProtocol,
         DropReason::MalformedStun,
         DropReason::UnknownUfrag,
@@ -65,6 +68,7 @@ impl DropReason {
         DropReason::TcpNotAdmitted,
         DropReason::TcpOverflow,
         DropReason::TcpTooMany,
+        DropReason::Forbidden,
     ];
 
     /// The reason's name in stats output.
@@ -88,6 +92,7 @@ impl DropReason {
             DropReason::TcpNotAdmitted => "tcp_not_admitted",
             DropReason::TcpOverflow => "tcp_overflow",
             DropReason::TcpTooMany => "tcp_too_many",
+            DropReason::Forbidden => "forbidden",
         }
     }
 

@@ -11,6 +11,7 @@ use str0m::net::TcpType;
 use str0m::{Candidate, Rtc, RtcConfig};
 
 use crate::config::CoreConfig;
+use crate::permissions::Permissions;
 use crate::protocol::{PeerId, PeerInfo, TrackMapping};
 use crate::track::{LegState, Publication, Subscription, TrackKey};
 
@@ -64,6 +65,8 @@ pub struct Peer {
     pub dirty: bool,
     /// Packets were written to its legs since it was last polled.
     pub written: bool,
+    /// What it may do in its room (from its token; everything in an open room).
+    pub permissions: Permissions,
 }
 
 impl Peer {
@@ -120,6 +123,7 @@ impl Peer {
             next_timeout: now,
             dirty: false,
             written: false,
+            permissions: Permissions::ALL,
         }
     }
 

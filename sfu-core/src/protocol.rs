@@ -30,6 +30,10 @@ pub enum ClientMessage {
         /// Largest number of members the room may hold; only honoured by the join that creates it.
         #[serde(default)]
         capacity: Option<u32>,
+        /// Room token (a JWT), required when the server is configured with a key. Its claims
+        /// decide the room, the display name and what the member may do.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
     },
     /// An SDP offer from the client (it publishes or stops tracks), with what each sending m-line carries.
     Offer {
@@ -273,6 +277,21 @@ pub enum ErrorCode {
     MediaTimeout,
     /// The server is shutting down or a worker is gone.
     Unavailable,
+    /// The server requires a room token and the `join` carried none.
+    AuthRequired,
+    /// The room token's `exp` has passed.
+    TokenExpired,
+    /// The room token's `nbf` (or `iat`) is still in the future.
+    TokenNotYetValid,
+    /// The room token is not valid: malformed, bad signature, an algorithm this server does not
+    /// accept (`none` included), or claims of the wrong shape.
+    BadToken,
+    /// The room token is for another room.
+    WrongRoom,
+    /// The member's token does not allow this (publishing, chatting).
+    Forbidden,
+    /// Too many join attempts from this client's address; try again in a few seconds.
+    JoinRateLimited,
 }
 
 /// The JSON a client writes on its `chat` data channel.
@@ -311,9 +330,30 @@ mod tests {
                 version: 1,
                 room: "kitchen".into(),
                 name: "ana".into(),
-                capacity: Some(2)
+                capacity: Some(2),
+                token: None,
             }
         );
+        let m: ClientMessage = serde_json::from_str(
+            r#"{"type":"join","version":1,"room":"kitchen","name":"ana","token":"a.b.c"}"#,
+        )
+        .unwrap();
+        assert!(matches!(m, ClientMessage::Join { token: Some(t), .. } if t == "a.b.c"));
+    }
+
+    #[test]
+    fn auth_error_codes_are_snake_case() {
+        for (code, text) in [
+            (ErrorCode::AuthRequired, "auth_required"),
+            (ErrorCode::TokenExpired, "token_expired"),
+            (ErrorCode::TokenNotYetValid, "token_not_yet_valid"),
+            (ErrorCode::BadToken, "bad_token"),
+            (ErrorCode::WrongRoom, "wrong_room"),
+            (ErrorCode::Forbidden, "forbidden"),
+            (ErrorCode::JoinRateLimited, "join_rate_limited"),
+        ] {
+            assert_eq!(serde_json::to_string(&code).unwrap(), format!("\"{text}\""));
+        }
     }
 
     #[test]

@@ -152,6 +152,7 @@ fn a_peer_that_never_connects_is_dropped_at_the_connect_timeout() {
             room: "kitchen".into(),
             name: "ghost".into(),
             capacity: None,
+            token: None,
         },
     );
     w.pump();
@@ -173,6 +174,7 @@ fn room_capacity_and_join_validation() {
         room: room.into(),
         name: name.into(),
         capacity,
+        token: None,
     };
     w.core
         .handle_message(w.now, 1, join("share-ABC", "viewer", Some(2)));
@@ -189,6 +191,7 @@ fn room_capacity_and_join_validation() {
             room: "r".into(),
             name: "n".into(),
             capacity: None,
+            token: None,
         },
     );
     w.core.handle_message(

@@ -369,6 +369,9 @@ fn run(a: RunArgs) -> Result<i32> {
         };
         let mut cmd = Command::new(&bin);
         cmd.args(["--listen", "127.0.0.1:0", "--public-ip", "127.0.0.1"]);
+        // Every simulated participant joins from this one address: the per-address join limit
+        // would refuse all but the first few.
+        cmd.args(["--join-burst", "0"]);
         let workers = a.sfu_workers.or(pinned.then_some(server_cpus.len()));
         if let Some(w) = workers {
             cmd.args(["--workers", &w.to_string()]);

@@ -1,7 +1,9 @@
 //! The HTTP API for plain RTP legs: create, change and remove ingests and outputs.
 //!
-//! It changes where the SFU sends media, so it answers loopback clients only. Each request goes to
-//! the worker that owns the room; the answer is the leg as that worker now has it.
+//! It changes where the SFU sends media, so it answers loopback clients, and, where room tokens are
+//! configured, other machines that send a token with the `admin` claim
+//! (`Authorization: Bearer <token>`; [`authorize`]). Each request goes to the worker that owns the
+//! room; the answer is the leg as that worker now has it.
 //!
 //! | method and path | body | answer |
 //! | --- | --- | --- |
@@ -15,8 +17,10 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use std::sync::atomic::Ordering;
+
 use axum::extract::{ConnectInfo, Path, State};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, post, put};
 use axum::{Json, Router};
@@ -24,15 +28,22 @@ use serde::Serialize;
 use sfu_core::plain::{IngestInfo, IngestSpec, OutputInfo, OutputSpec, OutputTarget, PlainError};
 use tokio::sync::oneshot;
 
+use crate::auth::Authenticator;
 use crate::dispatch::{PlainReply, PlainRequest, WorkerCommand};
-use crate::server::{collect_stats, AppState, Leg};
+use crate::server::{collect_stats, unix_now, AppState, Leg};
 
 /// Why an API request failed, as the client sees it.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// The request came from another machine.
+    /// The request came from another machine, and no room tokens are configured.
     #[error("the plain RTP API answers loopback clients only")]
     Forbidden,
+    /// The request came from another machine without a valid token (or none at all).
+    #[error("send `Authorization: Bearer <token>` with an admin room token: {0}")]
+    Unauthorized(String),
+    /// The request came from another machine with a valid token that does not grant `admin`.
+    #[error("the token does not grant admin")]
+    NotAdmin,
     /// The worker refused it.
     #[error(transparent)]
     Plain(#[from] PlainError),
@@ -52,7 +63,8 @@ struct ErrorBody {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = match &self {
-            ApiError::Forbidden => StatusCode::FORBIDDEN,
+            ApiError::Forbidden | ApiError::NotAdmin => StatusCode::FORBIDDEN,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Plain(
                 PlainError::UnknownIngest(_)
                 | PlainError::UnknownOutput(_)
@@ -63,13 +75,20 @@ impl IntoResponse for ApiError {
             ApiError::Plain(PlainError::Invalid(_)) => StatusCode::BAD_REQUEST,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         };
-        (
+        let mut response = (
             status,
             Json(ErrorBody {
                 error: self.to_string(),
             }),
         )
-            .into_response()
+            .into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"edge-sfu\""),
+            );
+        }
+        response
     }
 }
 
@@ -83,12 +102,51 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/api/outputs/{id}/targets", put(put_targets))
 }
 
-fn loopback_only(addr: SocketAddr) -> Result<(), ApiError> {
-    if addr.ip().is_loopback() {
+/// Whether `caller` may use the API: loopback callers always (as without tokens); others only
+/// with room tokens configured (`auth`) and an `Authorization: Bearer` token that verifies at
+/// `now` and carries `admin: true`. The token's room does not matter: admin is server-wide.
+pub fn authorize(
+    auth: Option<&Authenticator>,
+    caller: SocketAddr,
+    authorization: Option<&HeaderValue>,
+    now: u64,
+) -> Result<(), ApiError> {
+    if caller.ip().to_canonical().is_loopback() {
+        return Ok(());
+    }
+    let Some(auth) = auth else {
+        return Err(ApiError::Forbidden);
+    };
+    let token = authorization
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, token) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        })
+        .ok_or_else(|| ApiError::Unauthorized("no bearer token".into()))?;
+    let grant = auth
+        .verify(token, now)
+        .map_err(|e| ApiError::Unauthorized(e.to_string()))?;
+    if grant.admin {
         Ok(())
     } else {
-        Err(ApiError::Forbidden)
+        Err(ApiError::NotAdmin)
     }
+}
+
+/// [`authorize`] for a request to this server, counting refusals.
+fn admit(state: &AppState, caller: SocketAddr, headers: &HeaderMap) -> Result<(), ApiError> {
+    let result = authorize(
+        state.auth.as_ref(),
+        caller,
+        headers.get(header::AUTHORIZATION),
+        unix_now(),
+    );
+    if let Err(e) = &result {
+        state.counters.api_refused.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(%caller, error = %e, "plain RTP API request refused");
+    }
+    result
 }
 
 async fn ask(
@@ -147,19 +205,21 @@ pub async fn add_output(state: &AppState, spec: OutputSpec) -> Result<OutputInfo
 
 async fn post_ingest(
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     State(state): State<Arc<AppState>>,
     Json(spec): Json<IngestSpec>,
 ) -> Result<(StatusCode, Json<IngestInfo>), ApiError> {
-    loopback_only(addr)?;
+    admit(&state, addr, &headers)?;
     Ok((StatusCode::CREATED, Json(add_ingest(&state, spec).await?)))
 }
 
 async fn delete_ingest(
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     State(state): State<Arc<AppState>>,
     Path(id): Path<u64>,
 ) -> Result<StatusCode, ApiError> {
-    loopback_only(addr)?;
+    admit(&state, addr, &headers)?;
     let leg = state.leg(id).ok_or(PlainError::UnknownIngest(id))?;
     ask(&state, leg.worker, PlainRequest::RemoveIngest { id }).await?;
     state.forget(id);
@@ -171,20 +231,22 @@ async fn delete_ingest(
 
 async fn post_output(
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     State(state): State<Arc<AppState>>,
     Json(spec): Json<OutputSpec>,
 ) -> Result<(StatusCode, Json<OutputInfo>), ApiError> {
-    loopback_only(addr)?;
+    admit(&state, addr, &headers)?;
     Ok((StatusCode::CREATED, Json(add_output(&state, spec).await?)))
 }
 
 async fn put_targets(
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     State(state): State<Arc<AppState>>,
     Path(id): Path<u64>,
     Json(targets): Json<Vec<OutputTarget>>,
 ) -> Result<Json<OutputInfo>, ApiError> {
-    loopback_only(addr)?;
+    admit(&state, addr, &headers)?;
     let leg = state.leg(id).ok_or(PlainError::UnknownOutput(id))?;
     match ask(
         &state,
@@ -200,10 +262,11 @@ async fn put_targets(
 
 async fn delete_output(
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     State(state): State<Arc<AppState>>,
     Path(id): Path<u64>,
 ) -> Result<StatusCode, ApiError> {
-    loopback_only(addr)?;
+    admit(&state, addr, &headers)?;
     let leg = state.leg(id).ok_or(PlainError::UnknownOutput(id))?;
     let result = ask(&state, leg.worker, PlainRequest::RemoveOutput { id }).await;
     state.forget(id);
@@ -217,4 +280,101 @@ async fn list_ingests(State(state): State<Arc<AppState>>) -> Json<Vec<IngestInfo
 
 async fn list_outputs(State(state): State<Arc<AppState>>) -> Json<Vec<OutputInfo>> {
     Json(collect_stats(&state).await.0.outputs)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The API cannot be reached from a non-loopback address in a test without network namespaces,
+    //! so the decision itself is tested here, with the addresses such callers would have.
+
+    use super::*;
+    use crate::auth::{mint_hs256, Claims, Secret};
+    use sfu_core::Permissions;
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn secret() -> Secret {
+        Secret::new("api test secret, thirty-two bytes or more").unwrap()
+    }
+
+    fn auth() -> Authenticator {
+        Authenticator::new(Some(&secret()), None).unwrap()
+    }
+
+    fn token(admin: bool) -> String {
+        let claims =
+            Claims::for_member("lobby", "ops", None, Permissions::ALL, admin, NOW, 600).unwrap();
+        mint_hs256(&secret(), &claims).unwrap()
+    }
+
+    fn bearer(token: &str) -> HeaderValue {
+        HeaderValue::from_str(&format!("Bearer {token}")).unwrap()
+    }
+
+    fn remote() -> SocketAddr {
+        "192.0.2.10:50000".parse().unwrap()
+    }
+
+    #[test]
+    fn loopback_callers_need_nothing_with_or_without_auth() {
+        for caller in [
+            "127.0.0.1:1",
+            "127.8.9.1:1",
+            "[::1]:1",
+            "[::ffff:127.0.0.1]:1",
+        ] {
+            let caller: SocketAddr = caller.parse().unwrap();
+            assert!(authorize(None, caller, None, NOW).is_ok(), "{caller}");
+            assert!(
+                authorize(Some(&auth()), caller, None, NOW).is_ok(),
+                "{caller}"
+            );
+        }
+    }
+
+    #[test]
+    fn without_auth_remote_callers_are_refused_whatever_they_send() {
+        let got = authorize(None, remote(), Some(&bearer(&token(true))), NOW);
+        assert!(matches!(got, Err(ApiError::Forbidden)), "{got:?}");
+    }
+
+    #[test]
+    fn with_auth_remote_callers_need_a_valid_admin_token() {
+        let auth = auth();
+        assert!(authorize(Some(&auth), remote(), Some(&bearer(&token(true))), NOW).is_ok());
+        let lower = HeaderValue::from_str(&format!("bearer {}", token(true))).unwrap();
+        assert!(authorize(Some(&auth), remote(), Some(&lower), NOW).is_ok());
+        assert!(matches!(
+            authorize(Some(&auth), remote(), Some(&bearer(&token(false))), NOW),
+            Err(ApiError::NotAdmin)
+        ));
+        for header in [
+            None,
+            Some(HeaderValue::from_static("Basic b3BzOm9wcw==")),
+            Some(HeaderValue::from_static("Bearer")),
+            Some(HeaderValue::from_static("Bearer not.a.token")),
+        ] {
+            let got = authorize(Some(&auth), remote(), header.as_ref(), NOW);
+            assert!(
+                matches!(got, Err(ApiError::Unauthorized(_))),
+                "{header:?}: {got:?}"
+            );
+        }
+        // Expired admin token.
+        let got = authorize(
+            Some(&auth),
+            remote(),
+            Some(&bearer(&token(true))),
+            NOW + 3600,
+        );
+        assert!(matches!(got, Err(ApiError::Unauthorized(_))), "{got:?}");
+        // Statuses: 401 with a challenge for a missing or bad token, 403 for a non-admin one.
+        let response = ApiError::Unauthorized("x".into()).into_response();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert!(response.headers().contains_key(header::WWW_AUTHENTICATE));
+        assert_eq!(
+            ApiError::NotAdmin.into_response().status(),
+            StatusCode::FORBIDDEN
+        );
+    }
 }

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 
 use sfu_core::plain::{IngestInfo, IngestSpec, OutputInfo, OutputSpec, OutputTarget, PlainError};
 use sfu_core::protocol::{ClientMessage, PeerId, ServerMessage};
-use sfu_core::StatsSnapshot;
+use sfu_core::{Permissions, StatsSnapshot};
 use tokio::sync::{mpsc, oneshot};
 
 /// Messages queued towards one WebSocket before the peer counts as stuck and is dropped.
@@ -26,6 +26,8 @@ pub enum WorkerCommand {
         msg: ClientMessage,
         /// Where the worker sends this peer's messages.
         outbox: mpsc::Sender<ServerMessage>,
+        /// What the member may do (from its room token; everything in an open room).
+        permissions: Permissions,
     },
     /// Any later message of a joined peer.
     Message {

@@ -3,12 +3,15 @@
 //! It serves the embedded browser client and demo pages, speaks the JSON protocol of
 //! [`sfu_core::protocol`] on `/ws` with per-connection limits, places each room on one worker
 //! ([`dispatch`]) and relays each peer's messages to that worker. Forwarding itself happens in the
-//! workers; nothing media-related runs here.
+//! workers; nothing media-related runs here. With a key configured, joining takes a room token
+//! ([`auth`]); join attempts are limited per client address ([`join_limit`]).
 
 pub mod api;
 pub mod assets;
+pub mod auth;
 pub mod dispatch;
 pub mod ice_servers;
+pub mod join_limit;
 pub mod limits;
 pub mod server;
 

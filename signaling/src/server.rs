@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
@@ -15,14 +15,16 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 use sfu_core::protocol::{ClientMessage, ErrorCode, PeerId, ServerMessage};
-use sfu_core::StatsSnapshot;
+use sfu_core::{Permissions, StatsSnapshot};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{interval, sleep_until, Duration};
 use tracing::{debug, info, Instrument};
 
 use crate::assets;
+use crate::auth::{AuthError, Authenticator};
 use crate::dispatch::{Dispatch, WorkerCommand, OUTBOX_CAPACITY};
 use crate::ice_servers::IceServers;
+use crate::join_limit::{JoinLimit, JoinLimiter};
 use crate::limits::{RateLimiter, IDLE_TIMEOUT, MAX_FRAME_BYTES, MAX_MESSAGE_BYTES, MAX_REFUSALS};
 
 /// Messages refused on WebSockets, by reason.
@@ -31,15 +33,44 @@ pub struct SignalingCounters {
     bad_message: AtomicU64,
     too_large: AtomicU64,
     rate_limited: AtomicU64,
+    /// Joins refused by the room token check, by [`AuthError`] kind.
+    auth_required: AtomicU64,
+    token_expired: AtomicU64,
+    token_not_yet_valid: AtomicU64,
+    bad_token: AtomicU64,
+    wrong_room: AtomicU64,
+    /// Joins refused by the per-address join limit.
+    join_rate_limited: AtomicU64,
+    /// Plain RTP API requests refused (no loopback caller, no admin token).
+    pub(crate) api_refused: AtomicU64,
 }
 
 impl SignalingCounters {
-    fn snapshot(&self) -> [(&'static str, u64); 3] {
+    fn snapshot(&self) -> [(&'static str, u64); 10] {
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
         [
-            ("ws_bad_message", self.bad_message.load(Ordering::Relaxed)),
-            ("ws_too_large", self.too_large.load(Ordering::Relaxed)),
-            ("ws_rate_limited", self.rate_limited.load(Ordering::Relaxed)),
+            ("ws_bad_message", n(&self.bad_message)),
+            ("ws_too_large", n(&self.too_large)),
+            ("ws_rate_limited", n(&self.rate_limited)),
+            ("auth_required", n(&self.auth_required)),
+            ("token_expired", n(&self.token_expired)),
+            ("token_not_yet_valid", n(&self.token_not_yet_valid)),
+            ("bad_token", n(&self.bad_token)),
+            ("wrong_room", n(&self.wrong_room)),
+            ("join_rate_limited", n(&self.join_rate_limited)),
+            ("api_refused", n(&self.api_refused)),
         ]
+    }
+
+    fn count_auth(&self, e: &AuthError) {
+        let counter = match e {
+            AuthError::Required => &self.auth_required,
+            AuthError::Expired => &self.token_expired,
+            AuthError::NotYetValid => &self.token_not_yet_valid,
+            AuthError::Bad(_) => &self.bad_token,
+            AuthError::WrongRoom => &self.wrong_room,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -54,6 +85,10 @@ pub struct AppState {
     ice_servers: IceServers,
     /// Which worker holds each plain RTP leg.
     legs: Mutex<HashMap<u64, Leg>>,
+    /// Room token keys; `None`: rooms are open to anyone who can reach the server.
+    pub(crate) auth: Option<Authenticator>,
+    /// Join attempts per client address.
+    pub(crate) join_limiter: JoinLimiter,
 }
 
 /// Where a plain RTP leg lives.
@@ -66,19 +101,33 @@ pub struct Leg {
 }
 
 impl AppState {
-    /// State over these workers.
+    /// State over these workers: open rooms, the default join limit.
     pub fn new(dispatch: Dispatch) -> Self {
         AppState {
             dispatch,
             counters: SignalingCounters::default(),
             ice_servers: IceServers::default(),
             legs: Mutex::new(HashMap::new()),
+            auth: None,
+            join_limiter: JoinLimiter::new(JoinLimit::default()),
         }
     }
 
     /// Hands these STUN/TURN servers to every participant that joins.
     pub fn with_ice_servers(mut self, ice_servers: IceServers) -> Self {
         self.ice_servers = ice_servers;
+        self
+    }
+
+    /// Requires a room token, checked with these keys, to join.
+    pub fn with_auth(mut self, auth: Authenticator) -> Self {
+        self.auth = Some(auth);
+        self
+    }
+
+    /// Limits join attempts per client address to `limit`.
+    pub fn with_join_limit(mut self, limit: JoinLimit) -> Self {
+        self.join_limiter = JoinLimiter::new(limit);
         self
     }
 
@@ -192,7 +241,7 @@ async fn ws_upgrade(
         .max_frame_size(MAX_FRAME_BYTES)
         .on_upgrade(move |socket| {
             let span = tracing::info_span!("ws", %addr);
-            Connection::new(state).run(socket).instrument(span)
+            Connection::new(state, addr).run(socket).instrument(span)
         })
 }
 
@@ -213,15 +262,18 @@ enum Membership {
 /// One WebSocket connection.
 struct Connection {
     state: Arc<AppState>,
+    /// The client's address (join attempts are limited per address).
+    addr: SocketAddr,
     membership: Membership,
     limiter: RateLimiter,
     refusals: u32,
 }
 
 impl Connection {
-    fn new(state: Arc<AppState>) -> Self {
+    fn new(state: Arc<AppState>, addr: SocketAddr) -> Self {
         Connection {
             state,
+            addr,
             membership: Membership::Outside,
             limiter: RateLimiter::new(Instant::now()),
             refusals: 0,
@@ -345,10 +397,54 @@ impl Connection {
     }
 
     fn join(&mut self, msg: ClientMessage) -> Vec<ServerMessage> {
-        let ClientMessage::Join { room, .. } = &msg else {
+        let ClientMessage::Join {
+            version,
+            room,
+            name,
+            capacity,
+            token,
+        } = msg
+        else {
             return Vec::new();
         };
-        let room = room.clone();
+        if !self
+            .state
+            .join_limiter
+            .allow(self.addr.ip(), Instant::now())
+        {
+            self.state
+                .counters
+                .join_rate_limited
+                .fetch_add(1, Ordering::Relaxed);
+            info!("join refused: too many attempts from this address");
+            return self.refuse(
+                ErrorCode::JoinRateLimited,
+                "too many join attempts from your address: wait a few seconds and try again",
+            );
+        }
+        // With auth, the token decides the name and what the member may do; the join's own name
+        // is ignored so nobody can pose as someone else. The token goes no further than here.
+        let (name, permissions) = match &self.state.auth {
+            None => (name, Permissions::ALL),
+            Some(auth) => match auth.admit_join(&room, token.as_deref(), unix_now()) {
+                Ok(grant) => {
+                    info!(room = %room, subject = %grant.subject, permissions = ?grant.permissions, "room token accepted");
+                    (grant.name, grant.permissions)
+                }
+                Err(e) => {
+                    self.state.counters.count_auth(&e);
+                    info!(room = %room, error = %e, "join refused");
+                    return self.refuse(e.code(), &e.to_string());
+                }
+            },
+        };
+        let msg = ClientMessage::Join {
+            version,
+            room: room.clone(),
+            name,
+            capacity,
+            token: None,
+        };
         let Some(worker) = self.state.dispatch.enter(&room) else {
             return vec![error(ErrorCode::Unavailable, "no worker is running")];
         };
@@ -360,6 +456,7 @@ impl Connection {
                 peer,
                 msg,
                 outbox: tx,
+                permissions,
             },
         ) {
             self.state.dispatch.leave(&room);
@@ -424,6 +521,14 @@ async fn recv_outbox(membership: &mut Membership) -> Option<ServerMessage> {
         Membership::Inside { outbox, .. } => outbox.recv().await,
         Membership::Outside => std::future::pending().await,
     }
+}
+
+/// Seconds since the Unix epoch, for token times (0 if the clock is before 1970: every token is
+/// then "not yet valid", which is the safe way to be wrong).
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn error(code: ErrorCode, message: &str) -> ServerMessage {

@@ -51,8 +51,45 @@ export function rtcConfigFromUrl(loc = globalThis.location) {
 }
 
 /**
+ * The claims of a room token (a JWT), read without checking its signature: for showing the right
+ * name and controls only. The SFU checks the token and enforces what it allows. Returns `null` for
+ * anything that is not a JWT with a JSON object payload.
+ * @param {string|null|undefined} token
+ * @returns {object|null}
+ */
+export function tokenClaims(token) {
+  if (typeof token !== 'string') return null;
+  const parts = token.split('.');
+  if (parts.length !== 3) return null;
+  try {
+    const binary = atob(parts[1].replace(/-/g, '+').replace(/_/g, '/'));
+    const json = new TextDecoder().decode(Uint8Array.from(binary, (c) => c.charCodeAt(0)));
+    const claims = JSON.parse(json);
+    return claims && typeof claims === 'object' && !Array.isArray(claims) ? claims : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * What a room token allows, with the protocol's defaults for missing claims (publish, subscribe and
+ * chat default to true, admin to false). For the UI only: the SFU enforces.
+ * @param {object|null} claims from `tokenClaims`
+ * @returns {{publish: boolean, subscribe: boolean, chat: boolean, admin: boolean}}
+ */
+export function tokenPermissions(claims) {
+  return {
+    publish: claims?.publish !== false,
+    subscribe: claims?.subscribe !== false,
+    chat: claims?.chat !== false,
+    admin: claims?.admin === true,
+  };
+}
+
+/**
  * An error the SFU reported with an `error` message, or a failure of the client itself.
- * `code` is one of the protocol's error codes (`room_full`, `invalid_join`, `media_timeout`, ...) or
+ * `code` is one of the protocol's error codes (`room_full`, `invalid_join`, `media_timeout`,
+ * `auth_required`, `token_expired`, `bad_token`, `wrong_room`, `forbidden`, ...) or
  * `connection_closed` / `negotiation_failed` / `media_failed` for failures seen on the client side.
  */
 export class EdgeSfuError extends Error {
@@ -171,11 +208,13 @@ export class EdgeSfuClient extends EventTarget {
    * @param {string} opts.room room name, 1 to 64 characters
    * @param {string} opts.name display name, 1 to 64 characters
    * @param {number} [opts.capacity] most members the room may hold (honoured only if this join creates it)
+   * @param {string} [opts.token] room token (a JWT; required by servers with auth configured). Its
+   *   name wins over `name`.
    * @param {{track: MediaStreamTrack, source: string, stream?: MediaStream, muted?: boolean}[]} [opts.tracks]
    *   local tracks to publish right away
    * @returns {Promise<{peerId: number, room: string, peers: object[], iceServers: RTCIceServer[]}>} the `joined` message
    */
-  join({ room, name, capacity, tracks = [] }) {
+  join({ room, name, capacity, token, tracks = [] }) {
     if (this.state !== 'new') return Promise.reject(new Error(`join() called in state ${this.state}`));
     this.state = 'joining';
     this.room = room;
@@ -194,6 +233,7 @@ export class EdgeSfuClient extends EventTarget {
       ws.onopen = () => {
         const join = { type: 'join', version: PROTOCOL_VERSION, room, name };
         if (capacity != null) join.capacity = capacity;
+        if (token) join.token = token;
         this._send(join);
         this._pingTimer = setInterval(() => this._send({ type: 'ping' }), PING_INTERVAL_MS);
       };

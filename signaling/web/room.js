@@ -1,7 +1,9 @@
 // The room page of edge-sfu: join form, participant tiles, call controls and chat.
 // `/?room=kitchen&name=ana&autojoin=1` joins without a click. The client object is `window.edgeSfu`.
+// `&token=...` (an invite link from `edge-sfu token`) is sent with the join; its name and
+// permissions decide the name field and which controls work (the server enforces them).
 
-import { EdgeSfuClient, MAX_CHAT_LENGTH, rtcConfigFromUrl } from '/edge-sfu.js';
+import { EdgeSfuClient, MAX_CHAT_LENGTH, rtcConfigFromUrl, tokenClaims, tokenPermissions } from '/edge-sfu.js';
 
 const $ = (sel) => document.querySelector(sel);
 
@@ -45,6 +47,24 @@ function hue(name) {
 // ------------------------------------------------------------------ page state
 
 const params = new URLSearchParams(location.search);
+/** The room token of an invite link, its claims (unverified, for the UI) and what it allows. */
+const token = params.get('token') || null;
+const claims = tokenClaims(token);
+const allowed = tokenPermissions(claims);
+/** The name the server will give this member: the token's, whatever the form says. */
+const tokenName = [claims?.name, claims?.sub].find((n) => typeof n === 'string' && n.trim()) ?? null;
+
+/** What the page says when the server refuses a join, by error code. */
+const JOIN_REFUSALS = {
+  room_full: 'This room is full.',
+  invalid_join: 'Room and name must be 1 to 64 characters.',
+  auth_required: 'This room needs an invite link with a token. Ask whoever runs it for one.',
+  token_expired: 'Your invite link has expired. Ask for a new one.',
+  token_not_yet_valid: 'Your invite link is not valid yet. Check this device\'s clock, or try again later.',
+  bad_token: 'Your invite link is not valid. Check that it was copied completely.',
+  wrong_room: 'Your invite link is for another room.',
+  join_rate_limited: 'Too many attempts to join. Wait a few seconds and try again.',
+};
 const ui = {
   joinView: $('#join-view'),
   roomView: $('#room-view'),
@@ -311,6 +331,13 @@ async function getLocalMedia({ audio, video }) {
   return new MediaStream();
 }
 
+/** Disables a control the member's token does not allow, with the reason as its tooltip. */
+function forbid(button, reason) {
+  button.disabled = true;
+  button.dataset.forbidden = 'true';
+  button.title = reason;
+}
+
 function renderMic() {
   const published = !!client?.localTrack('mic');
   const muted = !published || client.isMuted('mic');
@@ -336,10 +363,18 @@ function renderControls() {
   renderScreen();
   renderChatToggle();
   setControl(ui.leave, 'leave', 'Leave');
+  if (!allowed.publish) {
+    for (const b of [ui.mic, ui.camera, ui.screen]) forbid(b, 'Your invite does not allow sending audio or video');
+  }
+  if (!allowed.chat) {
+    ui.chatInput.disabled = true;
+    $('#chat-send').disabled = true;
+    ui.chatInput.placeholder = 'Chat is off for you';
+  }
 }
 
 ui.mic.addEventListener('click', async () => {
-  if (!client || client.state !== 'joined') return;
+  if (!client || client.state !== 'joined' || !allowed.publish) return;
   if (!client.localTrack('mic')) {
     const s = await getLocalMedia({ audio: true });
     const t = s.getAudioTracks()[0];
@@ -353,7 +388,7 @@ ui.mic.addEventListener('click', async () => {
 });
 
 ui.camera.addEventListener('click', async () => {
-  if (!client || client.state !== 'joined') return;
+  if (!client || client.state !== 'joined' || !allowed.publish) return;
   const tile = findTile(client.peerId, 'camera');
   const current = client.localTrack('camera');
   if (current && !client.isMuted('camera')) {
@@ -431,7 +466,7 @@ function stopScreenShare() {
 }
 
 ui.screen.addEventListener('click', () => {
-  if (!client || client.state !== 'joined') return;
+  if (!client || client.state !== 'joined' || !allowed.publish) return;
   if (screenStream) stopScreenShare();
   else startScreenShare();
 });
@@ -549,12 +584,19 @@ function wireClient(c) {
 
 async function join(room, name, { mic = true, camera = true } = {}) {
   lastJoin = { room, name, mic, camera };
+  // The server names the member after its token; show the same name here.
+  name = tokenName ?? name;
+  // Without the publish permission an offer with sending media would be refused: capture nothing.
+  if (!allowed.publish) {
+    mic = false;
+    camera = false;
+  }
   const err = $('#join-error');
   err.hidden = true;
   $('#join-button').disabled = true;
   setStatus('Starting camera and microphone…');
   try {
-    localStream = await getLocalMedia({ audio: mic, video: camera });
+    localStream = mic || camera ? await getLocalMedia({ audio: mic, video: camera }) : new MediaStream();
     const c = new EdgeSfuClient({ rtcConfig: rtcConfigFromUrl(), log: (...a) => console.debug('[edge-sfu]', ...a) });
     client = c;
     window.edgeSfu = c;
@@ -565,7 +607,7 @@ async function join(room, name, { mic = true, camera = true } = {}) {
     const v = localStream.getVideoTracks()[0];
     if (a) tracks.push({ track: a, source: 'mic', stream: localStream });
     if (v) tracks.push({ track: v, source: 'camera', stream: localStream });
-    const joined = await c.join({ room, name, tracks });
+    const joined = await c.join({ room, name, tracks, token });
     // In the room.
     clearTiles();
     ui.chatLog.replaceChildren();
@@ -588,7 +630,7 @@ async function join(room, name, { mic = true, camera = true } = {}) {
     layout();
   } catch (e) {
     stopLocalMedia();
-    const msg = e.code === 'room_full' ? 'This room is full.' : e.code === 'invalid_join' ? 'Room and name must be 1 to 64 characters.' : e.message;
+    const msg = JOIN_REFUSALS[e.code] ?? e.message;
     err.textContent = `Could not join: ${msg}`;
     err.hidden = false;
     setStatus('');
@@ -619,12 +661,23 @@ window.addEventListener('pagehide', () => {
 // ------------------------------------------------------------------ start
 
 {
-  const room = params.get('room') ?? '';
+  const room = params.get('room') ?? (typeof claims?.room === 'string' ? claims.room : '');
   let storedName = '';
   try { storedName = localStorage.getItem('edge-sfu-name') ?? ''; } catch { /* private mode */ }
-  const name = params.get('name') ?? storedName;
+  const name = tokenName ?? params.get('name') ?? storedName;
   $('#join-room').value = room;
   $('#join-name').value = name;
+  if (tokenName) {
+    // The invite decides the name; the field only shows it.
+    $('#join-name').readOnly = true;
+    $('#join-name').title = 'Your invite link sets your name';
+  }
+  if (!allowed.publish) {
+    for (const id of ['#join-mic', '#join-camera']) {
+      $(id).checked = false;
+      $(id).disabled = true;
+    }
+  }
   renderControls();
   if (params.get('autojoin') === '1' && room && name) {
     show('room');

@@ -3,8 +3,10 @@
 //
 // URL parameters: `?view=1` waits as a viewer (the default without `id`), `?view=1&id=ABC234` waits
 // under that ID, `?id=ABC234` opens the sender form prefilled. The client object is `window.edgeSfu`.
+// `&token=...`: a room token (servers with auth configured require one), sent with the join and
+// kept in the link the viewer shows; a token for room `share-ABC234` makes ABC234 the viewer's ID.
 
-import { EdgeSfuClient, rtcConfigFromUrl } from '/edge-sfu.js';
+import { EdgeSfuClient, rtcConfigFromUrl, tokenClaims } from '/edge-sfu.js';
 
 /** Characters of a share ID: no 0/O, 1/I/L, so it is easy to read out and type. */
 export const ID_ALPHABET = 'ABCDEFGHJKMNPQRSTUVWXYZ23456789';
@@ -13,6 +15,9 @@ export const ID_LENGTH = 6;
 
 const $ = (sel) => document.querySelector(sel);
 const params = new URLSearchParams(location.search);
+const token = params.get('token') || null;
+/** Join refusals that retrying cannot fix: the invite link is the problem. */
+const TOKEN_REFUSALS = new Set(['auth_required', 'token_expired', 'token_not_yet_valid', 'bad_token', 'wrong_room']);
 
 const ui = {
   waitView: $('#wait-view'),
@@ -89,6 +94,7 @@ function startViewer(id) {
   ui.id.textContent = id;
   const link = new URL('/share.html', location.href);
   link.searchParams.set('id', id);
+  if (token) link.searchParams.set('token', token);
   ui.link.textContent = link.href;
   ui.waitDetail.textContent = 'Connecting…';
   setState('waiting');
@@ -133,7 +139,7 @@ function startViewer(id) {
     ui.waitDetail.textContent = 'Connection lost, reconnecting…';
     retryTimer = setTimeout(() => { if (client === c) startViewer(id); }, 2000);
   });
-  c.join({ room: roomOf(id), name: 'viewer', capacity: 2 })
+  c.join({ room: roomOf(id), name: 'viewer', capacity: 2, token })
     .then(() => {
       if (client === c) ui.waitDetail.textContent = 'Waiting for a screen…';
     })
@@ -142,6 +148,9 @@ function startViewer(id) {
       if (err.code === 'room_full') {
         // Someone else uses this ID right now: take another.
         startViewer(randomId());
+      } else if (TOKEN_REFUSALS.has(err.code)) {
+        ui.waitDetail.textContent = `Cannot wait for a screen: ${err.message}`;
+        setStatus('Refused', 'warn');
       } else {
         ui.waitDetail.textContent = `Cannot reach the server (${err.message}), retrying…`;
         clearTimeout(retryTimer);
@@ -243,7 +252,7 @@ async function startSharing(rawId) {
     else if (state === 'failed') setStatus('Media connection failed', 'warn');
   });
   try {
-    const joined = await c.join({ room: roomOf(id), name: 'screen', capacity: 2, tracks });
+    const joined = await c.join({ room: roomOf(id), name: 'screen', capacity: 2, tracks, token });
     if (client !== c) return;
     if (joined.peers.length === 0) {
       stopSharing(`No device is waiting with the ID ${id}.`);
@@ -299,7 +308,9 @@ window.addEventListener('pagehide', () => {
 // ------------------------------------------------------------------ start
 
 {
-  const given = normalizeId(params.get('id'));
+  const tokenRoom = tokenClaims(token)?.room;
+  const fromToken = typeof tokenRoom === 'string' && tokenRoom.startsWith('share-') ? normalizeId(tokenRoom.slice(6)) : null;
+  const given = normalizeId(params.get('id')) ?? fromToken;
   if (params.get('view') === '1' || !params.has('id')) {
     startViewer(given ?? randomId());
   } else {

@@ -279,9 +279,17 @@ async fn command_loop(shared: Rc<Shared>, mut rx: mpsc::UnboundedReceiver<Worker
     while let Some(cmd) = rx.recv().await {
         let now = Instant::now();
         match cmd {
-            WorkerCommand::Join { peer, msg, outbox } => {
+            WorkerCommand::Join {
+                peer,
+                msg,
+                outbox,
+                permissions,
+            } => {
                 shared.outboxes.borrow_mut().insert(peer, outbox);
-                shared.core.borrow_mut().handle_message(now, peer, msg);
+                shared
+                    .core
+                    .borrow_mut()
+                    .handle_join(now, peer, msg, permissions);
                 shared.flush();
                 // A refused join created no peer: closing its outbox tells the connection.
                 if !shared.core.borrow().has_peer(peer) {

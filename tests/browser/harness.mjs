@@ -54,16 +54,16 @@ export const chromiumPresent = fs.existsSync(CHROMIUM);
 
 /**
  * Starts `edge-sfu --listen 127.0.0.1:0 --workers 2 --public-ip 127.0.0.1` (loopback-only ICE) and waits for its ready line.
- * Its stdout and stderr go to a log file whose path is `server.logFile`.
+ * `args` are added to that command line. Its stdout and stderr go to a log file whose path is `server.logFile`.
  * @returns {Promise<{url: string, proc: import('node:child_process').ChildProcess, logFile: string, stop: () => Promise<void>, stats: () => Promise<any>, logTail: (n?: number) => string}>}
  */
-export async function startServer({ name = 'edge-sfu' } = {}) {
+export async function startServer({ name = 'edge-sfu', args = [] } = {}) {
   if (!fs.existsSync(EDGE_SFU_BIN)) {
     throw new Error(`edge-sfu binary not found at ${EDGE_SFU_BIN}: build it (cargo build) or set EDGE_SFU_BIN`);
   }
   const logFile = path.join(os.tmpdir(), `${name}-${process.pid}-${Date.now()}.log`);
   const log = fs.createWriteStream(logFile);
-  const proc = spawn(EDGE_SFU_BIN, ['--listen', '127.0.0.1:0', '--workers', '2', '--public-ip', '127.0.0.1'], {
+  const proc = spawn(EDGE_SFU_BIN, ['--listen', '127.0.0.1:0', '--workers', '2', '--public-ip', '127.0.0.1', ...args], {
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -316,12 +316,13 @@ export function roomUrl(base, room, name) {
 /**
  * The server and the Chromium of one test file: started before its tests, stopped after them.
  * Read `fixture.server` and `fixture.browser` inside tests (they are set once `before` ran).
+ * `args` are extra server flags.
  */
-export function serverAndBrowser(name) {
+export function serverAndBrowser(name, { args = [] } = {}) {
   const fixture = { server: null, browser: null };
   before(async () => {
     if (!chromiumPresent) return;
-    fixture.server = await startServer({ name });
+    fixture.server = await startServer({ name, args });
     fixture.browser = await launchChromium();
   });
   after(async () => {

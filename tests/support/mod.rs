@@ -496,6 +496,7 @@ impl RawWs {
             room: room.into(),
             name: name.into(),
             capacity: None,
+            token: None,
         })
         .await
         .expect("sending join");

@@ -6,6 +6,7 @@ use std::time::Instant;
 use super::*;
 
 impl Core {
+    #[allow(clippy::too_many_arguments)] // the join message's fields, and what the member may do
     pub(super) fn join(
         &mut self,
         now: Instant,
@@ -14,6 +15,7 @@ impl Core {
         room: String,
         name: String,
         capacity: Option<u32>,
+        permissions: Permissions,
     ) {
         if self.peers.contains_key(&id) {
             return self.error(id, ErrorCode::AlreadyJoined, "already in a room");
@@ -46,6 +48,7 @@ impl Core {
         }
         let (room_key, _) = self.room_entry(&room, capacity);
         let mut peer = Peer::new(id, name, room_key.clone(), &self.config, now);
+        peer.permissions = permissions;
         let ufrag = peer.local_ufrag();
         self.demux.add_peer(id, &ufrag);
         let mut others = Vec::with_capacity(members.len());
@@ -53,7 +56,8 @@ impl Core {
             let Some(other) = self.peers.get_mut(other_id) else {
                 continue;
             };
-            for publication in &other.publications {
+            // Without the subscribe permission the member sees who is there, but gets no legs.
+            for publication in other.publications.iter().filter(|_| permissions.subscribe) {
                 let key = TrackKey {
                     peer: *other_id,
                     mid: publication.mid,
@@ -64,7 +68,9 @@ impl Core {
             others.push(other.info());
         }
         for (ingest, key, kind) in self.ingests_of_room(&room) {
-            peer.subscriptions.push(Subscription::new(key, kind));
+            if permissions.subscribe {
+                peer.subscriptions.push(Subscription::new(key, kind));
+            }
             others.push(ingest);
         }
         let info = peer.info();
@@ -104,6 +110,15 @@ impl Core {
         }
         if tracks.len() > MAX_PUBLICATIONS {
             return self.error(id, ErrorCode::BadMessage, "too many tracks");
+        }
+        // Checked before the offer touches the session: a refused offer changes nothing.
+        if !peer.permissions.publish && (!tracks.is_empty() || offer_sends_media(sdp)) {
+            self.counters.drop(DropReason::Forbidden);
+            return self.error(
+                id,
+                ErrorCode::Forbidden,
+                "your token does not allow publishing in this room: offer no sending audio or video",
+            );
         }
         let answer = match peer.accept_offer(sdp) {
             Ok(answer) => answer,
@@ -196,7 +211,11 @@ impl Core {
         info!(peer = id, track = %track.id, source = ?track.source, "published");
         let room = peer.room.clone();
         for other in self.room_members_except(&room, id) {
-            if let Some(o) = self.peers.get_mut(&other) {
+            if let Some(o) = self
+                .peers
+                .get_mut(&other)
+                .filter(|o| o.permissions.subscribe)
+            {
                 o.subscriptions
                     .push(Subscription::new(TrackKey { peer: id, mid }, kind));
             }
@@ -302,6 +321,14 @@ impl Core {
     }
 
     pub(super) fn on_chat(&mut self, _now: Instant, id: PeerId, text: String) {
+        if self.peers.get(&id).is_some_and(|p| !p.permissions.chat) {
+            self.counters.drop(DropReason::Forbidden);
+            return self.error(
+                id,
+                ErrorCode::Forbidden,
+                "your token does not allow chat in this room",
+            );
+        }
         if text.chars().count() > MAX_CHAT_CHARS || text.is_empty() {
             return self.error(
                 id,

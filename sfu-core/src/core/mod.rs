@@ -20,6 +20,7 @@ use crate::config::CoreConfig;
 use crate::counters::{Counters, DropReason, StatsSnapshot};
 use crate::demux::{Demux, FlowChange};
 use crate::peer::Peer;
+use crate::permissions::{offer_sends_media, Permissions};
 use crate::pool::BufferPool;
 use crate::protocol::{
     ChatIn, ChatOut, ClientMessage, ErrorCode, PeerId, PublishedTrack, ServerMessage,
@@ -180,7 +181,8 @@ impl Core {
                 room,
                 name,
                 capacity,
-            } => self.join(now, peer, version, room, name, capacity),
+                token: _,
+            } => self.join(now, peer, version, room, name, capacity, Permissions::ALL),
             _ if !self.peers.contains_key(&peer) => {
                 self.error(peer, ErrorCode::NotJoined, "send join first");
             }
@@ -192,6 +194,31 @@ impl Core {
             ClientMessage::Leave => self.remove_peer(now, peer, None),
             ClientMessage::Ping => self.signal(peer, ServerMessage::Pong),
         }
+        self.drive(now);
+    }
+
+    /// Handles a `join` whose member may do only what `permissions` allow (the signaling layer
+    /// checked its room token). [`Core::handle_message`] gives a `join` every permission: an open
+    /// room. Any other message is handled as by [`Core::handle_message`].
+    pub fn handle_join(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        msg: ClientMessage,
+        permissions: Permissions,
+    ) {
+        let ClientMessage::Join {
+            version,
+            room,
+            name,
+            capacity,
+            token: _,
+        } = msg
+        else {
+            return self.handle_message(now, peer, msg);
+        };
+        let _span = tracing::info_span!("peer", id = peer).entered();
+        self.join(now, peer, version, room, name, capacity, permissions);
         self.drive(now);
     }
 

@@ -129,7 +129,11 @@ impl Core {
         };
         self.ingests.insert(id, ingest);
         for member in members {
-            if let Some(p) = self.peers.get_mut(&member) {
+            if let Some(p) = self
+                .peers
+                .get_mut(&member)
+                .filter(|p| p.permissions.subscribe)
+            {
                 p.subscriptions.push(Subscription::new(key, kind));
             }
             self.signal(member, ServerMessage::PeerJoined { peer: info.clone() });

@@ -20,7 +20,7 @@ use sfu_core::str0m::media::{Direction, MediaKind, Mid};
 use sfu_core::str0m::net::{Protocol, Receive};
 use sfu_core::str0m::rtp::{RtpWrite, SeqNo};
 use sfu_core::str0m::{Event, Input, Output as RtcOutput, Rtc, RtcConfig};
-use sfu_core::{Core, CoreConfig, Output};
+use sfu_core::{Core, CoreConfig, Output, Permissions};
 
 pub const SERVER: &str = "127.0.0.1:4000";
 
@@ -87,6 +87,11 @@ impl World {
 
     /// Joins a client that publishes audio and video and opens a chat channel.
     pub fn join(&mut self, name: &str) -> usize {
+        self.join_with(name, Permissions::ALL)
+    }
+
+    /// [`World::join`] for a member who may do only what `permissions` allow.
+    pub fn join_with(&mut self, name: &str, permissions: Permissions) -> usize {
         let idx = self.clients.len();
         let id = idx as PeerId + 1;
         let rtc = RtcConfig::new().set_rtp_mode(true).build(self.now);
@@ -105,7 +110,7 @@ impl World {
             mappings: Vec::new(),
             crashed: false,
         });
-        self.core.handle_message(
+        self.core.handle_join(
             self.now,
             id,
             ClientMessage::Join {
@@ -113,7 +118,9 @@ impl World {
                 room: "kitchen".into(),
                 name: name.into(),
                 capacity: None,
+                token: None,
             },
+            permissions,
         );
         self.pump();
         let c = &mut self.clients[idx];
