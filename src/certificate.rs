@@ -16,7 +16,7 @@ use std::sync::Arc;
 use rcgen::{DnType, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose, SanType};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::sign::CertifiedKey;
 use thiserror::Error;
 use tracing::{debug, info, warn};
@@ -271,6 +271,18 @@ pub fn load_or_generate(
     match load_pem_files(&cert_path, &key_path, provider) {
         Ok(loaded) => {
             debug!(path = %cert_path.display(), "reusing the stored certificate");
+            // Kept on purpose (a new one would make every phone ask again), but a browser reaching
+            // the box by a name or address the certificate lacks also reports a name mismatch.
+            let missing = names_missing_from(&loaded.certified, names);
+            if !missing.is_empty() {
+                warn!(
+                    path = %cert_path.display(),
+                    ?missing,
+                    "the stored certificate does not name these (address or host name changed?): \
+                     browsers using them also report a name mismatch; delete the certificate to \
+                     generate a new one"
+                );
+            }
             return Ok(loaded);
         }
         Err(CertificateError::Read { source, .. })
@@ -295,6 +307,34 @@ pub fn load_or_generate(
         "generated a self-signed certificate"
     );
     load_pem_files(&cert_path, &key_path, provider)
+}
+
+/// The names and addresses in `names` that the end-entity certificate of `certified` is not
+/// valid for (all of them if it cannot be parsed).
+pub fn names_missing_from(certified: &CertifiedKey, names: &SubjectNames) -> Vec<String> {
+    let Some(Ok(cert)) = certified.cert.first().map(webpki::EndEntityCert::try_from) else {
+        return names
+            .dns
+            .iter()
+            .cloned()
+            .chain(names.ips.iter().map(IpAddr::to_string))
+            .collect();
+    };
+    let mut missing = Vec::new();
+    for dns in &names.dns {
+        let covered = ServerName::try_from(dns.as_str())
+            .is_ok_and(|name| cert.verify_is_valid_for_subject_name(&name).is_ok());
+        if !covered {
+            missing.push(dns.clone());
+        }
+    }
+    for ip in &names.ips {
+        let name = ServerName::IpAddress((*ip).into());
+        if cert.verify_is_valid_for_subject_name(&name).is_err() {
+            missing.push(ip.to_string());
+        }
+    }
+    missing
 }
 
 /// Creates `dir` (and missing parents) readable by its owner only.
@@ -402,6 +442,22 @@ mod tests {
         std::fs::write(dir.join(GENERATED_KEY_FILE), other.key).unwrap();
         let third = load_or_generate(&dir, &names(), &provider()).unwrap();
         assert_ne!(second.fingerprint, third.fingerprint);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn names_missing_from_a_certificate_are_found() {
+        let dir = temp_dir("missing");
+        let loaded = load_or_generate(&dir, &names(), &provider()).unwrap();
+        assert!(names_missing_from(&loaded.certified, &names()).is_empty());
+        let moved = SubjectNames {
+            dns: vec!["box".into(), "other-box".into()],
+            ips: vec!["127.0.0.1".parse().unwrap(), "192.0.2.8".parse().unwrap()],
+        };
+        assert_eq!(
+            names_missing_from(&loaded.certified, &moved),
+            vec!["other-box".to_string(), "192.0.2.8".to_string()]
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 
