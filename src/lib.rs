@@ -150,13 +150,8 @@ impl Server {
             );
         }
         info!(%local_addr, ?media_ports, ?io, "edge-sfu up");
-        let scheme = if certificate.is_some() {
-            "https"
-        } else {
-            "http"
-        };
         Ok(Server {
-            url: format!("{scheme}://{shown}/"),
+            url: format!("{}://{shown}/", scheme(certificate.is_some())),
             local_addr,
             media_ports,
             io,
@@ -175,12 +170,7 @@ impl Server {
 
     /// The demo page's URL at each LAN IPv4 address of this machine (see [`lan::page_urls`]).
     pub fn lan_urls(&self) -> Vec<String> {
-        let scheme = if self.certificate.is_some() {
-            "https"
-        } else {
-            "http"
-        };
-        lan::page_urls(scheme, self.local_addr)
+        lan::page_urls(scheme(self.certificate.is_some()), self.local_addr)
     }
 
     /// SHA-256 fingerprint (`AB:CD:...`) of the certificate presented now; `None` without TLS.
@@ -246,6 +236,15 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.stop();
+    }
+}
+
+/// The URL scheme of the pages: `https` with TLS.
+fn scheme(tls: bool) -> &'static str {
+    if tls {
+        "https"
+    } else {
+        "http"
     }
 }
 

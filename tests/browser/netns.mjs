@@ -11,8 +11,10 @@ import path from 'node:path';
 
 import { CHROMIUM, CHROMIUM_ARGS } from './harness.mjs';
 
-/** Where `ip` is, or null. */
-const IP = ['/usr/sbin/ip', '/sbin/ip', '/usr/bin/ip', '/bin/ip'].find((p) => fs.existsSync(p)) ?? null;
+/** Where `ip` is (on PATH or in an sbin directory that a non-login PATH may lack), or null. */
+const IP = [...(process.env.PATH ?? '').split(path.delimiter).filter(Boolean), '/usr/sbin', '/sbin']
+  .map((dir) => path.join(dir, 'ip'))
+  .find((p) => fs.existsSync(p)) ?? null;
 
 /** Whether namespace tests can run: running as root and `ip` exists. */
 export const rootAvailable = typeof process.getuid === 'function' && process.getuid() === 0 && IP !== null;
