@@ -15,6 +15,7 @@ use signaling::ice_servers::DEFAULT_TURN_TTL;
 use signaling::join_limit::JoinLimit;
 use signaling::{IceServers, TurnRest};
 
+use crate::tls::{HttpTransport, TlsError, TransportOptions};
 use crate::token::TokenArgs;
 
 /// edge-sfu: a WebRTC selective forwarding unit for edge boxes.
@@ -98,6 +99,34 @@ pub struct Cli {
     #[arg(long, value_name = "PORT")]
     pub kernel_handoff_port: Option<u16>,
 
+    /// Serve HTTPS/WSS with this PEM certificate chain (end-entity first); needs --tls-key.
+    /// SIGHUP rereads both files: new connections get the new certificate, calls carry on.
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Serve HTTPS/WSS on a loopback address too (with the generated certificate unless
+    /// --tls-cert is given). Beyond loopback HTTPS is the default.
+    #[arg(long)]
+    pub https: bool,
+
+    /// Serve plain HTTP on a non-loopback address. Browsers then refuse the camera and
+    /// microphone to the page.
+    #[arg(long)]
+    pub insecure_http: bool,
+
+    /// Serve the local network: listen on 0.0.0.0 at the port of --listen [default: 8080], print
+    /// every LAN URL of the demo page and a QR code of the first for a phone.
+    #[arg(long)]
+    pub lan: bool,
+
+    /// Where state is kept: the generated self-signed certificate and its key
+    /// [default: $XDG_STATE_HOME/edge-sfu, else ~/.local/state/edge-sfu].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
     /// Room tokens: require a token to join, an HS256 JWT signed with this secret (mint them with
     /// `edge-sfu token`). Other users of the machine can read a command line: prefer
     /// --auth-secret-file [default: rooms are open].
@@ -168,6 +197,12 @@ struct FileConfig {
     auth_public_key: Option<PathBuf>,
     join_burst: Option<u32>,
     join_rate: Option<f64>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    https: Option<bool>,
+    insecure_http: Option<bool>,
+    lan: Option<bool>,
+    data_dir: Option<PathBuf>,
     #[serde(default)]
     ingest: Vec<IngestSpec>,
     #[serde(default)]
@@ -209,6 +244,18 @@ pub struct Settings {
     pub ingests: Vec<IngestSpec>,
     /// Plain RTP outputs to create at start (TOML `[[output]]`).
     pub outputs: Vec<ConfiguredOutput>,
+    /// PEM certificate chain for HTTPS.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// HTTPS on loopback too.
+    pub https: bool,
+    /// Plain HTTP beyond loopback.
+    pub insecure_http: bool,
+    /// Serve the LAN: `listen` is already 0.0.0.0; the binary prints the LAN URLs.
+    pub lan: bool,
+    /// State directory; `None` means the default under the user's state directory.
+    pub data_dir: Option<PathBuf>,
     /// The HS256 secret room tokens are signed with, if any.
     pub auth_secret: Option<Secret>,
     /// The Ed25519 public key (PEM) EdDSA room tokens are checked with, if any.
@@ -218,6 +265,20 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// How the HTTP/WebSocket server speaks on `listen`: plain HTTP or HTTPS, and with which
+    /// certificate.
+    pub fn http_transport(&self) -> Result<HttpTransport, TlsError> {
+        HttpTransport::choose(
+            self.listen,
+            TransportOptions {
+                tls_cert: self.tls_cert.as_deref(),
+                tls_key: self.tls_key.as_deref(),
+                https: self.https,
+                insecure_http: self.insecure_http,
+            },
+        )
+    }
+
     /// The room token checker, or `None` when no key is configured (rooms are open).
     pub fn authenticator(&self) -> Result<Option<Authenticator>> {
         if self.auth_secret.is_none() && self.auth_public_key.is_none() {
@@ -291,11 +352,17 @@ impl Cli {
         } else {
             self.public_ip.clone()
         };
+        let listen = self
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+        let lan = self.lan || file.lan.unwrap_or(false);
         Ok(Settings {
-            listen: self
-                .listen
-                .or(file.listen)
-                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            listen: if lan {
+                crate::lan::listen_address(listen.port())
+            } else {
+                listen
+            },
             workers: self.workers.or(file.workers).unwrap_or(cores).max(1),
             public_ips,
             media_port: self.media_port.or(file.media_port).unwrap_or(0),
@@ -312,6 +379,12 @@ impl Cli {
             auth_secret,
             auth_public_key,
             join_limit,
+            tls_cert: self.tls_cert.clone().or(file.tls_cert),
+            tls_key: self.tls_key.clone().or(file.tls_key),
+            https: self.https || file.https.unwrap_or(false),
+            insecure_http: self.insecure_http || file.insecure_http.unwrap_or(false),
+            lan,
+            data_dir: self.data_dir.clone().or(file.data_dir),
         })
     }
 }
@@ -481,6 +554,44 @@ targets = [{ address = "127.0.0.1:6000", ssrc = 42 }]
         assert_eq!(turn.ttl, Duration::from_secs(600));
         let half = Cli::parse_from(["edge-sfu", "--turn-url", "turn:10.0.0.1:3478"]);
         assert!(half.settings().is_err(), "a TURN URL without a secret");
+    }
+
+    #[test]
+    fn tls_and_lan_settings_come_from_flags_and_the_file() {
+        let dir = std::env::temp_dir().join(format!("edge-sfu-config-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("tls.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9443\"\nlan = true\ntls_cert = \"/etc/edge-sfu/cert.pem\"\n\
+             tls_key = \"/etc/edge-sfu/key.pem\"\ndata_dir = \"/var/lib/edge-sfu\"\n\
+             https = true\ninsecure_http = false\n",
+        )
+        .unwrap();
+        let s = Cli::parse_from(["edge-sfu", "--config", path.to_str().unwrap()])
+            .settings()
+            .unwrap();
+        // --lan listens on every interface, at the configured port.
+        assert_eq!(s.listen, "0.0.0.0:9443".parse().unwrap());
+        assert!(s.lan && s.https && !s.insecure_http);
+        assert_eq!(s.tls_cert, Some(PathBuf::from("/etc/edge-sfu/cert.pem")));
+        assert_eq!(s.tls_key, Some(PathBuf::from("/etc/edge-sfu/key.pem")));
+        assert_eq!(s.data_dir, Some(PathBuf::from("/var/lib/edge-sfu")));
+
+        let s = Cli::parse_from([
+            "edge-sfu",
+            "--lan",
+            "--data-dir",
+            "/tmp/x",
+            "--insecure-http",
+        ])
+        .settings()
+        .unwrap();
+        assert_eq!(s.listen, "0.0.0.0:8080".parse().unwrap());
+        assert!(s.insecure_http && !s.https);
+        assert_eq!(s.data_dir, Some(PathBuf::from("/tmp/x")));
+        let s = Cli::parse_from(["edge-sfu"]).settings().unwrap();
+        assert!(!s.lan && !s.https && s.tls_cert.is_none() && s.data_dir.is_none());
     }
 
     #[test]

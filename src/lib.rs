@@ -4,25 +4,35 @@
 //! port and its own [`sfu_core::Core`]) and one thread running the signaling server (tokio, axum).
 //! Rooms are placed on workers by the signaling layer, so a room's packets never cross threads. The
 //! binary is a thin wrapper; tests and the load generator start servers in-process.
+//!
+//! The signaling server speaks HTTPS/WSS when it listens beyond loopback or is told to
+//! ([`tls`], [`certificate`]); `--lan` serves the local network ([`lan`]).
 
+pub mod certificate;
 pub mod config;
 mod kernel;
+pub mod lan;
 mod mmsg;
 pub mod net;
+pub mod tls;
 pub mod token;
 mod worker;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use anyhow::{anyhow, Context, Result};
+use axum::serve::ListenerExt;
 use signaling::{AppState, Dispatch, WorkerHandle};
 use tokio::sync::{mpsc, oneshot};
+use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 
 pub use crate::config::{Cli, Command, ConfiguredOutput, IoMode, Settings};
 use crate::kernel::Kernel;
+use crate::tls::{HttpTransport, ServerCertificate};
 use crate::worker::WorkerSpec;
 use sfu_core::plain::{IngestSpec, OutputSpec};
 
@@ -32,6 +42,7 @@ pub struct Server {
     local_addr: SocketAddr,
     media_ports: Vec<u16>,
     io: IoMode,
+    certificate: Option<ServerCertificate>,
     shutdown: Option<oneshot::Sender<()>>,
     signaling: Option<JoinHandle<Result<()>>>,
     workers: Vec<JoinHandle<()>>,
@@ -40,6 +51,19 @@ pub struct Server {
 impl Server {
     /// Binds every socket and starts every thread; returns once the server accepts connections.
     pub fn start(settings: &Settings) -> Result<Server> {
+        // The certificate first: a missing key file should stop the start before any thread runs.
+        let transport = settings.http_transport()?;
+        let certificate = ServerCertificate::open(&transport, settings.data_dir.as_deref())?;
+        let acceptor = certificate
+            .as_ref()
+            .map(ServerCertificate::acceptor)
+            .transpose()?;
+        if let HttpTransport::Plain { exposed: true } = transport {
+            warn!(
+                listen = %settings.listen,
+                "plain HTTP beyond loopback (--insecure-http): browsers refuse the camera and microphone to pages on http://<LAN address>"
+            );
+        }
         let ips = net::announced_ips(&settings.public_ips);
         let mut sockets = Vec::with_capacity(settings.workers);
         for index in 0..settings.workers {
@@ -115,7 +139,7 @@ impl Server {
         let plain = (settings.ingests.clone(), settings.outputs.clone());
         let signaling = std::thread::Builder::new()
             .name("signaling".into())
-            .spawn(move || serve(listener, state, plain, ready_tx, shutdown_rx))
+            .spawn(move || serve(listener, acceptor, state, plain, ready_tx, shutdown_rx))
             .context("spawning the signaling thread")?;
         match ready_rx.recv() {
             Ok(Ok(())) => {}
@@ -130,21 +154,58 @@ impl Server {
         } else {
             local_addr
         };
+        if let Some(cert) = &certificate {
+            info!(
+                fingerprint = %cert.fingerprint(),
+                path = %cert.cert_path().display(),
+                generated = cert.is_generated(),
+                "HTTPS certificate (SHA-256)"
+            );
+        }
         info!(%local_addr, ?media_ports, ?io, "edge-sfu up");
         Ok(Server {
-            url: format!("http://{shown}/"),
+            url: format!("{}://{shown}/", scheme(certificate.is_some())),
             local_addr,
             media_ports,
             io,
+            certificate,
             shutdown: Some(shutdown),
             signaling: Some(signaling),
             workers,
         })
     }
 
-    /// The demo page's URL, `http://HOST:PORT/` (the WebSocket is at `ws://HOST:PORT/ws`).
+    /// The demo page's URL, `http://HOST:PORT/`, or `https://HOST:PORT/` with TLS (the WebSocket
+    /// is at `ws://HOST:PORT/ws`, or `wss://`).
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The demo page's URL at each LAN IPv4 address of this machine (see [`lan::page_urls`]).
+    pub fn lan_urls(&self) -> Vec<String> {
+        lan::page_urls(scheme(self.certificate.is_some()), self.local_addr)
+    }
+
+    /// SHA-256 fingerprint (`AB:CD:...`) of the certificate presented now; `None` without TLS.
+    pub fn certificate_fingerprint(&self) -> Option<String> {
+        self.certificate
+            .as_ref()
+            .map(ServerCertificate::fingerprint)
+    }
+
+    /// The PEM file of the certificate presented now; `None` without TLS.
+    pub fn certificate_path(&self) -> Option<PathBuf> {
+        self.certificate.as_ref().map(ServerCertificate::cert_path)
+    }
+
+    /// Rereads the certificate files (what SIGHUP does): new connections get the new
+    /// certificate, established ones (calls in progress) keep going. On error the current
+    /// certificate stays. Returns the new fingerprint.
+    pub fn reload_tls(&self) -> Result<String> {
+        let certificate = self.certificate.as_ref().ok_or(tls::TlsError::NotEnabled)?;
+        let fingerprint = certificate.reload()?;
+        info!(%fingerprint, path = %certificate.cert_path().display(), "HTTPS certificate reloaded");
+        Ok(fingerprint)
     }
 
     /// The address the HTTP/WebSocket server listens on.
@@ -226,6 +287,15 @@ fn app_state(settings: &Settings, dispatch: Dispatch) -> Result<AppState> {
     }
 }
 
+/// The URL scheme of the pages: `https` with TLS.
+pub(crate) fn scheme(tls: bool) -> &'static str {
+    if tls {
+        "https"
+    } else {
+        "http"
+    }
+}
+
 /// Ingests and outputs from the configuration file.
 type PlainConfig = (Vec<IngestSpec>, Vec<ConfiguredOutput>);
 
@@ -262,6 +332,7 @@ async fn apply_plain_config(state: &AppState, (ingests, outputs): PlainConfig) -
 /// (or why it cannot).
 fn serve(
     listener: std::net::TcpListener,
+    tls: Option<TlsAcceptor>,
     state: Arc<AppState>,
     plain: PlainConfig,
     ready: std::sync::mpsc::Sender<Result<()>>,
@@ -293,11 +364,24 @@ fn serve(
         };
         let _ = ready.send(Ok(()));
         let app = signaling::router(state).into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = shutdown.await;
-            })
+        let shutdown = async {
+            let _ = shutdown.await;
+        };
+        match tls {
+            None => axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+                .context("serving HTTP"),
+            // tap_io is also what gives a custom listener's `SocketAddr` to ConnectInfo (axum
+            // implements that for TcpListener and TapIo only); nothing needs doing per stream,
+            // TlsListener already set TCP_NODELAY.
+            Some(acceptor) => axum::serve(
+                tls::TlsListener::new(listener, acceptor).tap_io(|_| {}),
+                app,
+            )
+            .with_graceful_shutdown(shutdown)
             .await
-            .context("serving HTTP")
+            .context("serving HTTPS"),
+        }
     })
 }

@@ -1,5 +1,6 @@
-//! The `edge-sfu` binary: reads the settings, starts the [`Server`], prints where it is, and runs
-//! until SIGINT or SIGTERM. `edge-sfu token` mints a room token instead.
+//! The `edge-sfu` binary: reads the settings, starts the [`Server`], prints where it is (with
+//! `--lan`, every LAN URL and a QR code for a phone), and runs until SIGINT or SIGTERM. SIGHUP
+//! rereads the TLS certificate. `edge-sfu token` mints a room token instead.
 
 use std::io::Write;
 
@@ -7,7 +8,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use edge_sfu::token::{mint_invite, TokenArgs};
 use edge_sfu::{Cli, Command, Server, Settings};
-use tracing::info;
+use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> Result<()> {
@@ -24,9 +25,13 @@ fn main() -> Result<()> {
     }
     let server = Server::start(&settings)?;
     let mut stdout = std::io::stdout();
+    if settings.lan {
+        print_lan_urls(&mut stdout, &server)?;
+    }
+    // The ready line comes last: whoever waits for it (tests, scripts) has everything above.
     writeln!(stdout, "edge-sfu ready: {}", server.url())?;
     stdout.flush()?;
-    wait_for_signal()?;
+    run_until_stopped(&server)?;
     info!("shutting down");
     server.shutdown()
 }
@@ -52,16 +57,53 @@ fn print_invite(args: &TokenArgs, settings: &Settings) -> Result<()> {
     Ok(())
 }
 
-fn wait_for_signal() -> Result<()> {
+/// `--lan`: every URL a device on the local network can open, the certificate's fingerprint
+/// to compare with the one the phone shows, and a QR code of the first URL.
+fn print_lan_urls(out: &mut impl Write, server: &Server) -> Result<()> {
+    let urls = server.lan_urls();
+    if urls.is_empty() {
+        writeln!(
+            out,
+            "edge-sfu: no LAN address found (no non-loopback IPv4 interface is up)"
+        )?;
+        return Ok(());
+    }
+    writeln!(out, "edge-sfu on the LAN:")?;
+    for url in &urls {
+        writeln!(out, "  {url}")?;
+    }
+    if let Some(fingerprint) = server.certificate_fingerprint() {
+        writeln!(out, "certificate SHA-256 fingerprint: {fingerprint}")?;
+    }
+    match edge_sfu::lan::terminal_qr_code(&urls[0]) {
+        Ok(qr) => writeln!(out, "scan to open {}:\n{qr}", urls[0])?,
+        Err(e) => warn!("no QR code for {}: {e}", urls[0]),
+    }
+    Ok(())
+}
+
+/// Waits for SIGINT or SIGTERM; on SIGHUP reloads the TLS certificate and keeps waiting.
+fn run_until_stopped(server: &Server) -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the signal runtime")?;
     runtime.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r,
-            _ = term.recv() => Ok(()),
+        let mut term = signal(SignalKind::terminate())?;
+        let mut hangup = signal(SignalKind::hangup())?;
+        loop {
+            tokio::select! {
+                r = tokio::signal::ctrl_c() => return r,
+                _ = term.recv() => return Ok(()),
+                _ = hangup.recv() => {
+                    // Reading two small files: blocking this thread briefly is fine, it only
+                    // waits for signals.
+                    if let Err(e) = server.reload_tls() {
+                        warn!("SIGHUP: keeping the current certificate: {e:#}");
+                    }
+                }
+            }
         }
     })?;
     Ok(())

@@ -94,7 +94,7 @@ pub fn mint_invite(args: &TokenArgs, settings: &Settings, now: SystemTime) -> Re
     let token = mint_hs256(secret, &claims)?;
     let base = match &args.base_url {
         Some(url) => url.clone(),
-        None => own_url(settings.listen)?,
+        None => own_url(settings.listen, settings.http_transport()?.is_tls())?,
     };
     let link = format!(
         "{}/?room={}&token={}",
@@ -110,8 +110,8 @@ pub fn mint_invite(args: &TokenArgs, settings: &Settings, now: SystemTime) -> Re
 }
 
 /// The URL the server prints for `listen` (loopback for an unspecified address, as the server's
-/// ready line does).
-fn own_url(listen: SocketAddr) -> Result<String> {
+/// ready line does), `https` when it serves TLS there.
+fn own_url(listen: SocketAddr, tls: bool) -> Result<String> {
     if listen.port() == 0 {
         bail!("--listen has port 0 (any free port): give --base-url for the invite link");
     }
@@ -120,7 +120,7 @@ fn own_url(listen: SocketAddr) -> Result<String> {
     } else {
         listen
     };
-    Ok(format!("http://{shown}"))
+    Ok(format!("{}://{shown}", crate::scheme(tls)))
 }
 
 /// Percent-encodes a query value: everything but RFC 3986's unreserved characters.
@@ -212,13 +212,13 @@ mod tests {
     #[test]
     fn the_default_base_url_is_the_servers_own() {
         assert_eq!(
-            own_url("0.0.0.0:8080".parse().unwrap()).unwrap(),
+            own_url("0.0.0.0:8080".parse().unwrap(), false).unwrap(),
             "http://127.0.0.1:8080"
         );
         assert_eq!(
-            own_url("192.168.1.5:9000".parse().unwrap()).unwrap(),
-            "http://192.168.1.5:9000"
+            own_url("192.168.1.5:9000".parse().unwrap(), true).unwrap(),
+            "https://192.168.1.5:9000"
         );
-        assert!(own_url("127.0.0.1:0".parse().unwrap()).is_err());
+        assert!(own_url("127.0.0.1:0".parse().unwrap(), false).is_err());
     }
 }

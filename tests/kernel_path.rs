@@ -151,6 +151,8 @@ impl Sfu {
                 "1",
                 "--public-ip",
                 S_ADDR,
+                // The test talks plain HTTP to the API; beyond loopback that must be asked for.
+                "--insecure-http",
             ])
             .args(["--kernel-interface", &t.s_if])
             .env("RUST_LOG", "info")

@@ -89,6 +89,11 @@ impl Server {
         format!("ws://{}/ws", self.addr)
     }
 
+    /// The process id (to send it signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Whether the process is still running.
     pub fn is_alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
@@ -173,9 +178,12 @@ fn spawn_reader(
     });
 }
 
-/// `edge-sfu ready: http://127.0.0.1:PORT/` → the address.
+/// `edge-sfu ready: http://127.0.0.1:PORT/` (or `https://`) → the address.
 fn parse_ready(line: &str) -> Option<SocketAddr> {
-    let rest = line.split("edge-sfu ready: http://").nth(1)?;
+    let rest = line.split("edge-sfu ready: ").nth(1)?;
+    let rest = rest
+        .strip_prefix("http://")
+        .or_else(|| rest.strip_prefix("https://"))?;
     let host_port = rest.split('/').next()?;
     host_port.trim().parse().ok()
 }

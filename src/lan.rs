@@ -1,0 +1,77 @@
+//! `--lan`: the URLs under which phones and laptops on the local network reach the demo page, and
+//! a QR code of one of them for the terminal.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use qrcode::render::unicode::Dense1x2;
+use qrcode::QrCode;
+
+/// The address `--lan` listens on: every interface, at `port`.
+pub fn listen_address(port: u16) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))
+}
+
+/// The demo page's URL at every non-loopback IPv4 address of this machine that a server
+/// listening on `listen` answers on (all of them for `0.0.0.0`, else just its own), in interface
+/// order. Link-local addresses are left out: phones do not get one on a normal LAN.
+pub fn page_urls(scheme: &str, listen: SocketAddr) -> Vec<String> {
+    let ips: Vec<IpAddr> = if listen.ip().is_unspecified() {
+        if_addrs::get_if_addrs()
+            .map(|ifs| ifs.into_iter().map(|i| i.ip()).collect())
+            .unwrap_or_default()
+    } else {
+        vec![listen.ip()]
+    };
+    let mut urls: Vec<String> = ips
+        .into_iter()
+        .filter(|ip| matches!(ip, IpAddr::V4(v4) if !v4.is_loopback() && !v4.is_link_local() && !v4.is_unspecified()))
+        .map(|ip| format!("{scheme}://{}/", SocketAddr::new(ip, listen.port())))
+        .collect();
+    urls.dedup();
+    urls
+}
+
+/// `text` as a QR code drawn with Unicode half blocks, two modules per character cell, light
+/// modules and the quiet zone as blocks: on a terminal with light text on a dark background
+/// (the usual) it shows the normal dark-on-light code that phone cameras expect.
+pub fn terminal_qr_code(text: &str) -> Result<String, qrcode::types::QrError> {
+    let code = QrCode::new(text.as_bytes())?;
+    Ok(code
+        .render::<Dense1x2>()
+        .dark_color(Dense1x2::Light)
+        .light_color(Dense1x2::Dark)
+        .quiet_zone(true)
+        .build())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_specific_address_gives_its_own_url_only() {
+        let urls = page_urls("https", "192.0.2.7:8443".parse().unwrap());
+        assert_eq!(urls, vec!["https://192.0.2.7:8443/".to_string()]);
+        assert!(page_urls("https", "127.0.0.1:8443".parse().unwrap()).is_empty());
+    }
+
+    #[test]
+    fn all_interfaces_give_no_loopback_url() {
+        let urls = page_urls("https", listen_address(8080));
+        assert!(urls
+            .iter()
+            .all(|u| u.starts_with("https://") && u.ends_with(":8080/")));
+        assert!(!urls.iter().any(|u| u.contains("127.0.0.1")));
+    }
+
+    #[test]
+    fn qr_code_is_square_blocks() {
+        let qr = terminal_qr_code("https://192.0.2.7:8080/").unwrap();
+        let lines: Vec<&str> = qr.lines().collect();
+        assert!(lines.len() > 10);
+        let width = lines[0].chars().count();
+        assert!(lines.iter().all(|l| l.chars().count() == width));
+        // Two modules per character cell: about half as many lines as columns.
+        assert!(lines.len() * 2 >= width && lines.len() * 2 <= width + 2);
+    }
+}
