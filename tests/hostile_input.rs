@@ -12,8 +12,6 @@ use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 use sfu_client::{ClientError, ErrorCode};
 use sfu_core::protocol::{ClientMessage, PublishedTrack, ServerMessage, TrackSource};
-use str0m::media::{Direction, MediaKind};
-use str0m::{Candidate, Rtc};
 use support::{join, until, vp8_keyframe_payload, wait_tracks_of, Next, RawWs, Seen, Server};
 use tokio::net::UdpSocket;
 
@@ -286,19 +284,6 @@ fn hostile_datagrams(victim_ssrc: u32) -> Vec<Vec<u8>> {
     out
 }
 
-/// A genuine offer from a str0m peer that will never connect.
-fn genuine_offer() -> String {
-    let mut rtc = Rtc::builder().set_rtp_mode(true).build(Instant::now());
-    if let Ok(c) = Candidate::host("127.0.0.1:9".parse().expect("an address"), "udp") {
-        rtc.add_local_candidate(c);
-    }
-    let mut api = rtc.sdp_api();
-    api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
-    api.add_channel("chat".into());
-    let (offer, _pending) = api.apply().expect("an offer");
-    offer.to_sdp_string()
-}
-
 fn without_lines(sdp: &str, prefixes: &[&str]) -> String {
     sdp.lines()
         .filter(|l| !prefixes.iter().any(|p| l.starts_with(p)))
@@ -435,7 +420,7 @@ async fn websocket_attacks(server: &Server, room: &str) {
     ws.expect_alive("after the oversized message").await;
 
     // Offers whose SDP lies.
-    let genuine = genuine_offer();
+    let genuine = support::sendonly_audio_offer();
     let audio_mid = mid_of(&genuine, "audio").expect("an audio mid");
     let app_mid = mid_of(&genuine, "application").expect("an application mid");
     ws.send(&offer("v=0\r\nthis is not sdp\r\n".into(), &audio_mid))

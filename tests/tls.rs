@@ -214,6 +214,19 @@ fn write_new_certificate(dir: &Path, cert: &Path, key: &Path) -> CertificateDer<
     read_cert(cert)
 }
 
+/// A server with `--https` and its generated certificate in a fresh data directory (kept as long
+/// as the returned guard).
+fn https_server(tag: &str) -> (TempDir, Server) {
+    let data = TempDir::new(tag);
+    let server = Server::start(&settings(&[
+        "--https",
+        "--data-dir",
+        data.path().to_str().unwrap(),
+    ]))
+    .unwrap();
+    (data, server)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn generated_certificate_serves_https_and_wss_and_survives_restarts() {
     let data = TempDir::new("generated");
@@ -348,13 +361,7 @@ async fn sighup_makes_the_binary_reread_its_certificate() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn stalled_and_garbage_clients_do_not_hold_up_others() {
-    let data = TempDir::new("stall");
-    let server = Server::start(&settings(&[
-        "--https",
-        "--data-dir",
-        data.path().to_str().unwrap(),
-    ]))
-    .unwrap();
+    let (_data, server) = https_server("stall");
     let addr = server.local_addr();
     let client = trusting(&read_cert(&server.certificate_path().unwrap()));
 
@@ -407,13 +414,7 @@ async fn stalled_and_garbage_clients_do_not_hold_up_others() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn plain_http_on_the_https_port_is_redirected() {
-    let data = TempDir::new("redirect");
-    let server = Server::start(&settings(&[
-        "--https",
-        "--data-dir",
-        data.path().to_str().unwrap(),
-    ]))
-    .unwrap();
+    let (_data, server) = https_server("redirect");
     let addr = server.local_addr();
     let (status, _) = support::http_get(addr, "/?room=kitchen&name=ana")
         .await

@@ -21,8 +21,6 @@ use sfu_core::protocol::{
 };
 use sfu_core::Permissions;
 use signaling::auth::{mint_hs256, Authenticator, Claims, Secret};
-use str0m::media::{Direction, MediaKind};
-use str0m::{Candidate, Rtc};
 use support::{join_with, until, wait_tracks_of, Next, RawWs, Server};
 
 const SECRET: &str = "integration-test secret, 32 bytes or more";
@@ -172,21 +170,6 @@ fn joined_ids(events: &[ClientEvent]) -> Vec<PeerId> {
             _ => None,
         })
         .collect()
-}
-
-/// A genuine offer of a str0m peer that sends audio, for joins that bypass sfu-client.
-fn audio_offer() -> String {
-    let mut rtc = Rtc::builder()
-        .set_rtp_mode(true)
-        .build(std::time::Instant::now());
-    if let Ok(c) = Candidate::host("127.0.0.1:9".parse().expect("an address"), "udp") {
-        rtc.add_local_candidate(c);
-    }
-    let mut api = rtc.sdp_api();
-    api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
-    api.add_channel("chat".into());
-    let (offer, _pending) = api.apply().expect("an offer");
-    offer.to_sdp_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -439,7 +422,7 @@ async fn without_publish_nothing_is_published() {
         JoinOutcome::Joined(id) => id,
         other => panic!("raw listener: {other:?}"),
     };
-    let sdp = audio_offer();
+    let sdp = support::sendonly_audio_offer();
     raw.send(&ClientMessage::Offer {
         sdp: sdp.clone(),
         tracks: vec![],

@@ -15,6 +15,8 @@ use sfu_client::{
     ChatVia, Client, ClientConfig, ClientEvent, ErrorCode, PeerId, ReceivedRtp, RemoteTrack,
 };
 use sfu_core::protocol::{ClientMessage, ServerMessage, PROTOCOL_VERSION};
+use str0m::media::{Direction, MediaKind};
+use str0m::{Candidate, Rtc};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -574,4 +576,20 @@ impl RawWs {
     pub async fn close(mut self) {
         let _ = self.ws.close(None).await;
     }
+}
+
+/// A genuine SDP offer from a str0m peer: one sendonly Opus m-line and the `chat` data channel.
+/// What a real client would send first, for tests that speak the protocol by hand.
+pub fn sendonly_audio_offer() -> String {
+    let mut rtc = Rtc::builder()
+        .set_rtp_mode(true)
+        .build(std::time::Instant::now());
+    if let Ok(c) = Candidate::host("127.0.0.1:9".parse().expect("an address"), "udp") {
+        rtc.add_local_candidate(c);
+    }
+    let mut api = rtc.sdp_api();
+    api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+    api.add_channel("chat".into());
+    let (offer, _pending) = api.apply().expect("an offer");
+    offer.to_sdp_string()
 }
