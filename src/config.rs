@@ -101,26 +101,26 @@ pub struct Cli {
 
     /// Serve HTTPS/WSS with this PEM certificate chain (end-entity first); needs --tls-key.
     /// SIGHUP rereads both files: new connections get the new certificate, calls carry on.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     pub tls_cert: Option<PathBuf>,
 
     /// The PEM private key of --tls-cert.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     pub tls_key: Option<PathBuf>,
 
     /// Serve HTTPS/WSS on a loopback address too (with the generated certificate unless
     /// --tls-cert is given). Beyond loopback HTTPS is the default.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub https: bool,
 
     /// Serve plain HTTP on a non-loopback address. Browsers then refuse the camera and
     /// microphone to the page.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub insecure_http: bool,
 
     /// Serve the local network: listen on 0.0.0.0 at the port of --listen [default: 8080], print
     /// every LAN URL of the demo page and a QR code of the first for a phone.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub lan: bool,
 
     /// Where state is kept: the generated self-signed certificate and its key

@@ -109,18 +109,23 @@ pub fn mint_invite(args: &TokenArgs, settings: &Settings, now: SystemTime) -> Re
     })
 }
 
-/// The URL the server prints for `listen` (loopback for an unspecified address, as the server's
-/// ready line does), `https` when it serves TLS there.
+/// The server's own URL for `listen`, `https` when it serves TLS there. An invite is for other
+/// devices: for an unspecified address (`--lan`) it names the first LAN address, as the server's
+/// LAN list does, and loopback only when the machine has no other.
 fn own_url(listen: SocketAddr, tls: bool) -> Result<String> {
     if listen.port() == 0 {
         bail!("--listen has port 0 (any free port): give --base-url for the invite link");
+    }
+    let scheme = crate::scheme(tls);
+    if let Some(lan) = crate::lan::page_urls(scheme, listen).into_iter().next() {
+        return Ok(lan.trim_end_matches('/').to_owned());
     }
     let shown = if listen.ip().is_unspecified() {
         SocketAddr::new([127, 0, 0, 1].into(), listen.port())
     } else {
         listen
     };
-    Ok(format!("{}://{shown}", crate::scheme(tls)))
+    Ok(format!("{scheme}://{shown}"))
 }
 
 /// Percent-encodes a query value: everything but RFC 3986's unreserved characters.
@@ -211,9 +216,13 @@ mod tests {
 
     #[test]
     fn the_default_base_url_is_the_servers_own() {
+        let lan = crate::lan::page_urls("http", "0.0.0.0:8080".parse().unwrap());
+        let expected = lan
+            .first()
+            .map_or("http://127.0.0.1:8080", |u| u.trim_end_matches('/'));
         assert_eq!(
             own_url("0.0.0.0:8080".parse().unwrap(), false).unwrap(),
-            "http://127.0.0.1:8080"
+            expected
         );
         assert_eq!(
             own_url("192.168.1.5:9000".parse().unwrap(), true).unwrap(),
