@@ -9,15 +9,13 @@ use std::time::Instant;
 
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
-use tracing::{debug, error, warn};
+use tracing::{error, warn};
 
-use super::{serve, Shared, WorkerSpec, RECV_BUFFER_BYTES};
+use super::{serve, Shared, WorkerSpec, RECV_BUFFER_BYTES, SEND_BATCH};
 use crate::mmsg::{RecvBatch, SendBatch};
 
 /// Datagrams per `recvmmsg` call.
 const RECV_BATCH: usize = 32;
-/// Datagrams per `sendmmsg` call.
-const SEND_BATCH: usize = 64;
 
 pub(super) async fn run(spec: WorkerSpec) {
     let shared = Shared::new(&spec);
@@ -67,36 +65,12 @@ async fn io_loop(shared: Rc<Shared>, socket: UdpSocket) {
 /// Sends everything queued, in batches, waiting for the socket when its buffer is full.
 async fn send_queued(shared: &Shared, socket: &UdpSocket, batch: &mut SendBatch) {
     let fd = socket.as_raw_fd();
-    loop {
-        let result = {
-            let queue = shared.send_queue.borrow();
-            if queue.is_empty() {
-                return;
-            }
-            socket.try_io(Interest::WRITABLE, || {
-                batch.send(
-                    fd,
-                    queue.iter().map(|t| (t.contents.as_slice(), t.destination)),
-                )
-            })
-        };
-        match result {
-            Ok(n) => {
-                let mut queue = shared.send_queue.borrow_mut();
-                let mut core = shared.core.borrow_mut();
-                for t in queue.drain(..n) {
-                    core.recycle(t.contents);
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+    while !shared.send_queue.borrow().is_empty() {
+        match socket.try_io(Interest::WRITABLE, || shared.send_batch(fd, batch)) {
+            Ok(_) => {}
+            Err(_) => {
                 if socket.writable().await.is_err() {
                     return;
-                }
-            }
-            Err(e) => {
-                // The first datagram of the batch failed (an unreachable destination, say): drop it.
-                if let Some(t) = shared.send_queue.borrow_mut().pop_front() {
-                    debug!(to = %t.destination, error = %e, "send failed");
                 }
             }
         }

@@ -15,6 +15,7 @@ mod uring;
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
@@ -34,6 +35,7 @@ use tracing::{debug, info, warn};
 
 pub use crate::config::IoMode;
 use crate::kernel::Kernel;
+use crate::mmsg::SendBatch;
 use crate::net::LocalAddrs;
 
 /// Size of a receive buffer: above any datagram the core accepts, so a larger one arrives
@@ -41,6 +43,8 @@ use crate::net::LocalAddrs;
 const RECV_BUFFER_BYTES: usize = 2048;
 /// Datagrams queued for sending before the oldest are dropped (the socket cannot keep up).
 const MAX_SEND_QUEUE: usize = 16 * 1024;
+/// Datagrams per `sendmmsg` call.
+const SEND_BATCH: usize = 64;
 
 /// What a worker needs to start.
 pub struct WorkerSpec {
@@ -140,6 +144,37 @@ impl Shared {
             self.core
                 .borrow_mut()
                 .handle_datagram(now, source, destination, data);
+        }
+    }
+
+    /// Sends the head of the send queue with one `sendmmsg` (at most a batch); returns how many
+    /// went. A datagram the kernel refuses outright (an unreachable destination, say) is dropped
+    /// so that it cannot block the queue; `WouldBlock` means the socket buffer is full.
+    fn send_batch(&self, fd: RawFd, batch: &mut SendBatch) -> std::io::Result<usize> {
+        let result = {
+            let queue = self.send_queue.borrow();
+            batch.send(
+                fd,
+                queue.iter().map(|t| (t.contents.as_slice(), t.destination)),
+            )
+        };
+        match result {
+            Ok(n) => {
+                let mut queue = self.send_queue.borrow_mut();
+                let mut core = self.core.borrow_mut();
+                for t in queue.drain(..n) {
+                    core.recycle(t.contents);
+                }
+                Ok(n)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Err(e),
+            Err(e) => {
+                if let Some(t) = self.send_queue.borrow_mut().pop_front() {
+                    debug!(to = %t.destination, error = %e, "send failed");
+                    self.core.borrow_mut().recycle(t.contents);
+                }
+                Ok(0)
+            }
         }
     }
 
