@@ -112,9 +112,7 @@ impl SubjectNames {
             dns.push(host);
         }
         dns.push("localhost".to_string());
-        let mut ips: Vec<IpAddr> = if_addrs::get_if_addrs()
-            .map(|ifs| ifs.into_iter().map(|i| i.ip()).collect())
-            .unwrap_or_default();
+        let mut ips = crate::net::interface_ips();
         ips.retain(|ip| match ip {
             IpAddr::V4(v4) => !v4.is_unspecified(),
             IpAddr::V6(v6) => !v6.is_unspecified() && !v6.is_unicast_link_local(),

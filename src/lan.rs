@@ -16,9 +16,7 @@ pub fn listen_address(port: u16) -> SocketAddr {
 /// order. Link-local addresses are left out: phones do not get one on a normal LAN.
 pub fn page_urls(scheme: &str, listen: SocketAddr) -> Vec<String> {
     let ips: Vec<IpAddr> = if listen.ip().is_unspecified() {
-        if_addrs::get_if_addrs()
-            .map(|ifs| ifs.into_iter().map(|i| i.ip()).collect())
-            .unwrap_or_default()
+        crate::net::interface_ips()
     } else {
         vec![listen.ip()]
     };

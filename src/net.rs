@@ -39,22 +39,22 @@ pub fn bind_ice_tcp_listener(port: u16) -> Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
+/// Every address of every interface of this machine, in interface order (none when they cannot
+/// be listed). Callers pick the ones they can use.
+pub fn interface_ips() -> Vec<IpAddr> {
+    if_addrs::get_if_addrs()
+        .map(|ifs| ifs.into_iter().map(|i| i.ip()).collect())
+        .unwrap_or_default()
+}
+
 /// The IPs to announce: the configured ones, or every interface's IPv4 address (loopback
 /// included, for browsers on this machine; link-local excluded, as ICE does).
 pub fn announced_ips(configured: &[IpAddr]) -> Vec<IpAddr> {
     if !configured.is_empty() {
         return configured.to_vec();
     }
-    let mut ips: Vec<IpAddr> = if_addrs::get_if_addrs()
-        .map(|ifs| {
-            ifs.into_iter()
-                .map(|i| i.ip())
-                .filter(
-                    |ip| matches!(ip, IpAddr::V4(v) if !v.is_link_local() && !v.is_unspecified()),
-                )
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut ips = interface_ips();
+    ips.retain(|ip| matches!(ip, IpAddr::V4(v) if !v.is_link_local() && !v.is_unspecified()));
     if !ips.iter().any(IpAddr::is_loopback) {
         ips.push(IpAddr::V4(Ipv4Addr::LOCALHOST));
     }
