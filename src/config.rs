@@ -432,10 +432,10 @@ impl Cli {
     }
 }
 
-/// A secret kept in a file: its first line, without surrounding whitespace.
+/// The TURN secret kept in a file: its first line, without surrounding whitespace.
 fn read_turn_secret(path: &Path) -> Result<String> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = String::from_utf8(read_secret_file(path)?)
+        .with_context(|| format!("{} is not UTF-8 text", path.display()))?;
     let secret = text.lines().next().unwrap_or_default().trim().to_owned();
     if secret.is_empty() {
         bail!("{} holds no secret", path.display());
@@ -443,8 +443,14 @@ fn read_turn_secret(path: &Path) -> Result<String> {
     Ok(secret)
 }
 
-/// Reads a secret file, warning when other users may read it too.
+/// The room token secret kept in a file.
 fn read_secret(path: &Path) -> Result<Secret> {
+    let contents = read_secret_file(path)?;
+    Secret::from_file_contents(&contents).with_context(|| format!("secret in {}", path.display()))
+}
+
+/// Reads a file holding a secret (room tokens, TURN), warning when other users may read it too.
+fn read_secret_file(path: &Path) -> Result<Vec<u8>> {
     let contents = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     #[cfg(unix)]
     {
@@ -453,12 +459,12 @@ fn read_secret(path: &Path) -> Result<Secret> {
             if meta.permissions().mode() & 0o077 != 0 {
                 tracing::warn!(
                     file = %path.display(),
-                    "the auth secret file is readable by other users: chmod 600 it"
+                    "the secret file is readable by other users: chmod 600 it"
                 );
             }
         }
     }
-    Secret::from_file_contents(&contents).with_context(|| format!("secret in {}", path.display()))
+    Ok(contents)
 }
 
 fn read_file(path: &Path) -> Result<FileConfig> {
