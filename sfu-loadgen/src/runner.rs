@@ -207,6 +207,21 @@ fn room_name(scenario: &Scenario, room: u32) -> String {
     format!("{}-{room}", scenario.name)
 }
 
+/// The tracks a receiver in `room` expects: every track of the room's publishers (participant
+/// `p` sends track `2p` for audio and `2p + 1` for video), except the receiver's own (`me`).
+fn expected_tracks(s: &Scenario, room: u32, me: Option<u32>) -> Vec<u32> {
+    let per_room = s.publishers + s.subscribers;
+    (0..s.publishers)
+        .map(|p| room * per_room + p)
+        .filter(|&p| Some(p) != me)
+        .flat_map(|p| {
+            let audio = s.audio.then_some(p * 2);
+            let video = s.video.then_some(p * 2 + 1);
+            audio.into_iter().chain(video)
+        })
+        .collect()
+}
+
 /// The stable population: for each room, its publishers then its subscribers.
 fn stable_specs(s: &Scenario, start: Instant) -> Vec<Spec> {
     let per_room = s.publishers + s.subscribers;
@@ -221,20 +236,7 @@ fn stable_specs(s: &Scenario, start: Instant) -> Vec<Spec> {
         for k in 0..per_room {
             let index = room * per_room + k;
             let publisher = k < s.publishers;
-            let expected = (0..s.publishers)
-                .map(|p| room * per_room + p)
-                .filter(|&p| p != index)
-                .flat_map(|p| {
-                    let mut t = Vec::new();
-                    if s.audio {
-                        t.push(p * 2);
-                    }
-                    if s.video {
-                        t.push(p * 2 + 1);
-                    }
-                    t
-                })
-                .collect();
+            let expected = expected_tracks(s, room, Some(index));
             specs.push(Spec {
                 index,
                 room,
@@ -640,7 +642,6 @@ async fn churn_task(
     let mut handles = Vec::new();
     let period = Duration::from_secs_f64(1.0 / s.churn_per_s);
     let mut iv = tokio::time::interval(period);
-    let per_room = s.publishers + s.subscribers;
     let mut k = 0u32;
     loop {
         iv.tick().await;
@@ -648,19 +649,7 @@ async fn churn_task(
             break;
         }
         let room = k % s.rooms;
-        let expected = (0..s.publishers)
-            .map(|p| room * per_room + p)
-            .flat_map(|p| {
-                let mut t = Vec::new();
-                if s.audio {
-                    t.push(p * 2);
-                }
-                if s.video {
-                    t.push(p * 2 + 1);
-                }
-                t
-            })
-            .collect();
+        let expected = expected_tracks(&s, room, None);
         let now = Instant::now();
         let spec = Spec {
             index: first_index + k,
