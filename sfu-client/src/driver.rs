@@ -238,13 +238,7 @@ impl Driver {
             early,
         } = parts;
 
-        // Full ICE (the SFU is ICE-lite), RTP mode, and only the codecs this client writes.
-        let mut rtc = Rtc::builder()
-            .set_rtp_mode(true)
-            .clear_codecs()
-            .enable_opus(true, false)
-            .enable_vp8(true)
-            .build(Instant::now());
+        let mut rtc = crate::participant_rtc();
         let tcp_local = SocketAddr::new(local_addr.ip(), ice_tcp::ACTIVE_PORT);
         let candidate = if config.ice_tcp {
             Candidate::builder()

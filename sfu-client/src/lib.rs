@@ -49,6 +49,18 @@ use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 
 pub use error::{ClientError, Result};
+
+/// The session every simulated participant runs: full ICE (SFUs are ICE-lite), RTP mode, and only
+/// the codecs the clients write (Opus, VP8). The load generator's Janus client uses it too, so
+/// both servers are driven by identical peers.
+pub fn participant_rtc() -> str0m::Rtc {
+    str0m::Rtc::builder()
+        .set_rtp_mode(true)
+        .clear_codecs()
+        .enable_opus(true, false)
+        .enable_vp8(true)
+        .build(Instant::now())
+}
 pub use sdp::sdp_candidates;
 pub use sfu_core::protocol::{
     ClientMessage, ErrorCode, IceServer, PeerId, PeerInfo, ServerMessage, TrackInfo, TrackKind,

@@ -319,12 +319,7 @@ fn write(p: &mut PcLoop, media: Media, payload: Arc<[u8]>, marker: bool) {
 }
 
 fn new_rtc(local: SocketAddr) -> Result<Rtc> {
-    let mut rtc = Rtc::builder()
-        .set_rtp_mode(true)
-        .clear_codecs()
-        .enable_opus(true, false)
-        .enable_vp8(true)
-        .build(Instant::now());
+    let mut rtc = sfu_client::participant_rtc();
     let c = Candidate::host(local, "udp").map_err(|e| err(format!("host candidate: {e}")))?;
     rtc.add_local_candidate(c);
     Ok(rtc)
