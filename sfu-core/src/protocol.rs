@@ -61,6 +61,18 @@ pub enum ClientMessage {
         /// New state.
         muted: bool,
     },
+    /// The size at which the client renders a received video track, sent on every resize. The
+    /// SFU picks the simulcast layer that fits; a hidden tile (width or height 0) gets no video.
+    TileSize {
+        /// The track's server-wide id.
+        track_id: String,
+        /// Rendered width in CSS pixels times the device pixel ratio; 0 when hidden.
+        width: u32,
+        /// Rendered height, as `width`; 0 when hidden.
+        height: u32,
+    },
+    /// Ask for a `mediaStats` message: what the SFU sends this client and receives from it.
+    GetStats,
     /// A chat line, relayed to every other member (used until the data channel is open).
     Chat {
         /// The text, at most 2000 characters.
@@ -245,8 +257,100 @@ pub enum ServerMessage {
         /// Human-readable explanation.
         message: String,
     },
+    /// The room's dominant speaker changed (sent to every member, the speaker included).
+    ActiveSpeaker {
+        /// The member now speaking, or `None` when nobody has spoken yet or the speaker left.
+        peer_id: Option<PeerId>,
+        /// Its audio track's id.
+        track_id: Option<String>,
+    },
+    /// To a publisher: which simulcast layers of one of its tracks anybody takes. The client
+    /// should stop encoding the layers marked inactive (and resume them when marked active).
+    LayerHint {
+        /// The mid of the client's sending m-line.
+        mid: String,
+        /// Per layer, lowest first (the order of the offer's `a=simulcast` line): wanted or not.
+        active: Vec<bool>,
+    },
+    /// Answer to `getStats`.
+    MediaStats(MediaStats),
     /// Answer to `ping`.
     Pong,
+}
+
+/// Per-leg and per-track media counters of one client, as the `mediaStats` message carries them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MediaStats {
+    /// The SFU's current estimate of the bandwidth toward this client, bits per second (None
+    /// until the estimator has one).
+    pub estimate_bps: Option<u64>,
+    /// The rate the SFU's video allocation for this client adds up to, bits per second.
+    pub allocated_bps: u64,
+    /// One entry per track the client receives.
+    pub receiving: Vec<LegStats>,
+    /// One entry per track the client publishes.
+    pub publishing: Vec<PublicationStats>,
+}
+
+/// What the SFU sends one subscriber of one track.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LegStats {
+    /// The track's server-wide id.
+    pub track_id: String,
+    /// Audio or video.
+    pub kind: Option<TrackKind>,
+    /// Simulcast layer forwarded now (0 = lowest), `None` when none is (paused or not simulcast).
+    pub layer: Option<u8>,
+    /// Layer the SFU wants to switch to (at that layer's next keyframe).
+    pub target_layer: Option<u8>,
+    /// Width and height of the forwarded layer when known (from its keyframes).
+    pub width: Option<u32>,
+    /// Height of the forwarded layer when known.
+    pub height: Option<u32>,
+    /// Rate forwarded on this leg over the last second, bits per second.
+    pub bitrate_bps: u64,
+    /// Packets forwarded on this leg.
+    pub packets: u64,
+    /// NACKs this subscriber sent for the leg.
+    pub nacks: u64,
+    /// Keyframe requests (PLI/FIR) this subscriber sent for the leg.
+    pub plis: u64,
+    /// Layer switches made on the leg.
+    pub switches: u64,
+    /// The tile size the subscriber last reported (0×0 hidden).
+    pub tile: Option<(u32, u32)>,
+}
+
+/// What the SFU receives of one published track.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PublicationStats {
+    /// The track's server-wide id.
+    pub track_id: String,
+    /// Audio or video.
+    pub kind: Option<TrackKind>,
+    /// Per simulcast layer (one entry for a track without simulcast), lowest first.
+    pub layers: Vec<LayerStats>,
+    /// Keyframe requests the SFU sent the publisher for this track.
+    pub keyframe_requests: u64,
+}
+
+/// One layer of a published track.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LayerStats {
+    /// The RID, for simulcast.
+    pub rid: Option<String>,
+    /// Rate received over the last second, bits per second.
+    pub bitrate_bps: u64,
+    /// Width of its last keyframe when known.
+    pub width: Option<u32>,
+    /// Height of its last keyframe when known.
+    pub height: Option<u32>,
+    /// Whether packets are arriving.
+    pub active: bool,
 }
 
 /// Stable error codes of [`ServerMessage::Error`].
