@@ -12,6 +12,8 @@
 //     { track: stream.getAudioTracks()[0], source: 'mic', stream },
 //     { track: stream.getVideoTracks()[0], source: 'camera', stream },
 //   ] });
+//   // Show a received video and tell the SFU how large it is drawn (it picks the simulcast layer):
+//   client.addEventListener('track', (e) => { if (e.detail.kind === 'video') client.observeTile(e.detail.trackId, videoEl); });
 
 /** The signaling protocol version this client speaks. */
 export const PROTOCOL_VERSION = 1;
@@ -27,6 +29,24 @@ export const TRACK_SOURCES = Object.freeze(['mic', 'camera', 'screen', 'screenAu
 
 /** Label of the data channel that carries chat lines. */
 export const CHAT_CHANNEL_LABEL = 'chat';
+
+/**
+ * The camera's simulcast layers, lowest first (the order of `sendEncodings` and of the offer's
+ * `a=simulcast` line, which is also the order of `layerHint.active`): a quarter, half and full
+ * resolution copy of the captured picture. The SFU forwards each viewer the one that fits its tile and
+ * its bandwidth.
+ */
+export const CAMERA_SIMULCAST_LAYERS = Object.freeze([
+  Object.freeze({ rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150_000 }),
+  Object.freeze({ rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500_000 }),
+  Object.freeze({ rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 1_500_000 }),
+]);
+
+/** Bit rate cap of a camera sent as one layer (simulcast off, or declined by the SFU). */
+export const CAMERA_SINGLE_LAYER_MAX_BITRATE = 1_500_000;
+
+/** How long the rendered size of a tile must stay still before a `tileSize` message goes out, in milliseconds. */
+export const TILE_SIZE_DEBOUNCE_MS = 150;
 
 /**
  * The WebSocket URL of the SFU serving the current page: `ws://<host>/ws`, or `wss://<host>/ws` when the
@@ -48,6 +68,17 @@ export function defaultSignalingUrl(loc = globalThis.location) {
 export function rtcConfigFromUrl(loc = globalThis.location) {
   const policy = new URLSearchParams(loc.search).get('iceTransportPolicy');
   return policy === 'relay' ? { iceTransportPolicy: 'relay' } : {};
+}
+
+/**
+ * Whether a page publishes its camera with simulcast, from its own URL: `?simulcast=0` (or `false`,
+ * `off`) sends one layer; anything else, or no parameter, sends three.
+ * @param {Location|URL} [loc] the page location (defaults to `globalThis.location`)
+ * @returns {boolean}
+ */
+export function simulcastFromUrl(loc = globalThis.location) {
+  const v = new URLSearchParams(loc.search).get('simulcast');
+  return !(v != null && ['0', 'false', 'off', 'no'].includes(v.toLowerCase()));
 }
 
 /**
@@ -141,6 +172,12 @@ export class EdgeSfuError extends Error {
  * - `track` — `RemoteTrack`: a remote track is now received and can be attached to an element.
  * - `trackremoved` — `RemoteTrack`: a remote track is no longer received; detach it.
  * - `chat` — `{from, name, text, via}`: a chat line of another member (`via` is `datachannel` or `websocket`).
+ * - `activespeaker` — `{peerId, trackId}`: the room's dominant speaker changed (`peerId` may be this
+ *   client's own id, or `null` when nobody speaks yet or the speaker left).
+ * - `layerhint` — `{mid, source, active}`: the SFU said which simulcast layers of a published track
+ *   anybody takes; the client already stopped encoding the others (see `setMuted` for how mute interacts).
+ * - `mediastats` — the SFU's `mediaStats` answer to `requestStats()`: `{estimateBps, allocatedBps,
+ *   receiving: [...], publishing: [...]}` (see docs/protocol.md). Also kept in `client.mediaStats`.
  * - `error` — `EdgeSfuError`: the SFU refused something or the session failed.
  * - `connectionstatechange` — `{state}`: the RTCPeerConnection's `connectionState` changed.
  * - `chatopen` / `chatclose` — the chat data channel opened or closed.
@@ -154,6 +191,8 @@ export class EdgeSfuClient extends EventTarget {
    * @param {boolean} [options.sendCandidates=true] trickle local ICE candidates with `candidate` messages
    * @param {(msg: string, ...rest: any[]) => void} [options.log] debug logger (silent by default)
    * @param {RTCConfiguration} [options.rtcConfig] extra RTCPeerConnection settings (`iceServers` come from `joined`)
+   * @param {boolean} [options.simulcast=true] publish the camera as three simulcast layers
+   *   (`CAMERA_SIMULCAST_LAYERS`); `false` sends one. Screen shares and audio always send one.
    */
   constructor(options = {}) {
     super();
@@ -164,6 +203,8 @@ export class EdgeSfuClient extends EventTarget {
     /** The debug logger. */
     this.log = options.log ?? (() => {});
     this._rtcConfig = options.rtcConfig ?? {};
+    /** Whether the camera is published with simulcast. */
+    this.simulcast = options.simulcast ?? true;
     /** Lifecycle: `new`, `joining`, `joined`, `closed`. */
     this.state = 'new';
     /** @type {WebSocket|null} the signaling socket */
@@ -186,9 +227,24 @@ export class EdgeSfuClient extends EventTarget {
     this.remoteTracks = new Map();
     /** Number of offers/answers exchanged, for diagnostics. */
     this.negotiations = { offersSent: 0, offersReceived: 0, answersSent: 0, answersReceived: 0, rollbacks: 0 };
+    /** @type {{peerId: number|null, trackId: string|null}} the room's dominant speaker, from the last `activeSpeaker` */
+    this.activeSpeaker = { peerId: null, trackId: null };
+    /** @type {object|null} the last `mediaStats` from the SFU (without its `type`), see `requestStats` */
+    this.mediaStats = null;
 
-    /** @type {Map<string, {source: string, transceiver: RTCRtpTransceiver, track: MediaStreamTrack|null, muted: boolean, stream: MediaStream|null}>} */
+    /**
+     * Published sources. `layers`: how many encodings the sender was created with; `hint`: the last
+     * `layerHint.active` for its m-line; `params`: the chain serialising its `setParameters` calls.
+     * @type {Map<string, {source: string, transceiver: RTCRtpTransceiver, track: MediaStreamTrack|null, muted: boolean,
+     *   stream: MediaStream|null, layers: number, hint: boolean[]|null, params: Promise<void>}>}
+     */
     this._local = new Map();
+    /** trackId → observed tile (see `observeTile`) */
+    this._tiles = new Map();
+    /** trackId → `{sent}`: sizes given with `setTileSize` */
+    this._manualTiles = new Map();
+    /** callers of `requestStats` waiting for the next `mediaStats` */
+    this._statsWaiters = [];
     /** mid → {peerId, trackId} from the SFU's latest offer */
     this._recvMap = new Map();
     /** track ids the SFU said were unpublished (ignored if a stale offer still maps them) */
@@ -245,7 +301,9 @@ export class EdgeSfuClient extends EventTarget {
 
   /**
    * Publishes a local track (or replaces the one already published for `source`, reusing its m-line).
-   * Renegotiation follows automatically.
+   * Renegotiation follows automatically. A camera goes out as the three simulcast layers of
+   * `CAMERA_SIMULCAST_LAYERS` (unless the client was made with `simulcast: false`, or the SFU's answer
+   * declines simulcast: then as one full-resolution layer).
    * @param {MediaStreamTrack} track
    * @param {string} source one of `TRACK_SOURCES`
    * @param {{stream?: MediaStream, muted?: boolean}} [opts]
@@ -264,16 +322,31 @@ export class EdgeSfuClient extends EventTarget {
       track.enabled = !muted;
       t.sender.replaceTrack(track).catch((err) => this.log('replaceTrack failed', err));
       if (stream && t.sender.setStreams) t.sender.setStreams(stream);
+      this._applyEncodings(existing);
       if (t.direction !== 'sendonly') t.direction = 'sendonly'; // renegotiates
       else this._sendMuteIfKnown(existing);
       return t;
     }
     track.enabled = !muted;
-    const transceiver = this.pc.addTransceiver(track, { direction: 'sendonly', streams });
+    const init = { direction: 'sendonly', streams };
+    const simulcast = this.simulcast && track.kind === 'video' && source === 'camera';
+    if (simulcast) {
+      init.sendEncodings = CAMERA_SIMULCAST_LAYERS.map((l) => ({ ...l, active: !muted }));
+    } else if (track.kind === 'video' && source === 'camera') {
+      init.sendEncodings = [{ active: !muted, maxBitrate: CAMERA_SINGLE_LAYER_MAX_BITRATE }];
+    } else if (muted) {
+      init.sendEncodings = [{ active: false }];
+    }
+    const transceiver = this.pc.addTransceiver(track, init);
     if (track.kind === 'video' && source === 'screen') {
       try { track.contentHint = track.contentHint || 'detail'; } catch { /* not supported */ }
     }
-    this._local.set(source, { source, transceiver, track, muted, stream: stream ?? null });
+    const entry = {
+      source, transceiver, track, muted, stream: stream ?? null,
+      layers: simulcast ? CAMERA_SIMULCAST_LAYERS.length : 1, hint: null, params: Promise.resolve(),
+    };
+    // An existing entry for this source (its transceiver stopped) is replaced: hints were for its m-line.
+    this._local.set(source, entry);
     return transceiver;
   }
 
@@ -311,8 +384,10 @@ export class EdgeSfuClient extends EventTarget {
   }
 
   /**
-   * Mutes or unmutes a published source: `track.enabled` follows, and the SFU is told with a `mute`
-   * message (muted tracks are not forwarded).
+   * Mutes or unmutes a published source. The browser stops sending it altogether (every encoding of
+   * its sender is made inactive with `setParameters`; unmuting restores them, a simulcast camera to
+   * the layers the SFU's last `layerHint` asked for), `track.enabled` follows, and the SFU is told
+   * with a `mute` message (it stops forwarding the track and tells the others with `trackMuted`).
    * @param {string} source
    * @param {boolean} muted
    * @returns {boolean} whether `source` is published
@@ -322,8 +397,134 @@ export class EdgeSfuClient extends EventTarget {
     if (!e || !e.transceiver) return false;
     e.muted = !!muted;
     if (e.track) e.track.enabled = !muted;
+    this._applyEncodings(e);
     this._sendMuteIfKnown(e);
     return true;
+  }
+
+  /**
+   * The server-wide id (`"<peerId>:<mid>"`) of the track this client publishes for `source`, once
+   * joined and negotiated; the key of its entry in `mediaStats.publishing`.
+   * @param {string} source
+   * @returns {string|null}
+   */
+  localTrackId(source) {
+    const mid = this._local.get(source)?.transceiver?.mid;
+    return mid != null && this.peerId != null ? `${this.peerId}:${mid}` : null;
+  }
+
+  /**
+   * Reports the size at which a received video track is drawn, and keeps reporting it: `element`
+   * (the `<video>`, or the tile holding it) is watched with a ResizeObserver and an
+   * IntersectionObserver, and a `tileSize` message (CSS pixels times `devicePixelRatio`, rounded)
+   * goes to the SFU right away and then whenever the size settles on a new value for
+   * `TILE_SIZE_DEBOUNCE_MS`. A hidden element (`display: none`, zero size, detached, or scrolled
+   * completely out of view) is reported as 0×0: the SFU then sends it no video. The SFU picks the
+   * simulcast layer that fits. Observing stops by itself when the track is removed.
+   * @param {string} trackId a remote track's id (`RemoteTrack.trackId`)
+   * @param {Element} element what the page draws the track in
+   * @returns {() => void} stops observing
+   */
+  observeTile(trackId, element) {
+    this.unobserveTile(trackId);
+    const obs = { trackId, element, intersecting: true, ioSeen: false, sent: null, timer: null, ro: null, io: null };
+    const schedule = (settle = true) => {
+      clearTimeout(obs.timer);
+      obs.timer = setTimeout(() => this._reportTile(obs), obs.sent && settle ? TILE_SIZE_DEBOUNCE_MS : 0);
+    };
+    obs.schedule = schedule;
+    if (typeof ResizeObserver === 'function') {
+      obs.ro = new ResizeObserver(() => schedule());
+      obs.ro.observe(element);
+    }
+    if (typeof IntersectionObserver === 'function') {
+      obs.io = new IntersectionObserver((entries) => {
+        obs.intersecting = entries[entries.length - 1].isIntersecting;
+        obs.ioSeen = true;
+        schedule();
+      });
+      obs.io.observe(element);
+    } else {
+      obs.ioSeen = true;
+    }
+    this._tiles.set(trackId, obs);
+    // The first report waits for the IntersectionObserver's first answer (it comes within a frame),
+    // so that a tile born off-screen is not first announced as visible; this one is the fallback.
+    obs.firstTimer = setTimeout(() => { obs.ioSeen = true; schedule(false); }, 500);
+    if (obs.ioSeen) schedule(false);
+    return () => {
+      if (this._tiles.get(trackId) === obs) this.unobserveTile(trackId);
+    };
+  }
+
+  /**
+   * Stops the reports started by `observeTile` (the last reported size stays in force at the SFU).
+   * @param {string} trackId
+   */
+  unobserveTile(trackId) {
+    const obs = this._tiles.get(trackId);
+    if (!obs) return;
+    this._tiles.delete(trackId);
+    clearTimeout(obs.timer);
+    clearTimeout(obs.firstTimer);
+    obs.ro?.disconnect();
+    obs.io?.disconnect();
+  }
+
+  /**
+   * Reports the size at which a received video track is drawn, once (for pages that lay out video
+   * themselves instead of using `observeTile`). Sent only when it differs from the last report.
+   * @param {string} trackId
+   * @param {number} width device pixels; 0 when hidden
+   * @param {number} height device pixels; 0 when hidden
+   * @returns {boolean} whether a message went out
+   */
+  setTileSize(trackId, width, height) {
+    let w = Math.max(0, Math.round(width) || 0);
+    let h = Math.max(0, Math.round(height) || 0);
+    if (w === 0 || h === 0) w = h = 0;
+    let obs = this._tiles.get(trackId) ?? this._manualTiles.get(trackId);
+    if (!obs) {
+      obs = { trackId, sent: null };
+      this._manualTiles.set(trackId, obs);
+    }
+    if (obs.sent && obs.sent[0] === w && obs.sent[1] === h) return false;
+    if (this.state !== 'joined' || !this._send({ type: 'tileSize', trackId, width: w, height: h })) return false;
+    obs.sent = [w, h];
+    return true;
+  }
+
+  /**
+   * The tile size last reported to the SFU for a received track, as `[width, height]`, or null.
+   * @param {string} trackId
+   * @returns {[number, number]|null}
+   */
+  reportedTileSize(trackId) {
+    const sent = this._tiles.get(trackId)?.sent ?? this._manualTiles.get(trackId)?.sent;
+    return sent ? [...sent] : null;
+  }
+
+  /**
+   * Asks the SFU for its per-track counters of this client (`getStats`); resolves with the
+   * `mediaStats` answer, which also comes as a `mediastats` event and stays in `mediaStats`.
+   * @param {{timeout?: number}} [opts] how long to wait for the answer, in milliseconds (default 5000)
+   * @returns {Promise<{estimateBps: number|null, allocatedBps: number, receiving: object[], publishing: object[]}>}
+   */
+  requestStats({ timeout = 5000 } = {}) {
+    if (this.state !== 'joined') return Promise.reject(new Error('not in a room'));
+    return new Promise((resolve, reject) => {
+      const waiter = { resolve, reject, timer: null };
+      waiter.timer = setTimeout(() => {
+        this._statsWaiters = this._statsWaiters.filter((w) => w !== waiter);
+        reject(new EdgeSfuError('timeout', `no mediaStats within ${timeout} ms`));
+      }, timeout);
+      this._statsWaiters.push(waiter);
+      if (!this._send({ type: 'getStats' })) {
+        clearTimeout(waiter.timer);
+        this._statsWaiters = this._statsWaiters.filter((w) => w !== waiter);
+        reject(new EdgeSfuError('connection_closed', 'the signaling connection is not open'));
+      }
+    });
   }
 
   /**
@@ -416,6 +617,93 @@ export class EdgeSfuClient extends EventTarget {
     return !!t && t.currentDirection !== 'stopped' && !t.stopped;
   }
 
+  /** Measures an observed tile and reports it when it changed (see `observeTile`). */
+  _reportTile(obs) {
+    if (this._tiles.get(obs.trackId) !== obs || !obs.ioSeen) return;
+    const el = obs.element;
+    let w = 0;
+    let h = 0;
+    if (el.isConnected && obs.intersecting && el.getClientRects().length > 0) {
+      const r = el.getBoundingClientRect();
+      const dpr = globalThis.devicePixelRatio || 1;
+      w = Math.round(r.width * dpr);
+      h = Math.round(r.height * dpr);
+    }
+    if (w === 0 || h === 0) w = h = 0;
+    if (obs.sent && obs.sent[0] === w && obs.sent[1] === h) return;
+    if (this.state !== 'joined' || !this._send({ type: 'tileSize', trackId: obs.trackId, width: w, height: h })) return;
+    obs.sent = [w, h];
+  }
+
+  /** Which encodings of a published source should be sending: none while muted, else the last layer hint's. */
+  _wantedActive(e, n) {
+    const hint = e.hint && e.hint.length === n ? e.hint : null;
+    return Array.from({ length: n }, (_, i) => !e.muted && (hint ? !!hint[i] : true));
+  }
+
+  /**
+   * Brings the sender's encodings in line with the mute state and the layer hint (`active` flags), and
+   * turns a simulcast camera whose simulcast the SFU declined into one full-resolution layer. Calls are
+   * chained per sender: `setParameters` refuses a second change while one is in flight.
+   */
+  _applyEncodings(e) {
+    const t = e.transceiver;
+    if (!t || !this._transceiverUsable(t)) return e.params;
+    e.params = e.params.then(async () => {
+      if (this.state === 'closed' || !this._transceiverUsable(t)) return;
+      const sender = t.sender;
+      const p = sender.getParameters();
+      const encodings = p.encodings ?? [];
+      if (encodings.length === 0) return;
+      let changed = false;
+      if (e.layers > 1 && encodings.length === 1 && t.currentDirection && (encodings[0].scaleResolutionDownBy ?? 1) !== 1) {
+        // The answer had no a=simulcast: the browser kept only the lowest layer. Send that one in full.
+        this.log(`simulcast declined for ${e.source}: one layer`);
+        encodings[0].scaleResolutionDownBy = 1;
+        encodings[0].maxBitrate = CAMERA_SINGLE_LAYER_MAX_BITRATE;
+        changed = true;
+      }
+      const want = this._wantedActive(e, encodings.length);
+      encodings.forEach((enc, i) => {
+        if (enc.active !== want[i]) {
+          enc.active = want[i];
+          changed = true;
+        }
+      });
+      if (changed) await sender.setParameters(p);
+    }).catch((err) => this.log('setParameters failed', e.source, err));
+    return e.params;
+  }
+
+  _onLayerHint(mid, active) {
+    if (!Array.isArray(active)) return;
+    for (const e of this._local.values()) {
+      if (e.transceiver?.mid !== String(mid) || !this._transceiverUsable(e.transceiver)) continue;
+      e.hint = active.map(Boolean);
+      this._applyEncodings(e);
+      this._emit('layerhint', { mid: String(mid), source: e.source, active: [...e.hint] });
+      return;
+    }
+    this.log('layerHint for an unknown mid', mid);
+  }
+
+  _onActiveSpeaker(peerId, trackId) {
+    this.activeSpeaker = { peerId: peerId ?? null, trackId: trackId ?? null };
+    this._emit('activespeaker', { ...this.activeSpeaker });
+  }
+
+  _onMediaStats(msg) {
+    const { type, ...stats } = msg;
+    this.mediaStats = stats;
+    const waiters = this._statsWaiters;
+    this._statsWaiters = [];
+    for (const w of waiters) {
+      clearTimeout(w.timer);
+      w.resolve(stats);
+    }
+    this._emit('mediastats', stats);
+  }
+
   _sendMuteIfKnown(e) {
     const mid = e.transceiver?.mid;
     if (mid != null && this.state === 'joined' && e.track) this._send({ type: 'mute', mid, muted: e.muted });
@@ -466,6 +754,9 @@ export class EdgeSfuClient extends EventTarget {
         this._emit('chat', { from: msg.from, name: msg.name, text: msg.text, via: 'websocket' });
         return;
       case 'error': return this._onServerError(msg);
+      case 'activeSpeaker': return this._onActiveSpeaker(msg.peerId, msg.trackId);
+      case 'layerHint': return this._onLayerHint(msg.mid, msg.active);
+      case 'mediaStats': return this._onMediaStats(msg);
       case 'pong': return;
       default:
         this.log('unknown message type', msg.type);
@@ -589,6 +880,7 @@ export class EdgeSfuClient extends EventTarget {
     this._negotiationFailures = 0;
     this._recvMap = new Map((msg.tracks ?? []).map((t) => [String(t.mid), { peerId: t.peerId, trackId: t.trackId }]));
     this._reconcileRemote();
+    this._afterNegotiation();
   }
 
   /** The SFU's answer to our offer. An answer arriving when no offer is pending is stale and ignored. */
@@ -610,6 +902,12 @@ export class EdgeSfuClient extends EventTarget {
       return;
     }
     this._reconcileRemote();
+    this._afterNegotiation();
+  }
+
+  /** After an offer/answer exchange: the senders' encodings as negotiated (simulcast kept or declined). */
+  _afterNegotiation() {
+    for (const e of this._local.values()) if (e.track) this._applyEncodings(e);
   }
 
   /** Brings `remoteTracks` in line with the receiving transceivers and the SFU's mid → track mapping. */
@@ -655,6 +953,8 @@ export class EdgeSfuClient extends EventTarget {
     const rt = this.remoteTracks.get(trackId);
     if (!rt) return;
     this.remoteTracks.delete(trackId);
+    this.unobserveTile(trackId);
+    this._manualTiles.delete(trackId);
     this._emit('trackremoved', rt);
   }
 
@@ -736,6 +1036,12 @@ export class EdgeSfuClient extends EventTarget {
     clearInterval(this._pingTimer);
     this._pingTimer = null;
     for (const id of [...this.remoteTracks.keys()]) this._removeRemote(id);
+    for (const id of [...this._tiles.keys()]) this.unobserveTile(id);
+    for (const w of this._statsWaiters) {
+      clearTimeout(w.timer);
+      w.reject(new EdgeSfuError('connection_closed', 'the session ended'));
+    }
+    this._statsWaiters = [];
     if (this.chatChannel) {
       try { this.chatChannel.close(); } catch { /* already closed */ }
     }
