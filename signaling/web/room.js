@@ -2,13 +2,26 @@
 // `/?room=kitchen&name=ana&autojoin=1` joins without a click. The client object is `window.edgeSfu`.
 // `&token=...` (an invite link from `edge-sfu token`) is sent with the join; its name and
 // permissions decide the name field and which controls work (the server enforces them).
+// Media options in the URL: `&video=WxH` picks the camera capture size (default 1280x720),
+// `&simulcast=0` sends the camera as one layer instead of three, `&mic=0` / `&camera=0` join without
+// the microphone / camera (the join form's boxes start unticked).
 
-import { EdgeSfuClient, MAX_CHAT_LENGTH, rtcConfigFromUrl, tokenClaims, tokenPermissions } from '/edge-sfu.js';
+import {
+  EdgeSfuClient, MAX_CHAT_LENGTH, rtcConfigFromUrl, simulcastFromUrl, tokenClaims, tokenPermissions,
+} from '/edge-sfu.js';
 
 const $ = (sel) => document.querySelector(sel);
 
-/** Camera capture settings: 540p is plenty for a grid of tiles and light on small machines. */
-const CAMERA_CONSTRAINTS = { width: { ideal: 960 }, height: { ideal: 540 }, frameRate: { ideal: 30 } };
+/**
+ * Camera capture settings: 720p by default, sent as three simulcast layers (320x180, 640x360,
+ * 1280x720) of which the SFU forwards each viewer the one that fits its tile; `?video=WxH` asks for
+ * another size.
+ */
+const CAMERA_CONSTRAINTS = (() => {
+  const m = /^(\d{2,4})x(\d{2,4})$/.exec(new URLSearchParams(location.search).get('video') ?? '');
+  const [width, height] = m ? [Number(m[1]), Number(m[2])] : [1280, 720];
+  return { width: { ideal: width }, height: { ideal: height }, frameRate: { ideal: 30 } };
+})();
 
 const ICONS = {
   mic: '<path d="M12 3a3 3 0 0 0-3 3v6a3 3 0 0 0 6 0V6a3 3 0 0 0-3-3z"/><path d="M19 11a7 7 0 0 1-14 0M12 18v3"/>',
@@ -17,6 +30,7 @@ const ICONS = {
   cameraOff: '<path d="M9 6h4.5a2 2 0 0 1 2 2v3.5l6-4.5v10M15.5 16v0a2 2 0 0 1-2 2h-9a2 2 0 0 1-2-2V8a2 2 0 0 1 2-2"/><path d="M3 3l18 18"/>',
   screen: '<rect x="2.5" y="4" width="19" height="13" rx="2"/><path d="M8 21h8M12 17v4M12 13.5V7.5M9.5 10 12 7.5l2.5 2.5"/>',
   chat: '<path d="M21 12a8 8 0 0 1-11.6 7.1L3 21l1.9-6.1A8 8 0 1 1 21 12z"/>',
+  stats: '<path d="M4 20V13M9.5 20V8M15 20v-5M20.5 20V4M2.5 20h19"/>',
   leave: '<path d="M3.6 14.6c5-5 11.8-5 16.8 0l-2.1 2.6-3.2-1.3v-2.4a9.6 9.6 0 0 0-6.2 0v2.4l-3.2 1.3z"/>',
 };
 
@@ -80,6 +94,7 @@ const ui = {
   camera: $('#camera'),
   screen: $('#screen'),
   chatToggle: $('#chat-toggle'),
+  statsToggle: $('#stats-toggle'),
   leave: $('#leave'),
   enableAudio: $('#enable-audio'),
 };
@@ -90,6 +105,10 @@ let localStream = null; // microphone + camera
 let screenStream = null;
 let lastJoin = null;
 let unread = 0;
+/** The member the server says speaks now (its camera tile is highlighted). */
+let speakerId = null;
+/** The timer asking for `mediaStats` every second while the Stats button is on. */
+let statsTimer = null;
 
 function setStatus(text, kind = '') {
   ui.status.textContent = text;
@@ -146,9 +165,17 @@ function ensureTile(peerId, source, name, local = false) {
   label.append(mutedIcon, nameEl);
   tile.append(video, avatar, label);
   if (source === 'screen') tile.classList.add('screen');
+  tile.classList.toggle('speaking', source === 'camera' && speakerId != null && String(peerId) === String(speakerId));
   ui.tiles.append(tile);
   layout();
   return tile;
+}
+
+/** Highlights the camera tile of the member who speaks now (own tile included), and no other. */
+function renderSpeaker() {
+  for (const tile of ui.tiles.querySelectorAll('.tile')) {
+    tile.classList.toggle('speaking', tile.dataset.source === 'camera' && speakerId != null && tile.dataset.peerId === String(speakerId));
+  }
 }
 
 function updateVideoState(tile) {
@@ -194,6 +221,7 @@ function removePeerUi(peerId) {
 }
 
 function clearTiles() {
+  speakerId = null;
   for (const v of ui.tiles.querySelectorAll('video')) v.srcObject = null;
   ui.tiles.replaceChildren();
   for (const a of ui.audioSink.querySelectorAll('audio')) a.srcObject = null;
@@ -312,6 +340,93 @@ $('#chat-form').addEventListener('submit', (ev) => {
 ui.chatToggle.addEventListener('click', () => setChatOpen(ui.roomView.classList.contains('chat-hidden')));
 $('#chat-close').addEventListener('click', () => setChatOpen(false));
 
+// ------------------------------------------------------------------ media stats
+
+function kbps(bps) {
+  return `${Math.round((bps ?? 0) / 1000)} kbit/s`;
+}
+
+function resolution(w, h) {
+  return w && h ? `${w}×${h}` : '–';
+}
+
+/** What the SFU forwards into one received video tile: layer (and the one it switches to), size, rate. */
+function receivingLines(leg) {
+  let layer = leg.layer != null ? `L${leg.layer}` : leg.bitrateBps > 0 ? 'L–' : 'paused';
+  if (leg.targetLayer != null && leg.targetLayer !== leg.layer) layer += ` → L${leg.targetLayer}`;
+  return [`${layer}  ${resolution(leg.width, leg.height)}`, kbps(leg.bitrateBps)];
+}
+
+/** What the SFU receives of one of our own tracks: each layer's size and rate, or that it is off. */
+function publishingLines(pub) {
+  return pub.layers.map((l, i) => {
+    const name = l.rid ?? `L${i}`;
+    return l.active ? `${name}  ${resolution(l.width, l.height)}  ${kbps(l.bitrateBps)}` : `${name}  off`;
+  });
+}
+
+function setOverlay(tile, lines, dataset = {}) {
+  let el = tile.querySelector('.stats-overlay');
+  if (!lines) {
+    el?.remove();
+    return;
+  }
+  if (!el) {
+    el = document.createElement('div');
+    el.className = 'stats-overlay';
+    el.setAttribute('aria-label', 'Media statistics');
+    tile.append(el);
+  }
+  el.textContent = lines.join('\n');
+  for (const [k, v] of Object.entries(dataset)) {
+    if (v == null) delete el.dataset[k];
+    else el.dataset[k] = String(v);
+  }
+}
+
+/** Puts the SFU's counters on the tiles: received layer, size and rate on remote video, our layers on our own. */
+function renderStats(stats) {
+  if (!client || !statsTimer) return;
+  const legs = new Map((stats.receiving ?? []).map((l) => [l.trackId, l]));
+  const pubs = new Map((stats.publishing ?? []).map((p) => [p.trackId, p]));
+  for (const tile of ui.tiles.querySelectorAll('.tile')) {
+    if (tile.dataset.local === 'true') {
+      const pub = pubs.get(client.localTrackId(tile.dataset.source));
+      const lines = pub ? publishingLines(pub) : [];
+      if (tile.dataset.source === 'camera' && stats.estimateBps != null) lines.unshift(`↓ est. ${kbps(stats.estimateBps)}`);
+      setOverlay(tile, lines.length ? lines : null);
+    } else {
+      const leg = tile.dataset.trackId ? legs.get(tile.dataset.trackId) : null;
+      setOverlay(tile, leg ? receivingLines(leg) : null, { layer: leg?.layer, width: leg?.width, height: leg?.height });
+    }
+  }
+}
+
+function askStats() {
+  if (client && client.state === 'joined') client.requestStats({ timeout: 3000 }).catch(() => {});
+}
+
+function renderStatsToggle() {
+  const on = !!statsTimer;
+  setControl(ui.statsToggle, 'stats', 'Stats', { pressed: on });
+  ui.statsToggle.classList.toggle('active', on);
+}
+
+/** The Stats button: while on, `getStats` goes out every second and each answer is drawn on the tiles. */
+function setStatsOn(on) {
+  clearInterval(statsTimer);
+  statsTimer = null;
+  if (on && client && client.state === 'joined') {
+    statsTimer = setInterval(askStats, 1000);
+    askStats();
+  } else {
+    for (const el of ui.tiles.querySelectorAll('.stats-overlay')) el.remove();
+  }
+  renderStatsToggle();
+}
+
+ui.statsToggle.addEventListener('click', () => setStatsOn(!statsTimer));
+
 // ------------------------------------------------------------------ local media
 
 async function getLocalMedia({ audio, video }) {
@@ -362,6 +477,7 @@ function renderControls() {
   renderCamera();
   renderScreen();
   renderChatToggle();
+  renderStatsToggle();
   setControl(ui.leave, 'leave', 'Leave');
   if (!allowed.publish) {
     for (const b of [ui.mic, ui.camera, ui.screen]) forbid(b, 'Your invite does not allow sending audio or video');
@@ -524,6 +640,8 @@ function wireClient(c) {
     tile.dataset.trackId = rt.trackId;
     tile.dataset.videoMuted = String(rt.muted);
     setTileVideo(tile, rt.stream);
+    // The SFU picks the simulcast layer from the size the video is drawn at.
+    c.observeTile(rt.trackId, tile.querySelector('video'));
   });
   c.addEventListener('trackremoved', ({ detail: rt }) => {
     if (rt.kind === 'audio') {
@@ -560,6 +678,11 @@ function wireClient(c) {
       }
     }
   });
+  c.addEventListener('activespeaker', ({ detail: { peerId } }) => {
+    speakerId = peerId;
+    renderSpeaker();
+  });
+  c.addEventListener('mediastats', ({ detail }) => renderStats(detail));
   c.addEventListener('chat', ({ detail }) => addChatLine(detail));
   c.addEventListener('connectionstatechange', updateHeader);
   c.addEventListener('error', ({ detail: err }) => {
@@ -568,6 +691,7 @@ function wireClient(c) {
   });
   c.addEventListener('close', ({ detail }) => {
     if (client !== c) return;
+    setStatsOn(false);
     stopLocalMedia();
     clearTiles();
     ui.enableAudio.hidden = true;
@@ -597,7 +721,11 @@ async function join(room, name, { mic = true, camera = true } = {}) {
   setStatus('Starting camera and microphone…');
   try {
     localStream = mic || camera ? await getLocalMedia({ audio: mic, video: camera }) : new MediaStream();
-    const c = new EdgeSfuClient({ rtcConfig: rtcConfigFromUrl(), log: (...a) => console.debug('[edge-sfu]', ...a) });
+    const c = new EdgeSfuClient({
+      rtcConfig: rtcConfigFromUrl(),
+      simulcast: simulcastFromUrl(),
+      log: (...a) => console.debug('[edge-sfu]', ...a),
+    });
     client = c;
     window.edgeSfu = c;
     wireClient(c);
@@ -613,6 +741,7 @@ async function join(room, name, { mic = true, camera = true } = {}) {
     ui.chatLog.replaceChildren();
     unread = 0;
     show('room');
+    speakerId = c.activeSpeaker.peerId;
     const self = ensureTile(joined.peerId, 'camera', name, true);
     if (v) setTileVideo(self, new MediaStream([v]));
     for (const peer of joined.peers) {
@@ -672,6 +801,9 @@ window.addEventListener('pagehide', () => {
     $('#join-name').readOnly = true;
     $('#join-name').title = 'Your invite link sets your name';
   }
+  const off = (v) => v != null && ['0', 'false', 'off', 'no'].includes(v.toLowerCase());
+  if (off(params.get('mic'))) $('#join-mic').checked = false;
+  if (off(params.get('camera'))) $('#join-camera').checked = false;
   if (!allowed.publish) {
     for (const id of ['#join-mic', '#join-camera']) {
       $(id).checked = false;
@@ -681,7 +813,7 @@ window.addEventListener('pagehide', () => {
   renderControls();
   if (params.get('autojoin') === '1' && room && name) {
     show('room');
-    join(room, name);
+    join(room, name, { mic: $('#join-mic').checked, camera: $('#join-camera').checked });
   } else {
     show('join');
     (room ? $('#join-name') : $('#join-room')).focus();

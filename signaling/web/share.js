@@ -111,6 +111,8 @@ function startViewer(id) {
       ui.video.play().catch(() => {});
       setState('viewing');
       setStatus(`Showing ${c.peers.get(rt.peerId)?.name ?? 'a screen'}`, 'ok');
+      // Tell the SFU how large the screen is drawn (a layer that fits, if it has several).
+      c.observeTile(rt.trackId, ui.video);
     } else {
       const a = document.createElement('audio');
       a.autoplay = true;
