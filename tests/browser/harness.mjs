@@ -28,7 +28,9 @@ export const CHROMIUM_ARGS = [
   '--use-fake-device-for-media-stream',
   '--use-fake-ui-for-media-stream',
   '--allow-loopback-in-peer-connection',
-  '--disable-features=WebRtcHideLocalIpsWithMdns',
+  // With EDGE_SFU_WEB_DIR the pages come from the test (see serveWebFromDisk), with no address: Chromium would then
+  // treat them as public pages and refuse their connections to this machine's private addresses.
+  `--disable-features=WebRtcHideLocalIpsWithMdns${process.env.EDGE_SFU_WEB_DIR ? ',LocalNetworkAccessChecks' : ''}`,
   '--autoplay-policy=no-user-gesture-required',
   '--disable-background-networking',
   '--disable-component-update',
@@ -175,7 +177,8 @@ export async function launchChromium(extraArgs = []) {
 }
 
 /**
- * Opens a page in a fresh browser context (own storage), collecting console errors for diagnostics.
+ * Opens a page in a fresh browser context (own storage), collecting console errors for diagnostics, and the
+ * signaling messages it sends and receives in `page.sent` / `page.received` (`{at, type, ...}`, SDP left out).
  * @param {import('playwright-core').Browser} browser
  * @param {string} url
  * @param {string} label prefix for forwarded console lines
@@ -185,6 +188,14 @@ export async function openPage(browser, url, label) {
   const page = await context.newPage();
   page.consoleLines = [];
   page.problems = [];
+  // The signaling messages the page sent and received (parsed; SDP left out), oldest first.
+  page.sent = [];
+  page.received = [];
+  page.on('websocket', (ws) => {
+    if (!/\/ws$/.test(new URL(ws.url()).pathname)) return;
+    ws.on('framesent', (f) => recordMessage(page.sent, f.payload));
+    ws.on('framereceived', (f) => recordMessage(page.received, f.payload));
+  });
   page.on('console', (m) => {
     const line = `[${label}] ${m.type()}: ${m.text()}`;
     page.consoleLines.push(line);
@@ -198,8 +209,45 @@ export async function openPage(browser, url, label) {
     page.problems.push(line);
     console.error(line);
   });
+  if (process.env.EDGE_SFU_WEB_DIR) await serveWebFromDisk(context, process.env.EDGE_SFU_WEB_DIR);
   await page.goto(url);
   return page;
+}
+
+function recordMessage(list, payload) {
+  let msg;
+  try {
+    msg = JSON.parse(String(payload));
+  } catch {
+    return;
+  }
+  if (!msg || typeof msg !== 'object') return;
+  if (typeof msg.sdp === 'string') msg.sdp = `(${msg.sdp.length} characters)`;
+  list.push({ at: Date.now(), ...msg });
+  if (list.length > 3000) list.shift();
+}
+
+const WEB_TYPES = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8', '.css': 'text/css; charset=utf-8' };
+
+/**
+ * For work on the pages: answers the requests for the web client's files from `dir` (e.g. `../../signaling/web`)
+ * instead of the copies compiled into the binary, so a change to them needs no rebuild. Only files that exist in
+ * `dir` (and `/` for `index.html`) are answered; everything else goes to the server.
+ * @param {import('playwright-core').BrowserContext} context
+ * @param {string} dir
+ */
+async function serveWebFromDisk(context, dir) {
+  const root = path.resolve(here, dir);
+  const fileOf = (u) => {
+    const name = u.pathname === '/' ? 'index.html' : u.pathname.slice(1);
+    if (!/^[\w.-]+$/.test(name)) return null;
+    const file = path.join(root, name);
+    return fs.existsSync(file) ? file : null;
+  };
+  await context.route((u) => fileOf(u) !== null, (route) => {
+    const file = fileOf(new URL(route.request().url()));
+    route.fulfill({ status: 200, contentType: WEB_TYPES[path.extname(file)] ?? 'application/octet-stream', body: fs.readFileSync(file) });
+  });
 }
 
 /**
