@@ -21,6 +21,7 @@ mod room;
 pub mod selector;
 pub mod speaker;
 mod track;
+pub mod vp8_ids;
 pub mod wire;
 
 pub use crate::config::CoreConfig;

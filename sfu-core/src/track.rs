@@ -10,6 +10,7 @@ use crate::protocol::{PeerId, TrackInfo, TrackKind, TrackSource};
 use crate::rate::RateMeter;
 use crate::rewrite::SeqTsRewriter;
 use crate::selector::LayerSelector;
+use crate::vp8_ids::Vp8Ids;
 
 /// Names one published track: the publisher and the mid of its sending m-line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -115,6 +116,8 @@ pub struct Subscription {
     pub pt_map: heapless::Vec<(Pt, Pt, u32), 8>,
     /// Which layer of a video track it forwards (audio legs forward everything).
     pub selector: LayerSelector,
+    /// Keeps VP8 picture ids continuous across the selector's switches.
+    pub vp8_ids: Vp8Ids,
     /// The size the subscriber renders the track at (`None` until it reports one).
     pub tile: Option<(u32, u32)>,
     /// What it forwarded, and how fast.
@@ -147,6 +150,7 @@ impl Subscription {
             rewriter: SeqTsRewriter::new(),
             pt_map: heapless::Vec::new(),
             selector: LayerSelector::new(),
+            vp8_ids: Vp8Ids::new(),
             tile: None,
             stats: LegCounters::default(),
             keyframe_asked: None,

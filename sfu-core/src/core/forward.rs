@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use str0m::format::{Codec, PayloadParams};
 use str0m::media::Pt;
-use str0m::rtp::ExtensionValues;
+use str0m::rtp::{ExtensionValues, Vp8Descriptor};
 
 use super::*;
 use crate::plain::OutputPath;
@@ -46,6 +46,8 @@ pub(super) struct Forwarded {
     pub keyframe: bool,
     /// The track's top layer (plain outputs take that one).
     pub top_layer: u8,
+    /// The VP8 payload descriptor of a simulcast track's packet, whose ids each leg rewrites.
+    pub vp8: Option<Vp8Descriptor>,
 }
 
 /// The payload format a codec's keyframes are recognised in, for video.
@@ -97,6 +99,9 @@ impl Core {
             .layers
             .on_packet(layer, now, packet.payload.len(), keyframe);
         let simulcast = publication.layers.is_simulcast();
+        let vp8 = (simulcast && video_codec(&params) == Some(VideoCodec::Vp8))
+            .then(|| Vp8Descriptor::parse(&packet.payload).ok())
+            .flatten();
         let top_layer = publication.layers.count() as u8 - 1;
         let key = TrackKey { peer: from, mid };
         let level = packet.header.ext_vals.audio_level.filter(|_| !video);
@@ -122,6 +127,7 @@ impl Core {
             simulcast,
             keyframe: keyframe.is_some(),
             top_layer,
+            vp8,
         };
         let room = publisher.room.clone();
         if let Some(level) = level {
@@ -179,6 +185,7 @@ impl Core {
                     Decision::Forward => {}
                     Decision::Switch => {
                         leg.rewriter.resync();
+                        leg.vp8_ids.resync();
                         if pkt.simulcast {
                             info!(
                                 subscriber = member,
@@ -208,22 +215,25 @@ impl Core {
             // No allocation of ours here: the payload `Arc` is shared by every leg. str0m allocates
             // twice per packet on its own: the decrypted payload (once, before this event) and the
             // sealed datagram (`DatagramSend`, per leg, in `poll_output`).
+            let patch = pkt.vp8.and_then(|d| leg.vp8_ids.patch(&d));
             let mut api = sub_peer.rtc.direct_api();
             let Some(tx) = api.stream_tx_by_mid(out_mid, None) else {
                 continue;
             };
-            tx.write_rtp(
-                RtpWrite::new(
-                    out_pt,
-                    out.seq.into(),
-                    out.timestamp,
-                    pkt.arrival,
-                    pkt.payload.clone(),
-                )
-                .marker(pkt.marker)
-                .ext_vals(pkt.ext.clone())
-                .nackable(pkt.nackable),
-            );
+            let mut write = RtpWrite::new(
+                out_pt,
+                out.seq.into(),
+                out.timestamp,
+                pkt.arrival,
+                pkt.payload.clone(),
+            )
+            .marker(pkt.marker)
+            .ext_vals(pkt.ext.clone())
+            .nackable(pkt.nackable);
+            if let Some(patch) = patch {
+                write = write.vp8_patch(patch);
+            }
+            tx.write_rtp(write);
             self.counters.forwarded_packets += 1;
             self.counters.forwarded_bytes += pkt.payload.len() as u64;
             leg.stats.packets += 1;

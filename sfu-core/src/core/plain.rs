@@ -281,6 +281,7 @@ impl Core {
             simulcast: false,
             keyframe: keyframe.is_some(),
             top_layer: 0,
+            vp8: None,
         };
         let room = ingest.room.clone();
         self.fan_out(&room, &forwarded);
