@@ -70,11 +70,9 @@ impl Core {
             .iter_mut()
             .find(|s| s.wanted && s.source.id() == track_id)
         else {
-            return self.error(
-                id,
-                ErrorCode::UnknownTrack,
-                "no received track with that id",
-            );
+            // Not an error: a resize can race the track's removal.
+            debug!(peer = id, track = track_id, "tile size for a track not received");
+            return;
         };
         leg.tile = Some((width.min(MAX_TILE_SIDE), height.min(MAX_TILE_SIDE)));
         self.reallocate(now, id);
