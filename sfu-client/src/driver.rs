@@ -619,6 +619,13 @@ impl Driver {
                 }
                 self.emit(ClientEvent::ServerError { code, message });
             }
+            ServerMessage::ActiveSpeaker { peer_id, track_id } => {
+                self.emit(ClientEvent::ActiveSpeaker { peer_id, track_id })
+            }
+            ServerMessage::LayerHint { mid, active } => {
+                self.emit(ClientEvent::LayerHint { mid, active })
+            }
+            ServerMessage::MediaStats(stats) => self.emit(ClientEvent::MediaStats(stats)),
             ServerMessage::Pong => {}
         }
         Ok(None)

@@ -63,8 +63,8 @@ pub fn participant_rtc() -> str0m::Rtc {
 }
 pub use sdp::sdp_candidates;
 pub use sfu_core::protocol::{
-    ClientMessage, ErrorCode, IceServer, PeerId, PeerInfo, ServerMessage, TrackInfo, TrackKind,
-    TrackMapping, TrackSource, PROTOCOL_VERSION,
+    ClientMessage, ErrorCode, IceServer, LegStats, MediaStats, PeerId, PeerInfo, ServerMessage,
+    TrackInfo, TrackKind, TrackMapping, TrackSource, PROTOCOL_VERSION,
 };
 
 use driver::{Command, Driver};
@@ -349,6 +349,22 @@ pub enum ClientEvent {
         /// Data channel or WebSocket.
         via: ChatVia,
     },
+    /// The room's dominant speaker changed.
+    ActiveSpeaker {
+        /// The member now speaking (`None`: nobody).
+        peer_id: Option<PeerId>,
+        /// Its audio track.
+        track_id: Option<String>,
+    },
+    /// The SFU says which simulcast layers of a published track anybody takes.
+    LayerHint {
+        /// The mid of the sending m-line.
+        mid: String,
+        /// Per layer, lowest first.
+        active: Vec<bool>,
+    },
+    /// The answer to a `getStats`.
+    MediaStats(MediaStats),
     /// The SFU sent an `error` message.
     ServerError {
         /// The protocol error code.

@@ -45,11 +45,13 @@ pub enum DropReason {
     /// Something the member's token does not allow: an offer that publishes without the publish
     /// permission, a chat line (WebSocket or data channel) without the chat permission.
     Forbidden,
+    /// An RTP packet whose RID is none of the simulcast layers its m-line negotiated.
+    UnknownLayer,
 }
 
 impl DropReason {
     /// Every reason, in a fixed order (the order of [`Counters::drops`]).
-    pub const ALL: [DropReason; 19] = [
+    pub const ALL: [DropReason; 20] = [
         DropReason::UnknownProtocol,
         DropReason::MalformedStun,
         DropReason::UnknownUfrag,
@@ -69,6 +71,7 @@ impl DropReason {
         DropReason::TcpOverflow,
         DropReason::TcpTooMany,
         DropReason::Forbidden,
+        DropReason::UnknownLayer,
     ];
 
     /// The reason's name in stats output.
@@ -93,6 +96,7 @@ impl DropReason {
             DropReason::TcpOverflow => "tcp_overflow",
             DropReason::TcpTooMany => "tcp_too_many",
             DropReason::Forbidden => "forbidden",
+            DropReason::UnknownLayer => "unknown_layer",
         }
     }
 

@@ -4,18 +4,24 @@
 //! datagrams, signaling messages and the next deadline come out ([`Core`]). That keeps the core
 //! deterministic and testable with simulated time; the I/O shell of the `edge-sfu` binary drives it.
 
+pub mod allocation;
 pub mod config;
 mod core;
 pub mod counters;
 pub mod demux;
+pub mod layers;
 mod peer;
 pub mod permissions;
 pub mod plain;
 pub mod pool;
 pub mod protocol;
+pub mod rate;
 pub mod rewrite;
 mod room;
+pub mod selector;
+pub mod speaker;
 mod track;
+pub mod vp8_ids;
 pub mod wire;
 
 pub use crate::config::CoreConfig;

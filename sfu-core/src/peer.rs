@@ -2,15 +2,17 @@
 //! negotiation with it stands.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use str0m::bwe::Bitrate;
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::ChannelId;
-use str0m::media::{Direction, MediaKind, Mid};
+use str0m::media::{Direction, MediaKind, Mid, Rids};
 use str0m::net::TcpType;
 use str0m::{Candidate, Rtc, RtcConfig};
 
 use crate::config::CoreConfig;
+use crate::layers::TrackLayers;
 use crate::permissions::Permissions;
 use crate::protocol::{PeerId, PeerInfo, TrackMapping};
 use crate::track::{LegState, Publication, Subscription, TrackKey};
@@ -18,6 +20,13 @@ use crate::track::{LegState, Publication, Subscription, TrackKey};
 /// Video packets kept per leg for retransmission on NACK: about a second at 2.5 Mbit/s, more than
 /// a NACK round trip needs. str0m's default (1000) costs several hundred KiB per video leg.
 const VIDEO_SEND_HISTORY: usize = 300;
+
+/// The bandwidth estimate toward a new subscriber before any feedback: enough for the middle
+/// layer of a 720p camera and a few small tiles; probing finds more within seconds.
+const INITIAL_ESTIMATE_KBPS: u64 = 1000;
+
+/// How often the session reports its per-leg counters (NACKs, keyframe requests).
+const STATS_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Why an SDP exchange with a peer failed.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +76,22 @@ pub struct Peer {
     pub written: bool,
     /// What it may do in its room (from its token; everything in an open room).
     pub permissions: Permissions,
+    /// What the SFU knows of the bandwidth toward it.
+    pub bandwidth: Bandwidth,
+}
+
+/// The bandwidth toward one subscriber and what the allocation made of it.
+#[derive(Debug, Clone, Default)]
+pub struct Bandwidth {
+    /// The latest estimate, bits per second: str0m's TWCC estimator, or the client's REMB when it
+    /// gives no TWCC feedback.
+    pub estimate: Option<u64>,
+    /// The estimate comes from TWCC (a REMB then is ignored).
+    pub from_twcc: bool,
+    /// What the video allocation adds up to now.
+    pub allocated: u64,
+    /// The (minimum, desired) rates last handed to the estimator, so it is told only changes.
+    pub requested: (u64, u64),
 }
 
 impl Peer {
@@ -88,6 +113,8 @@ impl Peer {
             .enable_vp8(true)
             .enable_h264(true)
             .set_send_buffer_video(VIDEO_SEND_HISTORY)
+            .enable_bwe(Some(Bitrate::kbps(INITIAL_ESTIMATE_KBPS)))
+            .set_stats_interval(Some(STATS_INTERVAL))
             .build(now);
         let udp = config.candidates.iter().map(|a| Candidate::host(*a, "udp"));
         // Passive: the client connects to us (RFC 6544). str0m ranks TCP host candidates below
@@ -124,6 +151,7 @@ impl Peer {
             dirty: false,
             written: false,
             permissions: Permissions::ALL,
+            bandwidth: Bandwidth::default(),
         }
     }
 
@@ -164,6 +192,14 @@ impl Peer {
     /// Applies the client's offer and returns our answer.
     pub fn accept_offer(&mut self, sdp: &str) -> Result<String, SdpError> {
         let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| SdpError::Parse(e.to_string()))?;
+        // str0m ends the whole session (not just the offer) on an offer without a DTLS
+        // fingerprint, so such an offer is refused before it gets there.
+        if !sdp
+            .lines()
+            .any(|l| l.trim_start().starts_with("a=fingerprint:"))
+        {
+            return Err(SdpError::Apply("missing a=fingerprint".into()));
+        }
         let answer = self
             .rtc
             .sdp_api()
@@ -177,6 +213,15 @@ impl Peer {
     pub fn receiving_kind(&self, mid: Mid) -> Option<MediaKind> {
         let media = self.rtc.media(mid)?;
         matches!(media.direction(), Direction::RecvOnly | Direction::SendRecv).then(|| media.kind())
+    }
+
+    /// The layers the client's sending m-line `mid` negotiated: its simulcast RIDs in offer order,
+    /// or one layer.
+    pub fn receiving_layers(&self, mid: Mid) -> TrackLayers {
+        match self.rtc.media(mid).map(|m| m.rids_rx()) {
+            Some(Rids::Specific(rids)) => TrackLayers::simulcast(rids),
+            _ => TrackLayers::single(),
+        }
     }
 
     /// Puts every leg change into one offer, if there are any and no offer is outstanding.
@@ -273,10 +318,5 @@ impl Peer {
                 sub.wanted = false;
             }
         }
-    }
-
-    /// The leg whose m-line in this peer's session is `mid`.
-    pub fn subscription_by_mid(&self, mid: Mid) -> Option<&Subscription> {
-        self.subscriptions.iter().find(|s| s.mid() == Some(mid))
     }
 }

@@ -41,6 +41,8 @@ pub struct SeqTsRewriter {
     last_ts: u32,
     /// When the packet carrying `last_seq` arrived.
     last_at: Option<Instant>,
+    /// The next packet starts a new mapping even from the current source.
+    resync: bool,
 }
 
 impl SeqTsRewriter {
@@ -61,8 +63,9 @@ impl SeqTsRewriter {
         clock_rate: u32,
     ) -> Option<Rewritten> {
         let mapping = match self.mapping {
-            Some(m) if m.source == source => m,
+            Some(m) if m.source == source && !self.resync => m,
             current => {
+                self.resync = false;
                 let m = self.switch_to(
                     source,
                     seq,
@@ -125,6 +128,13 @@ impl SeqTsRewriter {
             ts_offset: next_ts.wrapping_sub(timestamp),
             floor: next_seq,
         }
+    }
+
+    /// Makes the next packet start a new mapping even if it comes from the current source: after
+    /// a pause, or a switch back to a layer forwarded before, the outgoing stream continues at
+    /// `last + 1` with the time that passed, instead of jumping over what was not forwarded.
+    pub fn resync(&mut self) {
+        self.resync = true;
     }
 
     /// The highest outgoing sequence number written so far (0 before the first packet).
@@ -199,6 +209,34 @@ mod tests {
         // Loss upstream stays loss downstream (the receiver NACKs it), no renumbering.
         let c = r.rewrite(1, 1005, 9000, t0, VIDEO).unwrap();
         assert_eq!(c.seq, 1005);
+    }
+
+    #[test]
+    fn layer_switches_and_pauses_keep_numbers_and_time_continuous() {
+        let t0 = Instant::now();
+        let ms = |m: u64| t0 + Duration::from_millis(m);
+        let mut r = SeqTsRewriter::new();
+        // Layer A (SSRC 1) for three packets.
+        for i in 0..3u64 {
+            r.rewrite(1, 100 + i, 1000 + 3000 * i as u32, ms(33 * i), VIDEO);
+        }
+        // Switch to layer B (SSRC 2), 33 ms later: numbers go on at +1, time by 33 ms.
+        let b = r.rewrite(2, 7000, 444_000, ms(99), VIDEO).unwrap();
+        assert_eq!(b.seq, 103);
+        assert_eq!(b.timestamp, 7000 + 33 * 90);
+        // Paused (hidden tile) for 2 s while B went on by 60 packets, then resumed on B.
+        r.resync();
+        let resumed = r
+            .rewrite(2, 7060, 444_000 + 60 * 3000, ms(2099), VIDEO)
+            .unwrap();
+        assert_eq!(resumed.seq, 104, "no gap the subscriber would NACK");
+        assert_eq!(resumed.timestamp, b.timestamp + 2000 * 90);
+        // A late packet of B from before the pause is not sent (its number is taken).
+        assert_eq!(r.rewrite(2, 7001, 447_000, ms(2100), VIDEO), None);
+        // Back to A, whose numbers moved on meanwhile.
+        let a = r.rewrite(1, 200, 999_000, ms(2133), VIDEO).unwrap();
+        assert_eq!(a.seq, 105);
+        assert_eq!(a.timestamp, resumed.timestamp + 34 * 90);
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! A room: who is in it, and how many it may hold.
+//! A room: who is in it, how many it may hold, and who speaks.
 
 use crate::protocol::PeerId;
+use crate::speaker::SpeakerDetector;
 
 /// Members of one room, in join order.
 #[derive(Debug)]
@@ -11,6 +12,8 @@ pub struct Room {
     pub members: Vec<PeerId>,
     /// Plain RTP ingests publishing into it (virtual members, not counted against capacity).
     pub ingests: Vec<PeerId>,
+    /// Who speaks.
+    pub speaker: SpeakerDetector,
 }
 
 impl Room {
@@ -20,6 +23,7 @@ impl Room {
             capacity,
             members: Vec::new(),
             ingests: Vec::new(),
+            speaker: SpeakerDetector::new(),
         }
     }
 

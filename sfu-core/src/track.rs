@@ -5,8 +5,12 @@ use std::time::Instant;
 use str0m::format::PayloadParams;
 use str0m::media::{MediaKind, Mid, Pt};
 
+use crate::layers::TrackLayers;
 use crate::protocol::{PeerId, TrackInfo, TrackKind, TrackSource};
+use crate::rate::RateMeter;
 use crate::rewrite::SeqTsRewriter;
+use crate::selector::LayerSelector;
+use crate::vp8_ids::Vp8Ids;
 
 /// Names one published track: the publisher and the mid of its sending m-line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -35,11 +39,28 @@ pub struct Publication {
     pub source: TrackSource,
     /// A muted track is not forwarded.
     pub muted: bool,
-    /// When a keyframe was last asked of it, for rate limiting.
-    pub last_keyframe_request: Option<Instant>,
+    /// Its layers as received (one without simulcast), with their rates and keyframe requests.
+    pub layers: TrackLayers,
 }
 
 impl Publication {
+    /// A track published on `mid`, with `layers`.
+    pub fn new(
+        mid: Mid,
+        kind: MediaKind,
+        source: TrackSource,
+        muted: bool,
+        layers: TrackLayers,
+    ) -> Self {
+        Publication {
+            mid,
+            kind,
+            source,
+            muted,
+            layers,
+        }
+    }
+
     /// The protocol's view of this track.
     pub fn info(&self, publisher: PeerId) -> TrackInfo {
         TrackInfo {
@@ -93,6 +114,29 @@ pub struct Subscription {
     pub rewriter: SeqTsRewriter,
     /// Publisher PT → (subscriber PT, clock rate): filled on first use of each PT, a handful at most.
     pub pt_map: heapless::Vec<(Pt, Pt, u32), 8>,
+    /// Which layer of a video track it forwards (audio legs forward everything).
+    pub selector: LayerSelector,
+    /// Keeps VP8 picture ids continuous across the selector's switches.
+    pub vp8_ids: Vp8Ids,
+    /// The size the subscriber renders the track at (`None` until it reports one).
+    pub tile: Option<(u32, u32)>,
+    /// What it forwarded, and how fast.
+    pub stats: LegCounters,
+    /// When a keyframe of the selector's target was last asked for.
+    pub keyframe_asked: Option<Instant>,
+}
+
+/// Counters of one leg, for the stats message and the allocation's audio reserve.
+#[derive(Debug, Clone, Default)]
+pub struct LegCounters {
+    /// Bytes forwarded over the last second.
+    pub rate: RateMeter,
+    /// Packets forwarded.
+    pub packets: u64,
+    /// NACKs the subscriber sent (from the session's egress stats).
+    pub nacks: u64,
+    /// Keyframe requests the subscriber sent.
+    pub plis: u64,
 }
 
 impl Subscription {
@@ -105,6 +149,11 @@ impl Subscription {
             wanted: true,
             rewriter: SeqTsRewriter::new(),
             pt_map: heapless::Vec::new(),
+            selector: LayerSelector::new(),
+            vp8_ids: Vp8Ids::new(),
+            tile: None,
+            stats: LegCounters::default(),
+            keyframe_asked: None,
         }
     }
 

@@ -4,14 +4,15 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use str0m::format::PayloadParams;
+use str0m::format::{Codec, PayloadParams};
 use str0m::media::Pt;
-use str0m::rtp::ExtensionValues;
+use str0m::rtp::{ExtensionValues, Vp8Descriptor};
 
 use super::*;
 use crate::plain::OutputPath;
 use crate::rewrite::SeqTsRewriter;
-use crate::wire::RtpRepr;
+use crate::selector::Decision;
+use crate::wire::{keyframe_start, RtpRepr, VideoCodec};
 
 /// One packet of a published track on its way out, whichever kind of publisher sent it.
 pub(super) struct Forwarded {
@@ -37,6 +38,25 @@ pub(super) struct Forwarded {
     pub ext: ExtensionValues,
     /// Whether subscribers may NACK it (video).
     pub nackable: bool,
+    /// The simulcast layer it belongs to (0 without simulcast).
+    pub layer: u8,
+    /// The track has more than one layer: legs switch between them at keyframes.
+    pub simulcast: bool,
+    /// It starts a keyframe.
+    pub keyframe: bool,
+    /// The track's top layer (plain outputs take that one).
+    pub top_layer: u8,
+    /// The VP8 payload descriptor of a simulcast track's packet, whose ids each leg rewrites.
+    pub vp8: Option<Vp8Descriptor>,
+}
+
+/// The payload format a codec's keyframes are recognised in, for video.
+pub(super) fn video_codec(params: &PayloadParams) -> Option<VideoCodec> {
+    match params.spec().codec {
+        Codec::Vp8 => Some(VideoCodec::Vp8),
+        Codec::H264 => Some(VideoCodec::H264),
+        _ => None,
+    }
 }
 
 impl Core {
@@ -47,20 +67,44 @@ impl Core {
             return;
         };
         let ssrc = packet.header.ssrc;
-        let Some(mid) = publisher.rtc.direct_api().stream_rx(&ssrc).map(|s| s.mid()) else {
+        let Some((mid, rid)) = publisher
+            .rtc
+            .direct_api()
+            .stream_rx(&ssrc)
+            .map(|s| (s.mid(), s.rid()))
+        else {
             return;
         };
-        let Some(publication) = publisher.publications.iter().find(|p| p.mid == mid) else {
-            return;
-        };
-        if publication.muted {
-            return;
-        }
         let pt = packet.header.payload_type;
         let Some(params) = publisher.rtc.codec_config().find(|p| p.pt() == pt).copied() else {
             self.counters.drop(DropReason::NoMatchingCodec);
             return;
         };
+        let Some(publication) = publisher.publications.iter_mut().find(|p| p.mid == mid) else {
+            return;
+        };
+        if publication.muted {
+            return;
+        }
+        let Some(layer) = publication.layers.index_of(rid) else {
+            self.counters.drop(DropReason::UnknownLayer);
+            return;
+        };
+        let now = packet.timestamp;
+        let video = publication.kind == MediaKind::Video;
+        let keyframe = video_codec(&params)
+            .filter(|_| video)
+            .and_then(|codec| keyframe_start(codec, &packet.payload));
+        publication
+            .layers
+            .on_packet(layer, now, packet.payload.len(), keyframe);
+        let simulcast = publication.layers.is_simulcast();
+        let vp8 = (simulcast && video_codec(&params) == Some(VideoCodec::Vp8))
+            .then(|| Vp8Descriptor::parse(&packet.payload).ok())
+            .flatten();
+        let top_layer = publication.layers.count() as u8 - 1;
+        let key = TrackKey { peer: from, mid };
+        let level = packet.header.ext_vals.audio_level.filter(|_| !video);
         let mut ext = packet.header.ext_vals;
         // These name the publisher's m-line and transport; each leg's session sets its own.
         ext.mid = None;
@@ -68,20 +112,39 @@ impl Core {
         ext.rid_repair = None;
         ext.transport_cc = None;
         let forwarded = Forwarded {
-            key: TrackKey { peer: from, mid },
+            key,
             ssrc: *ssrc,
             seq: *packet.seq_no,
             timestamp: packet.header.timestamp,
             marker: packet.header.marker,
-            arrival: packet.timestamp,
+            arrival: now,
             payload: packet.payload,
             pt,
             params,
             ext,
-            nackable: publication.kind == MediaKind::Video,
+            nackable: video,
+            layer,
+            simulcast,
+            keyframe: keyframe.is_some(),
+            top_layer,
+            vp8,
         };
         let room = publisher.room.clone();
+        if let Some(level) = level {
+            self.on_audio_level(&room, key, now, level.unsigned_abs());
+        }
         self.fan_out(&room, &forwarded);
+    }
+
+    /// Feeds one packet's audio level to its room's speaker detection.
+    fn on_audio_level(&mut self, room: &str, key: TrackKey, now: Instant, dbov: u8) {
+        let change = self
+            .rooms
+            .get_mut(room)
+            .and_then(|r| r.speaker.on_level(key, now, dbov));
+        if let Some(speaker) = change {
+            self.announce_speaker(room, speaker);
+        }
     }
 
     /// Writes `pkt` to every member's open leg for its track and to the track's plain outputs.
@@ -111,6 +174,30 @@ impl Core {
             let Some(out_mid) = leg.open_mid() else {
                 continue;
             };
+            if leg.kind == MediaKind::Video {
+                // Without simulcast there is nothing to switch between: the leg starts (or resumes
+                // after a hidden tile) at once, and the keyframe asked for then follows.
+                match leg
+                    .selector
+                    .on_packet(pkt.layer, pkt.keyframe || !pkt.simulcast)
+                {
+                    Decision::Drop => continue,
+                    Decision::Forward => {}
+                    Decision::Switch => {
+                        leg.rewriter.resync();
+                        leg.vp8_ids.resync();
+                        if pkt.simulcast {
+                            info!(
+                                subscriber = member,
+                                track = %pkt.key.id(),
+                                layer = pkt.layer,
+                                switches = leg.selector.switches,
+                                "layer switch"
+                            );
+                        }
+                    }
+                }
+            }
             let rtc = &sub_peer.rtc;
             let Some((out_pt, clock_rate)) = leg.map_pt(pkt.pt, || {
                 rtc.codec_config().match_params(pkt.params).copied()
@@ -128,24 +215,29 @@ impl Core {
             // No allocation of ours here: the payload `Arc` is shared by every leg. str0m allocates
             // twice per packet on its own: the decrypted payload (once, before this event) and the
             // sealed datagram (`DatagramSend`, per leg, in `poll_output`).
+            let patch = pkt.vp8.and_then(|d| leg.vp8_ids.patch(&d));
             let mut api = sub_peer.rtc.direct_api();
             let Some(tx) = api.stream_tx_by_mid(out_mid, None) else {
                 continue;
             };
-            tx.write_rtp(
-                RtpWrite::new(
-                    out_pt,
-                    out.seq.into(),
-                    out.timestamp,
-                    pkt.arrival,
-                    pkt.payload.clone(),
-                )
-                .marker(pkt.marker)
-                .ext_vals(pkt.ext.clone())
-                .nackable(pkt.nackable),
-            );
+            let mut write = RtpWrite::new(
+                out_pt,
+                out.seq.into(),
+                out.timestamp,
+                pkt.arrival,
+                pkt.payload.clone(),
+            )
+            .marker(pkt.marker)
+            .ext_vals(pkt.ext.clone())
+            .nackable(pkt.nackable);
+            if let Some(patch) = patch {
+                write = write.vp8_patch(patch);
+            }
+            tx.write_rtp(write);
             self.counters.forwarded_packets += 1;
             self.counters.forwarded_bytes += pkt.payload.len() as u64;
+            leg.stats.packets += 1;
+            leg.stats.rate.add(pkt.arrival, pkt.payload.len());
             sub_peer.written = true;
             if !sub_peer.dirty {
                 sub_peer.dirty = true;
@@ -164,6 +256,10 @@ impl Core {
         let Some(ids) = self.outputs_by_track.get(&pkt.key) else {
             return;
         };
+        // A recorder or relay takes one layer of a simulcast track: the best.
+        if pkt.layer != pkt.top_layer {
+            return;
+        }
         let mut egress = PlainEgress {
             pool: &mut self.pool,
             transmits: &mut self.transmits,
@@ -196,38 +292,6 @@ impl Core {
                 }
             }
         }
-    }
-
-    /// Asks the publisher of `source` for a keyframe, at most once per configured interval.
-    /// Plain RTP ingests have no way to be asked.
-    pub(super) fn request_keyframe(&mut self, now: Instant, source: TrackKey) {
-        let interval = self.config.keyframe_request_interval;
-        let Some(publisher) = self.peers.get_mut(&source.peer) else {
-            return;
-        };
-        let Some(publication) = publisher
-            .publications
-            .iter_mut()
-            .find(|p| p.mid == source.mid)
-        else {
-            return;
-        };
-        if publication.kind != MediaKind::Video
-            || publication
-                .last_keyframe_request
-                .is_some_and(|t| now < t + interval)
-        {
-            return;
-        }
-        publication.last_keyframe_request = Some(now);
-        if let Some(rx) = publisher
-            .rtc
-            .direct_api()
-            .stream_rx_by_mid(source.mid, None)
-        {
-            rx.request_keyframe(str0m::media::KeyframeRequestKind::Pli);
-        }
-        self.mark_dirty(source.peer);
     }
 }
 

@@ -77,6 +77,8 @@ impl Core {
         info!(peer = id, room = %room, name = %peer.name, "joined");
         self.peers.insert(id, peer);
         self.room_entry(&room_key, capacity).1.members.push(id);
+        self.next_quality_tick
+            .get_or_insert(now + quality::QUALITY_TICK);
         self.signal(
             id,
             ServerMessage::Joined {
@@ -89,6 +91,9 @@ impl Core {
         );
         for other in members {
             self.signal(other, ServerMessage::PeerJoined { peer: info.clone() });
+        }
+        if let Some(speaker) = self.rooms.get(&*room_key).and_then(|r| r.speaker.current()) {
+            self.signal(id, quality::speaker_message(Some(speaker)));
         }
         self.mark_dirty(id);
     }
@@ -170,13 +175,9 @@ impl Core {
                 }
                 Some(_) => {}
                 None => {
-                    peer.publications.push(Publication {
-                        mid,
-                        kind,
-                        source: t.source,
-                        muted: t.muted,
-                        last_keyframe_request: None,
-                    });
+                    let layers = peer.receiving_layers(mid);
+                    peer.publications
+                        .push(Publication::new(mid, kind, t.source, t.muted, layers));
                     added.push(mid);
                 }
             }
@@ -238,6 +239,7 @@ impl Core {
         let key = TrackKey { peer: id, mid };
         info!(peer = id, track = %key.id(), "unpublished");
         let room = peer.room.clone();
+        self.forget_speaker(&room, key);
         self.remove_outputs_of(|k| *k == key);
         for other in self.room_members_except(&room, id) {
             if let Some(o) = self.peers.get_mut(&other) {
@@ -259,11 +261,9 @@ impl Core {
             return;
         };
         match peer.accept_answer(sdp) {
-            Ok(opened) => {
-                for source in opened {
-                    self.request_keyframe(now, source);
-                }
-            }
+            // The new legs get their layers (and ask for their first keyframes) at once.
+            Ok(opened) if !opened.is_empty() => self.reallocate(now, id),
+            Ok(_) => {}
             Err(e) => {
                 self.counters.drop(DropReason::BadSdp);
                 self.error(id, ErrorCode::BadSdp, &e.to_string());
@@ -381,7 +381,7 @@ impl Core {
         }
         peer.rtc.disconnect();
         self.demux.remove_peer(id);
-        info!(peer = id, room = %peer.room, "left");
+        info!(peer = id, room = %peer.room, reason = reason.unwrap_or("left or disconnected"), "left");
         self.remove_outputs_of(|k| k.peer == id);
         let remaining = match self.rooms.get_mut(&*peer.room) {
             Some(room) => {
@@ -390,6 +390,15 @@ impl Core {
             }
             None => Vec::new(),
         };
+        for publication in &peer.publications {
+            self.forget_speaker(
+                &peer.room,
+                TrackKey {
+                    peer: id,
+                    mid: publication.mid,
+                },
+            );
+        }
         self.forget_room_if_empty(&peer.room);
         for other in remaining {
             if let Some(o) = self.peers.get_mut(&other) {

@@ -33,6 +33,7 @@ use crate::wire::{classify, DatagramKind, RtpPacket, StunPacket};
 mod forward;
 mod members;
 mod plain;
+mod quality;
 
 /// Longest room or display name, in characters.
 const MAX_NAME_CHARS: usize = 64;
@@ -108,6 +109,10 @@ pub struct Core {
     events: VecDeque<Event>,
     /// Scratch list of peer ids (reused).
     scratch: Vec<PeerId>,
+    /// Simulcast layers subscribers want per track since the last quality tick (bit i: layer i).
+    layer_demand: HashMap<TrackKey, u8>,
+    /// When layer choices and hints are next revisited.
+    next_quality_tick: Option<Instant>,
 }
 
 impl Core {
@@ -131,6 +136,8 @@ impl Core {
             dirty: Vec::with_capacity(64),
             events: VecDeque::with_capacity(64),
             scratch: Vec::new(),
+            layer_demand: HashMap::new(),
+            next_quality_tick: None,
         }
     }
 
@@ -190,6 +197,12 @@ impl Core {
             ClientMessage::Answer { sdp } => self.on_answer(now, peer, &sdp),
             ClientMessage::Candidate { candidate } => self.on_candidate(peer, &candidate),
             ClientMessage::Mute { mid, muted } => self.on_mute(peer, &mid, muted),
+            ClientMessage::TileSize {
+                track_id,
+                width,
+                height,
+            } => self.on_tile_size(now, peer, &track_id, width, height),
+            ClientMessage::GetStats => self.on_get_stats(now, peer),
             ClientMessage::Chat { text } => self.on_chat(now, peer, text),
             ClientMessage::Leave => self.remove_peer(now, peer, None),
             ClientMessage::Ping => self.signal(peer, ServerMessage::Pong),
@@ -419,6 +432,13 @@ impl Core {
             );
         }
         self.scratch = expired;
+        if self.next_quality_tick.is_some_and(|t| now >= t) {
+            self.quality_tick(now);
+            self.next_quality_tick = Some(now + quality::QUALITY_TICK);
+        }
+        if self.peers.is_empty() {
+            self.next_quality_tick = None;
+        }
         self.drive(now);
     }
 
@@ -441,7 +461,8 @@ impl Core {
 
     /// When [`Core::handle_timeout`] must be called next, or `None` with no peers.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.peers
+        let sessions = self
+            .peers
             .values()
             .map(|p| {
                 if p.connected {
@@ -451,7 +472,8 @@ impl Core {
                         .min(p.joined_at + self.config.connect_timeout)
                 }
             })
-            .min()
+            .min()?;
+        Some(self.next_quality_tick.map_or(sessions, |t| sessions.min(t)))
     }
 
     /// Polls every dirty peer's session until it has nothing more, acting on its events.
@@ -504,16 +526,9 @@ impl Core {
     fn on_event(&mut self, now: Instant, id: PeerId, event: Event) {
         match event {
             Event::RtpPacket(packet) => self.forward(id, packet),
-            Event::KeyframeRequest(req) => {
-                let source = self
-                    .peers
-                    .get(&id)
-                    .and_then(|p| p.subscription_by_mid(req.mid))
-                    .map(|s| s.source);
-                if let Some(source) = source {
-                    self.request_keyframe(now, source);
-                }
-            }
+            Event::KeyframeRequest(req) => self.on_subscriber_keyframe_request(now, id, req.mid),
+            Event::EgressBitrateEstimate(kind) => self.on_estimate(id, kind),
+            Event::MediaEgressStats(stats) => self.on_egress_stats(id, &stats),
             Event::Connected => {
                 if let Some(p) = self.peers.get_mut(&id) {
                     info!(peer = id, "WebRTC connected");

@@ -9,14 +9,16 @@ use str0m::format::PayloadParams;
 use str0m::media::Pt;
 use str0m::rtp::ExtensionValues;
 
-use super::forward::Forwarded;
+use super::forward::{video_codec, Forwarded};
 use super::*;
+use crate::layers::TrackLayers;
 use crate::plain::{
     IngestInfo, IngestSpec, OutputInfo, OutputPath, OutputSpec, OutputTarget, PlainError,
     TargetInfo,
 };
 use crate::protocol::{PeerInfo, TrackKind, TrackSource};
 use crate::rewrite::{SeqExtender, SeqTsRewriter};
+use crate::wire::keyframe_start;
 
 /// The mid an ingest's one track has.
 const INGEST_MID: &str = "0";
@@ -104,13 +106,13 @@ impl Core {
         let ingest = Ingest {
             name: spec.name,
             room: room_name,
-            publication: Publication {
-                mid: Mid::from(INGEST_MID),
+            publication: Publication::new(
+                Mid::from(INGEST_MID),
                 kind,
-                source: TrackSource::Other,
-                muted: false,
-                last_keyframe_request: None,
-            },
+                TrackSource::Other,
+                false,
+                TrackLayers::single(),
+            ),
             params,
             payload_type: spec.payload_type,
             source: spec.source,
@@ -253,6 +255,13 @@ impl Core {
         // The one allocation of an ingest packet: str0m takes payloads as `Arc<[u8]>`, and this is
         // where ours is made (a browser's is made by str0m when it decrypts).
         let payload: Arc<[u8]> = Arc::from(packet.payload());
+        let keyframe = video_codec(&ingest.params)
+            .filter(|_| ingest.publication.kind == MediaKind::Video)
+            .and_then(|codec| keyframe_start(codec, &payload));
+        ingest
+            .publication
+            .layers
+            .on_packet(0, now, payload.len(), keyframe);
         let forwarded = Forwarded {
             key: TrackKey {
                 peer: id,
@@ -268,6 +277,11 @@ impl Core {
             params: ingest.params,
             ext: ExtensionValues::default(),
             nackable: ingest.publication.kind == MediaKind::Video,
+            layer: 0,
+            simulcast: false,
+            keyframe: keyframe.is_some(),
+            top_layer: 0,
+            vp8: None,
         };
         let room = ingest.room.clone();
         self.fan_out(&room, &forwarded);

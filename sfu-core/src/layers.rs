@@ -1,0 +1,279 @@
+//! The layers of one published video track as the SFU receives them: which simulcast encodings
+//! exist (by RID, lowest first), how fast each arrives, what size its keyframes say it is, and
+//! when a keyframe was last asked of it. A track without simulcast has one layer.
+
+use std::time::{Duration, Instant};
+
+use str0m::media::Rid;
+
+use crate::rate::RateMeter;
+use crate::wire::Keyframe;
+
+/// Most simulcast layers of one track (browsers send at most three; RFC 8853 allows more, the
+/// rest are ignored).
+pub const MAX_LAYERS: usize = 4;
+
+/// A layer that sent nothing for this long counts as stopped: viewers on it fall back to another
+/// layer. Long enough to ride out a jitter burst at 15 fps, short enough that a viewer whose layer
+/// the publisher stopped freezes for well under a second before the fallback keyframe.
+pub const LAYER_TIMEOUT: Duration = Duration::from_millis(600);
+
+/// One encoding of a published track.
+#[derive(Debug, Clone, Default)]
+pub struct Layer {
+    /// Its RTP stream id, for simulcast.
+    pub rid: Option<Rid>,
+    /// Bytes received, for the allocation and the stats.
+    pub rate: RateMeter,
+    /// When its last packet arrived.
+    pub last_packet: Option<Instant>,
+    /// Picture size from its last keyframe, when the codec carries it.
+    pub size: Option<(u16, u16)>,
+    /// When a keyframe was last asked of it.
+    pub last_keyframe_request: Option<Instant>,
+    /// When a subscriber last wanted it (for the publisher's layer hint).
+    last_wanted: Option<Instant>,
+}
+
+/// The layers of one published track, lowest first.
+#[derive(Debug, Clone)]
+pub struct TrackLayers {
+    layers: heapless::Vec<Layer, MAX_LAYERS>,
+    /// Keyframe requests sent to the publisher for this track, over all layers.
+    pub keyframe_requests: u64,
+    /// The active-layer mask last hinted to the publisher (bit i: layer i).
+    hinted: Option<u8>,
+    /// When hints were first computed: every layer counts as wanted for a hold from then, so a
+    /// new publication is not paused before its first viewers ask.
+    hints_since: Option<Instant>,
+}
+
+impl TrackLayers {
+    /// A track without simulcast: one layer.
+    pub fn single() -> Self {
+        let mut layers = heapless::Vec::new();
+        // Capacity is MAX_LAYERS >= 1.
+        let _ = layers.push(Layer::default());
+        TrackLayers {
+            layers,
+            keyframe_requests: 0,
+            hinted: None,
+            hints_since: None,
+        }
+    }
+
+    /// A simulcast track whose encodings are `rids`, lowest first (the order of the publisher's
+    /// `a=simulcast` line, which is the order of a browser's `sendEncodings`). More than
+    /// [`MAX_LAYERS`] are cut; none makes a single-layer track.
+    pub fn simulcast(rids: &[Rid]) -> Self {
+        if rids.is_empty() {
+            return Self::single();
+        }
+        let mut layers = heapless::Vec::new();
+        for rid in rids.iter().take(MAX_LAYERS) {
+            let _ = layers.push(Layer {
+                rid: Some(*rid),
+                ..Layer::default()
+            });
+        }
+        TrackLayers {
+            layers,
+            keyframe_requests: 0,
+            hinted: None,
+            hints_since: None,
+        }
+    }
+
+    /// Number of layers (at least one).
+    pub fn count(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Whether there is more than one layer.
+    pub fn is_simulcast(&self) -> bool {
+        self.layers.len() > 1
+    }
+
+    /// The index of the layer a packet with `rid` belongs to. A single-layer track takes any
+    /// packet; a simulcast one only those of its RIDs.
+    pub fn index_of(&self, rid: Option<Rid>) -> Option<u8> {
+        if !self.is_simulcast() {
+            return Some(0);
+        }
+        let rid = rid?;
+        self.layers
+            .iter()
+            .position(|l| l.rid == Some(rid))
+            .map(|i| i as u8)
+    }
+
+    /// The layer at `index`.
+    pub fn get(&self, index: u8) -> Option<&Layer> {
+        self.layers.get(usize::from(index))
+    }
+
+    /// All layers, lowest first.
+    pub fn iter(&self) -> impl Iterator<Item = &Layer> {
+        self.layers.iter()
+    }
+
+    /// Counts one packet of `bytes` on layer `index` arriving at `now`, and the keyframe it
+    /// starts.
+    pub fn on_packet(&mut self, index: u8, now: Instant, bytes: usize, keyframe: Option<Keyframe>) {
+        let Some(layer) = self.layers.get_mut(usize::from(index)) else {
+            return;
+        };
+        layer.rate.add(now, bytes);
+        layer.last_packet = Some(now);
+        if let Some(Keyframe {
+            width: Some(w),
+            height: Some(h),
+        }) = keyframe
+        {
+            layer.size = Some((w, h));
+        }
+    }
+
+    /// Whether layer `index` is arriving at `now`.
+    pub fn is_active(&self, index: u8, now: Instant) -> bool {
+        self.get(index)
+            .and_then(|l| l.last_packet)
+            .is_some_and(|t| now.saturating_duration_since(t) < LAYER_TIMEOUT)
+    }
+
+    /// Layer `index`'s rate over the last second, bits per second.
+    pub fn bps(&self, index: u8, now: Instant) -> u64 {
+        self.get(index).map_or(0, |l| l.rate.bps(now))
+    }
+
+    /// Records a keyframe request for layer `index` at `now` unless one was made less than
+    /// `interval` ago; true when the caller should send it. However many viewers ask, the
+    /// publisher sees at most one request per layer per interval.
+    pub fn claim_keyframe_request(&mut self, index: u8, now: Instant, interval: Duration) -> bool {
+        let Some(layer) = self.layers.get_mut(usize::from(index)) else {
+            return false;
+        };
+        if layer
+            .last_keyframe_request
+            .is_some_and(|t| now < t + interval)
+        {
+            return false;
+        }
+        layer.last_keyframe_request = Some(now);
+        self.keyframe_requests += 1;
+        true
+    }
+}
+
+impl TrackLayers {
+    /// Records which layers subscribers want now (`wanted`: bit i for layer i) and returns the
+    /// per-layer active list to send the publisher when it changed. A layer stays active until it
+    /// has been unwanted for `hold`, so a viewer resizing its tile back and forth does not make
+    /// the publisher's encoder stop and restart.
+    pub fn hint(&mut self, wanted: u8, now: Instant, hold: Duration) -> Option<Vec<bool>> {
+        let since = *self.hints_since.get_or_insert(now);
+        let mut active = 0u8;
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            if wanted & (1 << i) != 0 {
+                layer.last_wanted = Some(now);
+            }
+            let last = layer.last_wanted.unwrap_or(since).max(since);
+            if now < last + hold {
+                active |= 1 << i;
+            }
+        }
+        if self.hinted == Some(active) {
+            return None;
+        }
+        let all = (1u8 << self.layers.len()) - 1;
+        let first = self.hinted.is_none();
+        self.hinted = Some(active);
+        // A publisher sends every layer until told otherwise.
+        if first && active == all {
+            return None;
+        }
+        Some(
+            (0..self.layers.len())
+                .map(|i| active & (1 << i) != 0)
+                .collect(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rids() -> Vec<Rid> {
+        ["q", "h", "f"].into_iter().map(Rid::from).collect()
+    }
+
+    #[test]
+    fn packets_map_to_layers_by_rid_in_offer_order() {
+        let layers = TrackLayers::simulcast(&rids());
+        assert_eq!(layers.index_of(Some(Rid::from("q"))), Some(0));
+        assert_eq!(layers.index_of(Some(Rid::from("f"))), Some(2));
+        assert_eq!(layers.index_of(Some(Rid::from("x"))), None);
+        assert_eq!(layers.index_of(None), None);
+        assert_eq!(TrackLayers::single().index_of(None), Some(0));
+    }
+
+    #[test]
+    fn keyframe_requests_are_limited_per_layer() {
+        let t0 = Instant::now();
+        let interval = Duration::from_millis(300);
+        let mut layers = TrackLayers::simulcast(&rids());
+        assert!(layers.claim_keyframe_request(2, t0, interval));
+        // Many viewers asking within the interval: one request.
+        for ms in [1, 50, 150, 299] {
+            assert!(!layers.claim_keyframe_request(2, t0 + Duration::from_millis(ms), interval));
+        }
+        // Another layer has its own budget.
+        assert!(layers.claim_keyframe_request(0, t0 + Duration::from_millis(10), interval));
+        assert!(layers.claim_keyframe_request(2, t0 + interval, interval));
+        assert_eq!(layers.keyframe_requests, 3);
+    }
+
+    #[test]
+    fn hints_pause_unwanted_layers_after_the_hold_and_resume_at_once() {
+        let t0 = Instant::now();
+        let hold = Duration::from_secs(2);
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut layers = TrackLayers::simulcast(&rids());
+        // Nothing to say while everything counts as wanted.
+        assert_eq!(layers.hint(0b001, at(0), hold), None);
+        assert_eq!(layers.hint(0b001, at(1000), hold), None);
+        // Only the low layer wanted for the whole hold: the others pause.
+        assert_eq!(
+            layers.hint(0b001, at(2000), hold),
+            Some(vec![true, false, false])
+        );
+        assert_eq!(layers.hint(0b001, at(2250), hold), None);
+        // A viewer wants the top: resumed at the next hint.
+        assert_eq!(
+            layers.hint(0b111, at(2500), hold),
+            Some(vec![true, true, true])
+        );
+        // Gone again: kept for the hold, then paused.
+        assert_eq!(layers.hint(0b001, at(4000), hold), None);
+        assert_eq!(
+            layers.hint(0, at(4500), hold),
+            Some(vec![true, false, false])
+        );
+        // Nobody left: everything pauses.
+        assert_eq!(
+            layers.hint(0, at(6000), hold),
+            Some(vec![false, false, false])
+        );
+    }
+
+    #[test]
+    fn a_layer_is_active_while_packets_arrive() {
+        let t0 = Instant::now();
+        let mut layers = TrackLayers::simulcast(&rids());
+        assert!(!layers.is_active(1, t0));
+        layers.on_packet(1, t0, 1000, None);
+        assert!(layers.is_active(1, t0 + Duration::from_millis(500)));
+        assert!(!layers.is_active(1, t0 + LAYER_TIMEOUT));
+    }
+}
