@@ -92,6 +92,13 @@ export function outboundMedia(page) {
   });
 }
 
+/** The `active` flags of the encodings of the page's sender of `kind` (`audio`/`video`), e.g. `[true, false, false]`. */
+export function senderActive(page, kind) {
+  return page.evaluate((kind) => window.edgeSfu.pc.getTransceivers()
+    .find((tr) => tr.sender.track?.kind === kind || (tr.receiver.track?.kind === kind && tr.direction === 'sendonly'))
+    ?.sender.getParameters().encodings.map((e) => e.active) ?? null, kind);
+}
+
 /** The page's outbound video layers, lowest first (by rid q, h, f). */
 export async function publisherLayers(page) {
   const order = ['q', 'h', 'f'];

@@ -10,7 +10,7 @@ import {
   skipWithoutChromium, waitJoined,
 } from './harness.mjs';
 import {
-  inboundVideo, outboundMedia, publisherLayers, renderedSize, setTileWidth, stillFor, tileOf, videoTrackOf,
+  inboundVideo, outboundMedia, publisherLayers, renderedSize, senderActive, setTileWidth, stillFor, tileOf, videoTrackOf,
 } from './quality.mjs';
 
 const fx = serverAndBrowser('edge-sfu-quality');
@@ -104,7 +104,7 @@ test('tileSize reports follow the rendered size: resize, display:none, scrolled 
   assertNoPageProblems(pub.page, viewer.page);
 });
 
-test('simulcast: a small tile gets the low layer, a large one the high layer, shrinking it switches down', { timeout: 180_000 }, async (t) => {
+test('simulcast: a small tile gets the low layer, a large one the high layer; shrinking it switches down and layer hints pause the unused layers', { timeout: 180_000 }, async (t) => {
   if (skipWithoutChromium(t)) return;
   const room = `simulcast-${process.pid}`;
   const pub = await participant(room, 'pub', { video: '1280x720', mic: 0 });
@@ -175,7 +175,53 @@ test('simulcast: a small tile gets the low layer, a large one the high layer, sh
   // The large tile shrinks: the SFU switches it down (at the low layer's next keyframe).
   await reported(large, await setTileWidth(large.page, pub.id, 240));
   await decodesAt(large, (w) => w > 0 && w <= 320, 'large, shrunk to 240 px, decodes frames at most 320 wide', 20_000);
+
+  // Nobody takes h and f now: the SFU's layerHint makes pub's browser stop encoding them.
+  const encodingsAre = (want, what) => explained(what, all, () => poll(
+    async () => `${await senderActive(pub.page, 'video')}` === `${want}`,
+    { timeout: 20_000, what: `${what}: pub's video encodings active ${want}` },
+  ));
+  await encodingsAre([true, false, false], 'only the low layer is taken');
+  const lastHint = () => pub.page.received.filter((m) => m.type === 'layerHint').at(-1);
+  assert.deepEqual(lastHint().active, [true, false, false], `last layerHint ${JSON.stringify(lastHint())}`);
+  const fSent = async () => (await publisherLayers(pub.page)).find((l) => l.rid === 'f')?.packetsSent ?? null;
+  await poll(() => stillFor(fSent, 1000), { timeout: 10_000, what: 'pub sends nothing on layer f' });
+  // Camera off: nothing at all is sent; on again: back to what the hint asks for.
+  await pub.page.click('#camera');
+  await poll(() => pub.page.getAttribute('#camera', 'data-state').then((s) => s === 'off'), { timeout: 10_000, what: 'camera off' });
+  await encodingsAre([false, false, false], 'camera off');
+  await pub.page.click('#camera');
+  await poll(() => pub.page.getAttribute('#camera', 'data-state').then((s) => s === 'on'), { timeout: 10_000, what: 'camera on' });
+  await encodingsAre([true, false, false], 'camera on again, only the low layer taken');
+  await decodesAt(small, (w) => w > 0 && w <= 320, 'small decodes pub\'s camera again once it is back on', 20_000);
+  // The tile grows again: the layers resume and the viewer gets the high one.
+  await reported(large, await setTileWidth(large.page, pub.id, 1280));
+  await encodingsAre([true, true, true], 'a 1280 px tile again');
+  await decodesAt(large, (w) => w >= 1280, 'large, grown back to 1280 px, decodes frames at least 1280 wide', 45_000);
   assertNoPageProblems(pub.page, small.page, large.page);
+});
+
+test('with ?simulcast=0 the camera goes out as one full-size layer', { timeout: 90_000 }, async (t) => {
+  if (skipWithoutChromium(t)) return;
+  const room = `single-${process.pid}`;
+  const pub = await participant(room, 'pub', { video: '1280x720', mic: 0, simulcast: 0 });
+  const viewer = await participant(room, 'viewer', { camera: 0, mic: 0 });
+  t.after(() => closeAll(pub, viewer));
+  const trackId = await poll(() => videoTrackOf(viewer.page, pub.id), { what: 'viewer receives pub\'s camera' });
+  const encodings = await pub.page.evaluate(() => window.edgeSfu.pc.getTransceivers()
+    .find((tr) => tr.sender.track?.kind === 'video').sender.getParameters().encodings);
+  assert.equal(encodings.length, 1, JSON.stringify(encodings));
+  assert.equal(encodings[0].rid, undefined);
+  assert.equal(encodings[0].scaleResolutionDownBy ?? 1, 1);
+  // Even a small tile gets the one layer there is. One VP8 stream starts at a reduced size for the browser's start
+  // bitrate and grows a step at a time (480, 640, 960, 1280 wide) as its quality scaler sees room: allow for that.
+  await setTileWidth(viewer.page, pub.id, 240);
+  await explained('single layer', [pub, viewer], () => poll(async () => (await inboundVideo(viewer.page, trackId))?.frameWidth >= 1280,
+    { timeout: 60_000, what: 'viewer decodes pub\'s camera 1280 wide' }));
+  const stats = await pub.page.evaluate(() => window.edgeSfu.requestStats());
+  const publication = stats.publishing.find((p) => p.trackId === trackId);
+  assert.equal(publication?.layers.length, 1, `pub's mediaStats: ${JSON.stringify(stats)}`);
+  assertNoPageProblems(pub.page, viewer.page);
 });
 
 test('muting the microphone stops its packets at the publisher and at the viewer; unmuting resumes them', { timeout: 90_000 }, async (t) => {
