@@ -13,9 +13,11 @@ use futures_util::{SinkExt, StreamExt};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::ChannelId;
 use str0m::format::Codec;
-use str0m::media::{Direction, MediaKind, Mid, Pt};
+use str0m::media::{
+    Direction, KeyframeRequestKind, MediaKind, Mid, Pt, Rid, Simulcast, SimulcastLayer,
+};
 use str0m::net::{Protocol, Receive, TcpType};
-use str0m::rtp::{RtpPacket, RtpWrite, Ssrc};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Ssrc};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -40,13 +42,39 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// Largest datagram the driver reads; anything longer is truncated (and then ignored by str0m).
 const RECV_BUF: usize = 2048;
 
+/// One RTP packet the caller wants sent.
+pub(crate) struct OutRtp {
+    pub track: LocalTrackId,
+    /// The simulcast layer (required for a simulcast track, refused for any other).
+    pub rid: Option<Rid>,
+    pub payload: Arc<[u8]>,
+    pub marker: bool,
+    /// RFC 6464 audio level to attach, dBov below overload (0 to 127).
+    pub level_dbov: Option<u8>,
+}
+
+impl OutRtp {
+    /// A packet without layer or audio level.
+    pub(crate) fn new(track: LocalTrackId, payload: Arc<[u8]>, marker: bool) -> Self {
+        OutRtp {
+            track,
+            rid: None,
+            payload,
+            marker,
+            level_dbov: None,
+        }
+    }
+}
+
 /// What the [`crate::Client`] handle asks the driver to do.
 pub(crate) enum Command {
     SendRtp {
-        track: LocalTrackId,
-        payload: Arc<[u8]>,
-        marker: bool,
+        rtp: OutRtp,
         reply: Option<oneshot::Sender<Result<SentRtp>>>,
+    },
+    RequestKeyframe {
+        mid: String,
+        reply: oneshot::Sender<Result<()>>,
     },
     SendChat {
         text: String,
@@ -64,6 +92,8 @@ pub(crate) enum Command {
     Publish {
         kind: TrackKind,
         source: TrackSource,
+        /// Simulcast layers, lowest first; empty for a plain track.
+        rids: Vec<Rid>,
         reply: oneshot::Sender<Result<LocalTrackId>>,
     },
     SetMuted {
@@ -103,8 +133,16 @@ struct TrackState {
     mid: Option<Mid>,
     negotiated: bool,
     pt: Option<Pt>,
-    ssrc: Option<Ssrc>,
     muted: bool,
+    /// One per simulcast layer, lowest first; a single one without a RID for a plain track.
+    layers: Vec<LayerTx>,
+}
+
+/// One RTP stream of a published track: a simulcast layer, or the whole of a plain track. Each
+/// has its own SSRC and its own sequence and timestamp numbering, as a browser's encodings do.
+struct LayerTx {
+    rid: Option<Rid>,
+    ssrc: Option<Ssrc>,
     /// Next extended sequence number (starts below 2^16: no out-of-band ROC is signalled).
     next_seq: u64,
     /// Timestamp of the current frame.
@@ -115,9 +153,27 @@ struct TrackState {
     started: bool,
 }
 
-impl TrackState {
-    fn new(id: LocalTrackId, kind: TrackKind, source: TrackSource) -> Self {
+impl LayerTx {
+    fn new(rid: Option<Rid>) -> Self {
         let r = random_u64();
+        LayerTx {
+            rid,
+            ssrc: None,
+            next_seq: r & 0x3fff,
+            timestamp: (r >> 32) as u32,
+            new_frame: true,
+            started: false,
+        }
+    }
+}
+
+impl TrackState {
+    fn new(id: LocalTrackId, kind: TrackKind, source: TrackSource, rids: &[Rid]) -> Self {
+        let layers = if rids.is_empty() {
+            vec![LayerTx::new(None)]
+        } else {
+            rids.iter().map(|r| LayerTx::new(Some(*r))).collect()
+        };
         TrackState {
             id,
             kind,
@@ -125,13 +181,14 @@ impl TrackState {
             mid: None,
             negotiated: false,
             pt: None,
-            ssrc: None,
             muted: false,
-            next_seq: r & 0x3fff,
-            timestamp: (r >> 32) as u32,
-            new_frame: true,
-            started: false,
+            layers,
         }
+    }
+
+    /// The simulcast layers' RIDs, lowest first; empty for a plain track.
+    fn rids(&self) -> Vec<Rid> {
+        self.layers.iter().filter_map(|l| l.rid).collect()
     }
 
     /// RTP clock ticks per frame: 20 ms of 48 kHz Opus, or one frame of 30 fps 90 kHz video.
@@ -149,7 +206,8 @@ impl TrackState {
             source: self.source,
             mid: self.mid.map(|m| m.to_string()),
             negotiated: self.negotiated,
-            ssrc: self.ssrc.map(|s| *s),
+            ssrc: self.layers.first().and_then(|l| l.ssrc).map(|s| *s),
+            rids: self.rids().iter().map(|r| r.to_string()).collect(),
             pt: self.pt.map(|p| *p),
             muted: self.muted,
         }
@@ -220,6 +278,8 @@ pub(crate) struct Driver {
     answers_applied: u64,
     /// Simulated loss of the network path: no datagram goes out or is read.
     media_cut: bool,
+    /// Simulated loss of incoming media only.
+    loss: LossSim,
     buf: Vec<u8>,
 }
 
@@ -258,11 +318,17 @@ impl Driver {
                 LocalTrackId(0),
                 TrackKind::Audio,
                 TrackSource::Mic,
+                &[],
             ));
         }
         if config.video {
             let id = LocalTrackId(tracks.len() as u32);
-            tracks.push(TrackState::new(id, TrackKind::Video, TrackSource::Camera));
+            tracks.push(TrackState::new(
+                id,
+                TrackKind::Video,
+                TrackSource::Camera,
+                &[],
+            ));
         }
 
         let (ws_tx, ws_rx) = ws.split();
@@ -296,6 +362,7 @@ impl Driver {
             remote_offers: 0,
             answers_applied: 0,
             media_cut: false,
+            loss: LossSim::new(config.drop_incoming_rtp_percent),
             buf: vec![0; RECV_BUF],
         };
         driver.publish_status();
@@ -436,6 +503,10 @@ impl Driver {
             return;
         }
         self.counters.udp_in.fetch_add(1, Ordering::Relaxed);
+        if is_srtp_media(contents) && self.loss.drop_next() {
+            self.counters.media_dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         let receive = match Receive::new(proto, source, destination, contents) {
             Ok(r) => r,
             Err(e) => {
@@ -507,10 +578,14 @@ impl Driver {
                 }
             }
             Event::RtpPacket(packet) => self.on_rtp(packet),
-            Event::KeyframeRequest(_) => {
+            Event::KeyframeRequest(req) => {
                 self.counters
                     .keyframe_requests
                     .fetch_add(1, Ordering::Relaxed);
+                self.emit(ClientEvent::KeyframeRequest {
+                    mid: req.mid.to_string(),
+                    rid: req.rid.map(|r| r.to_string()),
+                });
             }
             Event::Closed => {
                 self.ice_connected = false;
@@ -764,30 +839,26 @@ impl Driver {
         }
     }
 
-    /// After an answer: find the track's SSRC and negotiated payload type.
+    /// After an answer: find the track's SSRCs (one per layer) and negotiated payload type.
     fn resolve_track(&mut self, i: usize) {
-        let Some(t) = self.tracks.get(i) else {
+        let Some(t) = self.tracks.get_mut(i) else {
             return;
         };
         let Some(mid) = t.mid else {
             return;
         };
-        let kind = t.kind;
-        let pt = negotiated_pt(&self.rtc, mid, kind);
-        let ssrc = self
-            .rtc
-            .direct_api()
-            .stream_tx_by_mid(mid, None)
-            .map(|s| s.ssrc());
-        if let Some(t) = self.tracks.get_mut(i) {
-            t.pt = pt;
-            t.ssrc = ssrc;
-            t.negotiated = pt.is_some() && ssrc.is_some();
-            if !t.negotiated {
-                warn!(
-                    "track {mid} negotiated without a usable codec or stream (pt {pt:?}, ssrc {ssrc:?})"
-                );
-            }
+        let pt = negotiated_pt(&self.rtc, mid, t.kind);
+        let mut api = self.rtc.direct_api();
+        for layer in &mut t.layers {
+            layer.ssrc = api.stream_tx_by_mid(mid, layer.rid).map(|s| s.ssrc());
+        }
+        t.pt = pt;
+        t.negotiated = pt.is_some() && t.layers.iter().all(|l| l.ssrc.is_some());
+        if !t.negotiated {
+            let ssrcs: Vec<Option<Ssrc>> = t.layers.iter().map(|l| l.ssrc).collect();
+            warn!(
+                "track {mid} negotiated without a usable codec or stream (pt {pt:?}, ssrcs {ssrcs:?})"
+            );
         }
     }
 
@@ -813,12 +884,20 @@ impl Driver {
                 TrackKind::Video => MediaKind::Video,
             };
             let track_label = format!("track-{}", t.id.0);
+            let rids = t.rids();
+            let simulcast = (!rids.is_empty()).then(|| {
+                let mut simulcast = Simulcast::new();
+                for rid in &rids {
+                    simulcast.add_send_layer(SimulcastLayer::new(rid));
+                }
+                simulcast
+            });
             let mid = api.add_media(
                 media_kind,
                 Direction::SendOnly,
                 Some(stream_id.clone()),
                 Some(track_label),
-                None,
+                simulcast,
             );
             t.mid = Some(mid);
         }
@@ -860,13 +939,8 @@ impl Driver {
 
     async fn on_command(&mut self, cmd: Command) -> Result<Option<End>> {
         match cmd {
-            Command::SendRtp {
-                track,
-                payload,
-                marker,
-                reply,
-            } => {
-                let result = self.write_rtp(track, payload, marker);
+            Command::SendRtp { rtp, reply } => {
+                let result = self.write_rtp(rtp);
                 // str0m sends a written packet only when fed time; without this it waits for the
                 // next timer and every measured latency carries that wait.
                 if let Err(e) = self.rtc.handle_input(Input::Timeout(Instant::now())) {
@@ -878,6 +952,15 @@ impl Driver {
                 } else if let Err(e) = result {
                     debug!("queued rtp not sent: {e}");
                 }
+            }
+            Command::RequestKeyframe { mid, reply } => {
+                let result = self.request_keyframe(&mid);
+                // As for RTP: the PLI goes out when str0m is fed time.
+                if let Err(e) = self.rtc.handle_input(Input::Timeout(Instant::now())) {
+                    debug!("session refused time: {e}");
+                }
+                self.drain().await?;
+                let _ = reply.send(result);
             }
             Command::SendChat { text, reply } => {
                 let result = match serde_json::to_vec(&ChatIn { text }) {
@@ -907,10 +990,11 @@ impl Driver {
             Command::Publish {
                 kind,
                 source,
+                rids,
                 reply,
             } => {
                 let id = LocalTrackId(self.tracks.len() as u32);
-                self.tracks.push(TrackState::new(id, kind, source));
+                self.tracks.push(TrackState::new(id, kind, source, &rids));
                 self.publish_status();
                 self.maybe_offer().await?;
                 let _ = reply.send(Ok(id));
@@ -937,12 +1021,14 @@ impl Driver {
         Ok(None)
     }
 
-    fn write_rtp(
-        &mut self,
-        track: LocalTrackId,
-        payload: Arc<[u8]>,
-        marker: bool,
-    ) -> Result<SentRtp> {
+    fn write_rtp(&mut self, rtp: OutRtp) -> Result<SentRtp> {
+        let OutRtp {
+            track,
+            rid,
+            payload,
+            marker,
+            level_dbov,
+        } = rtp;
         let t = self
             .tracks
             .iter_mut()
@@ -951,33 +1037,63 @@ impl Driver {
         let (Some(mid), Some(pt), true) = (t.mid, t.pt, t.negotiated) else {
             return Err(ClientError::NotNegotiated(track.0));
         };
-        if t.started && t.new_frame {
-            t.timestamp = t.timestamp.wrapping_add(t.frame_ticks());
-        }
-        let seq = t.next_seq;
-        let timestamp = t.timestamp;
+        let frame_ticks = t.frame_ticks();
         let nackable = t.kind == TrackKind::Video;
+        let layer = t.layers.iter_mut().find(|l| l.rid == rid).ok_or_else(|| {
+            ClientError::UnknownLayer {
+                track: track.0,
+                rid: rid.map(|r| r.to_string()),
+            }
+        })?;
+        if layer.started && layer.new_frame {
+            layer.timestamp = layer.timestamp.wrapping_add(frame_ticks);
+        }
+        let seq = layer.next_seq;
+        let timestamp = layer.timestamp;
         let mut api = self.rtc.direct_api();
         let stream = api
-            .stream_tx_by_mid(mid, None)
+            .stream_tx_by_mid(mid, rid)
             .ok_or(ClientError::NotNegotiated(track.0))?;
         let ssrc = stream.ssrc();
-        stream.write_rtp(
-            RtpWrite::new(pt, seq.into(), timestamp, Instant::now(), payload)
-                .marker(marker)
-                .nackable(nackable),
-        );
-        t.next_seq += 1;
-        t.started = true;
-        t.new_frame = marker;
+        let mut write = RtpWrite::new(pt, seq.into(), timestamp, Instant::now(), payload)
+            .marker(marker)
+            .nackable(nackable);
+        if let Some(level) = level_dbov {
+            // RFC 6464 carries the level as -dBov; 127 is silence.
+            let level = level.min(127);
+            write = write.ext_vals(ExtensionValues {
+                audio_level: Some(-(level as i8)),
+                voice_activity: Some(level < 50),
+                ..ExtensionValues::default()
+            });
+        }
+        stream.write_rtp(write);
+        layer.next_seq += 1;
+        layer.started = true;
+        layer.new_frame = marker;
         self.counters.rtp_sent.fetch_add(1, Ordering::Relaxed);
         Ok(SentRtp {
             mid: mid.to_string(),
+            rid: rid.map(|r| r.to_string()),
             ssrc: *ssrc,
             seq: seq as u16,
             timestamp,
             pt: *pt,
         })
+    }
+
+    /// Queues a PLI for the track received on `mid`.
+    fn request_keyframe(&mut self, mid: &str) -> Result<()> {
+        let m = Mid::from(mid);
+        if !self.remote.contains_key(&m) {
+            return Err(ClientError::UnknownRemoteTrack(mid.to_string()));
+        }
+        let mut api = self.rtc.direct_api();
+        let stream = api
+            .stream_rx_by_mid(m, None)
+            .ok_or_else(|| ClientError::UnknownRemoteTrack(mid.to_string()))?;
+        stream.request_keyframe(KeyframeRequestKind::Pli);
+        Ok(())
     }
 
     fn write_channel(&mut self, data: &[u8], binary: bool) -> Result<()> {
@@ -1111,6 +1227,45 @@ fn negotiated_pt(rtc: &Rtc, mid: Mid, kind: TrackKind) -> Option<Pt> {
             .iter()
             .any(|p| p.pt() == *pt && p.spec().codec == want)
     })
+}
+
+/// Whether a datagram is SRTP media rather than STUN, DTLS or SRTCP (RFC 7983 demultiplexing:
+/// RTP and RTCP start with 128 to 191; RFC 5761: RTCP packet types 192 to 223 sit where RTP's
+/// marker bit and payload type are).
+fn is_srtp_media(datagram: &[u8]) -> bool {
+    match datagram {
+        [first, second, ..] => (128..=191).contains(first) && !(192..=223).contains(second),
+        _ => false,
+    }
+}
+
+/// Simulated loss of incoming media: a fixed-seed xorshift generator, so every run of a test
+/// loses the same share of packets in the same pattern (given the same arrival order).
+struct LossSim {
+    percent: u8,
+    state: u64,
+}
+
+impl LossSim {
+    fn new(percent: u8) -> Self {
+        LossSim {
+            percent: percent.min(100),
+            state: 0x9e37_79b9_7f4a_7c15,
+        }
+    }
+
+    /// Whether to drop the next media datagram.
+    fn drop_next(&mut self) -> bool {
+        if self.percent == 0 {
+            return false;
+        }
+        let mut x = self.state;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.state = x;
+        x % 100 < u64::from(self.percent)
+    }
 }
 
 /// A random number without a dependency: std's per-process random hash keys.

@@ -40,6 +40,21 @@ pub enum ClientError {
     /// The track exists but its m-line is not negotiated with the SFU yet.
     #[error("local track {0} is not negotiated yet")]
     NotNegotiated(u32),
+    /// The track has no simulcast layer with this RID (a simulcast track needs one on every
+    /// packet, a track without simulcast takes none).
+    #[error("local track {track} has no layer {rid:?}")]
+    UnknownLayer {
+        /// The track.
+        track: u32,
+        /// The RID asked for (`None`: the packet named no layer).
+        rid: Option<String>,
+    },
+    /// This client receives no track on that m-line.
+    #[error("no received track on m-line {0:?}")]
+    UnknownRemoteTrack(String),
+    /// An argument the caller chose is unusable (say, a RID str0m cannot carry).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
     /// The `chat` data channel is not open (yet).
     #[error("the chat data channel is not open")]
     ChannelNotOpen,

@@ -10,7 +10,10 @@
 //! talks to it over channels (methods that need the driver are `async`; state and counters are read
 //! without a round trip). Media is written at the RTP level
 //! ([`Client::send_rtp`]): the caller chooses the payload and the marker bit, the client assigns
-//! consecutive sequence numbers, timestamps and the negotiated payload type.
+//! consecutive sequence numbers, timestamps and the negotiated payload type. A simulcast track
+//! ([`Client::publish_simulcast`]) sends each layer as its own RTP stream
+//! ([`Client::send_rtp_layer`]), and audio can carry an RFC 6464 level
+//! ([`Client::send_rtp_with_level`]) for the SFU's active-speaker detection.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), sfu_client::ClientError> {
@@ -67,7 +70,7 @@ pub use sfu_core::protocol::{
     TrackInfo, TrackKind, TrackMapping, TrackSource, PROTOCOL_VERSION,
 };
 
-use driver::{Command, Driver};
+use driver::{Command, Driver, OutRtp};
 
 /// How to reach the SFU and what to publish.
 #[derive(Debug, Clone)]
@@ -103,6 +106,11 @@ pub struct ClientConfig {
     /// Reach the SFU over ICE-TCP only: the one local candidate is an active TCP candidate (on
     /// `bind_addr`'s IP), as a browser whose UDP is blocked ends up using.
     pub ice_tcp: bool,
+    /// Percent (0 to 100) of incoming SRTP media datagrams thrown away before str0m sees them,
+    /// chosen by a fixed-seed generator so a run is repeatable. For tests of loss recovery: str0m
+    /// NACKs what is missing and the SFU resends it. STUN, DTLS and RTCP always get through, so
+    /// the session itself stays healthy. Counted in [`Counters::media_dropped`].
+    pub drop_incoming_rtp_percent: u8,
 }
 
 impl ClientConfig {
@@ -124,6 +132,7 @@ impl ClientConfig {
             event_capacity: 65_536,
             deliver_rtp: true,
             ice_tcp: false,
+            drop_incoming_rtp_percent: 0,
         }
     }
 
@@ -168,6 +177,13 @@ impl ClientConfig {
         self.deliver_rtp = on;
         self
     }
+
+    /// Simulate loss on the way in: drop this percent (capped at 100) of the incoming SRTP media
+    /// datagrams; see [`ClientConfig::drop_incoming_rtp_percent`].
+    pub fn drop_incoming_rtp_percent(mut self, percent: u8) -> Self {
+        self.drop_incoming_rtp_percent = percent.min(100);
+        self
+    }
 }
 
 /// Identifies a track this client publishes (stable across renegotiations, unlike the mid).
@@ -187,8 +203,10 @@ pub struct LocalTrack {
     pub mid: Option<String>,
     /// Whether the SFU answered the offer carrying it; only then can RTP be sent.
     pub negotiated: bool,
-    /// The SSRC the client sends with, once negotiated.
+    /// The SSRC the client sends with, once negotiated (of the first layer, for simulcast).
     pub ssrc: Option<u32>,
+    /// The simulcast layers' RIDs, lowest first as offered; empty without simulcast.
+    pub rids: Vec<String>,
     /// The negotiated payload type, once negotiated.
     pub pt: Option<u8>,
     /// Whether the SFU was told the track is muted.
@@ -274,6 +292,8 @@ pub struct ReceivedRtp {
 pub struct SentRtp {
     /// The m-line.
     pub mid: String,
+    /// The simulcast layer it went on, if the track has layers.
+    pub rid: Option<String>,
     /// The SSRC.
     pub ssrc: u32,
     /// The 16-bit sequence number.
@@ -365,6 +385,14 @@ pub enum ClientEvent {
     },
     /// The answer to a `getStats`.
     MediaStats(MediaStats),
+    /// The SFU asked for a keyframe (PLI or FIR) of a published video track; also counted in
+    /// [`Counters::keyframe_requests`]. A sender answers with a keyframe on that layer.
+    KeyframeRequest {
+        /// The mid of the sending m-line.
+        mid: String,
+        /// The simulcast layer asked for (`None` without simulcast).
+        rid: Option<String>,
+    },
     /// The SFU sent an `error` message.
     ServerError {
         /// The protocol error code.
@@ -397,6 +425,8 @@ pub struct Counters {
     pub keyframe_requests: u64,
     /// Times an own offer was rolled back because of glare.
     pub glare: u64,
+    /// Incoming media datagrams dropped on purpose ([`ClientConfig::drop_incoming_rtp_percent`]).
+    pub media_dropped: u64,
 }
 
 #[derive(Debug, Default)]
@@ -409,6 +439,7 @@ pub(crate) struct SharedCounters {
     pub events_dropped: AtomicU64,
     pub keyframe_requests: AtomicU64,
     pub glare: AtomicU64,
+    pub media_dropped: AtomicU64,
 }
 
 impl SharedCounters {
@@ -423,6 +454,7 @@ impl SharedCounters {
             events_dropped: l(&self.events_dropped),
             keyframe_requests: l(&self.keyframe_requests),
             glare: l(&self.glare),
+            media_dropped: l(&self.media_dropped),
         }
     }
 }
@@ -697,22 +729,15 @@ impl Client {
     /// Sends one RTP packet on a published, negotiated track and returns what went out. The client
     /// picks the next sequence number, advances the timestamp by one frame (20 ms of Opus, or one
     /// 30 fps VP8 frame) whenever the previous packet of the track had the marker bit, and uses the
-    /// negotiated payload type.
+    /// negotiated payload type. A simulcast track needs [`Client::send_rtp_layer`] instead.
     pub async fn send_rtp(
         &self,
         track: LocalTrackId,
         payload: impl Into<Arc<[u8]>>,
         marker: bool,
     ) -> Result<SentRtp> {
-        let (reply, rx) = oneshot::channel();
-        self.command(Command::SendRtp {
-            track,
-            payload: payload.into(),
-            marker,
-            reply: Some(reply),
-        })
-        .await?;
-        rx.await.map_err(|_| ClientError::Closed)?
+        self.send_out(OutRtp::new(track, payload.into(), marker))
+            .await
     }
 
     /// Like [`Client::send_rtp`] without waiting for the result (for load generation): fails only
@@ -724,17 +749,81 @@ impl Client {
         payload: impl Into<Arc<[u8]>>,
         marker: bool,
     ) -> Result<()> {
+        self.queue_out(OutRtp::new(track, payload.into(), marker))
+    }
+
+    /// Sends one RTP packet on simulcast layer `rid` of a track published with
+    /// [`Client::publish_simulcast`]. Each layer is its own RTP stream, as a browser sends them: its
+    /// own SSRC, sequence numbers and timestamps, numbered as [`Client::send_rtp`] numbers a track.
+    pub async fn send_rtp_layer(
+        &self,
+        track: LocalTrackId,
+        rid: &str,
+        payload: impl Into<Arc<[u8]>>,
+        marker: bool,
+    ) -> Result<SentRtp> {
+        let mut rtp = OutRtp::new(track, payload.into(), marker);
+        rtp.rid = Some(str0m::media::Rid::from(rid));
+        self.send_out(rtp).await
+    }
+
+    /// Like [`Client::send_rtp_layer`] without waiting for the result, as [`Client::queue_rtp`].
+    pub fn queue_rtp_layer(
+        &self,
+        track: LocalTrackId,
+        rid: &str,
+        payload: impl Into<Arc<[u8]>>,
+        marker: bool,
+    ) -> Result<()> {
+        let mut rtp = OutRtp::new(track, payload.into(), marker);
+        rtp.rid = Some(str0m::media::Rid::from(rid));
+        self.queue_out(rtp)
+    }
+
+    /// Like [`Client::send_rtp`], with an RFC 6464 audio level header extension: `level_dbov` is
+    /// the level below overload (0 loudest, 127 silence; larger values are taken as 127), and the
+    /// voice activity flag is set below 50 dBov. The SFU's active-speaker detection reads it.
+    pub async fn send_rtp_with_level(
+        &self,
+        track: LocalTrackId,
+        payload: impl Into<Arc<[u8]>>,
+        marker: bool,
+        level_dbov: u8,
+    ) -> Result<SentRtp> {
+        let mut rtp = OutRtp::new(track, payload.into(), marker);
+        rtp.level_dbov = Some(level_dbov.min(127));
+        self.send_out(rtp).await
+    }
+
+    async fn send_out(&self, rtp: OutRtp) -> Result<SentRtp> {
+        let (reply, rx) = oneshot::channel();
+        self.command(Command::SendRtp {
+            rtp,
+            reply: Some(reply),
+        })
+        .await?;
+        rx.await.map_err(|_| ClientError::Closed)?
+    }
+
+    fn queue_out(&self, rtp: OutRtp) -> Result<()> {
         self.cmd
-            .try_send(Command::SendRtp {
-                track,
-                payload: payload.into(),
-                marker,
-                reply: None,
-            })
+            .try_send(Command::SendRtp { rtp, reply: None })
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => ClientError::QueueFull,
                 mpsc::error::TrySendError::Closed(_) => ClientError::Closed,
             })
+    }
+
+    /// Asks the SFU for a keyframe of the track received on m-line `mid` (sends a PLI), as a
+    /// decoder that lost its reference does.
+    pub async fn request_keyframe(&self, mid: &str) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.command(Command::RequestKeyframe {
+            mid: mid.to_string(),
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| ClientError::Closed)?
     }
 
     /// Sends a chat line on the `chat` data channel (`{"text": ...}`).
@@ -781,6 +870,41 @@ impl Client {
         self.command(Command::Publish {
             kind,
             source,
+            rids: Vec::new(),
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| ClientError::Closed)?
+    }
+
+    /// Publishes a simulcast VP8 track whose layers are `rids`, lowest first (the order of the
+    /// offer's `a=simulcast:send` line, which the SFU takes as the quality order). Each RID is 1
+    /// to 8 ASCII letters or digits, all distinct. Send on a layer with
+    /// [`Client::send_rtp_layer`].
+    pub async fn publish_simulcast(
+        &self,
+        source: TrackSource,
+        rids: &[&str],
+    ) -> Result<LocalTrackId> {
+        if rids.is_empty() {
+            return Err(ClientError::InvalidArgument(
+                "a simulcast track needs at least one rid".into(),
+            ));
+        }
+        for (i, rid) in rids.iter().enumerate() {
+            let usable =
+                (1..=8).contains(&rid.len()) && rid.chars().all(|c| c.is_ascii_alphanumeric());
+            if !usable || rids[..i].contains(rid) {
+                return Err(ClientError::InvalidArgument(format!(
+                    "rid {rid:?}: rids are 1 to 8 ascii letters or digits, all distinct"
+                )));
+            }
+        }
+        let (reply, rx) = oneshot::channel();
+        self.command(Command::Publish {
+            kind: TrackKind::Video,
+            source,
+            rids: rids.iter().map(|r| str0m::media::Rid::from(*r)).collect(),
             reply,
         })
         .await?;

@@ -196,7 +196,7 @@ impl Core {
             self.publish(now, id, mid);
         }
         for (mid, muted) in mute_changes {
-            self.announce_mute(id, mid, muted);
+            self.announce_mute(now, id, mid, muted);
         }
     }
 
@@ -284,7 +284,7 @@ impl Core {
         }
     }
 
-    pub(super) fn on_mute(&mut self, id: PeerId, mid: &str, muted: bool) {
+    pub(super) fn on_mute(&mut self, now: Instant, id: PeerId, mid: &str, muted: bool) {
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
@@ -292,7 +292,7 @@ impl Core {
         match peer.publication_mut(mid) {
             Some(p) if p.muted != muted => {
                 p.muted = muted;
-                self.announce_mute(id, mid, muted);
+                self.announce_mute(now, id, mid, muted);
             }
             Some(_) => {}
             None => self.error(
@@ -303,12 +303,15 @@ impl Core {
         }
     }
 
-    pub(super) fn announce_mute(&mut self, id: PeerId, mid: Mid, muted: bool) {
+    /// Tells the room a track was muted or unmuted, and pauses or resumes its legs.
+    pub(super) fn announce_mute(&mut self, now: Instant, id: PeerId, mid: Mid, muted: bool) {
         let Some(room) = self.peers.get(&id).map(|p| p.room.clone()) else {
             return;
         };
-        let track_id = TrackKey { peer: id, mid }.id();
+        let key = TrackKey { peer: id, mid };
+        let track_id = key.id();
         for other in self.room_members_except(&room, id) {
+            self.mute_legs(now, other, key, muted);
             self.signal(
                 other,
                 ServerMessage::TrackMuted {

@@ -196,7 +196,7 @@ impl Core {
             ClientMessage::Offer { sdp, tracks } => self.on_offer(now, peer, &sdp, tracks),
             ClientMessage::Answer { sdp } => self.on_answer(now, peer, &sdp),
             ClientMessage::Candidate { candidate } => self.on_candidate(peer, &candidate),
-            ClientMessage::Mute { mid, muted } => self.on_mute(peer, &mid, muted),
+            ClientMessage::Mute { mid, muted } => self.on_mute(now, peer, &mid, muted),
             ClientMessage::TileSize {
                 track_id,
                 width,

@@ -71,11 +71,43 @@ impl Core {
             .find(|s| s.wanted && s.source.id() == track_id)
         else {
             // Not an error: a resize can race the track's removal.
-            debug!(peer = id, track = track_id, "tile size for a track not received");
+            debug!(
+                peer = id,
+                track = track_id,
+                "tile size for a track not received"
+            );
             return;
         };
         leg.tile = Some((width.min(MAX_TILE_SIDE), height.min(MAX_TILE_SIDE)));
         self.reallocate(now, id);
+    }
+
+    /// Pauses (`muted`) or resumes `subscriber`'s legs of `key`. Whatever was not forwarded in
+    /// between leaves no gap in the leg's numbering, and a video leg resumes at a keyframe.
+    pub(super) fn mute_legs(
+        &mut self,
+        now: Instant,
+        subscriber: PeerId,
+        key: TrackKey,
+        muted: bool,
+    ) {
+        let Some(peer) = self.peers.get_mut(&subscriber) else {
+            return;
+        };
+        let mut video = false;
+        for leg in peer.subscriptions.iter_mut().filter(|s| s.source == key) {
+            leg.rewriter.resync();
+            leg.vp8_ids.resync();
+            if leg.kind == MediaKind::Video {
+                video = true;
+                if muted {
+                    leg.selector.set_target(None);
+                }
+            }
+        }
+        if video && !muted {
+            self.reallocate(now, subscriber);
+        }
     }
 
     /// The subscriber's session has a new bandwidth estimate.
