@@ -996,12 +996,18 @@ async fn a_stopped_top_layer_falls_back_to_the_middle_and_comes_back() {
         &video,
         Duration::from_secs(10),
         "the large viewer to fall back to layer 1",
-        |vs| vs[2].video_of(&video).any(|g| g.layer() == Some(1)),
+        // It may have started on layer 1 before the top layer's rate was known: only packets
+        // sent after the stop count.
+        |vs| {
+            vs[2]
+                .video_of(&video)
+                .any(|g| g.layer() == Some(1) && g.frame >= barrier)
+        },
     )
     .await;
     let fallback = viewers[2]
         .video_of(&video)
-        .find(|g| g.layer() == Some(1))
+        .find(|g| g.layer() == Some(1) && g.frame >= barrier)
         .cloned()
         .expect("a layer-1 packet");
     println!(
@@ -1021,7 +1027,13 @@ async fn a_stopped_top_layer_falls_back_to_the_middle_and_comes_back() {
         &video,
         Duration::from_secs(5),
         "the large viewer to receive 10 packets of layer 1",
-        |vs| vs[2].layer_counts(&video)[1] >= 10,
+        |vs| {
+            vs[2]
+                .video_of(&video)
+                .filter(|g| g.layer() == Some(1) && g.frame >= barrier)
+                .count()
+                >= 10
+        },
     )
     .await;
     let resume = Instant::now();

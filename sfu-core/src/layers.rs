@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use str0m::media::Rid;
 
-use crate::rate::RateMeter;
+use crate::rate::{RateMeter, RATE_WINDOW};
 use crate::wire::Keyframe;
 
 /// Most simulcast layers of one track (browsers send at most three; RFC 8853 allows more, the
@@ -27,6 +27,8 @@ pub struct Layer {
     pub rate: RateMeter,
     /// When its last packet arrived.
     pub last_packet: Option<Instant>,
+    /// When it started sending (again) after being stopped.
+    active_since: Option<Instant>,
     /// Picture size from its last keyframe, when the codec carries it.
     pub size: Option<(u16, u16)>,
     /// When a keyframe was last asked of it.
@@ -123,6 +125,12 @@ impl TrackLayers {
         let Some(layer) = self.layers.get_mut(usize::from(index)) else {
             return;
         };
+        let resumed = layer
+            .last_packet
+            .is_none_or(|t| now.saturating_duration_since(t) >= LAYER_TIMEOUT);
+        if resumed {
+            layer.active_since = Some(now);
+        }
         layer.rate.add(now, bytes);
         layer.last_packet = Some(now);
         if let Some(Keyframe {
@@ -139,6 +147,16 @@ impl TrackLayers {
         self.get(index)
             .and_then(|l| l.last_packet)
             .is_some_and(|t| now.saturating_duration_since(t) < LAYER_TIMEOUT)
+    }
+
+    /// Whether layer `index` has been sending for longer than the rate window, so its measured
+    /// rate is its real one.
+    pub fn is_settled(&self, index: u8, now: Instant) -> bool {
+        self.is_active(index, now)
+            && self
+                .get(index)
+                .and_then(|l| l.active_since)
+                .is_some_and(|t| now.saturating_duration_since(t) > RATE_WINDOW)
     }
 
     /// Layer `index`'s rate over the last second, bits per second.
@@ -275,5 +293,14 @@ mod tests {
         layers.on_packet(1, t0, 1000, None);
         assert!(layers.is_active(1, t0 + Duration::from_millis(500)));
         assert!(!layers.is_active(1, t0 + LAYER_TIMEOUT));
+        // Settled once it has sent for a whole rate window; a restart starts over.
+        for ms in (0..=1500).step_by(100) {
+            layers.on_packet(2, t0 + Duration::from_millis(ms), 1000, None);
+        }
+        assert!(!layers.is_settled(2, t0 + Duration::from_millis(900)));
+        assert!(layers.is_settled(2, t0 + Duration::from_millis(1500)));
+        let later = t0 + Duration::from_secs(5);
+        layers.on_packet(2, later, 1000, None);
+        assert!(!layers.is_settled(2, later + Duration::from_millis(100)));
     }
 }

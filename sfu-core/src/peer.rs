@@ -92,6 +92,10 @@ pub struct Bandwidth {
     pub allocated: u64,
     /// The (minimum, desired) rates last handed to the estimator, so it is told only changes.
     pub requested: (u64, u64),
+    /// Added to the desired rate to ask the estimator for another probe (see `PROBE_RETRY`).
+    pub probe_nudge: u64,
+    /// When another probe was last asked for.
+    pub probe_requested: Option<Instant>,
 }
 
 impl Peer {
@@ -307,6 +311,15 @@ impl Peer {
         if applied {
             self.subscriptions
                 .retain(|s| !matches!(s.state, LegState::Stopping(_)));
+            // The SFU sets each leg's rate by the layer it picks. A pacer queue in front of a
+            // congested link would hold seconds of the old layer and delay the downgrade that
+            // relieves it, so forwarded media leaves unpaced (str0m paces only probes and padding).
+            let mut api = self.rtc.direct_api();
+            for sub in &self.subscriptions {
+                if let Some(tx) = sub.open_mid().and_then(|m| api.stream_tx_by_mid(m, None)) {
+                    tx.set_unpaced(true);
+                }
+            }
         }
         result.map(|()| opened)
     }

@@ -7,7 +7,11 @@ use std::time::{Duration, Instant};
 /// Buckets in the window.
 const BUCKETS: usize = 10;
 /// Width of one bucket; the window is `BUCKETS` of them (one second).
-const BUCKET: Duration = Duration::from_millis(100);
+const BUCKET: Duration = Duration::from_millis(BUCKET_MS);
+const BUCKET_MS: u64 = 100;
+
+/// The span a rate is measured over.
+pub const RATE_WINDOW: Duration = Duration::from_millis(BUCKET_MS * BUCKETS as u64);
 
 /// Bytes seen over the last second, in 100 ms buckets.
 #[derive(Debug, Clone, Default)]

@@ -45,6 +45,15 @@ impl LayerSelector {
         changed
     }
 
+    /// Stops forwarding the current layer before the target's keyframe arrives: for a downgrade
+    /// forced by the link, where every packet more of the old layer deepens the congestion that
+    /// delays the keyframe the switch waits for.
+    pub fn drop_current(&mut self) {
+        if self.awaits_keyframe() {
+            self.current = None;
+        }
+    }
+
     /// Decides on one packet of `layer` (`keyframe`: it starts a keyframe): true to forward it.
     /// Returns `Switch` when this packet is the first of a new layer (the caller resyncs the
     /// sequence and timestamp rewriting).
@@ -99,6 +108,20 @@ mod tests {
         assert_eq!(s.current(), Some(0));
         assert_eq!(s.switches, 2);
         assert!(!s.set_target(Some(0)));
+    }
+
+    #[test]
+    fn a_forced_downgrade_drops_the_old_layer_at_once() {
+        let mut s = LayerSelector::new();
+        s.set_target(Some(2));
+        s.on_packet(2, true);
+        s.set_target(Some(0));
+        s.drop_current();
+        assert_eq!(s.on_packet(2, false), Decision::Drop);
+        assert_eq!(s.on_packet(0, true), Decision::Switch);
+        // Without a pending switch there is nothing to drop.
+        s.drop_current();
+        assert_eq!(s.on_packet(0, false), Decision::Forward);
     }
 
     #[test]

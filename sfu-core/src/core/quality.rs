@@ -23,12 +23,22 @@ const BUDGET_PERCENT: u64 = 95;
 /// A layer nobody took for this long is paused at the publisher (with a `layerHint`); a layer
 /// wanted again is resumed at once.
 const HINT_HOLD: Duration = Duration::from_secs(2);
-/// A leg still waiting for the keyframe of its target asks again after this long (a PLI can be
-/// lost too).
-const KEYFRAME_RETRY: Duration = Duration::from_secs(1);
+/// A leg still waiting for the keyframe of its target asks again after this long. A PLI can be
+/// lost, and Chrome ignores a keyframe request that comes within 300 ms of the previous one for
+/// the same encoder, whichever simulcast layer each asked for: a downgrade in two steps (top to
+/// middle, then to low) would otherwise wait a whole retry for its second keyframe.
+const KEYFRAME_RETRY: Duration = Duration::from_millis(400);
 /// The estimator is told new (minimum, desired) rates only when one moved by more than this
 /// (percent).
 const REQUEST_CHANGE_PERCENT: u64 = 5;
+/// While the estimate is short of the desired rate, the estimator is asked to probe again this
+/// often.
+const PROBE_RETRY: Duration = Duration::from_secs(3);
+/// How much each of those requests raises the desired rate (an increase is what asks for a
+/// probe).
+const PROBE_NUDGE_BPS: u64 = 1000;
+/// The nudges wrap after this many.
+const PROBE_NUDGE_WRAP: u64 = 50;
 /// Largest tile side taken from a client (larger reports are clamped).
 const MAX_TILE_SIDE: u32 = 16_384;
 
@@ -117,7 +127,16 @@ impl Core {
         };
         let bw = &mut peer.bandwidth;
         match kind {
-            BweKind::Twcc { estimate, .. } => {
+            BweKind::Twcc {
+                estimate,
+                can_probe,
+            } => {
+                debug!(
+                    peer = id,
+                    estimate = estimate.as_u64(),
+                    can_probe,
+                    "bandwidth estimate"
+                );
                 bw.estimate = Some(estimate.as_u64());
                 bw.from_twcc = true;
             }
@@ -230,9 +249,16 @@ impl Core {
             let priority = leg
                 .tile
                 .map_or(u64::MAX, |(w, h)| u64::from(w) * u64::from(h));
-            let rate_of = |l: u8| match layers.bps(l, now) {
-                0 => assumed_bps(l, layers.count()),
-                r => r,
+            // A layer that just (re)started is still ramping up: until its rate is measured over
+            // a whole window it counts at least at the rate such a layer usually settles at, or
+            // the allocation would take it cheaply and drop it a second later.
+            let rate_of = |l: u8| {
+                let measured = layers.bps(l, now);
+                if layers.is_settled(l, now) && measured > 0 {
+                    measured
+                } else {
+                    measured.max(assumed_bps(l, layers.count()))
+                }
             };
             let n = layers.count() as u8;
             demands.push(Demand {
@@ -298,6 +324,12 @@ impl Core {
             };
             let before = leg.selector.target();
             let changed = leg.selector.set_target(*target);
+            // Down while the tile still wants the current layer: the link cannot carry it.
+            let forced = matches!((*target, leg.selector.current(), d.actual.wanted),
+                (Some(t), Some(c), Some(w)) if t < c && w >= c);
+            if changed && forced {
+                leg.selector.drop_current();
+            }
             if changed {
                 info!(
                     subscriber = id,
@@ -325,12 +357,40 @@ impl Core {
             }
         }
         peer.bandwidth.allocated = allocated;
-        let desired = desired + audio_bps;
-        let minimum =
-            (allocated + audio_bps + next_step * (100 + UPGRADE_HEADROOM) / 100).min(desired);
-        let (old_min, old_desired) = peer.bandwidth.requested;
-        if moved(old_min, minimum) || moved(old_desired, desired) {
-            peer.bandwidth.requested = (minimum, desired);
+        // What the estimate must reach for the allocation to take these rates: the budget is a
+        // share of the estimate, and an upgrade needs its headroom on top. Probing stops at
+        // `desired`, so without the headroom the top layer would never be reached.
+        let estimate_for = |video: u64| video * 100 / BUDGET_PERCENT + audio_bps;
+        let desired = estimate_for(desired * (100 + UPGRADE_HEADROOM) / 100);
+        // Padding toward the next upgrade, if there is one; otherwise media alone.
+        let minimum = match next_step {
+            0 => allocated + audio_bps,
+            step => estimate_for(allocated + step * (100 + UPGRADE_HEADROOM) / 100),
+        }
+        .min(desired);
+        let bw = &mut peer.bandwidth;
+        let (old_min, old_desired) = bw.requested;
+        // str0m probes when the desired rate goes up, not when it stays: while the estimate is
+        // short of it, nudge it up a little now and then so the estimator probes again (a probe
+        // asked for during its start-up or under congestion is skipped).
+        let short = estimate.is_some_and(|e| e < desired);
+        let nudge = short && bw.probe_requested.is_none_or(|t| now >= t + PROBE_RETRY);
+        if moved(old_min, minimum)
+            || moved(old_desired.saturating_sub(bw.probe_nudge), desired)
+            || nudge
+        {
+            // Bounded: wrapping to 0 skips one probe, the next nudge goes up again.
+            bw.probe_nudge = if nudge {
+                (bw.probe_nudge + PROBE_NUDGE_BPS) % (PROBE_NUDGE_WRAP * PROBE_NUDGE_BPS)
+            } else {
+                0
+            };
+            if short {
+                bw.probe_requested = Some(now);
+            }
+            let desired = desired + bw.probe_nudge;
+            debug!(peer = id, minimum, desired, "bandwidth wanted");
+            bw.requested = (minimum, desired);
             peer.rtc
                 .bwe()
                 .set_bitrate(Bitrate::bps(minimum), Bitrate::bps(desired));
