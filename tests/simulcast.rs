@@ -378,6 +378,19 @@ impl Publisher {
     }
 }
 
+/// Ends a test: no publisher saw an error, and everybody leaves.
+async fn finish(publishers: Vec<Publisher>, viewers: Vec<Viewer>) {
+    for p in &publishers {
+        p.assert_no_errors();
+    }
+    for p in publishers {
+        p.leave().await;
+    }
+    for v in viewers {
+        v.client.leave().await;
+    }
+}
+
 /// The sending side of a [`Publisher`].
 struct PublisherTask {
     client: Client,
@@ -738,6 +751,57 @@ async fn wait_viewers(
     }
 }
 
+/// Waits until viewer `index` receives a packet of `layer` from frame `since` on (frames the
+/// publisher sent before are not evidence), and returns the first such packet.
+async fn first_of_layer_since(
+    viewers: &mut [Viewer],
+    index: usize,
+    track_id: &str,
+    layer: u8,
+    since: u32,
+    what: &str,
+) -> Got {
+    let found = |v: &Viewer| {
+        v.video_of(track_id)
+            .find(|g| g.layer() == Some(layer) && g.frame >= since)
+            .cloned()
+    };
+    wait_viewers(viewers, track_id, Duration::from_secs(10), what, |vs| {
+        found(&vs[index]).is_some()
+    })
+    .await;
+    found(&viewers[index]).expect("the packet waited for")
+}
+
+/// Waits (5 s at most, pumping the viewers) for the first layer hint the publisher got at or
+/// after `since` that `want` accepts; returns when it came and what it said.
+async fn wait_hint(
+    viewers: &mut [Viewer],
+    publisher: &Publisher,
+    since: Instant,
+    want: impl Fn(&[bool]) -> bool,
+    what: &str,
+) -> (Instant, Vec<bool>) {
+    let found = || {
+        publisher
+            .ctl()
+            .hints
+            .iter()
+            .find(|(at, active)| *at >= since && want(active))
+            .cloned()
+    };
+    let ok = try_until(Duration::from_secs(5), || {
+        for v in viewers.iter_mut() {
+            v.pump();
+        }
+        found().is_some()
+    })
+    .await;
+    let hints = publisher.ctl().hints.clone();
+    assert!(ok, "no {what}; hints: {hints:?}");
+    found().expect("the hint")
+}
+
 /// Pumps every viewer for `span` (a window in which something must not happen).
 async fn watch(viewers: &mut [Viewer], span: Duration) {
     let _ = try_until(span, || {
@@ -889,11 +953,7 @@ async fn each_viewer_receives_the_layer_that_fits_its_tile() {
         );
         assert!(v.errors.is_empty(), "{who}: {:?}", v.errors);
     }
-    publisher.assert_no_errors();
-    publisher.leave().await;
-    for v in viewers {
-        v.client.leave().await;
-    }
+    finish(vec![publisher], viewers).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -974,11 +1034,7 @@ async fn shrinking_a_tile_switches_down_at_a_keyframe_without_a_gap() {
         before.switches,
         after.switches
     );
-    publisher.assert_no_errors();
-    publisher.leave().await;
-    for v in viewers {
-        v.client.leave().await;
-    }
+    finish(vec![publisher], viewers).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -991,25 +1047,17 @@ async fn a_stopped_top_layer_falls_back_to_the_middle_and_comes_back() {
     let stop = Instant::now();
     publisher.set_layer(2, false);
     let barrier = publisher.frame_barrier();
-    wait_viewers(
+    // It may have started on layer 1 before the top layer's rate was known: only packets sent
+    // after the stop count.
+    let fallback = first_of_layer_since(
         &mut viewers,
+        2,
         &video,
-        Duration::from_secs(10),
+        1,
+        barrier,
         "the large viewer to fall back to layer 1",
-        // It may have started on layer 1 before the top layer's rate was known: only packets
-        // sent after the stop count.
-        |vs| {
-            vs[2]
-                .video_of(&video)
-                .any(|g| g.layer() == Some(1) && g.frame >= barrier)
-        },
     )
     .await;
-    let fallback = viewers[2]
-        .video_of(&video)
-        .find(|g| g.layer() == Some(1) && g.frame >= barrier)
-        .cloned()
-        .expect("a layer-1 packet");
     println!(
         "large: first layer-1 packet {:?} after the top layer stopped (frame {}, {} frames after the stop)",
         fallback.at.saturating_duration_since(stop),
@@ -1039,23 +1087,15 @@ async fn a_stopped_top_layer_falls_back_to_the_middle_and_comes_back() {
     let resume = Instant::now();
     let resume_frame = publisher.frame_barrier();
     publisher.set_layer(2, true);
-    wait_viewers(
+    let back = first_of_layer_since(
         &mut viewers,
+        2,
         &video,
-        Duration::from_secs(10),
+        2,
+        resume_frame,
         "the large viewer to return to layer 2",
-        |vs| {
-            vs[2]
-                .video_of(&video)
-                .any(|g| g.layer() == Some(2) && g.frame >= resume_frame)
-        },
     )
     .await;
-    let back = viewers[2]
-        .video_of(&video)
-        .find(|g| g.layer() == Some(2) && g.frame >= resume_frame)
-        .cloned()
-        .expect("a layer-2 packet");
     println!(
         "large: back on layer 2 {:?} after the top layer resumed",
         back.at.saturating_duration_since(resume)
@@ -1095,11 +1135,7 @@ async fn a_stopped_top_layer_falls_back_to_the_middle_and_comes_back() {
         assert_eq!(last_switch, Some(want as u8), "{}", v.name);
         assert_continuous(&v.name, &packets);
     }
-    publisher.assert_no_errors();
-    publisher.leave().await;
-    for v in viewers {
-        v.client.leave().await;
-    }
+    finish(vec![publisher], viewers).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1213,11 +1249,7 @@ async fn a_hidden_tile_pauses_video_and_resumes_at_a_keyframe_without_a_gap() {
         "the sequence does not continue across the pause"
     );
     assert_continuous("viewer", &packets);
-    publisher.assert_no_errors();
-    publisher.leave().await;
-    for v in viewers {
-        v.client.leave().await;
-    }
+    finish(vec![publisher], viewers).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1299,11 +1331,7 @@ async fn keyframe_requests_reach_the_publisher_rate_limited() {
         top <= limit,
         "{top} keyframe requests for the top layer in the window, expected at most {limit}"
     );
-    publisher.assert_no_errors();
-    publisher.leave().await;
-    for v in viewers {
-        v.client.leave().await;
-    }
+    finish(vec![publisher], viewers).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1325,27 +1353,14 @@ async fn layer_hints_pause_layers_nobody_takes_and_resume_them() {
     let small = Instant::now();
     publisher.start(VIDEO_TICK);
 
-    let hint = |p: &Publisher, since: Instant, want: &dyn Fn(&[bool]) -> bool| {
-        p.ctl()
-            .hints
-            .iter()
-            .find(|(at, active)| *at >= since && want(active))
-            .cloned()
-    };
-    let low_only = |a: &[bool]| a == [true, false, false];
-    let ok = try_until(Duration::from_secs(5), || {
-        for v in viewers.iter_mut() {
-            v.pump();
-        }
-        hint(&publisher, small, &low_only).is_some()
-    })
+    let (at, _) = wait_hint(
+        &mut viewers,
+        &publisher,
+        small,
+        |a| a == [true, false, false],
+        "layerHint [true, false, false] within 5 s of small tiles only",
+    )
     .await;
-    let hints = publisher.ctl().hints.clone();
-    assert!(
-        ok,
-        "no layerHint [true, false, false] within 5 s of small tiles only; hints: {hints:?}"
-    );
-    let (at, _) = hint(&publisher, small, &low_only).expect("the hint");
     println!(
         "layerHint [true, false, false] {:?} after the small tiles were reported",
         at.saturating_duration_since(small)
@@ -1367,41 +1382,27 @@ async fn layer_hints_pause_layers_nobody_takes_and_resume_them() {
     let grow = Instant::now();
     let grow_frame = publisher.frame_barrier();
     viewers[1].tile(&video, 1280, 720).await;
-    let top_on = |a: &[bool]| a.len() == 3 && a[2];
-    let ok = try_until(Duration::from_secs(5), || {
-        for v in viewers.iter_mut() {
-            v.pump();
-        }
-        hint(&publisher, grow, &top_on).is_some()
-    })
+    let (at, active) = wait_hint(
+        &mut viewers,
+        &publisher,
+        grow,
+        |a| a.len() == 3 && a[2],
+        "layerHint with the top layer active within 5 s of a large tile",
+    )
     .await;
-    let hints = publisher.ctl().hints.clone();
-    assert!(
-        ok,
-        "no layerHint with the top layer active within 5 s of a large tile; hints: {hints:?}"
-    );
-    let (at, active) = hint(&publisher, grow, &top_on).expect("the hint");
     println!(
         "layerHint {active:?} {:?} after a large tile was reported",
         at.saturating_duration_since(grow)
     );
-    wait_viewers(
+    let back = first_of_layer_since(
         &mut viewers,
+        1,
         &video,
-        Duration::from_secs(10),
+        2,
+        grow_frame,
         "the large viewer to receive the resumed top layer",
-        |vs| {
-            vs[1]
-                .video_of(&video)
-                .any(|g| g.layer() == Some(2) && g.frame >= grow_frame)
-        },
     )
     .await;
-    let back = viewers[1]
-        .video_of(&video)
-        .find(|g| g.layer() == Some(2) && g.frame >= grow_frame)
-        .cloned()
-        .expect("a layer-2 packet");
     println!(
         "the large viewer receives layer 2 {:?} after its tile grew",
         back.at.saturating_duration_since(grow)
@@ -1411,11 +1412,7 @@ async fn layer_hints_pause_layers_nobody_takes_and_resume_them() {
         switches(&v.name, &packets);
         assert_continuous(&v.name, &packets);
     }
-    publisher.assert_no_errors();
-    publisher.leave().await;
-    for v in viewers {
-        v.client.leave().await;
-    }
+    finish(vec![publisher], viewers).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1509,13 +1506,7 @@ async fn the_active_speaker_follows_the_loudest_voice_after_the_hold() {
     );
     println!("a 200 ms burst of alice did not move the speaker (watched 1.7 s)");
     assert!(viewers[0].errors.is_empty(), "{:?}", viewers[0].errors);
-    a.assert_no_errors();
-    b.assert_no_errors();
-    a.leave().await;
-    b.leave().await;
-    for v in viewers {
-        v.client.leave().await;
-    }
+    finish(vec![a, b], viewers).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1612,11 +1603,7 @@ async fn a_muted_track_is_not_forwarded_until_unmuted() {
         gaps.is_empty(),
         "the audio leg's sequence jumps across the mute, so the listener sees the packets not forwarded while muted as lost: {gaps:?}"
     );
-    a.assert_no_errors();
-    a.leave().await;
-    for v in viewers {
-        v.client.leave().await;
-    }
+    finish(vec![a], viewers).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1692,9 +1679,5 @@ async fn lost_video_packets_are_recovered_by_nack() {
         "frames {first}..{end} ({received} video packets) all arrived; the client dropped {dropped} media datagrams; the SFU counted {nacks} NACKs"
     );
     assert!(nacks > 0, "getStats shows no NACKs on the lossy leg");
-    publisher.assert_no_errors();
-    publisher.leave().await;
-    for v in viewers {
-        v.client.leave().await;
-    }
+    finish(vec![publisher], viewers).await;
 }
