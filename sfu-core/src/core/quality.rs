@@ -24,9 +24,9 @@ const BUDGET_PERCENT: u64 = 95;
 /// wanted again is resumed at once.
 const HINT_HOLD: Duration = Duration::from_secs(2);
 /// A leg still waiting for the keyframe of its target asks again after this long. A PLI can be
-/// lost, and Chrome ignores a keyframe request that comes within 300 ms of the previous one for
-/// the same encoder, whichever simulcast layer each asked for: a downgrade in two steps (top to
-/// middle, then to low) would otherwise wait a whole retry for its second keyframe.
+/// lost, and a PLI to Chrome within 300 ms of one for another layer of the same encoder was seen
+/// to go unanswered: a downgrade in two steps (top to middle, then to low) would otherwise wait a
+/// whole retry for its second keyframe.
 const KEYFRAME_RETRY: Duration = Duration::from_millis(400);
 /// The estimator is told new (minimum, desired) rates only when one moved by more than this
 /// (percent).
