@@ -19,13 +19,15 @@ use sfu_core::protocol::{
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::media::{Direction, MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::RtpWrite;
+use str0m::rtp::{RtpPacket, RtpWrite};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio_tungstenite::tungstenite::Message;
 
 const FAKE_PEER: u64 = 42;
 const CLIENT_PEER: u64 = 7;
+/// Most media packets the fake holds while a leg back is being negotiated.
+const MAX_HELD: usize = 256;
 
 /// One forwarding leg in the fake: client's sending mid → the fake's sending mid back to it.
 struct Leg {
@@ -64,6 +66,7 @@ async fn fake_sfu(listener: TcpListener) {
     let mut offers_from_client = 0;
     let mut chat_id = None;
     let mut buf = vec![0u8; 2048];
+    let mut held: Vec<RtpPacket> = Vec::new();
 
     loop {
         // Drain.
@@ -88,27 +91,11 @@ async fn fake_sfu(listener: TcpListener) {
                         }
                     }
                     Event::RtpPacket(p) => {
-                        let Some(mid) = p.header.ext_vals.mid else {
-                            continue;
-                        };
-                        let Some(leg) = legs.get_mut(&mid) else {
-                            continue;
-                        };
-                        let pt = out_pt(&rtc, leg.out_mid, leg.kind);
-                        if let (Some(pt), Some(tx)) =
-                            (pt, rtc.direct_api().stream_tx_by_mid(leg.out_mid, None))
-                        {
-                            tx.write_rtp(
-                                RtpWrite::new(
-                                    pt,
-                                    leg.seq.into(),
-                                    p.header.timestamp,
-                                    Instant::now(),
-                                    p.payload.clone(),
-                                )
-                                .marker(p.header.marker),
-                            );
-                            leg.seq += 1;
+                        // Media can arrive before the client's answer to the fake's offer (UDP
+                        // overtakes the WebSocket): held until the leg back is negotiated.
+                        let echoed = echo(&mut rtc, &mut legs, &p);
+                        if !echoed && held.len() < MAX_HELD {
+                            held.push(p);
                         }
                     }
                     _ => {}
@@ -177,6 +164,7 @@ async fn fake_sfu(listener: TcpListener) {
                         if let Some(p) = pending.take() {
                             let answer = SdpAnswer::from_sdp_string(&sdp).unwrap();
                             rtc.sdp_api().accept_answer(p, answer).unwrap();
+                            held.retain(|p| !echo(&mut rtc, &mut legs, p));
                         }
                     }
                     ClientMessage::Chat { text } => {
@@ -201,6 +189,36 @@ async fn fake_sfu(listener: TcpListener) {
             }
         }
     }
+}
+
+/// Writes `p` back to the client on the leg for its m-line; false when that leg is not
+/// negotiated yet.
+fn echo(rtc: &mut Rtc, legs: &mut HashMap<Mid, Leg>, p: &RtpPacket) -> bool {
+    let Some(mid) = rtc.direct_api().stream_rx(&p.header.ssrc).map(|s| s.mid()) else {
+        return false;
+    };
+    let Some(leg) = legs.get_mut(&mid) else {
+        return false;
+    };
+    let Some(pt) = out_pt(rtc, leg.out_mid, leg.kind) else {
+        return false;
+    };
+    let mut api = rtc.direct_api();
+    let Some(tx) = api.stream_tx_by_mid(leg.out_mid, None) else {
+        return false;
+    };
+    tx.write_rtp(
+        RtpWrite::new(
+            pt,
+            leg.seq.into(),
+            p.header.timestamp,
+            Instant::now(),
+            p.payload.clone(),
+        )
+        .marker(p.header.marker),
+    );
+    leg.seq += 1;
+    true
 }
 
 fn out_pt(rtc: &Rtc, mid: Mid, kind: MediaKind) -> Option<Pt> {
