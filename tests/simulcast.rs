@@ -659,6 +659,18 @@ impl Viewer {
         self.video.iter().filter(move |g| g.track_id == track_id)
     }
 
+    /// The video packets of `layer` from frame `since` on (what the publisher sent before is not
+    /// evidence of what happened after).
+    fn layer_since<'a>(
+        &'a self,
+        track_id: &'a str,
+        layer: u8,
+        since: u32,
+    ) -> impl Iterator<Item = &'a Got> + 'a {
+        self.video_of(track_id)
+            .filter(move |g| g.layer() == Some(layer) && g.frame >= since)
+    }
+
     fn audio_of<'a>(&'a self, track_id: &'a str) -> impl Iterator<Item = &'a Got> + 'a {
         self.audio.iter().filter(move |g| g.track_id == track_id)
     }
@@ -761,11 +773,7 @@ async fn first_of_layer_since(
     since: u32,
     what: &str,
 ) -> Got {
-    let found = |v: &Viewer| {
-        v.video_of(track_id)
-            .find(|g| g.layer() == Some(layer) && g.frame >= since)
-            .cloned()
-    };
+    let found = |v: &Viewer| v.layer_since(track_id, layer, since).next().cloned();
     wait_viewers(viewers, track_id, Duration::from_secs(10), what, |vs| {
         found(&vs[index]).is_some()
     })
@@ -1075,13 +1083,7 @@ async fn a_stopped_top_layer_falls_back_to_the_middle_and_comes_back() {
         &video,
         Duration::from_secs(5),
         "the large viewer to receive 10 packets of layer 1",
-        |vs| {
-            vs[2]
-                .video_of(&video)
-                .filter(|g| g.layer() == Some(1) && g.frame >= barrier)
-                .count()
-                >= 10
-        },
+        |vs| vs[2].layer_since(&video, 1, barrier).count() >= 10,
     )
     .await;
     let resume = Instant::now();
@@ -1105,13 +1107,7 @@ async fn a_stopped_top_layer_falls_back_to_the_middle_and_comes_back() {
         &video,
         Duration::from_secs(5),
         "10 more packets of layer 2",
-        |vs| {
-            vs[2]
-                .video_of(&video)
-                .filter(|g| g.layer() == Some(2) && g.frame >= resume_frame)
-                .count()
-                >= 10
-        },
+        |vs| vs[2].layer_since(&video, 2, resume_frame).count() >= 10,
     )
     .await;
 

@@ -324,6 +324,11 @@ impl Peer {
         result.map(|()| opened)
     }
 
+    /// The leg whose m-line in this peer's session is `mid`.
+    pub fn subscription_by_mid_mut(&mut self, mid: Mid) -> Option<&mut Subscription> {
+        self.subscriptions.iter_mut().find(|s| s.mid() == Some(mid))
+    }
+
     /// Marks every leg carrying `source` as unwanted.
     pub fn drop_legs_of(&mut self, source: impl Fn(&TrackKey) -> bool) {
         for sub in &mut self.subscriptions {

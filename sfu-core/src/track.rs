@@ -26,6 +26,16 @@ impl TrackKey {
     pub fn id(&self) -> String {
         format!("{}:{}", self.peer, self.mid)
     }
+
+    /// The track a protocol id (`"<peerId>:<mid>"`, as [`TrackKey::id`] writes it) names, if it
+    /// has that shape.
+    pub fn parse(id: &str) -> Option<TrackKey> {
+        let (peer, mid) = id.split_once(':')?;
+        Some(TrackKey {
+            peer: peer.parse().ok()?,
+            mid: Mid::from(mid),
+        })
+    }
 }
 
 /// A track a peer publishes.

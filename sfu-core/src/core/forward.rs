@@ -92,14 +92,13 @@ impl Core {
         };
         let now = packet.timestamp;
         let video = publication.kind == MediaKind::Video;
-        let keyframe = video_codec(&params)
-            .filter(|_| video)
-            .and_then(|codec| keyframe_start(codec, &packet.payload));
+        let codec = video_codec(&params).filter(|_| video);
+        let keyframe = codec.and_then(|c| keyframe_start(c, &packet.payload));
         publication
             .layers
             .on_packet(layer, now, packet.payload.len(), keyframe);
         let simulcast = publication.layers.is_simulcast();
-        let vp8 = (simulcast && video_codec(&params) == Some(VideoCodec::Vp8))
+        let vp8 = (simulcast && codec == Some(VideoCodec::Vp8))
             .then(|| Vp8Descriptor::parse(&packet.payload).ok())
             .flatten();
         let top_layer = publication.layers.count() as u8 - 1;

@@ -424,11 +424,7 @@ impl Core {
 
     /// The track `track_id` (`"<peer>:<mid>"`) if it is published in `room`.
     fn track_in_room(&self, room: &str, track_id: &str) -> Option<TrackKey> {
-        let (peer, mid) = track_id.split_once(':')?;
-        let key = TrackKey {
-            peer: peer.parse().ok()?,
-            mid: Mid::from(mid),
-        };
+        let key = TrackKey::parse(track_id)?;
         let r = self.rooms.get(room)?;
         let published = if r.members.contains(&key.peer) {
             self.peers

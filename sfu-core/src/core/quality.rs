@@ -9,7 +9,9 @@ use str0m::media::KeyframeRequestKind;
 use str0m::stats::MediaEgressStats;
 
 use super::*;
-use crate::allocation::{allocate, assumed_bps, layer_for_tile, LegDemand};
+use crate::allocation::{
+    allocate, assumed_bps, layer_for_tile, LegDemand, UPGRADE_HEADROOM_PERCENT,
+};
 use crate::layers::{TrackLayers, MAX_LAYERS};
 use crate::protocol::{LayerStats, LegStats, MediaStats, PublicationStats};
 use crate::track::track_kind;
@@ -42,14 +44,6 @@ const PROBE_NUDGE_WRAP: u64 = 50;
 /// Largest tile side taken from a client (larger reports are clamped).
 const MAX_TILE_SIDE: u32 = 16_384;
 
-/// One video leg's demand, with where it sits in the subscriber's leg list.
-struct Demand {
-    leg: usize,
-    actual: LegDemand,
-    /// The same leg as if every layer were sent: what the subscriber would take (hints, probing).
-    ideal: LegDemand,
-}
-
 impl Core {
     /// The publication behind `key`, from a member or a plain RTP ingest.
     fn publication(&self, key: TrackKey) -> Option<&Publication> {
@@ -75,10 +69,11 @@ impl Core {
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
+        let key = TrackKey::parse(track_id);
         let Some(leg) = peer
             .subscriptions
             .iter_mut()
-            .find(|s| s.wanted && s.source.id() == track_id)
+            .find(|s| s.wanted && Some(s.source) == key)
         else {
             // Not an error: a resize can race the track's removal.
             debug!(
@@ -152,11 +147,7 @@ impl Core {
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
-        if let Some(leg) = peer
-            .subscriptions
-            .iter_mut()
-            .find(|s| s.mid() == Some(stats.mid))
-        {
+        if let Some(leg) = peer.subscription_by_mid_mut(stats.mid) {
             leg.stats.nacks = stats.nacks;
         }
     }
@@ -167,7 +158,7 @@ impl Core {
         let Some(leg) = self
             .peers
             .get_mut(&id)
-            .and_then(|p| p.subscriptions.iter_mut().find(|s| s.mid() == Some(mid)))
+            .and_then(|p| p.subscription_by_mid_mut(mid))
         else {
             return;
         };
@@ -224,7 +215,11 @@ impl Core {
         let Some(peer) = self.peers.get(&id) else {
             return;
         };
-        let mut demands: Vec<Demand> = Vec::new();
+        // Per open video leg: its index in the subscriber's leg list, what it can get now, and
+        // what it would take if every layer were sent (for hints and probing).
+        let mut legs: Vec<usize> = Vec::new();
+        let mut actual: Vec<LegDemand> = Vec::new();
+        let mut ideal: Vec<LegDemand> = Vec::new();
         let mut audio_bps = 0;
         for (i, leg) in peer.subscriptions.iter().enumerate() {
             if leg.open_mid().is_none() {
@@ -261,51 +256,47 @@ impl Core {
                 }
             };
             let n = layers.count() as u8;
-            demands.push(Demand {
-                leg: i,
-                actual: LegDemand {
-                    wanted,
-                    // A track without simulcast has nothing to fall back to: its one layer is
-                    // taken whether or not it is sending right now.
-                    rates: (0..n)
-                        .map(|l| {
-                            (layers.is_active(l, now) || !layers.is_simulcast()).then(|| rate_of(l))
-                        })
-                        .collect(),
-                    current,
-                    priority,
-                },
-                ideal: LegDemand {
-                    wanted,
-                    rates: (0..n).map(|l| Some(rate_of(l))).collect(),
-                    current,
-                    priority,
-                },
+            legs.push(i);
+            // A track without simulcast has nothing to fall back to: its one layer is taken
+            // whether or not it is sending right now.
+            actual.push(LegDemand {
+                wanted,
+                rates: (0..n)
+                    .map(|l| {
+                        (layers.is_active(l, now) || !layers.is_simulcast()).then(|| rate_of(l))
+                    })
+                    .collect(),
+                current,
+                priority,
+            });
+            ideal.push(LegDemand {
+                wanted,
+                rates: (0..n).map(|l| Some(rate_of(l))).collect(),
+                current,
+                priority,
             });
         }
-        if demands.is_empty() {
+        if legs.is_empty() {
             return;
         }
         let budget = peer
             .bandwidth
             .estimate
             .map(|e| (e * BUDGET_PERCENT / 100).saturating_sub(audio_bps));
-        let actual: Vec<LegDemand> = demands.iter().map(|d| d.actual.clone()).collect();
-        let ideal: Vec<LegDemand> = demands.iter().map(|d| d.ideal.clone()).collect();
         let mut targets = Vec::new();
         let allocated = allocate(budget, &actual, &mut targets);
         let mut wished = Vec::new();
         let desired = allocate(None, &ideal, &mut wished);
         // The next step up any leg could take: padding up to it lets the estimator find out
         // whether it fits before media depends on it.
-        let next_step = demands
+        let next_step = ideal
             .iter()
             .zip(&targets)
             .filter_map(|(d, t)| {
                 let have = (*t)?;
                 let next = have + 1;
-                (d.ideal.wanted? >= next).then(|| {
-                    let rates = &d.ideal.rates;
+                (d.wanted? >= next).then(|| {
+                    let rates = &d.rates;
                     let up = rates.get(usize::from(next)).copied().flatten()?;
                     let now_rate = rates.get(usize::from(have)).copied().flatten()?;
                     Some(up.saturating_sub(now_rate))
@@ -318,14 +309,14 @@ impl Core {
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
-        for (d, target) in demands.iter().zip(&targets) {
-            let Some(leg) = peer.subscriptions.get_mut(d.leg) else {
+        for ((&i, d), target) in legs.iter().zip(&actual).zip(&targets) {
+            let Some(leg) = peer.subscriptions.get_mut(i) else {
                 continue;
             };
             let before = leg.selector.target();
             let changed = leg.selector.set_target(*target);
             // Down while the tile still wants the current layer: the link cannot carry it.
-            let forced = matches!((*target, leg.selector.current(), d.actual.wanted),
+            let forced = matches!((*target, leg.selector.current(), d.wanted),
                 (Some(t), Some(c), Some(w)) if t < c && w >= c);
             if changed && forced {
                 leg.selector.drop_current();
@@ -348,8 +339,8 @@ impl Core {
                 }
             }
         }
-        for (d, wish) in demands.iter().zip(&wished) {
-            if let (Some(layer), Some(leg)) = (wish, peer.subscriptions.get(d.leg)) {
+        for (&i, wish) in legs.iter().zip(&wished) {
+            if let (Some(layer), Some(leg)) = (wish, peer.subscriptions.get(i)) {
                 let mask = self.layer_demand.entry(leg.source).or_insert(0);
                 // Every layer up to the one wished for: the lower ones are the fallbacks when the
                 // link gets worse.
@@ -361,11 +352,11 @@ impl Core {
         // share of the estimate, and an upgrade needs its headroom on top. Probing stops at
         // `desired`, so without the headroom the top layer would never be reached.
         let estimate_for = |video: u64| video * 100 / BUDGET_PERCENT + audio_bps;
-        let desired = estimate_for(desired * (100 + UPGRADE_HEADROOM) / 100);
+        let desired = estimate_for(desired * (100 + UPGRADE_HEADROOM_PERCENT) / 100);
         // Padding toward the next upgrade, if there is one; otherwise media alone.
         let minimum = match next_step {
             0 => allocated + audio_bps,
-            step => estimate_for(allocated + step * (100 + UPGRADE_HEADROOM) / 100),
+            step => estimate_for(allocated + step * (100 + UPGRADE_HEADROOM_PERCENT) / 100),
         }
         .min(desired);
         let bw = &mut peer.bandwidth;
@@ -511,9 +502,6 @@ impl Core {
         self.signal(id, ServerMessage::MediaStats(stats));
     }
 }
-
-/// The headroom of an upgrade, for the padding the estimator may send toward it.
-const UPGRADE_HEADROOM: u64 = crate::allocation::UPGRADE_HEADROOM_PERCENT;
 
 /// Whether `new` differs from `old` by more than [`REQUEST_CHANGE_PERCENT`].
 fn moved(old: u64, new: u64) -> bool {
