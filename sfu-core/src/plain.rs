@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
-use str0m::format::{Codec, CodecConfig, PayloadParams};
+use str0m::format::{Codec, PayloadParams};
 
 use crate::protocol::{PeerId, TrackKind};
 
@@ -30,28 +30,17 @@ impl IngestCodec {
         }
     }
 
-    /// The RTP clock rate the codec's RFC fixes.
-    pub fn clock_rate(self) -> u32 {
-        match self {
-            IngestCodec::Opus => 48_000,
-            IngestCodec::Vp8 | IngestCodec::H264 => 90_000,
-        }
-    }
-
     /// str0m's description of the codec, used to find each subscriber's payload type for it.
     pub(crate) fn params(self) -> Option<PayloadParams> {
-        let config = CodecConfig::new_with_defaults();
-        let found = match self {
-            IngestCodec::Opus => config.find(|p| p.spec().codec == Codec::Opus),
-            IngestCodec::Vp8 => config.find(|p| p.spec().codec == Codec::Vp8),
-            IngestCodec::H264 => config.find(|p| {
-                let spec = p.spec();
-                spec.codec == Codec::H264
-                    && spec.format.packetization_mode == Some(1)
-                    && spec.format.profile_level_id == Some(0x42e01f)
-            }),
+        let codec = match self {
+            IngestCodec::Opus => Codec::Opus,
+            IngestCodec::Vp8 => Codec::Vp8,
+            IngestCodec::H264 => Codec::H264,
         };
-        found.copied()
+        crate::codec::ALL
+            .iter()
+            .find(|d| d.codec == codec)
+            .and_then(|d| d.ingest_params())
     }
 }
 

@@ -29,16 +29,6 @@ impl BufferPool {
             self.free.push(buf);
         }
     }
-
-    /// Buffers waiting for reuse.
-    pub fn len(&self) -> usize {
-        self.free.len()
-    }
-
-    /// Whether none is waiting.
-    pub fn is_empty(&self) -> bool {
-        self.free.is_empty()
-    }
 }
 
 #[cfg(test)]
@@ -52,13 +42,13 @@ mod tests {
         a.extend_from_slice(b"hello");
         let ptr = a.as_ptr();
         pool.give(a);
-        assert_eq!(pool.len(), 1);
+        assert_eq!(pool.free.len(), 1);
         let b = pool.take(100);
         assert!(b.is_empty());
         assert_eq!(b.as_ptr(), ptr, "the same allocation comes back");
         pool.give(Vec::with_capacity(10));
         assert!(
-            pool.is_empty(),
+            pool.free.is_empty(),
             "buffers too small for a datagram are not kept"
         );
     }

@@ -10,6 +10,15 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// Identifies a participant across the whole server (all workers).
 pub type PeerId = u64;
 
+/// Longest room or display name, in characters.
+pub const MAX_NAME_CHARS: usize = 64;
+
+/// Whether `name` is a valid room or display name: 1 to [`MAX_NAME_CHARS`] characters, not
+/// all blank.
+pub fn valid_name(name: &str) -> bool {
+    !name.trim().is_empty() && name.chars().count() <= MAX_NAME_CHARS
+}
+
 /// What a client may send.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(

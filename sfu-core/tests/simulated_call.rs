@@ -10,7 +10,7 @@ use sfu_core::protocol::{
     ChatOut, ClientMessage, PublishedTrack, ServerMessage, TrackSource, PROTOCOL_VERSION,
 };
 use sfu_core::str0m::media::{Direction, MediaKind};
-use sfu_core::{DropReason, Output};
+use sfu_core::{Action, DropReason};
 
 #[test]
 fn media_reaches_every_subscriber_with_rewritten_ssrc_and_gap_free_sequence() {
@@ -206,7 +206,7 @@ fn room_capacity_and_join_validation() {
         .handle_message(w.now, 1, join("other", "again", None));
     let mut errors = Vec::new();
     while let Some(out) = w.core.poll_output() {
-        if let Output::Signal(peer, ServerMessage::Error { code, .. }) = out {
+        if let Action::Signal(peer, ServerMessage::Error { code, .. }) = out {
             errors.push((peer, code));
         }
     }

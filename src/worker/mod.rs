@@ -27,7 +27,7 @@ use sfu_core::demux::FlowChange;
 use sfu_core::plain::{OutputInfo, OutputPath, PlainError};
 use sfu_core::protocol::{PeerId, ServerMessage};
 use sfu_core::str0m::net::Protocol;
-use sfu_core::{Core, CoreConfig, DropReason, Output, Transmit};
+use sfu_core::{Action, Core, CoreConfig, DropReason, Transmit};
 use signaling::{PlainReply, PlainRequest, WorkerCommand};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, Notify};
@@ -195,7 +195,7 @@ impl Shared {
         core.set_output_path(id, path)
     }
 
-    /// Takes everything the core produced: datagrams to the send queue, messages to outboxes.
+    /// Takes every action the core produced: datagrams to the send queue, messages to outboxes.
     fn flush(&self) {
         let mut stuck: Vec<PeerId> = Vec::new();
         let mut queued = false;
@@ -203,9 +203,9 @@ impl Shared {
             let mut core = self.core.borrow_mut();
             let mut outboxes = self.outboxes.borrow_mut();
             let mut queue = self.send_queue.borrow_mut();
-            while let Some(out) = core.poll_output() {
-                match out {
-                    Output::Transmit(t) if t.proto != Protocol::Udp => {
+            while let Some(action) = core.poll_output() {
+                match action {
+                    Action::Transmit(t) if t.proto != Protocol::Udp => {
                         if let Err((buf, full)) =
                             self.tcp.send((t.destination, t.source), t.contents)
                         {
@@ -215,7 +215,7 @@ impl Shared {
                             core.recycle(buf);
                         }
                     }
-                    Output::Transmit(t) => {
+                    Action::Transmit(t) => {
                         if queue.len() >= MAX_SEND_QUEUE {
                             queue.pop_front();
                             debug!("send queue full, dropping the oldest datagram");
@@ -223,7 +223,7 @@ impl Shared {
                         queue.push_back(t);
                         queued = true;
                     }
-                    Output::Signal(peer, msg) => {
+                    Action::Signal(peer, msg) => {
                         match outboxes.get(&peer).map(|tx| tx.try_send(msg)) {
                             None | Some(Ok(())) => {}
                             Some(Err(TrySendError::Full(_))) => {
@@ -234,21 +234,21 @@ impl Shared {
                             Some(Err(TrySendError::Closed(_))) => stuck.push(peer),
                         }
                     }
-                    Output::Closed(peer) => {
+                    Action::PeerClosed(peer) => {
                         outboxes.remove(&peer);
                     }
-                    Output::Flow(FlowChange::Admitted(Protocol::Tcp, tuple)) => {
+                    Action::Flow(FlowChange::Admitted(Protocol::Tcp, tuple)) => {
                         self.tcp.set_admitted(tuple, true);
                     }
-                    Output::Flow(FlowChange::Revoked(Protocol::Tcp, tuple)) => {
+                    Action::Flow(FlowChange::Revoked(Protocol::Tcp, tuple)) => {
                         self.tcp.set_admitted(tuple, false);
                     }
-                    Output::Flow(change) => {
+                    Action::Flow(change) => {
                         if let Some(k) = &self.kernel {
                             k.apply(change);
                         }
                     }
-                    Output::OutputClosed(id) => {
+                    Action::PlainOutputClosed(id) => {
                         if let Some(k) = &self.kernel {
                             k.unprogram(id);
                         }

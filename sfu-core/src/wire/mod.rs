@@ -4,12 +4,10 @@
 //! before str0m sees it, so every refusal is counted by reason.
 
 mod classify;
-mod keyframe;
 mod rtp;
 mod stun;
 
 pub use classify::{classify, DatagramKind};
-pub use keyframe::{keyframe_start, Keyframe, VideoCodec};
 pub use rtp::{RtpPacket, RtpRepr};
 pub use stun::StunPacket;
 

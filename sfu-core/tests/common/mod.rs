@@ -20,7 +20,7 @@ use sfu_core::str0m::media::{Direction, MediaKind, Mid};
 use sfu_core::str0m::net::{Protocol, Receive};
 use sfu_core::str0m::rtp::{RtpWrite, SeqNo};
 use sfu_core::str0m::{Event, Input, Output as RtcOutput, Rtc, RtcConfig};
-use sfu_core::{Core, CoreConfig, Output, Permissions};
+use sfu_core::{Action, Core, CoreConfig, Permissions};
 
 pub const SERVER: &str = "127.0.0.1:4000";
 
@@ -177,7 +177,7 @@ impl World {
             while let Some(out) = self.core.poll_output() {
                 moved = true;
                 match out {
-                    Output::Transmit(t) => {
+                    Action::Transmit(t) => {
                         let Some(c) = self.clients.iter_mut().find(|c| c.addr == t.destination)
                         else {
                             self.plain.push((t.destination, t.contents));
@@ -193,7 +193,7 @@ impl World {
                         }
                         self.core.recycle(t.contents);
                     }
-                    Output::Signal(peer, msg) => {
+                    Action::Signal(peer, msg) => {
                         let Some(c) = self.clients.iter_mut().find(|c| c.id == peer) else {
                             continue;
                         };
@@ -201,9 +201,9 @@ impl World {
                             self.to_core.push_back((peer, reply));
                         }
                     }
-                    Output::Closed(_) => {}
-                    Output::Flow(change) => self.flows.push(change),
-                    Output::OutputClosed(id) => self.closed_outputs.push(id),
+                    Action::PeerClosed(_) => {}
+                    Action::Flow(change) => self.flows.push(change),
+                    Action::PlainOutputClosed(id) => self.closed_outputs.push(id),
                 }
             }
             for i in 0..self.clients.len() {

@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::track::TrackKey;
+use crate::router::TrackKey;
 
 /// Time constant of the loudness average.
 pub const SMOOTHING: Duration = Duration::from_millis(300);

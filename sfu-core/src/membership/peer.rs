@@ -11,11 +11,16 @@ use str0m::media::{Direction, MediaKind, Mid, Rids};
 use str0m::net::TcpType;
 use str0m::{Candidate, Rtc, RtcConfig};
 
+use slab::Slab;
+
+use super::subscription::{LegState, Subscription};
+use crate::codec::CodecDescriptor;
 use crate::config::CoreConfig;
-use crate::layers::TrackLayers;
+use crate::counters::Counters;
 use crate::permissions::Permissions;
-use crate::protocol::{PeerId, PeerInfo, TrackMapping};
-use crate::track::{LegState, Publication, Subscription, TrackKey};
+use crate::protocol::{PeerId, TrackMapping};
+use crate::quality::layers::TrackLayers;
+use crate::router::{Delivery, RoutedPacket, TrackKey};
 
 /// Video packets kept per leg for retransmission on NACK: about a second at 2.5 Mbit/s, more than
 /// a NACK round trip needs. str0m's default (1000) costs several hundred KiB per video leg.
@@ -52,10 +57,9 @@ pub struct Peer {
     pub room: Arc<str>,
     /// Its WebRTC session (ICE-lite, DTLS-SRTP, SCTP), in RTP mode.
     pub rtc: Rtc,
-    /// Tracks it publishes.
-    pub publications: Vec<Publication>,
-    /// Legs carrying other members' tracks to it.
-    pub subscriptions: Vec<Subscription>,
+    /// Its m-lines carrying other members' tracks to it, by slot (the router names a
+    /// subscription by its member and slot).
+    pub subscriptions: Slab<Subscription>,
     /// Our offer awaiting its answer.
     pub pending_offer: Option<SdpPendingOffer>,
     /// We offer only after answering its first offer (it creates the session's transport).
@@ -78,6 +82,8 @@ pub struct Peer {
     pub permissions: Permissions,
     /// What the SFU knows of the bandwidth toward it.
     pub bandwidth: Bandwidth,
+    /// Subscriptions removed since the router last heard (see [`Peer::take_removed`]).
+    removed: Vec<(usize, TrackKey)>,
 }
 
 /// The bandwidth toward one subscriber and what the allocation made of it.
@@ -107,15 +113,10 @@ impl Peer {
         config: &CoreConfig,
         now: Instant,
     ) -> Self {
-        // Opus, VP8 and H.264 are what every browser can both send and receive, so any publisher's
-        // codec can be forwarded to any subscriber.
-        let mut rtc = RtcConfig::new()
+        let config_with_codecs = CodecDescriptor::configure(RtcConfig::new());
+        let mut rtc = config_with_codecs
             .set_ice_lite(true)
             .set_rtp_mode(true)
-            .clear_codecs()
-            .enable_opus(true, false)
-            .enable_vp8(true)
-            .enable_h264(true)
             .set_send_buffer_video(VIDEO_SEND_HISTORY)
             .enable_bwe(Some(Bitrate::kbps(INITIAL_ESTIMATE_KBPS)))
             .set_stats_interval(Some(STATS_INTERVAL))
@@ -143,8 +144,7 @@ impl Peer {
             name,
             room,
             rtc,
-            publications: Vec::new(),
-            subscriptions: Vec::new(),
+            subscriptions: Slab::new(),
             pending_offer: None,
             answered_first_offer: false,
             chat_channel: None,
@@ -156,6 +156,7 @@ impl Peer {
             written: false,
             permissions: Permissions::ALL,
             bandwidth: Bandwidth::default(),
+            removed: Vec::new(),
         }
     }
 
@@ -177,20 +178,6 @@ impl Peer {
     /// The ufrag STUN requests for this peer carry.
     pub fn local_ufrag(&mut self) -> String {
         self.rtc.direct_api().local_ice_credentials().ufrag
-    }
-
-    /// The protocol's view of this peer.
-    pub fn info(&self) -> PeerInfo {
-        PeerInfo {
-            id: self.id,
-            name: self.name.clone(),
-            tracks: self.publications.iter().map(|p| p.info(self.id)).collect(),
-        }
-    }
-
-    /// The publication with this mid.
-    pub fn publication_mut(&mut self, mid: Mid) -> Option<&mut Publication> {
-        self.publications.iter_mut().find(|p| p.mid == mid)
     }
 
     /// Applies the client's offer and returns our answer.
@@ -234,10 +221,9 @@ impl Peer {
         if !self.answered_first_offer || self.pending_offer.is_some() {
             return None;
         }
-        self.subscriptions
-            .retain(|s| s.wanted || s.state != LegState::ToOpen);
+        self.remove_subscriptions(|s| !s.wanted && s.state == LegState::ToOpen);
         let mut api = self.rtc.sdp_api();
-        for sub in &mut self.subscriptions {
+        for (_, sub) in &mut self.subscriptions {
             match sub.state {
                 LegState::ToOpen => {
                     let mid = api.add_media(
@@ -268,6 +254,7 @@ impl Peer {
     fn track_mappings(&self) -> Vec<TrackMapping> {
         self.subscriptions
             .iter()
+            .map(|(_, s)| s)
             .filter(|s| s.wanted)
             .filter_map(|s| {
                 Some(TrackMapping {
@@ -292,7 +279,7 @@ impl Peer {
         };
         let applied = result.is_ok();
         let mut opened = Vec::new();
-        for sub in &mut self.subscriptions {
+        for (_, sub) in &mut self.subscriptions {
             sub.state = match (sub.state, applied) {
                 (LegState::Negotiating(mid), true) => {
                     opened.push(sub.source);
@@ -309,13 +296,12 @@ impl Peer {
             };
         }
         if applied {
-            self.subscriptions
-                .retain(|s| !matches!(s.state, LegState::Stopping(_)));
+            self.remove_subscriptions(|s| matches!(s.state, LegState::Stopping(_)));
             // The SFU sets each leg's rate by the layer it picks. A pacer queue in front of a
             // congested link would hold seconds of the old layer and delay the downgrade that
             // relieves it, so forwarded media leaves unpaced (str0m paces only probes and padding).
             let mut api = self.rtc.direct_api();
-            for sub in &self.subscriptions {
+            for (_, sub) in &self.subscriptions {
                 if let Some(tx) = sub.open_mid().and_then(|m| api.stream_tx_by_mid(m, None)) {
                     tx.set_unpaced(true);
                 }
@@ -324,17 +310,70 @@ impl Peer {
         result.map(|()| opened)
     }
 
-    /// The leg whose m-line in this peer's session is `mid`.
-    pub fn subscription_by_mid_mut(&mut self, mid: Mid) -> Option<&mut Subscription> {
-        self.subscriptions.iter_mut().find(|s| s.mid() == Some(mid))
+    /// Adds a subscription to `source`, to be offered; returns its slot.
+    pub fn subscribe(&mut self, source: TrackKey, kind: MediaKind) -> usize {
+        self.subscriptions.insert(Subscription::new(source, kind))
     }
 
-    /// Marks every leg carrying `source` as unwanted.
-    pub fn drop_legs_of(&mut self, source: impl Fn(&TrackKey) -> bool) {
-        for sub in &mut self.subscriptions {
+    /// Removes the subscriptions `gone` selects, remembering their slots for
+    /// [`Peer::take_removed`].
+    fn remove_subscriptions(&mut self, gone: impl Fn(&Subscription) -> bool) {
+        let removed = &mut self.removed;
+        self.subscriptions.retain(|slot, s| {
+            if gone(s) {
+                removed.push((slot, s.source));
+            }
+            !gone(s)
+        });
+    }
+
+    /// The (slot, track) of each subscription removed since the last call, so the router stops
+    /// delivering to them.
+    pub fn take_removed(&mut self) -> Vec<(usize, TrackKey)> {
+        std::mem::take(&mut self.removed)
+    }
+
+    /// The subscription whose m-line in this peer's session is `mid`.
+    pub fn subscription_by_mid_mut(&mut self, mid: Mid) -> Option<&mut Subscription> {
+        self.subscriptions
+            .iter_mut()
+            .map(|(_, s)| s)
+            .find(|s| s.mid() == Some(mid))
+    }
+
+    /// The subscription carrying `source`.
+    pub fn subscription_of_mut(&mut self, source: TrackKey) -> Option<&mut Subscription> {
+        self.subscriptions
+            .iter_mut()
+            .map(|(_, s)| s)
+            .find(|s| s.wanted && s.source == source)
+    }
+
+    /// Marks every subscription whose track `source` selects as unwanted.
+    pub fn unsubscribe(&mut self, source: impl Fn(&TrackKey) -> bool) {
+        for (_, sub) in &mut self.subscriptions {
             if source(&sub.source) {
                 sub.wanted = false;
             }
+        }
+    }
+
+    /// Writes one packet to the subscription in `slot`; `Gone` when that slot no longer holds a
+    /// subscription to the packet's track.
+    pub fn deliver(
+        &mut self,
+        slot: usize,
+        packet: &RoutedPacket,
+        counters: &mut Counters,
+    ) -> Delivery {
+        match self.subscriptions.get_mut(slot) {
+            Some(sub) if sub.source == packet.track => {
+                if sub.deliver(&mut self.rtc, packet, counters) {
+                    self.written = true;
+                }
+                Delivery::Done
+            }
+            _ => Delivery::Gone,
         }
     }
 }

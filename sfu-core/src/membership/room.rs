@@ -1,7 +1,7 @@
 //! A room: who is in it, how many it may hold, and who speaks.
 
 use crate::protocol::PeerId;
-use crate::speaker::SpeakerDetector;
+use crate::quality::speaker::SpeakerDetector;
 
 /// Members of one room, in join order.
 #[derive(Debug)]

@@ -11,7 +11,7 @@
 //!   Keeping the layer a leg already has costs its rate; moving above it costs its rate plus
 //!   [`UPGRADE_HEADROOM_PERCENT`], so an estimate hovering at a layer's rate does not flap.
 
-use crate::layers::MAX_LAYERS;
+use super::layers::MAX_LAYERS;
 
 /// An upgrade must fit with this much to spare (percent of the new layer's rate).
 pub const UPGRADE_HEADROOM_PERCENT: u64 = 25;

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use str0m::media::Rid;
 
-use crate::rate::{RateMeter, RATE_WINDOW};
-use crate::wire::Keyframe;
+use super::rate::{RateMeter, RATE_WINDOW};
+use crate::codec::Keyframe;
 
 /// Most simulcast layers of one track (browsers send at most three; RFC 8853 allows more, the
 /// rest are ignored).

@@ -1,0 +1,676 @@
+//! The sans-IO state machine of one worker. [`Core`] owns the parts and orchestrates them; each
+//! part keeps its own state behind narrow methods:
+//!
+//! - [`Members`]: rooms and members, each with its str0m session and subscriptions;
+//! - [`Router`]: published tracks and their sinks, the per-packet fan-out;
+//! - [`PlainLegs`]: plain RTP ingests (sources) and outputs (sinks);
+//! - [`Quality`]: layer choice, layer hints and stats per subscriber;
+//! - [`Demux`]: which member a datagram is for; [`Deadlines`]: when each wants time;
+//!   [`Outbox`]: what the shell is to do.
+//!
+//! Inputs are datagrams ([`Core::handle_datagram`]), signaling messages ([`Core::handle_message`],
+//! [`Core::disconnect`]) and time ([`Core::handle_timeout`]). Outputs come from
+//! [`Core::poll_output`] until it returns `None`, and [`Core::poll_timeout`] says when time must
+//! be fed next. Nothing here reads a clock, touches a socket or spawns a thread.
+
+mod plain;
+mod signaling;
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use str0m::media::{KeyframeRequestKind, MediaKind, Mid};
+use str0m::net::{DatagramRecv, Protocol, Receive};
+use str0m::rtp::RtpPacket as Str0mRtp;
+use str0m::{Event, IceConnectionState, Input, Output as RtcOutput};
+use tracing::{debug, info, warn};
+
+use crate::config::CoreConfig;
+use crate::counters::{Counters, DropReason, StatsSnapshot};
+use crate::demux::{Demux, FlowChange};
+use crate::membership::Members;
+use crate::outbox::{Outbox, Transmit};
+use crate::plain_legs::{PlainEgress, PlainLegs};
+use crate::protocol::{ErrorCode, PeerId, ServerMessage};
+use crate::quality::{self, Quality};
+use crate::router::{Arrival, Delivery, Origin, Refusal, Router, SinkRef, SinkSet, TrackKey};
+use crate::timers::Deadlines;
+use crate::wire::{classify, DatagramKind, RtpPacket, StunPacket};
+
+/// What the core asks the shell to do.
+#[derive(Debug)]
+pub enum Action {
+    /// Send a datagram on the worker's media socket (or an ICE-TCP connection).
+    Transmit(Transmit),
+    /// Send a signaling message to a member's WebSocket.
+    Signal(PeerId, ServerMessage),
+    /// The member is gone from the core; the shell forgets its WebSocket route.
+    PeerClosed(PeerId),
+    /// A 5-tuple became valid or stopped being valid (for an in-kernel guard).
+    Flow(FlowChange),
+    /// A plain RTP output is gone (removed, or its track ended): the shell drops what it set up
+    /// for it (its kernel fan-out entry).
+    PlainOutputClosed(u64),
+}
+
+/// Who a datagram is for.
+enum Route {
+    /// A member's WebRTC session.
+    Member(PeerId),
+    /// A plain RTP ingest.
+    Ingest(PeerId),
+}
+
+/// The timers each member has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum Timer {
+    /// Its str0m session wants time.
+    Session,
+    /// Check that it connected (before `Connected`) or is still heard from (after).
+    Liveness,
+}
+
+/// The forwarding core of one worker.
+pub struct Core {
+    config: CoreConfig,
+    members: Members,
+    router: Router,
+    plain: PlainLegs,
+    quality: Quality,
+    demux: Demux,
+    timers: Deadlines<(PeerId, Timer)>,
+    outbox: Outbox,
+    counters: Counters,
+    /// Events polled from a member's session, handled after its polling (reused).
+    events: VecDeque<Event>,
+}
+
+impl Core {
+    /// A core with no rooms.
+    pub fn new(config: CoreConfig) -> Self {
+        Core {
+            config,
+            members: Members::default(),
+            router: Router::default(),
+            plain: PlainLegs::default(),
+            quality: Quality::default(),
+            demux: Demux::default(),
+            timers: Deadlines::default(),
+            outbox: Outbox::default(),
+            counters: Counters::default(),
+            events: VecDeque::with_capacity(64),
+        }
+    }
+
+    /// Counters since start.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Rooms, members, plain RTP legs and counters now.
+    pub fn stats(&self) -> StatsSnapshot {
+        let mut stats = StatsSnapshot::new(
+            self.members.room_count(),
+            self.members.len(),
+            &self.counters,
+        );
+        stats.ingests = self.ingest_infos();
+        stats.outputs = self.output_infos();
+        stats
+    }
+
+    /// Counts a refusal the shell made on the core's behalf (ICE-TCP framing and limits).
+    pub fn count_drop(&mut self, reason: DropReason) {
+        self.counters.drop(reason);
+    }
+
+    /// Takes back the buffer of a sent [`Transmit`] for reuse.
+    pub fn recycle(&mut self, buf: Vec<u8>) {
+        self.outbox.recycle(buf);
+    }
+
+    /// Number of members.
+    pub fn peer_count(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Whether `peer` is a member here.
+    pub fn has_peer(&self, peer: PeerId) -> bool {
+        self.members.contains(peer)
+    }
+
+    /// Number of rooms.
+    pub fn room_count(&self) -> usize {
+        self.members.room_count()
+    }
+
+    /// Handles one datagram received on the media socket at `destination` from `source`.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        buf: &[u8],
+    ) {
+        self.receive(now, Protocol::Udp, source, destination, buf);
+    }
+
+    /// Handles one RFC 4571 frame (its length prefix removed) that arrived on the ICE-TCP
+    /// connection from `source` to `destination`.
+    pub fn handle_tcp_frame(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        buf: &[u8],
+    ) {
+        self.receive(now, Protocol::Tcp, source, destination, buf);
+    }
+
+    /// The TCP connection from `source` to `destination` closed: nothing reaches its member that
+    /// way any more.
+    pub fn tcp_closed(&mut self, source: SocketAddr, destination: SocketAddr) {
+        self.demux.forget(Protocol::Tcp, (source, destination));
+    }
+
+    /// Feeds time to every member whose deadline passed, drops members that never connected or
+    /// went silent, and revisits media quality when its tick is due.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some((id, timer)) = self.timers.pop_due(now) {
+            match timer {
+                Timer::Session => {
+                    if let Some(peer) = self.members.get_mut(id) {
+                        if let Err(e) = peer.rtc.handle_input(Input::Timeout(now)) {
+                            warn!(peer = id, error = %e, "session failed on timeout");
+                        }
+                        self.members.mark_dirty(id);
+                    }
+                }
+                Timer::Liveness => self.check_liveness(now, id),
+            }
+        }
+        if self.quality.tick_due(now, !self.members.is_empty()) {
+            self.quality_tick(now);
+        }
+        self.drive(now);
+    }
+
+    /// The next thing for the shell to do, or `None` when there is nothing until more input.
+    pub fn poll_output(&mut self) -> Option<Action> {
+        if let Some(t) = self.outbox.next_transmit() {
+            return Some(Action::Transmit(t));
+        }
+        if let Some((peer, msg)) = self.outbox.next_signal() {
+            return Some(Action::Signal(peer, msg));
+        }
+        if let Some(change) = self.demux.next_change() {
+            return Some(Action::Flow(change));
+        }
+        if let Some(id) = self.outbox.next_closed_output() {
+            return Some(Action::PlainOutputClosed(id));
+        }
+        self.outbox.next_closed_peer().map(Action::PeerClosed)
+    }
+
+    /// When [`Core::handle_timeout`] must be called next, or `None` with nothing to wait for.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match (self.timers.next(), self.quality.next_tick()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn receive(
+        &mut self,
+        now: Instant,
+        proto: Protocol,
+        source: SocketAddr,
+        destination: SocketAddr,
+        buf: &[u8],
+    ) {
+        let id = match self.route(proto, source, destination, buf) {
+            Some(Route::Member(id)) => id,
+            Some(Route::Ingest(id)) => {
+                match self.plain.accept(id, buf, now) {
+                    Ok((key, arrival)) => {
+                        self.counters.received_packets += 1;
+                        self.route_packet(key, arrival, None);
+                    }
+                    Err(reason) => self.counters.drop(reason),
+                }
+                self.drive(now);
+                return;
+            }
+            None => return,
+        };
+        let Ok(contents) = DatagramRecv::try_from(buf) else {
+            self.counters.drop(DropReason::Rejected);
+            return;
+        };
+        let Some(peer) = self.members.get_mut(id) else {
+            return;
+        };
+        let _span = tracing::debug_span!("peer", id).entered();
+        peer.last_heard = now;
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto,
+                source,
+                destination,
+                contents,
+            },
+        );
+        if let Err(e) = peer.rtc.handle_input(input) {
+            debug!(peer = id, error = %e, "datagram refused by the session");
+            self.counters.drop(DropReason::Rejected);
+        }
+        self.members.mark_dirty(id);
+        self.drive(now);
+    }
+
+    /// Finds the member or ingest a datagram is for, counting a drop when there is none. Plain
+    /// RTP ingests are UDP only.
+    fn route(
+        &mut self,
+        proto: Protocol,
+        source: SocketAddr,
+        destination: SocketAddr,
+        buf: &[u8],
+    ) -> Option<Route> {
+        if buf.len() > self.config.max_datagram {
+            self.counters.drop(DropReason::Oversized);
+            return None;
+        }
+        let tuple = (source, destination);
+        let (found, miss) = match classify(buf) {
+            DatagramKind::Stun => {
+                let Ok(stun) = StunPacket::new_checked(buf) else {
+                    self.counters.drop(DropReason::MalformedStun);
+                    return None;
+                };
+                match stun.local_ufrag() {
+                    Some(ufrag) => {
+                        let found = self.demux.by_ufrag(ufrag);
+                        if let Some(peer) = found {
+                            self.demux
+                                .learn(peer, proto, tuple, self.config.max_paths_per_peer);
+                        }
+                        (found, DropReason::UnknownUfrag)
+                    }
+                    None => (
+                        self.demux.by_tuple(proto, &tuple),
+                        DropReason::UnknownSource,
+                    ),
+                }
+            }
+            DatagramKind::Rtp => {
+                let Ok(rtp) = RtpPacket::new_checked(buf) else {
+                    self.counters.drop(DropReason::MalformedRtp);
+                    return None;
+                };
+                match self.demux.by_tuple(proto, &tuple) {
+                    Some(peer) => (Some(peer), DropReason::UnknownSource),
+                    None if proto != Protocol::Udp => (None, DropReason::UnknownSource),
+                    None => match self.plain.ingest_for(source, rtp.payload_type()) {
+                        Some((ingest, locked_now)) => {
+                            if locked_now {
+                                info!(ingest, %source, "plain RTP ingest locked to its first source");
+                                self.note_ingest_flow(source, true);
+                            }
+                            return Some(Route::Ingest(ingest));
+                        }
+                        None => (None, DropReason::UnknownSource),
+                    },
+                }
+            }
+            DatagramKind::Rtcp if buf.len() < 8 => {
+                self.counters.drop(DropReason::MalformedRtcp);
+                return None;
+            }
+            // An ingest source's RTCP (sender reports) has nothing to tell the SFU.
+            DatagramKind::Rtcp if proto == Protocol::Udp && self.plain.is_source(source) => {
+                return None
+            }
+            DatagramKind::Rtcp | DatagramKind::Dtls => (
+                self.demux.by_tuple(proto, &tuple),
+                DropReason::UnknownSource,
+            ),
+            DatagramKind::Unknown => (None, DropReason::UnknownProtocol),
+        };
+        if found.is_none() {
+            self.counters.drop(miss);
+        }
+        found.map(Route::Member)
+    }
+
+    /// Polls every dirty member's session until it has nothing more, acting on its events.
+    fn drive(&mut self, now: Instant) {
+        while let Some(id) = self.members.next_dirty() {
+            self.poll_session(now, id);
+            while let Some(event) = self.events.pop_front() {
+                self.on_event(now, id, event);
+            }
+            if self.members.get(id).is_some_and(|p| !p.rtc.is_alive()) {
+                self.remove_peer(now, id, Some("the WebRTC session closed"));
+            }
+        }
+    }
+
+    /// Takes what member `id`'s session has: datagrams to the outbox, events for
+    /// [`Core::on_event`], and its next deadline.
+    fn poll_session(&mut self, now: Instant, id: PeerId) {
+        let Some(peer) = self.members.get_mut(id) else {
+            return;
+        };
+        if std::mem::take(&mut peer.written) {
+            // str0m sends what `write_rtp` queued only when time is fed to it: without this a
+            // forwarded packet waits for the session's next timer, about a millisecond.
+            if let Err(e) = peer.rtc.handle_input(Input::Timeout(now)) {
+                debug!(peer = id, error = %e, "session refused time");
+            }
+        }
+        loop {
+            match peer.rtc.poll_output() {
+                Ok(RtcOutput::Timeout(t)) => {
+                    if peer.next_timeout != t {
+                        peer.next_timeout = t;
+                        self.timers.set((id, Timer::Session), t);
+                    }
+                    break;
+                }
+                Ok(RtcOutput::Transmit(t)) => self.outbox.transmit(Transmit {
+                    proto: t.proto,
+                    source: t.source,
+                    destination: t.destination,
+                    contents: t.contents.into(),
+                }),
+                Ok(RtcOutput::Event(e)) => self.events.push_back(e),
+                Err(e) => {
+                    warn!(peer = id, error = %e, "session failed");
+                    peer.rtc.disconnect();
+                    break;
+                }
+            }
+        }
+    }
+
+    fn on_event(&mut self, now: Instant, id: PeerId, event: Event) {
+        match event {
+            Event::RtpPacket(packet) => self.on_member_packet(id, packet),
+            Event::KeyframeRequest(req) => self.on_subscriber_keyframe_request(now, id, req.mid),
+            Event::EgressBitrateEstimate(kind) => {
+                if let Some(peer) = self.members.get_mut(id) {
+                    quality::on_estimate(peer, kind);
+                }
+            }
+            Event::MediaEgressStats(stats) => {
+                if let Some(sub) = self
+                    .members
+                    .get_mut(id)
+                    .and_then(|p| p.subscription_by_mid_mut(stats.mid))
+                {
+                    sub.stats.nacks = stats.nacks;
+                }
+            }
+            Event::Connected => {
+                if let Some(p) = self.members.get_mut(id) {
+                    info!(peer = id, "WebRTC connected");
+                    p.connected = true;
+                    let deadline = p.liveness_deadline(&self.config);
+                    self.timers.set((id, Timer::Liveness), deadline);
+                }
+            }
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                info!(peer = id, "ICE disconnected");
+                self.remove_peer(now, id, Some("the WebRTC connection was lost"));
+            }
+            Event::ChannelOpen(cid, label) => {
+                if let Some(p) = self.members.get_mut(id) {
+                    if label == "chat" {
+                        p.chat_channel = Some(cid);
+                    }
+                }
+            }
+            Event::ChannelClose(cid) => {
+                if let Some(p) = self.members.get_mut(id) {
+                    if p.chat_channel == Some(cid) {
+                        p.chat_channel = None;
+                    }
+                }
+            }
+            Event::ChannelData(data) => self.on_channel_data(now, id, &data),
+            _ => {}
+        }
+    }
+
+    /// Drops member `id` if it did not connect in time or went silent; otherwise looks again at
+    /// its next liveness deadline.
+    fn check_liveness(&mut self, now: Instant, id: PeerId) {
+        let Some(deadline) = self
+            .members
+            .get(id)
+            .map(|p| p.liveness_deadline(&self.config))
+        else {
+            return;
+        };
+        if now < deadline {
+            self.timers.set((id, Timer::Liveness), deadline);
+            return;
+        }
+        let connected = self.members.get(id).is_some_and(|p| p.connected);
+        if connected {
+            info!(peer = id, "nothing heard within the idle timeout");
+            self.remove_peer(now, id, Some("the WebRTC connection was lost"));
+        } else {
+            info!(peer = id, "no ICE/DTLS session within the connect timeout");
+            self.remove_peer(
+                now,
+                id,
+                Some("no WebRTC connection within the connect timeout"),
+            );
+        }
+    }
+
+    /// One RTP packet a member published, from its session.
+    fn on_member_packet(&mut self, from: PeerId, packet: Str0mRtp) {
+        self.counters.received_packets += 1;
+        let Some(publisher) = self.members.get_mut(from) else {
+            return;
+        };
+        let ssrc = packet.header.ssrc;
+        let Some((mid, rid)) = publisher
+            .rtc
+            .direct_api()
+            .stream_rx(&ssrc)
+            .map(|s| (s.mid(), s.rid()))
+        else {
+            return;
+        };
+        let pt = packet.header.payload_type;
+        let Some(params) = publisher.rtc.codec_config().find(|p| p.pt() == pt).copied() else {
+            self.counters.drop(DropReason::NoMatchingCodec);
+            return;
+        };
+        let level = packet.header.ext_vals.audio_level;
+        let mut ext = packet.header.ext_vals;
+        // These name the publisher's m-line and transport; each subscriber's session sets its own.
+        ext.mid = None;
+        ext.rid = None;
+        ext.rid_repair = None;
+        ext.transport_cc = None;
+        let arrival = Arrival {
+            ssrc: *ssrc,
+            seq: *packet.seq_no,
+            timestamp: packet.header.timestamp,
+            marker: packet.header.marker,
+            at: packet.timestamp,
+            payload: packet.payload,
+            pt,
+            params,
+            ext,
+            rid,
+        };
+        self.route_packet(TrackKey { peer: from, mid }, arrival, level);
+    }
+
+    /// Admits one packet of track `key` into the router and fans it out; `level` is its RFC
+    /// 6464 audio level, for the room's speaker detection.
+    fn route_packet(&mut self, key: TrackKey, arrival: Arrival, level: Option<i8>) {
+        let packet = match self.router.admit(key, arrival) {
+            Ok(p) => p,
+            Err(Refusal::Dropped(reason)) => return self.counters.drop(reason),
+            Err(Refusal::Ignored) => return,
+        };
+        if let Some(level) = level.filter(|_| packet.codec.kind == MediaKind::Audio) {
+            let change = self.router.track(key).and_then(|t| {
+                self.members
+                    .room_mut(&t.room)
+                    .and_then(|r| {
+                        r.speaker
+                            .on_level(key, packet.arrival.at, level.unsigned_abs())
+                    })
+                    .map(|speaker| (t.room.clone(), speaker))
+            });
+            if let Some((room, speaker)) = change {
+                self.announce_speaker(&room, speaker);
+            }
+        }
+        let mut sinks = CoreSinks {
+            members: &mut self.members,
+            plain: &mut self.plain,
+            egress: PlainEgress {
+                outbox: &mut self.outbox,
+                counters: &mut self.counters,
+                candidates: &self.config.candidates,
+            },
+        };
+        self.router.fan_out(&packet, &mut sinks);
+    }
+
+    /// A subscriber asked for a keyframe on the subscription with `mid`: passed on for the layer
+    /// it receives, within the publisher's rate limit.
+    fn on_subscriber_keyframe_request(&mut self, now: Instant, id: PeerId, mid: Mid) {
+        let Some(sub) = self
+            .members
+            .get_mut(id)
+            .and_then(|p| p.subscription_by_mid_mut(mid))
+        else {
+            return;
+        };
+        sub.stats.plis += 1;
+        let source = sub.source;
+        if let Some(layer) = sub.selector.current().or(sub.selector.target()) {
+            self.request_keyframe(now, source, layer);
+        }
+    }
+
+    /// Asks the publisher of `source` for a keyframe of `layer`, at most once per configured
+    /// interval per layer however many subscribers ask. Plain RTP ingests cannot be asked.
+    fn request_keyframe(&mut self, now: Instant, source: TrackKey, layer: u8) {
+        let interval = self.config.keyframe_request_interval;
+        let Some(track) = self.router.track_mut(source) else {
+            return;
+        };
+        if track.origin != Origin::Member
+            || track.kind != MediaKind::Video
+            || !track.layers.claim_keyframe_request(layer, now, interval)
+        {
+            return;
+        }
+        let rid = track.layers.get(layer).and_then(|l| l.rid);
+        let Some(publisher) = self.members.get_mut(source.peer) else {
+            return;
+        };
+        if let Some(rx) = publisher.rtc.direct_api().stream_rx_by_mid(source.mid, rid) {
+            rx.request_keyframe(KeyframeRequestKind::Pli);
+        }
+        self.members.mark_dirty(source.peer);
+    }
+
+    /// Chooses the layers of member `id`'s video subscriptions again and asks for the keyframes
+    /// that needs.
+    fn reallocate(&mut self, now: Instant, id: PeerId) {
+        let Some(peer) = self.members.get_mut(id) else {
+            return;
+        };
+        let result = self.quality.reallocate(now, peer, &self.router);
+        if result.session_changed {
+            self.members.mark_dirty(id);
+        }
+        for (source, layer) in result.keyframes {
+            self.request_keyframe(now, source, layer);
+        }
+    }
+
+    /// Revisits every subscriber's layers and every publisher's layer hints.
+    fn quality_tick(&mut self, now: Instant) {
+        for id in self.members.ids() {
+            self.reallocate(now, id);
+        }
+        for (peer, msg) in self.quality.layer_hints(now, &mut self.router) {
+            self.outbox.signal(peer, msg);
+        }
+    }
+
+    /// Tells `room` its dominant speaker changed.
+    fn announce_speaker(&mut self, room: &str, speaker: Option<TrackKey>) {
+        debug!(room, speaker = ?speaker.map(|k| k.id()), "dominant speaker");
+        for member in self.members.members_of(room) {
+            self.outbox
+                .signal(member, quality::speaker_message(speaker));
+        }
+    }
+
+    /// Forgets `key` in its room's speaker detection (the track or its member is gone).
+    fn forget_speaker(&mut self, room: &str, key: TrackKey) {
+        let change = self
+            .members
+            .room_mut(room)
+            .and_then(|r| r.speaker.remove(key));
+        if let Some(speaker) = change {
+            self.announce_speaker(room, speaker);
+        }
+    }
+
+    /// Reports an ingest source's flow to the media port as valid or not.
+    fn note_ingest_flow(&mut self, source: SocketAddr, admitted: bool) {
+        let local = crate::plain_legs::local_for(&self.config.candidates, source);
+        let tuple = (source, local);
+        self.demux.note(if admitted {
+            FlowChange::Admitted(Protocol::Udp, tuple)
+        } else {
+            FlowChange::Revoked(Protocol::Udp, tuple)
+        });
+    }
+
+    fn error(&mut self, peer: PeerId, code: ErrorCode, message: &str) {
+        self.outbox.signal(
+            peer,
+            ServerMessage::Error {
+                code,
+                message: message.to_owned(),
+            },
+        );
+    }
+}
+
+/// The owners of every kind of sink, as the router's fan-out sees them.
+struct CoreSinks<'a> {
+    members: &'a mut Members,
+    plain: &'a mut PlainLegs,
+    egress: PlainEgress<'a>,
+}
+
+impl SinkSet for CoreSinks<'_> {
+    fn deliver(&mut self, sink: SinkRef, packet: &crate::router::RoutedPacket) -> Delivery {
+        match sink {
+            SinkRef::Subscription { subscriber, slot } => {
+                self.members
+                    .deliver(subscriber, slot, packet, self.egress.counters)
+            }
+            SinkRef::PlainOutput(id) => self.plain.deliver(id, packet, &mut self.egress),
+        }
+    }
+}

@@ -1,0 +1,636 @@
+//! What members' signaling messages do: joining and leaving, publishing and unpublishing, the
+//! SDP exchange, mute, tile sizes, stats and chat. Each is a short sequence over the parts.
+
+use std::time::Instant;
+
+use str0m::channel::ChannelData;
+use str0m::media::{MediaKind, Mid};
+use tracing::{debug, info};
+
+use super::{Core, Timer};
+use crate::counters::DropReason;
+use crate::membership::Peer;
+use crate::permissions::{offer_sends_media, Permissions};
+use crate::plain_legs::Ingest;
+use crate::protocol::{
+    valid_name, ChatIn, ChatOut, ClientMessage, ErrorCode, PeerId, PeerInfo, PublishedTrack,
+    ServerMessage, PROTOCOL_VERSION,
+};
+use crate::quality::{self, MAX_TILE_SIDE};
+use crate::router::{Origin, Router, SinkRef, Track, TrackKey};
+
+/// Longest chat line, in characters.
+const MAX_CHAT_CHARS: usize = 2000;
+/// Most tracks one member may publish.
+const MAX_PUBLICATIONS: usize = 16;
+/// Largest data-channel message parsed as chat.
+const MAX_CHANNEL_MESSAGE: usize = 8 * 1024;
+/// Room capacity when the creating join names none, and the most any join may ask for.
+pub(super) const DEFAULT_CAPACITY: usize = 64;
+
+/// A `join` message's fields.
+struct Join {
+    version: u32,
+    room: String,
+    name: String,
+    capacity: Option<u32>,
+}
+
+impl Core {
+    /// Handles one signaling message from `peer`'s connection.
+    pub fn handle_message(&mut self, now: Instant, peer: PeerId, msg: ClientMessage) {
+        let _span = tracing::info_span!("peer", id = peer).entered();
+        match msg {
+            ClientMessage::Join {
+                version,
+                room,
+                name,
+                capacity,
+                token: _,
+            } => self.join(
+                now,
+                peer,
+                Join {
+                    version,
+                    room,
+                    name,
+                    capacity,
+                },
+                Permissions::ALL,
+            ),
+            _ if !self.members.contains(peer) => {
+                self.error(peer, ErrorCode::NotJoined, "send join first");
+            }
+            ClientMessage::Offer { sdp, tracks } => self.on_offer(now, peer, &sdp, tracks),
+            ClientMessage::Answer { sdp } => self.on_answer(now, peer, &sdp),
+            ClientMessage::Candidate { candidate } => self.on_candidate(peer, &candidate),
+            ClientMessage::Mute { mid, muted } => self.on_mute(now, peer, &mid, muted),
+            ClientMessage::TileSize {
+                track_id,
+                width,
+                height,
+            } => self.on_tile_size(now, peer, &track_id, width, height),
+            ClientMessage::GetStats => {
+                if let Some(p) = self.members.get(peer) {
+                    let stats = quality::media_stats(p, &self.router, now);
+                    self.outbox.signal(peer, ServerMessage::MediaStats(stats));
+                }
+            }
+            ClientMessage::Chat { text } => self.on_chat(peer, text),
+            ClientMessage::Leave => self.remove_peer(now, peer, None),
+            ClientMessage::Ping => self.outbox.signal(peer, ServerMessage::Pong),
+        }
+        self.drive(now);
+    }
+
+    /// Handles a `join` whose member may do only what `permissions` allow (the signaling layer
+    /// checked its room token). [`Core::handle_message`] gives a `join` every permission: an open
+    /// room. Any other message is handled as by [`Core::handle_message`].
+    pub fn handle_join(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        msg: ClientMessage,
+        permissions: Permissions,
+    ) {
+        let ClientMessage::Join {
+            version,
+            room,
+            name,
+            capacity,
+            token: _,
+        } = msg
+        else {
+            return self.handle_message(now, peer, msg);
+        };
+        let _span = tracing::info_span!("peer", id = peer).entered();
+        let join = Join {
+            version,
+            room,
+            name,
+            capacity,
+        };
+        self.join(now, peer, join, permissions);
+        self.drive(now);
+    }
+
+    /// The member's WebSocket closed: it leaves without a word.
+    pub fn disconnect(&mut self, now: Instant, peer: PeerId) {
+        self.remove_peer(now, peer, None);
+        self.drive(now);
+    }
+
+    fn join(&mut self, now: Instant, id: PeerId, join: Join, permissions: Permissions) {
+        if self.members.contains(id) {
+            return self.error(id, ErrorCode::AlreadyJoined, "already in a room");
+        }
+        if join.version != PROTOCOL_VERSION {
+            return self.error(
+                id,
+                ErrorCode::UnsupportedVersion,
+                &format!("this server speaks protocol version {PROTOCOL_VERSION}"),
+            );
+        }
+        if !valid_name(&join.room) || !valid_name(&join.name) {
+            return self.error(
+                id,
+                ErrorCode::InvalidJoin,
+                "room and name must be 1 to 64 characters",
+            );
+        }
+        let capacity = join.capacity.map_or(DEFAULT_CAPACITY, |c| {
+            (c as usize).clamp(1, DEFAULT_CAPACITY)
+        });
+        if self.members.room(&join.room).is_some_and(|r| r.is_full()) {
+            return self.error(id, ErrorCode::RoomFull, "the room is full");
+        }
+        let (room, _) = self.members.room_entry(&join.room, capacity);
+        let existing = self.members.members_of(&room);
+        let mut peer = Peer::new(id, join.name, room.clone(), &self.config, now);
+        peer.permissions = permissions;
+        let ufrag = peer.local_ufrag();
+        self.demux.add_peer(id, &ufrag);
+        // Without the subscribe permission the member sees who is there, but gets no
+        // subscriptions.
+        if permissions.subscribe {
+            let mut keys = self.router.keys_in_room(&room);
+            keys.sort_by_key(|k| (k.peer, k.mid.to_string()));
+            for key in keys {
+                subscribe(&mut self.router, &mut peer, key);
+            }
+        }
+        let mut others: Vec<PeerInfo> =
+            existing.iter().filter_map(|m| self.peer_info(*m)).collect();
+        let ingests = self
+            .members
+            .room(&room)
+            .map(|r| r.ingests.clone())
+            .unwrap_or_default();
+        others.extend(ingests.into_iter().filter_map(|i| self.peer_info(i)));
+        let info = PeerInfo {
+            id,
+            name: peer.name.clone(),
+            tracks: Vec::new(),
+        };
+        info!(peer = id, room = %room, name = %peer.name, "joined");
+        self.timers
+            .set((id, Timer::Liveness), peer.liveness_deadline(&self.config));
+        self.members.insert(peer);
+        self.quality.start_ticks(now);
+        self.outbox.signal(
+            id,
+            ServerMessage::Joined {
+                version: PROTOCOL_VERSION,
+                peer_id: id,
+                room: join.room,
+                peers: others,
+                ice_servers: Vec::new(),
+            },
+        );
+        for other in existing {
+            self.outbox
+                .signal(other, ServerMessage::PeerJoined { peer: info.clone() });
+        }
+        if let Some(speaker) = self.members.room(&room).and_then(|r| r.speaker.current()) {
+            self.outbox
+                .signal(id, quality::speaker_message(Some(speaker)));
+        }
+        self.members.mark_dirty(id);
+    }
+
+    /// The protocol's view of member or ingest `id`.
+    pub(super) fn peer_info(&self, id: PeerId) -> Option<PeerInfo> {
+        let name = match self.members.get(id) {
+            Some(p) => p.name.clone(),
+            None => self.plain.ingest(id)?.name.clone(),
+        };
+        Some(PeerInfo {
+            id,
+            name,
+            tracks: self.router.infos_of(id),
+        })
+    }
+
+    /// Gives every member of `room` but `except` that may subscribe a subscription to `key`,
+    /// tells them with `message`, and renegotiates.
+    pub(super) fn offer_track_to_room(
+        &mut self,
+        room: &str,
+        except: PeerId,
+        key: TrackKey,
+        message: &ServerMessage,
+    ) {
+        for other in self.members.members_except(room, except) {
+            if let Some(o) = self
+                .members
+                .get_mut(other)
+                .filter(|o| o.permissions.subscribe)
+            {
+                subscribe(&mut self.router, o, key);
+            }
+            self.outbox.signal(other, message.clone());
+            self.negotiate(other);
+        }
+    }
+
+    fn on_offer(&mut self, now: Instant, id: PeerId, sdp: &str, tracks: Vec<PublishedTrack>) {
+        let Some(peer) = self.members.get_mut(id) else {
+            return;
+        };
+        if peer.pending_offer.is_some() {
+            // Glare: we are the impolite side. The client rolls back and answers ours, then offers again.
+            debug!(peer = id, "ignoring a colliding offer");
+            return;
+        }
+        if tracks.len() > MAX_PUBLICATIONS {
+            return self.error(id, ErrorCode::BadMessage, "too many tracks");
+        }
+        // Checked before the offer touches the session: a refused offer changes nothing.
+        if !peer.permissions.publish && (!tracks.is_empty() || offer_sends_media(sdp)) {
+            self.counters.drop(DropReason::Forbidden);
+            return self.error(
+                id,
+                ErrorCode::Forbidden,
+                "your token does not allow publishing in this room: offer no sending audio or video",
+            );
+        }
+        let answer = match peer.accept_offer(sdp) {
+            Ok(answer) => answer,
+            Err(e) => {
+                self.counters.drop(DropReason::BadSdp);
+                return self.error(id, ErrorCode::BadSdp, &e.to_string());
+            }
+        };
+        self.outbox
+            .signal(id, ServerMessage::Answer { sdp: answer });
+        self.update_publications(now, id, &tracks);
+        self.members.mark_dirty(id);
+        self.negotiate(id);
+    }
+
+    /// Publishes what the offer's track list adds, unpublishes what it no longer names, and
+    /// applies mute changes.
+    fn update_publications(&mut self, now: Instant, id: PeerId, tracks: &[PublishedTrack]) {
+        let Some(peer) = self.members.get(id) else {
+            return;
+        };
+        let room = peer.room.clone();
+        let mut declared: Vec<(Mid, MediaKind, &PublishedTrack)> = Vec::with_capacity(tracks.len());
+        let mut unknown = false;
+        for t in tracks {
+            let mid = Mid::from(t.mid.as_str());
+            match peer.receiving_kind(mid) {
+                Some(kind) if !declared.iter().any(|(m, _, _)| *m == mid) => {
+                    declared.push((mid, kind, t))
+                }
+                _ => unknown = true,
+            }
+        }
+        let gone: Vec<Mid> = self
+            .router
+            .keys_of(id)
+            .into_iter()
+            .map(|k| k.mid)
+            .filter(|mid| !declared.iter().any(|(m, _, _)| m == mid))
+            .collect();
+        let mut added = Vec::new();
+        let mut mute_changes = Vec::new();
+        for (mid, kind, t) in declared {
+            let key = TrackKey { peer: id, mid };
+            match self.router.track_mut(key) {
+                Some(track) if track.muted != t.muted => {
+                    track.muted = t.muted;
+                    mute_changes.push((mid, t.muted));
+                }
+                Some(_) => {}
+                None => {
+                    let layers = peer.receiving_layers(mid);
+                    let track = Track::new(
+                        room.clone(),
+                        Origin::Member,
+                        kind,
+                        t.source,
+                        t.muted,
+                        layers,
+                    );
+                    self.router.publish(key, track);
+                    added.push(mid);
+                }
+            }
+        }
+        if unknown {
+            self.error(
+                id,
+                ErrorCode::UnknownTrack,
+                "a declared track has no sending m-line",
+            );
+        }
+        for mid in gone {
+            self.unpublish(TrackKey { peer: id, mid });
+        }
+        for mid in added {
+            let key = TrackKey { peer: id, mid };
+            let Some(track) = self.router.track(key).map(|t| t.info(key)) else {
+                continue;
+            };
+            info!(peer = id, track = %track.id, source = ?track.source, "published");
+            let message = ServerMessage::TrackPublished { peer_id: id, track };
+            self.offer_track_to_room(&room, id, key, &message);
+        }
+        for (mid, muted) in mute_changes {
+            self.announce_mute(now, id, mid, muted);
+        }
+    }
+
+    /// Unpublishes track `key`: its subscriptions and outputs go, the room is told.
+    pub(super) fn unpublish(&mut self, key: TrackKey) {
+        let Some(track) = self.router.unpublish(key) else {
+            return;
+        };
+        info!(peer = key.peer, track = %key.id(), "unpublished");
+        self.forget_speaker(&track.room, key);
+        self.remove_outputs_of(|k| *k == key);
+        for other in self.members.members_except(&track.room, key.peer) {
+            if let Some(o) = self.members.get_mut(other) {
+                o.unsubscribe(|k| *k == key);
+            }
+            self.outbox.signal(
+                other,
+                ServerMessage::TrackUnpublished {
+                    peer_id: key.peer,
+                    track_id: key.id(),
+                },
+            );
+            self.negotiate(other);
+        }
+    }
+
+    fn on_answer(&mut self, now: Instant, id: PeerId, sdp: &str) {
+        let Some(peer) = self.members.get_mut(id) else {
+            return;
+        };
+        match peer.accept_answer(sdp) {
+            // The new subscriptions get their layers (and ask for their first keyframes) at once.
+            Ok(opened) if !opened.is_empty() => self.reallocate(now, id),
+            Ok(_) => {}
+            Err(e) => {
+                self.counters.drop(DropReason::BadSdp);
+                self.error(id, ErrorCode::BadSdp, &e.to_string());
+            }
+        }
+        self.detach_removed(id);
+        self.members.mark_dirty(id);
+        self.negotiate(id);
+    }
+
+    fn on_candidate(&mut self, id: PeerId, line: &str) {
+        let Some(peer) = self.members.get_mut(id) else {
+            return;
+        };
+        let line = line.strip_prefix("a=").unwrap_or(line);
+        match str0m::Candidate::from_sdp_string(line) {
+            Ok(c) => peer.rtc.add_remote_candidate(c),
+            Err(e) => debug!(peer = id, error = %e, "ignoring unparsable candidate"),
+        }
+    }
+
+    fn on_mute(&mut self, now: Instant, id: PeerId, mid: &str, muted: bool) {
+        let mid = Mid::from(mid);
+        match self.router.track_mut(TrackKey { peer: id, mid }) {
+            Some(track) if track.muted != muted => {
+                track.muted = muted;
+                self.announce_mute(now, id, mid, muted);
+            }
+            Some(_) => {}
+            None => self.error(
+                id,
+                ErrorCode::UnknownTrack,
+                "no published track with that mid",
+            ),
+        }
+    }
+
+    /// Tells the room a track was muted or unmuted, and pauses or resumes its subscriptions.
+    fn announce_mute(&mut self, now: Instant, id: PeerId, mid: Mid, muted: bool) {
+        let Some(room) = self.members.get(id).map(|p| p.room.clone()) else {
+            return;
+        };
+        let key = TrackKey { peer: id, mid };
+        let track_id = key.id();
+        for other in self.members.members_except(&room, id) {
+            self.mute_subscriptions(now, other, key, muted);
+            self.outbox.signal(
+                other,
+                ServerMessage::TrackMuted {
+                    peer_id: id,
+                    track_id: track_id.clone(),
+                    muted,
+                },
+            );
+        }
+    }
+
+    /// Pauses (`muted`) or resumes `subscriber`'s subscriptions to `key`. Whatever was not
+    /// forwarded in between leaves no gap in their numbering, and video resumes at a keyframe.
+    fn mute_subscriptions(&mut self, now: Instant, subscriber: PeerId, key: TrackKey, muted: bool) {
+        let Some(peer) = self.members.get_mut(subscriber) else {
+            return;
+        };
+        let mut video = false;
+        for (_, sub) in peer
+            .subscriptions
+            .iter_mut()
+            .filter(|(_, s)| s.source == key)
+        {
+            sub.resync();
+            if sub.kind == MediaKind::Video {
+                video = true;
+                if muted {
+                    sub.selector.set_target(None);
+                }
+            }
+        }
+        if video && !muted {
+            self.reallocate(now, subscriber);
+        }
+    }
+
+    /// A subscriber reported the size of a tile.
+    fn on_tile_size(&mut self, now: Instant, id: PeerId, track_id: &str, width: u32, height: u32) {
+        let key = TrackKey::parse(track_id);
+        let sub = key.and_then(|k| self.members.get_mut(id)?.subscription_of_mut(k));
+        let Some(sub) = sub else {
+            // Not an error: a resize can race the track's removal.
+            debug!(
+                peer = id,
+                track = track_id,
+                "tile size for a track not received"
+            );
+            return;
+        };
+        sub.tile = Some((width.min(MAX_TILE_SIDE), height.min(MAX_TILE_SIDE)));
+        self.reallocate(now, id);
+    }
+
+    /// Data arrived on one of member `id`'s data channels: a chat line, if it is the chat
+    /// channel's and parses.
+    pub(super) fn on_channel_data(&mut self, _now: Instant, id: PeerId, data: &ChannelData) {
+        let is_chat = self
+            .members
+            .get(id)
+            .is_some_and(|p| p.chat_channel == Some(data.id));
+        let line = (is_chat && data.data.len() <= MAX_CHANNEL_MESSAGE)
+            .then(|| serde_json::from_slice::<ChatIn>(&data.data).ok())
+            .flatten();
+        match line {
+            Some(line) => self.on_chat(id, line.text),
+            None => self.counters.drop(DropReason::BadChannelMessage),
+        }
+    }
+
+    /// A chat line from member `id`: to the others' chat channels, or their WebSockets.
+    fn on_chat(&mut self, id: PeerId, text: String) {
+        if self.members.get(id).is_some_and(|p| !p.permissions.chat) {
+            self.counters.drop(DropReason::Forbidden);
+            return self.error(
+                id,
+                ErrorCode::Forbidden,
+                "your token does not allow chat in this room",
+            );
+        }
+        if text.chars().count() > MAX_CHAT_CHARS || text.is_empty() {
+            return self.error(
+                id,
+                ErrorCode::BadMessage,
+                "chat text must be 1 to 2000 characters",
+            );
+        }
+        let Some(peer) = self.members.get(id) else {
+            return;
+        };
+        let line = ChatOut {
+            from: id,
+            name: peer.name.clone(),
+            text,
+        };
+        let room = peer.room.clone();
+        let Ok(json) = serde_json::to_string(&line) else {
+            return;
+        };
+        for other in self.members.members_except(&room, id) {
+            let Some(o) = self.members.get_mut(other) else {
+                continue;
+            };
+            let written = o
+                .chat_channel
+                .and_then(|cid| o.rtc.channel(cid))
+                .is_some_and(|mut ch| ch.write(false, json.as_bytes()).is_ok());
+            if written {
+                self.members.mark_dirty(other);
+            } else {
+                self.outbox.signal(
+                    other,
+                    ServerMessage::Chat {
+                        from: line.from,
+                        name: line.name.clone(),
+                        text: line.text.clone(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Removes a member everywhere. With `reason`, it is told why first.
+    pub(super) fn remove_peer(&mut self, _now: Instant, id: PeerId, reason: Option<&str>) {
+        let Some(mut peer) = self.members.remove(id) else {
+            return;
+        };
+        if let Some(reason) = reason {
+            self.error(id, ErrorCode::MediaTimeout, reason);
+        }
+        peer.rtc.disconnect();
+        self.demux.remove_peer(id);
+        self.timers.clear((id, Timer::Session));
+        self.timers.clear((id, Timer::Liveness));
+        info!(peer = id, room = %peer.room, reason = reason.unwrap_or("left or disconnected"), "left");
+        for (slot, sub) in &peer.subscriptions {
+            self.router.detach(
+                sub.source,
+                SinkRef::Subscription {
+                    subscriber: id,
+                    slot,
+                },
+            );
+        }
+        self.remove_outputs_of(|k| k.peer == id);
+        for key in self.router.keys_of(id) {
+            self.router.unpublish(key);
+            self.forget_speaker(&peer.room, key);
+        }
+        self.members.forget_room_if_empty(&peer.room);
+        for other in self.members.members_of(&peer.room) {
+            if let Some(o) = self.members.get_mut(other) {
+                o.unsubscribe(|k| k.peer == id);
+            }
+            self.outbox
+                .signal(other, ServerMessage::PeerLeft { peer_id: id });
+            self.negotiate(other);
+        }
+        self.outbox.peer_closed(id);
+    }
+
+    /// Removes ingest `id`'s track from every member of `room` and tells them it left.
+    pub(super) fn drop_ingest_from_room(&mut self, room: &str, id: PeerId) {
+        for member in self.members.members_of(room) {
+            if let Some(p) = self.members.get_mut(member) {
+                p.unsubscribe(|k| *k == Ingest::track(id));
+            }
+            self.outbox
+                .signal(member, ServerMessage::PeerLeft { peer_id: id });
+            self.negotiate(member);
+        }
+    }
+
+    /// Sends an offer to `id` if its subscriptions changed and no offer is outstanding.
+    pub(super) fn negotiate(&mut self, id: PeerId) {
+        let Some(peer) = self.members.get_mut(id) else {
+            return;
+        };
+        if let Some((sdp, tracks)) = peer.create_offer() {
+            self.outbox.signal(id, ServerMessage::Offer { sdp, tracks });
+            self.members.mark_dirty(id);
+        }
+        self.detach_removed(id);
+    }
+
+    /// Detaches the subscriptions member `id` removed from their tracks.
+    fn detach_removed(&mut self, id: PeerId) {
+        let Some(peer) = self.members.get_mut(id) else {
+            return;
+        };
+        for (slot, key) in peer.take_removed() {
+            self.router.detach(
+                key,
+                SinkRef::Subscription {
+                    subscriber: id,
+                    slot,
+                },
+            );
+        }
+    }
+}
+
+/// Gives `peer` a subscription to track `key` and attaches it to the track.
+fn subscribe(router: &mut Router, peer: &mut Peer, key: TrackKey) {
+    let Some(kind) = router.track(key).map(|t| t.kind) else {
+        return;
+    };
+    let slot = peer.subscribe(key, kind);
+    router.attach(
+        key,
+        SinkRef::Subscription {
+            subscriber: peer.id,
+            slot,
+        },
+    );
+}

@@ -1,0 +1,168 @@
+//! Membership: the rooms of one worker and the members in them, each with its WebRTC session and
+//! its subscriptions. Members are polled when something happened to their session; this part
+//! keeps the list of those ("dirty") members.
+
+mod peer;
+mod room;
+mod subscription;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub use peer::{Bandwidth, Peer, SdpError};
+pub use room::Room;
+pub use subscription::{LegCounters, LegState, Subscription};
+
+use crate::counters::Counters;
+use crate::protocol::PeerId;
+use crate::router::{Delivery, RoutedPacket};
+
+/// Rooms and members of one worker.
+#[derive(Default)]
+pub struct Members {
+    rooms: HashMap<Arc<str>, Room>,
+    peers: HashMap<PeerId, Peer>,
+    /// Members to poll in the current drive (reused, never shrunk).
+    dirty: Vec<PeerId>,
+}
+
+impl Members {
+    /// The member `id`.
+    pub fn get(&self, id: PeerId) -> Option<&Peer> {
+        self.peers.get(&id)
+    }
+
+    /// The member `id`, to change.
+    pub fn get_mut(&mut self, id: PeerId) -> Option<&mut Peer> {
+        self.peers.get_mut(&id)
+    }
+
+    /// Whether `id` is a member here.
+    pub fn contains(&self, id: PeerId) -> bool {
+        self.peers.contains_key(&id)
+    }
+
+    /// Number of members.
+    pub fn len(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.peers.is_empty()
+    }
+
+    /// Every member id.
+    pub fn ids(&self) -> Vec<PeerId> {
+        self.peers.keys().copied().collect()
+    }
+
+    /// Number of rooms.
+    pub fn room_count(&self) -> usize {
+        self.rooms.len()
+    }
+
+    /// Room `name`.
+    pub fn room(&self, name: &str) -> Option<&Room> {
+        self.rooms.get(name)
+    }
+
+    /// Room `name`, to change.
+    pub fn room_mut(&mut self, name: &str) -> Option<&mut Room> {
+        self.rooms.get_mut(name)
+    }
+
+    /// The room named `name`, created with `capacity` if it does not exist, and its shared key.
+    pub fn room_entry(&mut self, name: &str, capacity: usize) -> (Arc<str>, &mut Room) {
+        let key = self
+            .rooms
+            .get_key_value(name)
+            .map_or_else(|| Arc::from(name), |(k, _)| k.clone());
+        let room = self
+            .rooms
+            .entry(key.clone())
+            .or_insert_with(|| Room::new(capacity));
+        (key, room)
+    }
+
+    /// Removes room `name` when no member and no ingest is left in it.
+    pub fn forget_room_if_empty(&mut self, name: &str) {
+        if self.rooms.get(name).is_some_and(Room::is_empty) {
+            self.rooms.remove(name);
+        }
+    }
+
+    /// The members of `room` in join order (a copy, as [`Members::members_except`]).
+    pub fn members_of(&self, room: &str) -> Vec<PeerId> {
+        self.rooms
+            .get(room)
+            .map(|r| r.members.clone())
+            .unwrap_or_default()
+    }
+
+    /// The members of `room` in join order, `except` left out (a copy: for joins, leaves and
+    /// messages, while other parts change).
+    pub fn members_except(&self, room: &str, except: PeerId) -> Vec<PeerId> {
+        self.rooms
+            .get(room)
+            .map(|r| r.members.iter().copied().filter(|m| *m != except).collect())
+            .unwrap_or_default()
+    }
+
+    /// Adds `peer` to its room (which must exist) and to the members.
+    pub fn insert(&mut self, peer: Peer) {
+        if let Some(room) = self.rooms.get_mut(&*peer.room) {
+            room.members.push(peer.id);
+        }
+        self.peers.insert(peer.id, peer);
+    }
+
+    /// Removes member `id` from its room and the members; the room itself stays (see
+    /// [`Members::forget_room_if_empty`]).
+    pub fn remove(&mut self, id: PeerId) -> Option<Peer> {
+        let peer = self.peers.remove(&id)?;
+        if let Some(room) = self.rooms.get_mut(&*peer.room) {
+            room.members.retain(|m| *m != id);
+        }
+        Some(peer)
+    }
+
+    /// Queues member `id` for polling in the current drive.
+    pub fn mark_dirty(&mut self, id: PeerId) {
+        if let Some(p) = self.peers.get_mut(&id) {
+            if !p.dirty {
+                p.dirty = true;
+                self.dirty.push(id);
+            }
+        }
+    }
+
+    /// The next member to poll.
+    pub fn next_dirty(&mut self) -> Option<PeerId> {
+        let id = self.dirty.pop()?;
+        if let Some(p) = self.peers.get_mut(&id) {
+            p.dirty = false;
+        }
+        Some(id)
+    }
+
+    /// Writes one packet to `subscriber`'s subscription in `slot` and queues the subscriber for
+    /// polling.
+    pub fn deliver(
+        &mut self,
+        subscriber: PeerId,
+        slot: usize,
+        packet: &RoutedPacket,
+        counters: &mut Counters,
+    ) -> Delivery {
+        let Some(peer) = self.peers.get_mut(&subscriber) else {
+            return Delivery::Gone;
+        };
+        let delivery = peer.deliver(slot, packet, counters);
+        if peer.written && !peer.dirty {
+            peer.dirty = true;
+            self.dirty.push(subscriber);
+        }
+        delivery
+    }
+}

@@ -1,0 +1,280 @@
+//! The router: every published track of a worker, indexed by [`TrackKey`], each with the list of
+//! sinks its packets go to. A source hands a packet in ([`Router::admit`]), the router checks it
+//! against its track (muted, known layer, keyframe, layer rates) and fans it out to the track's
+//! sinks ([`Router::fan_out`]). A packet costs one hash lookup and one pass over its own sinks: no
+//! scan of the room's members.
+
+mod packet;
+mod sink;
+mod track;
+
+use std::collections::HashMap;
+
+pub use packet::{Arrival, RoutedPacket};
+pub use sink::{Delivery, SinkRef, SinkSet};
+pub use track::{track_kind, Origin, Track, TrackKey};
+
+use crate::codec::CodecDescriptor;
+use crate::counters::DropReason;
+use crate::protocol::{PeerId, TrackInfo};
+
+/// Every published track of one worker.
+#[derive(Debug, Default)]
+pub struct Router {
+    tracks: HashMap<TrackKey, Track>,
+}
+
+/// Why the router did not route a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Not to be forwarded, and not worth a drop counter: the track is muted or unknown (it was
+    /// unpublished while packets were on their way).
+    Ignored,
+    /// A drop, counted by reason.
+    Dropped(DropReason),
+}
+
+impl Router {
+    /// Publishes `track` as `key` (replacing nothing: a key is published once).
+    pub fn publish(&mut self, key: TrackKey, track: Track) {
+        self.tracks.entry(key).or_insert(track);
+    }
+
+    /// Unpublishes `key`; returns the track, whose sinks are no longer fed.
+    pub fn unpublish(&mut self, key: TrackKey) -> Option<Track> {
+        self.tracks.remove(&key)
+    }
+
+    /// The track published as `key`.
+    pub fn track(&self, key: TrackKey) -> Option<&Track> {
+        self.tracks.get(&key)
+    }
+
+    /// The track published as `key`, to change.
+    pub fn track_mut(&mut self, key: TrackKey) -> Option<&mut Track> {
+        self.tracks.get_mut(&key)
+    }
+
+    /// Every track, in no particular order.
+    pub fn tracks(&self) -> impl Iterator<Item = (TrackKey, &Track)> {
+        self.tracks.iter().map(|(k, t)| (*k, t))
+    }
+
+    /// Every track, to change.
+    pub fn tracks_mut(&mut self) -> impl Iterator<Item = (TrackKey, &mut Track)> {
+        self.tracks.iter_mut().map(|(k, t)| (*k, t))
+    }
+
+    /// The tracks `publisher` publishes (a scan: for joins and offers, not for packets).
+    pub fn keys_of(&self, publisher: PeerId) -> Vec<TrackKey> {
+        self.tracks
+            .keys()
+            .filter(|k| k.peer == publisher)
+            .copied()
+            .collect()
+    }
+
+    /// The tracks published in `room` (a scan: for joins, not for packets).
+    pub fn keys_in_room(&self, room: &str) -> Vec<TrackKey> {
+        self.tracks
+            .iter()
+            .filter(|(_, t)| &*t.room == room)
+            .map(|(k, _)| *k)
+            .collect()
+    }
+
+    /// The protocol's view of what `publisher` publishes.
+    pub fn infos_of(&self, publisher: PeerId) -> Vec<TrackInfo> {
+        let mut keys = self.keys_of(publisher);
+        keys.sort_by_key(|k| k.mid.to_string());
+        keys.into_iter()
+            .filter_map(|k| self.tracks.get(&k).map(|t| t.info(k)))
+            .collect()
+    }
+
+    /// Adds `sink` to track `key`'s sinks (once).
+    pub fn attach(&mut self, key: TrackKey, sink: SinkRef) {
+        if let Some(track) = self.tracks.get_mut(&key) {
+            if !track.sinks.contains(&sink) {
+                track.sinks.push(sink);
+            }
+        }
+    }
+
+    /// Removes `sink` from track `key`'s sinks.
+    pub fn detach(&mut self, key: TrackKey, sink: SinkRef) {
+        if let Some(track) = self.tracks.get_mut(&key) {
+            track.sinks.retain(|s| *s != sink);
+        }
+    }
+
+    /// Checks one packet of track `key` against its track and records it there (layer rates,
+    /// keyframes and the picture size they carry); returns the packet for the sinks.
+    pub fn admit(&mut self, key: TrackKey, arrival: Arrival) -> Result<RoutedPacket, Refusal> {
+        let track = self.tracks.get_mut(&key).ok_or(Refusal::Ignored)?;
+        if track.muted {
+            return Err(Refusal::Ignored);
+        }
+        let codec = CodecDescriptor::of(&arrival.params)
+            .filter(|c| c.kind == track.kind)
+            .ok_or(Refusal::Dropped(DropReason::NoMatchingCodec))?;
+        let layer = track
+            .layers
+            .index_of(arrival.rid)
+            .ok_or(Refusal::Dropped(DropReason::UnknownLayer))?;
+        let keyframe = codec.keyframe(&arrival.payload);
+        track
+            .layers
+            .on_packet(layer, arrival.at, arrival.payload.len(), keyframe);
+        let top_layer = track.layers.count() as u8 - 1;
+        // Only a simulcast track's legs switch layers and so renumber picture ids.
+        let picture_ids = (top_layer > 0)
+            .then(|| codec.picture_ids(&arrival.payload))
+            .flatten();
+        Ok(RoutedPacket {
+            track: key,
+            arrival,
+            codec,
+            layer,
+            top_layer,
+            keyframe: keyframe.is_some(),
+            picture_ids,
+        })
+    }
+
+    /// Hands `packet` to every sink of its track; sinks that are gone are forgotten.
+    pub fn fan_out(&mut self, packet: &RoutedPacket, sinks: &mut impl SinkSet) {
+        let Some(track) = self.tracks.get_mut(&packet.track) else {
+            return;
+        };
+        track
+            .sinks
+            .retain(|&sink| sinks.deliver(sink, packet) == Delivery::Done);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use str0m::format::CodecConfig;
+    use str0m::media::{MediaKind, Mid, Pt};
+    use str0m::rtp::ExtensionValues;
+
+    use super::*;
+    use crate::protocol::TrackSource;
+    use crate::quality::layers::TrackLayers;
+
+    /// Counts what each sink got; sink 2 is gone.
+    #[derive(Default)]
+    struct Recorder {
+        got: Vec<SinkRef>,
+    }
+
+    impl SinkSet for Recorder {
+        fn deliver(&mut self, sink: SinkRef, _packet: &RoutedPacket) -> Delivery {
+            self.got.push(sink);
+            if sink == SinkRef::PlainOutput(2) {
+                Delivery::Gone
+            } else {
+                Delivery::Done
+            }
+        }
+    }
+
+    fn arrival(params: str0m::format::PayloadParams) -> Arrival {
+        Arrival {
+            ssrc: 1,
+            seq: 1,
+            timestamp: 0,
+            marker: false,
+            at: Instant::now(),
+            payload: Arc::from(&[0x90u8, 0x80, 0x81, 0x23, 0x10, 0x02, 0x00][..]),
+            pt: Pt::from(96),
+            params,
+            ext: ExtensionValues::default(),
+            rid: None,
+        }
+    }
+
+    fn video_track() -> Track {
+        Track::new(
+            Arc::from("room"),
+            Origin::Member,
+            MediaKind::Video,
+            TrackSource::Camera,
+            false,
+            TrackLayers::single(),
+        )
+    }
+
+    fn vp8() -> str0m::format::PayloadParams {
+        *CodecConfig::new_with_defaults()
+            .find(|p| p.spec().codec == str0m::format::Codec::Vp8)
+            .unwrap()
+    }
+
+    #[test]
+    fn packets_reach_each_sink_of_their_track_once_and_gone_sinks_are_forgotten() {
+        let mut router = Router::default();
+        let key = TrackKey {
+            peer: 1,
+            mid: Mid::from("0"),
+        };
+        let other = TrackKey {
+            peer: 2,
+            mid: Mid::from("0"),
+        };
+        router.publish(key, video_track());
+        router.publish(other, video_track());
+        for sink in [1, 2, 3, 3] {
+            router.attach(key, SinkRef::PlainOutput(sink));
+        }
+        router.attach(other, SinkRef::PlainOutput(9));
+        let packet = router.admit(key, arrival(vp8())).unwrap();
+        let mut sinks = Recorder::default();
+        router.fan_out(&packet, &mut sinks);
+        assert_eq!(
+            sinks.got,
+            [1, 2, 3].map(SinkRef::PlainOutput),
+            "each sink of the track once, none of another track"
+        );
+        assert_eq!(
+            router.track(key).unwrap().sinks(),
+            &[SinkRef::PlainOutput(1), SinkRef::PlainOutput(3)]
+        );
+        router.detach(key, SinkRef::PlainOutput(1));
+        assert_eq!(
+            router.track(key).unwrap().sinks(),
+            &[SinkRef::PlainOutput(3)]
+        );
+    }
+
+    #[test]
+    fn muted_unknown_and_mismatched_packets_are_refused() {
+        let mut router = Router::default();
+        let key = TrackKey {
+            peer: 1,
+            mid: Mid::from("0"),
+        };
+        assert_eq!(
+            router.admit(key, arrival(vp8())).err(),
+            Some(Refusal::Ignored)
+        );
+        router.publish(key, video_track());
+        let opus = *CodecConfig::new_with_defaults()
+            .find(|p| p.spec().codec == str0m::format::Codec::Opus)
+            .unwrap();
+        assert_eq!(
+            router.admit(key, arrival(opus)).err(),
+            Some(Refusal::Dropped(DropReason::NoMatchingCodec)),
+            "audio on a video track"
+        );
+        router.track_mut(key).unwrap().muted = true;
+        assert_eq!(
+            router.admit(key, arrival(vp8())).err(),
+            Some(Refusal::Ignored)
+        );
+    }
+}

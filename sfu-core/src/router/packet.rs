@@ -1,0 +1,78 @@
+//! One RTP packet on its way through the router: what its source received ([`Arrival`]) and what
+//! the router made of it for the sinks ([`RoutedPacket`]).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use str0m::format::PayloadParams;
+use str0m::media::{Pt, Rid};
+use str0m::rtp::ExtensionValues;
+
+use super::track::TrackKey;
+use crate::codec::{CodecDescriptor, PictureIds};
+use crate::rewrite::{Rewritten, SeqTsRewriter};
+
+/// One RTP packet as a source received it, whichever kind of source.
+#[derive(Debug)]
+pub struct Arrival {
+    /// The publisher's SSRC (a change means a new source behind the track).
+    pub ssrc: u32,
+    /// Extended sequence number at the publisher.
+    pub seq: u64,
+    /// RTP timestamp at the publisher.
+    pub timestamp: u32,
+    /// RTP marker bit.
+    pub marker: bool,
+    /// When it arrived.
+    pub at: Instant,
+    /// The payload, shared by every sink.
+    pub payload: Arc<[u8]>,
+    /// The publisher's payload type.
+    pub pt: Pt,
+    /// The payload format behind that payload type.
+    pub params: PayloadParams,
+    /// Header extension values to carry over (those naming the publisher's m-line removed).
+    pub ext: ExtensionValues,
+    /// The simulcast encoding it belongs to, if the source sends several.
+    pub rid: Option<Rid>,
+}
+
+/// One packet of a published track, ready for the sinks.
+#[derive(Debug)]
+pub struct RoutedPacket {
+    /// The track.
+    pub track: TrackKey,
+    /// The packet as its source received it.
+    pub arrival: Arrival,
+    /// Its codec.
+    pub codec: &'static CodecDescriptor,
+    /// The simulcast layer it belongs to (0 without simulcast).
+    pub layer: u8,
+    /// The track's top layer.
+    pub top_layer: u8,
+    /// It starts a keyframe.
+    pub keyframe: bool,
+    /// The per-picture ids of a simulcast track's packet, which each leg renumbers.
+    pub picture_ids: Option<PictureIds>,
+}
+
+impl Arrival {
+    /// Its sequence number and timestamp in the numbering `rewriter` keeps for one receiver;
+    /// `None` for a late packet of a source the receiver already switched away from.
+    pub fn renumber(&self, rewriter: &mut SeqTsRewriter) -> Option<Rewritten> {
+        let clock_rate = self.params.spec().clock_rate.get();
+        rewriter.rewrite(self.ssrc, self.seq, self.timestamp, self.at, clock_rate)
+    }
+}
+
+impl RoutedPacket {
+    /// Whether the track has more than one layer (legs switch between them at keyframes).
+    pub fn is_simulcast(&self) -> bool {
+        self.top_layer > 0
+    }
+
+    /// Whether subscribers may ask for it again (video; browsers do not NACK audio).
+    pub fn is_nackable(&self) -> bool {
+        self.codec.is_video()
+    }
+}

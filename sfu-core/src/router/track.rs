@@ -1,0 +1,108 @@
+//! A published track: who publishes it, in which room, what it is, and the sinks it goes to.
+
+use std::sync::Arc;
+
+use str0m::media::{MediaKind, Mid};
+
+use super::sink::SinkRef;
+use crate::protocol::{PeerId, TrackInfo, TrackKind, TrackSource};
+use crate::quality::layers::TrackLayers;
+
+/// Names one published track: the publisher and the mid of its sending m-line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TrackKey {
+    /// The publisher (a member, or a plain RTP ingest).
+    pub peer: PeerId,
+    /// The mid of the publisher's sending m-line.
+    pub mid: Mid,
+}
+
+impl TrackKey {
+    /// The server-wide id the protocol uses, `"<peerId>:<mid>"`.
+    pub fn id(&self) -> String {
+        format!("{}:{}", self.peer, self.mid)
+    }
+
+    /// The track a protocol id (`"<peerId>:<mid>"`, as [`TrackKey::id`] writes it) names, if it
+    /// has that shape.
+    pub fn parse(id: &str) -> Option<TrackKey> {
+        let (peer, mid) = id.split_once(':')?;
+        Some(TrackKey {
+            peer: peer.parse().ok()?,
+            mid: Mid::from(mid),
+        })
+    }
+}
+
+/// Where a track's packets come from, and so where its keyframe requests go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A member's WebRTC session (its sending m-line).
+    Member,
+    /// A plain RTP ingest: it cannot be asked for keyframes.
+    PlainIngest,
+}
+
+/// A published track.
+#[derive(Debug)]
+pub struct Track {
+    /// The room it is published in.
+    pub room: Arc<str>,
+    /// Who sends it.
+    pub origin: Origin,
+    /// Audio or video.
+    pub kind: MediaKind,
+    /// What it shows.
+    pub source: TrackSource,
+    /// A muted track is not forwarded.
+    pub muted: bool,
+    /// Its layers as received (one without simulcast), with their rates and keyframe requests.
+    pub layers: TrackLayers,
+    /// Where its packets go.
+    pub(super) sinks: Vec<SinkRef>,
+}
+
+impl Track {
+    /// A track of `kind` published into `room`, with no sinks yet.
+    pub fn new(
+        room: Arc<str>,
+        origin: Origin,
+        kind: MediaKind,
+        source: TrackSource,
+        muted: bool,
+        layers: TrackLayers,
+    ) -> Self {
+        Track {
+            room,
+            origin,
+            kind,
+            source,
+            muted,
+            layers,
+            sinks: Vec::new(),
+        }
+    }
+
+    /// The protocol's view of this track.
+    pub fn info(&self, key: TrackKey) -> TrackInfo {
+        TrackInfo {
+            id: key.id(),
+            kind: track_kind(self.kind),
+            source: self.source,
+            muted: self.muted,
+        }
+    }
+
+    /// Where its packets go now.
+    pub fn sinks(&self) -> &[SinkRef] {
+        &self.sinks
+    }
+}
+
+/// Maps str0m's media kind onto the protocol's.
+pub fn track_kind(kind: MediaKind) -> TrackKind {
+    match kind {
+        MediaKind::Audio => TrackKind::Audio,
+        MediaKind::Video => TrackKind::Video,
+    }
+}
