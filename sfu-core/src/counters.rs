@@ -47,11 +47,14 @@ pub enum DropReason {
     Forbidden,
     /// An RTP packet whose RID is none of the simulcast layers its m-line negotiated.
     UnknownLayer,
+    /// A NACKed packet not resent: the subscriber asked for more resends than its credit
+    /// allows.
+    ResendLimited,
 }
 
 impl DropReason {
     /// Every reason, in a fixed order (the order of [`Counters::drops`]).
-    pub const ALL: [DropReason; 20] = [
+    pub const ALL: [DropReason; 21] = [
         DropReason::UnknownProtocol,
         DropReason::MalformedStun,
         DropReason::UnknownUfrag,
@@ -72,6 +75,7 @@ impl DropReason {
         DropReason::TcpTooMany,
         DropReason::Forbidden,
         DropReason::UnknownLayer,
+        DropReason::ResendLimited,
     ];
 
     /// The reason's name in stats output.
@@ -97,6 +101,7 @@ impl DropReason {
             DropReason::TcpTooMany => "tcp_too_many",
             DropReason::Forbidden => "forbidden",
             DropReason::UnknownLayer => "unknown_layer",
+            DropReason::ResendLimited => "resend_limited",
         }
     }
 
@@ -110,6 +115,8 @@ impl DropReason {
 pub struct Counters {
     /// RTP packets written to subscriber legs.
     pub forwarded_packets: u64,
+    /// RTP packets sent again because a subscriber NACKed them (RTX).
+    pub resent_packets: u64,
     /// RTP payload bytes written to subscriber legs.
     pub forwarded_bytes: u64,
     /// RTP packets received from publishers.
@@ -136,6 +143,7 @@ impl Counters {
     /// Adds another core's counters to these (for server-wide totals).
     pub fn merge(&mut self, other: &Counters) {
         self.forwarded_packets += other.forwarded_packets;
+        self.resent_packets += other.resent_packets;
         self.forwarded_bytes += other.forwarded_bytes;
         self.received_packets += other.received_packets;
         for (a, b) in self.drops.iter_mut().zip(other.drops.iter()) {
@@ -154,6 +162,8 @@ pub struct StatsSnapshot {
     pub peers: usize,
     /// RTP packets written to subscriber legs.
     pub forwarded_packets: u64,
+    /// RTP packets sent again because a subscriber NACKed them (RTX).
+    pub resent_packets: u64,
     /// RTP payload bytes written to subscriber legs.
     pub forwarded_bytes: u64,
     /// RTP packets received from publishers.
@@ -182,6 +192,7 @@ impl StatsSnapshot {
             rooms,
             peers,
             forwarded_packets: counters.forwarded_packets,
+            resent_packets: counters.resent_packets,
             forwarded_bytes: counters.forwarded_bytes,
             received_packets: counters.received_packets,
             drops,
@@ -196,6 +207,7 @@ impl StatsSnapshot {
         self.rooms += other.rooms;
         self.peers += other.peers;
         self.forwarded_packets += other.forwarded_packets;
+        self.resent_packets += other.resent_packets;
         self.forwarded_bytes += other.forwarded_bytes;
         self.received_packets += other.received_packets;
         self.ice_tcp_connections += other.ice_tcp_connections;

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 
 use str0m::net::Protocol;
 
+use crate::counters::Counters;
 use crate::pool::BufferPool;
 use crate::protocol::{PeerId, ServerMessage};
 
@@ -68,9 +69,16 @@ impl Outbox {
         self.closed_outputs.push_back(id);
     }
 
-    /// A buffer for a datagram of about `capacity` bytes, from the pool.
+    /// An empty buffer for a datagram of about `capacity` bytes, from the pool.
     pub fn buffer(&mut self, capacity: usize) -> Vec<u8> {
         self.pool.take(capacity)
+    }
+
+    /// A buffer of `len` bytes to write a datagram into, from the pool.
+    pub fn buffer_of_len(&mut self, len: usize) -> Vec<u8> {
+        let mut buf = self.pool.take(len);
+        buf.resize(len, 0);
+        buf
     }
 
     /// Takes back a sent datagram's buffer.
@@ -97,4 +105,15 @@ impl Outbox {
     pub fn next_closed_output(&mut self) -> Option<u64> {
         self.closed_outputs.pop_front()
     }
+}
+
+/// Where forwarded packets go: the outbox with its buffers, the counters, and the worker's
+/// addresses (a copy built by the core leaves from one of them).
+pub struct Egress<'a> {
+    /// Datagrams and their buffers.
+    pub outbox: &'a mut Outbox,
+    /// Forwarded, resent and dropped packets.
+    pub counters: &'a mut Counters,
+    /// The worker's announced addresses.
+    pub candidates: &'a [SocketAddr],
 }

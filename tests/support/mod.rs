@@ -146,7 +146,7 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        if std::thread::panicking() {
+        if std::thread::panicking() || std::env::var_os("EDGE_SFU_TEST_LOG").is_some() {
             eprintln!(
                 "---- edge-sfu output (last 300 lines) ----\n{}",
                 tail(&self.log, 300)

@@ -18,11 +18,10 @@ mod signaling;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use str0m::media::{KeyframeRequestKind, MediaKind, Mid};
 use str0m::net::{DatagramRecv, Protocol, Receive};
-use str0m::rtp::RtpPacket as Str0mRtp;
 use str0m::{Event, IceConnectionState, Input, Output as RtcOutput};
 use tracing::{debug, info, warn};
 
@@ -30,11 +29,13 @@ use crate::config::CoreConfig;
 use crate::counters::{Counters, DropReason, StatsSnapshot};
 use crate::demux::{Demux, FlowChange};
 use crate::membership::Members;
-use crate::outbox::{Outbox, Transmit};
-use crate::plain_legs::{PlainEgress, PlainLegs};
+use crate::outbox::{Egress, Outbox, Transmit};
+use crate::plain_legs::PlainLegs;
 use crate::protocol::{ErrorCode, PeerId, ServerMessage};
 use crate::quality::{self, Quality};
-use crate::router::{Arrival, Delivery, Origin, Refusal, Router, SinkRef, SinkSet, TrackKey};
+use crate::router::{
+    Arrival, Delivery, Origin, Refusal, RoutedPacket, Router, SinkRef, SinkSet, TrackKey,
+};
 use crate::timers::Deadlines;
 use crate::wire::{classify, DatagramKind, RtpPacket, StunPacket};
 
@@ -56,11 +57,19 @@ pub enum Action {
 
 /// Who a datagram is for.
 enum Route {
-    /// A member's WebRTC session.
-    Member(PeerId),
+    /// A member's WebRTC session: media (RTP) or anything else its session handles.
+    Member(PeerId, DatagramKind),
     /// A plain RTP ingest.
     Ingest(PeerId),
 }
+
+/// How soon a member's session gets time after media arrived from it, at the latest: its
+/// receive state (TWCC feedback, NACKs, receiver reports) moved, and media packets are handled
+/// without the session's timeout pass.
+const SESSION_SERVICE: Duration = Duration::from_millis(20);
+
+/// Room for the largest payload a datagram the core accepts can carry.
+const RX_PAYLOAD_BYTES: usize = 2048;
 
 /// The timers each member has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -84,6 +93,8 @@ pub struct Core {
     counters: Counters,
     /// Events polled from a member's session, handled after its polling (reused).
     events: VecDeque<Event>,
+    /// Where a member's media payload is decrypted to before its track keeps it (reused).
+    rx_payload: Vec<u8>,
 }
 
 impl Core {
@@ -100,6 +111,7 @@ impl Core {
             outbox: Outbox::default(),
             counters: Counters::default(),
             events: VecDeque::with_capacity(64),
+            rx_payload: vec![0; RX_PAYLOAD_BYTES],
         }
     }
 
@@ -181,6 +193,7 @@ impl Core {
             match timer {
                 Timer::Session => {
                     if let Some(peer) = self.members.get_mut(id) {
+                        peer.session_deadline = None;
                         if let Err(e) = peer.rtc.handle_input(Input::Timeout(now)) {
                             warn!(peer = id, error = %e, "session failed on timeout");
                         }
@@ -229,8 +242,8 @@ impl Core {
         destination: SocketAddr,
         buf: &[u8],
     ) {
-        let id = match self.route(proto, source, destination, buf) {
-            Some(Route::Member(id)) => id,
+        let (id, kind) = match self.route(proto, source, destination, buf) {
+            Some(Route::Member(id, kind)) => (id, kind),
             Some(Route::Ingest(id)) => {
                 match self.plain.accept(id, buf, now) {
                     Ok((key, arrival)) => {
@@ -244,6 +257,11 @@ impl Core {
             }
             None => return,
         };
+        if kind == DatagramKind::Rtp {
+            self.receive_media(now, id, buf);
+            self.drive(now);
+            return;
+        }
         let Ok(contents) = DatagramRecv::try_from(buf) else {
             self.counters.drop(DropReason::Rejected);
             return;
@@ -266,8 +284,78 @@ impl Core {
             debug!(peer = id, error = %e, "datagram refused by the session");
             self.counters.drop(DropReason::Rejected);
         }
+        if kind == DatagramKind::Rtcp {
+            let mut egress = Egress {
+                outbox: &mut self.outbox,
+                counters: &mut self.counters,
+                candidates: &self.config.candidates,
+            };
+            peer.answer_nacks(now, &self.router, &mut egress);
+        }
         self.members.mark_dirty(id);
         self.drive(now);
+    }
+
+    /// One SRTP media packet from member `id`: decrypted by its session straight into the
+    /// payload buffer, without an event or the session's timeout pass, then routed.
+    fn receive_media(&mut self, now: Instant, id: PeerId, buf: &[u8]) {
+        let Some(peer) = self.members.get_mut(id) else {
+            return;
+        };
+        peer.last_heard = now;
+        // Taken out while the packet is routed (a move, not a copy): the router borrows it.
+        let mut payload = std::mem::take(&mut self.rx_payload);
+        if let Some(rx) = peer.rtc.receive_rtp_direct(now, buf, &mut payload) {
+            self.counters.received_packets += 1;
+            let pt = rx.header.payload_type;
+            match peer.rtc.codec_config().find(|p| p.pt() == pt).copied() {
+                Some(params) => {
+                    let level = rx.header.ext_vals.audio_level;
+                    let mut ext = rx.header.ext_vals;
+                    // These name the publisher's m-line and transport; each subscriber's session
+                    // sets its own.
+                    ext.mid = None;
+                    ext.rid = None;
+                    ext.rid_repair = None;
+                    ext.transport_cc = None;
+                    let arrival = Arrival {
+                        ssrc: *rx.header.ssrc,
+                        seq: *rx.seq_no,
+                        timestamp: rx.header.timestamp,
+                        marker: rx.header.marker,
+                        at: now,
+                        payload: &payload[..rx.payload_len],
+                        pt,
+                        params,
+                        ext,
+                        rid: rx.rid,
+                    };
+                    self.service_session(now, id);
+                    self.route_packet(
+                        TrackKey {
+                            peer: id,
+                            mid: rx.mid,
+                        },
+                        arrival,
+                        level,
+                    );
+                }
+                None => self.counters.drop(DropReason::NoMatchingCodec),
+            }
+        }
+        self.rx_payload = payload;
+    }
+
+    /// Makes sure member `id`'s session gets time within [`SESSION_SERVICE`].
+    fn service_session(&mut self, now: Instant, id: PeerId) {
+        let Some(peer) = self.members.get_mut(id) else {
+            return;
+        };
+        let by = now + SESSION_SERVICE;
+        if peer.session_deadline.is_some_and(|d| d > by) {
+            peer.session_deadline = Some(by);
+            self.timers.set((id, Timer::Session), by);
+        }
     }
 
     /// Finds the member or ingest a datagram is for, counting a drop when there is none. Plain
@@ -284,7 +372,8 @@ impl Core {
             return None;
         }
         let tuple = (source, destination);
-        let (found, miss) = match classify(buf) {
+        let kind = classify(buf);
+        let (found, miss) = match kind {
             DatagramKind::Stun => {
                 let Ok(stun) = StunPacket::new_checked(buf) else {
                     self.counters.drop(DropReason::MalformedStun);
@@ -342,13 +431,13 @@ impl Core {
         if found.is_none() {
             self.counters.drop(miss);
         }
-        found.map(Route::Member)
+        found.map(|id| Route::Member(id, kind))
     }
 
     /// Polls every dirty member's session until it has nothing more, acting on its events.
     fn drive(&mut self, now: Instant) {
         while let Some(id) = self.members.next_dirty() {
-            self.poll_session(now, id);
+            self.poll_session(id);
             while let Some(event) = self.events.pop_front() {
                 self.on_event(now, id, event);
             }
@@ -360,24 +449,15 @@ impl Core {
 
     /// Takes what member `id`'s session has: datagrams to the outbox, events for
     /// [`Core::on_event`], and its next deadline.
-    fn poll_session(&mut self, now: Instant, id: PeerId) {
+    fn poll_session(&mut self, id: PeerId) {
         let Some(peer) = self.members.get_mut(id) else {
             return;
         };
-        if std::mem::take(&mut peer.written) {
-            // str0m sends what `write_rtp` queued only when time is fed to it: without this a
-            // forwarded packet waits for the session's next timer, about a millisecond.
-            if let Err(e) = peer.rtc.handle_input(Input::Timeout(now)) {
-                debug!(peer = id, error = %e, "session refused time");
-            }
-        }
         loop {
             match peer.rtc.poll_output() {
                 Ok(RtcOutput::Timeout(t)) => {
-                    if peer.next_timeout != t {
-                        peer.next_timeout = t;
-                        self.timers.set((id, Timer::Session), t);
-                    }
+                    peer.session_deadline = Some(t);
+                    self.timers.set((id, Timer::Session), t);
                     break;
                 }
                 Ok(RtcOutput::Transmit(t)) => self.outbox.transmit(Transmit {
@@ -398,7 +478,6 @@ impl Core {
 
     fn on_event(&mut self, now: Instant, id: PeerId, event: Event) {
         match event {
-            Event::RtpPacket(packet) => self.on_member_packet(id, packet),
             Event::KeyframeRequest(req) => self.on_subscriber_keyframe_request(now, id, req.mid),
             Event::EgressBitrateEstimate(kind) => {
                 if let Some(peer) = self.members.get_mut(id) {
@@ -473,80 +552,36 @@ impl Core {
         }
     }
 
-    /// One RTP packet a member published, from its session.
-    fn on_member_packet(&mut self, from: PeerId, packet: Str0mRtp) {
-        self.counters.received_packets += 1;
-        let Some(publisher) = self.members.get_mut(from) else {
-            return;
-        };
-        let ssrc = packet.header.ssrc;
-        let Some((mid, rid)) = publisher
-            .rtc
-            .direct_api()
-            .stream_rx(&ssrc)
-            .map(|s| (s.mid(), s.rid()))
-        else {
-            return;
-        };
-        let pt = packet.header.payload_type;
-        let Some(params) = publisher.rtc.codec_config().find(|p| p.pt() == pt).copied() else {
-            self.counters.drop(DropReason::NoMatchingCodec);
-            return;
-        };
-        let level = packet.header.ext_vals.audio_level;
-        let mut ext = packet.header.ext_vals;
-        // These name the publisher's m-line and transport; each subscriber's session sets its own.
-        ext.mid = None;
-        ext.rid = None;
-        ext.rid_repair = None;
-        ext.transport_cc = None;
-        let arrival = Arrival {
-            ssrc: *ssrc,
-            seq: *packet.seq_no,
-            timestamp: packet.header.timestamp,
-            marker: packet.header.marker,
-            at: packet.timestamp,
-            payload: packet.payload,
-            pt,
-            params,
-            ext,
-            rid,
-        };
-        self.route_packet(TrackKey { peer: from, mid }, arrival, level);
-    }
-
-    /// Admits one packet of track `key` into the router and fans it out; `level` is its RFC
-    /// 6464 audio level, for the room's speaker detection.
-    fn route_packet(&mut self, key: TrackKey, arrival: Arrival, level: Option<i8>) {
-        let packet = match self.router.admit(key, arrival) {
-            Ok(p) => p,
-            Err(Refusal::Dropped(reason)) => return self.counters.drop(reason),
-            Err(Refusal::Ignored) => return,
-        };
-        if let Some(level) = level.filter(|_| packet.codec.kind == MediaKind::Audio) {
-            let change = self.router.track(key).and_then(|t| {
-                self.members
-                    .room_mut(&t.room)
-                    .and_then(|r| {
-                        r.speaker
-                            .on_level(key, packet.arrival.at, level.unsigned_abs())
-                    })
-                    .map(|speaker| (t.room.clone(), speaker))
-            });
-            if let Some((room, speaker)) = change {
-                self.announce_speaker(&room, speaker);
-            }
-        }
+    /// Routes one packet of track `key` to its sinks; `level` is its RFC 6464 audio level, for
+    /// the room's speaker detection.
+    fn route_packet(&mut self, key: TrackKey, arrival: Arrival<'_>, level: Option<i8>) {
+        let at = arrival.at;
         let mut sinks = CoreSinks {
             members: &mut self.members,
             plain: &mut self.plain,
-            egress: PlainEgress {
+            egress: Egress {
                 outbox: &mut self.outbox,
                 counters: &mut self.counters,
                 candidates: &self.config.candidates,
             },
         };
-        self.router.fan_out(&packet, &mut sinks);
+        let codec = match self.router.route(key, arrival, &mut sinks) {
+            Ok(codec) => codec,
+            Err(Refusal::Dropped(reason)) => return self.counters.drop(reason),
+            Err(Refusal::Ignored) => return,
+        };
+        let Some(level) = level.filter(|_| codec.kind == MediaKind::Audio) else {
+            return;
+        };
+        let change = self.router.track(key).and_then(|t| {
+            self.members
+                .room_mut(&t.room)
+                .and_then(|r| r.speaker.on_level(key, at, level.unsigned_abs()))
+                .map(|speaker| (t.room.clone(), speaker))
+        });
+        if let Some((room, speaker)) = change {
+            self.announce_speaker(&room, speaker);
+        }
     }
 
     /// A subscriber asked for a keyframe on the subscription with `mid`: passed on for the layer
@@ -660,15 +695,15 @@ impl Core {
 struct CoreSinks<'a> {
     members: &'a mut Members,
     plain: &'a mut PlainLegs,
-    egress: PlainEgress<'a>,
+    egress: Egress<'a>,
 }
 
 impl SinkSet for CoreSinks<'_> {
-    fn deliver(&mut self, sink: SinkRef, packet: &crate::router::RoutedPacket) -> Delivery {
+    fn deliver(&mut self, sink: SinkRef, packet: &RoutedPacket) -> Delivery {
         match sink {
             SinkRef::Subscription { subscriber, slot } => {
                 self.members
-                    .deliver(subscriber, slot, packet, self.egress.counters)
+                    .deliver(subscriber, slot, packet, &mut self.egress)
             }
             SinkRef::PlainOutput(id) => self.plain.deliver(id, packet, &mut self.egress),
         }

@@ -3,6 +3,7 @@
 //! keeps the list of those ("dirty") members.
 
 mod peer;
+mod resend_log;
 mod room;
 mod subscription;
 
@@ -13,7 +14,7 @@ pub use peer::{Bandwidth, Peer, SdpError};
 pub use room::Room;
 pub use subscription::{LegCounters, LegState, Subscription};
 
-use crate::counters::Counters;
+use crate::outbox::Egress;
 use crate::protocol::PeerId;
 use crate::router::{Delivery, RoutedPacket};
 
@@ -146,23 +147,17 @@ impl Members {
         Some(id)
     }
 
-    /// Writes one packet to `subscriber`'s subscription in `slot` and queues the subscriber for
-    /// polling.
+    /// Sends one packet on `subscriber`'s subscription in `slot`.
     pub fn deliver(
         &mut self,
         subscriber: PeerId,
         slot: usize,
         packet: &RoutedPacket,
-        counters: &mut Counters,
+        egress: &mut Egress,
     ) -> Delivery {
-        let Some(peer) = self.peers.get_mut(&subscriber) else {
-            return Delivery::Gone;
-        };
-        let delivery = peer.deliver(slot, packet, counters);
-        if peer.written && !peer.dirty {
-            peer.dirty = true;
-            self.dirty.push(subscriber);
+        match self.peers.get_mut(&subscriber) {
+            Some(peer) => peer.deliver(slot, packet, egress),
+            None => Delivery::Gone,
         }
-        delivery
     }
 }

@@ -16,11 +16,11 @@ use slab::Slab;
 use super::subscription::{LegState, Subscription};
 use crate::codec::CodecDescriptor;
 use crate::config::CoreConfig;
-use crate::counters::Counters;
+use crate::outbox::Egress;
 use crate::permissions::Permissions;
 use crate::protocol::{PeerId, TrackMapping};
 use crate::quality::layers::TrackLayers;
-use crate::router::{Delivery, RoutedPacket, TrackKey};
+use crate::router::{Delivery, RoutedPacket, Router, TrackKey};
 
 /// Video packets kept per leg for retransmission on NACK: about a second at 2.5 Mbit/s, more than
 /// a NACK round trip needs. str0m's default (1000) costs several hundred KiB per video leg.
@@ -72,12 +72,11 @@ pub struct Peer {
     pub joined_at: Instant,
     /// When a datagram from it last arrived (the idle deadline counts from here).
     pub last_heard: Instant,
-    /// When its `Rtc` wants time next.
-    pub next_timeout: Instant,
+    /// When its session is next given time, as the core's timers have it (`None` while it is
+    /// being polled).
+    pub session_deadline: Option<Instant>,
     /// Queued for polling in the current drive.
     pub dirty: bool,
-    /// Packets were written to its legs since it was last polled.
-    pub written: bool,
     /// What it may do in its room (from its token; everything in an open room).
     pub permissions: Permissions,
     /// What the SFU knows of the bandwidth toward it.
@@ -151,9 +150,8 @@ impl Peer {
             connected: false,
             joined_at: now,
             last_heard: now,
-            next_timeout: now,
+            session_deadline: None,
             dirty: false,
-            written: false,
             permissions: Permissions::ALL,
             bandwidth: Bandwidth::default(),
             removed: Vec::new(),
@@ -297,14 +295,17 @@ impl Peer {
         }
         if applied {
             self.remove_subscriptions(|s| matches!(s.state, LegState::Stopping(_)));
-            // The SFU sets each leg's rate by the layer it picks. A pacer queue in front of a
+            // Forwarded media is sealed at once on each subscription's send stream, named by
+            // its SSRC: not through str0m's send queue and pacer (the SFU sets each
+            // subscription's rate by the layer it picks, and a pacer queue in front of a
             // congested link would hold seconds of the old layer and delay the downgrade that
-            // relieves it, so forwarded media leaves unpaced (str0m paces only probes and padding).
+            // relieves it; str0m paces only probes and padding).
             let mut api = self.rtc.direct_api();
-            for (_, sub) in &self.subscriptions {
-                if let Some(tx) = sub.open_mid().and_then(|m| api.stream_tx_by_mid(m, None)) {
-                    tx.set_unpaced(true);
-                }
+            for (_, sub) in &mut self.subscriptions {
+                sub.ssrc = sub
+                    .open_mid()
+                    .and_then(|m| api.stream_tx_by_mid(m, None))
+                    .map(|tx| tx.ssrc());
             }
         }
         result.map(|()| opened)
@@ -358,22 +359,22 @@ impl Peer {
         }
     }
 
-    /// Writes one packet to the subscription in `slot`; `Gone` when that slot no longer holds a
+    /// Sends one packet on the subscription in `slot`; `Gone` when that slot no longer holds a
     /// subscription to the packet's track.
-    pub fn deliver(
-        &mut self,
-        slot: usize,
-        packet: &RoutedPacket,
-        counters: &mut Counters,
-    ) -> Delivery {
+    pub fn deliver(&mut self, slot: usize, packet: &RoutedPacket, egress: &mut Egress) -> Delivery {
         match self.subscriptions.get_mut(slot) {
             Some(sub) if sub.source == packet.track => {
-                if sub.deliver(&mut self.rtc, packet, counters) {
-                    self.written = true;
-                }
+                sub.deliver(&mut self.rtc, packet, egress);
                 Delivery::Done
             }
             _ => Delivery::Gone,
+        }
+    }
+
+    /// Resends what this member NACKed on its video subscriptions, from the tracks' histories.
+    pub fn answer_nacks(&mut self, now: Instant, router: &Router, egress: &mut Egress) {
+        for (_, sub) in &mut self.subscriptions {
+            sub.answer_nacks(now, &mut self.rtc, router, egress);
         }
     }
 }

@@ -6,16 +6,18 @@ use std::time::Instant;
 
 use str0m::format::PayloadParams;
 use str0m::media::{MediaKind, Mid, Pt};
-use str0m::rtp::RtpWrite;
+use str0m::rtp::{DirectRtp, ExtensionValues, SeqNo, Ssrc, DIRECT_SEND_HEADROOM};
 use str0m::Rtc;
 use tracing::info;
 
+use super::resend_log::{ResendLog, Sent};
 use crate::codec::{PayloadPatch, PictureIdRewriter};
-use crate::counters::{Counters, DropReason};
+use crate::counters::DropReason;
+use crate::outbox::{Egress, Transmit};
 use crate::quality::rate::RateMeter;
 use crate::quality::selector::{Decision, LayerSelector};
 use crate::rewrite::SeqTsRewriter;
-use crate::router::{RoutedPacket, TrackKey};
+use crate::router::{RoutedPacket, Router, TrackKey};
 
 /// Where the negotiation of a subscription's m-line stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,7 +59,21 @@ pub struct Subscription {
     pub stats: LegCounters,
     /// When a keyframe of the selector's target was last asked for.
     pub keyframe_asked: Option<Instant>,
+    /// The SSRC of its send stream in the subscriber's session, once the m-line is open.
+    pub ssrc: Option<Ssrc>,
+    /// What it sent (video), to answer NACKs from the track's history.
+    resend_log: ResendLog,
+    /// Resends it may still make, in quarters: each packet sent earns one, a resend costs
+    /// [`RESEND_COST`] (see [`MAX_RESEND_CREDIT`]).
+    resend_credit: u32,
 }
+
+/// A resend costs the credit of this many packets sent: at most one resend per four packets
+/// over time, enough for heavy loss and no more (a receiver NACKing everything would otherwise
+/// make the SFU send it everything twice).
+const RESEND_COST: u32 = 4;
+/// Most resends a burst of NACKs may take at once.
+const MAX_RESEND_CREDIT: u32 = 64 * RESEND_COST;
 
 /// Counters of one subscription, for the stats message and the allocation's audio reserve.
 #[derive(Debug, Clone, Default)]
@@ -87,6 +103,9 @@ impl Subscription {
             tile: None,
             stats: LegCounters::default(),
             keyframe_asked: None,
+            ssrc: None,
+            resend_log: ResendLog::default(),
+            resend_credit: 0,
         }
     }
 
@@ -127,15 +146,11 @@ impl Subscription {
         Some(out)
     }
 
-    /// Writes one packet of its track to `rtc`, the subscriber's session, if the m-line is open
-    /// and the packet is of the layer it forwards. True when something was written.
-    pub fn deliver(
-        &mut self,
-        rtc: &mut Rtc,
-        packet: &RoutedPacket,
-        counters: &mut Counters,
-    ) -> bool {
-        let Some(out_mid) = self.open_mid() else {
+    /// Sends one packet of its track through `rtc`, the subscriber's session, sealed straight
+    /// into a datagram buffer, if the m-line is open and the packet is of the layer it
+    /// forwards. True when a datagram was queued.
+    pub fn deliver(&mut self, rtc: &mut Rtc, packet: &RoutedPacket, egress: &mut Egress) -> bool {
+        let Some(ssrc) = self.ssrc.filter(|_| self.open_mid().is_some()) else {
             return false;
         };
         if self.kind == MediaKind::Video {
@@ -159,43 +174,131 @@ impl Subscription {
             }
         }
         let rtp = &packet.arrival;
-        let Some(out_pt) = self.map_pt(rtp.pt, || {
+        let Some(pt) = self.map_pt(rtp.pt, || {
             rtc.codec_config().match_params(rtp.params).copied()
         }) else {
-            counters.drop(DropReason::NoMatchingCodec);
+            egress.counters.drop(DropReason::NoMatchingCodec);
             return false;
         };
         let Some(out) = rtp.renumber(&mut self.rewriter) else {
-            counters.drop(DropReason::StaleSource);
+            egress.counters.drop(DropReason::StaleSource);
             return false;
         };
         let patch = packet
             .picture_ids
             .as_ref()
             .and_then(|ids| self.picture_ids.patch(ids));
-        let mut api = rtc.direct_api();
-        let Some(tx) = api.stream_tx_by_mid(out_mid, None) else {
-            return false;
+        let sent = Sent {
+            seq: out.seq,
+            packet: packet.index,
+            timestamp: out.timestamp,
+            pt,
+            marker: rtp.marker,
+            patch,
         };
-        let mut write = RtpWrite::new(
-            out_pt,
-            out.seq.into(),
-            out.timestamp,
+        if !seal(
+            rtc,
+            ssrc,
+            &sent,
+            &rtp.ext,
+            rtp.payload,
+            None,
             rtp.at,
-            rtp.payload.clone(),
-        )
-        .marker(rtp.marker)
-        .ext_vals(rtp.ext.clone())
-        .nackable(packet.is_nackable());
-        if let Some(PayloadPatch::Vp8(patch)) = patch {
-            write = write.vp8_patch(patch);
+            egress,
+        ) {
+            return false;
         }
-        tx.write_rtp(write);
+        if packet.is_nackable() {
+            self.resend_log.record(sent);
+            self.resend_credit = (self.resend_credit + 1).min(MAX_RESEND_CREDIT);
+        }
         let len = rtp.payload.len();
-        counters.forwarded_packets += 1;
-        counters.forwarded_bytes += len as u64;
+        egress.counters.forwarded_packets += 1;
+        egress.counters.forwarded_bytes += len as u64;
         self.stats.packets += 1;
         self.stats.rate.add(rtp.at, len);
         true
+    }
+
+    /// Resends what the subscriber NACKed since the last call, as RTX, from the track's history
+    /// in `router`, as far as its resend credit goes (the rest is dropped and counted).
+    pub fn answer_nacks(
+        &mut self,
+        now: Instant,
+        rtc: &mut Rtc,
+        router: &Router,
+        egress: &mut Egress,
+    ) {
+        let Some(ssrc) = self.ssrc.filter(|_| self.kind == MediaKind::Video) else {
+            return;
+        };
+        let track = router.track(self.source);
+        // No header extensions but the transport ones str0m writes itself.
+        let ext = ExtensionValues::default();
+        while let Some(seq) = rtc
+            .direct_api()
+            .stream_tx(&ssrc)
+            .and_then(|s| s.poll_nack())
+        {
+            if self.resend_credit < RESEND_COST {
+                egress.counters.drop(DropReason::ResendLimited);
+                continue;
+            }
+            let Some(sent) = self.resend_log.get(*seq) else {
+                continue;
+            };
+            let Some(payload) = track.and_then(|t| t.payload(sent.packet)) else {
+                continue;
+            };
+            if seal(rtc, ssrc, &sent, &ext, payload, Some(seq), now, egress) {
+                self.resend_credit -= RESEND_COST;
+                egress.counters.resent_packets += 1;
+            }
+        }
+    }
+}
+
+/// Seals one packet as `sent` says (a resend of `resend_of`, if set) on stream `ssrc` of `rtc`
+/// into a pooled buffer and queues it; false when the session could not send it.
+#[allow(clippy::too_many_arguments)] // one packet's parts, and where it goes
+fn seal(
+    rtc: &mut Rtc,
+    ssrc: Ssrc,
+    sent: &Sent,
+    ext: &ExtensionValues,
+    payload: &[u8],
+    resend_of: Option<SeqNo>,
+    now: Instant,
+    egress: &mut Egress,
+) -> bool {
+    let vp8_patch = sent.patch.as_ref().map(|PayloadPatch::Vp8(p)| p);
+    let rtp = DirectRtp {
+        pt: sent.pt,
+        seq_no: sent.seq.into(),
+        time: sent.timestamp,
+        wallclock: now,
+        marker: sent.marker,
+        ext_vals: ext,
+        payload,
+        vp8_patch,
+    };
+    let mut buf = egress
+        .outbox
+        .buffer_of_len(payload.len() + DIRECT_SEND_HEADROOM);
+    match rtc.send_rtp_direct(now, ssrc, &rtp, resend_of, &mut buf) {
+        Some(t) => {
+            buf.truncate(t.len);
+            egress.outbox.transmit(Transmit {
+                proto: t.proto,
+                source: t.source,
+                destination: t.destination,
+                contents: buf,
+            });
+            true
+        }
+        None => {
+            egress.outbox.recycle(buf);
+            false
+        }
     }
 }

@@ -1,66 +1,54 @@
-//! Where plain RTP copies are made: numbered, built in pooled buffers, queued for the shell.
+//! How plain RTP copies are made: numbered, built in pooled buffers, queued for the shell.
 
 use std::net::SocketAddr;
 
 use str0m::net::Protocol;
 
-use crate::counters::{Counters, DropReason};
-use crate::outbox::{Outbox, Transmit};
+use crate::counters::DropReason;
+use crate::outbox::{Egress, Transmit};
 use crate::rewrite::SeqTsRewriter;
 use crate::router::RoutedPacket;
 use crate::wire::RtpRepr;
 
-/// The outbox, counters and local addresses plain RTP copies need.
-pub struct PlainEgress<'a> {
-    /// Where the datagrams go, and their buffers come from.
-    pub outbox: &'a mut Outbox,
-    /// Forwarded and dropped packets.
-    pub counters: &'a mut Counters,
-    /// The worker's announced addresses (a copy leaves from one of them).
-    pub candidates: &'a [SocketAddr],
-}
-
-impl PlainEgress<'_> {
-    /// Numbers `packet` with `rewriter` and queues it to `destination` with `ssrc` and `pt`;
-    /// false when it is not sent (a late packet of an earlier source).
-    pub fn send(
-        &mut self,
-        rewriter: &mut SeqTsRewriter,
-        packet: &RoutedPacket,
-        ssrc: u32,
-        pt: u8,
-        destination: SocketAddr,
-    ) -> bool {
-        let rtp = &packet.arrival;
-        let Some(out) = rtp.renumber(rewriter) else {
-            self.counters.drop(DropReason::StaleSource);
-            return false;
-        };
-        let repr = RtpRepr {
-            payload_type: pt,
-            // The low 16 bits are the wire's sequence number.
-            sequence_number: out.seq as u16,
-            timestamp: out.timestamp,
-            ssrc,
-            marker: rtp.marker,
-        };
-        let mut buf = self.outbox.buffer(repr.header_len() + rtp.payload.len());
-        buf.resize(repr.header_len(), 0);
-        if repr.emit(&mut buf).is_err() {
-            self.outbox.recycle(buf);
-            return false;
-        }
-        buf.extend_from_slice(&rtp.payload);
-        self.counters.forwarded_packets += 1;
-        self.counters.forwarded_bytes += rtp.payload.len() as u64;
-        self.outbox.transmit(Transmit {
-            proto: Protocol::Udp,
-            source: local_for(self.candidates, destination),
-            destination,
-            contents: buf,
-        });
-        true
+/// Numbers `packet` with `rewriter` and queues it through `egress` to `destination` with `ssrc`
+/// and `pt`; false when it is not sent (a late packet of an earlier source).
+pub fn send_copy(
+    egress: &mut Egress,
+    rewriter: &mut SeqTsRewriter,
+    packet: &RoutedPacket,
+    ssrc: u32,
+    pt: u8,
+    destination: SocketAddr,
+) -> bool {
+    let rtp = &packet.arrival;
+    let Some(out) = rtp.renumber(rewriter) else {
+        egress.counters.drop(DropReason::StaleSource);
+        return false;
+    };
+    let repr = RtpRepr {
+        payload_type: pt,
+        // The low 16 bits are the wire's sequence number.
+        sequence_number: out.seq as u16,
+        timestamp: out.timestamp,
+        ssrc,
+        marker: rtp.marker,
+    };
+    let mut buf = egress.outbox.buffer(repr.header_len() + rtp.payload.len());
+    buf.resize(repr.header_len(), 0);
+    if repr.emit(&mut buf).is_err() {
+        egress.outbox.recycle(buf);
+        return false;
     }
+    buf.extend_from_slice(rtp.payload);
+    egress.counters.forwarded_packets += 1;
+    egress.counters.forwarded_bytes += rtp.payload.len() as u64;
+    egress.outbox.transmit(Transmit {
+        proto: Protocol::Udp,
+        source: local_for(egress.candidates, destination),
+        destination,
+        contents: buf,
+    });
+    true
 }
 
 /// The announced address a datagram to `destination` leaves from: loopback for loopback, else the

@@ -78,12 +78,12 @@ impl Ingest {
     }
 
     /// Reads one of its datagrams into an arrival of its track.
-    pub fn accept<T: AsRef<[u8]>>(
+    pub fn accept<'a>(
         &mut self,
         id: PeerId,
-        packet: &RtpPacket<T>,
+        packet: &RtpPacket<&'a [u8]>,
         now: Instant,
-    ) -> Result<(TrackKey, Arrival), DropReason> {
+    ) -> Result<(TrackKey, Arrival<'a>), DropReason> {
         if packet.payload_type() != self.payload_type {
             return Err(DropReason::NoMatchingCodec);
         }
@@ -94,9 +94,7 @@ impl Ingest {
             timestamp: packet.timestamp(),
             marker: packet.marker(),
             at: now,
-            // The one allocation of an ingest packet: the payload is shared by every sink from
-            // here on (a browser's is made by str0m when it decrypts).
-            payload: Arc::from(packet.payload()),
+            payload: packet.payload_in_buffer(),
             pt: Pt::from(packet.payload_type()),
             params: self.params,
             ext: ExtensionValues::default(),

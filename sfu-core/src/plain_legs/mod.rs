@@ -11,11 +11,12 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-pub use egress::{local_for, PlainEgress};
+pub use egress::local_for;
 pub use ingest::Ingest;
 pub use output::PlainOutput;
 
 use crate::counters::DropReason;
+use crate::outbox::Egress;
 use crate::plain::{IngestInfo, IngestSpec, OutputInfo, OutputPath, OutputTarget, PlainError};
 use crate::protocol::PeerId;
 use crate::router::{Arrival, Delivery, RoutedPacket, TrackKey};
@@ -103,12 +104,12 @@ impl PlainLegs {
     }
 
     /// Reads one plain RTP datagram of ingest `id` into the arrival of its track's packet.
-    pub fn accept(
+    pub fn accept<'a>(
         &mut self,
         id: PeerId,
-        buf: &[u8],
+        buf: &'a [u8],
         now: Instant,
-    ) -> Result<(TrackKey, Arrival), DropReason> {
+    ) -> Result<(TrackKey, Arrival<'a>), DropReason> {
         let packet = RtpPacket::new_checked(buf).map_err(|_| DropReason::MalformedRtp)?;
         let ingest = self.ingests.get_mut(&id).ok_or(DropReason::UnknownSource)?;
         ingest.accept(id, &packet, now)
@@ -183,12 +184,7 @@ impl PlainLegs {
     }
 
     /// Copies one packet to output `id`'s receivers.
-    pub fn deliver(
-        &mut self,
-        id: u64,
-        packet: &RoutedPacket,
-        egress: &mut PlainEgress,
-    ) -> Delivery {
+    pub fn deliver(&mut self, id: u64, packet: &RoutedPacket, egress: &mut Egress) -> Delivery {
         match self.outputs.get_mut(&id) {
             Some(output) if output.key == packet.track => {
                 output.deliver(packet, egress);

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use tracing::info;
 
 use super::check_targets;
-use super::egress::PlainEgress;
+use super::egress::send_copy;
+use crate::outbox::Egress;
 use crate::plain::{OutputInfo, OutputPath, OutputTarget, PlainError, TargetInfo};
 use crate::rewrite::SeqTsRewriter;
 use crate::router::{RoutedPacket, TrackKey};
@@ -104,14 +105,21 @@ impl PlainOutput {
 
     /// Copies one packet of its track: one datagram per receiver, or one for the kernel to copy.
     /// A recorder or relay takes one layer of a simulcast track: the best.
-    pub fn deliver(&mut self, packet: &RoutedPacket, egress: &mut PlainEgress) {
+    pub fn deliver(&mut self, packet: &RoutedPacket, egress: &mut Egress) {
         if packet.layer != packet.top_layer {
             return;
         }
         let len = packet.arrival.payload.len() as u64;
         match self.path {
             OutputPath::Kernel { handoff, ssrc } => {
-                if egress.send(&mut self.handoff, packet, ssrc, *packet.arrival.pt, handoff) {
+                if send_copy(
+                    egress,
+                    &mut self.handoff,
+                    packet,
+                    ssrc,
+                    *packet.arrival.pt,
+                    handoff,
+                ) {
                     for target in &mut self.targets {
                         target.packets += 1;
                         target.bytes += len;
@@ -121,7 +129,7 @@ impl PlainOutput {
             OutputPath::Userspace => {
                 for t in &mut self.targets {
                     let pt = t.payload_type.unwrap_or(*packet.arrival.pt);
-                    if egress.send(&mut t.rewriter, packet, t.ssrc, pt, t.address) {
+                    if send_copy(egress, &mut t.rewriter, packet, t.ssrc, pt, t.address) {
                         t.packets += 1;
                         t.bytes += len;
                     }

@@ -4,12 +4,14 @@
 //! sinks ([`Router::fan_out`]). A packet costs one hash lookup and one pass over its own sinks: no
 //! scan of the room's members.
 
+mod history;
 mod packet;
 mod sink;
 mod track;
 
 use std::collections::HashMap;
 
+pub use history::PacketIndex;
 pub use packet::{Arrival, RoutedPacket};
 pub use sink::{Delivery, SinkRef, SinkSet};
 pub use track::{track_kind, Origin, Track, TrackKey};
@@ -108,9 +110,16 @@ impl Router {
         }
     }
 
-    /// Checks one packet of track `key` against its track and records it there (layer rates,
-    /// keyframes and the picture size they carry); returns the packet for the sinks.
-    pub fn admit(&mut self, key: TrackKey, arrival: Arrival) -> Result<RoutedPacket, Refusal> {
+    /// Routes one packet of track `key`: checks it against its track and records it there
+    /// (layer rates, keyframes and the picture size they carry), keeps its payload in the
+    /// track's history, and hands it to every sink of the track; sinks that are gone are
+    /// forgotten. Returns the packet's codec.
+    pub fn route(
+        &mut self,
+        key: TrackKey,
+        arrival: Arrival<'_>,
+        sinks: &mut impl SinkSet,
+    ) -> Result<&'static CodecDescriptor, Refusal> {
         let track = self.tracks.get_mut(&key).ok_or(Refusal::Ignored)?;
         if track.muted {
             return Err(Refusal::Ignored);
@@ -122,34 +131,48 @@ impl Router {
             .layers
             .index_of(arrival.rid)
             .ok_or(Refusal::Dropped(DropReason::UnknownLayer))?;
-        let keyframe = codec.keyframe(&arrival.payload);
+        let keyframe = codec.keyframe(arrival.payload);
         track
             .layers
             .on_packet(layer, arrival.at, arrival.payload.len(), keyframe);
         let top_layer = track.layers.count() as u8 - 1;
         // Only a simulcast track's legs switch layers and so renumber picture ids.
         let picture_ids = (top_layer > 0)
-            .then(|| codec.picture_ids(&arrival.payload))
+            .then(|| codec.picture_ids(arrival.payload))
             .flatten();
-        Ok(RoutedPacket {
+        let index = track
+            .history
+            .push(arrival.payload)
+            .ok_or(Refusal::Dropped(DropReason::Oversized))?;
+        let Track {
+            history,
+            sinks: track_sinks,
+            ..
+        } = track;
+        let payload = history.get(index).ok_or(Refusal::Ignored)?;
+        let packet = RoutedPacket {
             track: key,
-            arrival,
+            arrival: Arrival {
+                payload,
+                ssrc: arrival.ssrc,
+                seq: arrival.seq,
+                timestamp: arrival.timestamp,
+                marker: arrival.marker,
+                at: arrival.at,
+                pt: arrival.pt,
+                params: arrival.params,
+                ext: arrival.ext,
+                rid: arrival.rid,
+            },
+            index,
             codec,
             layer,
             top_layer,
             keyframe: keyframe.is_some(),
             picture_ids,
-        })
-    }
-
-    /// Hands `packet` to every sink of its track; sinks that are gone are forgotten.
-    pub fn fan_out(&mut self, packet: &RoutedPacket, sinks: &mut impl SinkSet) {
-        let Some(track) = self.tracks.get_mut(&packet.track) else {
-            return;
         };
-        track
-            .sinks
-            .retain(|&sink| sinks.deliver(sink, packet) == Delivery::Done);
+        track_sinks.retain(|&sink| sinks.deliver(sink, &packet) == Delivery::Done);
+        Ok(codec)
     }
 }
 
@@ -173,7 +196,8 @@ mod tests {
     }
 
     impl SinkSet for Recorder {
-        fn deliver(&mut self, sink: SinkRef, _packet: &RoutedPacket) -> Delivery {
+        fn deliver(&mut self, sink: SinkRef, packet: &RoutedPacket) -> Delivery {
+            assert_eq!(packet.arrival.payload, &PAYLOAD[..]);
             self.got.push(sink);
             if sink == SinkRef::PlainOutput(2) {
                 Delivery::Gone
@@ -183,14 +207,16 @@ mod tests {
         }
     }
 
-    fn arrival(params: str0m::format::PayloadParams) -> Arrival {
+    const PAYLOAD: [u8; 7] = [0x90, 0x80, 0x81, 0x23, 0x10, 0x02, 0x00];
+
+    fn arrival(params: str0m::format::PayloadParams) -> Arrival<'static> {
         Arrival {
             ssrc: 1,
             seq: 1,
             timestamp: 0,
             marker: false,
             at: Instant::now(),
-            payload: Arc::from(&[0x90u8, 0x80, 0x81, 0x23, 0x10, 0x02, 0x00][..]),
+            payload: &PAYLOAD,
             pt: Pt::from(96),
             params,
             ext: ExtensionValues::default(),
@@ -232,9 +258,8 @@ mod tests {
             router.attach(key, SinkRef::PlainOutput(sink));
         }
         router.attach(other, SinkRef::PlainOutput(9));
-        let packet = router.admit(key, arrival(vp8())).unwrap();
         let mut sinks = Recorder::default();
-        router.fan_out(&packet, &mut sinks);
+        router.route(key, arrival(vp8()), &mut sinks).unwrap();
         assert_eq!(
             sinks.got,
             [1, 2, 3].map(SinkRef::PlainOutput),
@@ -258,8 +283,9 @@ mod tests {
             peer: 1,
             mid: Mid::from("0"),
         };
+        let mut sinks = Recorder::default();
         assert_eq!(
-            router.admit(key, arrival(vp8())).err(),
+            router.route(key, arrival(vp8()), &mut sinks).err(),
             Some(Refusal::Ignored)
         );
         router.publish(key, video_track());
@@ -267,14 +293,15 @@ mod tests {
             .find(|p| p.spec().codec == str0m::format::Codec::Opus)
             .unwrap();
         assert_eq!(
-            router.admit(key, arrival(opus)).err(),
+            router.route(key, arrival(opus), &mut sinks).err(),
             Some(Refusal::Dropped(DropReason::NoMatchingCodec)),
             "audio on a video track"
         );
         router.track_mut(key).unwrap().muted = true;
         assert_eq!(
-            router.admit(key, arrival(vp8())).err(),
+            router.route(key, arrival(vp8()), &mut sinks).err(),
             Some(Refusal::Ignored)
         );
+        assert!(sinks.got.is_empty(), "nothing refused reached a sink");
     }
 }

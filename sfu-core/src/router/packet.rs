@@ -1,20 +1,20 @@
 //! One RTP packet on its way through the router: what its source received ([`Arrival`]) and what
 //! the router made of it for the sinks ([`RoutedPacket`]).
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use str0m::format::PayloadParams;
 use str0m::media::{Pt, Rid};
 use str0m::rtp::ExtensionValues;
 
+use super::history::PacketIndex;
 use super::track::TrackKey;
 use crate::codec::{CodecDescriptor, PictureIds};
 use crate::rewrite::{Rewritten, SeqTsRewriter};
 
 /// One RTP packet as a source received it, whichever kind of source.
 #[derive(Debug)]
-pub struct Arrival {
+pub struct Arrival<'a> {
     /// The publisher's SSRC (a change means a new source behind the track).
     pub ssrc: u32,
     /// Extended sequence number at the publisher.
@@ -25,8 +25,8 @@ pub struct Arrival {
     pub marker: bool,
     /// When it arrived.
     pub at: Instant,
-    /// The payload, shared by every sink.
-    pub payload: Arc<[u8]>,
+    /// The payload: where the source has it, then where its track keeps it for every sink.
+    pub payload: &'a [u8],
     /// The publisher's payload type.
     pub pt: Pt,
     /// The payload format behind that payload type.
@@ -39,11 +39,13 @@ pub struct Arrival {
 
 /// One packet of a published track, ready for the sinks.
 #[derive(Debug)]
-pub struct RoutedPacket {
+pub struct RoutedPacket<'a> {
     /// The track.
     pub track: TrackKey,
-    /// The packet as its source received it.
-    pub arrival: Arrival,
+    /// The packet as its source received it, its payload where the track keeps it.
+    pub arrival: Arrival<'a>,
+    /// Where the track keeps it, for retransmissions.
+    pub index: PacketIndex,
     /// Its codec.
     pub codec: &'static CodecDescriptor,
     /// The simulcast layer it belongs to (0 without simulcast).
@@ -56,7 +58,7 @@ pub struct RoutedPacket {
     pub picture_ids: Option<PictureIds>,
 }
 
-impl Arrival {
+impl Arrival<'_> {
     /// Its sequence number and timestamp in the numbering `rewriter` keeps for one receiver;
     /// `None` for a late packet of a source the receiver already switched away from.
     pub fn renumber(&self, rewriter: &mut SeqTsRewriter) -> Option<Rewritten> {
@@ -65,7 +67,7 @@ impl Arrival {
     }
 }
 
-impl RoutedPacket {
+impl RoutedPacket<'_> {
     /// Whether the track has more than one layer (legs switch between them at keyframes).
     pub fn is_simulcast(&self) -> bool {
         self.top_layer > 0

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use str0m::media::{MediaKind, Mid};
 
+use super::history::PacketHistory;
 use super::sink::SinkRef;
 use crate::protocol::{PeerId, TrackInfo, TrackKind, TrackSource};
 use crate::quality::layers::TrackLayers;
@@ -60,7 +61,16 @@ pub struct Track {
     pub layers: TrackLayers,
     /// Where its packets go.
     pub(super) sinks: Vec<SinkRef>,
+    /// Its recent packets, kept once for every sink.
+    pub(super) history: PacketHistory,
 }
+
+/// Payload bytes a video track keeps for retransmissions: about a second at 3 Mbit/s, more
+/// than a NACK round trip needs.
+const VIDEO_HISTORY_BYTES: usize = 384 * 1024;
+/// Payload bytes an audio track keeps: only while a packet is fanned out (browsers do not NACK
+/// audio), so a few packets.
+const AUDIO_HISTORY_BYTES: usize = 8 * 1024;
 
 impl Track {
     /// A track of `kind` published into `room`, with no sinks yet.
@@ -80,6 +90,10 @@ impl Track {
             muted,
             layers,
             sinks: Vec::new(),
+            history: PacketHistory::new(match kind {
+                MediaKind::Audio => AUDIO_HISTORY_BYTES,
+                MediaKind::Video => VIDEO_HISTORY_BYTES,
+            }),
         }
     }
 
@@ -96,6 +110,11 @@ impl Track {
     /// Where its packets go now.
     pub fn sinks(&self) -> &[SinkRef] {
         &self.sinks
+    }
+
+    /// The payload of its packet `index`, if it is still kept.
+    pub fn payload(&self, index: super::PacketIndex) -> Option<&[u8]> {
+        self.history.get(index)
     }
 }
 

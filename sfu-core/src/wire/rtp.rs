@@ -117,17 +117,31 @@ impl<T: AsRef<[u8]>> RtpPacket<T> {
     /// The payload, without header and padding.
     pub fn payload(&self) -> &[u8] {
         let b = self.buffer.as_ref();
+        &b[self.payload_range()]
+    }
+
+    /// Where the payload lies in the buffer.
+    fn payload_range(&self) -> std::ops::Range<usize> {
+        let b = self.buffer.as_ref();
         let pad = if self.has_padding() {
             usize::from(b[b.len() - 1])
         } else {
             0
         };
-        &b[self.header_len()..b.len() - pad]
+        self.header_len()..b.len() - pad
     }
 
     /// Gives the buffer back.
     pub fn into_inner(self) -> T {
         self.buffer
+    }
+}
+
+impl<'a> RtpPacket<&'a [u8]> {
+    /// The payload, borrowed for as long as the buffer (not just the view).
+    pub fn payload_in_buffer(&self) -> &'a [u8] {
+        let b: &'a [u8] = self.buffer;
+        &b[self.payload_range()]
     }
 }
 

@@ -795,6 +795,8 @@ pub mod rtp {
         Vp8Patch, Vp8PatchBuilder, Vp8PatchError,
     };
     pub use crate::rtp_::{RtpHeader, SeqNo, SrtpReceiver, Ssrc, VideoOrientation};
+    pub use crate::session::{DIRECT_SEND_HEADROOM, DirectReceived};
+    pub use crate::streams::DirectRtp;
     pub use crate::streams::{
         RtpPacket, RtpWrite, StreamPaused, StreamRx, StreamTx, StreamTxQueueInfo,
     };
@@ -955,6 +957,19 @@ struct SendAddr {
     proto: net::Protocol,
     source: SocketAddr,
     destination: SocketAddr,
+}
+
+/// Where a datagram sealed by [`Rtc::send_rtp_direct`] goes, and its length (edge-sfu).
+#[derive(Debug, Clone, Copy)]
+pub struct DirectTransmit {
+    /// The protocol to send it with.
+    pub proto: net::Protocol,
+    /// The local address to send it from.
+    pub source: SocketAddr,
+    /// The remote address.
+    pub destination: SocketAddr,
+    /// Its length in the caller's buffer.
+    pub len: usize,
 }
 
 /// Events produced by [`Rtc::poll_output()`].
@@ -1450,6 +1465,62 @@ impl Rtc {
     /// ```
     pub fn sdp_api(&mut self) -> SdpApi {
         SdpApi::new(self)
+    }
+
+    /// Handles one received SRTP RTP datagram at once (edge-sfu): authenticated, decrypted and
+    /// registered like [`Rtc::handle_input`] would, but its payload is copied into `payload`
+    /// (which must hold the datagram's length) instead of becoming an [`Event::RtpPacket`], and
+    /// without the timeout pass over every subsystem that each input otherwise makes. The
+    /// session's timers still need time: call [`Rtc::handle_input`] with [`Input::Timeout`] at
+    /// the next [`Output::Timeout`], or sooner. `None` when the datagram is not a new media
+    /// packet of a known stream.
+    pub fn receive_rtp_direct(
+        &mut self,
+        now: Instant,
+        datagram: &[u8],
+        payload: &mut [u8],
+    ) -> Option<rtp::DirectReceived> {
+        if self.state != RtcState::Alive {
+            return None;
+        }
+        self.peer_bytes_rx += datagram.len() as u64;
+        // Receive registers (NACK, TWCC feedback) may want an earlier timeout now.
+        let _wake = self.readiness.wake();
+        self.session.receive_rtp_direct(now, datagram, payload)
+    }
+
+    /// Sends one RTP packet on send stream `ssrc` at once (edge-sfu): serialised and sealed in
+    /// place in `buf` (the payload's length and [`rtp::DIRECT_SEND_HEADROOM`] more), without the send queue, the pacer queue or the
+    /// resend cache, so no copy of the payload is kept and none is allocated. The caller keeps
+    /// the packet to answer NACKs: the stream then collects them ([`rtp::StreamTx::poll_nack`])
+    /// and the caller resends with `resend_of` set to the NACKed sequence number (as RTX).
+    /// Returns where the datagram goes and its length; `None` before ICE and DTLS are up, or
+    /// when the packet cannot be sent (unknown stream or payload type, no RTX for a resend).
+    pub fn send_rtp_direct(
+        &mut self,
+        now: Instant,
+        ssrc: rtp::Ssrc,
+        packet: &rtp::DirectRtp<'_>,
+        resend_of: Option<rtp::SeqNo>,
+        buf: &mut [u8],
+    ) -> Option<DirectTransmit> {
+        if self.state != RtcState::Alive {
+            return None;
+        }
+        let send = self.send_addr.as_ref()?;
+        let (proto, source, destination) = (send.proto, send.source, send.destination);
+        // Sending moves the pacer, BWE and sender-report state the next timeout depends on.
+        let _wake = self.readiness.wake();
+        let len = self
+            .session
+            .send_rtp_direct(now, ssrc, packet, resend_of, buf)?;
+        self.peer_bytes_tx += len as u64;
+        Some(DirectTransmit {
+            proto,
+            source,
+            destination,
+            len,
+        })
     }
 
     /// An SRTP context that opens what the remote peer sends, for datagrams read outside this

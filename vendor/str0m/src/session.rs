@@ -43,6 +43,10 @@ use crate::util::{Soonest, SystemTimeExt, already_happened, not_happening};
 use crate::{Reason, net};
 use crate::{RtcConfig, RtcError};
 
+#[path = "session_direct.rs"]
+mod direct;
+pub use direct::{DIRECT_SEND_HEADROOM, DirectReceived};
+
 /// Minimum interval between NACK polls. Per-packet retries also wait for RTT.
 /// Keep this high enough to avoid additional problems in very bad network conditions.
 const NACK_MIN_INTERVAL: Duration = Duration::from_millis(33);
@@ -615,7 +619,19 @@ impl Session {
         }
     }
 
-    pub(crate) fn handle_rtp(&mut self, now: Instant, mut header: RtpHeader, buf: &[u8]) {
+    pub(crate) fn handle_rtp(&mut self, now: Instant, header: RtpHeader, buf: &[u8]) {
+        self.handle_rtp_into(now, header, buf, None);
+    }
+
+    /// Handles one received RTP packet. With `direct_out` (edge-sfu, RTP mode), the payload is
+    /// copied there instead of queued as an event, and what the packet was is returned.
+    fn handle_rtp_into(
+        &mut self,
+        now: Instant,
+        mut header: RtpHeader,
+        buf: &[u8],
+        direct_out: Option<&mut [u8]>,
+    ) -> Option<direct::DirectReceived> {
         // Rewrite absolute-send-time (if present) to be relative to now.
         header.ext_vals.update_absolute_send_time(now);
 
@@ -626,14 +642,14 @@ impl Session {
         let can_receive = mapped.is_some() || self.is_early_rtx_padding(&header);
         if !can_receive {
             trace!("No mid/SSRC for header: {:?}", header);
-            return;
+            return None;
         }
 
         let srtp = match self.srtp_rx.as_mut() {
             Some(v) => v,
             None => {
                 trace!("Rejecting SRTP while missing SrtpContext");
-                return;
+                return None;
             }
         };
 
@@ -651,7 +667,7 @@ impl Session {
                     "No payload params could be found (main or RTX) for {:?}",
                     header.payload_type
                 );
-                return;
+                return None;
             }
         };
         let clock_rate = params.spec().rtp_clock_rate();
@@ -684,7 +700,7 @@ impl Session {
                 "Ignoring dupe packet ssrc: {} seq_no: {}",
                 header.ssrc, seq_no
             );
-            return;
+            return None;
         }
 
         // The decrypted plaintext borrows from the SRTP scratch buffer. We
@@ -703,7 +719,7 @@ impl Session {
                     seq_no,
                     is_repair
                 );
-                return;
+                return None;
             }
         };
 
@@ -712,7 +728,7 @@ impl Session {
                 Some(d) => d,
                 None => {
                     trace!("unpadding of unprotected payload failed");
-                    return;
+                    return None;
                 }
             }
         } else {
@@ -722,7 +738,7 @@ impl Session {
         // The header padding flag alone does not mean the packet contains only padding.
         // Authenticate and unpad first; media payload needs a mapped stream to be processed.
         if stream.is_none() && !data.is_empty() {
-            return;
+            return None;
         }
 
         if let Some(raw_packets) = &mut self.raw_packets {
@@ -741,7 +757,7 @@ impl Session {
         update_max_seq(&mut self.max_rx_seq_lookup, header.ssrc, seq_no);
 
         let Some(stream) = stream else {
-            return;
+            return None;
         };
         // A receive stream exists only when MID/SSRC mapping succeeded.
         let (mid, ssrc) = mapped.unwrap();
@@ -765,7 +781,7 @@ impl Session {
             // is empty because we would have done RtpHeader::unpad_payload above.
             // For unpausing, it's enough with the stream.update() already done above.
             if data.is_empty() {
-                return;
+                return None;
             }
 
             // Rewrite the header, and strip the resent seq_no prefix from the body.
@@ -788,7 +804,7 @@ impl Session {
             // Frame mode: RED rides the main SSRC/seq. Decode to the primary (Opus) payload
             // and rewrite the header PT; drop the packet if the RED structure is malformed.
             let Some(un) = un_red(&mut header, data, pt) else {
-                return;
+                return None;
             };
             // Each redundant block carries an earlier frame. Place it at the sequence number it
             // belongs to (derived from its timestamp and the packets received around it, see
@@ -839,7 +855,7 @@ impl Session {
 
         // Probe packets (SSRC 0) contain only padding, no real media to process
         if ssrc.is_probe() {
-            return;
+            return None;
         }
 
         // For RED (frame mode) `data` is now just the unwrapped primary; count the full RED wire
@@ -850,6 +866,22 @@ impl Session {
             data.len()
         };
         self.media_bytes_rx += rx_bytes as u64;
+
+        if let Some(out) = direct_out.filter(|_| self.rtp_mode) {
+            // Not seen before only: this filters out spurious resends for padding.
+            if !receipt.is_new_packet || out.len() < data.len() {
+                return None;
+            }
+            out[..data.len()].copy_from_slice(data);
+            stream.note_direct_rtp(&header, receipt.time, rx_bytes);
+            return Some(direct::DirectReceived {
+                mid,
+                rid: stream.rid(),
+                header,
+                seq_no,
+                payload_len: data.len(),
+            });
+        }
 
         // One-shot conversion to Arc<[u8]>: a single allocation that copies
         // only the trimmed payload bytes out of the SRTP scratch buffer.
@@ -892,6 +924,7 @@ impl Session {
                 &self.codec_config,
             );
         }
+        None
     }
 
     /// Identifies candidates for padding receipt before the main SSRC is discovered.
@@ -1144,7 +1177,12 @@ impl Session {
     /// datagrams outside this session (edge-sfu).
     pub fn srtp_receiver(&self, crypto: &CryptoProvider) -> Option<SrtpContext> {
         let (mat, profile, left) = self.srtp_rx_keys.as_ref()?;
-        Some(SrtpContext::new(crypto, *profile, &KeyingMaterial::new(mat), *left))
+        Some(SrtpContext::new(
+            crypto,
+            *profile,
+            &KeyingMaterial::new(mat),
+            *left,
+        ))
     }
 
     fn ready_for_srtp(&self) -> bool {

@@ -142,13 +142,7 @@ impl Pacer for LeakyBucketPacer {
 
     fn register_send(&mut self, now: Instant, packet_size: DataSize, _from: MidRid) {
         self.last_emitted = Some(now);
-
-        self.media_debt += packet_size;
-        self.media_debt = self
-            .media_debt
-            .min(self.adjusted_bitrate * MAX_DEBT_IN_TIME);
-        log_pacer_media_debt!(self.media_debt.as_bytes_usize());
-        self.add_padding_debt(packet_size);
+        self.add_media_debt(packet_size);
 
         // Update active probe state to track this packet
         // This ensures probe timing advances correctly even when sending media packets
@@ -164,6 +158,16 @@ impl Pacer for LeakyBucketPacer {
 }
 
 impl LeakyBucketPacer {
+    /// Counts `packet_size` sent against the media and padding budgets.
+    pub(crate) fn add_media_debt(&mut self, packet_size: DataSize) {
+        self.media_debt += packet_size;
+        self.media_debt = self
+            .media_debt
+            .min(self.adjusted_bitrate * MAX_DEBT_IN_TIME);
+        log_pacer_media_debt!(self.media_debt.as_bytes_usize());
+        self.add_padding_debt(packet_size);
+    }
+
     pub fn new(initial_pacing_bitrate: Bitrate) -> Self {
         const DEFAULT_QUEUE_LIMIT: Duration = Duration::from_secs(2);
 

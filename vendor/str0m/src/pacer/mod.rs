@@ -103,6 +103,17 @@ impl Pacer for PacerImpl {
     }
 }
 
+impl PacerImpl {
+    /// Registers media sent at once, not polled from a queue (edge-sfu,
+    /// [`crate::Rtc::send_rtp_direct`]): it counts toward the media rate the padding tops up,
+    /// but not toward a probe cluster, which consists only of what the pacer paced.
+    pub(crate) fn register_direct_send(&mut self, packet_size: DataSize) {
+        if let PacerImpl::LeakyBucket(v) = self {
+            v.add_media_debt(packet_size);
+        }
+    }
+}
+
 /// A packet Pacer.
 ///
 /// The pacer is responsible for ensuring correct pacing of packets onto the network at a given

@@ -49,19 +49,20 @@ macro_rules! str_id {
 
         impl<'a> From<&'a str> for $id {
             fn from(v: &'a str) -> Self {
-                let v = v
-                    .chars()
-                    .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-                    .collect::<String>();
-
-                let bytes = v.as_bytes();
-                let bytes = &bytes[0..$num.min(bytes.len())];
-
-                // pad with space.
+                // pad with space. Written in place, not through a String: ids are parsed from
+                // header extensions of received packets (edge-sfu: no allocation per packet).
                 let mut array = [b' '; $num];
 
-                let max = bytes.len().min(array.len());
-                (&mut array[0..max]).copy_from_slice(bytes);
+                let mapped = v.chars().map(|c| {
+                    if c.is_ascii_alphanumeric() {
+                        c as u8
+                    } else {
+                        b'_'
+                    }
+                });
+                for (slot, b) in array.iter_mut().zip(mapped) {
+                    *slot = b;
+                }
 
                 $id(array)
             }

@@ -285,6 +285,24 @@ impl SrtpContext {
         header: &RtpHeader,
         srtp_index: u64, // same as ext_seq
     ) -> Vec<u8> {
+        let mut output = vec![0_u8; buf.len() + SRTP_OVERHEAD];
+        output[..buf.len()].copy_from_slice(buf);
+        let len = self.protect_rtp_in_place(&mut output, header, buf.len(), srtp_index);
+        output.truncate(len);
+        output
+    }
+
+    /// Seals the RTP packet in `buf[..end]` (its header, `header.header_len` bytes, then the
+    /// payload) in place: the payload is encrypted where it lies and the tag written after it.
+    /// `buf` must hold `end` + [`SRTP_OVERHEAD`] bytes. Returns the sealed length. (edge-sfu:
+    /// sealing straight into a caller's datagram buffer, with no allocation and no copy.)
+    pub fn protect_rtp_in_place(
+        &mut self,
+        buf: &mut [u8],
+        header: &RtpHeader,
+        end: usize,
+        srtp_index: u64, // same as ext_seq
+    ) -> usize {
         // SRTP layout
         // [header, [rtp, (padding + pad_count)], tag]
 
@@ -313,65 +331,33 @@ impl SrtpContext {
         //  |                                                                   |
         //  +- Encrypted Portion*                      Authenticated Portion ---+
         let hlen = header.header_len;
-        let input = &buf[hlen..];
 
         match &mut self.rtp {
             Derived::Aes128CmSha1_80 { key, salt, enc, .. } => {
-                // arbitrary body lengths are fine: the output buffer below is
-                // allocated with the CTR scratch the ciphers need and truncated
-                // after encryption, so no 16-byte alignment is required.
                 let iv = Aes128CmSha1_80::rtp_iv(*salt, *header.ssrc, srtp_index);
-
-                // Allocate buffer with CTR padding (aws-lc-rs requirement)
-                // HMAC_TAG_LEN is 10, CTR_BUFFER_PADDING is 15, so we need 5 extra bytes
-                let padding_needed =
-                    CTR_BUFFER_PADDING.saturating_sub(Aes128CmSha1_80::HMAC_TAG_LEN);
-                let mut output =
-                    vec![0_u8; buf.len() + Aes128CmSha1_80::HMAC_TAG_LEN + padding_needed];
-
-                enc.encrypt(&iv, input, &mut output[hlen..])
+                enc.encrypt_in_place(&iv, &mut buf[hlen..end])
                     .expect("rtp encrypt");
-
-                output[..hlen].copy_from_slice(&buf[..hlen]);
-
-                let hmac_start = buf.len();
                 let sha1_hmac = |k: &[u8], p: &[&[u8]]| self.sha1_hmac_provider.sha1_hmac(k, p);
-                Aes128CmSha1_80::rtp_hmac(sha1_hmac, key, &mut output, srtp_index, hmac_start);
-
-                output.truncate(buf.len() + Aes128CmSha1_80::HMAC_TAG_LEN);
-                output
+                Aes128CmSha1_80::rtp_hmac(sha1_hmac, key, buf, srtp_index, end);
+                end + Aes128CmSha1_80::HMAC_TAG_LEN
             }
             Derived::AeadAes128Gcm { salt, enc, .. } => {
                 let roc = (srtp_index >> 16) as u32;
-
                 let iv = AeadAes128Gcm::rtp_iv(*salt, *header.ssrc, roc, header.sequence_number);
-                let aad = &buf[..hlen];
-
                 // Input and output lengths for encryption:
                 // https://www.rfc-editor.org/rfc/rfc7714#section-5.2.1
-                let mut output = vec![0_u8; buf.len() + AeadAes128Gcm::TAG_LEN];
-                enc.encrypt(&iv, aad, input, &mut output[hlen..])
+                let (aad, body) = buf.split_at_mut(hlen);
+                enc.encrypt_in_place(&iv, aad, body, end - hlen)
                     .expect("rtp encrypt");
-
-                output[..hlen].copy_from_slice(aad);
-
-                output
+                end + AeadAes128Gcm::TAG_LEN
             }
             Derived::AeadAes256Gcm { salt, enc, .. } => {
                 let roc = (srtp_index >> 16) as u32;
-
                 let iv = AeadAes256Gcm::rtp_iv(*salt, *header.ssrc, roc, header.sequence_number);
-                let aad = &buf[..hlen];
-
-                // Input and output lengths for encryption:
-                // https://www.rfc-editor.org/rfc/rfc7714#section-5.2.1
-                let mut output = vec![0_u8; buf.len() + AeadAes256Gcm::TAG_LEN];
-                enc.encrypt(&iv, aad, input, &mut output[hlen..])
+                let (aad, body) = buf.split_at_mut(hlen);
+                enc.encrypt_in_place(&iv, aad, body, end - hlen)
                     .expect("rtp encrypt");
-
-                output[..hlen].copy_from_slice(aad);
-
-                output
+                end + AeadAes256Gcm::TAG_LEN
             }
         }
     }

@@ -589,13 +589,39 @@ impl StreamRx {
         wire_payload_len: usize,
     ) -> RtpPacket {
         let packet = self.make_rtp_packet(now, header, payload, seq_no, time);
+        self.count_received(wire_payload_len);
+        packet
+    }
 
-        // `payload` may be narrower than what was on the wire (RED unwrapped to its primary
+    /// The bookkeeping of [`StreamRx::handle_rtp`] for a packet whose payload the caller took
+    /// directly, with no [`RtpPacket`] built (edge-sfu).
+    pub(crate) fn note_direct_rtp(
+        &mut self,
+        header: &RtpHeader,
+        time: MediaTime,
+        wire_payload_len: usize,
+    ) {
+        self.note_clock_rate(header.payload_type, time);
+        self.count_received(wire_payload_len);
+    }
+
+    fn count_received(&mut self, wire_payload_len: usize) {
+        // The payload may be narrower than what was on the wire (RED unwrapped to its primary
         // block); count what was received, matching the sender's egress accounting.
         self.stats.bytes += wire_payload_len as u64;
         self.stats.packets += 1;
+    }
 
-        packet
+    fn note_clock_rate(&mut self, pt: Pt, time: MediaTime) {
+        let need_clock_rate = self.last_clock_rate.map(|(pt, _)| pt) != Some(pt);
+        if need_clock_rate {
+            self.last_clock_rate = Some((pt, time.frequency()));
+
+            // If we get an SR before the first packet, we update the potential clock rate.
+            if let Some(i) = &mut self.sender_info {
+                i.info.rtp_time = MediaTime::new(i.info.rtp_time.numer(), time.frequency());
+            }
+        }
     }
 
     /// Build an [`RtpPacket`] WITHOUT counting it in receive stats. Used for RFC 2198
@@ -611,15 +637,7 @@ impl StreamRx {
     ) -> RtpPacket {
         trace!("Handle RTP: {:?}", header);
 
-        let need_clock_rate = self.last_clock_rate.map(|(pt, _)| pt) != Some(header.payload_type);
-        if need_clock_rate {
-            self.last_clock_rate = Some((header.payload_type, time.frequency()));
-
-            // If we get an SR before the first packet, we update the potential clock rate.
-            if let Some(i) = &mut self.sender_info {
-                i.info.rtp_time = MediaTime::new(i.info.rtp_time.numer(), time.frequency());
-            }
-        }
+        self.note_clock_rate(header.payload_type, time);
 
         RtpPacket {
             seq_no,

@@ -31,6 +31,10 @@ use super::rtx_cache::RtxCache;
 use super::send_queue::SendQueue;
 use super::send_stats::StreamTxStats;
 
+#[path = "send_direct.rs"]
+mod direct;
+pub use direct::DirectRtp;
+
 /// The smallest size of padding for which we attempt to use a spurious resend. For padding
 /// requests smaller than this we use blank packets instead.
 const MIN_SPURIOUS_PADDING_SIZE: usize = 50;
@@ -179,6 +183,9 @@ pub struct StreamTx {
 
     /// MTU warn threshold; used to cap spurious-padding RTX cache lookups.
     mtu_warn: usize,
+
+    /// What sending at once ([`crate::Rtc::send_rtp_direct`]) keeps (edge-sfu).
+    direct: direct::DirectState,
 }
 
 /// RTP packet data to enqueue on a direct RTP send stream.
@@ -390,6 +397,7 @@ impl StreamTx {
             remote_acked_ssrc: false,
             remote_acked_rtx_ssrc: false,
             mtu_warn,
+            direct: direct::DirectState::default(),
         }
     }
 
@@ -1057,6 +1065,14 @@ impl StreamTx {
         entries: impl Iterator<Item = NackEntry>,
         now: Instant,
     ) -> Option<()> {
+        if self.direct.is_active() {
+            // Its packets were never cached here: the caller resends them (edge-sfu).
+            let last_sent = self.last_sent_seq_no;
+            self.direct
+                .note_nacks(entries.flat_map(|n| n.into_iter(last_sent)));
+            return Some(());
+        }
+
         // Turning NackEntry into SeqNo we need to know a SeqNo "close by" to lengthen the 16 bit
         // sequence number into the 64 bit we have in SeqNo.
         let seq_no = self.rtx_cache.last_cached_seq_no()?;
