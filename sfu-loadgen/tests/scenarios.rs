@@ -45,6 +45,7 @@ async fn run_against_sfu(s: Scenario) -> Report {
         },
         progress: false,
         pinning: None,
+        lean_rx: true,
     })
     .await
     .expect("the run");
@@ -120,6 +121,7 @@ async fn the_reflector_baseline_counts_add_up() {
         target: Target::Reflector { addr, pid: None },
         progress: false,
         pinning: None,
+        lean_rx: true,
     })
     .await
     .expect("the run");
