@@ -85,6 +85,15 @@ impl MediaSocket {
         }
     }
 
+    /// The socket's local address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        match &self.state {
+            State::Own(socket) => socket.local_addr(),
+            State::HandedOver { send, .. } => send.get_ref().local_addr(),
+            State::Swapping => Err(swapping()),
+        }
+    }
+
     /// Whether a [`MediaReader`] reads the socket now.
     pub fn is_handed_over(&self) -> bool {
         matches!(self.state, State::HandedOver { .. })
@@ -214,16 +223,14 @@ mod tests {
     #[tokio::test]
     async fn after_the_hand_over_the_reader_reads_and_the_session_gets_what_it_passes_back() {
         let mut media = MediaSocket::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
-        let State::Own(s) = &media.state else {
-            unreachable!()
-        };
-        let addr = s.local_addr().unwrap();
+        let addr = media.local_addr().unwrap();
         let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let peer_addr = peer.local_addr().unwrap();
 
         let keep = Keep::default();
         media.hand_over(None, &keep).unwrap();
         assert!(media.is_handed_over());
+        assert_eq!(media.local_addr().unwrap(), addr);
         assert!(media.hand_over(None, &keep).is_err());
         let handoff = keep.0.lock().unwrap().take().unwrap();
 
@@ -259,10 +266,7 @@ mod tests {
         let mut media = MediaSocket::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
         assert!(media.hand_over(None, &Refuse).is_err());
         assert!(!media.is_handed_over());
-        let State::Own(s) = &media.state else {
-            unreachable!()
-        };
-        let addr = s.local_addr().unwrap();
+        let addr = media.local_addr().unwrap();
         let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         peer.send_to(b"x", addr).await.unwrap();
         let mut buf = [0u8; 8];

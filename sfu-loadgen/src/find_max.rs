@@ -457,7 +457,7 @@ mod tests {
             server_cores: 1.0,
         };
         let got = search(&ladder, limits, fake(30_000.0, f64::INFINITY)).unwrap();
-        let best = got.best.expect("a passing step");
+        let best = got.best.clone().expect("a passing step");
         assert!(best.asked_pps <= 30_000.0, "{got:?}");
         assert!(best.asked_pps > 30_000.0 / PRECISION / 1.1, "{got:?}");
         assert!(got.steps.iter().any(|s| s.verdict == Verdict::Lossy));

@@ -594,14 +594,7 @@ fn run(a: RunArgs) -> Result<i32> {
     let runtime = runtime(&at)?;
     let mut server = start_server(&a, &at, &runtime)?;
     let report = run_once(&a, &at, &runtime, &mut server, s)?;
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-        if !a.quiet {
-            eprint!("{}", report.table());
-        }
-    } else {
-        print!("{}", report.table());
-    }
+    print_result(&a, &report, &report.table())?;
     drop(server);
     runtime.shutdown_timeout(Duration::from_secs(2));
     if report.has_failed_joins() {
@@ -609,6 +602,20 @@ fn run(a: RunArgs) -> Result<i32> {
         return Ok(2);
     }
     Ok(0)
+}
+
+/// Prints `result` as JSON on stdout with `--json` (and `table` on stderr unless `--quiet`), else
+/// `table` on stdout.
+fn print_result(a: &RunArgs, result: &impl serde::Serialize, table: &str) -> Result<()> {
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(result)?);
+        if !a.quiet {
+            eprint!("{table}");
+        }
+    } else {
+        print!("{table}");
+    }
+    Ok(())
 }
 
 /// `--find-max`: a fresh server and fresh participants per step (see `sfu_loadgen::find_max`),
@@ -674,14 +681,7 @@ fn find_max(a: RunArgs, base: Scenario) -> Result<i32> {
         search,
         half_load,
     };
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&result)?);
-        if !a.quiet {
-            eprint!("{}", result.table());
-        }
-    } else {
-        print!("{}", result.table());
-    }
+    print_result(&a, &result, &result.table())?;
     runtime.shutdown_timeout(Duration::from_secs(2));
     Ok(if result.search.best.is_some() { 0 } else { 2 })
 }

@@ -721,7 +721,7 @@ struct VideoPacer {
 /// Where a participant's received packets are counted.
 enum Counting {
     /// Here, from [`Conn::recv`] (the full receive path, and participants that receive nothing).
-    Here(Tally),
+    Here(Box<Tally>),
     /// On a lean receive thread, which hands the tally back at the end.
     Lean(Arc<LeanReceiver>),
 }
@@ -738,7 +738,7 @@ impl Counting {
     /// The final tally (an empty one if the lean thread is gone).
     async fn finish(self, empty: impl FnOnce() -> Tally) -> Tally {
         match self {
-            Counting::Here(t) => t,
+            Counting::Here(t) => *t,
             Counting::Lean(r) => r.finish().await.unwrap_or_else(empty),
         }
     }
@@ -767,10 +767,10 @@ async fn participant(
             Ok(r) => Counting::Lean(Arc::new(r)),
             Err(e) => {
                 tracing::warn!("lean receiver: {e}; counting on the full path");
-                Counting::Here(new_tally())
+                Counting::Here(Box::new(new_tally()))
             }
         },
-        _ => Counting::Here(new_tally()),
+        _ => Counting::Here(Box::new(new_tally())),
     };
     let mut send_lag = histogram();
     let timeout = Duration::from_secs_f64(s.join_timeout_s);
@@ -829,16 +829,14 @@ async fn participant(
             _ = stop.changed() => break,
             _ = tokio::time::sleep_until(leave_at.into()) => break,
             due = audio_iv.tick(), if spec.audio => {
-                let now = Instant::now();
-                let _ = send_lag.record(now.saturating_duration_since(due.into_std()).as_micros() as u64);
+                record_lag(&mut send_lag, &shared, due.into_std());
                 if shared.phase.load(Ordering::Relaxed) < PHASE_DRAIN {
                     let len = s.audio_bytes;
                     send_one(&mut conn, &shared, Media::Audio, audio_track, &mut seqs[0], len, true);
                 }
             }
             due = video_iv.tick(), if spec.video => {
-                let now = Instant::now();
-                let _ = send_lag.record(now.saturating_duration_since(due.into_std()).as_micros() as u64);
+                record_lag(&mut send_lag, &shared, due.into_std());
                 if shared.phase.load(Ordering::Relaxed) < PHASE_DRAIN {
                     let key = pacer.frame.is_multiple_of(pacer.keyframe_every);
                     pacer.frame += 1;
@@ -878,6 +876,15 @@ async fn participant(
         tally: counting.finish(new_tally).await,
         send_lag,
         events_dropped,
+    }
+}
+
+/// How late a send timer fired, counted in the window only (the joins before it keep the
+/// generator busy in bursts that say nothing about the measured load).
+fn record_lag(send_lag: &mut Histogram<u64>, shared: &Shared, due: Instant) {
+    if shared.phase.load(Ordering::Relaxed) == PHASE_MEASURE {
+        let late = Instant::now().saturating_duration_since(due);
+        let _ = send_lag.record(late.as_micros() as u64);
     }
 }
 

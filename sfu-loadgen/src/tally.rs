@@ -102,7 +102,7 @@ impl Tally {
             self.measured += 1;
             let at_ns = a.at.saturating_duration_since(self.epoch).as_nanos() as u64;
             let us = at_ns.saturating_sub(a.stamp.sent_ns) / 1000;
-            let h = if a.stamp.track % 2 == 0 {
+            let h = if a.stamp.track.is_multiple_of(2) {
                 &mut self.latency_audio
             } else {
                 &mut self.latency_video

@@ -9,8 +9,9 @@ use std::os::fd::RawFd;
 pub const BATCH: usize = 32;
 /// Largest datagram kept; longer ones are cut (and then fail authentication).
 const MAX_DATAGRAM: usize = 2048;
-/// Control space per datagram: one `SO_RXQ_OVFL` message (a `u32`), with room to spare.
-const CONTROL: usize = 64;
+/// Control space per datagram: an `SO_TIMESTAMPNS` message (a `timespec`) and an `SO_RXQ_OVFL`
+/// one (a `u32`), with room to spare.
+const CONTROL: usize = 96;
 
 /// Buffers for one `recvmmsg` of up to [`BATCH`] datagrams.
 pub struct Batch {
@@ -122,30 +123,65 @@ impl Batch {
         }
     }
 
-    /// The socket's count of datagrams dropped for a full receive buffer, as of datagram `i`
-    /// (`SO_RXQ_OVFL`; the kernel attaches it once the count is above zero).
-    pub fn drops(&self, i: usize) -> Option<u32> {
+    /// What the kernel attached to datagram `i`.
+    pub fn control(&self, i: usize) -> Control {
+        let mut out = Control::default();
         let h = &self.msgs[i].msg_hdr;
-        if (h.msg_controllen as usize) < std::mem::size_of::<libc::cmsghdr>() {
-            return None;
+        if h.msg_controllen < std::mem::size_of::<libc::cmsghdr>() as _ {
+            return out;
         }
         // SAFETY: the kernel filled msg_control with msg_controllen bytes of well-formed control
-        // messages; CMSG_FIRSTHDR/CMSG_NXTHDR stay within them.
+        // messages; CMSG_FIRSTHDR/CMSG_NXTHDR stay within them, and each message's data has the
+        // size its type says.
         unsafe {
             let mut c = libc::CMSG_FIRSTHDR(h);
             while !c.is_null() {
-                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SO_RXQ_OVFL {
-                    return Some(std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<u32>()));
+                if (*c).cmsg_level == libc::SOL_SOCKET {
+                    let data = libc::CMSG_DATA(c);
+                    match (*c).cmsg_type {
+                        libc::SO_RXQ_OVFL => {
+                            out.drops = Some(std::ptr::read_unaligned(data.cast::<u32>()));
+                        }
+                        libc::SO_TIMESTAMPNS => {
+                            let ts = std::ptr::read_unaligned(data.cast::<libc::timespec>());
+                            out.arrived_ns = Some(timespec_ns(&ts));
+                        }
+                        _ => {}
+                    }
                 }
                 c = libc::CMSG_NXTHDR(h, c);
             }
         }
-        None
+        out
     }
 }
 
+/// The control messages of one datagram.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Control {
+    /// When the kernel received it, ns of `CLOCK_REALTIME` (`SO_TIMESTAMPNS`).
+    pub arrived_ns: Option<u64>,
+    /// The socket's count of datagrams dropped for a full receive buffer (`SO_RXQ_OVFL`; the
+    /// kernel attaches it once the count is above zero).
+    pub drops: Option<u32>,
+}
+
+/// `CLOCK_REALTIME` now, ns (the clock of the kernel's receive timestamps).
+pub fn realtime_ns() -> u64 {
+    // SAFETY: all-zero is a valid timespec; clock_gettime writes it.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid clock id and a pointer to a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    timespec_ns(&ts)
+}
+
+fn timespec_ns(ts: &libc::timespec) -> u64 {
+    (ts.tv_sec as u64).saturating_mul(1_000_000_000) + ts.tv_nsec as u64
+}
+
 /// Prepares a socket for the lean path: a large receive buffer (the forced size when allowed,
-/// else as much as `rmem_max` gives) and the drop counter on every datagram.
+/// else as much as `rmem_max` gives), the drop counter and the kernel's receive time on every
+/// datagram.
 pub fn tune(fd: RawFd) {
     let size: libc::c_int = 8 * 1024 * 1024;
     let one: libc::c_int = 1;
@@ -166,6 +202,7 @@ pub fn tune(fd: RawFd) {
         set(libc::SO_RCVBUF, &size);
     }
     set(libc::SO_RXQ_OVFL, &one);
+    set(libc::SO_TIMESTAMPNS, &one);
 }
 
 #[cfg(test)]
@@ -189,7 +226,10 @@ mod tests {
         assert_eq!(n, BATCH);
         assert_eq!(b.datagram(1), &[1u8; 5]);
         assert_eq!(b.source(0), Some(tx.local_addr().unwrap()));
-        assert_eq!(b.drops(0), None);
+        let c = b.control(0);
+        assert_eq!(c.drops, None);
+        let arrived = c.arrived_ns.expect("a receive timestamp");
+        assert!(arrived <= realtime_ns());
         assert_eq!(b.recv(rx.as_raw_fd()).unwrap(), 3);
         assert_eq!(b.datagram(2), &[(BATCH + 2) as u8; 5]);
     }

@@ -101,7 +101,104 @@ impl MediaReader for LeanReceiver {
     fn take_over(&self, handoff: MediaHandoff) -> io::Result<()> {
         self.link.send(Cmd::Attach {
             receiver: self.id,
-            handoff,
+            handoff: Box::new(handoff),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::payload::{Stamp, FLAG_MEASURED};
+    use crate::tally::RxCounters;
+    use sfu_client::handoff::MediaSocket;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    /// A plain RTP packet of track `track`: `csrcs` CSRCs, an extension block of `ext_words`
+    /// words when given, and `pad` bytes of padding.
+    fn rtp(seq: u16, ssrc: u32, track: u32, csrcs: u8, ext_words: Option<u16>, pad: u8) -> Vec<u8> {
+        let mut p = vec![0x80 | csrcs, 96];
+        if ext_words.is_some() {
+            p[0] |= 0x10;
+        }
+        if pad > 0 {
+            p[0] |= 0x20;
+        }
+        p.extend_from_slice(&seq.to_be_bytes());
+        p.extend_from_slice(&0u32.to_be_bytes());
+        p.extend_from_slice(&ssrc.to_be_bytes());
+        p.extend(std::iter::repeat_n(7u8, 4 * usize::from(csrcs)));
+        if let Some(w) = ext_words {
+            p.extend_from_slice(&[0xbe, 0xde]);
+            p.extend_from_slice(&w.to_be_bytes());
+            p.extend(std::iter::repeat_n(1u8, 4 * usize::from(w)));
+        }
+        let stamp = Stamp {
+            track,
+            seq: u64::from(seq),
+            sent_ns: 0,
+            flags: FLAG_MEASURED,
+        };
+        p.extend_from_slice(&stamp.payload(40));
+        if pad > 0 {
+            p.extend(std::iter::repeat_n(0u8, usize::from(pad) - 1));
+            p.push(pad);
+        }
+        p
+    }
+
+    #[tokio::test]
+    async fn plain_rtp_is_counted_once_per_ssrc_and_index_across_the_rollover() {
+        let lean = LeanRx::start(1).unwrap();
+        let counters = Arc::new(RxCounters::default());
+        let epoch = Instant::now();
+        let tally = Tally::new(epoch, epoch, true, vec![0, 1], counters.clone());
+        let receiver = lean.receiver(tally).unwrap();
+        let mut socket =
+            MediaSocket::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        socket.hand_over(None, &receiver).unwrap();
+        let to = socket.local_addr().unwrap();
+
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let packets = [
+            rtp(65534, 10, 0, 0, None, 0),
+            rtp(65535, 10, 0, 2, Some(3), 0),
+            rtp(0, 10, 0, 0, Some(1), 4),      // rollover, with padding
+            rtp(0, 10, 0, 0, None, 0),         // duplicate across the rollover
+            rtp(2, 10, 0, 0, None, 0),         // 1 is missing
+            rtp(5, 11, 1, 1, None, 0),         // another stream
+            vec![0x80, 200, 0, 1, 0, 0, 0, 0], // RTCP: plain RTP has no session for it
+            vec![0xff, 1, 2],                  // neither RTP, RTCP, STUN nor DTLS
+        ];
+        for p in &packets {
+            tx.send_to(p, to).unwrap();
+        }
+        // Wait (without a time limit on the result) until the five new packets were counted.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while counters.packets.load(std::sync::atomic::Ordering::Relaxed) < 5
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let t = receiver.finish().await.unwrap();
+        assert_eq!(t.measured, 5);
+        assert_eq!(
+            (
+                t.lean.datagrams,
+                t.lean.media,
+                t.lean.duplicates,
+                t.lean.seq_missing
+            ),
+            (8, 5, 1, 1)
+        );
+        assert_eq!(
+            (t.lean.malformed, t.lean.auth_failed, t.lean.too_old),
+            (1, 0, 0)
+        );
+        assert_eq!(counters.ready.load(std::sync::atomic::Ordering::Relaxed), 1);
+        // Finished: nothing more is counted.
+        tx.send_to(&packets[0], to).unwrap();
+        assert!(receiver.finish().await.is_none());
     }
 }

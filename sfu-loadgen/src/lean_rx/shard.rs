@@ -6,7 +6,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{mpsc, Arc};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use sfu_client::handoff::{MediaHandoff, SessionDatagram};
 use str0m::rtp::SrtpReceiver;
@@ -21,6 +21,10 @@ use crate::transport::Arrival;
 
 /// Batches read from one ready socket before the others get a turn (epoll reports it again).
 const BATCHES_PER_TURN: usize = 8;
+/// Pause after a round that read less than a batch per ready socket, so that datagrams pile up
+/// and the next `recvmmsg` calls read more each. Latency is taken from the kernel's receive
+/// timestamp, so the pause does not show in it; sockets have large buffers, so nothing is lost.
+const COALESCE: Duration = Duration::from_millis(2);
 /// epoll data of the wake-up eventfd; sockets use their slot number.
 const WAKE_TOKEN: u64 = u64::MAX;
 
@@ -31,7 +35,7 @@ pub(super) enum Cmd {
     /// A socket of a registered receiver.
     Attach {
         receiver: u64,
-        handoff: MediaHandoff,
+        handoff: Box<MediaHandoff>,
     },
     /// Stop reading the receiver's sockets and send back its tally.
     Finish {
@@ -203,6 +207,7 @@ impl Worker {
                 tracing::error!("lean receiver: epoll_wait: {e}");
                 return;
             }
+            let (mut sockets, mut read) = (0, 0);
             for ev in &events[..n as usize] {
                 let token = ev.u64;
                 if token == WAKE_TOKEN {
@@ -210,8 +215,12 @@ impl Worker {
                         return;
                     }
                 } else {
-                    self.drain(token as usize);
+                    sockets += 1;
+                    read += self.drain(token as usize);
                 }
+            }
+            if sockets > 0 && read < sockets * BATCH {
+                std::thread::sleep(COALESCE);
             }
         }
     }
@@ -229,7 +238,7 @@ impl Worker {
                 Ok(Cmd::Register { receiver, tally }) => {
                     self.receivers.insert(receiver, tally);
                 }
-                Ok(Cmd::Attach { receiver, handoff }) => self.attach(receiver, handoff),
+                Ok(Cmd::Attach { receiver, handoff }) => self.attach(receiver, *handoff),
                 Ok(Cmd::Finish { receiver, reply }) => {
                     if let Some(tally) = self.finish(receiver) {
                         let _ = reply.send(tally);
@@ -267,7 +276,7 @@ impl Worker {
             self.sockets[slot] = Some(socket);
         }
         // Whatever queued up before the socket was watched is read now.
-        self.drain(slot);
+        let _ = self.drain(slot);
     }
 
     fn finish(&mut self, receiver: u64) -> Option<Box<Tally>> {
@@ -295,15 +304,16 @@ impl Worker {
         Some(tally)
     }
 
-    /// Reads socket `slot` until it is empty (or had its turn).
-    fn drain(&mut self, slot: usize) {
+    /// Reads socket `slot` until it is empty (or had its turn); returns the datagrams read.
+    fn drain(&mut self, slot: usize) -> usize {
         let Some(Some(s)) = self.sockets.get_mut(slot) else {
-            return;
+            return 0;
         };
         let Some(tally) = self.receivers.get_mut(&s.receiver) else {
-            return;
+            return 0;
         };
         let fd = s.socket.as_raw_fd();
+        let mut read = 0;
         for _ in 0..BATCHES_PER_TURN {
             let n = match self.batch.recv(fd) {
                 Ok(n) => n,
@@ -314,17 +324,26 @@ impl Worker {
                     continue;
                 }
             };
-            let at = Instant::now();
+            read += n;
+            // The kernel stamps arrivals on CLOCK_REALTIME: each datagram's age, taken from one
+            // reading of both clocks, dates it on the monotonic clock the payload stamps use.
+            let (now, now_rt) = (Instant::now(), batch::realtime_ns());
             for i in 0..n {
-                if let Some(d) = self.batch.drops(i) {
+                let control = self.batch.control(i);
+                if let Some(d) = control.drops {
                     s.drops = d;
                 }
+                let at = control.arrived_ns.map_or(now, |t| {
+                    now.checked_sub(Duration::from_nanos(now_rt.saturating_sub(t)))
+                        .unwrap_or(now)
+                });
                 on_datagram(s, tally, &self.batch, i, at);
             }
             if n < BATCH {
                 break;
             }
         }
+        read
     }
 }
 
