@@ -358,7 +358,8 @@ impl Report {
                 "lean receive",
                 format!(
                     "{} datagrams: {} media, {} duplicates, {} too old, {} failed authentication, \
-                     {} padding only, {} unstamped, {} malformed; {} to the sessions ({} dropped); \
+                     {} padding only, {} unstamped, {} malformed; {} to the sessions ({} dropped, \
+                     {} after they ended); \
                      {} dropped by full sockets; {} sequence numbers missing",
                     l.datagrams,
                     l.media,
@@ -370,6 +371,7 @@ impl Report {
                     l.malformed,
                     l.to_session,
                     l.session_dropped,
+                    l.session_gone,
                     l.socket_drops,
                     l.seq_missing
                 ),

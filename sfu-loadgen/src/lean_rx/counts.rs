@@ -24,8 +24,10 @@ pub struct LeanCounts {
     pub unstamped: u64,
     /// STUN, DTLS and RTCP datagrams passed to the session.
     pub to_session: u64,
-    /// Of those, dropped because the session's queue was full or the session had ended.
+    /// Of those, dropped because the session's queue was full.
     pub session_dropped: u64,
+    /// Of those, arriving after the session had ended (the server's goodbyes while it leaves).
+    pub session_gone: u64,
     /// Datagrams the kernel dropped because a socket's receive buffer was full (`SO_RXQ_OVFL`):
     /// loss caused by the generator, not the server.
     pub socket_drops: u64,
@@ -47,6 +49,7 @@ impl LeanCounts {
         self.unstamped += other.unstamped;
         self.to_session += other.to_session;
         self.session_dropped += other.session_dropped;
+        self.session_gone += other.session_gone;
         self.socket_drops += other.socket_drops;
         self.seq_missing += other.seq_missing;
     }

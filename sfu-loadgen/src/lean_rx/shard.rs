@@ -364,8 +364,10 @@ fn on_datagram(s: &mut Socket, tally: &mut Tally, batch: &Batch, i: usize, at: I
                 at,
                 contents: d.to_vec(),
             };
-            if s.session.try_send(dg).is_err() {
-                tally.lean.session_dropped += 1;
+            match s.session.try_send(dg) {
+                Ok(()) => {}
+                Err(tokio_mpsc::error::TrySendError::Full(_)) => tally.lean.session_dropped += 1,
+                Err(tokio_mpsc::error::TrySendError::Closed(_)) => tally.lean.session_gone += 1,
             }
         }
         // Plain RTP has no session: the reflector's control answers end here.
