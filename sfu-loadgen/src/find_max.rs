@@ -24,6 +24,9 @@ pub const LOSS_LIMIT_PCT: f64 = 0.5;
 pub const SATURATED_SHARE: f64 = 0.95;
 /// The bisection stops once the failing step asks at most this many times the passing one.
 pub const PRECISION: f64 = 1.1;
+/// A step whose receivers got less than this share of what it asks was not loaded as asked (the
+/// publishers fell behind; UDP does not push back, so it is not the server): generator-bound.
+const DELIVERED_SHARE: f64 = 0.9;
 /// Joins the ramp-up plans per second (bigger steps get a longer ramp).
 const JOINS_PER_S: f64 = 60.0;
 
@@ -79,7 +82,8 @@ pub enum Verdict {
     Lossy,
     /// A join failed or media did not reach every receiver.
     Incomplete,
-    /// The generator, not the server, was the limit: the step says nothing about the server.
+    /// The generator, not the server, was the limit (it said so, or its publishers did not send
+    /// what the step asks): the step says nothing about the server.
     GeneratorBound,
 }
 
@@ -92,7 +96,8 @@ impl Verdict {
 
 /// Judges a step's report; `server_cores` is how many cores the server may use.
 pub fn judge(r: &Report, server_cores: f64) -> Verdict {
-    if r.generator.as_ref().is_some_and(|g| g.bottleneck) {
+    let short = r.loss_pct <= LOSS_LIMIT_PCT && r.out_pps < DELIVERED_SHARE * r.scenario_out_pps;
+    if short || r.generator.as_ref().is_some_and(|g| g.bottleneck) {
         return Verdict::GeneratorBound;
     }
     if r.joins.failed > 0 || !r.settled {
@@ -462,6 +467,18 @@ mod tests {
         assert!(best.asked_pps > 30_000.0 / PRECISION / 1.1, "{got:?}");
         assert!(got.steps.iter().any(|s| s.verdict == Verdict::Lossy));
         assert!(got.steps.len() < 20, "{}", got.steps.len());
+    }
+
+    #[test]
+    fn a_step_its_publishers_could_not_send_is_the_generators_limit() {
+        let s = Scenario::preset("livestream").unwrap();
+        let mut r = fake_report(&s, s.expected_out_pps(), false, false);
+        assert_eq!(judge(&r, 1.0), Verdict::Sustained);
+        r.out_pps = s.expected_out_pps() * 0.5;
+        assert_eq!(judge(&r, 1.0), Verdict::GeneratorBound);
+        // With loss above the limit the shortfall is the server's.
+        r.loss_pct = 5.0;
+        assert_eq!(judge(&r, 1.0), Verdict::Lossy);
     }
 
     #[test]
