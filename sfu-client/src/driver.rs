@@ -19,7 +19,7 @@ use str0m::media::{
 use str0m::net::{Protocol, Receive, TcpType};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Ssrc};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -30,6 +30,7 @@ use sfu_core::protocol::{
     TrackMapping, TrackSource,
 };
 
+use crate::handoff::{MediaReader, MediaSocket};
 use crate::ice_tcp::{self, TcpLinks};
 use crate::sdp::sdp_candidates;
 use crate::{
@@ -115,7 +116,7 @@ pub(crate) struct DriverParts<'a> {
     pub config: &'a ClientConfig,
     pub peer_id: PeerId,
     pub ws: Ws,
-    pub udp: UdpSocket,
+    pub udp: MediaSocket,
     pub local_addr: SocketAddr,
     pub cmd_rx: mpsc::Receiver<Command>,
     pub events: mpsc::Sender<ClientEvent>,
@@ -250,7 +251,7 @@ enum Wake {
 pub(crate) struct Driver {
     peer_id: PeerId,
     rtc: Rtc,
-    udp: UdpSocket,
+    udp: MediaSocket,
     local_addr: SocketAddr,
     /// ICE-TCP connections, when the client uses TCP instead of UDP.
     tcp: Option<TcpLinks>,
@@ -280,6 +281,8 @@ pub(crate) struct Driver {
     media_cut: bool,
     /// Simulated loss of incoming media only.
     loss: LossSim,
+    /// Takes the socket's reading over once DTLS is up, when configured.
+    media_reader: Option<Arc<dyn MediaReader>>,
     buf: Vec<u8>,
 }
 
@@ -363,6 +366,8 @@ impl Driver {
             answers_applied: 0,
             media_cut: false,
             loss: LossSim::new(config.drop_incoming_rtp_percent),
+            // ICE-TCP media does not arrive on the UDP socket: nothing to hand over.
+            media_reader: config.media_reader.clone().filter(|_| !config.ice_tcp),
             buf: vec![0; RECV_BUF],
         };
         driver.publish_status();
@@ -528,6 +533,7 @@ impl Driver {
         match event {
             Event::Connected => {
                 info!(peer = self.peer_id, "media connected");
+                self.hand_over_reading();
                 self.dtls_up = true;
                 self.ice_connected = true;
                 self.publish_status();
@@ -593,6 +599,24 @@ impl Driver {
                 self.publish_status();
             }
             _ => {}
+        }
+    }
+
+    /// Once DTLS is up, lets the configured [`MediaReader`] read the socket (and open the SRTP
+    /// media itself); on failure the driver goes on reading it.
+    fn hand_over_reading(&mut self) {
+        let Some(reader) = self.media_reader.take() else {
+            return;
+        };
+        let Some(srtp) = self.rtc.srtp_receiver() else {
+            warn!(
+                peer = self.peer_id,
+                "connected without SRTP keys: reading media here"
+            );
+            return;
+        };
+        if let Err(e) = self.udp.hand_over(Some(srtp), reader.as_ref()) {
+            warn!(peer = self.peer_id, "media reader refused the socket: {e}");
         }
     }
 

@@ -37,6 +37,7 @@
 
 mod driver;
 mod error;
+pub mod handoff;
 mod ice_tcp;
 mod sdp;
 
@@ -111,6 +112,12 @@ pub struct ClientConfig {
     /// NACKs what is missing and the SFU resends it. STUN, DTLS and RTCP always get through, so
     /// the session itself stays healthy. Counted in [`Counters::media_dropped`].
     pub drop_incoming_rtp_percent: u8,
+    /// Once DTLS is up, hand the reading of the media socket to this reader (see [`handoff`]):
+    /// it opens the SRTP media itself and passes STUN, DTLS and RTCP back. Media read that way
+    /// never becomes a [`ClientEvent::Rtp`], is not counted in [`Counters`], and gives the
+    /// session nothing to build receiver reports, NACKs or TWCC feedback from. Ignored with
+    /// [`ClientConfig::ice_tcp`].
+    pub media_reader: Option<Arc<dyn handoff::MediaReader>>,
 }
 
 impl ClientConfig {
@@ -133,6 +140,7 @@ impl ClientConfig {
             deliver_rtp: true,
             ice_tcp: false,
             drop_incoming_rtp_percent: 0,
+            media_reader: None,
         }
     }
 
@@ -175,6 +183,13 @@ impl ClientConfig {
     /// Turn [`ClientEvent::Rtp`] delivery on or off.
     pub fn deliver_rtp(mut self, on: bool) -> Self {
         self.deliver_rtp = on;
+        self
+    }
+
+    /// Hand the media socket's reading to `reader` once DTLS is up; see
+    /// [`ClientConfig::media_reader`].
+    pub fn media_reader(mut self, reader: Arc<dyn handoff::MediaReader>) -> Self {
+        self.media_reader = Some(reader);
         self
     }
 
@@ -538,6 +553,7 @@ impl Client {
 
         let udp = UdpSocket::bind(config.bind_addr).await?;
         let local_addr = udp.local_addr()?;
+        let udp = handoff::MediaSocket::new(udp);
         let (cmd_tx, cmd_rx) = mpsc::channel(1024);
         let (event_tx, event_rx) = mpsc::channel(config.event_capacity.max(16));
         let (status_tx, status_rx) = watch::channel(Status {

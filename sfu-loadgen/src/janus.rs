@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
+use sfu_client::handoff::{MediaReader, MediaSocket};
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, Mid, Pt};
@@ -183,17 +184,23 @@ impl Pc {
         udp: UdpSocket,
         local: SocketAddr,
         tx: HashMap<bool, TxTrack>,
-        arrivals: Option<mpsc::Sender<Arrival>>,
+        rx: PcReceive,
         dropped: Arc<AtomicU64>,
     ) -> Pc {
         let (cmd_tx, cmd_rx) = mpsc::channel(1024);
         let (conn_tx, conn_rx) = watch::channel(None);
+        let (arrivals, reader) = match rx {
+            PcReceive::Nothing => (None, None),
+            PcReceive::Events(a) => (Some(a), None),
+            PcReceive::Reader(r) => (None, Some(r)),
+        };
         let task = tokio::spawn(pc_loop(PcLoop {
             rtc,
-            udp,
+            udp: MediaSocket::new(udp),
             local,
             tx,
             arrivals,
+            reader,
             dropped,
             cmd: cmd_rx,
             connected: conn_tx,
@@ -215,13 +222,25 @@ impl Pc {
     }
 }
 
+/// What a peer connection does with the media it receives.
+enum PcReceive {
+    /// It receives none (the publisher connection).
+    Nothing,
+    /// str0m opens it and each packet becomes an [`Arrival`] on this queue.
+    Events(mpsc::Sender<Arrival>),
+    /// Once DTLS is up this reader takes the socket over (the lean receive path).
+    Reader(Arc<dyn MediaReader>),
+}
+
 struct PcLoop {
     rtc: Rtc,
-    udp: UdpSocket,
+    udp: MediaSocket,
     local: SocketAddr,
     /// Published tracks by "is video".
     tx: HashMap<bool, TxTrack>,
     arrivals: Option<mpsc::Sender<Arrival>>,
+    /// Takes the socket's reading over once DTLS is up.
+    reader: Option<Arc<dyn MediaReader>>,
     dropped: Arc<AtomicU64>,
     cmd: mpsc::Receiver<PcCmd>,
     connected: watch::Sender<Option<bool>>,
@@ -239,6 +258,12 @@ async fn pc_loop(mut p: PcLoop) {
                 }
                 Ok(Output::Event(e)) => match e {
                     Event::Connected => {
+                        if let (Some(reader), Some(srtp)) = (p.reader.take(), p.rtc.srtp_receiver())
+                        {
+                            if let Err(e) = p.udp.hand_over(Some(srtp), reader.as_ref()) {
+                                tracing::warn!("lean receiver refused the socket: {e}");
+                            }
+                        }
                         p.connected.send_replace(Some(true));
                     }
                     Event::RtpPacket(pkt) => {
@@ -348,7 +373,8 @@ fn random_start() -> (u64, u32) {
 pub struct JanusConn {
     publisher: Option<Pc>,
     subscriber: Option<Pc>,
-    arrivals: mpsc::Receiver<Arrival>,
+    /// Packets str0m opened on the subscriber connection (`None` when a reader takes them).
+    arrivals: Option<mpsc::Receiver<Arrival>>,
     dropped: Arc<AtomicU64>,
     keepalive: JoinHandle<()>,
     stop: watch::Sender<bool>,
@@ -373,6 +399,9 @@ pub struct JanusJoin<'a> {
     pub subscribe_to: u32,
     /// Limit for the whole join.
     pub timeout: Duration,
+    /// Reads the subscriber connection's media once DTLS is up (the lean receive path); without
+    /// one, str0m opens it and [`JanusConn::recv`] returns each packet.
+    pub reader: Option<Arc<dyn MediaReader>>,
 }
 
 impl JanusConn {
@@ -444,7 +473,7 @@ impl JanusConn {
                     },
                 );
             }
-            let mut pc = Pc::start(rtc, udp, local, tx, None, dropped.clone());
+            let mut pc = Pc::start(rtc, udp, local, tx, PcReceive::Nothing, dropped.clone());
             pc.wait_connected(deadline.saturating_duration_since(Instant::now()))
                 .await?;
             publisher = Some(pc);
@@ -510,14 +539,11 @@ impl JanusConn {
                 Some(json!({"type": "answer", "sdp": answer.to_sdp_string()})),
             )
             .await?;
-            let mut pc = Pc::start(
-                rtc,
-                udp,
-                local,
-                HashMap::new(),
-                Some(arr_tx),
-                dropped.clone(),
-            );
+            let rx = match &j.reader {
+                Some(reader) => PcReceive::Reader(reader.clone()),
+                None => PcReceive::Events(arr_tx),
+            };
+            let mut pc = Pc::start(rtc, udp, local, HashMap::new(), rx, dropped.clone());
             pc.wait_connected(deadline.saturating_duration_since(Instant::now()))
                 .await?;
             subscriber = Some(pc);
@@ -548,7 +574,7 @@ impl JanusConn {
         Ok(JanusConn {
             publisher,
             subscriber,
-            arrivals: arr_rx,
+            arrivals: j.reader.is_none().then_some(arr_rx),
             dropped,
             keepalive,
             stop: stop_tx,
@@ -571,12 +597,13 @@ impl JanusConn {
         }
     }
 
-    /// The next packet received on the subscriber connection.
+    /// The next packet received on the subscriber connection (never, when a reader takes the
+    /// media).
     pub async fn recv(&mut self) -> Received {
-        if self.subscriber.is_none() {
+        let (Some(_), Some(arrivals)) = (&self.subscriber, &mut self.arrivals) else {
             return std::future::pending().await;
-        }
-        match self.arrivals.recv().await {
+        };
+        match arrivals.recv().await {
             Some(a) => Received::Packet(a),
             None => Received::Closed("the subscriber connection ended".into()),
         }

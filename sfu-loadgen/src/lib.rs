@@ -15,14 +15,17 @@
 #![deny(missing_docs)]
 
 pub mod error;
+pub mod find_max;
 pub mod http;
 pub mod janus;
+pub mod lean_rx;
 pub mod payload;
 pub mod procfs;
 pub mod reflector;
 pub mod report;
 pub mod runner;
 pub mod scenario;
+pub mod tally;
 pub mod transport;
 
 pub use error::{LoadgenError, Result};

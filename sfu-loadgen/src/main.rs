@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
+use sfu_loadgen::find_max::{self, FindMax, HalfLoad, Ladder, Limits, Step, ROOM_CAPACITY};
 use sfu_loadgen::procfs;
 use sfu_loadgen::scenario::PRESETS;
-use sfu_loadgen::{RunOptions, Scenario, Target};
+use sfu_loadgen::{Report, RunOptions, Scenario, Target};
 
 /// Load generator for edge-sfu: simulated WebRTC participants (real signaling, ICE, DTLS-SRTP,
 /// RTCP) in rooms of publishers and subscribers; or plain UDP against a reflector, for the kernel's
@@ -151,6 +152,23 @@ struct RunArgs {
     /// Let the spawned server's log through to stderr.
     #[arg(long)]
     server_log: bool,
+    /// Receive every packet through its participant's str0m session (the full path, about 18 µs
+    /// per packet) instead of the lean receive threads (batched reads, SRTP opened there).
+    #[arg(long)]
+    full_rx: bool,
+
+    /// Raise the load step by step (subscribers, then rooms; a fresh server each step) until loss
+    /// passes 0.5 % or the server's core is saturated, report the highest sustained out-pps per
+    /// server core, then run at half of it (and the reflector at the same load). Needs a
+    /// --spawn-... server; --duration is each step's window [default here: 6 s].
+    #[arg(long)]
+    find_max: bool,
+    /// --find-max: out-pps the first step asks [default: what the scenario asks].
+    #[arg(long, value_name = "PKT_PER_S")]
+    start_pps: Option<f64>,
+    /// --find-max: steps at most (the half-load runs come on top).
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    max_steps: usize,
 }
 
 fn main() -> Result<()> {
@@ -224,6 +242,10 @@ fn scenario(a: &RunArgs) -> Result<Scenario> {
     set!(churn_per_s, a.churn);
     set!(churn_stay_s, a.churn_stay);
     set!(join_timeout_s, a.join_timeout);
+    if a.find_max && a.duration.is_none() {
+        // Short windows keep a whole search to a few minutes.
+        s.duration_s = 6.0;
+    }
     s.validate()?;
     Ok(s)
 }
@@ -310,18 +332,29 @@ fn sibling_binary(name: &str) -> Result<PathBuf> {
     }
 }
 
-/// edge-sfu's largest room (sfu-core's default and maximum capacity).
-const EDGE_SFU_ROOM_CAP: u32 = 64;
+/// Where the server and the generator run.
+struct Placement {
+    /// The server's CPUs (empty: not pinned).
+    server_cpus: Vec<usize>,
+    /// The generator's CPUs (empty: not pinned).
+    gen_cpus: Vec<usize>,
+    /// What was pinned where, for the report.
+    note: Option<String>,
+}
 
-fn run(a: RunArgs) -> Result<i32> {
-    let s = scenario(&a)?;
-    let per_room = s.publishers + s.subscribers;
-    if per_room > EDGE_SFU_ROOM_CAP && (a.url.is_some() || a.spawn_sfu) {
-        eprintln!(
-            "warning: {per_room} members per room, but edge-sfu refuses joins past \
-             {EDGE_SFU_ROOM_CAP}: expect failed joins (use more --rooms)"
-        );
+impl Placement {
+    fn pinned(&self) -> bool {
+        !self.server_cpus.is_empty()
     }
+
+    /// The server's CPUs, for a spawned server, when pinning.
+    fn server(&self) -> Option<Vec<usize>> {
+        self.pinned().then(|| self.server_cpus.clone())
+    }
+}
+
+/// Decides the pinning and pins this process (the generator) when it applies.
+fn place(a: &RunArgs) -> Result<Placement> {
     let spawning = a.spawn_sfu || a.spawn_reflector || a.spawn_janus;
     let ncpu = procfs::online_cpus();
     let pin = if a.no_pin {
@@ -329,40 +362,103 @@ fn run(a: RunArgs) -> Result<i32> {
     } else {
         a.pin || (spawning && (2..=4).contains(&ncpu))
     };
-    let (server_cpus, gen_cpus): (Vec<usize>, Vec<usize>) = if pin && ncpu >= 2 {
-        (vec![0], (1..ncpu).collect())
-    } else {
-        (Vec::new(), Vec::new())
-    };
-    let pinned = !server_cpus.is_empty();
-    if pin && !pinned {
+    if pin && ncpu < 2 {
         eprintln!("not pinning: only one CPU");
     }
+    if !pin || ncpu < 2 {
+        return Ok(Placement {
+            server_cpus: Vec::new(),
+            gen_cpus: Vec::new(),
+            note: None,
+        });
+    }
+    let (server_cpus, gen_cpus): (Vec<usize>, Vec<usize>) = (vec![0], (1..ncpu).collect());
+    procfs::set_affinity(0, &gen_cpus).context("pinning the generator")?;
+    let what = if a.spawn_janus || a.janus.is_some() {
+        "janus"
+    } else if a.spawn_reflector || a.reflector.is_some() {
+        "the reflector"
+    } else {
+        "edge-sfu"
+    };
+    let note = format!(
+        "{what} pinned to CPU {server_cpus:?}, the generator to CPU {gen_cpus:?} ({ncpu} CPUs online)"
+    );
+    if !a.quiet {
+        eprintln!("{note}");
+    }
+    Ok(Placement {
+        server_cpus,
+        gen_cpus,
+        note: Some(note),
+    })
+}
 
-    let mut _guard: Option<Spawned> = None;
-    let mut janus_guard: Option<sfu_loadgen::janus::JanusProcess> = None;
-    let mut pinning = None;
-    let target = if a.spawn_janus {
-        let jp = sfu_loadgen::janus::JanusProcess::spawn(
+/// A server to run against, with the processes started for it (stopped on drop).
+struct Server {
+    target: Target,
+    _spawned: Option<Spawned>,
+    _janus: Option<sfu_loadgen::janus::JanusProcess>,
+}
+
+impl Server {
+    fn reached(target: Target) -> Server {
+        Server {
+            target,
+            _spawned: None,
+            _janus: None,
+        }
+    }
+
+    fn spawned(target: Target, spawned: Spawned) -> Server {
+        Server {
+            target,
+            _spawned: Some(spawned),
+            _janus: None,
+        }
+    }
+
+    /// Warns when a spawned server exited during the run.
+    fn check_alive(&mut self) {
+        if let Some(g) = &mut self._spawned {
+            if let Ok(Some(status)) = g.child.try_wait() {
+                eprintln!("warning: {} exited during the run ({status})", g.what);
+            }
+        }
+    }
+}
+
+/// Starts (or finds) the server the arguments name.
+fn start_server(a: &RunArgs, at: &Placement, runtime: &tokio::runtime::Runtime) -> Result<Server> {
+    if a.spawn_janus {
+        let mut jp = sfu_loadgen::janus::JanusProcess::spawn(
             &a.janus_bin,
             a.janus_port,
             &a.janus_iface,
-            pinned.then(|| server_cpus.clone()),
+            at.server(),
         )?;
-        let t = Target::Janus {
+        runtime
+            .block_on(jp.wait_ready(Duration::from_secs(30)))
+            .context("starting janus")?;
+        let target = Target::Janus {
             ws_url: jp.url.clone(),
             bind_ip: a.janus_bind,
             pid: Some(jp.pid()),
         };
-        janus_guard = Some(jp);
-        t
-    } else if let Some(url) = &a.janus {
-        Target::Janus {
+        return Ok(Server {
+            target,
+            _spawned: None,
+            _janus: Some(jp),
+        });
+    }
+    if let Some(url) = &a.janus {
+        return Ok(Server::reached(Target::Janus {
             ws_url: url.clone(),
             bind_ip: a.janus_bind,
             pid: a.janus_pid,
-        }
-    } else if a.spawn_sfu {
+        }));
+    }
+    if a.spawn_sfu {
         let bin = match &a.sfu_bin {
             Some(p) => p.clone(),
             None => sibling_binary("edge-sfu")?,
@@ -372,7 +468,9 @@ fn run(a: RunArgs) -> Result<i32> {
         // Every simulated participant joins from this one address: the per-address join limit
         // would refuse all but the first few.
         cmd.args(["--join-burst", "0"]);
-        let workers = a.sfu_workers.or(pinned.then_some(server_cpus.len()));
+        let workers = a
+            .sfu_workers
+            .or(at.pinned().then_some(at.server_cpus.len()));
         if let Some(w) = workers {
             cmd.args(["--workers", &w.to_string()]);
         }
@@ -384,113 +482,206 @@ fn run(a: RunArgs) -> Result<i32> {
             cmd,
             "edge-sfu",
             "edge-sfu ready:",
-            pinned.then(|| server_cpus.clone()),
+            at.server(),
             a.server_log,
         )?;
         let pid = child.child.id();
-        _guard = Some(child);
         let (ws_url, http) = sfu_loadgen::http::parse_sfu_url(&rest)?;
-        Target::Sfu {
+        let target = Target::Sfu {
             ws_url,
             http,
             pid: Some(pid),
-        }
-    } else if a.spawn_reflector {
-        let exe = std::env::current_exe().context("finding this binary")?;
-        let mut cmd = Command::new(exe);
-        cmd.args(["reflector", "--listen", "127.0.0.1:0"]);
-        let (child, rest) = spawn_ready(
-            cmd,
-            "the reflector",
-            "reflector ready:",
-            pinned.then(|| server_cpus.clone()),
-            a.server_log,
-        )?;
-        let pid = child.child.id();
-        _guard = Some(child);
-        let addr: SocketAddr = rest
-            .parse()
-            .with_context(|| format!("the reflector's ready line: {rest:?}"))?;
-        Target::Reflector {
-            addr,
-            pid: Some(pid),
-        }
-    } else if let Some(addr) = a.reflector {
-        Target::Reflector { addr, pid: None }
-    } else if let Some(url) = &a.url {
+        };
+        return Ok(Server::spawned(target, child));
+    }
+    if a.spawn_reflector {
+        return start_reflector(a, at);
+    }
+    if let Some(addr) = a.reflector {
+        return Ok(Server::reached(Target::Reflector { addr, pid: None }));
+    }
+    if let Some(url) = &a.url {
         let (ws_url, http) = sfu_loadgen::http::parse_sfu_url(url)?;
-        if let (Some(pid), true) = (a.sfu_pid, pinned) {
-            let n = procfs::set_process_affinity(pid, &server_cpus)
+        if let (Some(pid), true) = (a.sfu_pid, at.pinned()) {
+            let n = procfs::set_process_affinity(pid, &at.server_cpus)
                 .with_context(|| format!("pinning process {pid}"))?;
             eprintln!("pinned {n} threads of process {pid}");
         }
-        Target::Sfu {
+        return Ok(Server::reached(Target::Sfu {
             ws_url,
             http,
             pid: a.sfu_pid,
-        }
-    } else {
-        bail!(
-            "say where to send the load: --url, --spawn-sfu, --reflector, --spawn-reflector, \
-             --janus or --spawn-janus"
-        );
-    };
+        }));
+    }
+    bail!(
+        "say where to send the load: --url, --spawn-sfu, --reflector, --spawn-reflector, \
+         --janus or --spawn-janus"
+    );
+}
 
-    let threads = if pinned {
-        procfs::set_affinity(0, &gen_cpus).context("pinning the generator")?;
-        let what = match &target {
-            Target::Sfu { .. } => "edge-sfu",
-            Target::Reflector { .. } => "the reflector",
-            Target::Janus { .. } => "janus",
-        };
-        let msg = format!(
-            "{what} pinned to CPU {server_cpus:?}, the generator to CPU {gen_cpus:?} ({ncpu} CPUs online)"
-        );
-        if !a.quiet {
-            eprintln!("{msg}");
-        }
-        pinning = Some(msg);
-        gen_cpus.len()
-    } else {
-        ncpu
-    };
+/// Starts the plain UDP reflector (this binary's `reflector` command) on loopback.
+fn start_reflector(a: &RunArgs, at: &Placement) -> Result<Server> {
+    let exe = std::env::current_exe().context("finding this binary")?;
+    let mut cmd = Command::new(exe);
+    cmd.args(["reflector", "--listen", "127.0.0.1:0"]);
+    let (child, rest) = spawn_ready(
+        cmd,
+        "the reflector",
+        "reflector ready:",
+        at.server(),
+        a.server_log,
+    )?;
+    let pid = child.child.id();
+    let addr: SocketAddr = rest
+        .parse()
+        .with_context(|| format!("the reflector's ready line: {rest:?}"))?;
+    Ok(Server::spawned(
+        Target::Reflector {
+            addr,
+            pid: Some(pid),
+        },
+        child,
+    ))
+}
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+/// The generator's runtime: one worker per generator core.
+fn runtime(at: &Placement) -> Result<tokio::runtime::Runtime> {
+    let threads = if at.pinned() {
+        at.gen_cpus.len()
+    } else {
+        procfs::online_cpus()
+    };
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads.max(1))
         .enable_all()
         .build()
-        .context("starting the runtime")?;
-    if let Some(jp) = &mut janus_guard {
-        runtime
-            .block_on(jp.wait_ready(Duration::from_secs(30)))
-            .context("starting janus")?;
-    }
+        .context("starting the runtime")
+}
+
+/// One run of `s` against `server`.
+fn run_once(
+    a: &RunArgs,
+    at: &Placement,
+    runtime: &tokio::runtime::Runtime,
+    server: &mut Server,
+    s: Scenario,
+) -> Result<Report> {
     let opts = RunOptions {
         scenario: s,
-        target,
+        target: server.target.clone(),
         progress: !a.quiet,
-        pinning,
+        pinning: at.note.clone(),
+        lean_rx: !a.full_rx,
     };
     let report = runtime.block_on(sfu_loadgen::run(opts))?;
-    if let Some(g) = &mut _guard {
-        if let Ok(Some(status)) = g.child.try_wait() {
-            eprintln!("warning: {} exited during the run ({status})", g.what);
-        }
+    server.check_alive();
+    Ok(report)
+}
+
+fn run(a: RunArgs) -> Result<i32> {
+    let s = scenario(&a)?;
+    let per_room = s.publishers + s.subscribers;
+    if per_room > ROOM_CAPACITY && (a.url.is_some() || a.spawn_sfu) {
+        eprintln!(
+            "warning: {per_room} members per room, but edge-sfu refuses joins past \
+             {ROOM_CAPACITY}: expect failed joins (use more --rooms)"
+        );
     }
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-        if !a.quiet {
-            eprint!("{}", report.table());
-        }
-    } else {
-        print!("{}", report.table());
+    if a.find_max {
+        return find_max(a, s);
     }
-    drop(_guard);
-    drop(janus_guard);
+    let at = place(&a)?;
+    let runtime = runtime(&at)?;
+    let mut server = start_server(&a, &at, &runtime)?;
+    let report = run_once(&a, &at, &runtime, &mut server, s)?;
+    print_result(&a, &report, &report.table())?;
+    drop(server);
     runtime.shutdown_timeout(Duration::from_secs(2));
     if report.has_failed_joins() {
         eprintln!("{} join(s) failed", report.joins.failed);
         return Ok(2);
     }
     Ok(0)
+}
+
+/// Prints `result` as JSON on stdout with `--json` (and `table` on stderr unless `--quiet`), else
+/// `table` on stdout.
+fn print_result(a: &RunArgs, result: &impl serde::Serialize, table: &str) -> Result<()> {
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(result)?);
+        if !a.quiet {
+            eprint!("{table}");
+        }
+    } else {
+        print!("{table}");
+    }
+    Ok(())
+}
+
+/// `--find-max`: a fresh server and fresh participants per step (see `sfu_loadgen::find_max`),
+/// then the half-load run on the server and on the reflector.
+fn find_max(a: RunArgs, base: Scenario) -> Result<i32> {
+    if !(a.spawn_sfu || a.spawn_janus || a.spawn_reflector) {
+        bail!("--find-max restarts the server for every step: use --spawn-sfu, --spawn-janus or --spawn-reflector");
+    }
+    let at = place(&a)?;
+    let runtime = runtime(&at)?;
+    let server_cores = if at.pinned() {
+        at.server_cpus.len()
+    } else {
+        procfs::online_cpus()
+    } as f64;
+    let ladder = Ladder::new(base.clone());
+    let limits = Limits {
+        start_pps: a.start_pps.unwrap_or_else(|| base.expected_out_pps()),
+        max_steps: a.max_steps,
+        server_cores,
+    };
+    let mut target = None;
+    let mut step = |s: &Scenario, reflector: bool| -> Result<Report> {
+        let started = if reflector {
+            start_reflector(&a, &at)
+        } else {
+            start_server(&a, &at, &runtime)
+        };
+        let mut server = started?;
+        if !a.quiet {
+            eprintln!(
+                "-- {} rooms x ({} publishers + {} subscribers), asking {:.0} pkt/s",
+                s.rooms,
+                s.publishers,
+                s.subscribers,
+                s.expected_out_pps()
+            );
+        }
+        let report = run_once(&a, &at, &runtime, &mut server, s.clone())?;
+        if !reflector {
+            target.get_or_insert_with(|| report.target.clone());
+        }
+        Ok(report)
+    };
+    let search = find_max::search(&ladder, limits, |s| step(s, false))?;
+    let half_load = match &search.best {
+        Some(best) => {
+            let s = ladder.at(best.out_pps / 2.0);
+            let server = Step::of(&step(&s, false)?, server_cores);
+            let reflector = if a.spawn_reflector {
+                None
+            } else {
+                Some(Step::of(&step(&s, true)?, server_cores))
+            };
+            Some(HalfLoad::new(server, reflector))
+        }
+        None => None,
+    };
+    let result = FindMax {
+        scenario: base.name.clone(),
+        target: target.unwrap_or_default(),
+        pinning: at.note.clone(),
+        search,
+        half_load,
+    };
+    print_result(&a, &result, &result.table())?;
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    Ok(if result.search.best.is_some() { 0 } else { 2 })
 }

@@ -39,6 +39,18 @@ pub fn sample(pid: u32) -> io::Result<ProcSample> {
     })
 }
 
+/// CPU seconds thread `tid` of this process has used (`/proc/self/task/<tid>/schedstat`);
+/// `None` when the kernel has no schedstat or the thread is gone.
+pub fn thread_cpu_s(tid: i32) -> Option<f64> {
+    let text = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
+    Some(schedstat_ns(&text)? as f64 / 1e9)
+}
+
+/// The first field of a `schedstat` line: nanoseconds on the CPU.
+fn schedstat_ns(text: &str) -> Option<u64> {
+    text.split_whitespace().next()?.parse().ok()
+}
+
 /// Sum of the first field (time spent on the CPU, ns) of every thread's `schedstat`.
 fn schedstat_seconds(base: &str) -> Option<f64> {
     let mut ns: u64 = 0;
@@ -48,7 +60,7 @@ fn schedstat_seconds(base: &str) -> Option<f64> {
         let Ok(text) = std::fs::read_to_string(path) else {
             continue;
         };
-        ns += text.split_whitespace().next()?.parse::<u64>().ok()?;
+        ns += schedstat_ns(&text)?;
     }
     Some(ns as f64 / 1e9)
 }

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use crate::lean_rx::LeanCounts;
 use crate::scenario::Scenario;
 
 /// p50 / p99 / max of a set of durations, in milliseconds.
@@ -120,6 +121,14 @@ pub struct GeneratorUsage {
     pub cpu_cores: f64,
     /// Cores it may run on.
     pub cores_allowed: usize,
+    /// How media was received: `lean` (batched reads, SRTP opened on the lean receive threads)
+    /// or `full` (every packet through its str0m session).
+    pub receive_path: String,
+    /// Generator CPU µs (all its threads: sending, sessions, receiving) per packet received in
+    /// the window; compare with the server's CPU µs per forwarded packet.
+    pub us_per_received_packet: f64,
+    /// The lean receive threads' CPU µs per packet received (`None` on the full path).
+    pub receive_threads_us_per_packet: Option<f64>,
     /// 99th percentile of how late the send timers fired, ms.
     pub send_lag_p99_ms: f64,
     /// Packets dropped before the network because a client's queue was full.
@@ -181,6 +190,9 @@ pub struct Report {
     pub server: Option<ServerUsage>,
     /// The generator's CPU.
     pub generator: Option<GeneratorUsage>,
+    /// What the lean receive path counted besides measured packets (duplicates, authentication
+    /// failures, socket drops...), summed over the receivers; `None` on the full path.
+    pub lean_rx: Option<LeanCounts>,
     /// Per stable receiver: what it should have received in the window and what it did.
     pub receivers: Vec<ReceiverSummary>,
 }
@@ -323,7 +335,47 @@ impl Report {
                     g.cpu_s, g.cpu_cores, g.cores_allowed, g.send_lag_p99_ms
                 ),
             );
+            let server = self
+                .server
+                .as_ref()
+                .map(|u| format!(" (server: {:.2} µs per forwarded packet)", u.cpu_s_per_mpkt))
+                .unwrap_or_default();
+            let threads = g
+                .receive_threads_us_per_packet
+                .map(|t| format!(", of which the receive threads {t:.2}"))
+                .unwrap_or_default();
+            row(
+                "generator cost",
+                format!(
+                    "{:.2} µs per received packet{threads}, {} receive path{server}",
+                    g.us_per_received_packet, g.receive_path
+                ),
+            );
             row("generator", g.note.clone());
+        }
+        if let Some(l) = &self.lean_rx {
+            row(
+                "lean receive",
+                format!(
+                    "{} datagrams: {} media, {} duplicates, {} too old, {} failed authentication, \
+                     {} padding only, {} unstamped, {} malformed; {} to the sessions ({} dropped, \
+                     {} after they ended); \
+                     {} dropped by full sockets; {} sequence numbers missing",
+                    l.datagrams,
+                    l.media,
+                    l.duplicates,
+                    l.too_old,
+                    l.auth_failed,
+                    l.padding_only,
+                    l.unstamped,
+                    l.malformed,
+                    l.to_session,
+                    l.session_dropped,
+                    l.session_gone,
+                    l.socket_drops,
+                    l.seq_missing
+                ),
+            );
         }
         let width = rows
             .iter()

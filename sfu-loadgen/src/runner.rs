@@ -20,11 +20,13 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
+use sfu_client::handoff::MediaReader;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::error::Result;
 use crate::http;
+use crate::lean_rx::{LeanCounts, LeanReceiver, LeanRx};
 use crate::payload::{Stamp, FLAG_MEASURED};
 use crate::procfs::{self, ProcSample};
 use crate::reflector::{ReflectorStats, TAG_STATS};
@@ -32,6 +34,7 @@ use crate::report::{
     GeneratorUsage, JoinReport, LatencyReport, ReceiverSummary, Report, ServerUsage,
 };
 use crate::scenario::Scenario;
+use crate::tally::{histogram, RxCounters, Tally};
 use crate::transport::{Conn, Endpoint, Media, Received};
 
 const PHASE_WARMUP: u8 = 0;
@@ -146,6 +149,8 @@ pub struct RunOptions {
     pub progress: bool,
     /// What was pinned where, for the report (the caller does the pinning).
     pub pinning: Option<String>,
+    /// Receive media on the lean path ([`crate::lean_rx`]) rather than through each session.
+    pub lean_rx: bool,
 }
 
 /// Counters every participant task updates.
@@ -156,13 +161,12 @@ struct Shared {
     sent_measured: Vec<AtomicU64>,
     sent_total: AtomicU64,
     send_dropped: AtomicU64,
-    rx_total: AtomicU64,
-    rx_bytes: AtomicU64,
+    rx: Arc<RxCounters>,
     joined: AtomicU32,
     failed: AtomicU32,
     failed_receivers: AtomicU32,
-    /// Stable receivers that got every track they should.
-    ready: AtomicU32,
+    /// The lean receive threads, when the run uses them.
+    lean: Option<LeanRx>,
 }
 
 /// One participant to simulate.
@@ -186,21 +190,12 @@ struct PartResult {
     stable: bool,
     failure: Option<String>,
     join_s: Option<f64>,
-    first_media_s: Option<f64>,
     /// Global track numbers it should receive.
     expected: Vec<u32>,
-    rx_measured: u64,
-    /// One-way latency of measured audio packets, µs.
-    latency_audio: Histogram<u64>,
-    /// One-way latency of measured video packets, µs.
-    latency_video: Histogram<u64>,
+    /// What it received.
+    tally: Tally,
     send_lag: Histogram<u64>,
     events_dropped: u64,
-}
-
-fn histogram() -> Histogram<u64> {
-    // 1 µs to 60 s at 3 significant digits; the bounds are valid, so this cannot fail.
-    Histogram::new_with_bounds(1, 60_000_000, 3).expect("constant histogram bounds are valid")
 }
 
 fn room_name(scenario: &Scenario, room: u32) -> String {
@@ -272,12 +267,17 @@ pub async fn run(opts: RunOptions) -> Result<Report> {
         sent_measured: (0..stable_total * 2).map(|_| AtomicU64::new(0)).collect(),
         sent_total: AtomicU64::new(0),
         send_dropped: AtomicU64::new(0),
-        rx_total: AtomicU64::new(0),
-        rx_bytes: AtomicU64::new(0),
+        rx: Arc::new(RxCounters::default()),
         joined: AtomicU32::new(0),
         failed: AtomicU32::new(0),
         failed_receivers: AtomicU32::new(0),
-        ready: AtomicU32::new(0),
+        lean: if opts.lean_rx {
+            // One thread per two generator cores: the others send and run the sessions.
+            let cores = procfs::current_affinity().map_or(1, |c| c.len());
+            Some(LeanRx::start(cores / 2)?)
+        } else {
+            None
+        },
     });
     let (stop_tx, stop_rx) = watch::channel(false);
 
@@ -325,7 +325,7 @@ pub async fn run(opts: RunOptions) -> Result<Report> {
         let mut stop = stop_rx.clone();
         let started = Instant::now();
         tokio::spawn(async move {
-            let mut last = (Instant::now(), shared.rx_total.load(Ordering::Relaxed));
+            let mut last = (Instant::now(), shared.rx.packets.load(Ordering::Relaxed));
             let mut iv = tokio::time::interval(Duration::from_millis(500));
             loop {
                 tokio::select! {
@@ -333,7 +333,7 @@ pub async fn run(opts: RunOptions) -> Result<Report> {
                     _ = iv.tick() => {}
                 }
                 let now = Instant::now();
-                let rx = shared.rx_total.load(Ordering::Relaxed);
+                let rx = shared.rx.packets.load(Ordering::Relaxed);
                 let pps = (rx - last.1) as f64 / now.duration_since(last.0).as_secs_f64().max(1e-3);
                 last = (now, rx);
                 let phase = match shared.phase.load(Ordering::Relaxed) {
@@ -370,7 +370,7 @@ pub async fn run(opts: RunOptions) -> Result<Report> {
     let mut settled = false;
     while Instant::now() < settle_deadline {
         let want = receivers.saturating_sub(shared.failed_receivers.load(Ordering::Relaxed));
-        if shared.ready.load(Ordering::Relaxed) >= want {
+        if shared.rx.ready.load(Ordering::Relaxed) >= want {
             settled = true;
             break;
         }
@@ -384,8 +384,9 @@ pub async fn run(opts: RunOptions) -> Result<Report> {
     let fwd0 = target.forwarded().await;
     let sfu0 = pid.and_then(|p| procfs::sample(p).ok());
     let gen0 = procfs::sample(0).ok();
-    let rx0 = shared.rx_total.load(Ordering::Relaxed);
-    let rxb0 = shared.rx_bytes.load(Ordering::Relaxed);
+    let lean0 = lean_threads_cpu_s(&shared);
+    let rx0 = shared.rx.packets.load(Ordering::Relaxed);
+    let rxb0 = shared.rx.bytes.load(Ordering::Relaxed);
     let t0 = Instant::now();
     shared.phase.store(PHASE_MEASURE, Ordering::SeqCst);
 
@@ -402,10 +403,11 @@ pub async fn run(opts: RunOptions) -> Result<Report> {
     tokio::time::sleep(s.duration()).await;
     shared.phase.store(PHASE_DRAIN, Ordering::SeqCst);
     let window = t0.elapsed();
-    let rx1 = shared.rx_total.load(Ordering::Relaxed);
-    let rxb1 = shared.rx_bytes.load(Ordering::Relaxed);
+    let rx1 = shared.rx.packets.load(Ordering::Relaxed);
+    let rxb1 = shared.rx.bytes.load(Ordering::Relaxed);
     let sfu1 = pid.and_then(|p| procfs::sample(p).ok());
     let gen1 = procfs::sample(0).ok();
+    let lean1 = lean_threads_cpu_s(&shared);
     let fwd1 = target.forwarded().await;
     tokio::time::sleep(DRAIN).await;
 
@@ -442,7 +444,17 @@ pub async fn run(opts: RunOptions) -> Result<Report> {
         base,
         sfu: sfu0.zip(sfu1),
         generator: gen0.zip(gen1),
+        lean_cpu_s: lean0.zip(lean1).map(|(a, b)| (b - a).max(0.0)),
     }))
+}
+
+/// CPU seconds of the lean receive threads so far (`None` without them).
+fn lean_threads_cpu_s(shared: &Shared) -> Option<f64> {
+    let lean = shared.lean.as_ref()?;
+    lean.thread_ids()
+        .into_iter()
+        .map(procfs::thread_cpu_s)
+        .sum::<Option<f64>>()
 }
 
 struct ReportInputs<'a> {
@@ -459,6 +471,8 @@ struct ReportInputs<'a> {
     base: Option<ProcSample>,
     sfu: Option<(ProcSample, ProcSample)>,
     generator: Option<(ProcSample, ProcSample)>,
+    /// CPU seconds the lean receive threads used in the window.
+    lean_cpu_s: Option<f64>,
 }
 
 fn build_report(i: ReportInputs<'_>) -> Report {
@@ -471,6 +485,7 @@ fn build_report(i: ReportInputs<'_>) -> Report {
     let mut media_s = Vec::new();
     let (mut expected, mut received) = (0u64, 0u64);
     let mut events_dropped = 0;
+    let mut lean = LeanCounts::default();
     let mut failures = Vec::new();
     let mut attempted = 0u64;
     let mut churn_joins = 0u64;
@@ -483,16 +498,18 @@ fn build_report(i: ReportInputs<'_>) -> Report {
             failures.push(f.clone());
             continue;
         }
-        let _ = latency.add(&r.latency_audio);
-        let _ = latency.add(&r.latency_video);
-        let _ = latency_audio.add(&r.latency_audio);
-        let _ = latency_video.add(&r.latency_video);
+        let t = &r.tally;
+        let _ = latency.add(&t.latency_audio);
+        let _ = latency.add(&t.latency_video);
+        let _ = latency_audio.add(&t.latency_audio);
+        let _ = latency_video.add(&t.latency_video);
         let _ = send_lag.add(&r.send_lag);
         events_dropped += r.events_dropped;
+        lean.add(&t.lean);
         join_s.extend(r.join_s);
-        media_s.extend(r.first_media_s);
+        media_s.extend(t.first_media_s);
         if r.stable {
-            received += r.rx_measured;
+            received += t.measured;
         }
     }
     // Expected: every measured packet of every track, once per stable receiver of it that joined.
@@ -518,7 +535,7 @@ fn build_report(i: ReportInputs<'_>) -> Report {
                 name: r.name.clone(),
                 tracks: r.expected.len() as u64,
                 expected: want,
-                received: r.rx_measured,
+                received: r.tally.measured,
             });
         }
     }
@@ -557,6 +574,13 @@ fn build_report(i: ReportInputs<'_>) -> Report {
         }
     });
     let cores_allowed = procfs::current_affinity().map(|c| c.len()).unwrap_or(1);
+    let per_packet_us = |cpu_s: f64| {
+        if i.rx_window > 0 {
+            cpu_s * 1e6 / i.rx_window as f64
+        } else {
+            0.0
+        }
+    };
     let generator = i.generator.map(|(a, b)| {
         let cpu_s = (b.cpu_s - a.cpu_s).max(0.0);
         let util = cpu_s / i.window_s;
@@ -577,10 +601,23 @@ fn build_report(i: ReportInputs<'_>) -> Report {
                 "{events_dropped} received packets overflowed a client's event queue"
             ));
         }
+        if lean.socket_drops > 0 {
+            reasons.push(format!(
+                "its sockets dropped {} datagrams (receive buffers full)",
+                lean.socket_drops
+            ));
+        }
         GeneratorUsage {
             cpu_s,
             cpu_cores: util,
             cores_allowed,
+            receive_path: if i.shared.lean.is_some() {
+                "lean".into()
+            } else {
+                "full".into()
+            },
+            us_per_received_packet: per_packet_us(cpu_s),
+            receive_threads_us_per_packet: i.lean_cpu_s.map(per_packet_us),
             send_lag_p99_ms: lag_p99_ms,
             send_queue_full: send_dropped,
             events_dropped,
@@ -628,6 +665,7 @@ fn build_report(i: ReportInputs<'_>) -> Report {
         },
         server,
         generator,
+        lean_rx: i.shared.lean.is_some().then_some(lean),
         receivers,
     }
 }
@@ -680,6 +718,32 @@ struct VideoPacer {
     keyframe_every: u64,
 }
 
+/// Where a participant's received packets are counted.
+enum Counting {
+    /// Here, from [`Conn::recv`] (the full receive path, and participants that receive nothing).
+    Here(Box<Tally>),
+    /// On a lean receive thread, which hands the tally back at the end.
+    Lean(Arc<LeanReceiver>),
+}
+
+impl Counting {
+    /// The lean receiver, as the reader a connection hands its socket to.
+    fn reader(&self) -> Option<Arc<dyn MediaReader>> {
+        match self {
+            Counting::Here(_) => None,
+            Counting::Lean(r) => Some(r.clone()),
+        }
+    }
+
+    /// The final tally (an empty one if the lean thread is gone).
+    async fn finish(self, empty: impl FnOnce() -> Tally) -> Tally {
+        match self {
+            Counting::Here(t) => *t,
+            Counting::Lean(r) => r.finish().await.unwrap_or_else(empty),
+        }
+    }
+}
+
 async fn participant(
     spec: Spec,
     s: Scenario,
@@ -687,21 +751,28 @@ async fn participant(
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) -> PartResult {
-    let mut result = PartResult {
-        name: spec.name.clone(),
-        stable: spec.stable,
-        failure: None,
-        join_s: None,
-        first_media_s: None,
-        expected: spec.expected.clone(),
-        rx_measured: 0,
-        latency_audio: histogram(),
-        latency_video: histogram(),
-        send_lag: histogram(),
-        events_dropped: 0,
-    };
     tokio::time::sleep_until(spec.join_at.into()).await;
     let t_join = Instant::now();
+    let new_tally = || {
+        Tally::new(
+            shared.epoch,
+            t_join,
+            spec.stable,
+            spec.expected.clone(),
+            shared.rx.clone(),
+        )
+    };
+    let mut counting = match &shared.lean {
+        Some(lean) if !spec.expected.is_empty() => match lean.receiver(new_tally()) {
+            Ok(r) => Counting::Lean(Arc::new(r)),
+            Err(e) => {
+                tracing::warn!("lean receiver: {e}; counting on the full path");
+                Counting::Here(Box::new(new_tally()))
+            }
+        },
+        _ => Counting::Here(Box::new(new_tally())),
+    };
+    let mut send_lag = histogram();
     let timeout = Duration::from_secs_f64(s.join_timeout_s);
     let room = room_name(&s, spec.room);
     let connect = Conn::connect(
@@ -717,17 +788,23 @@ async fn participant(
             s.publishers
         },
         timeout,
+        counting.reader(),
     );
-    let mut conn = match tokio::time::timeout(timeout + Duration::from_secs(1), connect).await {
-        Ok(Ok(c)) => c,
-        Ok(Err(e)) => return failed(result, &shared, &spec, e.to_string()),
-        Err(_) => return failed(result, &shared, &spec, "join timed out".into()),
+    let joined = match tokio::time::timeout(timeout + Duration::from_secs(1), connect).await {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("join timed out".to_string()),
     };
-    result.join_s = Some(t_join.elapsed().as_secs_f64());
+    let mut conn = match joined {
+        Ok(c) => c,
+        Err(why) => {
+            let tally = counting.finish(new_tally).await;
+            return failed(&shared, &spec, tally, send_lag, why);
+        }
+    };
+    let join_s = Some(t_join.elapsed().as_secs_f64());
     shared.joined.fetch_add(1, Ordering::Relaxed);
 
-    let mut seen = vec![false; spec.expected.len()];
-    let mut unseen = spec.expected.len();
     let audio_track = spec.index * 2;
     let video_track = spec.index * 2 + 1;
     let mut seqs = [0u64; 2];
@@ -752,16 +829,14 @@ async fn participant(
             _ = stop.changed() => break,
             _ = tokio::time::sleep_until(leave_at.into()) => break,
             due = audio_iv.tick(), if spec.audio => {
-                let now = Instant::now();
-                let _ = result.send_lag.record(now.saturating_duration_since(due.into_std()).as_micros() as u64);
+                record_lag(&mut send_lag, &shared, due.into_std());
                 if shared.phase.load(Ordering::Relaxed) < PHASE_DRAIN {
                     let len = s.audio_bytes;
                     send_one(&mut conn, &shared, Media::Audio, audio_track, &mut seqs[0], len, true);
                 }
             }
             due = video_iv.tick(), if spec.video => {
-                let now = Instant::now();
-                let _ = result.send_lag.record(now.saturating_duration_since(due.into_std()).as_micros() as u64);
+                record_lag(&mut send_lag, &shared, due.into_std());
                 if shared.phase.load(Ordering::Relaxed) < PHASE_DRAIN {
                     let key = pacer.frame.is_multiple_of(pacer.keyframe_every);
                     pacer.frame += 1;
@@ -775,30 +850,8 @@ async fn participant(
             }
             got = conn.recv() => match got {
                 Received::Packet(a) => {
-                    shared.rx_total.fetch_add(1, Ordering::Relaxed);
-                    shared.rx_bytes.fetch_add(a.len as u64, Ordering::Relaxed);
-                    if result.first_media_s.is_none() {
-                        result.first_media_s = Some(a.at.saturating_duration_since(t_join).as_secs_f64());
-                    }
-                    if let Some(pos) = spec.expected.iter().position(|t| *t == a.stamp.track) {
-                        if !seen[pos] {
-                            seen[pos] = true;
-                            unseen -= 1;
-                            if unseen == 0 && spec.stable {
-                                shared.ready.fetch_add(1, Ordering::Relaxed);
-                            }
-                        }
-                        if a.stamp.measured() {
-                            result.rx_measured += 1;
-                            let at_ns = a.at.saturating_duration_since(shared.epoch).as_nanos() as u64;
-                            let us = at_ns.saturating_sub(a.stamp.sent_ns) / 1000;
-                            let h = if a.stamp.track % 2 == 0 {
-                                &mut result.latency_audio
-                            } else {
-                                &mut result.latency_video
-                            };
-                            let _ = h.record(us.max(1));
-                        }
+                    if let Counting::Here(tally) = &mut counting {
+                        tally.record(&a);
                     }
                 }
                 Received::Other => {}
@@ -809,12 +862,30 @@ async fn participant(
             },
         }
     }
-    result.events_dropped = conn.events_dropped();
+    let events_dropped = conn.events_dropped();
     if let Some(why) = end_reason {
         tracing::debug!(name = spec.name, "connection ended early: {why}");
     }
     conn.leave().await;
-    result
+    PartResult {
+        name: spec.name.clone(),
+        stable: spec.stable,
+        failure: None,
+        join_s,
+        expected: spec.expected.clone(),
+        tally: counting.finish(new_tally).await,
+        send_lag,
+        events_dropped,
+    }
+}
+
+/// How late a send timer fired, counted in the window only (the joins before it keep the
+/// generator busy in bursts that say nothing about the measured load).
+fn record_lag(send_lag: &mut Histogram<u64>, shared: &Shared, due: Instant) {
+    if shared.phase.load(Ordering::Relaxed) == PHASE_MEASURE {
+        let late = Instant::now().saturating_duration_since(due);
+        let _ = send_lag.record(late.as_micros() as u64);
+    }
 }
 
 fn send_one(
@@ -850,11 +921,25 @@ fn send_one(
     }
 }
 
-fn failed(mut result: PartResult, shared: &Shared, spec: &Spec, why: String) -> PartResult {
+fn failed(
+    shared: &Shared,
+    spec: &Spec,
+    tally: Tally,
+    send_lag: Histogram<u64>,
+    why: String,
+) -> PartResult {
     shared.failed.fetch_add(1, Ordering::Relaxed);
     if spec.stable && !spec.expected.is_empty() {
         shared.failed_receivers.fetch_add(1, Ordering::Relaxed);
     }
-    result.failure = Some(format!("{}: {why}", spec.name));
-    result
+    PartResult {
+        name: spec.name.clone(),
+        stable: spec.stable,
+        failure: Some(format!("{}: {why}", spec.name)),
+        join_s: None,
+        expected: spec.expected.clone(),
+        tally,
+        send_lag,
+        events_dropped: 0,
+    }
 }

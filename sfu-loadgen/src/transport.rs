@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use sfu_client::handoff::{MediaReader, MediaSocket};
 use sfu_client::{Client, ClientConfig, ClientError, ClientEvent, LocalTrackId};
 use tokio::net::UdpSocket;
 
@@ -89,7 +90,7 @@ pub enum Conn {
 
 /// A plain UDP participant: a fake 12-byte RTP header before the payload.
 pub struct UdpConn {
-    socket: UdpSocket,
+    socket: MediaSocket,
     server: SocketAddr,
     seq: [u16; 2],
     ssrc: u32,
@@ -99,7 +100,9 @@ pub struct UdpConn {
 impl Conn {
     /// Joins `room` (named `name`) at `endpoint`, publishing the media asked for, and waits until
     /// it can send and receive. The whole join is bounded by `timeout`. `others` is the number of
-    /// other publishers in the room (Janus needs them listed to subscribe).
+    /// other publishers in the room (Janus needs them listed to subscribe). With a `reader`, the
+    /// received media goes to it (the lean receive path, [`crate::lean_rx`]) instead of
+    /// [`Conn::recv`].
     #[allow(clippy::too_many_arguments)]
     pub async fn connect(
         endpoint: &Endpoint,
@@ -110,6 +113,7 @@ impl Conn {
         video: bool,
         others: u32,
         timeout: Duration,
+        reader: Option<Arc<dyn MediaReader>>,
     ) -> Result<Conn> {
         match endpoint {
             Endpoint::Janus { ws_url, bind_ip } => {
@@ -122,6 +126,7 @@ impl Conn {
                     video,
                     subscribe_to: others,
                     timeout,
+                    reader,
                 })
                 .await?;
                 Ok(Conn::Janus(Box::new(conn)))
@@ -134,6 +139,9 @@ impl Conn {
                     // the SFU only offers after answering a first offer: keep the channel there.
                     .data_channel(!audio && !video);
                 config.connect_timeout = timeout;
+                if let Some(reader) = reader {
+                    config = config.media_reader(reader).deliver_rtp(false);
+                }
                 let client = Client::connect(config).await?;
                 client.wait_negotiated(timeout).await?;
                 let (a, v) = (client.audio_track(), client.video_track());
@@ -144,11 +152,12 @@ impl Conn {
                 })
             }
             Endpoint::Reflector { addr } => {
-                let conn = tokio::time::timeout(timeout, UdpConn::register(*addr, room_index))
-                    .await
-                    .map_err(|_| {
-                        LoadgenError::Timeout("the reflector's registration answer".into())
-                    })??;
+                let conn =
+                    tokio::time::timeout(timeout, UdpConn::register(*addr, room_index, reader))
+                        .await
+                        .map_err(|_| {
+                            LoadgenError::Timeout("the reflector's registration answer".into())
+                        })??;
                 Ok(Conn::Udp(conn))
             }
         }
@@ -228,7 +237,12 @@ impl Conn {
 }
 
 impl UdpConn {
-    async fn register(server: SocketAddr, room: u32) -> Result<UdpConn> {
+    /// Registers with the reflector; a `reader` then takes the socket's reading over.
+    async fn register(
+        server: SocketAddr,
+        room: u32,
+        reader: Option<Arc<dyn MediaReader>>,
+    ) -> Result<UdpConn> {
         let socket = UdpSocket::bind("127.0.0.1:0").await?;
         let mut reg = TAG_REGISTER.to_vec();
         reg.extend_from_slice(&room.to_le_bytes());
@@ -246,6 +260,10 @@ impl UdpConn {
             }
         }
         let local = socket.local_addr()?;
+        let mut socket = MediaSocket::new(socket);
+        if let Some(reader) = reader {
+            socket.hand_over(None, reader.as_ref())?;
+        }
         Ok(UdpConn {
             socket,
             server,

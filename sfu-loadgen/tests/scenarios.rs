@@ -33,7 +33,7 @@ fn short(mut s: Scenario) -> Scenario {
     s
 }
 
-async fn run_against_sfu(s: Scenario) -> Report {
+async fn run_against_sfu(s: Scenario, lean_rx: bool) -> Report {
     let server = start_server();
     let (ws_url, http) = parse_sfu_url(server.url()).expect("the server's url");
     let report = run(RunOptions {
@@ -45,6 +45,7 @@ async fn run_against_sfu(s: Scenario) -> Report {
         },
         progress: false,
         pinning: None,
+        lean_rx,
     })
     .await
     .expect("the run");
@@ -85,7 +86,7 @@ fn assert_counts_add_up(r: &Report, receivers: usize, tracks_each: &[u64]) {
 async fn livestream_reaches_every_viewer_and_counts_add_up() {
     let mut s = short(Scenario::preset("livestream").expect("preset"));
     s.subscribers = 4;
-    let r = run_against_sfu(s).await;
+    let r = run_against_sfu(s, true).await;
     // One publisher, two tracks, four viewers: each viewer expects every measured packet.
     assert_counts_add_up(&r, 4, &[2, 2, 2, 2]);
     assert_eq!(r.expected_packets, r.sent_packets * 4);
@@ -101,10 +102,46 @@ async fn livestream_reaches_every_viewer_and_counts_add_up() {
 async fn meeting_reaches_every_member_and_counts_add_up() {
     let mut s = short(Scenario::preset("meeting-10").expect("preset"));
     s.publishers = 4;
-    let r = run_against_sfu(s).await;
+    let r = run_against_sfu(s, true).await;
     // Four members, each receiving the audio and video of the three others.
     assert_counts_add_up(&r, 4, &[6, 6, 6, 6]);
     assert_eq!(r.expected_packets, r.sent_packets * 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lean_receivers_count_every_packet_once_and_keep_the_sessions_alive() {
+    let mut s = short(Scenario::preset("livestream").expect("preset"));
+    s.subscribers = 3;
+    let r = run_against_sfu(s, true).await;
+    assert_counts_add_up(&r, 3, &[2, 2, 2]);
+    // Nothing lost, nothing counted twice: every measured packet reached every viewer once.
+    assert_eq!(r.lost_packets, 0, "{:?}", r.receivers);
+    assert_eq!(r.received_packets, r.sent_packets * 3);
+    assert!(r.latency_us.n > 0 && r.audio_latency_us.n > 0 && r.video_latency_us.n > 0);
+    let lean = r.lean_rx.expect("lean receive counts");
+    assert_eq!(lean.auth_failed, 0, "{lean:?}");
+    assert_eq!((lean.duplicates, lean.too_old, lean.malformed), (0, 0, 0));
+    assert_eq!((lean.socket_drops, lean.session_dropped), (0, 0));
+    assert!(lean.media >= r.received_packets, "{lean:?}");
+    // STUN consent checks and RTCP went on to the sessions.
+    assert!(lean.to_session > 0, "{lean:?}");
+    assert_eq!(lean.seq_missing, 0, "{lean:?}");
+    let g = r.generator.expect("generator usage");
+    assert_eq!(g.receive_path, "lean");
+    assert!(g.receive_threads_us_per_packet.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_full_receive_path_still_counts() {
+    let mut s = short(Scenario::preset("livestream").expect("preset"));
+    s.subscribers = 2;
+    let r = run_against_sfu(s, false).await;
+    assert_counts_add_up(&r, 2, &[2, 2]);
+    assert!(r.lean_rx.is_none());
+    assert_eq!(
+        r.generator.map(|g| g.receive_path),
+        Some("full".to_string())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -120,6 +157,7 @@ async fn the_reflector_baseline_counts_add_up() {
         target: Target::Reflector { addr, pid: None },
         progress: false,
         pinning: None,
+        lean_rx: true,
     })
     .await
     .expect("the run");
