@@ -1523,6 +1523,17 @@ impl Rtc {
         })
     }
 
+    /// Registers packets read outside this session (with [`Rtc::srtp_receiver`]) by their
+    /// transport-wide sequence number (the transport-cc header extension) and arrival time, so
+    /// the session still sends the sender TWCC feedback for them (edge-sfu: the load generator's
+    /// lean receivers, whose sender would otherwise probe forever).
+    pub fn note_transport_cc(&mut self, arrivals: impl IntoIterator<Item = (u16, Instant)>) {
+        let _wake = self.readiness.wake();
+        for (seq, arrival) in arrivals {
+            self.session.note_transport_cc(seq, arrival);
+        }
+    }
+
     /// An SRTP context that opens what the remote peer sends, for datagrams read outside this
     /// session. `None` until DTLS has agreed on keys. (edge-sfu addition.)
     pub fn srtp_receiver(&self) -> Option<rtp::SrtpReceiver> {

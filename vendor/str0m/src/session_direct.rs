@@ -7,7 +7,7 @@
 use std::time::Instant;
 
 use crate::rtp::Extension;
-use crate::rtp_::{Mid, Rid, RtpHeader, SRTP_OVERHEAD, SeqNo, Ssrc, TwccPacketId};
+use crate::rtp_::{Mid, Rid, RtpHeader, SRTP_OVERHEAD, SeqNo, Ssrc, TwccPacketId, extend_u16};
 use crate::streams::DirectRtp;
 
 use super::Session;
@@ -44,6 +44,14 @@ impl Session {
     ) -> Option<DirectReceived> {
         let header = RtpHeader::parse(message, &self.exts)?;
         self.handle_rtp_into(now, header, message, Some(out))
+    }
+
+    /// Registers the arrival of a packet read outside the session by its transport-wide sequence
+    /// number, for the TWCC feedback the session sends.
+    pub fn note_transport_cc(&mut self, seq: u16, arrival: Instant) {
+        let prev = self.twcc_rx_register.max_seq();
+        let extended = extend_u16(prev.map(|s| *s), seq);
+        self.twcc_rx_register.update_seq(extended.into(), arrival);
     }
 
     /// Serialises one RTP packet of send stream `ssrc` and seals it in place in `buf` (the
