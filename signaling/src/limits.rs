@@ -7,6 +7,10 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// Largest frame the WebSocket layer reads at all; between this and [`MAX_MESSAGE_BYTES`] a
 /// message is refused with `too_large`, above it the connection closes.
 pub const MAX_FRAME_BYTES: usize = 1024 * 1024;
+/// The WebSocket's read buffer (tungstenite's default is 128 KiB, kept for the connection's
+/// life: the largest part of a participant's memory). Signaling messages are small; a larger
+/// one is read in several chunks.
+pub const READ_BUFFER_BYTES: usize = 4 * 1024;
 /// Sustained messages per second.
 pub const RATE_PER_SECOND: f64 = 50.0;
 /// Burst size.

@@ -25,7 +25,9 @@ use crate::auth::{AuthError, Authenticator};
 use crate::dispatch::{Dispatch, WorkerCommand, OUTBOX_CAPACITY};
 use crate::ice_servers::IceServers;
 use crate::join_limit::{JoinLimit, JoinLimiter};
-use crate::limits::{RateLimiter, IDLE_TIMEOUT, MAX_FRAME_BYTES, MAX_MESSAGE_BYTES, MAX_REFUSALS};
+use crate::limits::{
+    RateLimiter, IDLE_TIMEOUT, MAX_FRAME_BYTES, MAX_MESSAGE_BYTES, MAX_REFUSALS, READ_BUFFER_BYTES,
+};
 
 /// Messages refused on WebSockets, by reason.
 #[derive(Debug, Default)]
@@ -237,8 +239,11 @@ async fn ws_upgrade(
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     State(state): State<Arc<AppState>>,
 ) -> Response {
+    // Messages are written as they come (signaling is sparse), so no write buffer is kept.
     ws.max_message_size(MAX_FRAME_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(0)
         .on_upgrade(move |socket| {
             let span = tracing::info_span!("ws", %addr);
             Connection::new(state, addr).run(socket).instrument(span)

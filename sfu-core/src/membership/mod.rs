@@ -22,7 +22,8 @@ use crate::router::{Delivery, RoutedPacket};
 #[derive(Default)]
 pub struct Members {
     rooms: HashMap<Arc<str>, Room>,
-    peers: HashMap<PeerId, Peer>,
+    /// Boxed: a member's session is about 20 KiB, and the map's spare capacity should not be.
+    peers: HashMap<PeerId, Box<Peer>>,
     /// Members to poll in the current drive (reused, never shrunk).
     dirty: Vec<PeerId>,
 }
@@ -30,12 +31,12 @@ pub struct Members {
 impl Members {
     /// The member `id`.
     pub fn get(&self, id: PeerId) -> Option<&Peer> {
-        self.peers.get(&id)
+        self.peers.get(&id).map(|p| &**p)
     }
 
     /// The member `id`, to change.
     pub fn get_mut(&mut self, id: PeerId) -> Option<&mut Peer> {
-        self.peers.get_mut(&id)
+        self.peers.get_mut(&id).map(|p| &mut **p)
     }
 
     /// Whether `id` is a member here.
@@ -115,7 +116,7 @@ impl Members {
         if let Some(room) = self.rooms.get_mut(&*peer.room) {
             room.members.push(peer.id);
         }
-        self.peers.insert(peer.id, peer);
+        self.peers.insert(peer.id, Box::new(peer));
     }
 
     /// Removes member `id` from its room and the members; the room itself stays (see
@@ -125,7 +126,7 @@ impl Members {
         if let Some(room) = self.rooms.get_mut(&*peer.room) {
             room.members.retain(|m| *m != id);
         }
-        Some(peer)
+        Some(*peer)
     }
 
     /// Queues member `id` for polling in the current drive.

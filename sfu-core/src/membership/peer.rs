@@ -22,9 +22,12 @@ use crate::protocol::{PeerId, TrackMapping};
 use crate::quality::layers::TrackLayers;
 use crate::router::{Delivery, RoutedPacket, Router, TrackKey};
 
-/// Video packets kept per leg for retransmission on NACK: about a second at 2.5 Mbit/s, more than
-/// a NACK round trip needs. str0m's default (1000) costs several hundred KiB per video leg.
-const VIDEO_SEND_HISTORY: usize = 300;
+/// Packets each video send stream of the session caches for resends: none. Forwarded media is
+/// sealed at once and each track keeps its recent packets once for all its subscriptions
+/// (`router/history.rs`), so these caches would only cost memory (str0m preallocates them).
+const VIDEO_SEND_CACHE: usize = 0;
+/// The same for audio: the least str0m allows.
+const AUDIO_SEND_CACHE: usize = 1;
 
 /// The bandwidth estimate toward a new subscriber before any feedback: enough for the middle
 /// layer of a 720p camera and a few small tiles; probing finds more within seconds.
@@ -116,7 +119,8 @@ impl Peer {
         let mut rtc = config_with_codecs
             .set_ice_lite(true)
             .set_rtp_mode(true)
-            .set_send_buffer_video(VIDEO_SEND_HISTORY)
+            .set_send_buffer_audio(AUDIO_SEND_CACHE)
+            .set_send_buffer_video(VIDEO_SEND_CACHE)
             .enable_bwe(Some(Bitrate::kbps(INITIAL_ESTIMATE_KBPS)))
             .set_stats_interval(Some(STATS_INTERVAL))
             .build(now);

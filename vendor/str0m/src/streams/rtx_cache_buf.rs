@@ -53,7 +53,9 @@ impl<T> EvictingBuffer<T> {
     /// Creates a new buffer with an initial size.
     pub fn new(initial_size: usize, max_age: Duration, max_size: usize) -> Self {
         Self {
-            buf: prepare_buf(initial_size),
+            // Never more than it may grow to: a buffer of size 0 keeps nothing (edge-sfu, whose
+            // streams are sent at once and never cached).
+            buf: prepare_buf(initial_size.min(max_size)),
             max_age,
             max_size,
             last_position: None,

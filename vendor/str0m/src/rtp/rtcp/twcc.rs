@@ -1181,6 +1181,10 @@ impl TwccSendRegister {
 
     pub fn register_seq(&mut self, packet_id: TwccPacketId, now: Instant, size: usize) {
         self.last_registered = packet_id.seq();
+        // Make room first (edge-sfu): pushing onto a full queue doubles its capacity.
+        while self.queue.len() >= self.keep.max(1) {
+            self.queue.pop_front();
+        }
         self.queue.push_back(TwccSendRecord {
             packet_id,
             local_send_time: now,
