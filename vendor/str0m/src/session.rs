@@ -43,6 +43,19 @@ use crate::util::{Soonest, SystemTimeExt, already_happened, not_happening};
 use crate::{Reason, net};
 use crate::{RtcConfig, RtcError};
 
+/// Feedback entries an idle feedback queue keeps room for (edge-sfu). An `Rtcp` is about 1 KiB
+/// (a report list holds 31 reports inline), and a queue that once held a round of sender
+/// reports and descriptions for every stream kept that capacity for good: tens of KiB per
+/// session of an SFU subscriber with many streams.
+const IDLE_FEEDBACK_QUEUE: usize = 4;
+
+/// Gives back what an emptied feedback queue holds beyond [`IDLE_FEEDBACK_QUEUE`] entries.
+fn shrink_feedback_queue(queue: &mut VecDeque<Rtcp>) {
+    if queue.is_empty() && queue.capacity() > IDLE_FEEDBACK_QUEUE {
+        queue.shrink_to(IDLE_FEEDBACK_QUEUE);
+    }
+}
+
 /// Sent packets whose TWCC feedback is awaited (edge-sfu: 512, not 1000). A record is about
 /// 96 bytes and every session keeps this many once warm, which made it the largest part of an
 /// SFU subscriber's memory; 512 still cover a second at 4 Mbit/s, many feedback intervals.
@@ -967,7 +980,9 @@ impl Session {
             }
         }
 
-        for fb in RtcpFb::from_rtcp(self.feedback_rx.drain(..)) {
+        let feedback: Vec<RtcpFb> = RtcpFb::from_rtcp(self.feedback_rx.drain(..)).collect();
+        shrink_feedback_queue(&mut self.feedback_rx);
+        for fb in feedback {
             if let RtcpFb::AppSpecificFeedback(asf) = fb {
                 self.pending_app_feedback = Some(AppSpecificFeedback {
                     sender_ssrc: asf.sender_ssrc,
@@ -1264,6 +1279,7 @@ impl Session {
         };
 
         let len = Rtcp::write_packet(&mut self.feedback_tx, &mut data, output);
+        shrink_feedback_queue(&mut self.feedback_tx);
 
         if len == 0 {
             return None;
