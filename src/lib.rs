@@ -10,10 +10,13 @@
 
 pub mod certificate;
 pub mod config;
+mod gso;
 mod kernel;
 pub mod lan;
 mod mmsg;
 pub mod net;
+mod ring;
+mod sockaddr;
 pub mod tls;
 pub mod token;
 mod worker;

@@ -6,8 +6,10 @@
 
 use std::io;
 use std::mem::{size_of, zeroed};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::SocketAddr;
 use std::os::fd::RawFd;
+
+use crate::sockaddr::{from_storage, to_storage};
 
 /// Receive buffers for up to `capacity` datagrams per call.
 pub struct RecvBatch {
@@ -137,66 +139,6 @@ impl SendBatch {
     }
 }
 
-fn from_storage(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
-    match i32::from(storage.ss_family) {
-        libc::AF_INET => {
-            // SAFETY: the family says the storage holds a sockaddr_in, which it is large enough for.
-            let a =
-                unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
-            let ip = Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
-            Some(SocketAddr::V4(SocketAddrV4::new(
-                ip,
-                u16::from_be(a.sin_port),
-            )))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: as above, for sockaddr_in6.
-            let a = unsafe {
-                &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
-            };
-            let ip = Ipv6Addr::from(a.sin6_addr.s6_addr);
-            Some(SocketAddr::V6(SocketAddrV6::new(
-                ip,
-                u16::from_be(a.sin6_port),
-                a.sin6_flowinfo,
-                a.sin6_scope_id,
-            )))
-        }
-        _ => None,
-    }
-}
-
-fn to_storage(addr: SocketAddr, storage: &mut libc::sockaddr_storage) -> libc::socklen_t {
-    match addr {
-        SocketAddr::V4(v4) => {
-            // SAFETY: sockaddr_storage is large enough and suitably aligned for sockaddr_in.
-            let a = unsafe {
-                &mut *(storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>()
-            };
-            a.sin_family = libc::AF_INET as libc::sa_family_t;
-            a.sin_port = v4.port().to_be();
-            a.sin_addr = libc::in_addr {
-                s_addr: u32::from(*v4.ip()).to_be(),
-            };
-            size_of::<libc::sockaddr_in>() as libc::socklen_t
-        }
-        SocketAddr::V6(v6) => {
-            // SAFETY: as above, for sockaddr_in6.
-            let a = unsafe {
-                &mut *(storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
-            };
-            a.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-            a.sin6_port = v6.port().to_be();
-            a.sin6_flowinfo = v6.flowinfo();
-            a.sin6_addr = libc::in6_addr {
-                s6_addr: v6.ip().octets(),
-            };
-            a.sin6_scope_id = v6.scope_id();
-            size_of::<libc::sockaddr_in6>() as libc::socklen_t
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,16 +178,5 @@ mod tests {
         }
         assert_eq!(got, payloads);
         assert_eq!(recv.get(0).unwrap().1, a.local_addr().unwrap());
-    }
-
-    #[test]
-    fn addresses_round_trip_through_storage() {
-        for addr in ["127.0.0.1:5004", "[::1]:6000", "[fe80::1%2]:7"] {
-            let addr: SocketAddr = addr.parse().unwrap();
-            // SAFETY: zeroed storage is valid.
-            let mut s: libc::sockaddr_storage = unsafe { zeroed() };
-            to_storage(addr, &mut s);
-            assert_eq!(from_storage(&s), Some(addr));
-        }
     }
 }

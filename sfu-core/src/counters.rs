@@ -50,11 +50,16 @@ pub enum DropReason {
     /// A NACKed packet not resent: the subscriber asked for more resends than its credit
     /// allows.
     ResendLimited,
+    /// A datagram dropped by the I/O shell because its send queue was full: the socket did not
+    /// keep up with what the worker forwards.
+    SendQueueFull,
+    /// A datagram the kernel refused to send (an unreachable destination, say).
+    SendFailed,
 }
 
 impl DropReason {
     /// Every reason, in a fixed order (the order of [`Counters::drops`]).
-    pub const ALL: [DropReason; 21] = [
+    pub const ALL: [DropReason; 23] = [
         DropReason::UnknownProtocol,
         DropReason::MalformedStun,
         DropReason::UnknownUfrag,
@@ -76,6 +81,8 @@ impl DropReason {
         DropReason::Forbidden,
         DropReason::UnknownLayer,
         DropReason::ResendLimited,
+        DropReason::SendQueueFull,
+        DropReason::SendFailed,
     ];
 
     /// The reason's name in stats output.
@@ -102,6 +109,8 @@ impl DropReason {
             DropReason::Forbidden => "forbidden",
             DropReason::UnknownLayer => "unknown_layer",
             DropReason::ResendLimited => "resend_limited",
+            DropReason::SendQueueFull => "send_queue_full",
+            DropReason::SendFailed => "send_failed",
         }
     }
 

@@ -1,10 +1,11 @@
 //! A media worker: one thread, one UDP port, one [`Core`], driven by one of two I/O shells.
 //!
-//! - [`IoMode::Uring`] (default): a tokio-uring runtime; one receive in flight on a reused buffer
-//!   and a few sends in flight at once.
-//! - [`IoMode::Sendmmsg`]: a tokio (epoll) runtime; readiness, then `recvmmsg`/`sendmmsg` batches.
+//! - [`IoMode::Uring`] (default): the worker's own io_uring ([`crate::ring`]): a multishot
+//!   receive into provided buffers, sends batched per round and segmented (UDP GSO) per
+//!   destination, one `io_uring_enter` per round.
+//! - [`IoMode::Sendmmsg`]: readiness, then `recvmmsg`/`sendmmsg` batches.
 //!
-//! Both share everything else here: the core, the per-peer signaling outboxes, the send queue, the
+//! Both run on a single-threaded tokio runtime and share everything else here: the core, the per-peer signaling outboxes, the send queue, the
 //! timer task that feeds the core its deadlines, the command task for signaling, and the ICE-TCP
 //! listener and connections ([`tcp`]).
 
@@ -37,6 +38,7 @@ pub use crate::config::IoMode;
 use crate::kernel::Kernel;
 use crate::mmsg::SendBatch;
 use crate::net::LocalAddrs;
+use crate::ring::Ring;
 
 /// Size of a receive buffer: above any datagram the core accepts, so a larger one arrives
 /// truncated, is seen as too long, and is counted.
@@ -66,23 +68,15 @@ pub struct WorkerSpec {
 
 /// Starts the worker thread; returns the shell in use once its runtime is up.
 ///
-/// Where io_uring is unavailable (an old kernel, a container whose seccomp profile forbids it),
-/// [`IoMode::Uring`] falls back to [`IoMode::Sendmmsg`] with a warning.
+/// Where io_uring is unavailable (a kernel before 6.0, a container whose seccomp profile forbids
+/// it, `kernel.io_uring_disabled`), [`IoMode::Uring`] falls back to [`IoMode::Sendmmsg`] with a
+/// warning.
 pub fn spawn(spec: WorkerSpec, mode: IoMode) -> Result<(JoinHandle<()>, IoMode)> {
     let (ready_tx, ready_rx) = std_mpsc::channel();
     let index = spec.index;
     let handle = std::thread::Builder::new()
         .name(format!("media-{index}"))
         .spawn(move || {
-            if mode == IoMode::Uring {
-                match tokio_uring::Runtime::new(&tokio_uring::builder()) {
-                    Ok(runtime) => {
-                        let _ = ready_tx.send(Ok(IoMode::Uring));
-                        return runtime.block_on(uring::run(spec));
-                    }
-                    Err(e) => warn!(worker = index, error = %e, "io_uring unavailable, using the sendmmsg shell"),
-                }
-            }
             let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => {
@@ -90,8 +84,27 @@ pub fn spawn(spec: WorkerSpec, mode: IoMode) -> Result<(JoinHandle<()>, IoMode)>
                     return;
                 }
             };
-            let _ = ready_tx.send(Ok(IoMode::Sendmmsg));
-            tokio::task::LocalSet::new().block_on(&runtime, epoll::run(spec));
+            let ring = match mode {
+                IoMode::Uring => match Ring::new(&spec.socket, RECV_BUFFER_BYTES) {
+                    Ok(ring) => Some(ring),
+                    Err(e) => {
+                        warn!(worker = index, error = %e, "io_uring unavailable, using the sendmmsg shell");
+                        None
+                    }
+                },
+                IoMode::Sendmmsg => None,
+            };
+            let local = tokio::task::LocalSet::new();
+            match ring {
+                Some(ring) => {
+                    let _ = ready_tx.send(Ok(IoMode::Uring));
+                    local.block_on(&runtime, uring::run(spec, ring));
+                }
+                None => {
+                    let _ = ready_tx.send(Ok(IoMode::Sendmmsg));
+                    local.block_on(&runtime, epoll::run(spec));
+                }
+            }
         })
         .context("spawning worker thread")?;
     match ready_rx.recv() {
@@ -171,7 +184,9 @@ impl Shared {
             Err(e) => {
                 if let Some(t) = self.send_queue.borrow_mut().pop_front() {
                     debug!(to = %t.destination, error = %e, "send failed");
-                    self.core.borrow_mut().recycle(t.contents);
+                    let mut core = self.core.borrow_mut();
+                    core.count_drop(DropReason::SendFailed);
+                    core.recycle(t.contents);
                 }
                 Ok(0)
             }
@@ -217,8 +232,10 @@ impl Shared {
                     }
                     Action::Transmit(t) => {
                         if queue.len() >= MAX_SEND_QUEUE {
-                            queue.pop_front();
-                            debug!("send queue full, dropping the oldest datagram");
+                            if let Some(old) = queue.pop_front() {
+                                core.recycle(old.contents);
+                            }
+                            core.count_drop(DropReason::SendQueueFull);
                         }
                         queue.push_back(t);
                         queued = true;

@@ -1,69 +1,203 @@
-//! The io_uring shell, on a tokio-uring runtime: receives are io_uring operations (one in flight
-//! on the worker's single reused buffer); sends leave in `sendmmsg` batches straight from the
-//! send queue, and only when the socket buffer is full does an io_uring send wait for room.
+//! The io_uring shell: the worker's [`Ring`] driven from its tokio event loop.
 //!
-//! Sending one io_uring operation per datagram (up to 32 in flight) cost 5-11 % more CPU per
-//! forwarded packet than the sendmmsg shell (`docs/benchmarks.md`): each datagram paid for an SQE,
-//! a CQE and a task wake-up, where one `sendmmsg` carries 64. tokio-uring 0.5 has no batched or
-//! multishot send, so the batch is a plain system call on the same non-blocking socket.
+//! One round: reap every completion (received datagrams go to the core, flushed every
+//! [`FLUSH_EVERY`] so a burst is forwarded in batches; sent buffers go back to the core's pool),
+//! then move the send queue into the ring as one segmented send per destination and run
+//! ([`GsoPlan`]), re-arm the receive if it ended, and submit it all with one `io_uring_enter`.
+//! Between rounds the worker waits for the ring's descriptor (a completion was posted) or for
+//! datagrams queued by a timer or a signaling command.
 
-use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::Instant;
 
-use tokio_uring::net::UdpSocket;
-use tracing::{debug, warn};
+use sfu_core::str0m::net::Protocol;
+use sfu_core::{DropReason, Transmit};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+use tracing::{debug, error, warn};
 
-use super::{serve, Shared, WorkerSpec, RECV_BUFFER_BYTES, SEND_BATCH};
-use crate::mmsg::SendBatch;
+use super::{serve, Shared, WorkerSpec};
+use crate::gso::GsoPlan;
+use crate::ring::{Completion, Ring};
 
-pub(super) async fn run(spec: WorkerSpec) {
+/// Received datagrams handed to the core between two flushes of its output.
+const FLUSH_EVERY: usize = 32;
+/// Most queued datagrams planned into sends in one go.
+const SEND_CHUNK: usize = 1024;
+
+pub(super) async fn run(spec: WorkerSpec, ring: Ring) {
     let shared = Shared::new(&spec);
-    let socket = Rc::new(UdpSocket::from_std(spec.socket));
-    tokio_uring::spawn(receiver(shared.clone(), socket.clone()));
-    tokio_uring::spawn(sender(shared.clone(), socket.clone()));
+    tokio::task::spawn_local(io_loop(shared.clone(), ring, spec.index));
     serve(shared, spec.commands, spec.tcp, spec.index).await;
 }
 
-async fn receiver(shared: Rc<Shared>, socket: Rc<UdpSocket>) {
-    // The worker's one receive buffer: owned by the kernel during each receive, then by us.
-    let mut buf = vec![0u8; RECV_BUFFER_BYTES];
+async fn io_loop(shared: Rc<Shared>, ring: Ring, index: usize) {
+    // SAFETY: the ring owns its descriptor and keeps it open until it is dropped, which is after
+    // the AsyncFd that owns it lets go of it.
+    let mut ready = match unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) } {
+        Ok(fd) => fd,
+        Err(e) => {
+            error!(worker = index, error = %e, "cannot watch the io_uring descriptor");
+            return;
+        }
+    };
+    let mut sender = RingSender::new();
     loop {
-        let (result, returned) = socket.recv_from(buf).await;
-        buf = returned;
-        match result {
-            Ok((len, source)) => {
-                shared.handle_datagram(Instant::now(), source, &buf[..len]);
-                shared.flush();
-            }
-            Err(e) => {
-                warn!(error = %e, "receive failed");
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-            }
+        let ring = ready.get_mut();
+        if let Err(e) = round(&shared, ring, &mut sender) {
+            warn!(worker = index, error = %e, "io_uring round failed");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let more = ring.has_completions()
+            || (!shared.send_queue.borrow().is_empty() && ring.send_room() > 0);
+        if more {
+            // Let the timer and signaling tasks run between busy rounds.
+            tokio::task::yield_now().await;
+            continue;
+        }
+        tokio::select! {
+            guard = ready.readable() => match guard {
+                // Cleared before the round that reaps: a completion posted during it sets the
+                // descriptor ready again.
+                Ok(mut guard) => guard.clear_ready(),
+                Err(e) => {
+                    warn!(worker = index, error = %e, "io_uring readiness failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+            },
+            _ = shared.send_wake.notified() => {}
         }
     }
 }
 
-async fn sender(shared: Rc<Shared>, socket: Rc<UdpSocket>) {
-    let fd = socket.as_raw_fd();
-    let mut batch = SendBatch::new(SEND_BATCH);
-    loop {
-        if shared.send_queue.borrow().is_empty() {
-            shared.send_wake.notified().await;
-            continue;
+/// One round: reap, forward, queue the sends, submit.
+fn round(shared: &Shared, ring: &mut Ring, sender: &mut RingSender) -> std::io::Result<()> {
+    let now = Instant::now();
+    let mut received = 0usize;
+    ring.reap(|completion| match completion {
+        Completion::Datagram { source, data } => {
+            shared.handle_datagram(now, source, data);
+            received += 1;
+            if received.is_multiple_of(FLUSH_EVERY) {
+                shared.flush();
+            }
         }
-        if shared.send_batch(fd, &mut batch).is_ok() {
-            continue;
+        Completion::Sent {
+            buffers,
+            destination,
+            source,
+            segmented,
+            result,
+        } => sender.sent(shared, buffers, source, destination, segmented, result),
+        Completion::ReceiveFailed(e) => warn!(error = %e, "io_uring receive failed"),
+    });
+    if !received.is_multiple_of(FLUSH_EVERY) {
+        shared.flush();
+    }
+    sender.queue(shared, ring);
+    ring.arm_receive()?;
+    ring.submit()
+}
+
+/// Moves the send queue into the ring, one send per run of the GSO plan.
+struct RingSender {
+    plan: GsoPlan,
+    /// Queued datagrams taken for this plan (taken out one by one as their run is sent).
+    staged: Vec<Option<Transmit>>,
+    /// The buffers of the run being built (handed to the ring's slot, which gives back an empty
+    /// vector of the same capacity).
+    run: Vec<Vec<u8>>,
+}
+
+impl RingSender {
+    fn new() -> Self {
+        RingSender {
+            plan: GsoPlan::new(true),
+            staged: Vec::with_capacity(SEND_CHUNK),
+            run: Vec::with_capacity(crate::gso::MAX_SEGMENTS),
         }
-        // The socket buffer is full: an io_uring send of the oldest datagram completes once there
-        // is room, and the batches go on from there.
-        let Some(t) = shared.send_queue.borrow_mut().pop_front() else {
-            continue;
-        };
-        let (result, buf) = socket.send_to(t.contents, t.destination).await;
-        shared.core.borrow_mut().recycle(buf);
-        if let Err(e) = result {
-            debug!(to = %t.destination, error = %e, "send failed");
+    }
+
+    /// Plans and queues as much of the send queue as the ring takes.
+    fn queue(&mut self, shared: &Shared, ring: &mut Ring) {
+        loop {
+            let room = ring.send_room().min(SEND_CHUNK);
+            {
+                let mut queue = shared.send_queue.borrow_mut();
+                let n = queue.len().min(room);
+                if n == 0 {
+                    return;
+                }
+                self.staged.clear();
+                self.staged.extend(queue.drain(..n).map(Some));
+            }
+            self.plan.plan(
+                self.staged
+                    .iter()
+                    .flatten()
+                    .map(|t| (t.destination, t.contents.len())),
+            );
+            for r in 0..self.plan.runs().len() {
+                let run = self.plan.runs()[r];
+                let mut source = None;
+                let mut destination = None;
+                for &i in &self.plan.order()[run.start..run.end] {
+                    if let Some(t) = self.staged[i as usize].take() {
+                        source = Some(t.source);
+                        destination = Some(t.destination);
+                        self.run.push(t.contents);
+                    }
+                }
+                let (Some(source), Some(destination)) = (source, destination) else {
+                    continue;
+                };
+                if let Err(e) = ring.send(&mut self.run, source, destination, run.segment) {
+                    debug!(to = %destination, error = %e, "cannot queue a send");
+                    let mut core = shared.core.borrow_mut();
+                    for buf in self.run.drain(..) {
+                        core.count_drop(DropReason::SendFailed);
+                        core.recycle(buf);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A send completed: its buffers go back to the core's pool. A segmented send the route's
+    /// device refuses (no checksum offload: `EIO`) turns segmentation off for good and its
+    /// datagrams go back to the head of the queue to leave one by one.
+    fn sent(
+        &mut self,
+        shared: &Shared,
+        buffers: &mut Vec<Vec<u8>>,
+        source: std::net::SocketAddr,
+        destination: std::net::SocketAddr,
+        segmented: bool,
+        result: std::io::Result<usize>,
+    ) {
+        let mut core = shared.core.borrow_mut();
+        match result {
+            Ok(_) => buffers.drain(..).for_each(|buf| core.recycle(buf)),
+            Err(e) if segmented && e.raw_os_error() == Some(libc::EIO) => {
+                warn!(to = %destination, "UDP segmentation refused on this route: sending datagrams one by one");
+                self.plan.stop_segmenting();
+                let mut queue = shared.send_queue.borrow_mut();
+                for contents in buffers.drain(..).rev() {
+                    queue.push_front(Transmit {
+                        proto: Protocol::Udp,
+                        source,
+                        destination,
+                        contents,
+                    });
+                }
+            }
+            Err(e) => {
+                debug!(to = %destination, error = %e, "send failed");
+                for buf in buffers.drain(..) {
+                    core.count_drop(DropReason::SendFailed);
+                    core.recycle(buf);
+                }
+            }
         }
     }
 }
