@@ -168,7 +168,8 @@ pub enum Command {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum IoMode {
-    /// tokio-uring: receives and sends as io_uring operations.
+    /// io_uring: a multishot receive into provided buffers, sends batched per round and
+    /// segmented (UDP GSO) per destination.
     Uring,
     /// epoll readiness, then recvmmsg/sendmmsg batches.
     Sendmmsg,

@@ -225,17 +225,21 @@ impl Ring {
         !cq.is_empty()
     }
 
-    /// Hands every posted completion to `on`, in order. Receive buffers go back to the kernel
-    /// once `on` returns; send buffers that `on` leaves in `Sent::buffers` are dropped.
-    pub fn reap(&mut self, mut on: impl FnMut(Completion<'_>)) {
+    /// Hands posted completions to `on`, in order, until `max_datagrams` datagrams were handed
+    /// over or none is left; returns how many completions it took. Receive buffers go back to the
+    /// kernel once `on` returns; send buffers that `on` leaves in `Sent::buffers` are dropped.
+    pub fn reap(&mut self, max_datagrams: usize, mut on: impl FnMut(Completion<'_>)) -> usize {
+        let mut taken = 0;
+        let mut datagrams = 0;
         let mut gave_back = false;
-        loop {
+        while datagrams < max_datagrams {
             let entry = {
                 let mut cq = self.ring.completion();
                 cq.sync();
                 cq.next()
             };
             let Some(entry) = entry else { break };
+            taken += 1;
             let result = entry.result();
             if entry.user_data() == RECEIVE {
                 if !cqueue::more(entry.flags()) {
@@ -257,6 +261,7 @@ impl Ring {
                 if let Some(buffer) = self.buffers.get(id, result as usize) {
                     if let Ok(message) = types::RecvMsgOut::parse(buffer, &self.receive_header) {
                         if let Some(source) = source_of(message.name_data()) {
+                            datagrams += 1;
                             on(Completion::Datagram {
                                 source,
                                 data: message.payload_data(),
@@ -286,6 +291,7 @@ impl Ring {
         if gave_back {
             self.buffers.publish();
         }
+        taken
     }
 
     /// Queues one submission, submitting what is queued first if the queue is full.
@@ -366,7 +372,7 @@ mod tests {
         while got.len() < want && Instant::now() < deadline {
             ring.arm_receive().unwrap();
             ring.submit().unwrap();
-            ring.reap(|c| {
+            ring.reap(usize::MAX, |c| {
                 if let Completion::Datagram { source, data } = c {
                     got.push((source, data.to_vec()));
                 }
@@ -436,7 +442,7 @@ mod tests {
         let deadline = Instant::now() + Duration::from_secs(2);
         while returned < 4 && Instant::now() < deadline {
             ring.submit().unwrap();
-            ring.reap(|c| {
+            ring.reap(usize::MAX, |c| {
                 if let Completion::Sent {
                     buffers, result, ..
                 } = c

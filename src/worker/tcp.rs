@@ -3,7 +3,7 @@
 //! TCP transmits back.
 //!
 //! The same on both I/O shells: TCP is the fallback for clients whose UDP is blocked, so it runs
-//! on tokio's readiness-based sockets (tokio-uring drives a tokio runtime underneath) rather than
+//! on tokio's readiness-based sockets (both shells run on a tokio loop) rather than
 //! on a second set of io_uring operations.
 //!
 //! Every connection is hostile until the core admits it: its first frame must be STUN, every

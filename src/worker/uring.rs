@@ -1,8 +1,8 @@
 //! The io_uring shell: the worker's [`Ring`] driven from its tokio event loop.
 //!
-//! One round: reap every completion (received datagrams go to the core, flushed every
-//! [`FLUSH_EVERY`] so a burst is forwarded in batches; sent buffers go back to the core's pool),
-//! then move the send queue into the ring as one segmented send per destination and run
+//! A round goes in steps: reap up to [`STEP_DATAGRAMS`] received datagrams (and every send
+//! completion, whose buffers go back to the core's pool) and hand them to the core, flush its
+//! output, move the send queue into the ring as one segmented send per destination and run
 //! ([`GsoPlan`]), re-arm the receive if it ended, and submit it all with one `io_uring_enter`.
 //! Between rounds the worker waits for the ring's descriptor (a completion was posted) or for
 //! datagrams queued by a timer or a signaling command.
@@ -20,8 +20,11 @@ use super::{serve, Shared, WorkerSpec};
 use crate::gso::GsoPlan;
 use crate::ring::{Completion, Ring};
 
-/// Received datagrams handed to the core between two flushes of its output.
-const FLUSH_EVERY: usize = 32;
+/// Received datagrams handed to the core in one step of a round, before its output is flushed
+/// and submitted.
+const STEP_DATAGRAMS: usize = 32;
+/// Steps before a round lets the worker's other tasks (timers, signaling) run.
+const STEPS_PER_ROUND: usize = 16;
 /// Most queued datagrams planned into sends in one go.
 const SEND_CHUNK: usize = 1024;
 
@@ -70,33 +73,40 @@ async fn io_loop(shared: Rc<Shared>, ring: Ring, index: usize) {
     }
 }
 
-/// One round: reap, forward, queue the sends, submit.
+/// One round, in steps of at most [`STEP_DATAGRAMS`] received datagrams: reap, hand the
+/// datagrams to the core, flush its output, queue the sends and submit them with one
+/// `io_uring_enter`. Stepping keeps the datagrams in flight (and the pooled buffers they hold) to
+/// about one step's fan-out, and sends completed during a submission are reaped, their buffers
+/// reused, in the next step.
 fn round(shared: &Shared, ring: &mut Ring, sender: &mut RingSender) -> std::io::Result<()> {
-    let now = Instant::now();
-    let mut received = 0usize;
-    ring.reap(|completion| match completion {
-        Completion::Datagram { source, data } => {
-            shared.handle_datagram(now, source, data);
-            received += 1;
-            if received.is_multiple_of(FLUSH_EVERY) {
-                shared.flush();
+    for _ in 0..STEPS_PER_ROUND {
+        let now = Instant::now();
+        let mut received = 0usize;
+        let reaped = ring.reap(STEP_DATAGRAMS, |completion| match completion {
+            Completion::Datagram { source, data } => {
+                shared.handle_datagram(now, source, data);
+                received += 1;
             }
+            Completion::Sent {
+                buffers,
+                destination,
+                source,
+                segmented,
+                result,
+            } => sender.sent(shared, buffers, source, destination, segmented, result),
+            Completion::ReceiveFailed(e) => warn!(error = %e, "io_uring receive failed"),
+        });
+        if received > 0 {
+            shared.flush();
         }
-        Completion::Sent {
-            buffers,
-            destination,
-            source,
-            segmented,
-            result,
-        } => sender.sent(shared, buffers, source, destination, segmented, result),
-        Completion::ReceiveFailed(e) => warn!(error = %e, "io_uring receive failed"),
-    });
-    if !received.is_multiple_of(FLUSH_EVERY) {
-        shared.flush();
+        sender.queue(shared, ring);
+        ring.arm_receive()?;
+        ring.submit()?;
+        if reaped == 0 {
+            break;
+        }
     }
-    sender.queue(shared, ring);
-    ring.arm_receive()?;
-    ring.submit()
+    Ok(())
 }
 
 /// Moves the send queue into the ring, one send per run of the GSO plan.
