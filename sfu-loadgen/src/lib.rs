@@ -20,6 +20,7 @@ pub mod http;
 pub mod janus;
 pub mod lean_rx;
 pub mod payload;
+pub mod peer;
 pub mod procfs;
 pub mod reflector;
 pub mod report;
