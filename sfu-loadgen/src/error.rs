@@ -24,6 +24,9 @@ pub enum LoadgenError {
     /// Janus refused something or answered something unusable.
     #[error("janus: {0}")]
     Janus(String),
+    /// The mediasoup baseline server refused something or answered something unusable.
+    #[error("mediasoup: {0}")]
+    Mediasoup(String),
     /// A baseline client's str0m peer connection failed.
     #[error("peer connection: {0}")]
     Peer(String),
