@@ -24,6 +24,12 @@ pub enum LoadgenError {
     /// Janus refused something or answered something unusable.
     #[error("janus: {0}")]
     Janus(String),
+    /// The mediasoup baseline server refused something or answered something unusable.
+    #[error("mediasoup: {0}")]
+    Mediasoup(String),
+    /// A baseline client's str0m peer connection failed.
+    #[error("peer connection: {0}")]
+    Peer(String),
     /// Waiting for something took longer than allowed.
     #[error("timed out waiting for {0}")]
     Timeout(String),

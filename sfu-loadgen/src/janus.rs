@@ -4,36 +4,29 @@
 //!
 //! `sfu-client` speaks edge-sfu's protocol only, so this module carries the small part of a
 //! client that Janus needs: the JSON requests (`create`, `attach`, videoroom `join`/`configure`,
-//! `listparticipants`, subscriber `join`/`start`, `keepalive`) and a str0m loop per peer
-//! connection written like `sfu-client`'s driver (RTP mode, Opus and VP8 only, the same
-//! sequence number and timestamp rules), so both servers are driven the same way.
+//! `listparticipants`, subscriber `join`/`start`, `keepalive`); the peer connections are
+//! [`crate::peer`]'s, shared with the mediasoup client.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use sfu_client::handoff::{MediaReader, MediaSocket};
+use sfu_client::handoff::MediaReader;
 use str0m::change::{SdpAnswer, SdpOffer};
-use str0m::format::Codec;
-use str0m::media::{Direction, MediaKind, Mid, Pt};
-use str0m::net::{Protocol, Receive};
-use str0m::rtp::RtpWrite;
-use str0m::{Candidate, Event, Input, Output, Rtc};
-use tokio::net::{TcpStream, UdpSocket};
-use tokio::sync::{mpsc, watch};
+use str0m::media::{Direction, MediaKind};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::error::{LoadgenError, Result};
-use crate::payload::Stamp;
-use crate::transport::{Arrival, Media, Received};
+use crate::peer::{NewPc, Peers, TxTracks};
+use crate::transport::{Media, Received};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -150,232 +143,9 @@ pub async fn create_room(url: &str, room: u64, publishers: u32) -> Result<()> {
     Ok(())
 }
 
-/// What the application asks a peer connection task.
-enum PcCmd {
-    Send {
-        media: Media,
-        payload: Arc<[u8]>,
-        marker: bool,
-    },
-}
-
-/// Per published track: what `write_rtp` needs, kept like `sfu-client` does.
-struct TxTrack {
-    mid: Mid,
-    pt: Pt,
-    next_seq: u64,
-    timestamp: u32,
-    new_frame: bool,
-    started: bool,
-    ticks: u32,
-    nackable: bool,
-}
-
-/// One str0m peer connection with its UDP socket, driven by its own task.
-struct Pc {
-    cmd: Option<mpsc::Sender<PcCmd>>,
-    connected: watch::Receiver<Option<bool>>,
-    task: JoinHandle<()>,
-}
-
-impl Pc {
-    fn start(
-        rtc: Rtc,
-        udp: UdpSocket,
-        local: SocketAddr,
-        tx: HashMap<bool, TxTrack>,
-        rx: PcReceive,
-        dropped: Arc<AtomicU64>,
-    ) -> Pc {
-        let (cmd_tx, cmd_rx) = mpsc::channel(1024);
-        let (conn_tx, conn_rx) = watch::channel(None);
-        let (arrivals, reader) = match rx {
-            PcReceive::Nothing => (None, None),
-            PcReceive::Events(a) => (Some(a), None),
-            PcReceive::Reader(r) => (None, Some(r)),
-        };
-        let task = tokio::spawn(pc_loop(PcLoop {
-            rtc,
-            udp: MediaSocket::new(udp),
-            local,
-            tx,
-            arrivals,
-            reader,
-            dropped,
-            cmd: cmd_rx,
-            connected: conn_tx,
-        }));
-        Pc {
-            cmd: Some(cmd_tx),
-            connected: conn_rx,
-            task,
-        }
-    }
-
-    async fn wait_connected(&mut self, timeout: Duration) -> Result<()> {
-        let wait = self.connected.wait_for(|c| c.is_some());
-        match tokio::time::timeout(timeout, wait).await {
-            Ok(Ok(v)) if *v == Some(true) => Ok(()),
-            Ok(_) => Err(err("the peer connection with janus failed")),
-            Err(_) => Err(LoadgenError::Timeout("ICE/DTLS with janus".into())),
-        }
-    }
-}
-
-/// What a peer connection does with the media it receives.
-enum PcReceive {
-    /// It receives none (the publisher connection).
-    Nothing,
-    /// str0m opens it and each packet becomes an [`Arrival`] on this queue.
-    Events(mpsc::Sender<Arrival>),
-    /// Once DTLS is up this reader takes the socket over (the lean receive path).
-    Reader(Arc<dyn MediaReader>),
-}
-
-struct PcLoop {
-    rtc: Rtc,
-    udp: MediaSocket,
-    local: SocketAddr,
-    /// Published tracks by "is video".
-    tx: HashMap<bool, TxTrack>,
-    arrivals: Option<mpsc::Sender<Arrival>>,
-    /// Takes the socket's reading over once DTLS is up.
-    reader: Option<Arc<dyn MediaReader>>,
-    dropped: Arc<AtomicU64>,
-    cmd: mpsc::Receiver<PcCmd>,
-    connected: watch::Sender<Option<bool>>,
-}
-
-async fn pc_loop(mut p: PcLoop) {
-    let mut buf = vec![0u8; 2048];
-    loop {
-        // Drain str0m to its next timeout, like sfu-client's driver.
-        let deadline = loop {
-            match p.rtc.poll_output() {
-                Ok(Output::Timeout(t)) => break t,
-                Ok(Output::Transmit(t)) => {
-                    let _ = p.udp.send_to(&t.contents, t.destination).await;
-                }
-                Ok(Output::Event(e)) => match e {
-                    Event::Connected => {
-                        if let (Some(reader), Some(srtp)) = (p.reader.take(), p.rtc.srtp_receiver())
-                        {
-                            if let Err(e) = p.udp.hand_over(Some(srtp), reader.as_ref()) {
-                                tracing::warn!("lean receiver refused the socket: {e}");
-                            }
-                        }
-                        p.connected.send_replace(Some(true));
-                    }
-                    Event::RtpPacket(pkt) => {
-                        if let (Some(tx), Some(stamp)) = (&p.arrivals, Stamp::parse(&pkt.payload)) {
-                            let a = Arrival {
-                                stamp,
-                                len: pkt.payload.len(),
-                                at: pkt.timestamp,
-                            };
-                            if tx.try_send(a).is_err() {
-                                p.dropped.fetch_add(1, Ordering::Relaxed);
-                            }
-                        }
-                    }
-                    _ => {}
-                },
-                Err(e) => {
-                    tracing::debug!("janus peer connection: {e}");
-                    p.connected.send_replace(Some(false));
-                    return;
-                }
-            }
-        };
-        if !p.rtc.is_alive() {
-            p.connected.send_replace(Some(false));
-            return;
-        }
-        let now = Instant::now();
-        let deadline = deadline.min(now + Duration::from_secs(1)).max(now);
-        tokio::select! {
-            c = p.cmd.recv() => match c {
-                None => return,
-                Some(PcCmd::Send { media, payload, marker }) => write(&mut p, media, payload, marker),
-            },
-            r = p.udp.recv_from(&mut buf) => {
-                if let Ok((n, source)) = r {
-                    if let Some(contents) = buf.get(..n) {
-                        if let Ok(rcv) = Receive::new(Protocol::Udp, source, p.local, contents) {
-                            let _ = p.rtc.handle_input(Input::Receive(Instant::now(), rcv));
-                        }
-                    }
-                }
-            }
-            _ = tokio::time::sleep_until(deadline.into()) => {
-                let _ = p.rtc.handle_input(Input::Timeout(Instant::now()));
-            }
-        }
-    }
-}
-
-fn write(p: &mut PcLoop, media: Media, payload: Arc<[u8]>, marker: bool) {
-    let Some(t) = p.tx.get_mut(&(media == Media::Video)) else {
-        return;
-    };
-    if t.started && t.new_frame {
-        t.timestamp = t.timestamp.wrapping_add(t.ticks);
-    }
-    let mut api = p.rtc.direct_api();
-    let Some(stream) = api.stream_tx_by_mid(t.mid, None) else {
-        return;
-    };
-    stream.write_rtp(
-        RtpWrite::new(
-            t.pt,
-            t.next_seq.into(),
-            t.timestamp,
-            Instant::now(),
-            payload,
-        )
-        .marker(marker)
-        .nackable(t.nackable),
-    );
-    t.next_seq += 1;
-    t.started = true;
-    t.new_frame = marker;
-    // As sfu-client does: str0m sends a written packet only when fed time.
-    let _ = p.rtc.handle_input(Input::Timeout(Instant::now()));
-}
-
-fn new_rtc(local: SocketAddr) -> Result<Rtc> {
-    let mut rtc = sfu_client::participant_rtc();
-    let c = Candidate::host(local, "udp").map_err(|e| err(format!("host candidate: {e}")))?;
-    rtc.add_local_candidate(c);
-    Ok(rtc)
-}
-
-fn negotiated_pt(rtc: &Rtc, mid: Mid, video: bool) -> Option<Pt> {
-    let media = rtc.media(mid)?;
-    let want = if video { Codec::Vp8 } else { Codec::Opus };
-    let params = rtc.codec_config().params();
-    media.remote_pts().iter().copied().find(|pt| {
-        params
-            .iter()
-            .any(|p| p.pt() == *pt && p.spec().codec == want)
-    })
-}
-
-fn random_start() -> (u64, u32) {
-    let n = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(7);
-    (u64::from(n & 0x3fff), n.wrapping_mul(2_654_435_761))
-}
-
 /// A joined Janus videoroom participant.
 pub struct JanusConn {
-    publisher: Option<Pc>,
-    subscriber: Option<Pc>,
-    /// Packets str0m opened on the subscriber connection (`None` when a reader takes them).
-    arrivals: Option<mpsc::Receiver<Arrival>>,
-    dropped: Arc<AtomicU64>,
+    peers: Peers,
     keepalive: JoinHandle<()>,
     stop: watch::Sender<bool>,
 }
@@ -409,11 +179,9 @@ impl JanusConn {
     pub async fn connect(j: JanusJoin<'_>) -> Result<JanusConn> {
         let deadline = Instant::now() + j.timeout;
         let mut s = Session::open(j.url).await?;
-        let dropped = Arc::new(AtomicU64::new(0));
-        let (arr_tx, arr_rx) = mpsc::channel(65_536);
+        let mut peers = Peers::new(j.reader.clone());
         let mut own_id = None;
 
-        let mut publisher = None;
         if j.audio || j.video {
             let h = s.attach().await?;
             let joined = s
@@ -426,10 +194,8 @@ impl JanusConn {
             own_id = joined
                 .pointer("/plugindata/data/id")
                 .and_then(Value::as_u64);
-            let udp = UdpSocket::bind(SocketAddr::new(j.bind_ip, 0)).await?;
-            let local = udp.local_addr()?;
-            let mut rtc = new_rtc(local)?;
-            let mut api = rtc.sdp_api();
+            let mut pc = NewPc::bind(j.bind_ip).await?;
+            let mut api = pc.rtc.sdp_api();
             let amid = j
                 .audio
                 .then(|| api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None));
@@ -450,36 +216,18 @@ impl JanusConn {
                 .ok_or_else(|| err(format!("no answer sdp in {answer}")))?;
             let answer =
                 SdpAnswer::from_sdp_string(sdp).map_err(|e| err(format!("answer: {e}")))?;
-            rtc.sdp_api()
+            pc.rtc
+                .sdp_api()
                 .accept_answer(pending, answer)
                 .map_err(|e| err(format!("accepting janus's answer: {e}")))?;
-            let (seq, ts) = random_start();
-            let mut tx = HashMap::new();
-            for (mid, video) in [(amid, false), (vmid, true)] {
-                let Some(mid) = mid else { continue };
-                let pt = negotiated_pt(&rtc, mid, video)
-                    .ok_or_else(|| err("janus accepted no usable codec"))?;
-                tx.insert(
-                    video,
-                    TxTrack {
-                        mid,
-                        pt,
-                        next_seq: seq,
-                        timestamp: ts,
-                        new_frame: true,
-                        started: false,
-                        ticks: if video { 3000 } else { 960 },
-                        nackable: video,
-                    },
-                );
-            }
-            let mut pc = Pc::start(rtc, udp, local, tx, PcReceive::Nothing, dropped.clone());
-            pc.wait_connected(deadline.saturating_duration_since(Instant::now()))
+            let tx = TxTracks::negotiated(&pc.rtc, amid, vmid, false)
+                .ok_or_else(|| err("janus accepted no usable codec"))?;
+            peers
+                .start_publisher(pc, tx)
+                .wait_connected("janus", deadline.saturating_duration_since(Instant::now()))
                 .await?;
-            publisher = Some(pc);
         }
 
-        let mut subscriber = None;
         if j.subscribe_to > 0 {
             let h = s.attach().await?;
             // Wait until every publisher we should see is in the room.
@@ -526,10 +274,9 @@ impl JanusConn {
                 .and_then(Value::as_str)
                 .ok_or_else(|| err(format!("no offer sdp in {attached}")))?;
             let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| err(format!("offer: {e}")))?;
-            let udp = UdpSocket::bind(SocketAddr::new(j.bind_ip, 0)).await?;
-            let local = udp.local_addr()?;
-            let mut rtc = new_rtc(local)?;
-            let answer = rtc
+            let mut pc = NewPc::bind(j.bind_ip).await?;
+            let answer = pc
+                .rtc
                 .sdp_api()
                 .accept_offer(offer)
                 .map_err(|e| err(format!("accepting janus's offer: {e}")))?;
@@ -539,14 +286,10 @@ impl JanusConn {
                 Some(json!({"type": "answer", "sdp": answer.to_sdp_string()})),
             )
             .await?;
-            let rx = match &j.reader {
-                Some(reader) => PcReceive::Reader(reader.clone()),
-                None => PcReceive::Events(arr_tx),
-            };
-            let mut pc = Pc::start(rtc, udp, local, HashMap::new(), rx, dropped.clone());
-            pc.wait_connected(deadline.saturating_duration_since(Instant::now()))
+            peers
+                .start_subscriber(pc)
+                .wait_connected("janus", deadline.saturating_duration_since(Instant::now()))
                 .await?;
-            subscriber = Some(pc);
         }
 
         // From here on the WebSocket only keeps the session alive.
@@ -572,10 +315,7 @@ impl JanusConn {
             let _ = s.ws.close(None).await;
         });
         Ok(JanusConn {
-            publisher,
-            subscriber,
-            arrivals: j.reader.is_none().then_some(arr_rx),
-            dropped,
+            peers,
             keepalive,
             stop: stop_tx,
         })
@@ -583,48 +323,25 @@ impl JanusConn {
 
     /// Queues one packet on the publisher connection; `Ok(false)` when its queue is full.
     pub fn send(&mut self, media: Media, payload: Vec<u8>, marker: bool) -> Result<bool> {
-        let Some(cmd) = self.publisher.as_ref().and_then(|p| p.cmd.as_ref()) else {
-            return Ok(false);
-        };
-        match cmd.try_send(PcCmd::Send {
-            media,
-            payload: payload.into(),
-            marker,
-        }) {
-            Ok(()) => Ok(true),
-            Err(mpsc::error::TrySendError::Full(_)) => Ok(false),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(err("the publisher connection ended")),
-        }
+        self.peers.send(media, payload, marker)
     }
 
     /// The next packet received on the subscriber connection (never, when a reader takes the
     /// media).
     pub async fn recv(&mut self) -> Received {
-        let (Some(_), Some(arrivals)) = (&self.subscriber, &mut self.arrivals) else {
-            return std::future::pending().await;
-        };
-        match arrivals.recv().await {
-            Some(a) => Received::Packet(a),
-            None => Received::Closed("the subscriber connection ended".into()),
-        }
+        self.peers.recv().await
     }
 
     /// Packets lost between the peer connection task and the caller.
     pub fn events_dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.peers.events_dropped()
     }
 
     /// Leaves: destroys the session (Janus hangs up both connections) and stops the tasks.
     pub async fn leave(mut self) {
         let _ = self.stop.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(2), &mut self.keepalive).await;
-        for pc in [self.publisher.take(), self.subscriber.take()]
-            .into_iter()
-            .flatten()
-        {
-            drop(pc.cmd);
-            pc.task.abort();
-        }
+        self.peers.stop();
     }
 }
 

@@ -6,8 +6,9 @@
 //! measure forwarded packets and bits per second, loss and one-way latency. The same participants
 //! can instead speak plain UDP to the [`reflector`] (recvmmsg/sendmmsg, no crypto), which gives
 //! the kernel's ceiling on the same box for the same fan-out, or join Janus's videoroom
-//! ([`janus`]) for a comparison with a classic SFU. The SFU's CPU time and memory come
-//! from `/proc/<pid>` when it runs on this machine.
+//! ([`janus`]) or mediasoup ([`mediasoup`], through `sfu-loadgen/mediasoup/server.mjs`) for a
+//! comparison with classic SFUs. The SFU's CPU time and memory come from `/proc/<pid>` when it
+//! runs on this machine.
 //!
 //! The binary is `edge-sfu-loadgen`; the library exposes the pieces so tests can drive an
 //! in-process server.
@@ -19,7 +20,9 @@ pub mod find_max;
 pub mod http;
 pub mod janus;
 pub mod lean_rx;
+pub mod mediasoup;
 pub mod payload;
+pub mod peer;
 pub mod procfs;
 pub mod reflector;
 pub mod report;

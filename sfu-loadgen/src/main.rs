@@ -91,6 +91,32 @@ struct RunArgs {
     /// The IP the participants' media sockets bind when talking to Janus (not loopback).
     #[arg(long, value_name = "IP", default_value = "10.201.0.2")]
     janus_bind: std::net::IpAddr,
+    /// A running mediasoup baseline server (sfu-loadgen/mediasoup/server.mjs): ws://IP:PORT/.
+    #[arg(long, value_name = "URL", conflicts_with = "spawn_mediasoup")]
+    mediasoup: Option<String>,
+    /// Process id of the mediasoup-worker of the server given by --mediasoup (CPU and RSS).
+    #[arg(long, value_name = "PID")]
+    mediasoup_pid: Option<u32>,
+    /// Start the mediasoup baseline server for the run (node sfu-loadgen/mediasoup/server.mjs);
+    /// CPU and RSS are its mediasoup-worker's, which moves the media.
+    #[arg(long)]
+    spawn_mediasoup: bool,
+    /// The mediasoup build for --spawn-mediasoup (DIR/package, as
+    /// ../shared/baselines/mediasoup/build makes it) [default: $MEDIASOUP_DIR, else
+    /// target/mediasoup-3.32.2].
+    #[arg(long, value_name = "DIR")]
+    mediasoup_dir: Option<PathBuf>,
+    /// mediasoup workers of the spawned server [default: 1 when pinned, else one per CPU]. Only
+    /// a single worker is measured.
+    #[arg(long, value_name = "N")]
+    mediasoup_workers: Option<usize>,
+    /// The server script for --spawn-mediasoup [default: sfu-loadgen/mediasoup/server.mjs of
+    /// the source tree this binary was built from].
+    #[arg(long, value_name = "PATH")]
+    mediasoup_server: Option<PathBuf>,
+    /// The Node.js binary for --spawn-mediasoup.
+    #[arg(long, value_name = "PATH", default_value = "node")]
+    node_bin: PathBuf,
     /// Pin the server to CPU 0 and the generator to the other CPUs [default: on when this run
     /// starts the server and the machine has 2 to 4 CPUs].
     #[arg(long, conflicts_with = "no_pin")]
@@ -355,7 +381,7 @@ impl Placement {
 
 /// Decides the pinning and pins this process (the generator) when it applies.
 fn place(a: &RunArgs) -> Result<Placement> {
-    let spawning = a.spawn_sfu || a.spawn_reflector || a.spawn_janus;
+    let spawning = a.spawn_sfu || a.spawn_reflector || a.spawn_janus || a.spawn_mediasoup;
     let ncpu = procfs::online_cpus();
     let pin = if a.no_pin {
         false
@@ -376,6 +402,8 @@ fn place(a: &RunArgs) -> Result<Placement> {
     procfs::set_affinity(0, &gen_cpus).context("pinning the generator")?;
     let what = if a.spawn_janus || a.janus.is_some() {
         "janus"
+    } else if a.spawn_mediasoup || a.mediasoup.is_some() {
+        "mediasoup"
     } else if a.spawn_reflector || a.reflector.is_some() {
         "the reflector"
     } else {
@@ -458,6 +486,15 @@ fn start_server(a: &RunArgs, at: &Placement, runtime: &tokio::runtime::Runtime) 
             pid: a.janus_pid,
         }));
     }
+    if a.spawn_mediasoup {
+        return start_mediasoup(a, at);
+    }
+    if let Some(url) = &a.mediasoup {
+        return Ok(Server::reached(Target::Mediasoup {
+            ws_url: url.clone(),
+            pid: a.mediasoup_pid,
+        }));
+    }
     if a.spawn_sfu {
         let bin = match &a.sfu_bin {
             Some(p) => p.clone(),
@@ -515,8 +552,59 @@ fn start_server(a: &RunArgs, at: &Placement, runtime: &tokio::runtime::Runtime) 
     }
     bail!(
         "say where to send the load: --url, --spawn-sfu, --reflector, --spawn-reflector, \
-         --janus or --spawn-janus"
+         --janus, --spawn-janus, --mediasoup or --spawn-mediasoup"
     );
+}
+
+/// Starts the mediasoup baseline server (Node) and measures its mediasoup-worker.
+fn start_mediasoup(a: &RunArgs, at: &Placement) -> Result<Server> {
+    let script = a
+        .mediasoup_server
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("mediasoup/server.mjs"));
+    let dir = a
+        .mediasoup_dir
+        .clone()
+        .or_else(|| std::env::var_os("MEDIASOUP_DIR").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("target/mediasoup-3.32.2"));
+    if !dir
+        .join("package/worker/out/Release/mediasoup-worker")
+        .exists()
+    {
+        bail!(
+            "no mediasoup build in {} (../shared/baselines/mediasoup/build {} makes one)",
+            dir.display(),
+            dir.display()
+        );
+    }
+    let workers = a
+        .mediasoup_workers
+        .or(at.pinned().then_some(at.server_cpus.len()));
+    let mut cmd = Command::new(&a.node_bin);
+    cmd.arg(&script).arg("--mediasoup-dir").arg(&dir);
+    if let Some(w) = workers {
+        cmd.args(["--workers", &w.to_string()]);
+    }
+    let (child, rest) = spawn_ready(
+        cmd,
+        "mediasoup",
+        "mediasoup ready:",
+        at.server(),
+        a.server_log,
+    )?;
+    let (ws_url, pids) = sfu_loadgen::mediasoup::parse_ready(&rest)?;
+    // /proc figures of one worker would understate several: measure none then.
+    let pid = match pids[..] {
+        [pid] => Some(pid),
+        _ => {
+            eprintln!(
+                "warning: {} mediasoup workers; no CPU or memory figures (one worker is measured)",
+                pids.len()
+            );
+            None
+        }
+    };
+    Ok(Server::spawned(Target::Mediasoup { ws_url, pid }, child))
 }
 
 /// Starts the plain UDP reflector (this binary's `reflector` command) on loopback.
@@ -621,8 +709,8 @@ fn print_result(a: &RunArgs, result: &impl serde::Serialize, table: &str) -> Res
 /// `--find-max`: a fresh server and fresh participants per step (see `sfu_loadgen::find_max`),
 /// then the half-load run on the server and on the reflector.
 fn find_max(a: RunArgs, base: Scenario) -> Result<i32> {
-    if !(a.spawn_sfu || a.spawn_janus || a.spawn_reflector) {
-        bail!("--find-max restarts the server for every step: use --spawn-sfu, --spawn-janus or --spawn-reflector");
+    if !(a.spawn_sfu || a.spawn_janus || a.spawn_mediasoup || a.spawn_reflector) {
+        bail!("--find-max restarts the server for every step: use --spawn-sfu, --spawn-janus, --spawn-mediasoup or --spawn-reflector");
     }
     let at = place(&a)?;
     let runtime = runtime(&at)?;

@@ -12,6 +12,9 @@
 //!
 //! Filler follows up to the wanted size. Every participant of a run lives in one process and
 //! shares one epoch, so receive time minus sending time is the one-way latency.
+//!
+//! The mediasoup client puts [`VP8_PREFIX_LEN`] bytes of VP8 framing before its video stamps
+//! ([`vp8_framed`]); [`Stamp::parse`] finds the stamp after them.
 
 /// Magic bytes that open every generated payload.
 pub const MAGIC: [u8; 4] = *b"ESLG";
@@ -19,6 +22,30 @@ pub const MAGIC: [u8; 4] = *b"ESLG";
 pub const STAMP_LEN: usize = 25;
 /// Flag: sent inside the measurement window.
 pub const FLAG_MEASURED: u8 = 1;
+
+/// Bytes of VP8 framing [`vp8_framed`] puts before a stamp.
+pub const VP8_PREFIX_LEN: usize = 2;
+
+/// `payload` with VP8 framing in front and as much filler cut from its end, so its size stays:
+/// a VP8 payload descriptor (RFC 7741: no extensions, partition 0, the start bit on the first
+/// packet of a frame) and, there, a VP8 frame tag whose inverse keyframe bit is clear.
+///
+/// mediasoup forwards a consumer's video only from a keyframe on, and finds keyframes by parsing
+/// the VP8 payload; the bare stamp reads as a delta frame to it, so no video would ever pass.
+/// Every frame start is declared a keyframe, so a consumer starts at the next frame, as it would
+/// after the keyframe its PLI asks for. The other servers get the bare stamp, as before.
+pub fn vp8_framed(payload: &[u8], frame_start: bool) -> Vec<u8> {
+    let mut p = Vec::with_capacity(payload.len().max(VP8_PREFIX_LEN + STAMP_LEN));
+    p.push(if frame_start { 0x10 } else { 0x00 });
+    p.push(0x00);
+    let keep = payload
+        .len()
+        .saturating_sub(VP8_PREFIX_LEN)
+        .max(STAMP_LEN)
+        .min(payload.len());
+    p.extend_from_slice(&payload[..keep]);
+    p
+}
 
 /// What a payload says about itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,9 +81,13 @@ impl Stamp {
         p
     }
 
-    /// Reads the stamp at the start of `payload`; `None` for anything the generator did not make.
+    /// Reads the stamp at the start of `payload`, or after the framing of [`vp8_framed`]; `None`
+    /// for anything the generator did not make.
     pub fn parse(payload: &[u8]) -> Option<Stamp> {
-        let head = payload.get(..STAMP_LEN)?;
+        let head = match payload.get(..STAMP_LEN)? {
+            h if h[..4] == MAGIC => h,
+            _ => payload.get(VP8_PREFIX_LEN..VP8_PREFIX_LEN + STAMP_LEN)?,
+        };
         if head[..4] != MAGIC {
             return None;
         }
@@ -88,6 +119,23 @@ mod tests {
         assert_eq!(Stamp::parse(&p), Some(s));
         assert!(Stamp::parse(&p).is_some_and(|s| s.measured()));
         assert_eq!(s.payload(3).len(), STAMP_LEN);
+    }
+
+    #[test]
+    fn a_vp8_framed_stamp_keeps_its_size_and_parses() {
+        let s = Stamp {
+            track: 3,
+            seq: 9,
+            sent_ns: 1,
+            flags: 0,
+        };
+        let framed = vp8_framed(&s.payload(1100), true);
+        assert_eq!(framed.len(), 1100);
+        assert_eq!(&framed[..2], &[0x10, 0x00]);
+        assert_eq!(Stamp::parse(&framed), Some(s));
+        let short = vp8_framed(&s.payload(STAMP_LEN), false);
+        assert_eq!(short.len(), STAMP_LEN + VP8_PREFIX_LEN);
+        assert_eq!(Stamp::parse(&short), Some(s));
     }
 
     #[test]

@@ -65,6 +65,14 @@ pub enum Target {
         /// Its process id, when it runs on this machine.
         pid: Option<u32>,
     },
+    /// The mediasoup baseline server (`sfu-loadgen/mediasoup/server.mjs`).
+    Mediasoup {
+        /// Its signaling WebSocket, `ws://HOST:PORT/`.
+        ws_url: String,
+        /// The process measured: its `mediasoup-worker`, which moves the media (the Node
+        /// process only signals).
+        pid: Option<u32>,
+    },
     /// The plain UDP reflector (the kernel ceiling).
     Reflector {
         /// Its UDP address.
@@ -87,14 +95,18 @@ impl Target {
                 ws_url: ws_url.clone(),
                 bind_ip: *bind_ip,
             },
+            Target::Mediasoup { ws_url, .. } => Endpoint::Mediasoup {
+                ws_url: ws_url.clone(),
+            },
         }
     }
 
     fn pid(&self) -> Option<u32> {
         match self {
-            Target::Sfu { pid, .. } | Target::Reflector { pid, .. } | Target::Janus { pid, .. } => {
-                *pid
-            }
+            Target::Sfu { pid, .. }
+            | Target::Reflector { pid, .. }
+            | Target::Janus { pid, .. }
+            | Target::Mediasoup { pid, .. } => *pid,
         }
     }
 
@@ -103,6 +115,10 @@ impl Target {
             Target::Sfu { ws_url, .. } => format!("edge-sfu {ws_url}"),
             Target::Reflector { addr, .. } => format!("udp-reflector {addr}"),
             Target::Janus { ws_url, .. } => format!("janus videoroom {ws_url}"),
+            Target::Mediasoup { ws_url, pid } => match pid {
+                Some(pid) => format!("mediasoup {ws_url} (mediasoup-worker {pid} measured)"),
+                None => format!("mediasoup {ws_url}"),
+            },
         }
     }
 
@@ -117,7 +133,7 @@ impl Target {
                 }
             },
             Target::Reflector { addr, .. } => reflector_stats(*addr).await.map(|s| s.forwarded),
-            Target::Janus { .. } => None,
+            Target::Janus { .. } | Target::Mediasoup { .. } => None,
         }
     }
 }

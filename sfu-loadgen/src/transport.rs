@@ -1,5 +1,6 @@
 //! How one simulated participant reaches the media server: a real WebRTC session with edge-sfu
-//! ([`sfu_client::Client`]), or plain UDP with the [`crate::reflector`].
+//! ([`sfu_client::Client`]), the Janus and mediasoup baselines ([`crate::janus`],
+//! [`crate::mediasoup`]), or plain UDP with the [`crate::reflector`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,6 +33,11 @@ pub enum Endpoint {
         ws_url: String,
         /// The IP the media sockets bind (Janus ignores loopback candidates).
         bind_ip: std::net::IpAddr,
+    },
+    /// The mediasoup baseline server (`sfu-loadgen/mediasoup/server.mjs`).
+    Mediasoup {
+        /// Its signaling WebSocket, `ws://HOST:PORT/`.
+        ws_url: String,
     },
 }
 
@@ -86,6 +92,8 @@ pub enum Conn {
     Udp(UdpConn),
     /// A Janus videoroom participant.
     Janus(Box<crate::janus::JanusConn>),
+    /// A participant of the mediasoup baseline.
+    Mediasoup(Box<crate::mediasoup::MediasoupConn>),
 }
 
 /// A plain UDP participant: a fake 12-byte RTP header before the payload.
@@ -100,7 +108,7 @@ pub struct UdpConn {
 impl Conn {
     /// Joins `room` (named `name`) at `endpoint`, publishing the media asked for, and waits until
     /// it can send and receive. The whole join is bounded by `timeout`. `others` is the number of
-    /// other publishers in the room (Janus needs them listed to subscribe). With a `reader`, the
+    /// other publishers in the room (Janus and mediasoup wait for them to subscribe). With a `reader`, the
     /// received media goes to it (the lean receive path, [`crate::lean_rx`]) instead of
     /// [`Conn::recv`].
     #[allow(clippy::too_many_arguments)]
@@ -130,6 +138,22 @@ impl Conn {
                 })
                 .await?;
                 Ok(Conn::Janus(Box::new(conn)))
+            }
+            Endpoint::Mediasoup { ws_url } => {
+                let conn =
+                    crate::mediasoup::MediasoupConn::connect(crate::mediasoup::MediasoupJoin {
+                        url: ws_url,
+                        // The server listens on loopback only.
+                        bind_ip: std::net::Ipv4Addr::LOCALHOST.into(),
+                        room,
+                        audio,
+                        video,
+                        subscribe_to: others,
+                        timeout,
+                        reader,
+                    })
+                    .await?;
+                Ok(Conn::Mediasoup(Box::new(conn)))
             }
             Endpoint::Sfu { ws_url } => {
                 let mut config = ClientConfig::new(ws_url.clone(), room, name)
@@ -188,6 +212,7 @@ impl Conn {
             }
             Conn::Udp(u) => u.send(media, &payload, marker),
             Conn::Janus(j) => j.send(media, payload, marker),
+            Conn::Mediasoup(m) => m.send(media, payload, marker),
         }
     }
 
@@ -209,6 +234,7 @@ impl Conn {
             },
             Conn::Udp(u) => u.recv().await,
             Conn::Janus(j) => j.recv().await,
+            Conn::Mediasoup(m) => m.recv().await,
         }
     }
 
@@ -218,6 +244,7 @@ impl Conn {
             Conn::Rtc { client, .. } => client.counters().events_dropped,
             Conn::Udp(_) => 0,
             Conn::Janus(j) => j.events_dropped(),
+            Conn::Mediasoup(m) => m.events_dropped(),
         }
     }
 
@@ -226,6 +253,7 @@ impl Conn {
         match self {
             Conn::Rtc { client, .. } => client.leave().await,
             Conn::Janus(j) => j.leave().await,
+            Conn::Mediasoup(m) => m.leave().await,
             Conn::Udp(u) => {
                 // Twice: a lost leave only leaves a dead member behind, but be tidy.
                 for _ in 0..2 {

@@ -8,6 +8,9 @@ use edge_sfu::{Cli, Server};
 use sfu_loadgen::http::parse_sfu_url;
 use sfu_loadgen::{run, Report, RunOptions, Scenario, Target};
 
+mod common;
+use common::{assert_counts_add_up, short};
+
 fn start_server() -> Server {
     // Through the command line, so settings added later keep their defaults.
     let settings = Cli::parse_from([
@@ -22,15 +25,6 @@ fn start_server() -> Server {
     .settings()
     .expect("settings");
     Server::start(&settings).expect("starting edge-sfu in-process")
-}
-
-fn short(mut s: Scenario) -> Scenario {
-    s.duration_s = 2.0;
-    s.ramp_up_s = 0.5;
-    s.settle_timeout_s = 10.0;
-    s.video_kbps = 300.0;
-    s.keyframe_interval_s = 1.0;
-    s
 }
 
 async fn run_against_sfu(s: Scenario, lean_rx: bool) -> Report {
@@ -55,31 +49,6 @@ async fn run_against_sfu(s: Scenario, lean_rx: bool) -> Report {
         .expect("shutting down");
     println!("{}", report.table());
     report
-}
-
-fn assert_counts_add_up(r: &Report, receivers: usize, tracks_each: &[u64]) {
-    assert_eq!(r.joins.failed, 0, "failed joins: {:?}", r.joins.errors);
-    assert!(
-        r.settled,
-        "media did not reach every receiver before the window"
-    );
-    assert_eq!(r.receivers.len(), receivers, "{:?}", r.receivers);
-    for (rx, tracks) in r.receivers.iter().zip(tracks_each) {
-        assert_eq!(rx.tracks, *tracks, "{rx:?}");
-        assert!(
-            rx.received > 0,
-            "{} received nothing in the window: {rx:?}",
-            rx.name
-        );
-        assert!(rx.received <= rx.expected, "{rx:?}");
-    }
-    let expected: u64 = r.receivers.iter().map(|x| x.expected).sum();
-    let received: u64 = r.receivers.iter().map(|x| x.received).sum();
-    assert_eq!(r.expected_packets, expected);
-    assert_eq!(r.received_packets, received);
-    assert_eq!(r.expected_packets, r.received_packets + r.lost_packets);
-    assert!(r.sent_packets > 0);
-    assert!(r.latency_us.n > 0 && r.latency_us.n <= r.received_packets);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
