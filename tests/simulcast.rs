@@ -1045,6 +1045,67 @@ async fn shrinking_a_tile_switches_down_at_a_keyframe_without_a_gap() {
     finish(vec![publisher], viewers).await;
 }
 
+/// A tile that shrinks leaves its viewer's link quiet: the layer it now takes needs a small
+/// fraction of the estimate. The estimator's periodic probes in that quiet spell are sized from
+/// what the viewer wants, and a probe's result replaces the estimate, so a probe at or below the
+/// estimate would take it down to what the small layer needs, and the link would then look
+/// loss-limited, which blocks the probes that would find it again: a tile growing back would wait
+/// for the estimate's slow additive climb before it got the top layer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shrunken_tile_keeps_the_estimate_toward_its_viewer() {
+    let _serial = SERIAL.lock().await;
+    let server = Server::start();
+    let room = "estimate";
+    let mut viewers = vec![Viewer::join(&server, room, "large").await];
+    let mut publisher = Publisher::join(&server, room, "camera", false, &SIMULCAST).await;
+    let video = publisher.video_id();
+    wait_tracks_of(&viewers[0].client, publisher.peer_id, 1).await;
+    viewers[0].tile(&video, 1280, 720).await;
+    publisher.start(VIDEO_TICK);
+    wait_viewers(
+        &mut viewers,
+        &video,
+        Duration::from_secs(15),
+        "the large viewer to receive 20 packets of layer 2",
+        |vs| vs[0].layer_counts(&video)[2] >= 20,
+    )
+    .await;
+    // The initial probes are over by now.
+    watch(&mut viewers, Duration::from_secs(3)).await;
+    let before = viewers[0].media_stats().await;
+    let start = before
+        .estimate_bps
+        .unwrap_or_else(|| panic!("no estimate toward the viewer: {before:?}"));
+
+    let shrink = Instant::now();
+    viewers[0].tile(&video, 240, 135).await;
+    // A periodic probe goes out at most 5 s apart while the link is quiet.
+    let mut lowest = (start, Duration::ZERO);
+    let mut layer = None;
+    while shrink.elapsed() < Duration::from_secs(8) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let stats = viewers[0].media_stats().await;
+        layer = leg(&stats, &video).layer;
+        let estimate = stats.estimate_bps.unwrap_or(0);
+        if estimate < lowest.0 {
+            lowest = (estimate, shrink.elapsed());
+        }
+    }
+    println!(
+        "estimate toward the viewer {start} bit/s before the shrink, lowest {} bit/s {:?} after it",
+        lowest.0, lowest.1
+    );
+    assert_eq!(layer, Some(0), "the shrunken tile takes layer 0");
+    assert!(
+        lowest.0 >= start / 2,
+        "the estimate fell from {start} to {} bit/s {:?} after the shrink",
+        lowest.0,
+        lowest.1
+    );
+    assert!(viewers[0].errors.is_empty(), "{:?}", viewers[0].errors);
+    finish(vec![publisher], viewers).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_top_layer_falls_back_to_the_middle_and_comes_back() {
     let _serial = SERIAL.lock().await;

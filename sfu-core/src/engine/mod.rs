@@ -68,6 +68,16 @@ enum Route {
 /// without the session's timeout pass.
 const SESSION_SERVICE: Duration = Duration::from_millis(20);
 
+/// A session is given the deadlines it sets within this of the time it was woken for, in the
+/// same wake. str0m's pacer releases one packet per timeout and asks for the next a microsecond
+/// later; each of those waiting for the shell's timer (a millisecond or more) sent probes at a
+/// fraction of their rate, and a probe measures what was sent.
+const SESSION_DEADLINE_SLACK: Duration = Duration::from_micros(50);
+
+/// At most this many timeouts per session and wake (a probe burst is a few packets; the rest of
+/// a large one waits for the next wake).
+const SESSION_TIMEOUT_ROUNDS: usize = 32;
+
 /// Room for the largest payload a datagram the core accepts can carry.
 const RX_PAYLOAD_BYTES: usize = 2048;
 
@@ -95,6 +105,8 @@ pub struct Core {
     events: VecDeque<Event>,
     /// Where a member's media payload is decrypted to before its track keeps it (reused).
     rx_payload: Vec<u8>,
+    /// The timers due in one [`Core::handle_timeout`] (reused).
+    due: Vec<(PeerId, Timer)>,
 }
 
 impl Core {
@@ -112,6 +124,7 @@ impl Core {
             counters: Counters::default(),
             events: VecDeque::with_capacity(64),
             rx_payload: vec![0; RX_PAYLOAD_BYTES],
+            due: Vec::new(),
         }
     }
 
@@ -189,24 +202,44 @@ impl Core {
     /// Feeds time to every member whose deadline passed, drops members that never connected or
     /// went silent, and revisits media quality when its tick is due.
     pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some((id, timer)) = self.timers.pop_due(now) {
+        // Taken out first, so a session that is due again after its turn waits for the next call.
+        let mut due = std::mem::take(&mut self.due);
+        while let Some(key) = self.timers.pop_due(now) {
+            due.push(key);
+        }
+        for (id, timer) in due.drain(..) {
             match timer {
-                Timer::Session => {
-                    if let Some(peer) = self.members.get_mut(id) {
-                        peer.session_deadline = None;
-                        if let Err(e) = peer.rtc.handle_input(Input::Timeout(now)) {
-                            warn!(peer = id, error = %e, "session failed on timeout");
-                        }
-                        self.members.mark_dirty(id);
-                    }
-                }
+                Timer::Session => self.session_timeout(now, id),
                 Timer::Liveness => self.check_liveness(now, id),
             }
         }
+        self.due = due;
         if self.quality.tick_due(now, !self.members.is_empty()) {
             self.quality_tick(now);
         }
         self.drive(now);
+    }
+
+    /// Feeds time to member `id`'s session, and again to each deadline it then sets within
+    /// [`SESSION_DEADLINE_SLACK`] of `now` (at most [`SESSION_TIMEOUT_ROUNDS`] times), polling it
+    /// in between. Each round is fed the deadline itself, not `now` again: the pacer sends one
+    /// packet per instant.
+    fn session_timeout(&mut self, now: Instant, id: PeerId) {
+        let mut at = now;
+        for _ in 0..SESSION_TIMEOUT_ROUNDS {
+            let Some(peer) = self.members.get_mut(id) else {
+                return;
+            };
+            peer.session_deadline = None;
+            if let Err(e) = peer.rtc.handle_input(Input::Timeout(at)) {
+                warn!(peer = id, error = %e, "session failed on timeout");
+            }
+            self.drive_member(now, id);
+            match self.members.get(id).and_then(|p| p.session_deadline) {
+                Some(next) if next <= now + SESSION_DEADLINE_SLACK => at = at.max(next),
+                _ => return,
+            }
+        }
     }
 
     /// The next thing for the shell to do, or `None` when there is nothing until more input.
@@ -437,13 +470,18 @@ impl Core {
     /// Polls every dirty member's session until it has nothing more, acting on its events.
     fn drive(&mut self, now: Instant) {
         while let Some(id) = self.members.next_dirty() {
-            self.poll_session(id);
-            while let Some(event) = self.events.pop_front() {
-                self.on_event(now, id, event);
-            }
-            if self.members.get(id).is_some_and(|p| !p.rtc.is_alive()) {
-                self.remove_peer(now, id, Some("the WebRTC session closed"));
-            }
+            self.drive_member(now, id);
+        }
+    }
+
+    /// Polls member `id`'s session until it has nothing more, acting on its events.
+    fn drive_member(&mut self, now: Instant, id: PeerId) {
+        self.poll_session(id);
+        while let Some(event) = self.events.pop_front() {
+            self.on_event(now, id, event);
+        }
+        if self.members.get(id).is_some_and(|p| !p.rtc.is_alive()) {
+            self.remove_peer(now, id, Some("the WebRTC session closed"));
         }
     }
 

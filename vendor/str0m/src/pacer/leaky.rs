@@ -3,6 +3,7 @@ use std::time::{Duration, Instant};
 
 use super::Pacer;
 use super::PaddingRequest;
+use super::QueuePriority;
 use super::QueueState;
 use crate::Reason;
 use crate::bwe_::ProbeClusterConfig;
@@ -252,6 +253,11 @@ impl LeakyBucketPacer {
         log_pacer_padding_debt!(self.padding_debt.as_bytes_usize());
     }
 
+    /// When to poll next, and which queue.
+    ///
+    /// edge-sfu: during a probe, a queue holding only padding is polled at once: that padding is
+    /// the burst the probe asked for (what its cluster owes, `ProbeClusterState::next_packet`).
+    /// Held to the probe's next burst time, the rest of a burst waited a burst interval.
     fn next_poll(&self, now: Instant) -> Option<((Instant, PacerReason), Option<&QueueState>)> {
         // If we have never sent before, do so immediately on an arbitrary non-empty queue.
         if self.last_emitted.is_none() {
@@ -292,8 +298,13 @@ impl LeakyBucketPacer {
             if self.adjusted_bitrate > Bitrate::ZERO {
                 // Check if we're actively probing and should use probe-specific timing
                 let poll_at = if let Some(probe) = self.probe_queue.front() {
-                    // During probe: use absolute time directly from probe state
-                    (probe.next_probe_time(), PacerReason::Probe1)
+                    // edge-sfu: queued padding is the probe's burst, it goes at once.
+                    if queue.snapshot.priority == QueuePriority::Padding {
+                        (now, PacerReason::Probe1)
+                    } else {
+                        // During probe: use absolute time directly from probe state
+                        (probe.next_probe_time(), PacerReason::Probe1)
+                    }
                 } else {
                     // Normal pacing: use relative offset based on debt
                     let drain_debt_time = self.media_debt / self.adjusted_bitrate;

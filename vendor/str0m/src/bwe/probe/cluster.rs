@@ -244,6 +244,12 @@ impl ProbeClusterState {
     ///
     /// Returns `None` if it's not time to send yet, or if we've already created
     /// a padding packet for this instant.
+    ///
+    /// edge-sfu: a late burst makes up what the cluster is behind: it asks for the bytes the
+    /// target rate owes since the cluster started, when that is more than one burst. Woken late
+    /// (a shell's timer is a millisecond or coarser), one burst per wake sent the probe at a
+    /// fraction of its rate, and a probe measures what was sent: the estimate then climbed only
+    /// by slow additive increase.
     pub fn next_packet(&mut self, now: Instant) -> Option<DataSize> {
         if self.started_at.is_none() {
             self.started_at = Some(now);
@@ -279,6 +285,13 @@ impl ProbeClusterState {
             recommended_probe_size.as_bytes_i64(),
             MAX_PADDING_PACKET_SIZE.as_bytes_i64(),
         ));
+
+        // edge-sfu: a late burst makes up what the cluster is behind.
+        let owed = self.started_at.map_or(DataSize::ZERO, |started| {
+            (self.config.target_bitrate * now.saturating_duration_since(started))
+                .saturating_sub(self.bytes_sent)
+        });
+        let recommended_probe_size = recommended_probe_size.max(owed);
 
         // Calculate remaining bytes needed to complete the probe cluster.
         let bytes_remaining = self.config.target_bytes().saturating_sub(self.bytes_sent);
