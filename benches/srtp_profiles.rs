@@ -10,9 +10,11 @@
 //! leave that out, and a connected `Rtc` pair (the `srtp_seal` bench in `forwarding.rs`) would
 //! add serialisation and bookkeeping and fix the profile to the one DTLS picks.
 //!
-//! aws-lc picks its AES and GHASH code by CPU features; `OPENSSL_ia32cap` masks them, which is how
-//! `docs/benchmarks.md` approximates a CPU without AES instructions (Raspberry Pi 4 class):
-//! `OPENSSL_ia32cap='~0x200000200000000' cargo bench --bench srtp_profiles`.
+//! aws-lc picks its AES, GHASH and SHA-1 code by CPU features; `OPENSSL_ia32cap` masks them, which
+//! is how `docs/benchmarks.md` approximates a CPU without AES instructions (Raspberry Pi 4 class).
+//! AES-NI and PCLMULQDQ alone are not enough where the CPU has VAES/VPCLMULQDQ and AVX-512:
+//! `OPENSSL_ia32cap='~0x200000200000000:~0x60020000000' cargo bench --bench srtp_profiles`.
+//! `scripts/srtp-profiles` runs it alternating with and without masks.
 //!
 //! Run: `cargo bench --bench srtp_profiles`.
 
