@@ -794,7 +794,7 @@ pub mod rtp {
         RedBlock, RedDecoder, RedEncoder, RedundantBlock, Vp8Descriptor, Vp8DescriptorError,
         Vp8Patch, Vp8PatchBuilder, Vp8PatchError,
     };
-    pub use crate::rtp_::{RtpHeader, SeqNo, SrtpReceiver, Ssrc, VideoOrientation};
+    pub use crate::rtp_::{RtpHeader, SeqNo, SrtpReceiver, SrtpSender, Ssrc, VideoOrientation};
     pub use crate::session::{DIRECT_SEND_HEADROOM, DirectReceived};
     pub use crate::streams::DirectRtp;
     pub use crate::streams::{

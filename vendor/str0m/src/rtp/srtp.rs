@@ -222,6 +222,50 @@ impl SrtpReceiver {
     }
 }
 
+/// Seals RTP packets outside an [`Rtc`][crate::Rtc] session, with keys the caller gives
+/// (edge-sfu: a micro-benchmark of each SRTP profile's sealing cost, `benches/srtp_profiles.rs`,
+/// with made-up keys instead of a DTLS handshake per profile). It seals exactly as a session's
+/// send path does ([`Rtc::send_rtp_direct`][crate::Rtc::send_rtp_direct]); edge-sfu's
+/// `sfu-core/tests/srtp_sender.rs` holds it to libsrtp's reference packets.
+#[derive(Debug)]
+pub struct SrtpSender(SrtpContext);
+
+impl SrtpSender {
+    /// An SRTP context for `profile` made from `keying_material` laid out as DTLS-SRTP exports it
+    /// (RFC 5764 section 4.2: client key, server key, client salt, server salt), sealing with the
+    /// client's key and salt.
+    ///
+    /// Panics when `keying_material` is not `profile.keying_material_len()` bytes long.
+    pub fn new(
+        crypto: &CryptoProvider,
+        profile: SrtpProfile,
+        keying_material: &KeyingMaterial,
+    ) -> Self {
+        SrtpSender(SrtpContext::new(crypto, profile, keying_material, true))
+    }
+
+    /// Seals the RTP packet in `buf[..end]`, whose header (extensions included) is `header_len`
+    /// bytes long, from `ssrc`, at packet index `index` (rollover counter << 16 | sequence
+    /// number), in place: the payload is encrypted where it lies and the tag written after it.
+    /// `buf` must hold `end` + 16 bytes (the longest tag). Returns the sealed length.
+    pub fn protect_rtp_in_place(
+        &mut self,
+        buf: &mut [u8],
+        header_len: usize,
+        ssrc: u32,
+        index: u64,
+        end: usize,
+    ) -> usize {
+        let header = RtpHeader {
+            header_len,
+            ssrc: ssrc.into(),
+            sequence_number: index as u16,
+            ..Default::default()
+        };
+        self.0.protect_rtp_in_place(buf, &header, end, index)
+    }
+}
+
 #[derive(Debug)]
 pub struct SrtpContext {
     /// Encryption/decryption derived from srtp_key for RTP.
