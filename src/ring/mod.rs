@@ -188,7 +188,7 @@ impl Ring {
         if let Err(e) = self.push(&entry.user_data(u64::from(index))) {
             // Never submitted: hand the buffers back through the slot and free it.
             self.sends
-                .finish(index, |slot| std::mem::swap(buffers, &mut slot.buffers));
+                .finish(index, |slot| buffers.append(&mut slot.buffers));
             return Err(e);
         }
         Ok(())

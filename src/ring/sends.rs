@@ -95,7 +95,8 @@ pub struct SendSlots {
 
 impl SendSlots {
     /// A free slot, filled with `buffers` for `destination`; returns its index (the submission's
-    /// user data). `buffers` is left empty with the slot's old capacity.
+    /// user data). `buffers` is left empty with its capacity: the datagrams move, the vectors do
+    /// not, so a slot's vector only grows to the longest run it carried.
     pub fn start(
         &mut self,
         buffers: &mut Vec<Vec<u8>>,
@@ -110,7 +111,7 @@ impl SendSlots {
             }
         };
         let slot = &mut self.slots[index as usize];
-        std::mem::swap(&mut slot.buffers, buffers);
+        slot.buffers.append(buffers);
         slot.source = source;
         slot.destination = destination;
         slot.addr_len = to_storage(destination, &mut slot.addr);
