@@ -79,6 +79,7 @@ async fn io_loop(shared: Rc<Shared>, ring: Ring, index: usize) {
 /// about one step's fan-out, and sends completed during a submission are reaped, their buffers
 /// reused, in the next step.
 fn round(shared: &Shared, ring: &mut Ring, sender: &mut RingSender) -> std::io::Result<()> {
+    let mut receive_error = None;
     for _ in 0..STEPS_PER_ROUND {
         let now = Instant::now();
         let mut received = 0usize;
@@ -94,7 +95,7 @@ fn round(shared: &Shared, ring: &mut Ring, sender: &mut RingSender) -> std::io::
                 segmented,
                 result,
             } => sender.sent(shared, buffers, source, destination, segmented, result),
-            Completion::ReceiveFailed(e) => warn!(error = %e, "io_uring receive failed"),
+            Completion::ReceiveFailed(e) => receive_error = Some(e),
         });
         if received > 0 {
             shared.flush();
@@ -106,7 +107,9 @@ fn round(shared: &Shared, ring: &mut Ring, sender: &mut RingSender) -> std::io::
             break;
         }
     }
-    Ok(())
+    // Reported once per round, which makes the loop back off: a receive that keeps failing
+    // must not spin the worker.
+    receive_error.map_or(Ok(()), Err)
 }
 
 /// Moves the send queue into the ring, one send per run of the GSO plan.
