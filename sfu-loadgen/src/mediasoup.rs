@@ -28,7 +28,6 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::error::{LoadgenError, Result};
 use crate::peer::{NewPc, Peers, TxTracks};
-use crate::transport::{Media, Received};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -231,20 +230,14 @@ impl MediasoupConn {
         })
     }
 
-    /// Queues one packet on the sending connection; `Ok(false)` when its queue is full.
-    pub fn send(&mut self, media: Media, payload: Vec<u8>, marker: bool) -> Result<bool> {
-        self.peers.send(media, payload, marker)
+    /// The two peer connections: packets go out on one and come in on the other.
+    pub fn peers_mut(&mut self) -> &mut Peers {
+        &mut self.peers
     }
 
-    /// The next packet received on the receiving connection (never, when a reader takes the
-    /// media).
-    pub async fn recv(&mut self) -> Received {
-        self.peers.recv().await
-    }
-
-    /// Packets lost between the peer connection task and the caller.
-    pub fn events_dropped(&self) -> u64 {
-        self.peers.events_dropped()
+    /// The two peer connections, for their counters.
+    pub fn peers(&self) -> &Peers {
+        &self.peers
     }
 
     /// Leaves: closes the WebSocket (the server closes the transports) and stops the tasks.

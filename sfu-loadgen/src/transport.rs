@@ -211,8 +211,8 @@ impl Conn {
                 }
             }
             Conn::Udp(u) => u.send(media, &payload, marker),
-            Conn::Janus(j) => j.send(media, payload, marker),
-            Conn::Mediasoup(m) => m.send(media, payload, marker),
+            Conn::Janus(j) => j.peers_mut().send(media, payload, marker),
+            Conn::Mediasoup(m) => m.peers_mut().send(media, payload, marker),
         }
     }
 
@@ -233,8 +233,8 @@ impl Conn {
                 None => Received::Closed("the client's event queue closed".into()),
             },
             Conn::Udp(u) => u.recv().await,
-            Conn::Janus(j) => j.recv().await,
-            Conn::Mediasoup(m) => m.recv().await,
+            Conn::Janus(j) => j.peers_mut().recv().await,
+            Conn::Mediasoup(m) => m.peers_mut().recv().await,
         }
     }
 
@@ -243,8 +243,8 @@ impl Conn {
         match self {
             Conn::Rtc { client, .. } => client.counters().events_dropped,
             Conn::Udp(_) => 0,
-            Conn::Janus(j) => j.events_dropped(),
-            Conn::Mediasoup(m) => m.events_dropped(),
+            Conn::Janus(j) => j.peers().events_dropped(),
+            Conn::Mediasoup(m) => m.peers().events_dropped(),
         }
     }
 
