@@ -117,8 +117,8 @@ struct RingSender {
     plan: GsoPlan,
     /// Queued datagrams taken for this plan (taken out one by one as their run is sent).
     staged: Vec<Option<Transmit>>,
-    /// The buffers of the run being built (handed to the ring's slot, which gives back an empty
-    /// vector of the same capacity).
+    /// The buffers of the run being built: they move into the ring's send slot, and the vector
+    /// stays, emptied, for the next run.
     run: Vec<Vec<u8>>,
 }
 
