@@ -19,13 +19,12 @@ use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::media::{Direction, MediaKind};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::error::{LoadgenError, Result};
-use crate::peer::{NewPc, Peers, TxTracks};
+use crate::peer::{BaselineConn, NewPc, Peers, TxTracks};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -142,13 +141,6 @@ pub async fn create_room(url: &str, room: u64, publishers: u32) -> Result<()> {
     Ok(())
 }
 
-/// A joined Janus videoroom participant.
-pub struct JanusConn {
-    peers: Peers,
-    keepalive: JoinHandle<()>,
-    stop: watch::Sender<bool>,
-}
-
 /// What a Janus participant does.
 #[derive(Debug, Clone)]
 pub struct JanusJoin<'a> {
@@ -169,173 +161,150 @@ pub struct JanusJoin<'a> {
     /// Limit for the whole join.
     pub timeout: Duration,
     /// Reads the subscriber connection's media once DTLS is up (the lean receive path); without
-    /// one, str0m opens it and [`JanusConn::recv`] returns each packet.
+    /// one, str0m opens it and [`BaselineConn::peers_mut`]'s `recv` returns each packet.
     pub reader: Option<Arc<dyn MediaReader>>,
 }
 
-impl JanusConn {
-    /// Publishes (when asked), waits for the other publishers, subscribes to all of them.
-    pub async fn connect(j: JanusJoin<'_>) -> Result<JanusConn> {
-        let deadline = Instant::now() + j.timeout;
-        let mut s = Session::open(j.url).await?;
-        let mut peers = Peers::new(j.reader.clone());
-        let mut own_id = None;
+/// Publishes (when asked), waits for the other publishers, subscribes to all of them.
+pub async fn connect(j: JanusJoin<'_>) -> Result<BaselineConn> {
+    let deadline = Instant::now() + j.timeout;
+    let mut s = Session::open(j.url).await?;
+    let mut peers = Peers::new(j.reader.clone());
+    let mut own_id = None;
 
-        if j.audio || j.video {
-            let h = s.attach().await?;
-            let joined = s
+    if j.audio || j.video {
+        let h = s.attach().await?;
+        let joined = s
+            .message(
+                h,
+                json!({"request": "join", "ptype": "publisher", "room": j.room, "display": j.name}),
+                None,
+            )
+            .await?;
+        own_id = joined
+            .pointer("/plugindata/data/id")
+            .and_then(Value::as_u64);
+        let mut pc = NewPc::bind(j.bind_ip).await?;
+        let mut api = pc.rtc.sdp_api();
+        let amid = j
+            .audio
+            .then(|| api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None));
+        let vmid = j
+            .video
+            .then(|| api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None));
+        let (offer, pending) = api.apply().ok_or_else(|| err("no offer to make"))?;
+        let answer = s
+            .message(
+                h,
+                json!({"request": "configure", "audio": j.audio, "video": j.video}),
+                Some(json!({"type": "offer", "sdp": offer.to_sdp_string()})),
+            )
+            .await?;
+        let sdp = answer
+            .pointer("/jsep/sdp")
+            .and_then(Value::as_str)
+            .ok_or_else(|| err(format!("no answer sdp in {answer}")))?;
+        let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| err(format!("answer: {e}")))?;
+        pc.rtc
+            .sdp_api()
+            .accept_answer(pending, answer)
+            .map_err(|e| err(format!("accepting janus's answer: {e}")))?;
+        let tx = TxTracks::negotiated(&pc.rtc, amid, vmid, false)
+            .ok_or_else(|| err("janus accepted no usable codec"))?;
+        peers
+            .start_publisher(pc, tx)
+            .wait_connected("janus", deadline.saturating_duration_since(Instant::now()))
+            .await?;
+    }
+
+    if j.subscribe_to > 0 {
+        let h = s.attach().await?;
+        // Wait until every publisher we should see is in the room.
+        let feeds = loop {
+            let list = s
                 .message(
                     h,
-                    json!({"request": "join", "ptype": "publisher", "room": j.room, "display": j.name}),
+                    json!({"request": "listparticipants", "room": j.room}),
                     None,
                 )
                 .await?;
-            own_id = joined
-                .pointer("/plugindata/data/id")
-                .and_then(Value::as_u64);
-            let mut pc = NewPc::bind(j.bind_ip).await?;
-            let mut api = pc.rtc.sdp_api();
-            let amid = j
-                .audio
-                .then(|| api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None));
-            let vmid = j
-                .video
-                .then(|| api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None));
-            let (offer, pending) = api.apply().ok_or_else(|| err("no offer to make"))?;
-            let answer = s
-                .message(
-                    h,
-                    json!({"request": "configure", "audio": j.audio, "video": j.video}),
-                    Some(json!({"type": "offer", "sdp": offer.to_sdp_string()})),
-                )
-                .await?;
-            let sdp = answer
-                .pointer("/jsep/sdp")
-                .and_then(Value::as_str)
-                .ok_or_else(|| err(format!("no answer sdp in {answer}")))?;
-            let answer =
-                SdpAnswer::from_sdp_string(sdp).map_err(|e| err(format!("answer: {e}")))?;
-            pc.rtc
-                .sdp_api()
-                .accept_answer(pending, answer)
-                .map_err(|e| err(format!("accepting janus's answer: {e}")))?;
-            let tx = TxTracks::negotiated(&pc.rtc, amid, vmid, false)
-                .ok_or_else(|| err("janus accepted no usable codec"))?;
-            peers
-                .start_publisher(pc, tx)
-                .wait_connected("janus", deadline.saturating_duration_since(Instant::now()))
-                .await?;
-        }
-
-        if j.subscribe_to > 0 {
-            let h = s.attach().await?;
-            // Wait until every publisher we should see is in the room.
-            let feeds = loop {
-                let list = s
-                    .message(
-                        h,
-                        json!({"request": "listparticipants", "room": j.room}),
-                        None,
-                    )
-                    .await?;
-                let feeds: Vec<u64> = list
-                    .pointer("/plugindata/data/participants")
-                    .and_then(Value::as_array)
-                    .map(|a| {
-                        a.iter()
-                            .filter(|p| p.get("publisher").and_then(Value::as_bool) == Some(true))
-                            .filter_map(|p| p.get("id").and_then(Value::as_u64))
-                            .filter(|id| Some(*id) != own_id)
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                if feeds.len() >= j.subscribe_to as usize {
-                    break feeds;
-                }
-                if Instant::now() > deadline {
-                    return Err(LoadgenError::Timeout(format!(
-                        "{} publishers in janus room {} (saw {})",
-                        j.subscribe_to,
-                        j.room,
-                        feeds.len()
-                    )));
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            };
-            let streams: Vec<Value> = feeds.iter().map(|f| json!({"feed": f})).collect();
-            let mut body = json!({"request": "join", "ptype": "subscriber", "room": j.room, "streams": streams});
-            if let Some(id) = own_id {
-                body["private_id"] = json!(id);
+            let feeds: Vec<u64> = list
+                .pointer("/plugindata/data/participants")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter(|p| p.get("publisher").and_then(Value::as_bool) == Some(true))
+                        .filter_map(|p| p.get("id").and_then(Value::as_u64))
+                        .filter(|id| Some(*id) != own_id)
+                        .collect()
+                })
+                .unwrap_or_default();
+            if feeds.len() >= j.subscribe_to as usize {
+                break feeds;
             }
-            let attached = s.message(h, body, None).await?;
-            let sdp = attached
-                .pointer("/jsep/sdp")
-                .and_then(Value::as_str)
-                .ok_or_else(|| err(format!("no offer sdp in {attached}")))?;
-            let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| err(format!("offer: {e}")))?;
-            let mut pc = NewPc::bind(j.bind_ip).await?;
-            let answer = pc
-                .rtc
-                .sdp_api()
-                .accept_offer(offer)
-                .map_err(|e| err(format!("accepting janus's offer: {e}")))?;
-            s.message(
-                h,
-                json!({"request": "start"}),
-                Some(json!({"type": "answer", "sdp": answer.to_sdp_string()})),
-            )
+            if Instant::now() > deadline {
+                return Err(LoadgenError::Timeout(format!(
+                    "{} publishers in janus room {} (saw {})",
+                    j.subscribe_to,
+                    j.room,
+                    feeds.len()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let streams: Vec<Value> = feeds.iter().map(|f| json!({"feed": f})).collect();
+        let mut body =
+            json!({"request": "join", "ptype": "subscriber", "room": j.room, "streams": streams});
+        if let Some(id) = own_id {
+            body["private_id"] = json!(id);
+        }
+        let attached = s.message(h, body, None).await?;
+        let sdp = attached
+            .pointer("/jsep/sdp")
+            .and_then(Value::as_str)
+            .ok_or_else(|| err(format!("no offer sdp in {attached}")))?;
+        let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| err(format!("offer: {e}")))?;
+        let mut pc = NewPc::bind(j.bind_ip).await?;
+        let answer = pc
+            .rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| err(format!("accepting janus's offer: {e}")))?;
+        s.message(
+            h,
+            json!({"request": "start"}),
+            Some(json!({"type": "answer", "sdp": answer.to_sdp_string()})),
+        )
+        .await?;
+        peers
+            .start_subscriber(pc)
+            .wait_connected("janus", deadline.saturating_duration_since(Instant::now()))
             .await?;
-            peers
-                .start_subscriber(pc)
-                .wait_connected("janus", deadline.saturating_duration_since(Instant::now()))
-                .await?;
-        }
+    }
 
-        // From here on the WebSocket only keeps the session alive.
-        let (stop_tx, mut stop_rx) = watch::channel(false);
-        let keepalive = tokio::spawn(async move {
-            let mut iv = tokio::time::interval(Duration::from_secs(15));
-            loop {
-                tokio::select! {
-                    _ = stop_rx.changed() => break,
-                    _ = iv.tick() => {
-                        let tx = format!("k{}", s.next);
-                        s.next += 1;
-                        let msg = json!({"janus": "keepalive", "session_id": s.id, "transaction": tx});
-                        if s.ws.send(Message::text(msg.to_string())).await.is_err() {
-                            return;
-                        }
+    // From here on the WebSocket only keeps the session alive.
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    let keepalive = tokio::spawn(async move {
+        let mut iv = tokio::time::interval(Duration::from_secs(15));
+        loop {
+            tokio::select! {
+                _ = stop_rx.changed() => break,
+                _ = iv.tick() => {
+                    let tx = format!("k{}", s.next);
+                    s.next += 1;
+                    let msg = json!({"janus": "keepalive", "session_id": s.id, "transaction": tx});
+                    if s.ws.send(Message::text(msg.to_string())).await.is_err() {
+                        return;
                     }
-                    m = s.ws.next() => if m.is_none() { return },
                 }
+                m = s.ws.next() => if m.is_none() { return },
             }
-            let msg = json!({"janus": "destroy", "session_id": s.id, "transaction": "bye"});
-            let _ = s.ws.send(Message::text(msg.to_string())).await;
-            let _ = s.ws.close(None).await;
-        });
-        Ok(JanusConn {
-            peers,
-            keepalive,
-            stop: stop_tx,
-        })
-    }
-
-    /// The two peer connections: packets go out on one and come in on the other.
-    pub fn peers_mut(&mut self) -> &mut Peers {
-        &mut self.peers
-    }
-
-    /// The two peer connections, for their counters.
-    pub fn peers(&self) -> &Peers {
-        &self.peers
-    }
-
-    /// Leaves: destroys the session (Janus hangs up both connections) and stops the tasks.
-    pub async fn leave(mut self) {
-        let _ = self.stop.send(true);
-        let _ = tokio::time::timeout(Duration::from_secs(2), &mut self.keepalive).await;
-        self.peers.stop();
-    }
+        }
+        let msg = json!({"janus": "destroy", "session_id": s.id, "transaction": "bye"});
+        let _ = s.ws.send(Message::text(msg.to_string())).await;
+        let _ = s.ws.close(None).await;
+    });
+    Ok(BaselineConn::new(peers, keepalive, stop_tx))
 }
 
 /// A Janus process started for a run, with its own minimal configuration; killed on drop.

@@ -22,12 +22,11 @@ use str0m::media::{Direction, MediaKind};
 use str0m::Rtc;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::error::{LoadgenError, Result};
-use crate::peer::{NewPc, Peers, TxTracks};
+use crate::peer::{BaselineConn, NewPc, Peers, TxTracks};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -116,136 +115,105 @@ pub struct MediasoupJoin<'a> {
     /// Limit for the whole join.
     pub timeout: Duration,
     /// Reads the receiving connection's media once DTLS is up (the lean receive path); without
-    /// one, str0m opens it and [`MediasoupConn::recv`] returns each packet.
+    /// one, str0m opens it and [`BaselineConn::peers_mut`]'s `recv` returns each packet.
     pub reader: Option<Arc<dyn MediaReader>>,
 }
 
-/// A joined mediasoup participant.
-pub struct MediasoupConn {
-    peers: Peers,
-    /// Keeps the WebSocket open (closing it closes the transports on the server).
-    signal: JoinHandle<()>,
-    stop: watch::Sender<bool>,
-}
+/// Joins the room, produces (when asked), waits for the other publishers and consumes all of
+/// them.
+pub async fn connect(j: MediasoupJoin<'_>) -> Result<BaselineConn> {
+    let deadline = Instant::now() + j.timeout;
+    let left = || deadline.saturating_duration_since(Instant::now());
+    let mut s = tokio::time::timeout(j.timeout, Signal::open(j.url))
+        .await
+        .map_err(|_| LoadgenError::Timeout("the mediasoup websocket".into()))??;
+    let joined = s.call("join", json!({"room": j.room})).await?;
+    let caps = &joined["rtpCapabilities"];
+    let mut peers = Peers::new(j.reader.clone());
 
-impl MediasoupConn {
-    /// Joins the room, produces (when asked), waits for the other publishers and consumes all of
-    /// them.
-    pub async fn connect(j: MediasoupJoin<'_>) -> Result<MediasoupConn> {
-        let deadline = Instant::now() + j.timeout;
-        let left = || deadline.saturating_duration_since(Instant::now());
-        let mut s = tokio::time::timeout(j.timeout, Signal::open(j.url))
-            .await
-            .map_err(|_| LoadgenError::Timeout("the mediasoup websocket".into()))??;
-        let joined = s.call("join", json!({"room": j.room})).await?;
-        let caps = &joined["rtpCapabilities"];
-        let mut peers = Peers::new(j.reader.clone());
-
-        if j.audio || j.video {
-            let t = s.call("transport", json!({"direction": "send"})).await?;
-            let remote = sdp::Remote::from_answer(&t)?;
-            let mut pc = NewPc::bind(j.bind_ip).await?;
-            let mut api = pc.rtc.sdp_api();
-            let amid = j
-                .audio
-                .then(|| api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None));
-            let vmid = j
-                .video
-                .then(|| api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None));
-            let (offer, pending) = api.apply().ok_or_else(|| err("no offer to make"))?;
-            let producers = sdp::producers(&offer.to_sdp_string(), caps)?;
-            let answer = SdpAnswer::from_sdp_string(&sdp::answer(&remote, &producers)?)
-                .map_err(|e| err(format!("the answer made for str0m: {e}")))?;
-            pc.rtc
-                .sdp_api()
-                .accept_answer(pending, answer)
-                .map_err(|e| err(format!("str0m refused the answer: {e}")))?;
-            // str0m offered actpass and the answer says passive: str0m is the DTLS client.
-            s.connect(&remote.id, &mut pc.rtc, "client").await?;
-            s.call(
-                "produce",
-                json!({"transportId": remote.id, "producers": producers}),
-            )
+    if j.audio || j.video {
+        let t = s.call("transport", json!({"direction": "send"})).await?;
+        let remote = sdp::Remote::from_answer(&t)?;
+        let mut pc = NewPc::bind(j.bind_ip).await?;
+        let mut api = pc.rtc.sdp_api();
+        let amid = j
+            .audio
+            .then(|| api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None));
+        let vmid = j
+            .video
+            .then(|| api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None));
+        let (offer, pending) = api.apply().ok_or_else(|| err("no offer to make"))?;
+        let producers = sdp::producers(&offer.to_sdp_string(), caps)?;
+        let answer = SdpAnswer::from_sdp_string(&sdp::answer(&remote, &producers)?)
+            .map_err(|e| err(format!("the answer made for str0m: {e}")))?;
+        pc.rtc
+            .sdp_api()
+            .accept_answer(pending, answer)
+            .map_err(|e| err(format!("str0m refused the answer: {e}")))?;
+        // str0m offered actpass and the answer says passive: str0m is the DTLS client.
+        s.connect(&remote.id, &mut pc.rtc, "client").await?;
+        s.call(
+            "produce",
+            json!({"transportId": remote.id, "producers": producers}),
+        )
+        .await?;
+        let tx = TxTracks::negotiated(&pc.rtc, amid, vmid, true)
+            .ok_or_else(|| err("no usable codec negotiated"))?;
+        peers
+            .start_publisher(pc, tx)
+            .wait_connected("mediasoup", left())
             .await?;
-            let tx = TxTracks::negotiated(&pc.rtc, amid, vmid, true)
-                .ok_or_else(|| err("no usable codec negotiated"))?;
-            peers
-                .start_publisher(pc, tx)
-                .wait_connected("mediasoup", left())
-                .await?;
-        }
+    }
 
-        if j.subscribe_to > 0 {
-            let t = s.call("transport", json!({"direction": "recv"})).await?;
-            let remote = sdp::Remote::from_answer(&t)?;
-            let ask = json!({
-                "transportId": remote.id,
-                "rtpCapabilities": sdp::client_capabilities(caps),
-                "publishers": j.subscribe_to,
-            });
-            let consumed = tokio::time::timeout(left(), s.call("consume", ask))
-                .await
-                .map_err(|_| {
-                    LoadgenError::Timeout(format!(
-                        "{} publishers in mediasoup room {}",
-                        j.subscribe_to, j.room
-                    ))
-                })??;
-            let consumers = consumed["consumers"]
-                .as_array()
-                .filter(|c| !c.is_empty())
-                .ok_or_else(|| err(format!("nothing to consume in {consumed}")))?;
-            let offer = SdpOffer::from_sdp_string(&sdp::consumer_offer(&remote, consumers)?)
-                .map_err(|e| err(format!("the offer made for str0m: {e}")))?;
-            let mut pc = NewPc::bind(j.bind_ip).await?;
-            let answer = pc
-                .rtc
-                .sdp_api()
-                .accept_offer(offer)
-                .map_err(|e| err(format!("str0m refused the consumers' offer: {e}")))?;
-            let role = sdp::dtls_role(&answer.to_sdp_string());
-            s.connect(&remote.id, &mut pc.rtc, role).await?;
-            peers
-                .start_subscriber(pc)
-                .wait_connected("mediasoup", left())
-                .await?;
-            // Resumed only now, as mediasoup advises: no media is lost before the connection.
-            s.call("resume", json!({})).await?;
-        }
-
-        let (stop_tx, mut stop_rx) = watch::channel(false);
-        let signal = tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = stop_rx.changed() => break,
-                    m = s.ws.next() => if !matches!(m, Some(Ok(_))) { return },
-                }
-            }
-            let _ = s.ws.close(None).await;
+    if j.subscribe_to > 0 {
+        let t = s.call("transport", json!({"direction": "recv"})).await?;
+        let remote = sdp::Remote::from_answer(&t)?;
+        let ask = json!({
+            "transportId": remote.id,
+            "rtpCapabilities": sdp::client_capabilities(caps),
+            "publishers": j.subscribe_to,
         });
-        Ok(MediasoupConn {
-            peers,
-            signal,
-            stop: stop_tx,
-        })
+        let consumed = tokio::time::timeout(left(), s.call("consume", ask))
+            .await
+            .map_err(|_| {
+                LoadgenError::Timeout(format!(
+                    "{} publishers in mediasoup room {}",
+                    j.subscribe_to, j.room
+                ))
+            })??;
+        let consumers = consumed["consumers"]
+            .as_array()
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| err(format!("nothing to consume in {consumed}")))?;
+        let offer = SdpOffer::from_sdp_string(&sdp::consumer_offer(&remote, consumers)?)
+            .map_err(|e| err(format!("the offer made for str0m: {e}")))?;
+        let mut pc = NewPc::bind(j.bind_ip).await?;
+        let answer = pc
+            .rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| err(format!("str0m refused the consumers' offer: {e}")))?;
+        let role = sdp::dtls_role(&answer.to_sdp_string());
+        s.connect(&remote.id, &mut pc.rtc, role).await?;
+        peers
+            .start_subscriber(pc)
+            .wait_connected("mediasoup", left())
+            .await?;
+        // Resumed only now, as mediasoup advises: no media is lost before the connection.
+        s.call("resume", json!({})).await?;
     }
 
-    /// The two peer connections: packets go out on one and come in on the other.
-    pub fn peers_mut(&mut self) -> &mut Peers {
-        &mut self.peers
-    }
-
-    /// The two peer connections, for their counters.
-    pub fn peers(&self) -> &Peers {
-        &self.peers
-    }
-
-    /// Leaves: closes the WebSocket (the server closes the transports) and stops the tasks.
-    pub async fn leave(mut self) {
-        let _ = self.stop.send(true);
-        let _ = tokio::time::timeout(Duration::from_secs(2), &mut self.signal).await;
-        self.peers.stop();
-    }
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    let signal = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = stop_rx.changed() => break,
+                m = s.ws.next() => if !matches!(m, Some(Ok(_))) { return },
+            }
+        }
+        let _ = s.ws.close(None).await;
+    });
+    Ok(BaselineConn::new(peers, signal, stop_tx))
 }
 
 /// Reads the rest of the server's ready line, `ws://IP:PORT/ workers PID[,PID...]`: the

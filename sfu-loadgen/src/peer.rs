@@ -401,3 +401,39 @@ impl Peers {
         }
     }
 }
+
+/// A joined participant of a baseline server (Janus, mediasoup): its two peer connections and
+/// the task that keeps its signaling open and says goodbye in the server's protocol when told to.
+pub struct BaselineConn {
+    peers: Peers,
+    signaling: JoinHandle<()>,
+    stop: watch::Sender<bool>,
+}
+
+impl BaselineConn {
+    /// A participant whose `signaling` task ends the server side once `stop` turns true.
+    pub fn new(peers: Peers, signaling: JoinHandle<()>, stop: watch::Sender<bool>) -> Self {
+        BaselineConn {
+            peers,
+            signaling,
+            stop,
+        }
+    }
+
+    /// The two peer connections: packets go out on one and come in on the other.
+    pub fn peers_mut(&mut self) -> &mut Peers {
+        &mut self.peers
+    }
+
+    /// The two peer connections, for their counters.
+    pub fn peers(&self) -> &Peers {
+        &self.peers
+    }
+
+    /// Leaves: the signaling task says goodbye (within 2 s), then the peer connections stop.
+    pub async fn leave(mut self) {
+        let _ = self.stop.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(2), &mut self.signaling).await;
+        self.peers.stop();
+    }
+}

@@ -90,10 +90,8 @@ pub enum Conn {
     },
     /// A plain UDP participant of the reflector.
     Udp(UdpConn),
-    /// A Janus videoroom participant.
-    Janus(Box<crate::janus::JanusConn>),
-    /// A participant of the mediasoup baseline.
-    Mediasoup(Box<crate::mediasoup::MediasoupConn>),
+    /// A participant of a baseline server: a Janus videoroom or mediasoup.
+    Baseline(Box<crate::peer::BaselineConn>),
 }
 
 /// A plain UDP participant: a fake 12-byte RTP header before the payload.
@@ -125,7 +123,7 @@ impl Conn {
     ) -> Result<Conn> {
         match endpoint {
             Endpoint::Janus { ws_url, bind_ip } => {
-                let conn = crate::janus::JanusConn::connect(crate::janus::JanusJoin {
+                let conn = crate::janus::connect(crate::janus::JanusJoin {
                     url: ws_url,
                     bind_ip: *bind_ip,
                     room: janus_room(room_index),
@@ -137,23 +135,22 @@ impl Conn {
                     reader,
                 })
                 .await?;
-                Ok(Conn::Janus(Box::new(conn)))
+                Ok(Conn::Baseline(Box::new(conn)))
             }
             Endpoint::Mediasoup { ws_url } => {
-                let conn =
-                    crate::mediasoup::MediasoupConn::connect(crate::mediasoup::MediasoupJoin {
-                        url: ws_url,
-                        // The server listens on loopback only.
-                        bind_ip: std::net::Ipv4Addr::LOCALHOST.into(),
-                        room,
-                        audio,
-                        video,
-                        subscribe_to: others,
-                        timeout,
-                        reader,
-                    })
-                    .await?;
-                Ok(Conn::Mediasoup(Box::new(conn)))
+                let conn = crate::mediasoup::connect(crate::mediasoup::MediasoupJoin {
+                    url: ws_url,
+                    // The server listens on loopback only.
+                    bind_ip: std::net::Ipv4Addr::LOCALHOST.into(),
+                    room,
+                    audio,
+                    video,
+                    subscribe_to: others,
+                    timeout,
+                    reader,
+                })
+                .await?;
+                Ok(Conn::Baseline(Box::new(conn)))
             }
             Endpoint::Sfu { ws_url } => {
                 let mut config = ClientConfig::new(ws_url.clone(), room, name)
@@ -211,8 +208,7 @@ impl Conn {
                 }
             }
             Conn::Udp(u) => u.send(media, &payload, marker),
-            Conn::Janus(j) => j.peers_mut().send(media, payload, marker),
-            Conn::Mediasoup(m) => m.peers_mut().send(media, payload, marker),
+            Conn::Baseline(b) => b.peers_mut().send(media, payload, marker),
         }
     }
 
@@ -233,8 +229,7 @@ impl Conn {
                 None => Received::Closed("the client's event queue closed".into()),
             },
             Conn::Udp(u) => u.recv().await,
-            Conn::Janus(j) => j.peers_mut().recv().await,
-            Conn::Mediasoup(m) => m.peers_mut().recv().await,
+            Conn::Baseline(b) => b.peers_mut().recv().await,
         }
     }
 
@@ -243,8 +238,7 @@ impl Conn {
         match self {
             Conn::Rtc { client, .. } => client.counters().events_dropped,
             Conn::Udp(_) => 0,
-            Conn::Janus(j) => j.peers().events_dropped(),
-            Conn::Mediasoup(m) => m.peers().events_dropped(),
+            Conn::Baseline(b) => b.peers().events_dropped(),
         }
     }
 
@@ -252,8 +246,7 @@ impl Conn {
     pub async fn leave(self) {
         match self {
             Conn::Rtc { client, .. } => client.leave().await,
-            Conn::Janus(j) => j.leave().await,
-            Conn::Mediasoup(m) => m.leave().await,
+            Conn::Baseline(b) => b.leave().await,
             Conn::Udp(u) => {
                 // Twice: a lost leave only leaves a dead member behind, but be tidy.
                 for _ in 0..2 {
