@@ -7,16 +7,12 @@
 //! `listparticipants`, subscriber `join`/`start`, `keepalive`); the peer connections are
 //! [`crate::peer`]'s, shared with the mediasoup client.
 
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use sfu_client::handoff::MediaReader;
 use str0m::change::{SdpAnswer, SdpOffer};
-use str0m::media::{Direction, MediaKind};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -24,7 +20,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::error::{LoadgenError, Result};
-use crate::peer::{BaselineConn, NewPc, Peers, TxTracks};
+use crate::peer::{BaselineConn, BaselineJoin, NewPc, Peers, SendOffer, TxTracks};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -141,32 +137,8 @@ pub async fn create_room(url: &str, room: u64, publishers: u32) -> Result<()> {
     Ok(())
 }
 
-/// What a Janus participant does.
-#[derive(Debug, Clone)]
-pub struct JanusJoin<'a> {
-    /// `ws://HOST:PORT/` of Janus's WebSocket transport.
-    pub url: &'a str,
-    /// The IP our media sockets bind (a non-loopback address Janus can reach).
-    pub bind_ip: IpAddr,
-    /// The videoroom number.
-    pub room: u64,
-    /// Display name.
-    pub name: &'a str,
-    /// Publish audio.
-    pub audio: bool,
-    /// Publish video.
-    pub video: bool,
-    /// How many other publishers to wait for and subscribe to.
-    pub subscribe_to: u32,
-    /// Limit for the whole join.
-    pub timeout: Duration,
-    /// Reads the subscriber connection's media once DTLS is up (the lean receive path); without
-    /// one, str0m opens it and [`BaselineConn::peers_mut`]'s `recv` returns each packet.
-    pub reader: Option<Arc<dyn MediaReader>>,
-}
-
 /// Publishes (when asked), waits for the other publishers, subscribes to all of them.
-pub async fn connect(j: JanusJoin<'_>) -> Result<BaselineConn> {
+pub async fn connect(j: BaselineJoin<'_>, room: u64) -> Result<BaselineConn> {
     let deadline = Instant::now() + j.timeout;
     let mut s = Session::open(j.url).await?;
     let mut peers = Peers::new(j.reader.clone());
@@ -177,22 +149,20 @@ pub async fn connect(j: JanusJoin<'_>) -> Result<BaselineConn> {
         let joined = s
             .message(
                 h,
-                json!({"request": "join", "ptype": "publisher", "room": j.room, "display": j.name}),
+                json!({"request": "join", "ptype": "publisher", "room": room, "display": j.name}),
                 None,
             )
             .await?;
         own_id = joined
             .pointer("/plugindata/data/id")
             .and_then(Value::as_u64);
-        let mut pc = NewPc::bind(j.bind_ip).await?;
-        let mut api = pc.rtc.sdp_api();
-        let amid = j
-            .audio
-            .then(|| api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None));
-        let vmid = j
-            .video
-            .then(|| api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None));
-        let (offer, pending) = api.apply().ok_or_else(|| err("no offer to make"))?;
+        let SendOffer {
+            mut pc,
+            offer,
+            pending,
+            audio: amid,
+            video: vmid,
+        } = NewPc::send_offer(j.bind_ip, j.audio, j.video).await?;
         let answer = s
             .message(
                 h,
@@ -224,7 +194,7 @@ pub async fn connect(j: JanusJoin<'_>) -> Result<BaselineConn> {
             let list = s
                 .message(
                     h,
-                    json!({"request": "listparticipants", "room": j.room}),
+                    json!({"request": "listparticipants", "room": room}),
                     None,
                 )
                 .await?;
@@ -254,7 +224,7 @@ pub async fn connect(j: JanusJoin<'_>) -> Result<BaselineConn> {
         };
         let streams: Vec<Value> = feeds.iter().map(|f| json!({"feed": f})).collect();
         let mut body =
-            json!({"request": "join", "ptype": "subscriber", "room": j.room, "streams": streams});
+            json!({"request": "join", "ptype": "subscriber", "room": room, "streams": streams});
         if let Some(id) = own_id {
             body["private_id"] = json!(id);
         }

@@ -10,15 +10,11 @@
 
 mod sdp;
 
-use std::net::IpAddr;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use sfu_client::handoff::MediaReader;
 use str0m::change::{SdpAnswer, SdpOffer};
-use str0m::media::{Direction, MediaKind};
 use str0m::Rtc;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -26,7 +22,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::error::{LoadgenError, Result};
-use crate::peer::{BaselineConn, NewPc, Peers, TxTracks};
+use crate::peer::{BaselineConn, BaselineJoin, NewPc, Peers, SendOffer, TxTracks};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -97,31 +93,9 @@ impl Signal {
     }
 }
 
-/// What a mediasoup participant does.
-#[derive(Debug, Clone)]
-pub struct MediasoupJoin<'a> {
-    /// The server's WebSocket, `ws://HOST:PORT/`.
-    pub url: &'a str,
-    /// The IP our media sockets bind.
-    pub bind_ip: IpAddr,
-    /// The room (one router on the server).
-    pub room: &'a str,
-    /// Publish audio.
-    pub audio: bool,
-    /// Publish video.
-    pub video: bool,
-    /// How many other publishers to wait for and consume.
-    pub subscribe_to: u32,
-    /// Limit for the whole join.
-    pub timeout: Duration,
-    /// Reads the receiving connection's media once DTLS is up (the lean receive path); without
-    /// one, str0m opens it and [`BaselineConn::peers_mut`]'s `recv` returns each packet.
-    pub reader: Option<Arc<dyn MediaReader>>,
-}
-
 /// Joins the room, produces (when asked), waits for the other publishers and consumes all of
 /// them.
-pub async fn connect(j: MediasoupJoin<'_>) -> Result<BaselineConn> {
+pub async fn connect(j: BaselineJoin<'_>) -> Result<BaselineConn> {
     let deadline = Instant::now() + j.timeout;
     let left = || deadline.saturating_duration_since(Instant::now());
     let mut s = tokio::time::timeout(j.timeout, Signal::open(j.url))
@@ -134,15 +108,13 @@ pub async fn connect(j: MediasoupJoin<'_>) -> Result<BaselineConn> {
     if j.audio || j.video {
         let t = s.call("transport", json!({"direction": "send"})).await?;
         let remote = sdp::Remote::from_answer(&t)?;
-        let mut pc = NewPc::bind(j.bind_ip).await?;
-        let mut api = pc.rtc.sdp_api();
-        let amid = j
-            .audio
-            .then(|| api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None));
-        let vmid = j
-            .video
-            .then(|| api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None));
-        let (offer, pending) = api.apply().ok_or_else(|| err("no offer to make"))?;
+        let SendOffer {
+            mut pc,
+            offer,
+            pending,
+            audio: amid,
+            video: vmid,
+        } = NewPc::send_offer(j.bind_ip, j.audio, j.video).await?;
         let producers = sdp::producers(&offer.to_sdp_string(), caps)?;
         let answer = SdpAnswer::from_sdp_string(&sdp::answer(&remote, &producers)?)
             .map_err(|e| err(format!("the answer made for str0m: {e}")))?;

@@ -10,8 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sfu_client::handoff::{MediaReader, MediaSocket};
+use str0m::change::{SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
-use str0m::media::{Mid, Pt};
+use str0m::media::{Direction, MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::RtpWrite;
 use str0m::{Candidate, Event, Input, Output, Rtc};
@@ -106,6 +107,44 @@ pub struct NewPc {
     pub local: SocketAddr,
 }
 
+/// What a participant of a baseline server (Janus, mediasoup) does.
+#[derive(Debug, Clone)]
+pub struct BaselineJoin<'a> {
+    /// The server's WebSocket, `ws://HOST:PORT/`.
+    pub url: &'a str,
+    /// The IP our media sockets bind (an address the server can reach).
+    pub bind_ip: IpAddr,
+    /// The room's name.
+    pub room: &'a str,
+    /// Display name.
+    pub name: &'a str,
+    /// Publish audio.
+    pub audio: bool,
+    /// Publish video.
+    pub video: bool,
+    /// How many other publishers to wait for and receive.
+    pub subscribe_to: u32,
+    /// Limit for the whole join.
+    pub timeout: Duration,
+    /// Reads the receiving connection's media once DTLS is up (the lean receive path); without
+    /// one, str0m opens it and [`BaselineConn::peers_mut`]'s `recv` returns each packet.
+    pub reader: Option<Arc<dyn MediaReader>>,
+}
+
+/// A sending connection's offer, before the server answers it.
+pub struct SendOffer {
+    /// The connection, not started yet.
+    pub pc: NewPc,
+    /// The offer for the server.
+    pub offer: SdpOffer,
+    /// What takes the server's answer.
+    pub pending: SdpPendingOffer,
+    /// The audio m-line, when it sends audio.
+    pub audio: Option<Mid>,
+    /// The video m-line, when it sends video.
+    pub video: Option<Mid>,
+}
+
 impl NewPc {
     /// Binds a socket on `ip` and makes a session with it as the host candidate.
     pub async fn bind(ip: IpAddr) -> Result<NewPc> {
@@ -116,6 +155,27 @@ impl NewPc {
             .map_err(|e| LoadgenError::Peer(format!("host candidate: {e}")))?;
         rtc.add_local_candidate(c);
         Ok(NewPc { rtc, udp, local })
+    }
+
+    /// Binds a connection on `ip` and makes its offer to send `audio` and/or `video` (send-only
+    /// m-lines, Opus and VP8).
+    pub async fn send_offer(ip: IpAddr, audio: bool, video: bool) -> Result<SendOffer> {
+        let mut pc = NewPc::bind(ip).await?;
+        let mut api = pc.rtc.sdp_api();
+        let audio =
+            audio.then(|| api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None));
+        let video =
+            video.then(|| api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None));
+        let (offer, pending) = api
+            .apply()
+            .ok_or_else(|| LoadgenError::Peer("no offer to make: nothing to send".into()))?;
+        Ok(SendOffer {
+            pc,
+            offer,
+            pending,
+            audio,
+            video,
+        })
     }
 
     /// Starts the task driving the negotiated session; it sends `tx` and treats what it receives

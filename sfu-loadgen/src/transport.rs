@@ -121,35 +121,27 @@ impl Conn {
         timeout: Duration,
         reader: Option<Arc<dyn MediaReader>>,
     ) -> Result<Conn> {
+        let baseline = |url, bind_ip| crate::peer::BaselineJoin {
+            url,
+            bind_ip,
+            room,
+            name,
+            audio,
+            video,
+            subscribe_to: others,
+            timeout,
+            reader: reader.clone(),
+        };
         match endpoint {
             Endpoint::Janus { ws_url, bind_ip } => {
-                let conn = crate::janus::connect(crate::janus::JanusJoin {
-                    url: ws_url,
-                    bind_ip: *bind_ip,
-                    room: janus_room(room_index),
-                    name,
-                    audio,
-                    video,
-                    subscribe_to: others,
-                    timeout,
-                    reader,
-                })
-                .await?;
+                let join = baseline(ws_url, *bind_ip);
+                let conn = crate::janus::connect(join, janus_room(room_index)).await?;
                 Ok(Conn::Baseline(Box::new(conn)))
             }
             Endpoint::Mediasoup { ws_url } => {
-                let conn = crate::mediasoup::connect(crate::mediasoup::MediasoupJoin {
-                    url: ws_url,
-                    // The server listens on loopback only.
-                    bind_ip: std::net::Ipv4Addr::LOCALHOST.into(),
-                    room,
-                    audio,
-                    video,
-                    subscribe_to: others,
-                    timeout,
-                    reader,
-                })
-                .await?;
+                // The server listens on loopback only.
+                let join = baseline(ws_url, std::net::Ipv4Addr::LOCALHOST.into());
+                let conn = crate::mediasoup::connect(join).await?;
                 Ok(Conn::Baseline(Box::new(conn)))
             }
             Endpoint::Sfu { ws_url } => {
