@@ -13,16 +13,13 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use str0m::change::{SdpAnswer, SdpOffer};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::error::{LoadgenError, Result};
+use crate::json_ws::{self, Ws};
 use crate::peer::{BaselineConn, BaselineJoin, NewPc, Peers, SendOffer, TxTracks};
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Janus's videoroom plugin.
 const VIDEOROOM: &str = "janus.plugin.videoroom";
@@ -68,37 +65,25 @@ impl Session {
         if self.id != 0 {
             msg["session_id"] = json!(self.id);
         }
-        self.ws
-            .send(Message::text(msg.to_string()))
-            .await
-            .map_err(|e| err(format!("websocket send: {e}")))?;
-        loop {
-            let frame = self
-                .ws
-                .next()
-                .await
-                .ok_or_else(|| err("janus closed the websocket"))?
-                .map_err(|e| err(format!("websocket: {e}")))?;
-            let Message::Text(text) = frame else {
-                continue;
-            };
-            let v: Value = serde_json::from_str(text.as_str())
-                .map_err(|e| err(format!("unparseable janus message: {e}")))?;
-            if v.get("transaction").and_then(Value::as_str) != Some(tx.as_str()) {
-                continue;
-            }
-            match v.get("janus").and_then(Value::as_str) {
-                Some("ack") => continue,
-                Some("error") => return Err(err(format!("janus error: {}", v["error"]))),
-                _ => {}
-            }
-            if let Some(e) = v.pointer("/plugindata/data/error") {
-                let code = v.pointer("/plugindata/data/error_code").cloned();
-                let code = code.unwrap_or(Value::Null);
-                return Err(err(format!("videoroom error {code}: {e}")));
-            }
-            return Ok(v);
+        let v = json_ws::request(
+            &mut self.ws,
+            &msg,
+            |v| {
+                v.get("transaction").and_then(Value::as_str) == Some(tx.as_str())
+                    && v.get("janus").and_then(Value::as_str) != Some("ack")
+            },
+            LoadgenError::Janus,
+        )
+        .await?;
+        if v.get("janus").and_then(Value::as_str) == Some("error") {
+            return Err(err(format!("janus error: {}", v["error"])));
         }
+        if let Some(e) = v.pointer("/plugindata/data/error") {
+            let code = v.pointer("/plugindata/data/error_code").cloned();
+            let code = code.unwrap_or(Value::Null);
+            return Err(err(format!("videoroom error {code}: {e}")));
+        }
+        Ok(v)
     }
 
     async fn attach(&mut self) -> Result<u64> {

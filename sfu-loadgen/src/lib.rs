@@ -19,6 +19,7 @@ pub mod error;
 pub mod find_max;
 pub mod http;
 pub mod janus;
+pub mod json_ws;
 pub mod lean_rx;
 pub mod mediasoup;
 pub mod payload;

@@ -12,19 +12,15 @@ mod sdp;
 
 use std::time::Instant;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use serde_json::{json, Value};
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::Rtc;
-use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::error::{LoadgenError, Result};
+use crate::json_ws::{self, Ws};
 use crate::peer::{BaselineConn, BaselineJoin, NewPc, Peers, SendOffer, TxTracks};
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 fn err(what: impl Into<String>) -> LoadgenError {
     LoadgenError::Mediasoup(what.into())
@@ -50,30 +46,17 @@ impl Signal {
         self.next += 1;
         params["id"] = json!(id);
         params["method"] = json!(method);
-        self.ws
-            .send(Message::text(params.to_string()))
-            .await
-            .map_err(|e| err(format!("websocket send: {e}")))?;
-        loop {
-            let frame = self
-                .ws
-                .next()
-                .await
-                .ok_or_else(|| err("the server closed the websocket"))?
-                .map_err(|e| err(format!("websocket: {e}")))?;
-            let Message::Text(text) = frame else {
-                continue;
-            };
-            let v: Value = serde_json::from_str(text.as_str())
-                .map_err(|e| err(format!("unparseable answer: {e}")))?;
-            if v.get("id").and_then(Value::as_u64) != Some(id) {
-                continue;
-            }
-            if v.get("ok").and_then(Value::as_bool) != Some(true) {
-                return Err(err(format!("{method}: {}", v["error"])));
-            }
-            return Ok(v);
+        let v = json_ws::request(
+            &mut self.ws,
+            &params,
+            |v| v.get("id").and_then(Value::as_u64) == Some(id),
+            LoadgenError::Mediasoup,
+        )
+        .await?;
+        if v.get("ok").and_then(Value::as_bool) != Some(true) {
+            return Err(err(format!("{method}: {}", v["error"])));
         }
+        Ok(v)
     }
 
     /// Hands str0m's DTLS fingerprint (and role) to the transport.
