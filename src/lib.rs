@@ -1,7 +1,8 @@
 //! The `edge-sfu` server as a library: the I/O shell around the sans-IO core.
 //!
 //! [`Server::start`] brings up one thread per media worker (an io_uring driven from a
-//! single-threaded tokio loop, with its own UDP port and its own [`sfu_core::Core`]) and one thread running the signaling server (tokio, axum).
+//! single-threaded tokio loop, with its own UDP port and its own [`sfu_core::Core`]) and one
+//! thread running the signaling server (tokio, axum).
 //! Rooms are placed on workers by the signaling layer, so a room's packets never cross threads. The
 //! binary is a thin wrapper; tests and the load generator start servers in-process.
 //!

@@ -122,7 +122,6 @@ impl Ring {
                 ));
             }
         }
-        socket.set_nonblocking(false)?;
         ring.submitter().register_files(&[socket.as_raw_fd()])?;
         // SAFETY: all-zero bytes are a valid msghdr.
         let mut receive_header: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
@@ -130,6 +129,9 @@ impl Ring {
         let buffer_len = RECVMSG_OUT_BYTES + size_of::<libc::sockaddr_in6>() + max_datagram;
         let buffers = ProvidedBuffers::new(RECEIVE_BUFFERS, buffer_len, 0)?;
         buffers.register(&ring.submitter())?;
+        // Last, once nothing can fail any more: a worker that falls back to the sendmmsg shell
+        // needs its socket non-blocking as it was.
+        socket.set_nonblocking(false)?;
         Ok(Ring {
             ring,
             buffers,

@@ -5,9 +5,9 @@
 //!   destination, one `io_uring_enter` per round.
 //! - [`IoMode::Sendmmsg`]: readiness, then `recvmmsg`/`sendmmsg` batches.
 //!
-//! Both run on a single-threaded tokio runtime and share everything else here: the core, the per-peer signaling outboxes, the send queue, the
-//! timer task that feeds the core its deadlines, the command task for signaling, and the ICE-TCP
-//! listener and connections ([`tcp`]).
+//! Both run on a single-threaded tokio runtime and share everything else here: the core, the
+//! per-peer signaling outboxes, the send queue, the timer task that feeds the core its deadlines,
+//! the command task for signaling, and the ICE-TCP listener and connections ([`tcp`]).
 
 mod epoll;
 mod tcp;
