@@ -2,7 +2,7 @@
 //! and plain RTP outputs that are gone. Datagram buffers are pooled: the shell gives each back
 //! once sent ([`Outbox::recycle`]), so a steady flow allocates none.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 
 use str0m::net::Protocol;
@@ -33,6 +33,9 @@ pub struct Outbox {
     signals: VecDeque<(PeerId, ServerMessage)>,
     closed_peers: VecDeque<PeerId>,
     closed_outputs: VecDeque<u64>,
+    /// Members whose signaling channel takes no messages (WHIP publishers): nothing is queued
+    /// for them, since no shell could deliver it.
+    without_messages: HashSet<PeerId>,
     pool: BufferPool,
 }
 
@@ -43,6 +46,7 @@ impl Default for Outbox {
             signals: VecDeque::new(),
             closed_peers: VecDeque::new(),
             closed_outputs: VecDeque::new(),
+            without_messages: HashSet::new(),
             pool: BufferPool::default(),
         }
     }
@@ -54,13 +58,24 @@ impl Outbox {
         self.transmits.push_back(t);
     }
 
-    /// Queues a signaling message to `peer`.
+    /// Queues a signaling message to `peer`, unless its channel takes none
+    /// ([`Outbox::takes_no_messages`]).
     pub fn signal(&mut self, peer: PeerId, msg: ServerMessage) {
-        self.signals.push_back((peer, msg));
+        if !self.without_messages.contains(&peer) {
+            self.signals.push_back((peer, msg));
+        }
+    }
+
+    /// Member `peer`'s signaling channel takes no messages (see
+    /// [`SignalingChannel`](crate::membership::SignalingChannel)): from now until it is closed,
+    /// nothing is queued for it.
+    pub fn takes_no_messages(&mut self, peer: PeerId) {
+        self.without_messages.insert(peer);
     }
 
     /// Tells the shell member `peer` is gone.
     pub fn peer_closed(&mut self, peer: PeerId) {
+        self.without_messages.remove(&peer);
         self.closed_peers.push_back(peer);
     }
 

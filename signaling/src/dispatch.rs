@@ -9,7 +9,7 @@ use std::sync::Mutex;
 
 use sfu_core::plain::{IngestInfo, IngestSpec, OutputInfo, OutputSpec, OutputTarget, PlainError};
 use sfu_core::protocol::{ClientMessage, PeerId, ServerMessage};
-use sfu_core::{Permissions, StatsSnapshot};
+use sfu_core::{JoinRefusal, Permissions, StatsSnapshot};
 use tokio::sync::{mpsc, oneshot};
 
 /// Messages queued towards one WebSocket before the peer counts as stuck and is dropped.
@@ -53,6 +53,33 @@ pub enum WorkerCommand {
         /// Where to answer.
         reply: oneshot::Sender<Result<PlainReply, PlainError>>,
     },
+    /// A WHIP publisher joins with its SDP offer ([`sfu_core::Core::join_whip`]); it leaves with
+    /// [`WorkerCommand::Disconnect`].
+    WhipJoin {
+        /// The publisher's peer id.
+        peer: PeerId,
+        /// What it asks for.
+        request: WhipRequest,
+        /// What the member may do (from its room token; everything in an open room).
+        permissions: Permissions,
+        /// Held by the worker while the member exists and dropped when it is gone (`DELETE`, the
+        /// liveness timers): the HTTP layer then forgets the session. Nothing is sent on it, the
+        /// core sends a WHIP member no messages.
+        closed: mpsc::Sender<ServerMessage>,
+        /// The SDP answer, or why the join was refused.
+        reply: oneshot::Sender<Result<String, JoinRefusal>>,
+    },
+}
+
+/// A WHIP publisher's join: its room, name and SDP offer.
+#[derive(Debug)]
+pub struct WhipRequest {
+    /// The room it publishes in.
+    pub room: String,
+    /// Its name there.
+    pub name: String,
+    /// Its SDP offer.
+    pub offer: String,
 }
 
 /// A change to the plain RTP legs of a worker.

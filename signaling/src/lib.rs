@@ -14,7 +14,8 @@ pub mod ice_servers;
 pub mod join_limit;
 pub mod limits;
 pub mod server;
+pub mod whip;
 
-pub use dispatch::{Dispatch, PlainReply, PlainRequest, WorkerCommand, WorkerHandle};
+pub use dispatch::{Dispatch, PlainReply, PlainRequest, WhipRequest, WorkerCommand, WorkerHandle};
 pub use ice_servers::{IceServers, TurnRest};
 pub use server::{router, AppState, Leg, SignalingCounters};

@@ -42,7 +42,7 @@ pub struct SignalingCounters {
     bad_token: AtomicU64,
     wrong_room: AtomicU64,
     /// Joins refused by the per-address join limit.
-    join_rate_limited: AtomicU64,
+    pub(crate) join_rate_limited: AtomicU64,
     /// Plain RTP API requests refused (no loopback caller, no admin token).
     pub(crate) api_refused: AtomicU64,
 }
@@ -64,7 +64,7 @@ impl SignalingCounters {
         ]
     }
 
-    fn count_auth(&self, e: &AuthError) {
+    pub(crate) fn count_auth(&self, e: &AuthError) {
         let counter = match e {
             AuthError::Required => &self.auth_required,
             AuthError::Expired => &self.token_expired,
@@ -91,6 +91,8 @@ pub struct AppState {
     pub(crate) auth: Option<Authenticator>,
     /// Join attempts per client address.
     pub(crate) join_limiter: JoinLimiter,
+    /// The WHIP publishers' sessions.
+    pub(crate) whip: crate::whip::WhipSessions,
 }
 
 /// Where a plain RTP leg lives.
@@ -112,6 +114,7 @@ impl AppState {
             legs: Mutex::new(HashMap::new()),
             auth: None,
             join_limiter: JoinLimiter::new(JoinLimit::default()),
+            whip: crate::whip::WhipSessions::default(),
         }
     }
 
@@ -162,6 +165,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/ws", get(ws_upgrade))
         .route("/api/stats", get(stats))
         .merge(crate::api::routes())
+        .merge(crate::whip::routes())
         .fallback(get(asset))
         .with_state(state)
 }

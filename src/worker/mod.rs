@@ -391,6 +391,27 @@ async fn command_loop(shared: Rc<Shared>, mut rx: mpsc::UnboundedReceiver<Worker
                 shared.flush();
                 let _ = reply.send(result);
             }
+            WorkerCommand::WhipJoin {
+                peer,
+                request,
+                permissions,
+                closed,
+                reply,
+            } => {
+                let result = shared.core.borrow_mut().join_whip(
+                    now,
+                    peer,
+                    request.room,
+                    request.name,
+                    &request.offer,
+                    permissions,
+                );
+                if result.is_ok() {
+                    shared.outboxes.borrow_mut().insert(peer, closed);
+                }
+                shared.flush();
+                let _ = reply.send(result);
+            }
         }
     }
 }

@@ -15,6 +15,7 @@
 
 mod plain;
 mod signaling;
+mod whip;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -38,6 +39,8 @@ use crate::router::{
 };
 use crate::timers::Deadlines;
 use crate::wire::{classify, DatagramKind, RtpPacket, StunPacket};
+
+pub use signaling::JoinRefusal;
 
 /// What the core asks the shell to do.
 #[derive(Debug)]

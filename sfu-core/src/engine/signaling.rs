@@ -9,7 +9,7 @@ use tracing::{debug, info};
 
 use super::{Core, Timer};
 use crate::counters::DropReason;
-use crate::membership::Peer;
+use crate::membership::{Peer, SignalingChannel};
 use crate::permissions::{offer_sends_media, Permissions};
 use crate::plain_legs::Ingest;
 use crate::protocol::{
@@ -22,18 +22,37 @@ use crate::router::{Origin, Router, SinkRef, Track, TrackKey};
 /// Longest chat line, in characters.
 const MAX_CHAT_CHARS: usize = 2000;
 /// Most tracks one member may publish.
-const MAX_PUBLICATIONS: usize = 16;
+pub(super) const MAX_PUBLICATIONS: usize = 16;
 /// Largest data-channel message parsed as chat.
 const MAX_CHANNEL_MESSAGE: usize = 8 * 1024;
 /// Room capacity when the creating join names none, and the most any join may ask for.
 pub(super) const DEFAULT_CAPACITY: usize = 64;
 
 /// A `join` message's fields.
-struct Join {
-    version: u32,
-    room: String,
-    name: String,
-    capacity: Option<u32>,
+pub(super) struct Join {
+    pub(super) version: u32,
+    pub(super) room: String,
+    pub(super) name: String,
+    pub(super) capacity: Option<u32>,
+}
+
+/// Why a join was refused: what the member is told.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct JoinRefusal {
+    /// The protocol's code for it.
+    pub code: ErrorCode,
+    /// Why, for people.
+    pub message: String,
+}
+
+impl JoinRefusal {
+    pub(super) fn new(code: ErrorCode, message: &str) -> Self {
+        JoinRefusal {
+            code,
+            message: message.to_owned(),
+        }
+    }
 }
 
 impl Core {
@@ -121,33 +140,54 @@ impl Core {
     }
 
     fn join(&mut self, now: Instant, id: PeerId, join: Join, permissions: Permissions) {
+        let joined = self.try_join(now, id, join, permissions, SignalingChannel::WebSocket);
+        if let Err(refusal) = joined {
+            self.error(id, refusal.code, &refusal.message);
+        }
+    }
+
+    /// Makes `id` a member of the room `join` names, whose signaling travels on `channel`, and
+    /// tells the room; refused when it cannot join, leaving no trace.
+    pub(super) fn try_join(
+        &mut self,
+        now: Instant,
+        id: PeerId,
+        join: Join,
+        permissions: Permissions,
+        channel: SignalingChannel,
+    ) -> Result<(), JoinRefusal> {
         if self.members.contains(id) {
-            return self.error(id, ErrorCode::AlreadyJoined, "already in a room");
+            return Err(JoinRefusal::new(
+                ErrorCode::AlreadyJoined,
+                "already in a room",
+            ));
         }
         if join.version != PROTOCOL_VERSION {
-            return self.error(
-                id,
+            return Err(JoinRefusal::new(
                 ErrorCode::UnsupportedVersion,
                 &format!("this server speaks protocol version {PROTOCOL_VERSION}"),
-            );
+            ));
         }
         if !valid_name(&join.room) || !valid_name(&join.name) {
-            return self.error(
-                id,
+            return Err(JoinRefusal::new(
                 ErrorCode::InvalidJoin,
                 "room and name must be 1 to 64 characters",
-            );
+            ));
         }
         let capacity = join.capacity.map_or(DEFAULT_CAPACITY, |c| {
             (c as usize).clamp(1, DEFAULT_CAPACITY)
         });
         if self.members.room(&join.room).is_some_and(|r| r.is_full()) {
-            return self.error(id, ErrorCode::RoomFull, "the room is full");
+            return Err(JoinRefusal::new(ErrorCode::RoomFull, "the room is full"));
         }
         let (room, _) = self.members.room_entry(&join.room, capacity);
         let existing = self.members.members_of(&room);
         let mut peer = Peer::new(id, join.name, room.clone(), &self.config, now);
         peer.permissions = permissions;
+        peer.signaling = channel;
+        if !channel.takes_messages() {
+            self.outbox.takes_no_messages(id);
+        }
         let ufrag = peer.local_ufrag();
         self.demux.add_peer(id, &ufrag);
         // Without the subscribe permission the member sees who is there, but gets no
@@ -196,6 +236,7 @@ impl Core {
                 .signal(id, quality::speaker_message(Some(speaker)));
         }
         self.members.mark_dirty(id);
+        Ok(())
     }
 
     /// The protocol's view of member or ingest `id`.
@@ -270,7 +311,12 @@ impl Core {
 
     /// Publishes what the offer's track list adds, unpublishes what it no longer names, and
     /// applies mute changes.
-    fn update_publications(&mut self, now: Instant, id: PeerId, tracks: &[PublishedTrack]) {
+    pub(super) fn update_publications(
+        &mut self,
+        now: Instant,
+        id: PeerId,
+        tracks: &[PublishedTrack],
+    ) {
         let Some(peer) = self.members.get(id) else {
             return;
         };

@@ -5,6 +5,7 @@
 mod peer;
 mod resend_log;
 mod room;
+mod signaling_channel;
 mod subscription;
 
 use std::collections::HashMap;
@@ -12,6 +13,7 @@ use std::sync::Arc;
 
 pub use peer::{Bandwidth, Peer, SdpError};
 pub use room::Room;
+pub use signaling_channel::SignalingChannel;
 pub use subscription::{LegCounters, LegState, Subscription};
 
 use crate::outbox::Egress;

@@ -13,6 +13,7 @@ use str0m::{Candidate, Rtc, RtcConfig};
 
 use slab::Slab;
 
+use super::signaling_channel::SignalingChannel;
 use super::subscription::{LegState, Subscription};
 use crate::codec::CodecDescriptor;
 use crate::config::CoreConfig;
@@ -82,6 +83,9 @@ pub struct Peer {
     pub dirty: bool,
     /// What it may do in its room (from its token; everything in an open room).
     pub permissions: Permissions,
+    /// How its signaling reaches it: a WebSocket, or one HTTP exchange (a WHIP publisher, which
+    /// is never sent offers).
+    pub signaling: SignalingChannel,
     /// What the SFU knows of the bandwidth toward it.
     pub bandwidth: Bandwidth,
     /// Subscriptions removed since the router last heard (see [`Peer::take_removed`]).
@@ -157,6 +161,7 @@ impl Peer {
             session_deadline: None,
             dirty: false,
             permissions: Permissions::ALL,
+            signaling: SignalingChannel::WebSocket,
             bandwidth: Bandwidth::default(),
             removed: Vec::new(),
         }
@@ -219,8 +224,12 @@ impl Peer {
 
     /// Puts every leg change into one offer, if there are any and no offer is outstanding.
     /// Returns the SDP and the mapping of receiving m-lines to tracks.
+    /// A member whose signaling takes no messages (WHIP) is never offered anything.
     pub fn create_offer(&mut self) -> Option<(String, Vec<TrackMapping>)> {
-        if !self.answered_first_offer || self.pending_offer.is_some() {
+        if !self.signaling.takes_messages()
+            || !self.answered_first_offer
+            || self.pending_offer.is_some()
+        {
             return None;
         }
         self.remove_subscriptions(|s| !s.wanted && s.state == LegState::ToOpen);

@@ -1,0 +1,371 @@
+//! WHIP (RFC 9725): publishing into a room with one HTTP request, as OBS and other encoders do.
+//!
+//! | method and path | answer |
+//! | --- | --- |
+//! | `POST /whip/{room}` (`Content-Type: application/sdp`, the offer) | 201, the SDP answer, `Location: /whip/{room}/{session}`, `ETag` |
+//! | `DELETE /whip/{room}/{session}` | 200: the publisher leaves the room |
+//! | `PATCH /whip/{room}/{session}` | 405: the server is ICE-lite and gathers nothing to trickle |
+//! | `OPTIONS` on either | 204 with `Allow` (and `Accept-Post: application/sdp` on the endpoint) |
+//!
+//! The publisher is a room member (`sfu_core::Core::join_whip`) named after its room token, or
+//! `?name=` where rooms are open (`whip-<id>` without one). With room tokens configured the token
+//! comes as `Authorization: Bearer <token>` and must grant `publish` in that room. Every answer
+//! carries CORS headers (`Access-Control-Allow-Origin: *`, `Location`, `ETag` and `Link`
+//! exposed) so browser-based publishers can use the endpoint. Refusals have a JSON body
+//! `{"error": "..."}` as the plain RTP API's do.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{middleware, Json, Router};
+use serde::{Deserialize, Serialize};
+use sfu_core::protocol::{ErrorCode, PeerId};
+use sfu_core::{JoinRefusal, Permissions};
+use tokio::sync::{mpsc, oneshot};
+use tracing::info;
+
+use crate::auth::AuthError;
+use crate::dispatch::{WhipRequest, WorkerCommand};
+use crate::limits::MAX_MESSAGE_BYTES;
+use crate::server::{unix_now, AppState};
+
+/// The media type of an SDP body.
+const SDP: &str = "application/sdp";
+
+/// One WHIP publisher's session.
+#[derive(Debug, Clone)]
+struct Session {
+    /// Its room.
+    room: String,
+    /// Its member id.
+    peer: PeerId,
+    /// The worker holding the room.
+    worker: usize,
+}
+
+/// The open WHIP sessions, by their secret id (the last part of their `Location`).
+#[derive(Debug, Default)]
+pub struct WhipSessions {
+    sessions: Mutex<HashMap<String, Session>>,
+}
+
+impl WhipSessions {
+    fn insert(&self, id: String, session: Session) {
+        self.lock().insert(id, session);
+    }
+
+    /// Removes session `id` if it is in `room`.
+    fn remove_in(&self, room: &str, id: &str) -> Option<Session> {
+        let mut sessions = self.lock();
+        if sessions.get(id).is_some_and(|s| s.room == room) {
+            sessions.remove(id)
+        } else {
+            None
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Why a WHIP request was refused, as the client sees it.
+#[derive(Debug, thiserror::Error)]
+enum WhipError {
+    /// The body is not `application/sdp`.
+    #[error("the offer must be sent as Content-Type: application/sdp")]
+    MediaType,
+    /// The body is too large or not UTF-8.
+    #[error("the offer is not an SDP text of at most 64 KiB")]
+    Body,
+    /// Too many joins from this address.
+    #[error("too many join attempts from your address: wait a few seconds and try again")]
+    RateLimited,
+    /// The room token is missing or invalid.
+    #[error("{0}")]
+    Auth(AuthError),
+    /// The core refused the join.
+    #[error("{0}")]
+    Refused(JoinRefusal),
+    /// No session with that id in that room (never was, or ended).
+    #[error("no such WHIP session")]
+    UnknownSession,
+    /// The worker is gone.
+    #[error("the room's worker is not running")]
+    Unavailable,
+}
+
+#[derive(Serialize)]
+struct ErrorBody {
+    error: String,
+}
+
+impl IntoResponse for WhipError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            WhipError::MediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            WhipError::Body => StatusCode::BAD_REQUEST,
+            WhipError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            WhipError::Auth(AuthError::WrongRoom) => StatusCode::FORBIDDEN,
+            WhipError::Auth(_) => StatusCode::UNAUTHORIZED,
+            WhipError::Refused(r) => match r.code {
+                ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+                ErrorCode::RoomFull | ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::BAD_REQUEST,
+            },
+            WhipError::UnknownSession => StatusCode::NOT_FOUND,
+            WhipError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        let mut response = (
+            status,
+            Json(ErrorBody {
+                error: self.to_string(),
+            }),
+        )
+            .into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"edge-sfu\""),
+            );
+        }
+        response
+    }
+}
+
+/// The WHIP routes, with CORS headers on every answer.
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/whip/{room}", post(publish).options(endpoint_options))
+        .route(
+            "/whip/{room}/{session}",
+            axum::routing::delete(end)
+                .patch(patch)
+                .options(session_options),
+        )
+        .layer(middleware::map_response(cors))
+}
+
+/// `?name=`: the publisher's name in an open room.
+#[derive(Debug, Deserialize)]
+struct PublishQuery {
+    name: Option<String>,
+}
+
+/// `POST /whip/{room}`: the publisher joins with its offer; the answer comes back.
+async fn publish(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    Path(room): Path<String>,
+    Query(query): Query<PublishQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, WhipError> {
+    let media_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(str::trim);
+    if !media_type.is_some_and(|t| t.eq_ignore_ascii_case(SDP)) {
+        return Err(WhipError::MediaType);
+    }
+    if body.len() > MAX_MESSAGE_BYTES {
+        return Err(WhipError::Body);
+    }
+    let offer = String::from_utf8(body.to_vec()).map_err(|_| WhipError::Body)?;
+    if !state.join_limiter.allow(addr.ip(), Instant::now()) {
+        state
+            .counters
+            .join_rate_limited
+            .fetch_add(1, Ordering::Relaxed);
+        return Err(WhipError::RateLimited);
+    }
+    let id = session_id().ok_or(WhipError::Unavailable)?;
+    let peer = state.dispatch.next_peer_id();
+    let (name, permissions) = admit(&state, &room, &headers, query.name, peer)?;
+    let worker = state.dispatch.enter(&room).ok_or(WhipError::Unavailable)?;
+    let (closed, mut gone) = mpsc::channel(1);
+    let (reply, answer) = oneshot::channel();
+    let request = WhipRequest {
+        room: room.clone(),
+        name,
+        offer,
+    };
+    let command = WorkerCommand::WhipJoin {
+        peer,
+        request,
+        permissions,
+        closed,
+        reply,
+    };
+    let answer = if state.dispatch.send(worker, command) {
+        answer.await.map_err(|_| WhipError::Unavailable)
+    } else {
+        Err(WhipError::Unavailable)
+    };
+    let answer = match answer.and_then(|a| a.map_err(WhipError::Refused)) {
+        Ok(answer) => answer,
+        Err(e) => {
+            state.dispatch.leave(&room);
+            info!(peer, room = %room, error = %e, "WHIP publish refused");
+            return Err(e);
+        }
+    };
+    let location = format!("/whip/{room}/{id}");
+    let etag = ice_session_tag(&answer);
+    state.whip.insert(
+        id.clone(),
+        Session {
+            room: room.clone(),
+            peer,
+            worker,
+        },
+    );
+    info!(peer, room = %room, worker, "WHIP publisher joined");
+    // The worker drops its end when the member is gone: the session and the room placement go.
+    let watcher = state.clone();
+    tokio::spawn(async move {
+        while gone.recv().await.is_some() {}
+        watcher.whip.remove_in(&room, &id);
+        watcher.dispatch.leave(&room);
+    });
+    let mut response = (
+        StatusCode::CREATED,
+        [(header::CONTENT_TYPE, SDP), (header::LOCATION, &location)],
+        answer,
+    )
+        .into_response();
+    if let Some(etag) = etag.and_then(|t| HeaderValue::from_str(&t).ok()) {
+        response.headers_mut().insert(header::ETAG, etag);
+    }
+    Ok(response)
+}
+
+/// The publisher's name and permissions: from its room token where tokens are configured, else
+/// `?name=` or `whip-<id>`.
+fn admit(
+    state: &AppState,
+    room: &str,
+    headers: &HeaderMap,
+    name: Option<String>,
+    peer: PeerId,
+) -> Result<(String, Permissions), WhipError> {
+    let Some(auth) = &state.auth else {
+        let name = name.unwrap_or_else(|| format!("whip-{peer}"));
+        return Ok((name, Permissions::ALL));
+    };
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, token) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        });
+    match auth.admit_join(room, token, unix_now()) {
+        Ok(grant) => Ok((grant.name, grant.permissions)),
+        Err(e) => {
+            state.counters.count_auth(&e);
+            info!(room = %room, error = %e, "WHIP publish refused");
+            Err(WhipError::Auth(e))
+        }
+    }
+}
+
+/// `DELETE /whip/{room}/{session}`: the publisher leaves.
+async fn end(
+    State(state): State<Arc<AppState>>,
+    Path((room, id)): Path<(String, String)>,
+) -> Result<StatusCode, WhipError> {
+    let session = state
+        .whip
+        .remove_in(&room, &id)
+        .ok_or(WhipError::UnknownSession)?;
+    let command = WorkerCommand::Disconnect { peer: session.peer };
+    if !state.dispatch.send(session.worker, command) {
+        return Err(WhipError::Unavailable);
+    }
+    info!(peer = session.peer, room = %room, "WHIP publisher ended its session");
+    Ok(StatusCode::OK)
+}
+
+/// `PATCH /whip/{room}/{session}`: trickle ICE and ICE restarts are not supported; the server is
+/// ICE-lite and its answer already lists all its candidates (RFC 9725 4.3.1 allows 405).
+async fn patch() -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        [(header::ALLOW, "DELETE, OPTIONS")],
+    )
+        .into_response()
+}
+
+/// `OPTIONS /whip/{room}`: what the endpoint takes (and a CORS preflight's answer).
+async fn endpoint_options() -> Response {
+    (
+        StatusCode::NO_CONTENT,
+        [
+            (header::ALLOW, "OPTIONS, POST"),
+            (HeaderName::from_static("accept-post"), SDP),
+            (header::ACCESS_CONTROL_ALLOW_METHODS, "OPTIONS, POST"),
+        ],
+    )
+        .into_response()
+}
+
+/// `OPTIONS /whip/{room}/{session}`: what a session takes (and a CORS preflight's answer).
+async fn session_options() -> Response {
+    (
+        StatusCode::NO_CONTENT,
+        [
+            (header::ALLOW, "DELETE, OPTIONS"),
+            (header::ACCESS_CONTROL_ALLOW_METHODS, "DELETE, OPTIONS"),
+        ],
+    )
+        .into_response()
+}
+
+/// Adds the CORS headers browser-based publishers need to every answer.
+async fn cors(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Authorization, Content-Type, If-Match"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("Location, ETag, Link, Accept-Post, Allow"),
+    );
+    response
+}
+
+/// A fresh, unguessable session id (whoever knows it can end the session); `None` if the system
+/// has no randomness to give.
+fn session_id() -> Option<String> {
+    let mut bytes = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut bytes).ok()?;
+    let mut id = String::with_capacity(32);
+    for b in bytes {
+        let _ = write!(id, "{b:02x}");
+    }
+    Some(id)
+}
+
+/// The ETag of a session: its ICE session (our ICE ufrag in the answer), quoted.
+fn ice_session_tag(answer: &str) -> Option<String> {
+    answer
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("a=ice-ufrag:"))
+        .map(|ufrag| format!("\"{ufrag}\""))
+}

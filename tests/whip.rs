@@ -1,0 +1,467 @@
+//! WHIP (RFC 9725) against the real server, with a str0m peer as the publisher: the HTTP contract
+//! (status codes, `Location`, `ETag`, CORS, refusals), room tokens, and a WHIP publisher's media
+//! reaching a WebSocket member byte-identical while the member sees it join, publish and leave.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use sfu_client::{Client, ClientConfig, ClientEvent, PeerId, TrackKind, TrackSource};
+use sfu_core::Permissions;
+use signaling::auth::{mint_hs256, Claims, Secret};
+use str0m::change::{SdpAnswer, SdpPendingOffer};
+use str0m::format::Codec;
+use str0m::media::{Direction, MediaKind, Mid, Pt};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::RtpWrite;
+use str0m::{Candidate, Event, Input, Output, Rtc};
+use support::{join_with, vp8_keyframe_payload, Server};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// One HTTP answer: status, headers (names lowercased), body.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One HTTP/1.0 request with these headers and body.
+async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Answer {
+    let mut tcp = TcpStream::connect(addr).await.expect("connecting");
+    let mut req = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n");
+    for (name, value) in headers {
+        req.push_str(&format!("{name}: {value}\r\n"));
+    }
+    req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    tcp.write_all(req.as_bytes()).await.expect("writing");
+    let mut raw = Vec::new();
+    tokio::time::timeout(WAIT, tcp.read_to_end(&mut raw))
+        .await
+        .expect("an answer in time")
+        .expect("reading");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").expect("a header end");
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("a status line");
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Answer {
+        status,
+        headers,
+        body: body.to_owned(),
+    }
+}
+
+/// POSTs `offer` as `application/sdp` to `path`, with `token` as a Bearer token.
+async fn post_offer(addr: SocketAddr, path: &str, offer: &str, token: Option<&str>) -> Answer {
+    let bearer = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("Content-Type", "application/sdp")];
+    if let Some(b) = &bearer {
+        headers.push(("Authorization", b));
+    }
+    request(addr, "POST", path, &headers, offer).await
+}
+
+/// A WHIP publisher: a full-ICE str0m peer sending one audio and one video m-line.
+struct WhipPeer {
+    rtc: Rtc,
+    udp: UdpSocket,
+    local: SocketAddr,
+    audio: Mid,
+    video: Mid,
+    pending: Option<SdpPendingOffer>,
+    connected: bool,
+    keyframe_requests: usize,
+    seq: u64,
+    buf: Vec<u8>,
+}
+
+impl WhipPeer {
+    /// A peer and its offer.
+    async fn new() -> (WhipPeer, String) {
+        let udp = UdpSocket::bind("127.0.0.1:0").await.expect("a UDP socket");
+        let local = udp.local_addr().expect("its address");
+        let mut rtc = sfu_client::participant_rtc();
+        rtc.add_local_candidate(Candidate::host(local, "udp").expect("a host candidate"));
+        let mut api = rtc.sdp_api();
+        let audio = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+        let video = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+        let (offer, pending) = api.apply().expect("an offer");
+        let peer = WhipPeer {
+            rtc,
+            udp,
+            local,
+            audio,
+            video,
+            pending: Some(pending),
+            connected: false,
+            keyframe_requests: 0,
+            seq: 0,
+            buf: vec![0; 2048],
+        };
+        (peer, offer.to_sdp_string())
+    }
+
+    fn accept(&mut self, answer: &str) {
+        let answer = SdpAnswer::from_sdp_string(answer).expect("a parsable answer");
+        let pending = self.pending.take().expect("an outstanding offer");
+        self.rtc
+            .sdp_api()
+            .accept_answer(pending, answer)
+            .expect("an applicable answer");
+    }
+
+    /// Runs the session for `time`: sends what it has, reads what comes.
+    async fn run(&mut self, time: Duration) {
+        let end = Instant::now() + time;
+        loop {
+            let timeout = loop {
+                match self.rtc.poll_output().expect("the session runs") {
+                    Output::Timeout(t) => break t,
+                    Output::Transmit(t) => {
+                        let _ = self.udp.send_to(&t.contents, t.destination).await;
+                    }
+                    Output::Event(Event::Connected) => self.connected = true,
+                    Output::Event(Event::KeyframeRequest(_)) => self.keyframe_requests += 1,
+                    Output::Event(_) => {}
+                }
+            };
+            let now = Instant::now();
+            if now >= end {
+                return;
+            }
+            let wake = timeout.clamp(now, end);
+            let read = tokio::time::timeout_at(wake.into(), self.udp.recv_from(&mut self.buf));
+            let input = match read.await {
+                Ok(Ok((n, source))) => {
+                    match Receive::new(Protocol::Udp, source, self.local, &self.buf[..n]) {
+                        Ok(r) => Input::Receive(Instant::now(), r),
+                        Err(_) => continue,
+                    }
+                }
+                _ => Input::Timeout(Instant::now()),
+            };
+            let _ = self.rtc.handle_input(input);
+        }
+    }
+
+    async fn connect(&mut self) {
+        let deadline = Instant::now() + WAIT;
+        while !self.connected {
+            assert!(Instant::now() < deadline, "the WHIP peer did not connect");
+            self.run(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The negotiated payload type of `codec` on `mid`.
+    fn pt(&self, mid: Mid, codec: Codec) -> Pt {
+        let params = self.rtc.codec_config().params();
+        let media = self.rtc.media(mid).expect("the m-line");
+        media
+            .remote_pts()
+            .iter()
+            .copied()
+            .find(|pt| {
+                params
+                    .iter()
+                    .any(|p| p.pt() == *pt && p.spec().codec == codec)
+            })
+            .expect("a negotiated payload type")
+    }
+
+    /// Sends `payload` as one packet (a whole frame) on the audio or video m-line.
+    fn send(&mut self, video: bool, payload: Vec<u8>) {
+        let (mid, codec, rate) = if video {
+            (self.video, Codec::Vp8, 3000)
+        } else {
+            (self.audio, Codec::Opus, 960)
+        };
+        let pt = self.pt(mid, codec);
+        self.seq += 1;
+        let ts = (self.seq as u32).wrapping_mul(rate);
+        let mut api = self.rtc.direct_api();
+        let stream = api.stream_tx_by_mid(mid, None).expect("a send stream");
+        let write = RtpWrite::new(pt, self.seq.into(), ts, Instant::now(), payload)
+            .marker(true)
+            .nackable(video);
+        stream.write_rtp(write);
+    }
+}
+
+/// The session path of a 201's `Location`.
+fn location(answer: &Answer) -> String {
+    answer
+        .header("location")
+        .unwrap_or_else(|| panic!("no Location in {answer:?}"))
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whip_endpoint_speaks_rfc_9725() {
+    let server = Server::start();
+    let addr = server.addr;
+
+    let options = request(addr, "OPTIONS", "/whip/contract", &[], "").await;
+    assert_eq!(options.status, 204, "{options:?}");
+    assert!(options.header("allow").is_some_and(|a| a.contains("POST")));
+    assert_eq!(options.header("accept-post"), Some("application/sdp"));
+    assert_eq!(options.header("access-control-allow-origin"), Some("*"));
+
+    let (_, offer) = WhipPeer::new().await;
+    let wrong_type = request(
+        addr,
+        "POST",
+        "/whip/contract",
+        &[("Content-Type", "application/json")],
+        &offer,
+    )
+    .await;
+    assert_eq!(wrong_type.status, 415, "{wrong_type:?}");
+    assert!(wrong_type.body.contains("application/sdp"));
+
+    let garbage = post_offer(addr, "/whip/contract", "this is no SDP", None).await;
+    assert_eq!(garbage.status, 400, "{garbage:?}");
+    assert!(garbage.body.contains("error"));
+
+    let created = post_offer(addr, "/whip/contract", &offer, None).await;
+    assert_eq!(created.status, 201, "{created:?}");
+    assert_eq!(created.header("content-type"), Some("application/sdp"));
+    assert!(created.body.starts_with("v=0"), "{created:?}");
+    let session = location(&created);
+    assert!(session.starts_with("/whip/contract/"), "{session}");
+    let etag = created.header("etag").expect("an ETag");
+    assert!(etag.starts_with('"') && etag.len() > 2, "{etag}");
+    assert_eq!(created.header("access-control-allow-origin"), Some("*"));
+    let exposed = created
+        .header("access-control-expose-headers")
+        .expect("exposed headers");
+    assert!(exposed.contains("Location") && exposed.contains("ETag"));
+    until_rooms(&server, 1).await;
+
+    let patch = request(addr, "PATCH", &session, &[], "").await;
+    assert_eq!(patch.status, 405, "{patch:?}");
+    assert!(patch.header("allow").is_some_and(|a| a.contains("DELETE")));
+
+    let ended = request(addr, "DELETE", &session, &[], "").await;
+    assert_eq!(ended.status, 200, "{ended:?}");
+    until_rooms(&server, 0).await;
+    let again = request(addr, "DELETE", &session, &[], "").await;
+    assert_eq!(again.status, 404, "{again:?}");
+    let unknown = request(addr, "DELETE", "/whip/contract/nope", &[], "").await;
+    assert_eq!(unknown.status, 404, "{unknown:?}");
+}
+
+/// Waits until the server has `n` rooms.
+async fn until_rooms(server: &Server, n: u64) {
+    server
+        .stats_until(WAIT, &format!("{n} rooms"), |s| s.rooms == n)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whip_publishers_media_reaches_a_member_intact() {
+    let server = Server::start();
+    let room = "whip-media";
+    let mut member = join_with(ClientConfig::new(server.ws_url(), room, "viewer")).await;
+
+    let (mut whip, offer) = WhipPeer::new().await;
+    let created = post_offer(server.addr, &format!("/whip/{room}?name=obs"), &offer, None).await;
+    assert_eq!(created.status, 201, "{created:?}");
+    whip.accept(&created.body);
+
+    // The member sees a peer named as asked, publishing a microphone and a camera.
+    let mut publisher: Option<PeerId> = None;
+    let mut published = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    while published.len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "saw {publisher:?}, {published:?}"
+        );
+        whip.run(Duration::from_millis(10)).await;
+        while let Some(event) = member.try_next_event() {
+            match event {
+                ClientEvent::PeerJoined(p) => {
+                    assert_eq!(p.name, "obs");
+                    publisher = Some(p.id);
+                }
+                ClientEvent::TrackPublished { peer_id, track } => {
+                    assert_eq!(Some(peer_id), publisher);
+                    published.push((track.kind, track.source));
+                }
+                _ => {}
+            }
+        }
+    }
+    published.sort_by_key(|(kind, _)| *kind == TrackKind::Video);
+    assert_eq!(
+        published,
+        [
+            (TrackKind::Audio, TrackSource::Mic),
+            (TrackKind::Video, TrackSource::Camera)
+        ]
+    );
+    let publisher = publisher.expect("a peerJoined");
+    whip.connect().await;
+    let tracks = support::wait_tracks_of(&member, publisher, 2).await;
+    assert_eq!(tracks.len(), 2);
+
+    // Every packet reaches the member with its payload unchanged.
+    let mut sent = Vec::new();
+    let mut received: Vec<(bool, Vec<u8>)> = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    let mut i = 0;
+    while !sent.iter().all(|p| received.contains(p)) || sent.len() < 40 {
+        assert!(
+            Instant::now() < deadline,
+            "received {} of {} packets",
+            received.len(),
+            sent.len()
+        );
+        if sent.len() < 40 {
+            let audio = (false, format!("whip audio {i}").into_bytes());
+            let video = (
+                true,
+                vp8_keyframe_payload(&format!("whip video {i}"), 300 + i),
+            );
+            for (is_video, payload) in [audio, video] {
+                whip.send(is_video, payload.clone());
+                sent.push((is_video, payload));
+            }
+            i += 1;
+        }
+        whip.run(Duration::from_millis(20)).await;
+        while let Some(event) = member.try_next_event() {
+            if let ClientEvent::Rtp(rtp) = event {
+                assert_eq!(rtp.peer_id, Some(publisher));
+                let video = rtp.kind == Some(TrackKind::Video);
+                received.push((video, rtp.payload.to_vec()));
+            }
+        }
+        // Warm-up: each leg starts once it is set up (video at a keyframe); what was sent before
+        // both carried a packet does not count.
+        if !(received.iter().any(|r| r.0) && received.iter().any(|r| !r.0)) {
+            sent.clear();
+        }
+    }
+    assert!(
+        whip.keyframe_requests > 0,
+        "the member's new leg asks for a keyframe"
+    );
+
+    // DELETE ends the session: the member sees the publisher leave.
+    let ended = request(server.addr, "DELETE", &location(&created), &[], "").await;
+    assert_eq!(ended.status, 200);
+    wait_left(&mut member, publisher).await;
+    member.leave().await;
+    until_rooms(&server, 0).await;
+}
+
+async fn wait_left(member: &mut Client, publisher: PeerId) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match member.next_event_timeout(left).await {
+            Some(ClientEvent::PeerLeft(id)) if id == publisher => return,
+            Some(_) => {}
+            None => panic!("no peerLeft for the WHIP publisher"),
+        }
+    }
+}
+
+const SECRET: &str = "integration-test secret, 32 bytes or more";
+
+fn token(room: &str, name: &str, permissions: Permissions) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("a clock after 1970")
+        .as_secs();
+    let claims = Claims {
+        publish: Some(permissions.publish),
+        subscribe: Some(permissions.subscribe),
+        chat: Some(permissions.chat),
+        ..Claims::for_member(room, name, Some(name), permissions, false, now, 3600)
+            .expect("a lifetime that fits")
+    };
+    mint_hs256(&Secret::new(SECRET).expect("a secret"), &claims).expect("minting")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_room_tokens_a_whip_publisher_needs_one_that_allows_publishing() {
+    let dir = std::env::temp_dir().join(format!("edge-sfu-whip-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temp dir");
+    let secret = dir.join("secret");
+    std::fs::write(&secret, format!("{SECRET}\n")).expect("writing the secret");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    }
+    let server = Server::start_with(&["--auth-secret-file", secret.to_str().expect("UTF-8")]);
+    let room = "whip-tokens";
+    let path = format!("/whip/{room}?name=impostor");
+    let (_, offer) = WhipPeer::new().await;
+
+    let none = post_offer(server.addr, &path, &offer, None).await;
+    assert_eq!(none.status, 401, "{none:?}");
+    assert!(none.header("www-authenticate").is_some());
+    let bad = post_offer(server.addr, &path, &offer, Some("not.a.token")).await;
+    assert_eq!(bad.status, 401, "{bad:?}");
+    let elsewhere = token("another-room", "enc", Permissions::ALL);
+    let wrong_room = post_offer(server.addr, &path, &offer, Some(&elsewhere)).await;
+    assert_eq!(wrong_room.status, 403, "{wrong_room:?}");
+    let watcher = Permissions {
+        publish: false,
+        ..Permissions::ALL
+    };
+    let no_publish = post_offer(server.addr, &path, &offer, Some(&token(room, "w", watcher))).await;
+    assert_eq!(no_publish.status, 403, "{no_publish:?}");
+    assert!(no_publish.body.contains("publish"), "{no_publish:?}");
+
+    // A member is there to see who arrives: the token's name, not `?name=`.
+    let member_token = token(room, "viewer", Permissions::ALL);
+    let config = ClientConfig::new(server.ws_url(), room, "viewer").token(member_token);
+    let mut member = join_with(config).await;
+    let encoder = token(room, "encoder", Permissions::ALL);
+    let created = post_offer(server.addr, &path, &offer, Some(&encoder)).await;
+    assert_eq!(created.status, 201, "{created:?}");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match member.next_event_timeout(left).await {
+            Some(ClientEvent::PeerJoined(p)) => {
+                assert_eq!(p.name, "encoder");
+                break;
+            }
+            Some(_) => {}
+            None => panic!("the WHIP publisher did not join"),
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
