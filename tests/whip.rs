@@ -1,6 +1,8 @@
-//! WHIP (RFC 9725) against the real server, with a str0m peer as the publisher: the HTTP contract
-//! (status codes, `Location`, `ETag`, CORS, refusals), room tokens, and a WHIP publisher's media
-//! reaching a WebSocket member byte-identical while the member sees it join, publish and leave.
+//! WHIP (RFC 9725) and WHEP against the real server, with str0m peers as the publisher and the
+//! viewer: the HTTP contract (status codes, `Location`, `ETag`, CORS, refusals), room tokens, a
+//! WHIP publisher's media reaching a WebSocket member byte-identical while the member sees it
+//! join, publish and leave, and a WHEP viewer receiving the active speaker's media (following a
+//! switch on one continuous stream per m-line) or one named member's.
 
 mod support;
 
@@ -88,7 +90,17 @@ async fn post_offer(addr: SocketAddr, path: &str, offer: &str, token: Option<&st
     request(addr, "POST", path, &headers, offer).await
 }
 
-/// A WHIP publisher: a full-ICE str0m peer sending one audio and one video m-line.
+/// One RTP packet a WHEP viewer received.
+#[derive(Debug, Clone)]
+struct Got {
+    mid: Option<Mid>,
+    ssrc: u32,
+    seq: u64,
+    payload: Vec<u8>,
+}
+
+/// A WHIP publisher or WHEP viewer: a full-ICE str0m peer with one audio and one video m-line,
+/// sending (WHIP) or receiving (WHEP).
 struct WhipPeer {
     rtc: Rtc,
     udp: UdpSocket,
@@ -99,19 +111,30 @@ struct WhipPeer {
     connected: bool,
     keyframe_requests: usize,
     seq: u64,
+    received: Vec<Got>,
     buf: Vec<u8>,
 }
 
 impl WhipPeer {
-    /// A peer and its offer.
+    /// A WHIP peer and its offer.
     async fn new() -> (WhipPeer, String) {
+        WhipPeer::with(Direction::SendOnly).await
+    }
+
+    /// A WHEP peer and its offer.
+    async fn viewer() -> (WhipPeer, String) {
+        WhipPeer::with(Direction::RecvOnly).await
+    }
+
+    /// A peer whose m-lines go in `direction`, and its offer.
+    async fn with(direction: Direction) -> (WhipPeer, String) {
         let udp = UdpSocket::bind("127.0.0.1:0").await.expect("a UDP socket");
         let local = udp.local_addr().expect("its address");
         let mut rtc = sfu_client::participant_rtc();
         rtc.add_local_candidate(Candidate::host(local, "udp").expect("a host candidate"));
         let mut api = rtc.sdp_api();
-        let audio = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
-        let video = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+        let audio = api.add_media(MediaKind::Audio, direction, None, None, None);
+        let video = api.add_media(MediaKind::Video, direction, None, None, None);
         let (offer, pending) = api.apply().expect("an offer");
         let peer = WhipPeer {
             rtc,
@@ -123,6 +146,7 @@ impl WhipPeer {
             connected: false,
             keyframe_requests: 0,
             seq: 0,
+            received: Vec::new(),
             buf: vec![0; 2048],
         };
         (peer, offer.to_sdp_string())
@@ -149,6 +173,19 @@ impl WhipPeer {
                     }
                     Output::Event(Event::Connected) => self.connected = true,
                     Output::Event(Event::KeyframeRequest(_)) => self.keyframe_requests += 1,
+                    Output::Event(Event::RtpPacket(p)) => {
+                        let ssrc = p.header.ssrc;
+                        let mid = p.header.ext_vals.mid.or_else(|| {
+                            let mut api = self.rtc.direct_api();
+                            api.stream_rx(&ssrc).map(|s| s.mid())
+                        });
+                        self.received.push(Got {
+                            mid,
+                            ssrc: *ssrc,
+                            seq: *p.seq_no,
+                            payload: p.payload.to_vec(),
+                        });
+                    }
                     Output::Event(_) => {}
                 }
             };
@@ -464,4 +501,161 @@ async fn with_room_tokens_a_whip_publisher_needs_one_that_allows_publishing() {
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Sends one audio packet (at `level` dBov) and one video keyframe tagged `name` from each of
+/// `publishers`, `rounds` times, 20 ms apart, while `viewer` runs.
+async fn talk(viewer: &mut WhipPeer, publishers: &[(&Client, &str, u8)], rounds: usize) {
+    for i in 0..rounds {
+        for (client, name, level) in publishers {
+            let audio = client.audio_track().expect("an audio track");
+            let video = client.video_track().expect("a video track");
+            let tag = format!("{name} audio {i}").into_bytes();
+            client
+                .send_rtp_with_level(audio, tag, true, *level)
+                .await
+                .expect("sending audio");
+            let frame = vp8_keyframe_payload(&format!("{name} video {i}|"), 200);
+            client
+                .send_rtp(video, frame, true)
+                .await
+                .expect("sending video");
+        }
+        viewer.run(Duration::from_millis(20)).await;
+    }
+}
+
+/// Whose packets (by the name in their payload) `viewer` received on its `video` or audio
+/// m-line, from `from` on.
+fn senders(viewer: &WhipPeer, from: usize, video: bool) -> Vec<String> {
+    let mid = if video { viewer.video } else { viewer.audio };
+    viewer.received[from..]
+        .iter()
+        .filter(|g| g.mid == Some(mid))
+        .filter_map(|g| {
+            let text = String::from_utf8_lossy(&g.payload);
+            ["ana", "bob"]
+                .into_iter()
+                .find(|n| text.contains(&format!("{n} ")))
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+/// Joins a publisher with audio and video.
+async fn publisher(server: &Server, room: &str, name: &str) -> Client {
+    join_with(
+        ClientConfig::new(server.ws_url(), room, name)
+            .audio(true)
+            .video(true),
+    )
+    .await
+}
+
+/// Sends until `viewer` got media of `name` on both m-lines since packet `from`.
+async fn until_viewing(
+    viewer: &mut WhipPeer,
+    publishers: &[(&Client, &str, u8)],
+    name: &str,
+    from: usize,
+) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        talk(viewer, publishers, 5).await;
+        let video = senders(viewer, from, true);
+        let audio = senders(viewer, from, false);
+        if video.last().map(String::as_str) == Some(name)
+            && audio.last().map(String::as_str) == Some(name)
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the viewer did not get to {name}: video from {video:?}, audio from {audio:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whep_viewer_follows_the_active_speaker_on_one_stream_per_m_line() {
+    let server = Server::start();
+    let room = "whep-speaker";
+    let ana = publisher(&server, room, "ana").await;
+    let bob = publisher(&server, room, "bob").await;
+
+    let (mut viewer, offer) = WhipPeer::viewer().await;
+    let created = post_offer(server.addr, &format!("/whep/{room}"), &offer, None).await;
+    assert_eq!(created.status, 201, "{created:?}");
+    assert!(location(&created).starts_with(&format!("/whep/{room}/")));
+    viewer.accept(&created.body);
+    viewer.connect().await;
+
+    // Ana speaks: the viewer gets her audio and video.
+    let (loud, silent) = (10, 127);
+    until_viewing(
+        &mut viewer,
+        &[(&ana, "ana", loud), (&bob, "bob", silent)],
+        "ana",
+        0,
+    )
+    .await;
+    // Bob takes over: the viewer's legs move to him.
+    let switch = viewer.received.len();
+    until_viewing(
+        &mut viewer,
+        &[(&ana, "ana", silent), (&bob, "bob", loud)],
+        "bob",
+        switch,
+    )
+    .await;
+
+    // Each m-line stayed one stream, numbered on without a gap across the switch.
+    for mid in [viewer.audio, viewer.video] {
+        let packets: Vec<&Got> = viewer
+            .received
+            .iter()
+            .filter(|g| g.mid == Some(mid))
+            .collect();
+        let ssrcs: std::collections::HashSet<u32> = packets.iter().map(|g| g.ssrc).collect();
+        assert_eq!(ssrcs.len(), 1, "m-line {mid}: SSRCs {ssrcs:?}");
+        let mut seqs: Vec<u64> = packets.iter().map(|g| g.seq).collect();
+        seqs.sort_unstable();
+        seqs.dedup();
+        let span = seqs.last().expect("packets") - seqs[0] + 1;
+        assert_eq!(span, seqs.len() as u64, "m-line {mid}: a gap in {seqs:?}");
+    }
+
+    let ended = request(server.addr, "DELETE", &location(&created), &[], "").await;
+    assert_eq!(ended.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whep_viewer_with_peer_watches_that_member() {
+    let server = Server::start();
+    let room = "whep-peer";
+    let ana = publisher(&server, room, "ana").await;
+    let bob = publisher(&server, room, "bob").await;
+
+    let (mut viewer, offer) = WhipPeer::viewer().await;
+    let path = format!("/whep/{room}?peer=bob&name=monitor");
+    let created = post_offer(server.addr, &path, &offer, None).await;
+    assert_eq!(created.status, 201, "{created:?}");
+    viewer.accept(&created.body);
+    viewer.connect().await;
+
+    // Ana is the one speaking, yet the viewer stays with bob.
+    let talking = [(&ana, "ana", 10), (&bob, "bob", 127)];
+    until_viewing(&mut viewer, &talking, "bob", 0).await;
+    talk(&mut viewer, &talking, 50).await;
+    let video = senders(&viewer, 0, true);
+    let audio = senders(&viewer, 0, false);
+    assert!(
+        video.iter().chain(&audio).all(|n| n == "bob"),
+        "video from {video:?}, audio from {audio:?}"
+    );
+
+    // A WHEP offer that sends is refused.
+    let (_, sending) = WhipPeer::new().await;
+    let refused = post_offer(server.addr, &format!("/whep/{room}"), &sending, None).await;
+    assert_eq!(refused.status, 400, "{refused:?}");
 }

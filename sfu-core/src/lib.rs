@@ -25,6 +25,7 @@ pub mod quality;
 pub mod rewrite;
 pub mod router;
 mod timers;
+pub mod viewers;
 pub mod wire;
 
 pub use crate::config::CoreConfig;

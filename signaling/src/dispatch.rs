@@ -9,6 +9,7 @@ use std::sync::Mutex;
 
 use sfu_core::plain::{IngestInfo, IngestSpec, OutputInfo, OutputSpec, OutputTarget, PlainError};
 use sfu_core::protocol::{ClientMessage, PeerId, ServerMessage};
+use sfu_core::viewers::Follow;
 use sfu_core::{JoinRefusal, Permissions, StatsSnapshot};
 use tokio::sync::{mpsc, oneshot};
 
@@ -59,7 +60,7 @@ pub enum WorkerCommand {
         /// The publisher's peer id.
         peer: PeerId,
         /// What it asks for.
-        request: WhipRequest,
+        request: HttpJoin,
         /// What the member may do (from its room token; everything in an open room).
         permissions: Permissions,
         /// Held by the worker while the member exists and dropped when it is gone (`DELETE`, the
@@ -69,11 +70,27 @@ pub enum WorkerCommand {
         /// The SDP answer, or why the join was refused.
         reply: oneshot::Sender<Result<String, JoinRefusal>>,
     },
+    /// A WHEP viewer joins with its SDP offer ([`sfu_core::Core::join_whep`]); it leaves with
+    /// [`WorkerCommand::Disconnect`].
+    WhepJoin {
+        /// The viewer's peer id.
+        peer: PeerId,
+        /// What it asks for.
+        request: HttpJoin,
+        /// Whose media it receives.
+        follow: Follow,
+        /// What the member may do (from its room token; everything in an open room).
+        permissions: Permissions,
+        /// As for [`WorkerCommand::WhipJoin`]: dropped by the worker when the member is gone.
+        closed: mpsc::Sender<ServerMessage>,
+        /// The SDP answer, or why the join was refused.
+        reply: oneshot::Sender<Result<String, JoinRefusal>>,
+    },
 }
 
-/// A WHIP publisher's join: its room, name and SDP offer.
+/// A join over HTTP (a WHIP publisher's or a WHEP viewer's): its room, name and SDP offer.
 #[derive(Debug)]
-pub struct WhipRequest {
+pub struct HttpJoin {
     /// The room it publishes in.
     pub room: String,
     /// Its name there.

@@ -16,6 +16,6 @@ pub mod limits;
 pub mod server;
 pub mod whip;
 
-pub use dispatch::{Dispatch, PlainReply, PlainRequest, WhipRequest, WorkerCommand, WorkerHandle};
+pub use dispatch::{Dispatch, HttpJoin, PlainReply, PlainRequest, WorkerCommand, WorkerHandle};
 pub use ice_servers::{IceServers, TurnRest};
 pub use server::{router, AppState, Leg, SignalingCounters};

@@ -91,7 +91,7 @@ pub struct AppState {
     pub(crate) auth: Option<Authenticator>,
     /// Join attempts per client address.
     pub(crate) join_limiter: JoinLimiter,
-    /// The WHIP publishers' sessions.
+    /// The WHIP publishers' and WHEP viewers' sessions.
     pub(crate) whip: crate::whip::WhipSessions,
 }
 

@@ -1,15 +1,20 @@
-//! WHIP (RFC 9725): publishing into a room with one HTTP request, as OBS and other encoders do.
+//! WHIP (RFC 9725) and WHEP: publishing into a room, and watching it, with one HTTP request, as
+//! OBS and other encoders and players do.
 //!
 //! | method and path | answer |
 //! | --- | --- |
 //! | `POST /whip/{room}` (`Content-Type: application/sdp`, the offer) | 201, the SDP answer, `Location: /whip/{room}/{session}`, `ETag` |
-//! | `DELETE /whip/{room}/{session}` | 200: the publisher leaves the room |
-//! | `PATCH /whip/{room}/{session}` | 405: the server is ICE-lite and gathers nothing to trickle |
+//! | `POST /whep/{room}` (likewise; `?peer=NAME` to watch one member) | 201, likewise with `/whep/...` |
+//! | `DELETE` on the `Location` | 200: the publisher or viewer leaves the room |
+//! | `PATCH` on the `Location` | 405: the server is ICE-lite and gathers nothing to trickle |
 //! | `OPTIONS` on either | 204 with `Allow` (and `Accept-Post: application/sdp` on the endpoint) |
 //!
-//! The publisher is a room member (`sfu_core::Core::join_whip`) named after its room token, or
-//! `?name=` where rooms are open (`whip-<id>` without one). With room tokens configured the token
-//! comes as `Authorization: Bearer <token>` and must grant `publish` in that room. Every answer
+//! A publisher is a room member (`sfu_core::Core::join_whip`) whose tracks are its offer's
+//! sending m-lines; a viewer is a member with one audio and one video leg that follow the active
+//! speaker, or the member `?peer=` names (`sfu_core::Core::join_whep`). Each is named after its
+//! room token, or `?name=` where rooms are open (`whip-<id>`, `whep-<id>` without one). With room
+//! tokens configured the token comes as `Authorization: Bearer <token>` and must grant `publish`
+//! (WHIP) or `subscribe` (WHEP) in that room. Every answer
 //! carries CORS headers (`Access-Control-Allow-Origin: *`, `Location`, `ETag` and `Link`
 //! exposed) so browser-based publishers can use the endpoint. Refusals have a JSON body
 //! `{"error": "..."}` as the plain RTP API's do.
@@ -29,19 +34,20 @@ use axum::routing::post;
 use axum::{middleware, Json, Router};
 use serde::{Deserialize, Serialize};
 use sfu_core::protocol::{ErrorCode, PeerId};
+use sfu_core::viewers::Follow;
 use sfu_core::{JoinRefusal, Permissions};
 use tokio::sync::{mpsc, oneshot};
 use tracing::info;
 
 use crate::auth::AuthError;
-use crate::dispatch::{WhipRequest, WorkerCommand};
+use crate::dispatch::{HttpJoin, WorkerCommand};
 use crate::limits::MAX_MESSAGE_BYTES;
 use crate::server::{unix_now, AppState};
 
 /// The media type of an SDP body.
 const SDP: &str = "application/sdp";
 
-/// One WHIP publisher's session.
+/// One WHIP publisher's or WHEP viewer's session.
 #[derive(Debug, Clone)]
 struct Session {
     /// Its room.
@@ -52,7 +58,7 @@ struct Session {
     worker: usize,
 }
 
-/// The open WHIP sessions, by their secret id (the last part of their `Location`).
+/// The open WHIP and WHEP sessions, by their secret id (the last part of their `Location`).
 #[derive(Debug, Default)]
 pub struct WhipSessions {
     sessions: Mutex<HashMap<String, Session>>,
@@ -78,7 +84,7 @@ impl WhipSessions {
     }
 }
 
-/// Why a WHIP request was refused, as the client sees it.
+/// Why a WHIP or WHEP request was refused, as the client sees it.
 #[derive(Debug, thiserror::Error)]
 enum WhipError {
     /// The body is not `application/sdp`.
@@ -142,23 +148,45 @@ impl IntoResponse for WhipError {
     }
 }
 
-/// The WHIP routes, with CORS headers on every answer.
+/// The WHIP and WHEP routes, with CORS headers on every answer.
 pub fn routes() -> Router<Arc<AppState>> {
+    let session = || {
+        axum::routing::delete(end)
+            .patch(patch)
+            .options(session_options)
+    };
     Router::new()
         .route("/whip/{room}", post(publish).options(endpoint_options))
-        .route(
-            "/whip/{room}/{session}",
-            axum::routing::delete(end)
-                .patch(patch)
-                .options(session_options),
-        )
+        .route("/whip/{room}/{session}", session())
+        .route("/whep/{room}", post(watch).options(endpoint_options))
+        .route("/whep/{room}/{session}", session())
         .layer(middleware::map_response(cors))
 }
 
-/// `?name=`: the publisher's name in an open room.
+/// `?name=`: the member's name in an open room; `?peer=`: whom a WHEP viewer watches.
 #[derive(Debug, Deserialize)]
-struct PublishQuery {
+struct JoinQuery {
     name: Option<String>,
+    peer: Option<String>,
+}
+
+/// What joins over HTTP.
+#[derive(Debug)]
+enum Role {
+    /// A WHIP publisher.
+    Publisher,
+    /// A WHEP viewer following this.
+    Viewer(Follow),
+}
+
+impl Role {
+    /// The first part of its paths.
+    fn prefix(&self) -> &'static str {
+        match self {
+            Role::Publisher => "whip",
+            Role::Viewer(_) => "whep",
+        }
+    }
 }
 
 /// `POST /whip/{room}`: the publisher joins with its offer; the answer comes back.
@@ -166,10 +194,60 @@ async fn publish(
     State(state): State<Arc<AppState>>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     Path(room): Path<String>,
-    Query(query): Query<PublishQuery>,
+    Query(query): Query<JoinQuery>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, WhipError> {
+    let request = Request {
+        room,
+        name: query.name,
+        headers,
+        body,
+    };
+    join(state, addr, request, Role::Publisher).await
+}
+
+/// `POST /whep/{room}`: the viewer joins with its offer; the answer comes back.
+async fn watch(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    Path(room): Path<String>,
+    Query(query): Query<JoinQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, WhipError> {
+    let follow = query.peer.map_or(Follow::Speaker, Follow::Peer);
+    let request = Request {
+        room,
+        name: query.name,
+        headers,
+        body,
+    };
+    join(state, addr, request, Role::Viewer(follow)).await
+}
+
+/// A join request's parts.
+struct Request {
+    room: String,
+    name: Option<String>,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+/// Joins a publisher or viewer to its room's worker and answers with the SDP answer and the
+/// session's `Location` and `ETag`.
+async fn join(
+    state: Arc<AppState>,
+    addr: SocketAddr,
+    request: Request,
+    role: Role,
+) -> Result<Response, WhipError> {
+    let Request {
+        room,
+        name,
+        headers,
+        body,
+    } = request;
     let media_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -191,21 +269,32 @@ async fn publish(
     }
     let id = session_id().ok_or(WhipError::Unavailable)?;
     let peer = state.dispatch.next_peer_id();
-    let (name, permissions) = admit(&state, &room, &headers, query.name, peer)?;
+    let (name, permissions) = admit(&state, &room, &headers, name, (role.prefix(), peer))?;
     let worker = state.dispatch.enter(&room).ok_or(WhipError::Unavailable)?;
     let (closed, mut gone) = mpsc::channel(1);
     let (reply, answer) = oneshot::channel();
-    let request = WhipRequest {
+    let request = HttpJoin {
         room: room.clone(),
         name,
         offer,
     };
-    let command = WorkerCommand::WhipJoin {
-        peer,
-        request,
-        permissions,
-        closed,
-        reply,
+    let prefix = role.prefix();
+    let command = match role {
+        Role::Publisher => WorkerCommand::WhipJoin {
+            peer,
+            request,
+            permissions,
+            closed,
+            reply,
+        },
+        Role::Viewer(follow) => WorkerCommand::WhepJoin {
+            peer,
+            request,
+            follow,
+            permissions,
+            closed,
+            reply,
+        },
     };
     let answer = if state.dispatch.send(worker, command) {
         answer.await.map_err(|_| WhipError::Unavailable)
@@ -216,11 +305,11 @@ async fn publish(
         Ok(answer) => answer,
         Err(e) => {
             state.dispatch.leave(&room);
-            info!(peer, room = %room, error = %e, "WHIP publish refused");
+            info!(peer, room = %room, error = %e, prefix, "WHIP/WHEP join refused");
             return Err(e);
         }
     };
-    let location = format!("/whip/{room}/{id}");
+    let location = format!("/{prefix}/{room}/{id}");
     let etag = ice_session_tag(&answer);
     state.whip.insert(
         id.clone(),
@@ -230,7 +319,7 @@ async fn publish(
             worker,
         },
     );
-    info!(peer, room = %room, worker, "WHIP publisher joined");
+    info!(peer, room = %room, worker, prefix, "joined over HTTP");
     // The worker drops its end when the member is gone: the session and the room placement go.
     let watcher = state.clone();
     tokio::spawn(async move {
@@ -250,17 +339,17 @@ async fn publish(
     Ok(response)
 }
 
-/// The publisher's name and permissions: from its room token where tokens are configured, else
-/// `?name=` or `whip-<id>`.
+/// The member's name and permissions: from its room token where tokens are configured, else
+/// `?name=` or `<prefix>-<id>`.
 fn admit(
     state: &AppState,
     room: &str,
     headers: &HeaderMap,
     name: Option<String>,
-    peer: PeerId,
+    (prefix, peer): (&str, PeerId),
 ) -> Result<(String, Permissions), WhipError> {
     let Some(auth) = &state.auth else {
-        let name = name.unwrap_or_else(|| format!("whip-{peer}"));
+        let name = name.unwrap_or_else(|| format!("{prefix}-{peer}"));
         return Ok((name, Permissions::ALL));
     };
     let token = headers
@@ -274,13 +363,13 @@ fn admit(
         Ok(grant) => Ok((grant.name, grant.permissions)),
         Err(e) => {
             state.counters.count_auth(&e);
-            info!(room = %room, error = %e, "WHIP publish refused");
+            info!(room = %room, error = %e, prefix, "WHIP/WHEP join refused");
             Err(WhipError::Auth(e))
         }
     }
 }
 
-/// `DELETE /whip/{room}/{session}`: the publisher leaves.
+/// `DELETE /whip/{room}/{session}` (or `/whep/...`): the publisher or viewer leaves.
 async fn end(
     State(state): State<Arc<AppState>>,
     Path((room, id)): Path<(String, String)>,
@@ -293,11 +382,11 @@ async fn end(
     if !state.dispatch.send(session.worker, command) {
         return Err(WhipError::Unavailable);
     }
-    info!(peer = session.peer, room = %room, "WHIP publisher ended its session");
+    info!(peer = session.peer, room = %room, "WHIP/WHEP session ended");
     Ok(StatusCode::OK)
 }
 
-/// `PATCH /whip/{room}/{session}`: trickle ICE and ICE restarts are not supported; the server is
+/// `PATCH` on a session: trickle ICE and ICE restarts are not supported; the server is
 /// ICE-lite and its answer already lists all its candidates (RFC 9725 4.3.1 allows 405).
 async fn patch() -> Response {
     (
@@ -307,7 +396,7 @@ async fn patch() -> Response {
         .into_response()
 }
 
-/// `OPTIONS /whip/{room}`: what the endpoint takes (and a CORS preflight's answer).
+/// `OPTIONS /whip/{room}` (or `/whep/...`): what the endpoint takes (and a CORS preflight's answer).
 async fn endpoint_options() -> Response {
     (
         StatusCode::NO_CONTENT,
@@ -320,7 +409,7 @@ async fn endpoint_options() -> Response {
         .into_response()
 }
 
-/// `OPTIONS /whip/{room}/{session}`: what a session takes (and a CORS preflight's answer).
+/// `OPTIONS` on a session: what a session takes (and a CORS preflight's answer).
 async fn session_options() -> Response {
     (
         StatusCode::NO_CONTENT,
@@ -332,7 +421,7 @@ async fn session_options() -> Response {
         .into_response()
 }
 
-/// Adds the CORS headers browser-based publishers need to every answer.
+/// Adds the CORS headers browser-based publishers and players need to every answer.
 async fn cors(mut response: Response) -> Response {
     let headers = response.headers_mut();
     headers.insert(

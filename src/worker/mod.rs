@@ -28,10 +28,10 @@ use sfu_core::demux::FlowChange;
 use sfu_core::plain::{OutputInfo, OutputPath, PlainError};
 use sfu_core::protocol::{PeerId, ServerMessage};
 use sfu_core::str0m::net::Protocol;
-use sfu_core::{Action, Core, CoreConfig, DropReason, Transmit};
+use sfu_core::{Action, Core, CoreConfig, DropReason, JoinRefusal, Transmit};
 use signaling::{PlainReply, PlainRequest, WorkerCommand};
 use tokio::sync::mpsc::error::TrySendError;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tracing::{debug, info, warn};
 
 pub use crate::config::IoMode;
@@ -208,6 +208,22 @@ impl Shared {
             .program(id, &info, &self.candidates)
             .unwrap_or(OutputPath::Userspace);
         core.set_output_path(id, path)
+    }
+
+    /// Answers a WHIP or WHEP join; a member that joined keeps `closed` until it is gone, which
+    /// tells the HTTP layer to forget its session.
+    fn answer_http_join(
+        &self,
+        peer: PeerId,
+        result: Result<String, JoinRefusal>,
+        closed: mpsc::Sender<ServerMessage>,
+        reply: oneshot::Sender<Result<String, JoinRefusal>>,
+    ) {
+        if result.is_ok() {
+            self.outboxes.borrow_mut().insert(peer, closed);
+        }
+        self.flush();
+        let _ = reply.send(result);
     }
 
     /// Takes every action the core produced: datagrams to the send queue, messages to outboxes.
@@ -406,11 +422,26 @@ async fn command_loop(shared: Rc<Shared>, mut rx: mpsc::UnboundedReceiver<Worker
                     &request.offer,
                     permissions,
                 );
-                if result.is_ok() {
-                    shared.outboxes.borrow_mut().insert(peer, closed);
-                }
-                shared.flush();
-                let _ = reply.send(result);
+                shared.answer_http_join(peer, result, closed, reply);
+            }
+            WorkerCommand::WhepJoin {
+                peer,
+                request,
+                follow,
+                permissions,
+                closed,
+                reply,
+            } => {
+                let result = shared.core.borrow_mut().join_whep(
+                    now,
+                    peer,
+                    request.room,
+                    request.name,
+                    follow,
+                    &request.offer,
+                    permissions,
+                );
+                shared.answer_http_join(peer, result, closed, reply);
             }
         }
     }

@@ -15,6 +15,7 @@
 
 mod plain;
 mod signaling;
+mod whep;
 mod whip;
 
 use std::collections::VecDeque;
@@ -38,6 +39,7 @@ use crate::router::{
     Arrival, Delivery, Origin, Refusal, RoutedPacket, Router, SinkRef, SinkSet, TrackKey,
 };
 use crate::timers::Deadlines;
+use crate::viewers::Viewers;
 use crate::wire::{classify, DatagramKind, RtpPacket, StunPacket};
 
 pub use signaling::JoinRefusal;
@@ -104,6 +106,8 @@ pub struct Core {
     timers: Deadlines<(PeerId, Timer)>,
     outbox: Outbox,
     counters: Counters,
+    /// WHEP viewers: what each follows, and its legs.
+    viewers: Viewers,
     /// Events polled from a member's session, handled after its polling (reused).
     events: VecDeque<Event>,
     /// Where a member's media payload is decrypted to before its track keeps it (reused).
@@ -125,6 +129,7 @@ impl Core {
             timers: Deadlines::default(),
             outbox: Outbox::default(),
             counters: Counters::default(),
+            viewers: Viewers::default(),
             events: VecDeque::with_capacity(64),
             rx_payload: vec![0; RX_PAYLOAD_BYTES],
             due: Vec::new(),
@@ -680,8 +685,10 @@ impl Core {
         }
     }
 
-    /// Revisits every subscriber's layers and every publisher's layer hints.
+    /// Moves WHEP viewers to what they follow now, then revisits every subscriber's layers and
+    /// every publisher's layer hints.
     fn quality_tick(&mut self, now: Instant) {
+        self.retarget_viewers(now);
         for id in self.members.ids() {
             self.reallocate(now, id);
         }

@@ -192,7 +192,7 @@ impl Core {
         self.demux.add_peer(id, &ufrag);
         // Without the subscribe permission the member sees who is there, but gets no
         // subscriptions.
-        if permissions.subscribe {
+        if peer.takes_room_tracks() {
             let mut keys = self.router.keys_in_room(&room);
             keys.sort_by_key(|k| (k.peer, k.mid.to_string()));
             for key in keys {
@@ -265,7 +265,7 @@ impl Core {
             if let Some(o) = self
                 .members
                 .get_mut(other)
-                .filter(|o| o.permissions.subscribe)
+                .filter(|o| o.takes_room_tracks())
             {
                 subscribe(&mut self.router, o, key);
             }
@@ -595,6 +595,7 @@ impl Core {
             self.error(id, ErrorCode::MediaTimeout, reason);
         }
         peer.rtc.disconnect();
+        self.viewers.remove(id);
         self.demux.remove_peer(id);
         self.timers.clear((id, Timer::Session));
         self.timers.clear((id, Timer::Liveness));

@@ -53,14 +53,6 @@ impl Core {
                 "the token does not allow publishing in this room",
             ));
         }
-        // Checked before the join: a refused offer leaves no trace in the room.
-        if let Err(e) = SdpOffer::from_sdp_string(offer) {
-            self.counters.drop(DropReason::BadSdp);
-            return Err(JoinRefusal::new(
-                ErrorCode::BadSdp,
-                &format!("unparsable SDP: {e}"),
-            ));
-        }
         if !offer_sends_media(offer) {
             self.counters.drop(DropReason::BadSdp);
             return Err(JoinRefusal::new(
@@ -68,32 +60,12 @@ impl Core {
                 "the offer sends no audio or video",
             ));
         }
-        let join = Join {
-            version: PROTOCOL_VERSION,
-            room,
-            name,
-            capacity: None,
-        };
         let publisher = Permissions {
             subscribe: false,
             chat: false,
             ..permissions
         };
-        self.try_join(now, id, join, publisher, SignalingChannel::Http)?;
-        let Some(peer) = self.members.get_mut(id) else {
-            return Err(JoinRefusal::new(
-                ErrorCode::Unavailable,
-                "the member is gone",
-            ));
-        };
-        let answer = match peer.accept_offer(offer) {
-            Ok(answer) => answer,
-            Err(e) => {
-                self.counters.drop(DropReason::BadSdp);
-                self.remove_peer(now, id, None);
-                return Err(JoinRefusal::new(ErrorCode::BadSdp, &e.to_string()));
-            }
-        };
+        let answer = self.join_over_http(now, id, room, name, offer, publisher)?;
         let tracks = self
             .members
             .get(id)
@@ -103,6 +75,49 @@ impl Core {
         self.update_publications(now, id, &tracks);
         self.members.mark_dirty(id);
         Ok(answer)
+    }
+
+    /// Member `id` joins `room` as `name` with signaling over HTTP (WHIP or WHEP) and what
+    /// `permissions` allow, and its `offer` is applied; returns our answer. Refused before the
+    /// join when the offer does not parse, and undone when it cannot be applied, so a refusal
+    /// leaves no trace in the room.
+    pub(super) fn join_over_http(
+        &mut self,
+        now: Instant,
+        id: PeerId,
+        room: String,
+        name: String,
+        offer: &str,
+        permissions: Permissions,
+    ) -> Result<String, JoinRefusal> {
+        if let Err(e) = SdpOffer::from_sdp_string(offer) {
+            self.counters.drop(DropReason::BadSdp);
+            return Err(JoinRefusal::new(
+                ErrorCode::BadSdp,
+                &format!("unparsable SDP: {e}"),
+            ));
+        }
+        let join = Join {
+            version: PROTOCOL_VERSION,
+            room,
+            name,
+            capacity: None,
+        };
+        self.try_join(now, id, join, permissions, SignalingChannel::Http)?;
+        let Some(peer) = self.members.get_mut(id) else {
+            return Err(JoinRefusal::new(
+                ErrorCode::Unavailable,
+                "the member is gone",
+            ));
+        };
+        match peer.accept_offer(offer) {
+            Ok(answer) => Ok(answer),
+            Err(e) => {
+                self.counters.drop(DropReason::BadSdp);
+                self.remove_peer(now, id, None);
+                Err(JoinRefusal::new(ErrorCode::BadSdp, &e.to_string()))
+            }
+        }
     }
 }
 

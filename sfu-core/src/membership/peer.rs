@@ -167,6 +167,13 @@ impl Peer {
         }
     }
 
+    /// Whether it gets a subscription to each track of its room as it is published: it may
+    /// subscribe, and its signaling carries the offers that adds. (A WHEP viewer's legs are the
+    /// m-lines it offered, moved by the core to what it follows.)
+    pub fn takes_room_tracks(&self) -> bool {
+        self.permissions.subscribe && self.signaling.takes_messages()
+    }
+
     /// When the peer is given up on if nothing else happens: the connect deadline until it
     /// connects, then the idle deadline.
     pub fn liveness_deadline(&self, config: &CoreConfig) -> Instant {
@@ -211,6 +218,12 @@ impl Peer {
     pub fn receiving_kind(&self, mid: Mid) -> Option<MediaKind> {
         let media = self.rtc.media(mid)?;
         matches!(media.direction(), Direction::RecvOnly | Direction::SendRecv).then(|| media.kind())
+    }
+
+    /// The kind of an m-line the SFU sends on (the client receives on it), if it exists.
+    pub fn sending_kind(&self, mid: Mid) -> Option<MediaKind> {
+        let media = self.rtc.media(mid)?;
+        matches!(media.direction(), Direction::SendOnly | Direction::SendRecv).then(|| media.kind())
     }
 
     /// The layers the client's sending m-line `mid` negotiated: its simulcast RIDs in offer order,

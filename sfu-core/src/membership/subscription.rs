@@ -109,6 +109,30 @@ impl Subscription {
         }
     }
 
+    /// A subscription to `source` on m-line `mid` that the subscriber itself offered to receive
+    /// on (a WHEP viewer's), open at once on send stream `ssrc`.
+    pub fn opened(source: TrackKey, kind: MediaKind, mid: Mid, ssrc: Option<Ssrc>) -> Self {
+        Subscription {
+            state: LegState::Open(mid),
+            ssrc,
+            ..Subscription::new(source, kind)
+        }
+    }
+
+    /// Carries `source` from now on, on the same m-line: the numbering continues where the old
+    /// source left off (as at a simulcast layer switch), the layer is chosen anew and video
+    /// resumes at the new source's keyframe; what was sent of the old source is no longer
+    /// resent.
+    pub fn retarget(&mut self, source: TrackKey) {
+        self.source = source;
+        self.wanted = true;
+        self.resync();
+        self.pt_map.clear();
+        self.selector = LayerSelector::new();
+        self.keyframe_asked = None;
+        self.resend_log = ResendLog::default();
+    }
+
     /// The mid of its m-line once it is open.
     pub fn open_mid(&self) -> Option<Mid> {
         match self.state {
