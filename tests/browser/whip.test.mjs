@@ -1,5 +1,6 @@
 // WHIP and WHEP with an independent WebRTC stack: aiortc (Python, PyAV) publishes into a room over
-// WHIP and a Chromium member decodes its video; the scripts are in ../whip/. scripts/test installs
+// WHIP and a Chromium member decodes its video; aiortc watches a Chromium member over WHEP and
+// decodes its frames. The scripts are in ../whip/. scripts/test installs
 // aiortc into target/aiortc-venv; AIORTC_PYTHON names another interpreter that has it.
 
 import { spawn } from 'node:child_process';
@@ -70,5 +71,32 @@ test('an aiortc WHIP publisher joins the room and a Chromium member decodes its 
   } finally {
     whip.proc.kill('SIGKILL');
     await viewer.page.close();
+  }
+});
+
+test('an aiortc WHEP viewer decodes the frames of a Chromium member', { timeout: 120_000 }, async (t) => {
+  if (skipWithoutChromium(t) || skipWithoutAiortc(t)) return;
+  const whepRoom = `whep-${process.pid}`;
+  const ana = await joinRoom(fx, whepRoom, 'ana');
+  let viewer;
+  try {
+    await poll(() => ana.page.evaluate(() => window.edgeSfu.localTrack('camera')?.readyState === 'live'),
+      { what: 'ana publishing her camera' });
+    // The simulcast layers are the camera's size halved and quartered; which one the viewer gets
+    // is its bandwidth estimate's choice.
+    const { width, height } = await ana.page.evaluate(() => window.edgeSfu.localTrack('camera').getSettings());
+    const sizes = [1, 2, 4].map((s) => `${Math.round(width / s)}x${Math.round(height / s)}`);
+    const url = new URL(`/whep/${whepRoom}`, fx.server.url).href;
+    viewer = runScript('whep_view.py', [url, '--loopback', '--frames', '30', '--sizes', sizes.join(','), '--seconds', '45']);
+    assert.equal(await viewer.exited, 0, `expected frames of ${sizes.join(', ')}:\n${viewer.lines.join('\n')}`);
+    assert.ok(viewer.lines.includes('deleted: 200'), viewer.lines.join('\n'));
+    t.diagnostic(viewer.lines.find((l) => l.startsWith('decoded')));
+    assertNoPageProblems(ana.page);
+  } catch (err) {
+    err.message += `\nana: ${await describePage(ana.page)}`;
+    throw err;
+  } finally {
+    viewer?.proc.kill('SIGKILL');
+    await ana.page.close();
   }
 });
