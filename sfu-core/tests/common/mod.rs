@@ -62,6 +62,11 @@ pub struct World {
     pub flows: Vec<FlowChange>,
     /// Outputs the core reported gone.
     pub closed_outputs: Vec<u64>,
+    /// Messages the core sent to members that are not clients here (WHIP and WHEP members,
+    /// which must get none).
+    pub unrouted_signals: Vec<(PeerId, ServerMessage)>,
+    /// Members the core reported gone, in order.
+    pub closed_peers: Vec<PeerId>,
 }
 
 pub fn server_addr() -> SocketAddr {
@@ -82,6 +87,8 @@ impl World {
             plain: Vec::new(),
             flows: Vec::new(),
             closed_outputs: Vec::new(),
+            unrouted_signals: Vec::new(),
+            closed_peers: Vec::new(),
         }
     }
 
@@ -195,13 +202,14 @@ impl World {
                     }
                     Action::Signal(peer, msg) => {
                         let Some(c) = self.clients.iter_mut().find(|c| c.id == peer) else {
+                            self.unrouted_signals.push((peer, msg));
                             continue;
                         };
                         if let Some(reply) = c.on_signal(msg) {
                             self.to_core.push_back((peer, reply));
                         }
                     }
-                    Action::PeerClosed(_) => {}
+                    Action::PeerClosed(peer) => self.closed_peers.push(peer),
                     Action::Flow(change) => self.flows.push(change),
                     Action::PlainOutputClosed(id) => self.closed_outputs.push(id),
                 }
