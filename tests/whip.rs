@@ -6,15 +6,18 @@
 
 mod support;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use sfu_client::{Client, ClientConfig, ClientEvent, PeerId, TrackKind, TrackSource};
+use sfu_client::{
+    Client, ClientConfig, ClientEvent, ClientMessage, PeerId, TrackKind, TrackSource,
+};
 use sfu_core::Permissions;
 use signaling::auth::{mint_hs256, Claims, Secret};
 use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::format::Codec;
-use str0m::media::{Direction, MediaKind, Mid, Pt};
+use str0m::media::{Direction, MediaKind, Mid, Pt, Rid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::RtpWrite;
 use str0m::{Candidate, Event, Input, Output, Rtc};
@@ -110,7 +113,8 @@ struct WhipPeer {
     pending: Option<SdpPendingOffer>,
     connected: bool,
     keyframe_requests: usize,
-    seq: u64,
+    /// The last sequence number sent per stream (m-line and simulcast layer).
+    seqs: HashMap<(Mid, Option<Rid>), u64>,
     received: Vec<Got>,
     buf: Vec<u8>,
 }
@@ -118,23 +122,31 @@ struct WhipPeer {
 impl WhipPeer {
     /// A WHIP peer and its offer.
     async fn new() -> (WhipPeer, String) {
-        WhipPeer::with(Direction::SendOnly).await
+        WhipPeer::with(Direction::SendOnly, &[]).await
     }
 
     /// A WHEP peer and its offer.
     async fn viewer() -> (WhipPeer, String) {
-        WhipPeer::with(Direction::RecvOnly).await
+        WhipPeer::with(Direction::RecvOnly, &[]).await
     }
 
-    /// A peer whose m-lines go in `direction`, and its offer.
-    async fn with(direction: Direction) -> (WhipPeer, String) {
+    /// A peer whose m-lines go in `direction`, its video in simulcast `layers` (RIDs, lowest
+    /// first) if any, and its offer.
+    async fn with(direction: Direction, layers: &[&str]) -> (WhipPeer, String) {
         let udp = UdpSocket::bind("127.0.0.1:0").await.expect("a UDP socket");
         let local = udp.local_addr().expect("its address");
         let mut rtc = sfu_client::participant_rtc();
         rtc.add_local_candidate(Candidate::host(local, "udp").expect("a host candidate"));
         let mut api = rtc.sdp_api();
         let audio = api.add_media(MediaKind::Audio, direction, None, None, None);
-        let video = api.add_media(MediaKind::Video, direction, None, None, None);
+        let simulcast = (!layers.is_empty()).then(|| {
+            let mut simulcast = Simulcast::new();
+            for rid in layers {
+                simulcast.add_send_layer(SimulcastLayer::new(rid));
+            }
+            simulcast
+        });
+        let video = api.add_media(MediaKind::Video, direction, None, None, simulcast);
         let (offer, pending) = api.apply().expect("an offer");
         let peer = WhipPeer {
             rtc,
@@ -145,7 +157,7 @@ impl WhipPeer {
             pending: Some(pending),
             connected: false,
             keyframe_requests: 0,
-            seq: 0,
+            seqs: HashMap::new(),
             received: Vec::new(),
             buf: vec![0; 2048],
         };
@@ -234,17 +246,25 @@ impl WhipPeer {
 
     /// Sends `payload` as one packet (a whole frame) on the audio or video m-line.
     fn send(&mut self, video: bool, payload: Vec<u8>) {
+        self.send_layer(video, None, payload);
+    }
+
+    /// Sends `payload` as one packet on the audio or video m-line, on simulcast layer `rid`.
+    fn send_layer(&mut self, video: bool, rid: Option<&str>, payload: Vec<u8>) {
         let (mid, codec, rate) = if video {
             (self.video, Codec::Vp8, 3000)
         } else {
             (self.audio, Codec::Opus, 960)
         };
         let pt = self.pt(mid, codec);
-        self.seq += 1;
-        let ts = (self.seq as u32).wrapping_mul(rate);
+        let rid = rid.map(Rid::from);
+        let seq = self.seqs.entry((mid, rid)).or_insert(0);
+        *seq += 1;
+        let seq = *seq;
+        let ts = (seq as u32).wrapping_mul(rate);
         let mut api = self.rtc.direct_api();
-        let stream = api.stream_tx_by_mid(mid, None).expect("a send stream");
-        let write = RtpWrite::new(pt, self.seq.into(), ts, Instant::now(), payload)
+        let stream = api.stream_tx_by_mid(mid, rid).expect("a send stream");
+        let write = RtpWrite::new(pt, seq.into(), ts, Instant::now(), payload)
             .marker(true)
             .nackable(video);
         stream.write_rtp(write);
@@ -418,6 +438,75 @@ async fn a_whip_publishers_media_reaches_a_member_intact() {
     wait_left(&mut member, publisher).await;
     member.leave().await;
     until_rooms(&server, 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whip_publishers_simulcast_layers_are_chosen_per_member() {
+    let server = Server::start();
+    let room = "whip-simulcast";
+    let mut member = join_with(ClientConfig::new(server.ws_url(), room, "viewer")).await;
+    let (mut whip, offer) = WhipPeer::with(Direction::SendOnly, &["q", "h", "f"]).await;
+    assert!(offer.contains("a=simulcast:send q;h;f"), "{offer}");
+    let created = post_offer(server.addr, &format!("/whip/{room}"), &offer, None).await;
+    assert_eq!(created.status, 201, "{created:?}");
+    whip.accept(&created.body);
+    whip.connect().await;
+    let publisher = member.initial_peers().first().map(|p| p.id);
+    let publisher = match publisher {
+        Some(id) => id,
+        None => loop {
+            whip.run(Duration::from_millis(10)).await;
+            if let Some(ClientEvent::PeerJoined(p)) = member.try_next_event() {
+                break p.id;
+            }
+        },
+    };
+    let tracks = support::wait_tracks_of(&member, publisher, 2).await;
+    let video = tracks
+        .iter()
+        .find(|t| t.kind == Some(TrackKind::Video))
+        .expect("the video track")
+        .track_id
+        .clone();
+
+    // A small tile takes the lowest layer: only "q" frames arrive once it switched.
+    let tile = ClientMessage::TileSize {
+        track_id: video,
+        width: 80,
+        height: 60,
+    };
+    member
+        .send_signal(tile)
+        .await
+        .expect("sending the tile size");
+    let mut layers_seen: Vec<String> = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    let mut i = 0;
+    while layers_seen.len() < 20
+        || layers_seen[layers_seen.len() - 20..]
+            .iter()
+            .any(|l| l != "q")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "layers received: {layers_seen:?}"
+        );
+        for rid in ["q", "h", "f"] {
+            let frame = vp8_keyframe_payload(&format!("layer {rid} {i}|"), 100);
+            whip.send_layer(true, Some(rid), frame);
+        }
+        i += 1;
+        whip.run(Duration::from_millis(20)).await;
+        while let Some(event) = member.try_next_event() {
+            if let ClientEvent::Rtp(rtp) = event {
+                let text = String::from_utf8_lossy(&rtp.payload).into_owned();
+                if let Some(rest) = text.split("layer ").nth(1) {
+                    layers_seen.push(rest[..1].to_owned());
+                }
+            }
+        }
+    }
+    member.leave().await;
 }
 
 async fn wait_left(member: &mut Client, publisher: PeerId) {
