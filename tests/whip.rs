@@ -332,6 +332,14 @@ async fn the_whip_endpoint_speaks_rfc_9725() {
     assert_eq!(again.status, 404, "{again:?}");
     let unknown = request(addr, "DELETE", "/whip/contract/nope", &[], "").await;
     assert_eq!(unknown.status, 404, "{unknown:?}");
+
+    // A room name that is not a plain path segment comes back encoded, and the session works.
+    let spaced = post_offer(addr, "/whip/two%20words", &offer, None).await;
+    assert_eq!(spaced.status, 201, "{spaced:?}");
+    let session = location(&spaced);
+    assert!(session.starts_with("/whip/two%20words/"), "{session}");
+    let ended = request(addr, "DELETE", &session, &[], "").await;
+    assert_eq!(ended.status, 200, "{ended:?}");
 }
 
 /// Waits until the server has `n` rooms.

@@ -33,8 +33,8 @@ pub struct Outbox {
     signals: VecDeque<(PeerId, ServerMessage)>,
     closed_peers: VecDeque<PeerId>,
     closed_outputs: VecDeque<u64>,
-    /// Members whose signaling channel takes no messages (WHIP publishers): nothing is queued
-    /// for them, since no shell could deliver it.
+    /// Members whose signaling channel takes no messages (WHIP publishers, WHEP viewers): nothing
+    /// is queued for them, since no shell could deliver it.
     without_messages: HashSet<PeerId>,
     pool: BufferPool,
 }

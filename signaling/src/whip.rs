@@ -309,7 +309,7 @@ async fn join(
             return Err(e);
         }
     };
-    let location = format!("/{prefix}/{room}/{id}");
+    let location = format!("/{prefix}/{}/{id}", path_segment(&room));
     let etag = ice_session_tag(&answer);
     state.whip.insert(
         id.clone(),
@@ -451,10 +451,42 @@ fn session_id() -> Option<String> {
     Some(id)
 }
 
+/// `text` as one URL path segment: unreserved characters as they are, every other byte
+/// percent-encoded (a room name may hold spaces, slashes, anything).
+fn path_segment(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
 /// The ETag of a session: its ICE session (our ICE ufrag in the answer), quoted.
 fn ice_session_tag(answer: &str) -> Option<String> {
     answer
         .lines()
         .find_map(|l| l.trim().strip_prefix("a=ice-ufrag:"))
         .map(|ufrag| format!("\"{ufrag}\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_room_name_becomes_one_path_segment() {
+        assert_eq!(path_segment("lobby-2_a.b~"), "lobby-2_a.b~");
+        assert_eq!(path_segment("a b/c?ü"), "a%20b%2Fc%3F%C3%BC");
+    }
+
+    #[test]
+    fn the_etag_is_the_quoted_ice_ufrag_of_the_answer() {
+        let answer = "v=0\r\na=ice-ufrag:Ab12\r\na=ice-pwd:x\r\n";
+        assert_eq!(ice_session_tag(answer).as_deref(), Some("\"Ab12\""));
+        assert_eq!(ice_session_tag("v=0\r\n"), None);
+    }
 }

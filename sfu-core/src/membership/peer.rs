@@ -83,8 +83,8 @@ pub struct Peer {
     pub dirty: bool,
     /// What it may do in its room (from its token; everything in an open room).
     pub permissions: Permissions,
-    /// How its signaling reaches it: a WebSocket, or one HTTP exchange (a WHIP publisher, which
-    /// is never sent offers).
+    /// How its signaling reaches it: a WebSocket, or one HTTP exchange (WHIP, WHEP: never sent
+    /// offers or messages).
     pub signaling: SignalingChannel,
     /// What the SFU knows of the bandwidth toward it.
     pub bandwidth: Bandwidth,
@@ -237,7 +237,7 @@ impl Peer {
 
     /// Puts every leg change into one offer, if there are any and no offer is outstanding.
     /// Returns the SDP and the mapping of receiving m-lines to tracks.
-    /// A member whose signaling takes no messages (WHIP) is never offered anything.
+    /// A member whose signaling takes no messages (WHIP, WHEP) is never offered anything.
     pub fn create_offer(&mut self) -> Option<(String, Vec<TrackMapping>)> {
         if !self.signaling.takes_messages()
             || !self.answered_first_offer
