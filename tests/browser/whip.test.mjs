@@ -82,13 +82,12 @@ test('an aiortc WHEP viewer decodes the frames of a Chromium member', { timeout:
   try {
     await poll(() => ana.page.evaluate(() => window.edgeSfu.localTrack('camera')?.readyState === 'live'),
       { what: 'ana publishing her camera' });
-    // The simulcast layers are the camera's size halved and quartered; which one the viewer gets
-    // is its bandwidth estimate's choice.
+    // Frames of ana's camera picture: its size, or scaled down (which simulcast layer the viewer
+    // gets is its bandwidth estimate's choice, and a busy machine makes Chromium scale down).
     const { width, height } = await ana.page.evaluate(() => window.edgeSfu.localTrack('camera').getSettings());
-    const sizes = [1, 2, 4].map((s) => `${Math.round(width / s)}x${Math.round(height / s)}`);
     const url = new URL(`/whep/${whepRoom}`, fx.server.url).href;
-    viewer = runScript('whep_view.py', [url, '--loopback', '--frames', '30', '--sizes', sizes.join(','), '--seconds', '45']);
-    assert.equal(await viewer.exited, 0, `expected frames of ${sizes.join(', ')}:\n${viewer.lines.join('\n')}`);
+    viewer = runScript('whep_view.py', [url, '--loopback', '--frames', '30', '--like', `${width}x${height}`, '--seconds', '45']);
+    assert.equal(await viewer.exited, 0, `expected frames like ${width}x${height}:\n${viewer.lines.join('\n')}`);
     assert.ok(viewer.lines.includes('deleted: 200'), viewer.lines.join('\n'));
     t.diagnostic(viewer.lines.find((l) => l.startsWith('decoded')));
     assertNoPageProblems(ana.page);

@@ -2,9 +2,10 @@
 URL and decodes the video.
 
     python3 whep_view.py http://127.0.0.1:8080/whep/ROOM [--peer NAME] [--token T] [--frames N]
-        [--sizes 640x480,320x240] [--seconds S] [--loopback]
+        [--like 1280x720] [--seconds S] [--loopback]
 
-Exits 0 once it decoded N video frames (of one of --sizes, if given), printing the sizes it saw
+Exits 0 once it decoded N video frames (with --like: each the publisher's picture, that size or
+scaled down, as simulcast layers and the sender's adaptation make it), printing the sizes it saw
 and the audio frames it got; 1 when the server refuses, the connection fails, or the frames do not
 come within --seconds. Ends the session with DELETE either way.
 """
@@ -27,7 +28,7 @@ async def main():
     parser.add_argument("--peer")
     parser.add_argument("--token")
     parser.add_argument("--frames", type=int, default=30)
-    parser.add_argument("--sizes", help="accepted frame sizes, WxH,WxH...")
+    parser.add_argument("--like", help="the publisher's picture size, WxH")
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--loopback", action="store_true", help="offer only 127.0.0.1")
     args = parser.parse_args()
@@ -36,7 +37,14 @@ async def main():
     url = args.url
     if args.peer:
         url += ("&" if "?" in url else "?") + urllib.parse.urlencode({"peer": args.peer})
-    sizes = {tuple(map(int, s.split("x"))) for s in args.sizes.split(",")} if args.sizes else None
+    like = tuple(map(int, args.like.split("x"))) if args.like else None
+
+    def expected(size):
+        """The publisher's picture, at most its size, of its aspect ratio (up to rounding)."""
+        if like is None:
+            return True
+        (w, h), (full_w, full_h) = size, like
+        return 0 < w <= full_w and abs(w * full_h - h * full_w) <= max(full_w, full_h)
 
     pc = RTCPeerConnection()
     pc.addTransceiver("video", direction="recvonly")
@@ -53,8 +61,7 @@ async def main():
                 return
             size = (frame.width, frame.height)
             seen[size] += 1
-            matching = sum(n for s, n in seen.items() if sizes is None or s in sizes)
-            if matching >= args.frames:
+            if sum(n for s, n in seen.items() if expected(s)) >= args.frames:
                 enough.set()
 
     async def count_audio(track):
@@ -93,7 +100,7 @@ async def main():
     except asyncio.TimeoutError:
         pass
     got = ", ".join(f"{w}x{h}: {n}" for (w, h), n in sorted(seen.items()))
-    matching = sum(n for s, n in seen.items() if sizes is None or s in sizes)
+    matching = sum(n for s, n in seen.items() if expected(s))
     print(f"decoded video frames {got or 'none'}; audio frames {audio_frames}", flush=True)
     status, _, _ = await asyncio.to_thread(http, "DELETE", location, None, args.token)
     print(f"deleted: {status}", flush=True)
