@@ -547,7 +547,7 @@ fn token(room: &str, name: &str, permissions: Permissions) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_room_tokens_a_whip_publisher_needs_one_that_allows_publishing() {
+async fn with_room_tokens_whip_needs_publish_and_whep_subscribe() {
     let dir = std::env::temp_dir().join(format!("edge-sfu-whip-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("a temp dir");
     let secret = dir.join("secret");
@@ -597,6 +597,27 @@ async fn with_room_tokens_a_whip_publisher_needs_one_that_allows_publishing() {
             None => panic!("the WHIP publisher did not join"),
         }
     }
+
+    // WHEP: the token must allow watching.
+    let (_, watching) = WhipPeer::viewer().await;
+    let whep = format!("/whep/{room}");
+    let camera = Permissions {
+        subscribe: false,
+        ..Permissions::ALL
+    };
+    let blind = post_offer(
+        server.addr,
+        &whep,
+        &watching,
+        Some(&token(room, "c", camera)),
+    )
+    .await;
+    assert_eq!(blind.status, 403, "{blind:?}");
+    let none = post_offer(server.addr, &whep, &watching, None).await;
+    assert_eq!(none.status, 401, "{none:?}");
+    let screen = token(room, "screen", Permissions::ALL);
+    let watched = post_offer(server.addr, &whep, &watching, Some(&screen)).await;
+    assert_eq!(watched.status, 201, "{watched:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
