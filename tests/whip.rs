@@ -621,8 +621,9 @@ async fn with_room_tokens_whip_needs_publish_and_whep_subscribe() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Sends one audio packet (at `level` dBov) and one video keyframe tagged `name` from each of
-/// `publishers`, `rounds` times, 20 ms apart, while `viewer` runs.
+/// Sends one audio packet (at `level` dBov) and one video frame tagged `name` from each of
+/// `publishers`, `rounds` times, 20 ms apart, while `viewer` runs. Every tenth frame, the first
+/// included, is a keyframe; the others are delta frames.
 async fn talk(viewer: &mut WhipPeer, publishers: &[(&Client, &str, u8)], rounds: usize) {
     for i in 0..rounds {
         for (client, name, level) in publishers {
@@ -633,7 +634,11 @@ async fn talk(viewer: &mut WhipPeer, publishers: &[(&Client, &str, u8)], rounds:
                 .send_rtp_with_level(audio, tag, true, *level)
                 .await
                 .expect("sending audio");
-            let frame = vp8_keyframe_payload(&format!("{name} video {i}|"), 200);
+            let mut frame = vp8_keyframe_payload(&format!("{name} video {i}|"), 200);
+            if i % 10 != 0 {
+                // The VP8 frame tag's P bit: an interframe.
+                frame[1] |= 0x01;
+            }
             client
                 .send_rtp(video, frame, true)
                 .await
@@ -727,6 +732,21 @@ async fn a_whep_viewer_follows_the_active_speaker_on_one_stream_per_m_line() {
     )
     .await;
 
+    // Video started at a keyframe of each source: the viewer's decoder never got a delta frame
+    // of a picture it did not have.
+    for name in ["ana", "bob"] {
+        let first = viewer
+            .received
+            .iter()
+            .filter(|g| g.mid == Some(viewer.video))
+            .find(|g| String::from_utf8_lossy(&g.payload).contains(&format!("{name} video")))
+            .expect("video of each");
+        assert_eq!(
+            first.payload[1] & 0x01,
+            0,
+            "{name}'s first frame is a delta"
+        );
+    }
     // Each m-line stayed one stream, numbered on without a gap across the switch.
     for mid in [viewer.audio, viewer.video] {
         let packets: Vec<&Got> = viewer

@@ -61,6 +61,9 @@ pub struct Subscription {
     pub keyframe_asked: Option<Instant>,
     /// The SSRC of its send stream in the subscriber's session, once the m-line is open.
     pub ssrc: Option<Ssrc>,
+    /// Its video starts at a keyframe even without simulcast: its m-line already carried another
+    /// source (a WHEP viewer's leg), whose pictures the decoder would take the new deltas for.
+    keyframe_first: bool,
     /// What it sent (video), to answer NACKs from the track's history.
     resend_log: ResendLog,
     /// Resends it may still make, in quarters: each packet sent earns one, a resend costs
@@ -104,17 +107,19 @@ impl Subscription {
             stats: LegCounters::default(),
             keyframe_asked: None,
             ssrc: None,
+            keyframe_first: false,
             resend_log: ResendLog::default(),
             resend_credit: 0,
         }
     }
 
     /// A subscription to `source` on m-line `mid` that the subscriber itself offered to receive
-    /// on (a WHEP viewer's), open at once on send stream `ssrc`.
+    /// on (a WHEP viewer's), open at once on send stream `ssrc`; its video starts at a keyframe.
     pub fn opened(source: TrackKey, kind: MediaKind, mid: Mid, ssrc: Option<Ssrc>) -> Self {
         Subscription {
             state: LegState::Open(mid),
             ssrc,
+            keyframe_first: true,
             ..Subscription::new(source, kind)
         }
     }
@@ -130,6 +135,7 @@ impl Subscription {
         self.pt_map.clear();
         self.selector = LayerSelector::new();
         self.keyframe_asked = None;
+        self.keyframe_first = true;
         self.resend_log = ResendLog::default();
     }
 
@@ -179,12 +185,14 @@ impl Subscription {
         };
         if self.kind == MediaKind::Video {
             // Without simulcast there is nothing to switch between: the leg starts (or resumes
-            // after a hidden tile) at once, and the keyframe asked for then follows.
-            let switch_point = packet.keyframe || !packet.is_simulcast();
+            // after a hidden tile) at once, and the keyframe asked for then follows; unless it
+            // carried another source before.
+            let switch_point = packet.keyframe || (!packet.is_simulcast() && !self.keyframe_first);
             match self.selector.on_packet(packet.layer, switch_point) {
                 Decision::Drop => return false,
                 Decision::Forward => {}
                 Decision::Switch => {
+                    self.keyframe_first = false;
                     self.resync();
                     if packet.is_simulcast() {
                         info!(
