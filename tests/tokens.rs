@@ -760,7 +760,8 @@ async fn edge_sfu_token_prints_a_link_whose_token_works() {
         Permissions {
             publish: false,
             subscribe: true,
-            chat: false
+            chat: false,
+            record: false
         }
     );
     assert!(grant.admin);

@@ -430,7 +430,7 @@ impl Connection {
         // With auth, the token decides the name and what the member may do; the join's own name
         // is ignored so nobody can pose as someone else. The token goes no further than here.
         let (name, permissions) = match &self.state.auth {
-            None => (name, Permissions::ALL),
+            None => (name, Permissions::OPEN_ROOM),
             Some(auth) => match auth.admit_join(&room, token.as_deref(), unix_now()) {
                 Ok(grant) => {
                     info!(room = %room, subject = %grant.subject, permissions = ?grant.permissions, "room token accepted");

@@ -56,7 +56,7 @@ impl Core {
                     name,
                     capacity,
                 },
-                Permissions::ALL,
+                Permissions::OPEN_ROOM,
             ),
             _ if !self.members.contains(peer) => {
                 self.error(peer, ErrorCode::NotJoined, "send join first");
@@ -77,6 +77,7 @@ impl Core {
                 }
             }
             ClientMessage::Chat { text } => self.on_chat(peer, text),
+            ClientMessage::Record { active } => self.on_record(now, peer, active),
             ClientMessage::Leave => self.remove_peer(now, peer, None),
             ClientMessage::Ping => self.outbox.signal(peer, ServerMessage::Pong),
         }
@@ -144,6 +145,7 @@ impl Core {
         if self.members.room(&join.room).is_some_and(|r| r.is_full()) {
             return self.error(id, ErrorCode::RoomFull, "the room is full");
         }
+        let created = self.members.room(&join.room).is_none();
         let (room, _) = self.members.room_entry(&join.room, capacity);
         let existing = self.members.members_of(&room);
         let mut peer = Peer::new(id, join.name, room.clone(), &self.config, now);
@@ -185,6 +187,8 @@ impl Core {
                 room: join.room,
                 peers: others,
                 ice_servers: Vec::new(),
+                recording: self.recording_of(&room),
+                may_record: permissions.record,
             },
         );
         for other in existing {
@@ -196,6 +200,9 @@ impl Core {
                 .signal(id, quality::speaker_message(Some(speaker)));
         }
         self.members.mark_dirty(id);
+        if created {
+            self.on_room_created(&room);
+        }
     }
 
     /// The protocol's view of member or ingest `id`.
@@ -336,6 +343,7 @@ impl Core {
             info!(peer = id, track = %track.id, source = ?track.source, "published");
             let message = ServerMessage::TrackPublished { peer_id: id, track };
             self.offer_track_to_room(&room, id, key, &message);
+            self.record_new_track(now, key);
         }
         for (mid, muted) in mute_changes {
             self.announce_mute(now, id, mid, muted);
@@ -348,6 +356,7 @@ impl Core {
             return;
         };
         info!(peer = key.peer, track = %key.id(), "unpublished");
+        self.end_recorded_track(key);
         self.forget_speaker(&track.room, key);
         self.remove_outputs_of(|k| *k == key);
         for other in self.members.members_except(&track.room, key.peer) {
@@ -541,7 +550,7 @@ impl Core {
     }
 
     /// Removes a member everywhere. With `reason`, it is told why first.
-    pub(super) fn remove_peer(&mut self, _now: Instant, id: PeerId, reason: Option<&str>) {
+    pub(super) fn remove_peer(&mut self, now: Instant, id: PeerId, reason: Option<&str>) {
         let Some(mut peer) = self.members.remove(id) else {
             return;
         };
@@ -565,9 +574,11 @@ impl Core {
         self.remove_outputs_of(|k| k.peer == id);
         for key in self.router.keys_of(id) {
             self.router.unpublish(key);
+            self.end_recorded_track(key);
             self.forget_speaker(&peer.room, key);
         }
         self.members.forget_room_if_empty(&peer.room);
+        self.end_recording_if_room_gone(now, &peer.room);
         for other in self.members.members_of(&peer.room) {
             if let Some(o) = self.members.get_mut(other) {
                 o.unsubscribe(|k| k.peer == id);

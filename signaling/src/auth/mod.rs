@@ -253,7 +253,8 @@ mod tests {
             Permissions {
                 publish: false,
                 subscribe: true,
-                chat: false
+                chat: false,
+                record: false
             }
         );
         assert!(grant.admin);

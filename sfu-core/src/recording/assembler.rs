@@ -1,0 +1,210 @@
+//! Whole frames out of a recorded track's packets, in sequence order: str0m's depacketizers for
+//! video (VP8 frames, H.264 access units in Annex-B), Opus packets as they are.
+//!
+//! A video frame is the packets of one RTP timestamp, from a packet that starts a partition to
+//! the one with the marker bit. A frame that lost a packet is not written, and neither is any
+//! frame after it until the next keyframe: a decoder would show corruption until then anyway,
+//! and a file must not carry it.
+
+use std::time::Instant;
+
+use str0m::format::{Codec, CodecExtra};
+use str0m::unversioned::{Depacketizer, H264Depacketizer, Vp8Depacketizer};
+
+use super::jitter::HeldPacket;
+use crate::codec::CodecDescriptor;
+
+/// One whole frame of a track.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssembledFrame {
+    /// Its RTP timestamp.
+    pub timestamp: u32,
+    /// When its first packet arrived.
+    pub at: Instant,
+    /// A keyframe (always for audio).
+    pub keyframe: bool,
+    /// The picture size its keyframe carries, when the codec says it (VP8).
+    pub size: Option<(u16, u16)>,
+    /// The encoded frame.
+    pub data: Vec<u8>,
+}
+
+/// What assembling a packet gave.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Assembled {
+    /// A whole frame, to be written.
+    Frame(AssembledFrame),
+    /// A frame was dropped (incomplete, or waiting for a keyframe): the publisher should be
+    /// asked for a keyframe.
+    Skipped,
+}
+
+/// How one codec's payloads become frames.
+#[derive(Debug)]
+enum Unpacker {
+    /// Every packet is a frame (Opus).
+    Whole,
+    Vp8(Vp8Depacketizer),
+    H264(H264Depacketizer),
+}
+
+/// A video frame being put together.
+#[derive(Debug)]
+struct Partial {
+    frame: AssembledFrame,
+    extra: CodecExtra,
+    /// A packet of it is missing or did not unpack.
+    broken: bool,
+}
+
+/// Turns one track's in-order packets into frames.
+#[derive(Debug)]
+pub struct FrameAssembler {
+    codec: &'static CodecDescriptor,
+    unpacker: Unpacker,
+    current: Option<Partial>,
+    /// Frames are dropped until a keyframe: at the start and after a gap.
+    need_keyframe: bool,
+    /// Frames dropped.
+    skipped: u64,
+}
+
+impl FrameAssembler {
+    /// An assembler for `codec`; `None` for a codec the recorder cannot unpack.
+    pub fn new(codec: &'static CodecDescriptor) -> Option<Self> {
+        let unpacker = match codec.codec {
+            Codec::Opus => Unpacker::Whole,
+            Codec::Vp8 => Unpacker::Vp8(Vp8Depacketizer::default()),
+            Codec::H264 => Unpacker::H264(H264Depacketizer::default()),
+            _ => return None,
+        };
+        Some(FrameAssembler {
+            codec,
+            need_keyframe: !matches!(unpacker, Unpacker::Whole),
+            unpacker,
+            current: None,
+            skipped: 0,
+        })
+    }
+
+    /// The codec it unpacks.
+    pub fn codec(&self) -> &'static CodecDescriptor {
+        self.codec
+    }
+
+    /// Frames dropped so far.
+    pub fn skipped(&self) -> u64 {
+        self.skipped
+    }
+
+    /// Packets were lost before the next one: the frame under way is broken, and video waits
+    /// for a keyframe.
+    pub fn gap(&mut self) {
+        if let Some(partial) = &mut self.current {
+            partial.broken = true;
+        }
+        if !matches!(self.unpacker, Unpacker::Whole) {
+            self.need_keyframe = true;
+        }
+    }
+
+    /// Takes the next packet in sequence order; what it completes goes to `out`.
+    pub fn push(&mut self, packet: HeldPacket, out: &mut Vec<Assembled>) {
+        let (head, tail) = match &self.unpacker {
+            Unpacker::Whole => {
+                if !packet.payload.is_empty() {
+                    out.push(Assembled::Frame(AssembledFrame {
+                        timestamp: packet.timestamp,
+                        at: packet.at,
+                        keyframe: true,
+                        size: None,
+                        data: packet.payload,
+                    }));
+                }
+                return;
+            }
+            Unpacker::Vp8(d) => (
+                d.is_partition_head(&packet.payload),
+                d.is_partition_tail(packet.marker, &packet.payload),
+            ),
+            Unpacker::H264(d) => (
+                d.is_partition_head(&packet.payload),
+                d.is_partition_tail(packet.marker, &packet.payload),
+            ),
+        };
+        // A new timestamp ends the frame under way even if its marker never came.
+        if self
+            .current
+            .as_ref()
+            .is_some_and(|p| p.frame.timestamp != packet.timestamp)
+        {
+            self.finish(out);
+        }
+        if self.current.is_none() {
+            self.reset_unpacker();
+            self.current = Some(Partial {
+                frame: AssembledFrame {
+                    timestamp: packet.timestamp,
+                    at: packet.at,
+                    keyframe: false,
+                    size: None,
+                    data: Vec::with_capacity(packet.payload.len() * 4),
+                },
+                extra: CodecExtra::None,
+                broken: !head,
+            });
+        }
+        let codec = self.codec;
+        if let Some(partial) = &mut self.current {
+            if packet.keyframe {
+                partial.frame.keyframe = true;
+                partial.frame.size = codec
+                    .keyframe(&packet.payload)
+                    .and_then(|k| k.width.zip(k.height));
+            }
+            let unpacked = match &mut self.unpacker {
+                Unpacker::Vp8(d) => {
+                    d.depacketize(&packet.payload, &mut partial.frame.data, &mut partial.extra)
+                }
+                Unpacker::H264(d) => {
+                    d.depacketize(&packet.payload, &mut partial.frame.data, &mut partial.extra)
+                }
+                Unpacker::Whole => Ok(()),
+            };
+            partial.broken |= unpacked.is_err();
+        }
+        if tail {
+            self.finish(out);
+        }
+    }
+
+    /// Ends the frame under way: written if whole (and a keyframe when one is awaited).
+    fn finish(&mut self, out: &mut Vec<Assembled>) {
+        let Some(mut partial) = self.current.take() else {
+            return;
+        };
+        partial.frame.keyframe |= match partial.extra {
+            CodecExtra::Vp8(e) => e.is_keyframe,
+            CodecExtra::H264(e) => e.is_keyframe,
+            _ => false,
+        };
+        if partial.broken || partial.frame.data.is_empty() {
+            self.need_keyframe = true;
+        } else if !self.need_keyframe || partial.frame.keyframe {
+            self.need_keyframe = false;
+            out.push(Assembled::Frame(partial.frame));
+            return;
+        }
+        self.skipped += 1;
+        out.push(Assembled::Skipped);
+    }
+
+    /// A fresh depacketizer for each frame: no fragment of a broken frame carries over.
+    fn reset_unpacker(&mut self) {
+        match &mut self.unpacker {
+            Unpacker::Vp8(d) => *d = Vp8Depacketizer::default(),
+            Unpacker::H264(d) => *d = H264Depacketizer::default(),
+            Unpacker::Whole => {}
+        }
+    }
+}
