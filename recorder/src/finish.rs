@@ -8,6 +8,7 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 
 use crate::error::RecorderError;
+use crate::writer::WriterStats;
 
 /// What a finished recording left on disk.
 #[derive(Debug, Clone)]
@@ -18,6 +19,8 @@ pub struct Finished {
     pub manifest: PathBuf,
     /// Why the recording stopped early, if it did (the files are still finished and listed).
     pub failure: Option<RecorderError>,
+    /// The recording's final counters.
+    pub stats: WriterStats,
 }
 
 /// The writer thread's outcome, once it has one, and who waits for it.

@@ -102,6 +102,26 @@ struct Shared {
     failure: Mutex<Option<RecorderError>>,
 }
 
+impl Shared {
+    fn failure(&self) -> Option<RecorderError> {
+        self.failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn stats(&self) -> WriterStats {
+        WriterStats {
+            bytes_written: self.bytes_written.load(Ordering::Relaxed),
+            frames_written: self.frames_written.load(Ordering::Relaxed),
+            frames_dropped_queue_full: self.dropped_queue_full.load(Ordering::Relaxed),
+            frames_dropped_invalid: self.dropped_invalid.load(Ordering::Relaxed),
+            frames_dropped_out_of_order: self.dropped_out_of_order.load(Ordering::Relaxed),
+            frames_dropped_before_keyframe: self.dropped_before_keyframe.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// A running recording: a writer thread and a bounded queue. Every method is cheap and never
 /// blocks the caller (a media worker): a full queue drops and counts.
 ///
@@ -182,11 +202,7 @@ impl RecordingWriter {
 
     /// Why the writer thread gave up (disk full, cap reached, I/O error), once it did.
     pub fn failure(&self) -> Option<RecorderError> {
-        self.shared
-            .failure
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.shared.failure()
     }
 
     /// Bytes written to the recording's files so far.
@@ -196,15 +212,7 @@ impl RecordingWriter {
 
     /// All counters of the recording.
     pub fn stats(&self) -> WriterStats {
-        let shared = &self.shared;
-        WriterStats {
-            bytes_written: shared.bytes_written.load(Ordering::Relaxed),
-            frames_written: shared.frames_written.load(Ordering::Relaxed),
-            frames_dropped_queue_full: shared.dropped_queue_full.load(Ordering::Relaxed),
-            frames_dropped_invalid: shared.dropped_invalid.load(Ordering::Relaxed),
-            frames_dropped_out_of_order: shared.dropped_out_of_order.load(Ordering::Relaxed),
-            frames_dropped_before_keyframe: shared.dropped_before_keyframe.load(Ordering::Relaxed),
-        }
+        self.shared.stats()
     }
 
     /// The recording's directory (absolute).
@@ -434,12 +442,7 @@ impl WriterThread {
                 self.fail(error);
             }
         }
-        let failure = self
-            .shared
-            .failure
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let failure = self.shared.failure();
         self.manifest.state = if failure.is_some() {
             RecordingState::Failed
         } else {
@@ -452,12 +455,8 @@ impl WriterThread {
         Finished {
             files: self.files,
             manifest: self.dir.join(MANIFEST_NAME),
-            failure: self
-                .shared
-                .failure
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone(),
+            failure: self.shared.failure(),
+            stats: self.shared.stats(),
         }
     }
 }

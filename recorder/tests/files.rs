@@ -6,7 +6,8 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    codec_names, decode_errors, duration_secs, interleave, opus_clip, probe, video_clip, TempDir,
+    codec_names, decode_errors, decoded_frames, duration_secs, interleave, opus_clip, probe,
+    video_clip, TempDir,
 };
 use recorder::{Codec, FileSpec, RecordingWriter, TrackSpec, WriterOptions};
 
@@ -51,6 +52,15 @@ fn record(name: &str, video: Option<Codec>) -> (TempDir, std::path::PathBuf, ser
     let probe = probe(&path);
     let errors = decode_errors(&path);
     assert!(errors.is_empty(), "decoding {}: {errors}", path.display());
+    for (index, clip) in clips.iter().enumerate() {
+        let decoded = decoded_frames(&path, &index.to_string());
+        assert_eq!(
+            decoded,
+            clip.len() as u64,
+            "stream {index} of {}",
+            path.display()
+        );
+    }
     let duration = duration_secs(&probe);
     assert!(
         (duration - f64::from(SECONDS)).abs() <= 0.1 * f64::from(SECONDS),
@@ -65,4 +75,199 @@ fn vp8_and_opus_make_a_webm_file() {
     assert_eq!(path.file_name().unwrap(), "Alice-7.webm");
     assert_eq!(codec_names(&probe), ["vp8", "opus"]);
     assert_eq!(probe["format"]["format_name"], "matroska,webm");
+}
+
+#[test]
+fn vp9_and_opus_make_a_webm_file() {
+    let (_temp, path, probe) = record("vp9", Some(Codec::Vp9));
+    assert_eq!(path.extension().unwrap(), "webm");
+    assert_eq!(codec_names(&probe), ["vp9", "opus"]);
+}
+
+#[test]
+fn av1_and_opus_make_a_webm_file() {
+    let (_temp, path, probe) = record("av1", Some(Codec::Av1));
+    assert_eq!(path.extension().unwrap(), "webm");
+    assert_eq!(codec_names(&probe), ["av1", "opus"]);
+}
+
+#[test]
+fn h264_and_opus_make_an_mkv_file() {
+    let (_temp, path, probe) = record("h264", Some(Codec::H264));
+    assert_eq!(path.file_name().unwrap(), "Alice-7.mkv");
+    assert_eq!(codec_names(&probe), ["h264", "opus"]);
+    assert_eq!(probe["streams"][0]["width"], 160);
+}
+
+#[test]
+fn opus_alone_makes_a_webm_file() {
+    let (_temp, _path, probe) = record("opus", None);
+    assert_eq!(codec_names(&probe), ["opus"]);
+}
+
+/// Reads the manifest until `ready` accepts it (the writer thread rewrites it
+/// asynchronously); fails after 10 s.
+fn manifest_when(
+    dir: &std::path::Path,
+    ready: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let path = dir.join(recorder::MANIFEST_NAME);
+    for _ in 0..1000 {
+        if let Ok(bytes) = std::fs::read(&path) {
+            let manifest: serde_json::Value =
+                serde_json::from_slice(&bytes).expect("manifest is JSON");
+            if ready(&manifest) {
+                return manifest;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("manifest {} never became ready", path.display());
+}
+
+#[test]
+fn manifest_lists_files_with_their_start_on_the_room_clock() {
+    let temp = TempDir::new("manifest");
+    let audio = opus_clip(temp.path(), 1);
+    let dir = temp.path().join("rec");
+    let writer = RecordingWriter::start(WriterOptions::new(
+        &dir,
+        "rec-9",
+        "standup",
+        1_700_000_000_000,
+    ))
+    .unwrap();
+    let first = manifest_when(&dir, |m| m["state"] == "recording");
+    assert_eq!(first["recording"], "rec-9");
+    assert_eq!(first["room"], "standup");
+    assert_eq!(first["started_unix_ms"], 1_700_000_000_000u64);
+    assert_eq!(first["files"].as_array().unwrap().len(), 0);
+
+    let people = [(1, "Ann", 0), (2, "../Bob", 1500)];
+    for (file, name, start_ms) in people {
+        let spec = FileSpec {
+            file,
+            participant: name.into(),
+            peer: 10 + file,
+            tracks: vec![TrackSpec::opus(1)],
+            start: Duration::from_millis(start_ms),
+        };
+        writer.open_file(spec).unwrap();
+        for frame in interleave(file, &[&audio]) {
+            writer.write(frame).unwrap();
+        }
+    }
+    // Listed while recording, before any file is closed: what a crash would leave.
+    let live = manifest_when(&dir, |m| m["files"].as_array().unwrap().len() == 2);
+    assert_eq!(live["state"], "recording");
+    assert_eq!(live["files"][1]["path"], "___Bob-2.webm");
+    assert_eq!(live["files"][1]["duration_ms"], serde_json::Value::Null);
+
+    writer.close_file(1).unwrap();
+    let finished = writer.finish().wait().unwrap();
+    assert_eq!(
+        finished.manifest,
+        dir.canonicalize().unwrap().join("manifest.json")
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&finished.manifest).unwrap()).unwrap();
+    assert_eq!(manifest["state"], "finished");
+    let files = manifest["files"].as_array().unwrap();
+    assert_eq!(files.len(), 2);
+    for ((file, name, start_ms), entry) in people.iter().zip(files) {
+        assert_eq!(entry["file"], *file);
+        assert_eq!(entry["participant"], *name);
+        assert_eq!(entry["peer"], 10 + file);
+        assert_eq!(entry["start_ms"], *start_ms);
+        assert_eq!(entry["tracks"][0]["codec"], "opus");
+        assert_eq!(entry["tracks"][0]["kind"], "audio");
+        let duration = entry["duration_ms"].as_u64().unwrap();
+        assert!((950..=1050).contains(&duration), "duration {duration}");
+        let path = dir.join(entry["path"].as_str().unwrap());
+        assert!(finished.files.contains(&path.canonicalize().unwrap()));
+    }
+}
+
+#[test]
+fn hostile_input_is_counted_and_dropped_without_harm() {
+    let temp = TempDir::new("hostile");
+    let video = video_clip(temp.path(), Codec::H264, 1);
+    let writer =
+        RecordingWriter::start(WriterOptions::new(temp.path().join("rec"), "r", "room", 0))
+            .unwrap();
+    let tracks = vec![TrackSpec::video(Codec::H264, 0, 0)];
+    let spec = |file| FileSpec {
+        file,
+        participant: "x".into(),
+        peer: 1,
+        tracks: tracks.clone(),
+        start: Duration::ZERO,
+    };
+    writer.open_file(spec(1)).unwrap();
+    writer.open_file(spec(1)).unwrap(); // duplicate: ignored
+    writer
+        .open_file(FileSpec {
+            tracks: Vec::new(),
+            ..spec(2)
+        })
+        .unwrap(); // no tracks
+    let frame = |track, time_ms, keyframe, data: Vec<u8>| recorder::Frame {
+        file: 1,
+        track,
+        time: Duration::from_millis(time_ms),
+        keyframe,
+        data,
+    };
+    // Before the first keyframe: a delta frame, then a "keyframe" without SPS/PPS.
+    writer
+        .write(frame(0, 0, false, video[1].data.clone()))
+        .unwrap();
+    writer
+        .write(frame(0, 0, true, vec![0, 0, 1, 0x65, 1, 2, 3]))
+        .unwrap();
+    for (i, clip_frame) in video.iter().enumerate() {
+        writer
+            .write(frame(
+                0,
+                clip_frame.time.as_millis() as u64,
+                clip_frame.keyframe,
+                clip_frame.data.clone(),
+            ))
+            .unwrap();
+        if i == 5 {
+            writer
+                .write(frame(0, 0, false, video[4].data.clone()))
+                .unwrap(); // older
+            writer.write(frame(0, 400, false, Vec::new())).unwrap(); // empty
+            writer.write(frame(0, 400, false, vec![0xFF; 64])).unwrap(); // no start code
+            writer.write(frame(3, 400, false, vec![1])).unwrap(); // no such track
+            writer
+                .write(frame(0, 400, false, vec![0; recorder::MAX_FRAME_BYTES + 1]))
+                .unwrap();
+            writer
+                .write(recorder::Frame {
+                    file: 99,
+                    ..frame(0, 400, true, vec![1])
+                })
+                .unwrap();
+        }
+    }
+    writer.close_file(42).unwrap(); // unknown file
+    let finished = writer.finish().wait().unwrap();
+    assert!(finished.failure.is_none());
+    assert_eq!(finished.files.len(), 1);
+    assert!(decode_errors(&finished.files[0]).is_empty());
+    assert_eq!(
+        decoded_frames(&finished.files[0], "v:0"),
+        video.len() as u64
+    );
+    let stats = finished.stats;
+    assert_eq!(stats.frames_written, video.len() as u64);
+    assert_eq!(stats.frames_dropped_before_keyframe, 2);
+    assert_eq!(stats.frames_dropped_out_of_order, 1);
+    // Duplicate open, no tracks, empty, no start code, no such track, too big, unknown file
+    // (a frame and a close).
+    assert_eq!(stats.frames_dropped_invalid, 8);
+    assert_eq!(stats.frames_dropped_queue_full, 0);
+    assert!(stats.bytes_written > 0);
 }

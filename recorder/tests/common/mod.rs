@@ -27,7 +27,9 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        if std::env::var_os("RECORDER_TEST_KEEP").is_none() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 }
 
@@ -100,7 +102,7 @@ pub fn video_clip(dir: &Path, codec: Codec, seconds: u32) -> Vec<ClipFrame> {
             "-usage",
             "realtime",
             "-cpu-used",
-            "10",
+            "8",
             "-b:v",
             "200k",
         ],
@@ -377,8 +379,10 @@ pub fn decoded_frames(path: &Path, stream: &str) -> u64 {
         .arg(path)
         .output()
         .expect("ffprobe is installed");
-    String::from_utf8_lossy(&output.stdout)
-        .trim()
+    // The CSV line may end with empty fields ("15,").
+    let text = String::from_utf8_lossy(&output.stdout);
+    let count = text.trim().split(',').next().unwrap_or_default();
+    count
         .parse()
-        .unwrap_or(0)
+        .unwrap_or_else(|_| panic!("frame count of {}: {text:?}", path.display()))
 }
