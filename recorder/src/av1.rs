@@ -1,0 +1,200 @@
+//! AV1 temporal units to what Matroska stores (the AV1-in-Matroska mapping): blocks without
+//! temporal delimiter OBUs, and an `av1C` record with the sequence header as CodecPrivate.
+
+/// OBU type of a sequence header.
+const OBU_SEQUENCE_HEADER: u8 = 1;
+/// OBU type of a temporal delimiter (must not be stored in blocks).
+const OBU_TEMPORAL_DELIMITER: u8 = 2;
+
+/// One OBU of a temporal unit: its type and its whole bytes (header, size, payload).
+struct Obu<'a> {
+    kind: u8,
+    bytes: &'a [u8],
+    payload: &'a [u8],
+}
+
+/// The OBUs of a temporal unit in the low-overhead format, or `None` if it is malformed.
+fn obus(mut data: &[u8]) -> Option<Vec<Obu<'_>>> {
+    let mut out = Vec::new();
+    while let Some(&header) = data.first() {
+        let kind = (header >> 3) & 0x0F;
+        let header_len = if header & 0x04 != 0 { 2 } else { 1 };
+        let has_size = header & 0x02 != 0;
+        let rest = data.get(header_len..)?;
+        let (payload_len, size_len) = if has_size {
+            leb128(rest)?
+        } else {
+            (rest.len(), 0)
+        };
+        let total = header_len.checked_add(size_len)?.checked_add(payload_len)?;
+        let bytes = data.get(..total)?;
+        out.push(Obu {
+            kind,
+            bytes,
+            payload: &bytes[header_len + size_len..],
+        });
+        data = &data[total..];
+    }
+    Some(out)
+}
+
+/// A LEB128 value and its length in bytes (at most 8 bytes, as AV1 allows).
+fn leb128(data: &[u8]) -> Option<(usize, usize)> {
+    let mut value: u64 = 0;
+    for (i, &byte) in data.iter().take(8).enumerate() {
+        value |= u64::from(byte & 0x7F) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((usize::try_from(value).ok()?, i + 1));
+        }
+    }
+    None
+}
+
+/// The temporal unit without its temporal delimiters; unchanged when it cannot be parsed.
+pub fn without_temporal_delimiters(data: &[u8]) -> Vec<u8> {
+    match obus(data) {
+        Some(obus) if obus.iter().any(|obu| obu.kind == OBU_TEMPORAL_DELIMITER) => obus
+            .iter()
+            .filter(|obu| obu.kind != OBU_TEMPORAL_DELIMITER)
+            .flat_map(|obu| obu.bytes.iter().copied())
+            .collect(),
+        _ => data.to_vec(),
+    }
+}
+
+/// The `av1C` record (AV1CodecConfigurationRecord) for the temporal unit's sequence header,
+/// or `None` when it has none. Profile, level and tier come from the header; bit depth and
+/// chroma layout are the profile's usual ones (decoders read the header in configOBUs).
+pub fn av1_config(data: &[u8]) -> Option<Vec<u8>> {
+    let obus = obus(data)?;
+    let sequence_header = obus.iter().find(|obu| obu.kind == OBU_SEQUENCE_HEADER)?;
+    let (profile, level, tier) = profile_level_tier(sequence_header.payload)?;
+    // Profile 0 is 4:2:0, 1 is 4:4:4, 2 (professional) most often 4:2:2.
+    let (subsampling_x, subsampling_y) = match profile {
+        0 => (1, 1),
+        1 => (0, 0),
+        _ => (1, 0),
+    };
+    let mut record = vec![
+        0x81, // marker, version 1
+        (profile << 5) | level,
+        (tier << 7) | (subsampling_x << 3) | (subsampling_y << 2),
+        0, // no initial presentation delay
+    ];
+    // configOBUs: the sequence header, with its size field as the mapping requires.
+    if sequence_header.bytes[0] & 0x02 != 0 {
+        record.extend_from_slice(sequence_header.bytes);
+    } else {
+        record.push(sequence_header.bytes[0] | 0x02);
+        let mut len = sequence_header.payload.len();
+        loop {
+            let byte = (len & 0x7F) as u8;
+            len >>= 7;
+            record.push(if len > 0 { byte | 0x80 } else { byte });
+            if len == 0 {
+                break;
+            }
+        }
+        record.extend_from_slice(sequence_header.payload);
+    }
+    Some(record)
+}
+
+/// seq_profile, seq_level_idx[0] and seq_tier[0] of a sequence header OBU's payload.
+fn profile_level_tier(payload: &[u8]) -> Option<(u8, u8, u8)> {
+    let mut bits = Bits {
+        data: payload,
+        pos: 0,
+    };
+    let profile = bits.read(3)? as u8;
+    let _still_picture = bits.read(1)?;
+    if bits.read(1)? == 1 {
+        // reduced_still_picture_header: one level, main tier.
+        return Some((profile, bits.read(5)? as u8, 0));
+    }
+    if bits.read(1)? == 1 {
+        // timing_info
+        bits.read(32)?;
+        bits.read(32)?;
+        if bits.read(1)? == 1 {
+            bits.uvlc()?;
+        }
+        if bits.read(1)? == 1 {
+            // decoder_model_info: buffer_delay_length, num_units_in_decoding_tick, and the
+            // buffer_removal_time and frame_presentation_time lengths.
+            bits.read(5)?;
+            bits.read(32)?;
+            bits.read(10)?;
+        }
+    }
+    let _initial_display_delay_present = bits.read(1)?;
+    let _operating_points = bits.read(5)?;
+    let _operating_point_idc = bits.read(12)?;
+    let level = bits.read(5)? as u8;
+    let tier = if level > 7 { bits.read(1)? as u8 } else { 0 };
+    Some((profile, level, tier))
+}
+
+/// A big-endian bit reader over a byte slice.
+struct Bits<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl Bits<'_> {
+    /// The next `count` (<= 32) bits.
+    fn read(&mut self, count: usize) -> Option<u32> {
+        let mut value = 0u32;
+        for _ in 0..count {
+            let byte = self.data.get(self.pos / 8)?;
+            value = (value << 1) | u32::from((byte >> (7 - self.pos % 8)) & 1);
+            self.pos += 1;
+        }
+        Some(value)
+    }
+
+    /// An unsigned variable-length code (AV1 `uvlc()`).
+    fn uvlc(&mut self) -> Option<u32> {
+        let mut leading_zeros = 0;
+        while self.read(1)? == 0 {
+            leading_zeros += 1;
+            if leading_zeros >= 32 {
+                return Some(u32::MAX);
+            }
+        }
+        Some(self.read(leading_zeros)? + ((1u32 << leading_zeros) - 1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A temporal delimiter, then a sequence header (profile 0, level 8, tier 1, no timing
+    /// info), then a one-byte frame OBU.
+    fn temporal_unit() -> Vec<u8> {
+        // seq_profile 000, still 0, reduced 0, timing 0, initial_display_delay 0,
+        // operating_points_cnt 00000, idc 0000 0000 0000, level 01000, tier 1.
+        let payload = [0, 0, 0, 0b0100_0100];
+        let mut tu = vec![0x12, 0x00]; // TD with size 0
+        tu.extend_from_slice(&[0x0A, payload.len() as u8]);
+        tu.extend_from_slice(&payload);
+        tu.extend_from_slice(&[0x32, 0x01, 0xAB]); // frame OBU, 1 byte
+        tu
+    }
+
+    #[test]
+    fn drops_temporal_delimiters_only() {
+        let tu = temporal_unit();
+        assert_eq!(without_temporal_delimiters(&tu), tu[2..]);
+        assert_eq!(without_temporal_delimiters(&[0xFF, 0x80]), [0xFF, 0x80]);
+    }
+
+    #[test]
+    fn av1c_has_profile_level_tier_and_the_sequence_header() {
+        let record = av1_config(&temporal_unit()).unwrap();
+        assert_eq!(record[..4], [0x81, 8, 0x80 | 0x08 | 0x04, 0]);
+        assert_eq!(record[4..], temporal_unit()[2..8]);
+        assert_eq!(av1_config(&[0x32, 0x01, 0xAB]), None);
+    }
+}

@@ -1,0 +1,46 @@
+//! Writes recorded calls to disk: one Matroska/WebM file per participant, written live on a
+//! writer thread, and a `manifest.json` listing them.
+//!
+//! The media worker (sans-IO recorder sink in `sfu-core`, glue in the binary) hands whole
+//! encoded frames to a [`RecordingWriter`]; every call on it is a `try_send` on a bounded
+//! queue, so a slow disk drops and counts frames instead of stalling the worker. The writer
+//! thread owns the files:
+//!
+//! - VP8, VP9 and AV1 (with Opus) go into `.webm` (DocType `webm`); H.264 (with Opus) into
+//!   `.mkv` (DocType `matroska`). No transcoding: the frames are stored as they came.
+//! - Files are written live: the Segment's size is unknown until the end, and each Cluster
+//!   (one per video keyframe, at most ~1 s) is written whole when it closes, so a killed
+//!   process leaves a file playable up to its last Cluster. A clean finish adds Duration,
+//!   Cues and a SeekHead.
+//! - A write error (disk full, I/O error) or [`WriterOptions::max_bytes`] ends the
+//!   recording: files are finished as far as possible and [`RecordingWriter::failure`] says
+//!   why.
+//!
+//! The EBML writer is this crate's own (`ebml.rs`, ~150 lines): the Rust Matroska crates are
+//! readers (`matroska`, `mkv`) or tag-stream writers (`webm-iterable` / `ebml-iterable`) that
+//! write forward only, while live writing here needs byte offsets to patch reserved slots
+//! in place (Duration, SeekHead, the H.264/AV1 CodecPrivate known only at the first keyframe)
+//! and whole Clusters built in memory; libwebm bindings would add a C++ build.
+
+#![warn(missing_docs)]
+
+mod av1;
+mod ebml;
+mod error;
+mod finish;
+mod h264;
+mod manifest;
+mod matroska;
+mod naming;
+mod opus;
+mod spec;
+mod writer;
+
+pub use error::{Backpressure, RecorderError};
+pub use finish::{FinishHandle, Finished};
+pub use manifest::MANIFEST_NAME;
+pub use naming::sanitize;
+pub use spec::{Codec, FileSpec, Frame, TrackKind, TrackSpec};
+pub use writer::{
+    RecordingWriter, WriterOptions, WriterStats, DEFAULT_QUEUE_FRAMES, MAX_FRAME_BYTES,
+};
