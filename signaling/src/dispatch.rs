@@ -10,6 +10,8 @@ use std::sync::Mutex;
 use sfu_core::plain::{IngestInfo, IngestSpec, OutputInfo, OutputSpec, OutputTarget, PlainError};
 use sfu_core::protocol::{ClientMessage, PeerId, ServerMessage};
 use sfu_core::{Permissions, StatsSnapshot};
+
+use crate::recording_api::{RecordingRefusal, RecordingReply, RecordingRequest};
 use tokio::sync::{mpsc, oneshot};
 
 /// Messages queued towards one WebSocket before the peer counts as stuck and is dropped.
@@ -52,6 +54,13 @@ pub enum WorkerCommand {
         request: PlainRequest,
         /// Where to answer.
         reply: oneshot::Sender<Result<PlainReply, PlainError>>,
+    },
+    /// Start or stop recording a room.
+    Recording {
+        /// What to do.
+        request: RecordingRequest,
+        /// Where to answer (a stop answers once the files are finished).
+        reply: oneshot::Sender<Result<RecordingReply, RecordingRefusal>>,
     },
 }
 

@@ -13,8 +13,10 @@ pub mod dispatch;
 pub mod ice_servers;
 pub mod join_limit;
 pub mod limits;
+pub mod recording_api;
 pub mod server;
 
 pub use dispatch::{Dispatch, PlainReply, PlainRequest, WorkerCommand, WorkerHandle};
 pub use ice_servers::{IceServers, TurnRest};
+pub use recording_api::{RecordingRefusal, RecordingReply, RecordingRequest};
 pub use server::{router, AppState, Leg, SignalingCounters};

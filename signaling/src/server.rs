@@ -162,6 +162,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/ws", get(ws_upgrade))
         .route("/api/stats", get(stats))
         .merge(crate::api::routes())
+        .merge(crate::recording_api::routes())
         .fallback(get(asset))
         .with_state(state)
 }

@@ -10,6 +10,7 @@
 //! the command task for signaling, and the ICE-TCP listener and connections ([`tcp`]).
 
 mod epoll;
+mod recorders;
 mod tcp;
 mod uring;
 
@@ -29,7 +30,7 @@ use sfu_core::plain::{OutputInfo, OutputPath, PlainError};
 use sfu_core::protocol::{PeerId, ServerMessage};
 use sfu_core::str0m::net::Protocol;
 use sfu_core::{Action, Core, CoreConfig, DropReason, Transmit};
-use signaling::{PlainReply, PlainRequest, WorkerCommand};
+use signaling::{PlainReply, PlainRequest, RecordingRefusal, RecordingRequest, WorkerCommand};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, Notify};
 use tracing::{debug, info, warn};
@@ -39,6 +40,7 @@ use crate::kernel::Kernel;
 use crate::mmsg::SendBatch;
 use crate::net::LocalAddrs;
 use crate::ring::Ring;
+pub use recorders::{absolute, RecordSettings};
 
 /// Size of a receive buffer: above any datagram the core accepts, so a larger one arrives
 /// truncated, is seen as too long, and is counted.
@@ -64,6 +66,10 @@ pub struct WorkerSpec {
     pub commands: mpsc::UnboundedReceiver<WorkerCommand>,
     /// The process's kernel path, when it is active.
     pub kernel: Option<Arc<Kernel>>,
+    /// Where its recordings go.
+    pub record: RecordSettings,
+    /// Rooms recorded whenever they exist.
+    pub record_rooms: Vec<String>,
 }
 
 /// Starts the worker thread; returns the shell in use once its runtime is up.
@@ -128,6 +134,7 @@ struct Shared {
     candidates: Vec<SocketAddr>,
     kernel: Option<Arc<Kernel>>,
     tcp: tcp::TcpRoutes,
+    recorders: RefCell<recorders::Recorders>,
 }
 
 impl Shared {
@@ -135,6 +142,7 @@ impl Shared {
         let config = CoreConfig {
             candidates: spec.candidates.clone(),
             tcp_candidates: spec.tcp_candidates.clone(),
+            record_rooms: spec.record_rooms.clone(),
             ..CoreConfig::default()
         };
         Rc::new(Shared {
@@ -148,6 +156,7 @@ impl Shared {
             candidates: spec.candidates.clone(),
             kernel: spec.kernel.clone(),
             tcp: tcp::TcpRoutes::default(),
+            recorders: RefCell::new(recorders::Recorders::new(spec.record.clone())),
         })
     }
 
@@ -213,6 +222,7 @@ impl Shared {
     /// Takes every action the core produced: datagrams to the send queue, messages to outboxes.
     fn flush(&self) {
         let mut stuck: Vec<PeerId> = Vec::new();
+        let mut requested: Vec<String> = Vec::new();
         let mut queued = false;
         {
             let mut core = self.core.borrow_mut();
@@ -270,11 +280,29 @@ impl Shared {
                             k.unprogram(id);
                         }
                     }
+                    Action::Record(output) => {
+                        requested.extend(self.recorders.borrow_mut().handle(output));
+                    }
                 }
             }
         }
         if queued {
             self.send_wake.notify_one();
+        }
+        if !requested.is_empty() {
+            // A configured room was created, or a member pressed record.
+            for room in requested {
+                let mut core = self.core.borrow_mut();
+                let started = self
+                    .recorders
+                    .borrow_mut()
+                    .start(&mut core, Instant::now(), &room);
+                if let Err(e) = started {
+                    warn!(room, error = %e, "recording not started");
+                }
+            }
+            self.flush();
+            return;
         }
         if !stuck.is_empty() {
             for peer in stuck {
@@ -301,6 +329,7 @@ async fn serve(
 ) {
     info!(worker = index, "media worker up");
     tokio::task::spawn_local(timer(shared.clone()));
+    tokio::task::spawn_local(recorders::watch(shared.clone()));
     if let Some(listener) = tcp {
         tokio::task::spawn_local(tcp::accept_loop(shared.clone(), listener));
     }
@@ -391,6 +420,35 @@ async fn command_loop(shared: Rc<Shared>, mut rx: mpsc::UnboundedReceiver<Worker
                 shared.flush();
                 let _ = reply.send(result);
             }
+            WorkerCommand::Recording { request, reply } => match request {
+                RecordingRequest::Start { room } => {
+                    let result = {
+                        let mut core = shared.core.borrow_mut();
+                        shared.recorders.borrow_mut().start(&mut core, now, &room)
+                    };
+                    shared.flush();
+                    let _ = reply.send(result);
+                }
+                RecordingRequest::Stop { room } => {
+                    let stopped = shared.core.borrow_mut().stop_recording(now, &room, None);
+                    match stopped {
+                        // Answered once the writer has finished the files.
+                        Ok(_) => shared
+                            .recorders
+                            .borrow_mut()
+                            .answer_when_finished(&room, reply),
+                        Err(e) => {
+                            let _ = reply.send(Err(match e {
+                                sfu_core::recording::RecordingError::UnknownRoom(room) => {
+                                    RecordingRefusal::UnknownRoom(room)
+                                }
+                                other => RecordingRefusal::Conflict(other.to_string()),
+                            }));
+                        }
+                    }
+                    shared.flush();
+                }
+            },
         }
     }
 }
