@@ -71,9 +71,9 @@ pub enum Pushed {
 
 /// The bytes the whole recording may still write; shared by its files.
 pub trait Budget {
-    /// Takes `bytes` from the budget, or says the cap would be exceeded.
-    fn take(&mut self, bytes: u64) -> Result<(), MuxError>;
-    /// Counts `bytes` written past the cap check (the finishing writes).
+    /// Whether `bytes` more stay within the cap.
+    fn allows(&self, bytes: u64) -> bool;
+    /// Counts `bytes` written.
     fn add(&mut self, bytes: u64);
 }
 
@@ -206,9 +206,12 @@ impl MatroskaFile {
         }
         ebml::end_master(&mut head, tracks_start);
 
-        budget.take(head.len() as u64)?;
+        if !budget.allows(head.len() as u64) {
+            return Err(MuxError::Cap);
+        }
         let file = File::create_new(path).map_err(MuxError::Io)?;
         file.write_all_at(&head, 0).map_err(MuxError::Io)?;
+        budget.add(head.len() as u64);
         Ok(MatroskaFile {
             path: path.to_path_buf(),
             file,
@@ -306,6 +309,12 @@ impl MatroskaFile {
         Ok(Pushed::Written)
     }
 
+    /// Writes the pending Cluster now (the file's media stalled); the next frame starts a new
+    /// one.
+    pub fn flush(&mut self, budget: &mut dyn Budget) -> Result<(), MuxError> {
+        self.write_cluster(budget)
+    }
+
     /// Whether a frame at `time_ms` must go into a new Cluster.
     fn needs_new_cluster(&self, time_ms: u64, video_keyframe: bool) -> bool {
         let Some(cluster) = &self.cluster else {
@@ -364,12 +373,15 @@ impl MatroskaFile {
 
     /// Appends `bytes` at the end of the file, within the budget; cuts a partial write back.
     fn append(&mut self, bytes: &[u8], budget: &mut dyn Budget) -> Result<(), MuxError> {
-        budget.take(bytes.len() as u64)?;
+        if !budget.allows(bytes.len() as u64) {
+            return Err(MuxError::Cap);
+        }
         if let Err(error) = self.file.write_all_at(bytes, self.end) {
             // Best effort: a failed cut leaves a partial Cluster that readers skip.
             let _ = self.file.set_len(self.end);
             return Err(MuxError::Io(error));
         }
+        budget.add(bytes.len() as u64);
         self.end += bytes.len() as u64;
         Ok(())
     }

@@ -6,9 +6,10 @@ use std::fs;
 use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use crate::error::{Backpressure, RecorderError};
 use crate::finish::{CompleteOnDrop, Completion, FinishHandle, Finished};
@@ -24,6 +25,10 @@ pub const DEFAULT_QUEUE_FRAMES: usize = 4096;
 /// The largest frame accepted (bytes); larger ones are dropped as invalid. A 4K keyframe is a
 /// few MB.
 pub const MAX_FRAME_BYTES: usize = 16 << 20;
+
+/// A file that got no frame for this long (wall clock: its participant's media stalled) has
+/// its pending Cluster written, so that a crash loses at most about this much of any file.
+const IDLE_FLUSH: Duration = Duration::from_secs(1);
 
 /// How to run a recording.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,6 +170,7 @@ impl RecordingWriter {
             manifest,
             open: HashMap::new(),
             files: Vec::new(),
+            last_idle_check: Instant::now(),
         };
         let guard = CompleteOnDrop(completion.clone());
         thread::Builder::new()
@@ -246,6 +252,8 @@ impl RecordingWriter {
 struct OpenFile {
     mux: MatroskaFile,
     entry: usize,
+    /// When its last frame came.
+    last_frame: Instant,
 }
 
 /// The writer thread's state: every file of the recording.
@@ -258,6 +266,8 @@ struct WriterThread {
     open: HashMap<u64, OpenFile>,
     /// Paths of every file opened, in order.
     files: Vec<PathBuf>,
+    /// When idle files were last looked for.
+    last_idle_check: Instant,
 }
 
 /// The recording's byte budget, as the muxer sees it.
@@ -267,16 +277,10 @@ struct ByteBudget<'a> {
 }
 
 impl Budget for ByteBudget<'_> {
-    fn take(&mut self, bytes: u64) -> Result<(), MuxError> {
+    fn allows(&self, bytes: u64) -> bool {
         let written = self.written.load(Ordering::Relaxed);
-        if self
-            .max_bytes
-            .is_some_and(|max| written.saturating_add(bytes) > max)
-        {
-            return Err(MuxError::Cap);
-        }
-        self.written.store(written + bytes, Ordering::Relaxed);
-        Ok(())
+        self.max_bytes
+            .is_none_or(|max| written.saturating_add(bytes) <= max)
     }
 
     fn add(&mut self, bytes: u64) {
@@ -286,13 +290,15 @@ impl Budget for ByteBudget<'_> {
 
 impl WriterThread {
     fn run(mut self, commands: Receiver<Command>, done: CompleteOnDrop) {
-        while let Ok(command) = commands.recv() {
-            let handled = match command {
-                Command::Open(spec) => self.open_file(spec),
-                Command::Frame(frame) => self.write_frame(frame),
-                Command::Close(file) => self.close_file(file),
+        loop {
+            let handled = match commands.recv_timeout(IDLE_FLUSH) {
+                Ok(Command::Open(spec)) => self.open_file(spec),
+                Ok(Command::Frame(frame)) => self.write_frame(frame),
+                Ok(Command::Close(file)) => self.close_file(file),
+                Err(RecvTimeoutError::Timeout) => Ok(()),
+                Err(RecvTimeoutError::Disconnected) => break,
             };
-            if let Err(error) = handled {
+            if let Err(error) = handled.and_then(|()| self.flush_idle_files()) {
                 self.fail(error);
                 break;
             }
@@ -307,15 +313,6 @@ impl WriterThread {
         ByteBudget {
             written: &self.shared.bytes_written,
             max_bytes: self.max_bytes,
-        }
-    }
-
-    fn mux_error(&self, path: PathBuf, error: MuxError) -> RecorderError {
-        match error {
-            MuxError::Cap => RecorderError::CapReached {
-                max_bytes: self.max_bytes.unwrap_or(0),
-            },
-            MuxError::Io(error) => RecorderError::io(path, error),
         }
     }
 
@@ -349,12 +346,20 @@ impl WriterThread {
                 self.count(&self.shared.dropped_invalid);
                 return Ok(());
             }
-            Err(error) => return Err(self.mux_error(path, error)),
+            Err(error) => return Err(mux_error(self.max_bytes, path, error)),
         };
         self.files.push(path);
         self.manifest.files.push(ManifestFile::new(&spec, name));
         let entry = self.manifest.files.len() - 1;
-        self.open.insert(spec.file, OpenFile { mux, entry });
+        let last_frame = Instant::now();
+        self.open.insert(
+            spec.file,
+            OpenFile {
+                mux,
+                entry,
+                last_frame,
+            },
+        );
         self.write_manifest()
     }
 
@@ -367,6 +372,7 @@ impl WriterThread {
             self.count(&self.shared.dropped_invalid);
             return Ok(());
         }
+        open.last_frame = Instant::now();
         let time_ms = u64::try_from(frame.time.as_millis()).unwrap_or(u64::MAX);
         let mut budget = ByteBudget {
             written: &self.shared.bytes_written,
@@ -386,10 +392,33 @@ impl WriterThread {
             Ok(Pushed::Invalid) => &self.shared.dropped_invalid,
             Err(error) => {
                 let path = open.mux.path().to_path_buf();
-                return Err(self.mux_error(path, error));
+                return Err(mux_error(self.max_bytes, path, error));
             }
         };
         self.count(counter);
+        Ok(())
+    }
+
+    /// Writes the pending Cluster of every file idle for [`IDLE_FLUSH`] (checked at most
+    /// that often).
+    fn flush_idle_files(&mut self) -> Result<(), RecorderError> {
+        let now = Instant::now();
+        if now.duration_since(self.last_idle_check) < IDLE_FLUSH {
+            return Ok(());
+        }
+        self.last_idle_check = now;
+        let mut budget = ByteBudget {
+            written: &self.shared.bytes_written,
+            max_bytes: self.max_bytes,
+        };
+        for open in self.open.values_mut() {
+            if now.duration_since(open.last_frame) >= IDLE_FLUSH {
+                if let Err(error) = open.mux.flush(&mut budget) {
+                    let path = open.mux.path().to_path_buf();
+                    return Err(mux_error(self.max_bytes, path, error));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -409,7 +438,7 @@ impl WriterThread {
         let (duration_ms, error) = open.mux.finish(&mut budget);
         self.manifest.files[open.entry].duration_ms = Some(duration_ms);
         match error {
-            Some(error) => Err(self.mux_error(path, error)),
+            Some(error) => Err(mux_error(self.max_bytes, path, error)),
             None => Ok(()),
         }
     }
@@ -458,5 +487,15 @@ impl WriterThread {
             failure: self.shared.failure(),
             stats: self.shared.stats(),
         }
+    }
+}
+
+/// The recording's error for a muxer's error on `path`.
+fn mux_error(max_bytes: Option<u64>, path: PathBuf, error: MuxError) -> RecorderError {
+    match error {
+        MuxError::Cap => RecorderError::CapReached {
+            max_bytes: max_bytes.unwrap_or(0),
+        },
+        MuxError::Io(error) => RecorderError::io(path, error),
     }
 }

@@ -39,9 +39,12 @@ fn wait_until(writer: &RecordingWriter, done: impl Fn(&RecordingWriter) -> bool)
     panic!("the writer thread never got there: {:?}", writer.stats());
 }
 
-/// The child process of `killed_process_leaves_a_playable_file`: records 2 s of VP8 + Opus,
-/// says READY once the writer thread took every frame (the last Cluster is still in memory),
-/// then waits to be killed.
+/// How much of the clips the killed child process records (ms).
+const FED_MS: u64 = 1500;
+
+/// The child process of `killed_process_leaves_a_playable_file`: records 1.5 s of VP8 +
+/// Opus, says READY once the writer thread wrote every frame, then waits to be killed
+/// (SIGKILL: no finish, no destructors).
 #[test]
 #[ignore = "run by killed_process_leaves_a_playable_file as its child process"]
 fn child_records_until_killed() {
@@ -52,17 +55,19 @@ fn child_records_until_killed() {
     let writer =
         RecordingWriter::start(WriterOptions::new(dir.join("rec"), "r", "room", 0)).unwrap();
     writer.open_file(vp8_opus_spec(1)).unwrap();
-    // 1.5 s: the Cluster of the first second is written when the keyframe at 1 s starts the
-    // next one, which stays in memory.
+    // The Cluster of the first second is written when the keyframe at 1 s starts the next
+    // one; that one is written by the idle flush once no frame came for a second.
     let frames: Vec<Frame> = interleave(1, &[&video, &audio])
         .into_iter()
-        .filter(|frame| frame.time < Duration::from_millis(1500))
+        .filter(|frame| frame.time < Duration::from_millis(FED_MS))
         .collect();
     let total = frames.len() as u64;
     for frame in frames {
         writer.write(frame).unwrap();
     }
     wait_until(&writer, |w| w.stats().frames_written == total);
+    let before_idle_flush = writer.bytes_written();
+    wait_until(&writer, |w| w.bytes_written() > before_idle_flush);
     println!("READY");
     loop {
         std::thread::sleep(Duration::from_secs(1));
@@ -100,9 +105,10 @@ fn killed_process_leaves_a_playable_file() {
     assert_eq!(codecs, ["vp8", "opus"]);
     let errors = decode_errors(&path);
     assert!(errors.is_empty(), "{errors}");
-    // Clusters start at each keyframe (every second): the first second was on disk, the
-    // second one still in the dead process's memory.
-    assert_eq!(decoded_frames(&path, "v:0"), u64::from(FPS));
+    // Every frame fed is on disk and decodes.
+    let video_frames = (FED_MS * u64::from(FPS)).div_ceil(1000);
+    assert_eq!(decoded_frames(&path, "v:0"), video_frames);
+    assert_eq!(decoded_frames(&path, "a:0"), FED_MS / 20);
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(temp.path().join("rec/manifest.json")).unwrap())
             .unwrap();
