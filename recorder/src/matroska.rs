@@ -237,6 +237,11 @@ impl MatroskaFile {
         &self.path
     }
 
+    /// Whether a frame was written (a file without any has no Cluster: unplayable).
+    pub fn has_frames(&self) -> bool {
+        self.tracks.iter().any(|track| track.last_ms.is_some())
+    }
+
     /// The time covered so far (ms): the end of the last frame of the longest track.
     pub fn duration_ms(&self) -> u64 {
         self.tracks.iter().map(Track::end_ms).max().unwrap_or(0)

@@ -248,10 +248,9 @@ impl RecordingWriter {
     }
 }
 
-/// A file being written, and its entry in the manifest.
+/// A file being written (its manifest entry has the same file id).
 struct OpenFile {
     mux: MatroskaFile,
-    entry: usize,
     /// When its last frame came.
     last_frame: Instant,
 }
@@ -350,16 +349,8 @@ impl WriterThread {
         };
         self.files.push(path);
         self.manifest.files.push(ManifestFile::new(&spec, name));
-        let entry = self.manifest.files.len() - 1;
         let last_frame = Instant::now();
-        self.open.insert(
-            spec.file,
-            OpenFile {
-                mux,
-                entry,
-                last_frame,
-            },
-        );
+        self.open.insert(spec.file, OpenFile { mux, last_frame });
         self.write_manifest()
     }
 
@@ -427,16 +418,34 @@ impl WriterThread {
             self.count(&self.shared.dropped_invalid);
             return Ok(());
         };
-        self.finish_file(open)?;
+        self.finish_file(file, open)?;
         self.write_manifest()
     }
 
-    /// Finishes one file and records its duration; returns the first error met.
-    fn finish_file(&mut self, open: OpenFile) -> Result<(), RecorderError> {
+    /// Finishes one file and records its duration; returns the first error met. A file that
+    /// got no frame is deleted and left out of the manifest: players cannot open a Matroska
+    /// file without a Cluster.
+    fn finish_file(&mut self, file: u64, open: OpenFile) -> Result<(), RecorderError> {
         let path = open.mux.path().to_path_buf();
+        if !open.mux.has_frames() {
+            drop(open);
+            if let Err(error) = fs::remove_file(&path) {
+                tracing::warn!(path = %path.display(), %error, "recorder: cannot remove empty file");
+            }
+            self.manifest.files.retain(|entry| entry.file != file);
+            self.files.retain(|other| *other != path);
+            return Ok(());
+        }
         let mut budget = self.budget();
         let (duration_ms, error) = open.mux.finish(&mut budget);
-        self.manifest.files[open.entry].duration_ms = Some(duration_ms);
+        if let Some(entry) = self
+            .manifest
+            .files
+            .iter_mut()
+            .find(|entry| entry.file == file)
+        {
+            entry.duration_ms = Some(duration_ms);
+        }
         match error {
             Some(error) => Err(mux_error(self.max_bytes, path, error)),
             None => Ok(()),
@@ -464,10 +473,12 @@ impl WriterThread {
 
     /// Finishes every open file as well as it can and writes the final manifest.
     fn finish_all(mut self) -> Finished {
-        let mut open: Vec<OpenFile> = std::mem::take(&mut self.open).into_values().collect();
-        open.sort_by_key(|file| file.entry);
-        for file in open {
-            if let Err(error) = self.finish_file(file) {
+        let in_manifest_order: Vec<u64> = self.manifest.files.iter().map(|e| e.file).collect();
+        for file in in_manifest_order {
+            let Some(open) = self.open.remove(&file) else {
+                continue;
+            };
+            if let Err(error) = self.finish_file(file, open) {
                 self.fail(error);
             }
         }

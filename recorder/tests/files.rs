@@ -271,3 +271,106 @@ fn hostile_input_is_counted_and_dropped_without_harm() {
     assert_eq!(stats.frames_dropped_queue_full, 0);
     assert!(stats.bytes_written > 0);
 }
+
+/// Polls `future` to completion on this thread, parked between wakes: what an async executor
+/// does, without one.
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::sync::Arc::new(Unpark(std::thread::current())).into();
+    let mut context = std::task::Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut context) {
+            return output;
+        }
+        std::thread::park();
+    }
+}
+
+#[test]
+fn a_full_queue_refuses_and_counts_and_finish_can_be_awaited() {
+    let temp = TempDir::new("queue");
+    let audio = opus_clip(temp.path(), 1);
+    let options = WriterOptions {
+        queue_frames: 1,
+        ..WriterOptions::new(temp.path().join("rec"), "r", "room", 0)
+    };
+    let writer = RecordingWriter::start(options).unwrap();
+    writer
+        .open_file(FileSpec {
+            file: 1,
+            participant: "q".into(),
+            peer: 1,
+            tracks: vec![TrackSpec::opus(2)],
+            start: Duration::ZERO,
+        })
+        .unwrap();
+    // The first frames are retried until taken (so that the file has some), the rest dropped
+    // when refused.
+    let mut refused_calls = 0;
+    let mut lost = 0;
+    for (i, frame) in interleave(1, &[&audio]).into_iter().enumerate() {
+        loop {
+            match writer.write(frame.clone()) {
+                Ok(()) => break,
+                Err(recorder::Backpressure::QueueFull) => refused_calls += 1,
+                Err(other) => panic!("{other}"),
+            }
+            if i >= 10 {
+                lost += 1;
+                break;
+            }
+            std::thread::yield_now();
+        }
+    }
+    let finished = block_on(writer.finish()).unwrap();
+    assert!(finished.failure.is_none());
+    assert_eq!(finished.stats.frames_dropped_queue_full, refused_calls);
+    assert_eq!(finished.stats.frames_written, audio.len() as u64 - lost);
+    assert!(decode_errors(&finished.files[0]).is_empty());
+}
+
+#[test]
+fn a_file_without_frames_is_removed_and_left_out_of_the_manifest() {
+    let temp = TempDir::new("empty");
+    let dir = temp.path().join("rec");
+    let writer = RecordingWriter::start(WriterOptions::new(&dir, "r", "room", 0)).unwrap();
+    for file in [1, 2] {
+        let tracks = vec![TrackSpec::video(Codec::Vp8, 0, 0)];
+        let participant = format!("p{file}");
+        let spec = FileSpec {
+            file,
+            participant,
+            peer: file,
+            tracks,
+            start: Duration::ZERO,
+        };
+        writer.open_file(spec).unwrap();
+    }
+    // File 1 only ever gets a delta frame: nothing is written before a keyframe.
+    let delta = recorder::Frame {
+        file: 1,
+        track: 0,
+        time: Duration::ZERO,
+        keyframe: false,
+        data: vec![1, 2, 3],
+    };
+    writer.write(delta).unwrap();
+    writer.close_file(1).unwrap();
+    let finished = writer.finish().wait().unwrap();
+    assert!(finished.files.is_empty(), "{:?}", finished.files);
+    let names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["manifest.json"]);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&finished.manifest).unwrap()).unwrap();
+    assert_eq!(manifest["files"].as_array().unwrap().len(), 0);
+    assert_eq!(manifest["state"], "finished");
+}
