@@ -42,6 +42,9 @@ const DURATION_SLOT: usize = 11;
 const CODEC_PRIVATE_SLOT: usize = 512;
 /// Seconds from the Unix epoch to Matroska's DateUTC epoch (2001-01-01T00:00:00 UTC).
 const MATROSKA_EPOCH_UNIX_MS: i64 = 978_307_200_000;
+/// Frame times past this (ms, about 34 years) are invalid: it keeps time arithmetic exact in
+/// i64 and in the f64 Duration.
+const MAX_TIME_MS: u64 = 1 << 40;
 /// The most tracks a file holds: block headers carry the track number in one byte.
 pub const MAX_TRACKS: usize = 126;
 /// Bytes reserved at the start of a Cluster buffer for its ID and 8-byte size.
@@ -260,7 +263,7 @@ impl MatroskaFile {
         let Some(track) = self.tracks.get(index) else {
             return Ok(Pushed::Invalid);
         };
-        if data.is_empty() {
+        if data.is_empty() || time_ms > MAX_TIME_MS {
             return Ok(Pushed::Invalid);
         }
         let video = track.spec.codec.kind() == TrackKind::Video;

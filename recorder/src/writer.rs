@@ -34,6 +34,8 @@ const IDLE_FLUSH: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WriterOptions {
     /// The recording's own directory; created (with its parents) by [`RecordingWriter::start`].
+    /// Meant to be new: an existing manifest is replaced, existing files are not overwritten
+    /// (their file is skipped and counted as invalid).
     pub dir: PathBuf,
     /// Stop the recording once its files would exceed this many bytes in total (the Cues
     /// written when finishing may add a few bytes per second of media).
@@ -174,7 +176,7 @@ impl RecordingWriter {
         };
         let guard = CompleteOnDrop(completion.clone());
         thread::Builder::new()
-            .name(format!("recorder-{}", options.recording))
+            .name("recorder".into())
             .spawn(move || writer.run(receiver, guard))
             .map_err(|error| RecorderError::WriterGone(error.to_string()))?;
         Ok(RecordingWriter {

@@ -241,6 +241,7 @@ fn hostile_input_is_counted_and_dropped_without_harm() {
             writer.write(frame(0, 400, false, Vec::new())).unwrap(); // empty
             writer.write(frame(0, 400, false, vec![0xFF; 64])).unwrap(); // no start code
             writer.write(frame(3, 400, false, vec![1])).unwrap(); // no such track
+            writer.write(frame(0, u64::MAX, false, vec![1])).unwrap(); // absurd time
             writer
                 .write(frame(0, 400, false, vec![0; recorder::MAX_FRAME_BYTES + 1]))
                 .unwrap();
@@ -265,9 +266,9 @@ fn hostile_input_is_counted_and_dropped_without_harm() {
     assert_eq!(stats.frames_written, video.len() as u64);
     assert_eq!(stats.frames_dropped_before_keyframe, 2);
     assert_eq!(stats.frames_dropped_out_of_order, 1);
-    // Duplicate open, no tracks, empty, no start code, no such track, too big, unknown file
-    // (a frame and a close).
-    assert_eq!(stats.frames_dropped_invalid, 8);
+    // Duplicate open, no tracks, empty, no start code, no such track, absurd time, too big,
+    // unknown file (a frame and a close).
+    assert_eq!(stats.frames_dropped_invalid, 9);
     assert_eq!(stats.frames_dropped_queue_full, 0);
     assert!(stats.bytes_written > 0);
 }
