@@ -43,4 +43,5 @@ pub use naming::sanitize;
 pub use spec::{Codec, FileSpec, Frame, TrackKind, TrackSpec};
 pub use writer::{
     RecordingWriter, WriterOptions, WriterStats, DEFAULT_QUEUE_FRAMES, MAX_FRAME_BYTES,
+    MAX_QUEUED_BYTES,
 };

@@ -22,6 +22,10 @@ use crate::spec::{FileSpec, Frame};
 /// room's media, so that a slow disk moment does not drop frames.
 pub const DEFAULT_QUEUE_FRAMES: usize = 4096;
 
+/// The most frame bytes queued for the writer thread; past it frames are refused as if the
+/// queue were full, so that large frames cannot make the queue hold gigabytes.
+pub const MAX_QUEUED_BYTES: u64 = 64 << 20;
+
 /// The largest frame accepted (bytes); larger ones are dropped as invalid. A 4K keyframe is a
 /// few MB.
 pub const MAX_FRAME_BYTES: usize = 16 << 20;
@@ -77,7 +81,7 @@ pub struct WriterStats {
     pub bytes_written: u64,
     /// Frames written into a file.
     pub frames_written: u64,
-    /// Frames refused because the queue was full.
+    /// Frames refused because the queue was full (in frames or in [`MAX_QUEUED_BYTES`]).
     pub frames_dropped_queue_full: u64,
     /// Frames or commands dropped as invalid: unknown or duplicate file, no such track,
     /// empty, over [`MAX_FRAME_BYTES`], unparseable.
@@ -101,6 +105,8 @@ struct Shared {
     bytes_written: AtomicU64,
     frames_written: AtomicU64,
     dropped_queue_full: AtomicU64,
+    /// Bytes of the frames in the queue.
+    queued_bytes: AtomicU64,
     dropped_invalid: AtomicU64,
     dropped_out_of_order: AtomicU64,
     dropped_before_keyframe: AtomicU64,
@@ -194,7 +200,16 @@ impl RecordingWriter {
 
     /// Queues one frame. A full queue drops it (counted) and says so; never blocks.
     pub fn write(&self, frame: Frame) -> Result<(), Backpressure> {
-        let sent = self.send(Command::Frame(frame));
+        let len = frame.data.len() as u64;
+        let queued = self.shared.queued_bytes.fetch_add(len, Ordering::Relaxed);
+        let sent = if queued + len > MAX_QUEUED_BYTES {
+            Err(Backpressure::QueueFull)
+        } else {
+            self.send(Command::Frame(frame))
+        };
+        if sent.is_err() {
+            self.shared.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+        }
         if sent == Err(Backpressure::QueueFull) {
             self.shared
                 .dropped_queue_full
@@ -294,7 +309,11 @@ impl WriterThread {
         loop {
             let handled = match commands.recv_timeout(IDLE_FLUSH) {
                 Ok(Command::Open(spec)) => self.open_file(spec),
-                Ok(Command::Frame(frame)) => self.write_frame(frame),
+                Ok(Command::Frame(frame)) => {
+                    let len = frame.data.len() as u64;
+                    self.shared.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+                    self.write_frame(frame)
+                }
                 Ok(Command::Close(file)) => self.close_file(file),
                 Err(RecvTimeoutError::Timeout) => Ok(()),
                 Err(RecvTimeoutError::Disconnected) => break,
