@@ -1,6 +1,8 @@
 //! AV1 temporal units to what Matroska stores (the AV1-in-Matroska mapping): blocks without
 //! temporal delimiter OBUs, and an `av1C` record with the sequence header as CodecPrivate.
 
+use crate::bits::Bits;
+
 /// OBU type of a sequence header.
 const OBU_SEQUENCE_HEADER: u8 = 1;
 /// OBU type of a temporal delimiter (must not be stored in blocks).
@@ -102,10 +104,7 @@ pub fn av1_config(data: &[u8]) -> Option<Vec<u8>> {
 
 /// seq_profile, seq_level_idx[0] and seq_tier[0] of a sequence header OBU's payload.
 fn profile_level_tier(payload: &[u8]) -> Option<(u8, u8, u8)> {
-    let mut bits = Bits {
-        data: payload,
-        pos: 0,
-    };
+    let mut bits = Bits::new(payload);
     let profile = bits.read(3)? as u8;
     let _still_picture = bits.read(1)?;
     if bits.read(1)? == 1 {
@@ -133,37 +132,6 @@ fn profile_level_tier(payload: &[u8]) -> Option<(u8, u8, u8)> {
     let level = bits.read(5)? as u8;
     let tier = if level > 7 { bits.read(1)? as u8 } else { 0 };
     Some((profile, level, tier))
-}
-
-/// A big-endian bit reader over a byte slice.
-struct Bits<'a> {
-    data: &'a [u8],
-    pos: usize,
-}
-
-impl Bits<'_> {
-    /// The next `count` (<= 32) bits.
-    fn read(&mut self, count: usize) -> Option<u32> {
-        let mut value = 0u32;
-        for _ in 0..count {
-            let byte = self.data.get(self.pos / 8)?;
-            value = (value << 1) | u32::from((byte >> (7 - self.pos % 8)) & 1);
-            self.pos += 1;
-        }
-        Some(value)
-    }
-
-    /// An unsigned variable-length code (AV1 `uvlc()`).
-    fn uvlc(&mut self) -> Option<u32> {
-        let mut leading_zeros = 0;
-        while self.read(1)? == 0 {
-            leading_zeros += 1;
-            if leading_zeros >= 32 {
-                return Some(u32::MAX);
-            }
-        }
-        Some(self.read(leading_zeros)? + ((1u32 << leading_zeros) - 1))
-    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! H.264 access units from Annex-B (what the caller gives) to what Matroska stores: NAL units
 //! with 4-byte length prefixes in blocks, and an `avcC` record (SPS/PPS) as CodecPrivate.
 
+use crate::bits::Bits;
+
 /// NAL unit type of a sequence parameter set.
 const NAL_SPS: u8 = 7;
 /// NAL unit type of a picture parameter set.
@@ -72,7 +74,50 @@ pub fn avc_decoder_config(annex_b: &[u8]) -> Option<Vec<u8>> {
     record.push(1); // one PPS
     record.extend_from_slice(&pps_len.to_be_bytes());
     record.extend_from_slice(pps);
+    if matches!(sps[1], 100 | 110 | 122 | 144) {
+        // High profiles: chroma format and bit depths follow (ISO 14496-15 5.3.3.1.2).
+        let (chroma_format, luma_depth, chroma_depth) = high_profile_format(sps)?;
+        record.push(0xFC | chroma_format);
+        record.push(0xF8 | luma_depth);
+        record.push(0xF8 | chroma_depth);
+        record.push(0); // no SPS extensions
+    }
     Some(record)
+}
+
+/// chroma_format_idc, bit_depth_luma_minus8 and bit_depth_chroma_minus8 of a High profile
+/// SPS NAL unit (its header and profile/constraint/level bytes first).
+fn high_profile_format(sps: &[u8]) -> Option<(u8, u8, u8)> {
+    let rbsp = without_emulation_prevention(sps.get(4..)?);
+    let mut bits = Bits::new(&rbsp);
+    let _seq_parameter_set_id = bits.uvlc()?;
+    let chroma_format = bits.uvlc()?;
+    if chroma_format == 3 {
+        let _separate_colour_plane = bits.read(1)?;
+    }
+    let luma_depth = bits.uvlc()?;
+    let chroma_depth = bits.uvlc()?;
+    let field = |value: u32, max: u32| u8::try_from(value).ok().filter(|&v| u32::from(v) <= max);
+    Some((
+        field(chroma_format, 3)?,
+        field(luma_depth, 7)?,
+        field(chroma_depth, 7)?,
+    ))
+}
+
+/// The RBSP of a NAL unit's payload: every `00 00 03` loses its `03`.
+fn without_emulation_prevention(payload: &[u8]) -> Vec<u8> {
+    let mut rbsp = Vec::with_capacity(payload.len());
+    let mut zeros = 0;
+    for &byte in payload {
+        if zeros >= 2 && byte == 3 {
+            zeros = 0;
+            continue;
+        }
+        zeros = if byte == 0 { zeros + 1 } else { 0 };
+        rbsp.push(byte);
+    }
+    rbsp
 }
 
 #[cfg(test)]
@@ -109,5 +154,39 @@ mod tests {
         assert_eq!(&record[..8], [1, 0x42, 0xC0, 0x1F, 0xFF, 0xE1, 0, 5]);
         assert_eq!(&record[13..], [1, 0, 4, 0x68, 0xCE, 0x3C, 0x80]);
         assert_eq!(avc_decoder_config(&AU[18..]), None);
+    }
+
+    #[test]
+    fn high_profile_avcc_carries_chroma_format_and_bit_depths() {
+        // SPS of profile 100: id ue(0) = 1, chroma_format_idc ue(1) = 010, luma depth ue(0) = 1,
+        // chroma depth ue(2) = 011, then the rest.
+        let au = [
+            0,
+            0,
+            0,
+            1,
+            0x67,
+            100,
+            0,
+            0x1F,
+            0b1010_1011,
+            0x80,
+            0,
+            0,
+            1,
+            0x68,
+            0xCE,
+        ];
+        let record = avc_decoder_config(&au).unwrap();
+        assert_eq!(record[1], 100);
+        assert_eq!(record[record.len() - 4..], [0xFC | 1, 0xF8, 0xF8 | 2, 0]);
+    }
+
+    #[test]
+    fn emulation_prevention_bytes_are_removed() {
+        assert_eq!(
+            without_emulation_prevention(&[0, 0, 3, 1, 0, 0, 3, 0, 3]),
+            [0, 0, 1, 0, 0, 0, 3]
+        );
     }
 }

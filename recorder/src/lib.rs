@@ -25,6 +25,7 @@
 #![warn(missing_docs)]
 
 mod av1;
+mod bits;
 mod ebml;
 mod error;
 mod finish;

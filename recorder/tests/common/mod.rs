@@ -109,8 +109,11 @@ pub fn video_clip(dir: &Path, codec: Codec, seconds: u32) -> Vec<ClipFrame> {
         Codec::H264 => &[
             "-c:v",
             "libx264",
+            // High profile: its avcC has the chroma format and bit depth fields.
+            "-profile:v",
+            "high",
             "-preset",
-            "ultrafast",
+            "veryfast",
             "-tune",
             "zerolatency",
             "-bf",
