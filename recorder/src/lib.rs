@@ -16,6 +16,22 @@
 //!   recording: files are finished as far as possible and [`RecordingWriter::failure`] says
 //!   why.
 //!
+//! ```no_run
+//! use std::time::Duration;
+//! use recorder::{Codec, FileSpec, Frame, RecordingWriter, TrackSpec, WriterOptions};
+//!
+//! let options = WriterOptions::new("/var/lib/edge-sfu/recordings/rec-1", "rec-1", "standup", 1_700_000_000_000);
+//! let writer = RecordingWriter::start(options)?;
+//! let tracks = vec![TrackSpec::video(Codec::Vp8, 640, 480), TrackSpec::opus(2)];
+//! writer.open_file(FileSpec { file: 1, participant: "Ann".into(), peer: 7, tracks, start: Duration::ZERO }).ok();
+//! # let vp8_keyframe = Vec::new();
+//! writer.write(Frame { file: 1, track: 0, time: Duration::ZERO, keyframe: true, data: vp8_keyframe }).ok();
+//! writer.close_file(1).ok();
+//! let finished = writer.finish().wait()?; // or `.await` in async code
+//! println!("{:?} listed in {}", finished.files, finished.manifest.display());
+//! # Ok::<(), recorder::RecorderError>(())
+//! ```
+//!
 //! The EBML writer is this crate's own (`ebml.rs`, ~150 lines): the Rust Matroska crates are
 //! readers (`matroska`, `mkv`) or tag-stream writers (`webm-iterable` / `ebml-iterable`) that
 //! write forward only, while live writing here needs byte offsets to patch reserved slots
