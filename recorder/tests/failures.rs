@@ -43,8 +43,9 @@ fn wait_until(writer: &RecordingWriter, done: impl Fn(&RecordingWriter) -> bool)
 const FED_MS: u64 = 1500;
 
 /// The child process of `killed_process_leaves_a_playable_file`: records 1.5 s of VP8 +
-/// Opus, says READY once the writer thread wrote every frame, then waits to be killed
-/// (SIGKILL: no finish, no destructors).
+/// Opus, says READY once every video frame is on disk (the last ones through the idle
+/// flush), then waits to be killed (SIGKILL: no finish, no destructors); exits without READY
+/// if they never get there.
 #[test]
 #[ignore = "run by killed_process_leaves_a_playable_file as its child process"]
 fn child_records_until_killed() {
@@ -66,8 +67,19 @@ fn child_records_until_killed() {
         writer.write(frame).unwrap();
     }
     wait_until(&writer, |w| w.stats().frames_written == total);
-    let before_idle_flush = writer.bytes_written();
-    wait_until(&writer, |w| w.bytes_written() > before_idle_flush);
+    // Without a close, the idle flush must bring the last frames to the disk.
+    let path = dir.join("rec/Carol-1.webm");
+    let video_frames = (FED_MS * u64::from(FPS)).div_ceil(1000);
+    let on_disk = (0..50).any(|_| {
+        let done = decoded_frames(&path, "v:0") == video_frames;
+        if !done {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        done
+    });
+    if !on_disk {
+        return; // the parent sees the end of the output without READY
+    }
     println!("READY");
     loop {
         std::thread::sleep(Duration::from_secs(1));
@@ -92,7 +104,10 @@ fn killed_process_leaves_a_playable_file() {
     let ready = lines.any(|line| line.is_ok_and(|line| line.trim_end().ends_with("READY")));
     child.kill().unwrap(); // SIGKILL: no destructor, no finish
     child.wait().unwrap();
-    assert!(ready, "the child process never got ready");
+    assert!(
+        ready,
+        "the idle flush never wrote the last frames of the child's file"
+    );
 
     let path = temp.path().join("rec/Carol-1.webm");
     let probe = probe(&path);
