@@ -1,6 +1,8 @@
 //! AV1 temporal units to what Matroska stores (the AV1-in-Matroska mapping): blocks without
 //! temporal delimiter OBUs, and an `av1C` record with the sequence header as CodecPrivate.
 
+use std::borrow::Cow;
+
 use crate::bits::Bits;
 
 /// OBU type of a sequence header.
@@ -53,14 +55,15 @@ fn leb128(data: &[u8]) -> Option<(usize, usize)> {
 }
 
 /// The temporal unit without its temporal delimiters; unchanged when it cannot be parsed.
-pub fn without_temporal_delimiters(data: &[u8]) -> Vec<u8> {
+pub fn without_temporal_delimiters(data: &[u8]) -> Cow<'_, [u8]> {
     match obus(data) {
-        Some(obus) if obus.iter().any(|obu| obu.kind == OBU_TEMPORAL_DELIMITER) => obus
-            .iter()
-            .filter(|obu| obu.kind != OBU_TEMPORAL_DELIMITER)
-            .flat_map(|obu| obu.bytes.iter().copied())
-            .collect(),
-        _ => data.to_vec(),
+        Some(obus) if obus.iter().any(|obu| obu.kind == OBU_TEMPORAL_DELIMITER) => Cow::Owned(
+            obus.iter()
+                .filter(|obu| obu.kind != OBU_TEMPORAL_DELIMITER)
+                .flat_map(|obu| obu.bytes.iter().copied())
+                .collect(),
+        ),
+        _ => Cow::Borrowed(data),
     }
 }
 
@@ -154,8 +157,8 @@ mod tests {
     #[test]
     fn drops_temporal_delimiters_only() {
         let tu = temporal_unit();
-        assert_eq!(without_temporal_delimiters(&tu), tu[2..]);
-        assert_eq!(without_temporal_delimiters(&[0xFF, 0x80]), [0xFF, 0x80]);
+        assert_eq!(*without_temporal_delimiters(&tu), tu[2..]);
+        assert_eq!(*without_temporal_delimiters(&[0xFF, 0x80]), [0xFF, 0x80]);
     }
 
     #[test]

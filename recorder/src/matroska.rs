@@ -19,6 +19,7 @@
 //! same size in place), so a process killed at any point leaves a file that players read up
 //! to its last Cluster.
 
+use std::borrow::Cow;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -282,13 +283,13 @@ impl MatroskaFile {
             // A keyframe without the parameter sets its decoder configuration needs.
             return Ok(Pushed::WaitingForKeyframe);
         }
-        let payload = match track.spec.codec {
+        let payload: Cow<'_, [u8]> = match track.spec.codec {
             Codec::H264 => match h264::to_length_prefixed(data) {
-                Some(payload) => payload,
+                Some(payload) => Cow::Owned(payload),
                 None => return Ok(Pushed::Invalid),
             },
             Codec::Av1 => av1::without_temporal_delimiters(data),
-            Codec::Vp8 | Codec::Vp9 | Codec::Opus => data.to_vec(),
+            Codec::Vp8 | Codec::Vp9 | Codec::Opus => Cow::Borrowed(data),
         };
 
         let video_keyframe = video && keyframe;
