@@ -32,11 +32,13 @@
 //! # Ok::<(), recorder::RecorderError>(())
 //! ```
 //!
-//! The EBML writer is this crate's own (`ebml.rs`, ~150 lines): the Rust Matroska crates are
-//! readers (`matroska`, `mkv`) or tag-stream writers (`webm-iterable` / `ebml-iterable`) that
-//! write forward only, while live writing here needs byte offsets to patch reserved slots
-//! in place (Duration, SeekHead, the H.264/AV1 CodecPrivate known only at the first keyframe)
-//! and whole Clusters built in memory; libwebm bindings would add a C++ build.
+//! The EBML writer is this crate's own (`ebml.rs`: the element IDs as constants and a dozen
+//! small functions). Of the Rust Matroska crates, `matroska` only reads metadata, `mkv` is an
+//! unmaintained, self-described incomplete 0.0.x, and `webm-iterable` / `ebml-iterable` write
+//! a forward-only tag stream, while live writing here needs byte offsets to patch reserved
+//! slots in place (Duration, SeekHead, the H.264/AV1 CodecPrivate known only at the first
+//! keyframe) and whole Clusters built in memory; the `webm` crate binds the C++ libwebm, a C++
+//! build for what is a few hundred lines of Rust.
 
 #![warn(missing_docs)]
 
