@@ -34,6 +34,14 @@ impl<'a> Bits<'a> {
         }
         Some(self.read(leading_zeros)? + ((1u32 << leading_zeros) - 1))
     }
+
+    /// A signed Exp-Golomb code: H.264's `se(v)`.
+    pub fn se(&mut self) -> Option<i32> {
+        let code = i64::from(self.uvlc()?);
+        let magnitude = (code + 1) / 2;
+        let value = if code % 2 == 1 { magnitude } else { -magnitude };
+        i32::try_from(value).ok()
+    }
 }
 
 #[cfg(test)]
@@ -49,5 +57,11 @@ mod tests {
         assert_eq!(bits.uvlc(), Some(1));
         assert_eq!(bits.uvlc(), Some(6));
         assert_eq!(bits.read(5), None);
+        // se: 1 -> 0, 010 -> 1, 011 -> -1, 00100 -> 2.
+        let mut bits = Bits::new(&[0b1010_0110, 0b0100_0000]);
+        assert_eq!(bits.se(), Some(0));
+        assert_eq!(bits.se(), Some(1));
+        assert_eq!(bits.se(), Some(-1));
+        assert_eq!(bits.se(), Some(2));
     }
 }

@@ -53,6 +53,7 @@ mod matroska;
 mod naming;
 mod opus;
 mod spec;
+mod vpx;
 mod writer;
 
 pub use error::{Backpressure, RecorderError};

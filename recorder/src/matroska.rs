@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 
 use crate::ebml::{self, id};
 use crate::spec::{Codec, FileSpec, TrackKind, TrackSpec};
-use crate::{av1, h264, opus};
+use crate::{av1, h264, opus, vpx};
 
 /// Nanoseconds per timestamp tick: 1 ms, the usual Matroska choice.
 const TIMESTAMP_SCALE_NS: u64 = 1_000_000;
@@ -41,6 +41,9 @@ const SEEK_HEAD_SLOT: usize = 96;
 const DURATION_SLOT: usize = 11;
 /// Bytes reserved for an H.264 or AV1 CodecPrivate (an avcC with usual SPS/PPS takes < 100).
 const CODEC_PRIVATE_SLOT: usize = 512;
+/// Bytes reserved for a Video element whose picture size comes from the first keyframe
+/// (two 4-byte sizes take 14).
+const VIDEO_SLOT: usize = 16;
 /// Seconds from the Unix epoch to Matroska's DateUTC epoch (2001-01-01T00:00:00 UTC).
 const MATROSKA_EPOCH_UNIX_MS: i64 = 978_307_200_000;
 /// Frame times past this (ms, about 34 years) are invalid: it keeps time arithmetic exact in
@@ -86,6 +89,9 @@ struct Track {
     spec: TrackSpec,
     /// Where the reserved CodecPrivate slot is, until it is filled (H.264, AV1).
     codec_private_slot: Option<u64>,
+    /// Where the reserved Video slot is, until the first keyframe gives the picture size (the
+    /// caller did not know it; browsers do not show video without it).
+    video_slot: Option<u64>,
     /// Whether a usable keyframe was written (always true for audio).
     started: bool,
     /// Time of the last written frame (ms since the file's start).
@@ -199,10 +205,11 @@ impl MatroskaFile {
         let tracks_start = ebml::begin_master(&mut head, id::TRACKS);
         let mut tracks = Vec::with_capacity(spec.tracks.len());
         for (index, track) in spec.tracks.iter().enumerate() {
-            let codec_private_slot = put_track_entry(&mut head, Track::number(index), track);
+            let slots = put_track_entry(&mut head, Track::number(index), track);
             tracks.push(Track {
                 spec: track.clone(),
-                codec_private_slot: codec_private_slot.map(|slot| slot as u64),
+                codec_private_slot: slots.codec_private.map(|slot| slot as u64),
+                video_slot: slots.video.map(|slot| slot as u64),
                 started: track.codec.kind() == TrackKind::Audio,
                 last_ms: None,
                 last_interval_ms: 0,
@@ -275,8 +282,9 @@ impl MatroskaFile {
         if track.last_ms.is_some_and(|last| time_ms < last) {
             return Ok(Pushed::OutOfOrder);
         }
-        if keyframe && track.codec_private_slot.is_some() {
+        if keyframe {
             self.fill_codec_private(index, data)?;
+            self.fill_video(index, data)?;
         }
         let track = &self.tracks[index];
         if !track.started && track.codec_private_slot.is_some() {
@@ -424,6 +432,33 @@ impl MatroskaFile {
         Ok(())
     }
 
+    /// Writes the Video element (picture size) of a video track into its reserved slot from
+    /// `keyframe`, if its size can be read there.
+    fn fill_video(&mut self, index: usize, keyframe: &[u8]) -> Result<(), MuxError> {
+        let track = &mut self.tracks[index];
+        let Some(slot) = track.video_slot else {
+            return Ok(());
+        };
+        let size = match track.spec.codec {
+            Codec::Vp8 => vpx::vp8_picture_size(keyframe),
+            Codec::Vp9 => vpx::vp9_picture_size(keyframe),
+            Codec::Av1 => av1::picture_size(keyframe),
+            Codec::H264 => h264::picture_size(keyframe),
+            Codec::Opus => None,
+        };
+        let Some((width, height)) = size else {
+            return Ok(());
+        };
+        let mut video = Vec::with_capacity(VIDEO_SLOT);
+        ebml::put_uint(&mut video, id::PIXEL_WIDTH, u64::from(width));
+        ebml::put_uint(&mut video, id::PIXEL_HEIGHT, u64::from(height));
+        if let Some(bytes) = ebml::fill_slot(VIDEO_SLOT, id::VIDEO, &video) {
+            self.file.write_all_at(&bytes, slot).map_err(MuxError::Io)?;
+            track.video_slot = None;
+        }
+        Ok(())
+    }
+
     /// Finishes the file: the last Cluster, Cues, SeekHead, Duration and the Segment's size,
     /// then an fsync. Goes as far as it can: after a write error (disk full) the file still
     /// gets its Duration and sizes, which overwrite bytes in place. Returns the duration (ms)
@@ -503,9 +538,16 @@ impl MatroskaFile {
     }
 }
 
-/// Appends the TrackEntry of `track`; returns the offset of its reserved CodecPrivate slot
-/// (in `buf`) when its decoder configuration comes from the first keyframe.
-fn put_track_entry(buf: &mut Vec<u8>, number: u64, track: &TrackSpec) -> Option<usize> {
+/// Where a TrackEntry reserved room for what the first keyframe tells (offsets in the header).
+struct Slots {
+    /// The CodecPrivate of H.264 (avcC) and AV1 (av1C).
+    codec_private: Option<usize>,
+    /// The Video element, when the caller did not know the picture size.
+    video: Option<usize>,
+}
+
+/// Appends the TrackEntry of `track`, with slots for what only the first keyframe tells.
+fn put_track_entry(buf: &mut Vec<u8>, number: u64, track: &TrackSpec) -> Slots {
     let entry = ebml::begin_master(buf, id::TRACK_ENTRY);
     ebml::put_uint(buf, id::TRACK_NUMBER, number);
     ebml::put_uint(buf, id::TRACK_UID, number);
@@ -517,7 +559,10 @@ fn put_track_entry(buf: &mut Vec<u8>, number: u64, track: &TrackSpec) -> Option<
     );
     ebml::put_uint(buf, id::FLAG_LACING, 0);
     ebml::put_bytes(buf, id::CODEC_ID, track.codec.codec_id().as_bytes());
-    let mut slot = None;
+    let mut slots = Slots {
+        codec_private: None,
+        video: None,
+    };
     match track.codec {
         Codec::Opus => {
             let sample_rate = if track.sample_rate == 0 {
@@ -543,17 +588,22 @@ fn put_track_entry(buf: &mut Vec<u8>, number: u64, track: &TrackSpec) -> Option<
             ebml::end_master(buf, audio);
         }
         Codec::H264 | Codec::Av1 => {
-            slot = Some(buf.len());
+            slots.codec_private = Some(buf.len());
             ebml::put_void(buf, CODEC_PRIVATE_SLOT);
         }
         Codec::Vp8 | Codec::Vp9 => {}
     }
-    if kind == TrackKind::Video && track.width > 0 && track.height > 0 {
-        let video = ebml::begin_master(buf, id::VIDEO);
-        ebml::put_uint(buf, id::PIXEL_WIDTH, u64::from(track.width));
-        ebml::put_uint(buf, id::PIXEL_HEIGHT, u64::from(track.height));
-        ebml::end_master(buf, video);
+    if kind == TrackKind::Video {
+        if track.width > 0 && track.height > 0 {
+            let video = ebml::begin_master(buf, id::VIDEO);
+            ebml::put_uint(buf, id::PIXEL_WIDTH, u64::from(track.width));
+            ebml::put_uint(buf, id::PIXEL_HEIGHT, u64::from(track.height));
+            ebml::end_master(buf, video);
+        } else {
+            slots.video = Some(buf.len());
+            ebml::put_void(buf, VIDEO_SLOT);
+        }
     }
     ebml::end_master(buf, entry);
-    slot
+    slots
 }

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{
-    decode_errors, decoded_frames, interleave, opus_clip, probe, video_clip, TempDir, FPS,
+    decode_errors, decoded_frames, ebml, interleave, opus_clip, probe, video_clip, TempDir, FPS,
 };
 use recorder::{
     Backpressure, Codec, FileSpec, Frame, RecorderError, RecordingWriter, TrackSpec, WriterOptions,
@@ -23,7 +23,8 @@ fn vp8_opus_spec(file: u64) -> FileSpec {
         file,
         participant: "Carol".into(),
         peer: 5,
-        tracks: vec![TrackSpec::video(Codec::Vp8, 160, 120), TrackSpec::opus(1)],
+        // Picture size unknown: the first keyframe gives it.
+        tracks: vec![TrackSpec::video(Codec::Vp8, 0, 0), TrackSpec::opus(1)],
         start: Duration::ZERO,
     }
 }
@@ -124,6 +125,15 @@ fn killed_process_leaves_a_playable_file() {
     let video_frames = (FED_MS * u64::from(FPS)).div_ceil(1000);
     assert_eq!(decoded_frames(&path, "v:0"), video_frames);
     assert_eq!(decoded_frames(&path, "a:0"), FED_MS / 20);
+    // A live file: Segment of unknown size, no Duration or Cues yet, the picture size filled
+    // in at the first keyframe.
+    let bytes = std::fs::read(&path).unwrap();
+    let segment = ebml::segment(&bytes);
+    assert!(segment.unknown_size);
+    let info = ebml::child(segment.payload, ebml::INFO).unwrap();
+    assert!(ebml::child(info.payload, ebml::DURATION).is_none());
+    assert!(ebml::child(segment.payload, ebml::CUES).is_none());
+    assert_eq!(ebml::picture_size(segment.payload, 0), Some((160, 120)));
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(temp.path().join("rec/manifest.json")).unwrap())
             .unwrap();

@@ -6,21 +6,25 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    codec_names, decode_errors, decoded_frames, duration_secs, interleave, opus_clip, probe,
+    codec_names, decode_errors, decoded_frames, duration_secs, ebml, interleave, opus_clip, probe,
     video_clip, TempDir,
 };
 use recorder::{Codec, FileSpec, RecordingWriter, TrackSpec, WriterOptions};
 
 const SECONDS: u32 = 2;
 
-/// Records one file with `video` (if any) and an Opus track; returns the probe of the file
-/// after checking that it decodes without error.
-fn record(name: &str, video: Option<Codec>) -> (TempDir, std::path::PathBuf, serde_json::Value) {
+/// Records one file with `video` (if any, its picture size given or 0x0 for unknown) and an
+/// Opus track; returns the probe of the file after checking that it decodes every frame
+/// without error, lasts what was fed, and has its picture size, Duration and Cues.
+fn record(
+    name: &str,
+    video: Option<(Codec, u32, u32)>,
+) -> (TempDir, std::path::PathBuf, serde_json::Value) {
     let temp = TempDir::new(name);
     let mut tracks = Vec::new();
     let mut clips = Vec::new();
-    if let Some(codec) = video {
-        tracks.push(TrackSpec::video(codec, 160, 120));
+    if let Some((codec, width, height)) = video {
+        tracks.push(TrackSpec::video(codec, width, height));
         clips.push(video_clip(temp.path(), codec, SECONDS));
     }
     tracks.push(TrackSpec::opus(1));
@@ -66,12 +70,42 @@ fn record(name: &str, video: Option<Codec>) -> (TempDir, std::path::PathBuf, ser
         (duration - f64::from(SECONDS)).abs() <= 0.1 * f64::from(SECONDS),
         "duration {duration}"
     );
+    // The container itself: the picture size (browsers need it), the Duration, the Cues, a
+    // Segment with its size, every Cluster with its size.
+    let bytes = std::fs::read(&path).unwrap();
+    let segment = ebml::segment(&bytes);
+    assert!(!segment.unknown_size);
+    if video.is_some() {
+        assert_eq!(ebml::picture_size(segment.payload, 0), Some((160, 120)));
+    }
+    let info = ebml::child(segment.payload, ebml::INFO).unwrap();
+    assert!(ebml::child(info.payload, ebml::DURATION).is_some());
+    assert!(ebml::child(segment.payload, ebml::SEEK_HEAD).is_some());
+    let cues = ebml::child(segment.payload, ebml::CUES).expect("Cues");
+    let cue_points = ebml::elements(cues.payload).len();
+    if video.is_some() {
+        assert_eq!(
+            cue_points, SECONDS as usize,
+            "one per keyframe (every second)"
+        );
+    } else {
+        assert!(
+            cue_points >= SECONDS as usize,
+            "about one per second: {cue_points}"
+        );
+    }
+    let clusters = ebml::elements(segment.payload)
+        .into_iter()
+        .filter(|e| e.id == ebml::CLUSTER)
+        .inspect(|cluster| assert!(!cluster.unknown_size))
+        .count();
+    assert!(clusters >= SECONDS as usize);
     (temp, path, probe)
 }
 
 #[test]
 fn vp8_and_opus_make_a_webm_file() {
-    let (_temp, path, probe) = record("vp8", Some(Codec::Vp8));
+    let (_temp, path, probe) = record("vp8", Some((Codec::Vp8, 160, 120)));
     assert_eq!(path.file_name().unwrap(), "Alice-7.webm");
     assert_eq!(codec_names(&probe), ["vp8", "opus"]);
     assert_eq!(probe["format"]["format_name"], "matroska,webm");
@@ -79,21 +113,21 @@ fn vp8_and_opus_make_a_webm_file() {
 
 #[test]
 fn vp9_and_opus_make_a_webm_file() {
-    let (_temp, path, probe) = record("vp9", Some(Codec::Vp9));
+    let (_temp, path, probe) = record("vp9", Some((Codec::Vp9, 0, 0)));
     assert_eq!(path.extension().unwrap(), "webm");
     assert_eq!(codec_names(&probe), ["vp9", "opus"]);
 }
 
 #[test]
 fn av1_and_opus_make_a_webm_file() {
-    let (_temp, path, probe) = record("av1", Some(Codec::Av1));
+    let (_temp, path, probe) = record("av1", Some((Codec::Av1, 0, 0)));
     assert_eq!(path.extension().unwrap(), "webm");
     assert_eq!(codec_names(&probe), ["av1", "opus"]);
 }
 
 #[test]
 fn h264_and_opus_make_an_mkv_file() {
-    let (_temp, path, probe) = record("h264", Some(Codec::H264));
+    let (_temp, path, probe) = record("h264", Some((Codec::H264, 0, 0)));
     assert_eq!(path.file_name().unwrap(), "Alice-7.mkv");
     assert_eq!(codec_names(&probe), ["h264", "opus"]);
     assert_eq!(probe["streams"][0]["width"], 160);

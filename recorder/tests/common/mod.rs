@@ -2,6 +2,8 @@
 //! Annex-B, Ogg), feeding them to a writer, and ffprobe/ffmpeg checks of the result.
 #![allow(dead_code)] // each test binary uses part of it
 
+pub mod ebml;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
