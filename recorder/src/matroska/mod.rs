@@ -25,27 +25,19 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+mod header;
+
 use crate::ebml::{self, id};
 use crate::spec::{Codec, FileSpec, TrackKind, TrackSpec};
-use crate::{av1, h264, opus, vpx};
+use crate::{av1, h264};
+use header::{Header, Layout};
 
-/// Nanoseconds per timestamp tick: 1 ms, the usual Matroska choice.
-const TIMESTAMP_SCALE_NS: u64 = 1_000_000;
+pub use header::container;
+
 /// A Cluster closes once it spans this much (ms), even without a new keyframe.
 const CLUSTER_SPAN_MS: i64 = 1_000;
 /// A Cluster closes once it holds this many bytes, to bound the memory it takes.
 const CLUSTER_MAX_BYTES: usize = 8 << 20;
-/// Bytes reserved for the SeekHead (three entries take 65).
-const SEEK_HEAD_SLOT: usize = 96;
-/// Bytes of a Duration element (2-byte ID, 1-byte size, 8-byte float): its reserved slot.
-const DURATION_SLOT: usize = 11;
-/// Bytes reserved for an H.264 or AV1 CodecPrivate (an avcC with usual SPS/PPS takes < 100).
-const CODEC_PRIVATE_SLOT: usize = 512;
-/// Bytes reserved for a Video element whose picture size comes from the first keyframe
-/// (two 4-byte sizes take 14).
-const VIDEO_SLOT: usize = 16;
-/// Seconds from the Unix epoch to Matroska's DateUTC epoch (2001-01-01T00:00:00 UTC).
-const MATROSKA_EPOCH_UNIX_MS: i64 = 978_307_200_000;
 /// Frame times past this (ms, about 34 years) are invalid: it keeps time arithmetic exact in
 /// i64 and in the f64 Duration.
 const MAX_TIME_MS: u64 = 1 << 40;
@@ -135,25 +127,10 @@ pub struct MatroskaFile {
     has_video: bool,
     /// Bytes in the file: where the next Cluster goes.
     end: u64,
-    /// Offset of the Segment's 8-byte size field.
-    segment_size_field: u64,
-    /// Offset of the Segment's data: positions in SeekHead and Cues are relative to it.
-    segment_data: u64,
-    seek_head_slot: u64,
-    duration_slot: u64,
-    info_position: u64,
-    tracks_position: u64,
+    /// Where the header's parts and slots are.
+    layout: Layout,
     cluster: Option<Cluster>,
     cues: Vec<Cue>,
-}
-
-/// Which container a file's tracks need, and its file name extension.
-pub fn container(tracks: &[TrackSpec]) -> (&'static str, &'static str) {
-    if tracks.iter().all(|track| track.codec.in_webm()) {
-        ("webm", "webm")
-    } else {
-        ("matroska", "mkv")
-    }
 }
 
 impl MatroskaFile {
@@ -165,58 +142,24 @@ impl MatroskaFile {
         started_unix_ms: u64,
         budget: &mut dyn Budget,
     ) -> Result<MatroskaFile, MuxError> {
-        let (doc_type, _) = container(&spec.tracks);
-        let mut head = Vec::with_capacity(1024);
-        let ebml_header = ebml::begin_master(&mut head, id::EBML);
-        ebml::put_uint(&mut head, id::EBML_VERSION, 1);
-        ebml::put_uint(&mut head, id::EBML_READ_VERSION, 1);
-        ebml::put_uint(&mut head, id::EBML_MAX_ID_LENGTH, 4);
-        ebml::put_uint(&mut head, id::EBML_MAX_SIZE_LENGTH, 8);
-        ebml::put_bytes(&mut head, id::DOC_TYPE, doc_type.as_bytes());
-        ebml::put_uint(&mut head, id::DOC_TYPE_VERSION, 4);
-        ebml::put_uint(&mut head, id::DOC_TYPE_READ_VERSION, 2);
-        ebml::end_master(&mut head, ebml_header);
-
-        ebml::put_id(&mut head, id::SEGMENT);
-        let segment_size_field = head.len() as u64;
-        head.extend_from_slice(&ebml::UNKNOWN_SIZE);
-        let segment_data = head.len() as u64;
-
-        let seek_head_slot = head.len() as u64;
-        ebml::put_void(&mut head, SEEK_HEAD_SLOT);
-
-        let info_position = head.len() as u64 - segment_data;
-        let info = ebml::begin_master(&mut head, id::INFO);
-        ebml::put_uint(&mut head, id::TIMESTAMP_SCALE, TIMESTAMP_SCALE_NS);
-        let duration_slot = head.len() as u64;
-        ebml::put_void(&mut head, DURATION_SLOT);
-        let start_ms = i64::try_from(spec.start.as_millis()).unwrap_or(i64::MAX);
-        let date_ms = i64::try_from(started_unix_ms)
-            .unwrap_or(i64::MAX)
-            .saturating_add(start_ms)
-            .saturating_sub(MATROSKA_EPOCH_UNIX_MS);
-        ebml::put_int8(&mut head, id::DATE_UTC, date_ms.saturating_mul(1_000_000));
-        ebml::put_bytes(&mut head, id::TITLE, spec.participant.as_bytes());
-        ebml::put_bytes(&mut head, id::MUXING_APP, b"edge-sfu recorder");
-        ebml::put_bytes(&mut head, id::WRITING_APP, b"edge-sfu");
-        ebml::end_master(&mut head, info);
-
-        let tracks_position = head.len() as u64 - segment_data;
-        let tracks_start = ebml::begin_master(&mut head, id::TRACKS);
-        let mut tracks = Vec::with_capacity(spec.tracks.len());
-        for (index, track) in spec.tracks.iter().enumerate() {
-            let slots = put_track_entry(&mut head, Track::number(index), track);
-            tracks.push(Track {
+        let Header {
+            bytes: head,
+            layout,
+            track_slots,
+        } = Header::new(spec, started_unix_ms);
+        let tracks = spec
+            .tracks
+            .iter()
+            .zip(track_slots)
+            .map(|(track, slots)| Track {
                 spec: track.clone(),
-                codec_private_slot: slots.codec_private.map(|slot| slot as u64),
-                video_slot: slots.video.map(|slot| slot as u64),
+                codec_private_slot: slots.codec_private,
+                video_slot: slots.video,
                 started: track.codec.kind() == TrackKind::Audio,
                 last_ms: None,
                 last_interval_ms: 0,
-            });
-        }
-        ebml::end_master(&mut head, tracks_start);
-
+            })
+            .collect();
         if !budget.allows(head.len() as u64) {
             return Err(MuxError::Cap);
         }
@@ -232,12 +175,7 @@ impl MatroskaFile {
                 .any(|t| t.codec.kind() == TrackKind::Video),
             tracks,
             end: head.len() as u64,
-            segment_size_field,
-            segment_data,
-            seek_head_slot,
-            duration_slot,
-            info_position,
-            tracks_position,
+            layout,
             cluster: None,
             cues: Vec::new(),
         })
@@ -283,8 +221,7 @@ impl MatroskaFile {
             return Ok(Pushed::OutOfOrder);
         }
         if keyframe {
-            self.fill_codec_private(index, data)?;
-            self.fill_video(index, data)?;
+            self.fill_slots(index, data)?;
         }
         let track = &self.tracks[index];
         if !track.started && track.codec_private_slot.is_some() {
@@ -358,7 +295,7 @@ impl MatroskaFile {
             self.cues.push(Cue {
                 time_ms,
                 track: Track::number(track),
-                cluster_position: self.end - self.segment_data,
+                cluster_position: self.end - self.layout.segment_data,
             });
         }
         let mut buf = Vec::with_capacity(64 << 10);
@@ -403,58 +340,22 @@ impl MatroskaFile {
         Ok(())
     }
 
-    /// Writes the CodecPrivate of an H.264 or AV1 track into its reserved slot from the
-    /// parameter sets in `keyframe`, if it has them.
-    fn fill_codec_private(&mut self, index: usize, keyframe: &[u8]) -> Result<(), MuxError> {
+    /// Fills the slots of track `index` that `keyframe` tells the content of: the
+    /// CodecPrivate (H.264, AV1 parameter sets) and the picture size.
+    fn fill_slots(&mut self, index: usize, keyframe: &[u8]) -> Result<(), MuxError> {
         let track = &mut self.tracks[index];
-        let Some(slot) = track.codec_private_slot else {
-            return Ok(());
-        };
-        let record = match track.spec.codec {
-            Codec::H264 => h264::avc_decoder_config(keyframe),
-            Codec::Av1 => av1::av1_config(keyframe),
-            Codec::Vp8 | Codec::Vp9 | Codec::Opus => None,
-        };
-        let Some(record) = record else {
-            return Ok(());
-        };
-        match ebml::fill_slot(CODEC_PRIVATE_SLOT, id::CODEC_PRIVATE, &record) {
-            Some(bytes) => {
+        let codec = track.spec.codec;
+        if let Some(slot) = track.codec_private_slot {
+            if let Some(bytes) = header::codec_private_slot(codec, keyframe) {
                 self.file.write_all_at(&bytes, slot).map_err(MuxError::Io)?;
                 track.codec_private_slot = None;
             }
-            None => tracing::warn!(
-                path = %self.path.display(),
-                len = record.len(),
-                "decoder configuration larger than its reserved slot; waiting for a smaller one"
-            ),
         }
-        Ok(())
-    }
-
-    /// Writes the Video element (picture size) of a video track into its reserved slot from
-    /// `keyframe`, if its size can be read there.
-    fn fill_video(&mut self, index: usize, keyframe: &[u8]) -> Result<(), MuxError> {
-        let track = &mut self.tracks[index];
-        let Some(slot) = track.video_slot else {
-            return Ok(());
-        };
-        let size = match track.spec.codec {
-            Codec::Vp8 => vpx::vp8_picture_size(keyframe),
-            Codec::Vp9 => vpx::vp9_picture_size(keyframe),
-            Codec::Av1 => av1::picture_size(keyframe),
-            Codec::H264 => h264::picture_size(keyframe),
-            Codec::Opus => None,
-        };
-        let Some((width, height)) = size else {
-            return Ok(());
-        };
-        let mut video = Vec::with_capacity(VIDEO_SLOT);
-        ebml::put_uint(&mut video, id::PIXEL_WIDTH, u64::from(width));
-        ebml::put_uint(&mut video, id::PIXEL_HEIGHT, u64::from(height));
-        if let Some(bytes) = ebml::fill_slot(VIDEO_SLOT, id::VIDEO, &video) {
-            self.file.write_all_at(&bytes, slot).map_err(MuxError::Io)?;
-            track.video_slot = None;
+        if let Some(slot) = track.video_slot {
+            if let Some(bytes) = header::video_slot(codec, keyframe) {
+                self.file.write_all_at(&bytes, slot).map_err(MuxError::Io)?;
+                track.video_slot = None;
+            }
         }
         Ok(())
     }
@@ -497,7 +398,7 @@ impl MatroskaFile {
             ebml::end_master(&mut buf, point);
         }
         ebml::end_master(&mut buf, cues);
-        let position = self.end - self.segment_data;
+        let position = self.end - self.layout.segment_data;
         if let Err(error) = self.file.write_all_at(&buf, self.end) {
             let _ = self.file.set_len(self.end);
             return Err(MuxError::Io(error));
@@ -509,101 +410,14 @@ impl MatroskaFile {
 
     /// Overwrites the reserved slots (SeekHead, Duration) and the Segment's size, then syncs.
     fn patch_index(&mut self, duration_ms: u64, cues_position: Option<u64>) -> io::Result<()> {
-        let mut seek_head = Vec::with_capacity(SEEK_HEAD_SLOT);
-        let head = ebml::begin_master(&mut seek_head, id::SEEK_HEAD);
-        let entries = [
-            (id::INFO, Some(self.info_position)),
-            (id::TRACKS, Some(self.tracks_position)),
-        ];
-        for (target, position) in entries.into_iter().chain([(id::CUES, cues_position)]) {
-            let Some(position) = position else { continue };
-            let seek = ebml::begin_master(&mut seek_head, id::SEEK);
-            ebml::put_bytes(&mut seek_head, id::SEEK_ID, &target.to_be_bytes());
-            ebml::put_uint(&mut seek_head, id::SEEK_POSITION, position);
-            ebml::end_master(&mut seek_head, seek);
-        }
-        ebml::end_master(&mut seek_head, head);
-        let rest = SEEK_HEAD_SLOT - seek_head.len();
-        ebml::put_void(&mut seek_head, rest);
-        self.file.write_all_at(&seek_head, self.seek_head_slot)?;
-
-        let mut duration = Vec::with_capacity(DURATION_SLOT);
-        ebml::put_float(&mut duration, id::DURATION, duration_ms as f64);
-        self.file.write_all_at(&duration, self.duration_slot)?;
-
+        let layout = self.layout;
+        let seek_head = header::seek_head_slot(&layout, cues_position);
+        self.file.write_all_at(&seek_head, layout.seek_head_slot)?;
+        let duration = header::duration_slot(duration_ms);
+        self.file.write_all_at(&duration, layout.duration_slot)?;
         let mut size = Vec::with_capacity(8);
-        ebml::put_size_with_len(&mut size, self.end - self.segment_data, 8);
-        self.file.write_all_at(&size, self.segment_size_field)?;
+        ebml::put_size_with_len(&mut size, self.end - layout.segment_data, 8);
+        self.file.write_all_at(&size, layout.segment_size_field)?;
         self.file.sync_all()
     }
-}
-
-/// Where a TrackEntry reserved room for what the first keyframe tells (offsets in the header).
-struct Slots {
-    /// The CodecPrivate of H.264 (avcC) and AV1 (av1C).
-    codec_private: Option<usize>,
-    /// The Video element, when the caller did not know the picture size.
-    video: Option<usize>,
-}
-
-/// Appends the TrackEntry of `track`, with slots for what only the first keyframe tells.
-fn put_track_entry(buf: &mut Vec<u8>, number: u64, track: &TrackSpec) -> Slots {
-    let entry = ebml::begin_master(buf, id::TRACK_ENTRY);
-    ebml::put_uint(buf, id::TRACK_NUMBER, number);
-    ebml::put_uint(buf, id::TRACK_UID, number);
-    let kind = track.codec.kind();
-    ebml::put_uint(
-        buf,
-        id::TRACK_TYPE,
-        if kind == TrackKind::Video { 1 } else { 2 },
-    );
-    ebml::put_uint(buf, id::FLAG_LACING, 0);
-    ebml::put_bytes(buf, id::CODEC_ID, track.codec.codec_id().as_bytes());
-    let mut slots = Slots {
-        codec_private: None,
-        video: None,
-    };
-    match track.codec {
-        Codec::Opus => {
-            let sample_rate = if track.sample_rate == 0 {
-                48_000
-            } else {
-                track.sample_rate
-            };
-            ebml::put_bytes(
-                buf,
-                id::CODEC_PRIVATE,
-                &opus::opus_head(track.channels, sample_rate),
-            );
-            ebml::put_uint(
-                buf,
-                id::CODEC_DELAY,
-                u64::from(opus::PRE_SKIP) * 1_000_000_000 / 48_000,
-            );
-            ebml::put_uint(buf, id::SEEK_PRE_ROLL, opus::SEEK_PRE_ROLL_NS);
-            let audio = ebml::begin_master(buf, id::AUDIO);
-            // Opus always decodes at 48 kHz, whatever the input rate was.
-            ebml::put_float(buf, id::SAMPLING_FREQUENCY, 48_000.0);
-            ebml::put_uint(buf, id::CHANNELS, u64::from(track.channels.clamp(1, 2)));
-            ebml::end_master(buf, audio);
-        }
-        Codec::H264 | Codec::Av1 => {
-            slots.codec_private = Some(buf.len());
-            ebml::put_void(buf, CODEC_PRIVATE_SLOT);
-        }
-        Codec::Vp8 | Codec::Vp9 => {}
-    }
-    if kind == TrackKind::Video {
-        if track.width > 0 && track.height > 0 {
-            let video = ebml::begin_master(buf, id::VIDEO);
-            ebml::put_uint(buf, id::PIXEL_WIDTH, u64::from(track.width));
-            ebml::put_uint(buf, id::PIXEL_HEIGHT, u64::from(track.height));
-            ebml::end_master(buf, video);
-        } else {
-            slots.video = Some(buf.len());
-            ebml::put_void(buf, VIDEO_SLOT);
-        }
-    }
-    ebml::end_master(buf, entry);
-    slots
 }
