@@ -16,15 +16,34 @@
 //!   recording: files are finished as far as possible and [`RecordingWriter::failure`] says
 //!   why.
 //!
-//! The EBML writer is this crate's own (`ebml.rs`, ~150 lines): the Rust Matroska crates are
-//! readers (`matroska`, `mkv`) or tag-stream writers (`webm-iterable` / `ebml-iterable`) that
-//! write forward only, while live writing here needs byte offsets to patch reserved slots
-//! in place (Duration, SeekHead, the H.264/AV1 CodecPrivate known only at the first keyframe)
-//! and whole Clusters built in memory; libwebm bindings would add a C++ build.
+//! ```no_run
+//! use std::time::Duration;
+//! use recorder::{Codec, FileSpec, Frame, RecordingWriter, TrackSpec, WriterOptions};
+//!
+//! let options = WriterOptions::new("/var/lib/edge-sfu/recordings/rec-1", "rec-1", "standup", 1_700_000_000_000);
+//! let writer = RecordingWriter::start(options)?;
+//! let tracks = vec![TrackSpec::video(Codec::Vp8, 640, 480), TrackSpec::opus(2)];
+//! writer.open_file(FileSpec { file: 1, participant: "Ann".into(), peer: 7, tracks, start: Duration::ZERO }).ok();
+//! # let vp8_keyframe = Vec::new();
+//! writer.write(Frame { file: 1, track: 0, time: Duration::ZERO, keyframe: true, data: vp8_keyframe }).ok();
+//! writer.close_file(1).ok();
+//! let finished = writer.finish().wait()?; // or `.await` in async code
+//! println!("{:?} listed in {}", finished.files, finished.manifest.display());
+//! # Ok::<(), recorder::RecorderError>(())
+//! ```
+//!
+//! The EBML writer is this crate's own (`ebml.rs`: the element IDs as constants and a dozen
+//! small functions). Of the Rust Matroska crates, `matroska` only reads metadata, `mkv` is an
+//! unmaintained, self-described incomplete 0.0.x, and `webm-iterable` / `ebml-iterable` write
+//! a forward-only tag stream, while live writing here needs byte offsets to patch reserved
+//! slots in place (Duration, SeekHead, the H.264/AV1 CodecPrivate known only at the first
+//! keyframe) and whole Clusters built in memory; the `webm` crate binds the C++ libwebm, a C++
+//! build for what is a few hundred lines of Rust.
 
 #![warn(missing_docs)]
 
 mod av1;
+mod bits;
 mod ebml;
 mod error;
 mod finish;
@@ -34,6 +53,7 @@ mod matroska;
 mod naming;
 mod opus;
 mod spec;
+mod vpx;
 mod writer;
 
 pub use error::{Backpressure, RecorderError};
@@ -43,4 +63,5 @@ pub use naming::sanitize;
 pub use spec::{Codec, FileSpec, Frame, TrackKind, TrackSpec};
 pub use writer::{
     RecordingWriter, WriterOptions, WriterStats, DEFAULT_QUEUE_FRAMES, MAX_FRAME_BYTES,
+    MAX_QUEUED_BYTES,
 };

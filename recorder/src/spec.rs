@@ -71,8 +71,8 @@ impl Codec {
 pub struct TrackSpec {
     /// The codec of every frame of the track.
     pub codec: Codec,
-    /// Video width in pixels, 0 when unknown (then the file does not state it and players
-    /// take it from the bitstream). Ignored for audio.
+    /// Video width in pixels, 0 when unknown: then the file gets the picture size of the
+    /// track's first keyframe (browsers show no video without one). Ignored for audio.
     pub width: u32,
     /// Video height in pixels, 0 when unknown. Ignored for audio.
     pub height: u32,

@@ -6,9 +6,10 @@ use std::fs;
 use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use crate::error::{Backpressure, RecorderError};
 use crate::finish::{CompleteOnDrop, Completion, FinishHandle, Finished};
@@ -21,14 +22,24 @@ use crate::spec::{FileSpec, Frame};
 /// room's media, so that a slow disk moment does not drop frames.
 pub const DEFAULT_QUEUE_FRAMES: usize = 4096;
 
+/// The most frame bytes queued for the writer thread; past it frames are refused as if the
+/// queue were full, so that large frames cannot make the queue hold gigabytes.
+pub const MAX_QUEUED_BYTES: u64 = 64 << 20;
+
 /// The largest frame accepted (bytes); larger ones are dropped as invalid. A 4K keyframe is a
 /// few MB.
 pub const MAX_FRAME_BYTES: usize = 16 << 20;
+
+/// A file that got no frame for this long (wall clock: its participant's media stalled) has
+/// its pending Cluster written, so that a crash loses at most about this much of any file.
+const IDLE_FLUSH: Duration = Duration::from_secs(1);
 
 /// How to run a recording.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WriterOptions {
     /// The recording's own directory; created (with its parents) by [`RecordingWriter::start`].
+    /// Meant to be new: an existing manifest is replaced, existing files are not overwritten
+    /// (their file is skipped and counted as invalid).
     pub dir: PathBuf,
     /// Stop the recording once its files would exceed this many bytes in total (the Cues
     /// written when finishing may add a few bytes per second of media).
@@ -70,7 +81,7 @@ pub struct WriterStats {
     pub bytes_written: u64,
     /// Frames written into a file.
     pub frames_written: u64,
-    /// Frames refused because the queue was full.
+    /// Frames refused because the queue was full (in frames or in [`MAX_QUEUED_BYTES`]).
     pub frames_dropped_queue_full: u64,
     /// Frames or commands dropped as invalid: unknown or duplicate file, no such track,
     /// empty, over [`MAX_FRAME_BYTES`], unparseable.
@@ -94,6 +105,8 @@ struct Shared {
     bytes_written: AtomicU64,
     frames_written: AtomicU64,
     dropped_queue_full: AtomicU64,
+    /// Bytes of the frames in the queue.
+    queued_bytes: AtomicU64,
     dropped_invalid: AtomicU64,
     dropped_out_of_order: AtomicU64,
     dropped_before_keyframe: AtomicU64,
@@ -165,10 +178,11 @@ impl RecordingWriter {
             manifest,
             open: HashMap::new(),
             files: Vec::new(),
+            last_idle_check: Instant::now(),
         };
         let guard = CompleteOnDrop(completion.clone());
         thread::Builder::new()
-            .name(format!("recorder-{}", options.recording))
+            .name("recorder".into())
             .spawn(move || writer.run(receiver, guard))
             .map_err(|error| RecorderError::WriterGone(error.to_string()))?;
         Ok(RecordingWriter {
@@ -186,7 +200,16 @@ impl RecordingWriter {
 
     /// Queues one frame. A full queue drops it (counted) and says so; never blocks.
     pub fn write(&self, frame: Frame) -> Result<(), Backpressure> {
-        let sent = self.send(Command::Frame(frame));
+        let len = frame.data.len() as u64;
+        let queued = self.shared.queued_bytes.fetch_add(len, Ordering::Relaxed);
+        let sent = if queued + len > MAX_QUEUED_BYTES {
+            Err(Backpressure::QueueFull)
+        } else {
+            self.send(Command::Frame(frame))
+        };
+        if sent.is_err() {
+            self.shared.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+        }
         if sent == Err(Backpressure::QueueFull) {
             self.shared
                 .dropped_queue_full
@@ -242,10 +265,11 @@ impl RecordingWriter {
     }
 }
 
-/// A file being written, and its entry in the manifest.
+/// A file being written (its manifest entry has the same file id).
 struct OpenFile {
     mux: MatroskaFile,
-    entry: usize,
+    /// When its last frame came.
+    last_frame: Instant,
 }
 
 /// The writer thread's state: every file of the recording.
@@ -258,6 +282,8 @@ struct WriterThread {
     open: HashMap<u64, OpenFile>,
     /// Paths of every file opened, in order.
     files: Vec<PathBuf>,
+    /// When idle files were last looked for.
+    last_idle_check: Instant,
 }
 
 /// The recording's byte budget, as the muxer sees it.
@@ -267,16 +293,10 @@ struct ByteBudget<'a> {
 }
 
 impl Budget for ByteBudget<'_> {
-    fn take(&mut self, bytes: u64) -> Result<(), MuxError> {
+    fn allows(&self, bytes: u64) -> bool {
         let written = self.written.load(Ordering::Relaxed);
-        if self
-            .max_bytes
-            .is_some_and(|max| written.saturating_add(bytes) > max)
-        {
-            return Err(MuxError::Cap);
-        }
-        self.written.store(written + bytes, Ordering::Relaxed);
-        Ok(())
+        self.max_bytes
+            .is_none_or(|max| written.saturating_add(bytes) <= max)
     }
 
     fn add(&mut self, bytes: u64) {
@@ -286,13 +306,19 @@ impl Budget for ByteBudget<'_> {
 
 impl WriterThread {
     fn run(mut self, commands: Receiver<Command>, done: CompleteOnDrop) {
-        while let Ok(command) = commands.recv() {
-            let handled = match command {
-                Command::Open(spec) => self.open_file(spec),
-                Command::Frame(frame) => self.write_frame(frame),
-                Command::Close(file) => self.close_file(file),
+        loop {
+            let handled = match commands.recv_timeout(IDLE_FLUSH) {
+                Ok(Command::Open(spec)) => self.open_file(spec),
+                Ok(Command::Frame(frame)) => {
+                    let len = frame.data.len() as u64;
+                    self.shared.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+                    self.write_frame(frame)
+                }
+                Ok(Command::Close(file)) => self.close_file(file),
+                Err(RecvTimeoutError::Timeout) => Ok(()),
+                Err(RecvTimeoutError::Disconnected) => break,
             };
-            if let Err(error) = handled {
+            if let Err(error) = handled.and_then(|()| self.flush_idle_files()) {
                 self.fail(error);
                 break;
             }
@@ -307,15 +333,6 @@ impl WriterThread {
         ByteBudget {
             written: &self.shared.bytes_written,
             max_bytes: self.max_bytes,
-        }
-    }
-
-    fn mux_error(&self, path: PathBuf, error: MuxError) -> RecorderError {
-        match error {
-            MuxError::Cap => RecorderError::CapReached {
-                max_bytes: self.max_bytes.unwrap_or(0),
-            },
-            MuxError::Io(error) => RecorderError::io(path, error),
         }
     }
 
@@ -349,12 +366,12 @@ impl WriterThread {
                 self.count(&self.shared.dropped_invalid);
                 return Ok(());
             }
-            Err(error) => return Err(self.mux_error(path, error)),
+            Err(error) => return Err(mux_error(self.max_bytes, path, error)),
         };
         self.files.push(path);
         self.manifest.files.push(ManifestFile::new(&spec, name));
-        let entry = self.manifest.files.len() - 1;
-        self.open.insert(spec.file, OpenFile { mux, entry });
+        let last_frame = Instant::now();
+        self.open.insert(spec.file, OpenFile { mux, last_frame });
         self.write_manifest()
     }
 
@@ -367,6 +384,7 @@ impl WriterThread {
             self.count(&self.shared.dropped_invalid);
             return Ok(());
         }
+        open.last_frame = Instant::now();
         let time_ms = u64::try_from(frame.time.as_millis()).unwrap_or(u64::MAX);
         let mut budget = ByteBudget {
             written: &self.shared.bytes_written,
@@ -386,10 +404,33 @@ impl WriterThread {
             Ok(Pushed::Invalid) => &self.shared.dropped_invalid,
             Err(error) => {
                 let path = open.mux.path().to_path_buf();
-                return Err(self.mux_error(path, error));
+                return Err(mux_error(self.max_bytes, path, error));
             }
         };
         self.count(counter);
+        Ok(())
+    }
+
+    /// Writes the pending Cluster of every file idle for [`IDLE_FLUSH`] (checked at most
+    /// that often).
+    fn flush_idle_files(&mut self) -> Result<(), RecorderError> {
+        let now = Instant::now();
+        if now.duration_since(self.last_idle_check) < IDLE_FLUSH {
+            return Ok(());
+        }
+        self.last_idle_check = now;
+        let mut budget = ByteBudget {
+            written: &self.shared.bytes_written,
+            max_bytes: self.max_bytes,
+        };
+        for open in self.open.values_mut() {
+            if now.duration_since(open.last_frame) >= IDLE_FLUSH {
+                if let Err(error) = open.mux.flush(&mut budget) {
+                    let path = open.mux.path().to_path_buf();
+                    return Err(mux_error(self.max_bytes, path, error));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -398,18 +439,36 @@ impl WriterThread {
             self.count(&self.shared.dropped_invalid);
             return Ok(());
         };
-        self.finish_file(open)?;
+        self.finish_file(file, open)?;
         self.write_manifest()
     }
 
-    /// Finishes one file and records its duration; returns the first error met.
-    fn finish_file(&mut self, open: OpenFile) -> Result<(), RecorderError> {
+    /// Finishes one file and records its duration; returns the first error met. A file that
+    /// got no frame is deleted and left out of the manifest: players cannot open a Matroska
+    /// file without a Cluster.
+    fn finish_file(&mut self, file: u64, open: OpenFile) -> Result<(), RecorderError> {
         let path = open.mux.path().to_path_buf();
+        if !open.mux.has_frames() {
+            drop(open);
+            if let Err(error) = fs::remove_file(&path) {
+                tracing::warn!(path = %path.display(), %error, "recorder: cannot remove empty file");
+            }
+            self.manifest.files.retain(|entry| entry.file != file);
+            self.files.retain(|other| *other != path);
+            return Ok(());
+        }
         let mut budget = self.budget();
         let (duration_ms, error) = open.mux.finish(&mut budget);
-        self.manifest.files[open.entry].duration_ms = Some(duration_ms);
+        if let Some(entry) = self
+            .manifest
+            .files
+            .iter_mut()
+            .find(|entry| entry.file == file)
+        {
+            entry.duration_ms = Some(duration_ms);
+        }
         match error {
-            Some(error) => Err(self.mux_error(path, error)),
+            Some(error) => Err(mux_error(self.max_bytes, path, error)),
             None => Ok(()),
         }
     }
@@ -435,10 +494,12 @@ impl WriterThread {
 
     /// Finishes every open file as well as it can and writes the final manifest.
     fn finish_all(mut self) -> Finished {
-        let mut open: Vec<OpenFile> = std::mem::take(&mut self.open).into_values().collect();
-        open.sort_by_key(|file| file.entry);
-        for file in open {
-            if let Err(error) = self.finish_file(file) {
+        let in_manifest_order: Vec<u64> = self.manifest.files.iter().map(|e| e.file).collect();
+        for file in in_manifest_order {
+            let Some(open) = self.open.remove(&file) else {
+                continue;
+            };
+            if let Err(error) = self.finish_file(file, open) {
                 self.fail(error);
             }
         }
@@ -458,5 +519,15 @@ impl WriterThread {
             failure: self.shared.failure(),
             stats: self.shared.stats(),
         }
+    }
+}
+
+/// The recording's error for a muxer's error on `path`.
+fn mux_error(max_bytes: Option<u64>, path: PathBuf, error: MuxError) -> RecorderError {
+    match error {
+        MuxError::Cap => RecorderError::CapReached {
+            max_bytes: max_bytes.unwrap_or(0),
+        },
+        MuxError::Io(error) => RecorderError::io(path, error),
     }
 }

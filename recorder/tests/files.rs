@@ -6,21 +6,25 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    codec_names, decode_errors, decoded_frames, duration_secs, interleave, opus_clip, probe,
+    codec_names, decode_errors, decoded_frames, duration_secs, ebml, interleave, opus_clip, probe,
     video_clip, TempDir,
 };
 use recorder::{Codec, FileSpec, RecordingWriter, TrackSpec, WriterOptions};
 
 const SECONDS: u32 = 2;
 
-/// Records one file with `video` (if any) and an Opus track; returns the probe of the file
-/// after checking that it decodes without error.
-fn record(name: &str, video: Option<Codec>) -> (TempDir, std::path::PathBuf, serde_json::Value) {
+/// Records one file with `video` (if any, its picture size given or 0x0 for unknown) and an
+/// Opus track; returns the probe of the file after checking that it decodes every frame
+/// without error, lasts what was fed, and has its picture size, Duration and Cues.
+fn record(
+    name: &str,
+    video: Option<(Codec, u32, u32)>,
+) -> (TempDir, std::path::PathBuf, serde_json::Value) {
     let temp = TempDir::new(name);
     let mut tracks = Vec::new();
     let mut clips = Vec::new();
-    if let Some(codec) = video {
-        tracks.push(TrackSpec::video(codec, 160, 120));
+    if let Some((codec, width, height)) = video {
+        tracks.push(TrackSpec::video(codec, width, height));
         clips.push(video_clip(temp.path(), codec, SECONDS));
     }
     tracks.push(TrackSpec::opus(1));
@@ -66,12 +70,42 @@ fn record(name: &str, video: Option<Codec>) -> (TempDir, std::path::PathBuf, ser
         (duration - f64::from(SECONDS)).abs() <= 0.1 * f64::from(SECONDS),
         "duration {duration}"
     );
+    // The container itself: the picture size (browsers need it), the Duration, the Cues, a
+    // Segment with its size, every Cluster with its size.
+    let bytes = std::fs::read(&path).unwrap();
+    let segment = ebml::segment(&bytes);
+    assert!(!segment.unknown_size);
+    if video.is_some() {
+        assert_eq!(ebml::picture_size(segment.payload, 0), Some((160, 120)));
+    }
+    let info = ebml::child(segment.payload, ebml::INFO).unwrap();
+    assert!(ebml::child(info.payload, ebml::DURATION).is_some());
+    assert!(ebml::child(segment.payload, ebml::SEEK_HEAD).is_some());
+    let cues = ebml::child(segment.payload, ebml::CUES).expect("Cues");
+    let cue_points = ebml::elements(cues.payload).len();
+    if video.is_some() {
+        assert_eq!(
+            cue_points, SECONDS as usize,
+            "one per keyframe (every second)"
+        );
+    } else {
+        assert!(
+            cue_points >= SECONDS as usize,
+            "about one per second: {cue_points}"
+        );
+    }
+    let clusters = ebml::elements(segment.payload)
+        .into_iter()
+        .filter(|e| e.id == ebml::CLUSTER)
+        .inspect(|cluster| assert!(!cluster.unknown_size))
+        .count();
+    assert!(clusters >= SECONDS as usize);
     (temp, path, probe)
 }
 
 #[test]
 fn vp8_and_opus_make_a_webm_file() {
-    let (_temp, path, probe) = record("vp8", Some(Codec::Vp8));
+    let (_temp, path, probe) = record("vp8", Some((Codec::Vp8, 160, 120)));
     assert_eq!(path.file_name().unwrap(), "Alice-7.webm");
     assert_eq!(codec_names(&probe), ["vp8", "opus"]);
     assert_eq!(probe["format"]["format_name"], "matroska,webm");
@@ -79,21 +113,21 @@ fn vp8_and_opus_make_a_webm_file() {
 
 #[test]
 fn vp9_and_opus_make_a_webm_file() {
-    let (_temp, path, probe) = record("vp9", Some(Codec::Vp9));
+    let (_temp, path, probe) = record("vp9", Some((Codec::Vp9, 0, 0)));
     assert_eq!(path.extension().unwrap(), "webm");
     assert_eq!(codec_names(&probe), ["vp9", "opus"]);
 }
 
 #[test]
 fn av1_and_opus_make_a_webm_file() {
-    let (_temp, path, probe) = record("av1", Some(Codec::Av1));
+    let (_temp, path, probe) = record("av1", Some((Codec::Av1, 0, 0)));
     assert_eq!(path.extension().unwrap(), "webm");
     assert_eq!(codec_names(&probe), ["av1", "opus"]);
 }
 
 #[test]
 fn h264_and_opus_make_an_mkv_file() {
-    let (_temp, path, probe) = record("h264", Some(Codec::H264));
+    let (_temp, path, probe) = record("h264", Some((Codec::H264, 0, 0)));
     assert_eq!(path.file_name().unwrap(), "Alice-7.mkv");
     assert_eq!(codec_names(&probe), ["h264", "opus"]);
     assert_eq!(probe["streams"][0]["width"], 160);
@@ -241,6 +275,7 @@ fn hostile_input_is_counted_and_dropped_without_harm() {
             writer.write(frame(0, 400, false, Vec::new())).unwrap(); // empty
             writer.write(frame(0, 400, false, vec![0xFF; 64])).unwrap(); // no start code
             writer.write(frame(3, 400, false, vec![1])).unwrap(); // no such track
+            writer.write(frame(0, u64::MAX, false, vec![1])).unwrap(); // absurd time
             writer
                 .write(frame(0, 400, false, vec![0; recorder::MAX_FRAME_BYTES + 1]))
                 .unwrap();
@@ -265,9 +300,112 @@ fn hostile_input_is_counted_and_dropped_without_harm() {
     assert_eq!(stats.frames_written, video.len() as u64);
     assert_eq!(stats.frames_dropped_before_keyframe, 2);
     assert_eq!(stats.frames_dropped_out_of_order, 1);
-    // Duplicate open, no tracks, empty, no start code, no such track, too big, unknown file
-    // (a frame and a close).
-    assert_eq!(stats.frames_dropped_invalid, 8);
+    // Duplicate open, no tracks, empty, no start code, no such track, absurd time, too big,
+    // unknown file (a frame and a close).
+    assert_eq!(stats.frames_dropped_invalid, 9);
     assert_eq!(stats.frames_dropped_queue_full, 0);
     assert!(stats.bytes_written > 0);
+}
+
+/// Polls `future` to completion on this thread, parked between wakes: what an async executor
+/// does, without one.
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::sync::Arc::new(Unpark(std::thread::current())).into();
+    let mut context = std::task::Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut context) {
+            return output;
+        }
+        std::thread::park();
+    }
+}
+
+#[test]
+fn a_full_queue_refuses_and_counts_and_finish_can_be_awaited() {
+    let temp = TempDir::new("queue");
+    let audio = opus_clip(temp.path(), 1);
+    let options = WriterOptions {
+        queue_frames: 1,
+        ..WriterOptions::new(temp.path().join("rec"), "r", "room", 0)
+    };
+    let writer = RecordingWriter::start(options).unwrap();
+    writer
+        .open_file(FileSpec {
+            file: 1,
+            participant: "q".into(),
+            peer: 1,
+            tracks: vec![TrackSpec::opus(2)],
+            start: Duration::ZERO,
+        })
+        .unwrap();
+    // The first frames are retried until taken (so that the file has some), the rest dropped
+    // when refused.
+    let mut refused_calls = 0;
+    let mut lost = 0;
+    for (i, frame) in interleave(1, &[&audio]).into_iter().enumerate() {
+        loop {
+            match writer.write(frame.clone()) {
+                Ok(()) => break,
+                Err(recorder::Backpressure::QueueFull) => refused_calls += 1,
+                Err(other) => panic!("{other}"),
+            }
+            if i >= 10 {
+                lost += 1;
+                break;
+            }
+            std::thread::yield_now();
+        }
+    }
+    let finished = block_on(writer.finish()).unwrap();
+    assert!(finished.failure.is_none());
+    assert_eq!(finished.stats.frames_dropped_queue_full, refused_calls);
+    assert_eq!(finished.stats.frames_written, audio.len() as u64 - lost);
+    assert!(decode_errors(&finished.files[0]).is_empty());
+}
+
+#[test]
+fn a_file_without_frames_is_removed_and_left_out_of_the_manifest() {
+    let temp = TempDir::new("empty");
+    let dir = temp.path().join("rec");
+    let writer = RecordingWriter::start(WriterOptions::new(&dir, "r", "room", 0)).unwrap();
+    for file in [1, 2] {
+        let tracks = vec![TrackSpec::video(Codec::Vp8, 0, 0)];
+        let participant = format!("p{file}");
+        let spec = FileSpec {
+            file,
+            participant,
+            peer: file,
+            tracks,
+            start: Duration::ZERO,
+        };
+        writer.open_file(spec).unwrap();
+    }
+    // File 1 only ever gets a delta frame: nothing is written before a keyframe.
+    let delta = recorder::Frame {
+        file: 1,
+        track: 0,
+        time: Duration::ZERO,
+        keyframe: false,
+        data: vec![1, 2, 3],
+    };
+    writer.write(delta).unwrap();
+    writer.close_file(1).unwrap();
+    let finished = writer.finish().wait().unwrap();
+    assert!(finished.files.is_empty(), "{:?}", finished.files);
+    let names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["manifest.json"]);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&finished.manifest).unwrap()).unwrap();
+    assert_eq!(manifest["files"].as_array().unwrap().len(), 0);
+    assert_eq!(manifest["state"], "finished");
 }

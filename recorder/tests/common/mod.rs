@@ -2,6 +2,8 @@
 //! Annex-B, Ogg), feeding them to a writer, and ffprobe/ffmpeg checks of the result.
 #![allow(dead_code)] // each test binary uses part of it
 
+pub mod ebml;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -109,8 +111,11 @@ pub fn video_clip(dir: &Path, codec: Codec, seconds: u32) -> Vec<ClipFrame> {
         Codec::H264 => &[
             "-c:v",
             "libx264",
+            // High profile: its avcC has the chroma format and bit depth fields.
+            "-profile:v",
+            "high",
             "-preset",
-            "ultrafast",
+            "veryfast",
             "-tune",
             "zerolatency",
             "-bf",

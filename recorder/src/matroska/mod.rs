@@ -19,29 +19,28 @@
 //! same size in place), so a process killed at any point leaves a file that players read up
 //! to its last Cluster.
 
+use std::borrow::Cow;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+mod header;
+
 use crate::ebml::{self, id};
 use crate::spec::{Codec, FileSpec, TrackKind, TrackSpec};
-use crate::{av1, h264, opus};
+use crate::{av1, h264};
+use header::{Header, Layout};
 
-/// Nanoseconds per timestamp tick: 1 ms, the usual Matroska choice.
-const TIMESTAMP_SCALE_NS: u64 = 1_000_000;
+pub use header::container;
+
 /// A Cluster closes once it spans this much (ms), even without a new keyframe.
 const CLUSTER_SPAN_MS: i64 = 1_000;
 /// A Cluster closes once it holds this many bytes, to bound the memory it takes.
 const CLUSTER_MAX_BYTES: usize = 8 << 20;
-/// Bytes reserved for the SeekHead (three entries take 65).
-const SEEK_HEAD_SLOT: usize = 96;
-/// Bytes of a Duration element (2-byte ID, 1-byte size, 8-byte float): its reserved slot.
-const DURATION_SLOT: usize = 11;
-/// Bytes reserved for an H.264 or AV1 CodecPrivate (an avcC with usual SPS/PPS takes < 100).
-const CODEC_PRIVATE_SLOT: usize = 512;
-/// Seconds from the Unix epoch to Matroska's DateUTC epoch (2001-01-01T00:00:00 UTC).
-const MATROSKA_EPOCH_UNIX_MS: i64 = 978_307_200_000;
+/// Frame times past this (ms, about 34 years) are invalid: it keeps time arithmetic exact in
+/// i64 and in the f64 Duration.
+const MAX_TIME_MS: u64 = 1 << 40;
 /// The most tracks a file holds: block headers carry the track number in one byte.
 pub const MAX_TRACKS: usize = 126;
 /// Bytes reserved at the start of a Cluster buffer for its ID and 8-byte size.
@@ -71,9 +70,9 @@ pub enum Pushed {
 
 /// The bytes the whole recording may still write; shared by its files.
 pub trait Budget {
-    /// Takes `bytes` from the budget, or says the cap would be exceeded.
-    fn take(&mut self, bytes: u64) -> Result<(), MuxError>;
-    /// Counts `bytes` written past the cap check (the finishing writes).
+    /// Whether `bytes` more stay within the cap.
+    fn allows(&self, bytes: u64) -> bool;
+    /// Counts `bytes` written.
     fn add(&mut self, bytes: u64);
 }
 
@@ -82,6 +81,9 @@ struct Track {
     spec: TrackSpec,
     /// Where the reserved CodecPrivate slot is, until it is filled (H.264, AV1).
     codec_private_slot: Option<u64>,
+    /// Where the reserved Video slot is, until the first keyframe gives the picture size (the
+    /// caller did not know it; browsers do not show video without it).
+    video_slot: Option<u64>,
     /// Whether a usable keyframe was written (always true for audio).
     started: bool,
     /// Time of the last written frame (ms since the file's start).
@@ -125,25 +127,10 @@ pub struct MatroskaFile {
     has_video: bool,
     /// Bytes in the file: where the next Cluster goes.
     end: u64,
-    /// Offset of the Segment's 8-byte size field.
-    segment_size_field: u64,
-    /// Offset of the Segment's data: positions in SeekHead and Cues are relative to it.
-    segment_data: u64,
-    seek_head_slot: u64,
-    duration_slot: u64,
-    info_position: u64,
-    tracks_position: u64,
+    /// Where the header's parts and slots are.
+    layout: Layout,
     cluster: Option<Cluster>,
     cues: Vec<Cue>,
-}
-
-/// Which container a file's tracks need, and its file name extension.
-pub fn container(tracks: &[TrackSpec]) -> (&'static str, &'static str) {
-    if tracks.iter().all(|track| track.codec.in_webm()) {
-        ("webm", "webm")
-    } else {
-        ("matroska", "mkv")
-    }
 }
 
 impl MatroskaFile {
@@ -155,60 +142,30 @@ impl MatroskaFile {
         started_unix_ms: u64,
         budget: &mut dyn Budget,
     ) -> Result<MatroskaFile, MuxError> {
-        let (doc_type, _) = container(&spec.tracks);
-        let mut head = Vec::with_capacity(1024);
-        let ebml_header = ebml::begin_master(&mut head, id::EBML);
-        ebml::put_uint(&mut head, id::EBML_VERSION, 1);
-        ebml::put_uint(&mut head, id::EBML_READ_VERSION, 1);
-        ebml::put_uint(&mut head, id::EBML_MAX_ID_LENGTH, 4);
-        ebml::put_uint(&mut head, id::EBML_MAX_SIZE_LENGTH, 8);
-        ebml::put_bytes(&mut head, id::DOC_TYPE, doc_type.as_bytes());
-        ebml::put_uint(&mut head, id::DOC_TYPE_VERSION, 4);
-        ebml::put_uint(&mut head, id::DOC_TYPE_READ_VERSION, 2);
-        ebml::end_master(&mut head, ebml_header);
-
-        ebml::put_id(&mut head, id::SEGMENT);
-        let segment_size_field = head.len() as u64;
-        head.extend_from_slice(&ebml::UNKNOWN_SIZE);
-        let segment_data = head.len() as u64;
-
-        let seek_head_slot = head.len() as u64;
-        ebml::put_void(&mut head, SEEK_HEAD_SLOT);
-
-        let info_position = head.len() as u64 - segment_data;
-        let info = ebml::begin_master(&mut head, id::INFO);
-        ebml::put_uint(&mut head, id::TIMESTAMP_SCALE, TIMESTAMP_SCALE_NS);
-        let duration_slot = head.len() as u64;
-        ebml::put_void(&mut head, DURATION_SLOT);
-        let start_ms = i64::try_from(spec.start.as_millis()).unwrap_or(i64::MAX);
-        let date_ms = i64::try_from(started_unix_ms)
-            .unwrap_or(i64::MAX)
-            .saturating_add(start_ms)
-            .saturating_sub(MATROSKA_EPOCH_UNIX_MS);
-        ebml::put_int8(&mut head, id::DATE_UTC, date_ms.saturating_mul(1_000_000));
-        ebml::put_bytes(&mut head, id::TITLE, spec.participant.as_bytes());
-        ebml::put_bytes(&mut head, id::MUXING_APP, b"edge-sfu recorder");
-        ebml::put_bytes(&mut head, id::WRITING_APP, b"edge-sfu");
-        ebml::end_master(&mut head, info);
-
-        let tracks_position = head.len() as u64 - segment_data;
-        let tracks_start = ebml::begin_master(&mut head, id::TRACKS);
-        let mut tracks = Vec::with_capacity(spec.tracks.len());
-        for (index, track) in spec.tracks.iter().enumerate() {
-            let codec_private_slot = put_track_entry(&mut head, Track::number(index), track);
-            tracks.push(Track {
+        let Header {
+            bytes: head,
+            layout,
+            track_slots,
+        } = Header::new(spec, started_unix_ms);
+        let tracks = spec
+            .tracks
+            .iter()
+            .zip(track_slots)
+            .map(|(track, slots)| Track {
                 spec: track.clone(),
-                codec_private_slot: codec_private_slot.map(|slot| slot as u64),
+                codec_private_slot: slots.codec_private,
+                video_slot: slots.video,
                 started: track.codec.kind() == TrackKind::Audio,
                 last_ms: None,
                 last_interval_ms: 0,
-            });
+            })
+            .collect();
+        if !budget.allows(head.len() as u64) {
+            return Err(MuxError::Cap);
         }
-        ebml::end_master(&mut head, tracks_start);
-
-        budget.take(head.len() as u64)?;
         let file = File::create_new(path).map_err(MuxError::Io)?;
         file.write_all_at(&head, 0).map_err(MuxError::Io)?;
+        budget.add(head.len() as u64);
         Ok(MatroskaFile {
             path: path.to_path_buf(),
             file,
@@ -218,12 +175,7 @@ impl MatroskaFile {
                 .any(|t| t.codec.kind() == TrackKind::Video),
             tracks,
             end: head.len() as u64,
-            segment_size_field,
-            segment_data,
-            seek_head_slot,
-            duration_slot,
-            info_position,
-            tracks_position,
+            layout,
             cluster: None,
             cues: Vec::new(),
         })
@@ -232,6 +184,11 @@ impl MatroskaFile {
     /// The file's path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Whether a frame was written (a file without any has no Cluster: unplayable).
+    pub fn has_frames(&self) -> bool {
+        self.tracks.iter().any(|track| track.last_ms.is_some())
     }
 
     /// The time covered so far (ms): the end of the last frame of the longest track.
@@ -252,7 +209,7 @@ impl MatroskaFile {
         let Some(track) = self.tracks.get(index) else {
             return Ok(Pushed::Invalid);
         };
-        if data.is_empty() {
+        if data.is_empty() || time_ms > MAX_TIME_MS {
             return Ok(Pushed::Invalid);
         }
         let video = track.spec.codec.kind() == TrackKind::Video;
@@ -263,21 +220,21 @@ impl MatroskaFile {
         if track.last_ms.is_some_and(|last| time_ms < last) {
             return Ok(Pushed::OutOfOrder);
         }
-        if keyframe && track.codec_private_slot.is_some() {
-            self.fill_codec_private(index, data)?;
+        if keyframe {
+            self.fill_slots(index, data)?;
         }
         let track = &self.tracks[index];
         if !track.started && track.codec_private_slot.is_some() {
             // A keyframe without the parameter sets its decoder configuration needs.
             return Ok(Pushed::WaitingForKeyframe);
         }
-        let payload = match track.spec.codec {
+        let payload: Cow<'_, [u8]> = match track.spec.codec {
             Codec::H264 => match h264::to_length_prefixed(data) {
-                Some(payload) => payload,
+                Some(payload) => Cow::Owned(payload),
                 None => return Ok(Pushed::Invalid),
             },
             Codec::Av1 => av1::without_temporal_delimiters(data),
-            Codec::Vp8 | Codec::Vp9 | Codec::Opus => data.to_vec(),
+            Codec::Vp8 | Codec::Vp9 | Codec::Opus => Cow::Borrowed(data),
         };
 
         let video_keyframe = video && keyframe;
@@ -306,6 +263,12 @@ impl MatroskaFile {
         Ok(Pushed::Written)
     }
 
+    /// Writes the pending Cluster now (the file's media stalled); the next frame starts a new
+    /// one.
+    pub fn flush(&mut self, budget: &mut dyn Budget) -> Result<(), MuxError> {
+        self.write_cluster(budget)
+    }
+
     /// Whether a frame at `time_ms` must go into a new Cluster.
     fn needs_new_cluster(&self, time_ms: u64, video_keyframe: bool) -> bool {
         let Some(cluster) = &self.cluster else {
@@ -332,7 +295,7 @@ impl MatroskaFile {
             self.cues.push(Cue {
                 time_ms,
                 track: Track::number(track),
-                cluster_position: self.end - self.segment_data,
+                cluster_position: self.end - self.layout.segment_data,
             });
         }
         let mut buf = Vec::with_capacity(64 << 10);
@@ -364,41 +327,35 @@ impl MatroskaFile {
 
     /// Appends `bytes` at the end of the file, within the budget; cuts a partial write back.
     fn append(&mut self, bytes: &[u8], budget: &mut dyn Budget) -> Result<(), MuxError> {
-        budget.take(bytes.len() as u64)?;
+        if !budget.allows(bytes.len() as u64) {
+            return Err(MuxError::Cap);
+        }
         if let Err(error) = self.file.write_all_at(bytes, self.end) {
             // Best effort: a failed cut leaves a partial Cluster that readers skip.
             let _ = self.file.set_len(self.end);
             return Err(MuxError::Io(error));
         }
+        budget.add(bytes.len() as u64);
         self.end += bytes.len() as u64;
         Ok(())
     }
 
-    /// Writes the CodecPrivate of an H.264 or AV1 track into its reserved slot from the
-    /// parameter sets in `keyframe`, if it has them.
-    fn fill_codec_private(&mut self, index: usize, keyframe: &[u8]) -> Result<(), MuxError> {
+    /// Fills the slots of track `index` that `keyframe` tells the content of: the
+    /// CodecPrivate (H.264, AV1 parameter sets) and the picture size.
+    fn fill_slots(&mut self, index: usize, keyframe: &[u8]) -> Result<(), MuxError> {
         let track = &mut self.tracks[index];
-        let Some(slot) = track.codec_private_slot else {
-            return Ok(());
-        };
-        let record = match track.spec.codec {
-            Codec::H264 => h264::avc_decoder_config(keyframe),
-            Codec::Av1 => av1::av1_config(keyframe),
-            Codec::Vp8 | Codec::Vp9 | Codec::Opus => None,
-        };
-        let Some(record) = record else {
-            return Ok(());
-        };
-        match ebml::fill_slot(CODEC_PRIVATE_SLOT, id::CODEC_PRIVATE, &record) {
-            Some(bytes) => {
+        let codec = track.spec.codec;
+        if let Some(slot) = track.codec_private_slot {
+            if let Some(bytes) = header::codec_private_slot(codec, keyframe) {
                 self.file.write_all_at(&bytes, slot).map_err(MuxError::Io)?;
                 track.codec_private_slot = None;
             }
-            None => tracing::warn!(
-                path = %self.path.display(),
-                len = record.len(),
-                "decoder configuration larger than its reserved slot; waiting for a smaller one"
-            ),
+        }
+        if let Some(slot) = track.video_slot {
+            if let Some(bytes) = header::video_slot(codec, keyframe) {
+                self.file.write_all_at(&bytes, slot).map_err(MuxError::Io)?;
+                track.video_slot = None;
+            }
         }
         Ok(())
     }
@@ -441,7 +398,7 @@ impl MatroskaFile {
             ebml::end_master(&mut buf, point);
         }
         ebml::end_master(&mut buf, cues);
-        let position = self.end - self.segment_data;
+        let position = self.end - self.layout.segment_data;
         if let Err(error) = self.file.write_all_at(&buf, self.end) {
             let _ = self.file.set_len(self.end);
             return Err(MuxError::Io(error));
@@ -453,86 +410,14 @@ impl MatroskaFile {
 
     /// Overwrites the reserved slots (SeekHead, Duration) and the Segment's size, then syncs.
     fn patch_index(&mut self, duration_ms: u64, cues_position: Option<u64>) -> io::Result<()> {
-        let mut seek_head = Vec::with_capacity(SEEK_HEAD_SLOT);
-        let head = ebml::begin_master(&mut seek_head, id::SEEK_HEAD);
-        let entries = [
-            (id::INFO, Some(self.info_position)),
-            (id::TRACKS, Some(self.tracks_position)),
-        ];
-        for (target, position) in entries.into_iter().chain([(id::CUES, cues_position)]) {
-            let Some(position) = position else { continue };
-            let seek = ebml::begin_master(&mut seek_head, id::SEEK);
-            ebml::put_bytes(&mut seek_head, id::SEEK_ID, &target.to_be_bytes());
-            ebml::put_uint(&mut seek_head, id::SEEK_POSITION, position);
-            ebml::end_master(&mut seek_head, seek);
-        }
-        ebml::end_master(&mut seek_head, head);
-        let rest = SEEK_HEAD_SLOT - seek_head.len();
-        ebml::put_void(&mut seek_head, rest);
-        self.file.write_all_at(&seek_head, self.seek_head_slot)?;
-
-        let mut duration = Vec::with_capacity(DURATION_SLOT);
-        ebml::put_float(&mut duration, id::DURATION, duration_ms as f64);
-        self.file.write_all_at(&duration, self.duration_slot)?;
-
+        let layout = self.layout;
+        let seek_head = header::seek_head_slot(&layout, cues_position);
+        self.file.write_all_at(&seek_head, layout.seek_head_slot)?;
+        let duration = header::duration_slot(duration_ms);
+        self.file.write_all_at(&duration, layout.duration_slot)?;
         let mut size = Vec::with_capacity(8);
-        ebml::put_size_with_len(&mut size, self.end - self.segment_data, 8);
-        self.file.write_all_at(&size, self.segment_size_field)?;
+        ebml::put_size_with_len(&mut size, self.end - layout.segment_data, 8);
+        self.file.write_all_at(&size, layout.segment_size_field)?;
         self.file.sync_all()
     }
-}
-
-/// Appends the TrackEntry of `track`; returns the offset of its reserved CodecPrivate slot
-/// (in `buf`) when its decoder configuration comes from the first keyframe.
-fn put_track_entry(buf: &mut Vec<u8>, number: u64, track: &TrackSpec) -> Option<usize> {
-    let entry = ebml::begin_master(buf, id::TRACK_ENTRY);
-    ebml::put_uint(buf, id::TRACK_NUMBER, number);
-    ebml::put_uint(buf, id::TRACK_UID, number);
-    let kind = track.codec.kind();
-    ebml::put_uint(
-        buf,
-        id::TRACK_TYPE,
-        if kind == TrackKind::Video { 1 } else { 2 },
-    );
-    ebml::put_uint(buf, id::FLAG_LACING, 0);
-    ebml::put_bytes(buf, id::CODEC_ID, track.codec.codec_id().as_bytes());
-    let mut slot = None;
-    match track.codec {
-        Codec::Opus => {
-            let sample_rate = if track.sample_rate == 0 {
-                48_000
-            } else {
-                track.sample_rate
-            };
-            ebml::put_bytes(
-                buf,
-                id::CODEC_PRIVATE,
-                &opus::opus_head(track.channels, sample_rate),
-            );
-            ebml::put_uint(
-                buf,
-                id::CODEC_DELAY,
-                u64::from(opus::PRE_SKIP) * 1_000_000_000 / 48_000,
-            );
-            ebml::put_uint(buf, id::SEEK_PRE_ROLL, opus::SEEK_PRE_ROLL_NS);
-            let audio = ebml::begin_master(buf, id::AUDIO);
-            // Opus always decodes at 48 kHz, whatever the input rate was.
-            ebml::put_float(buf, id::SAMPLING_FREQUENCY, 48_000.0);
-            ebml::put_uint(buf, id::CHANNELS, u64::from(track.channels.clamp(1, 2)));
-            ebml::end_master(buf, audio);
-        }
-        Codec::H264 | Codec::Av1 => {
-            slot = Some(buf.len());
-            ebml::put_void(buf, CODEC_PRIVATE_SLOT);
-        }
-        Codec::Vp8 | Codec::Vp9 => {}
-    }
-    if kind == TrackKind::Video && track.width > 0 && track.height > 0 {
-        let video = ebml::begin_master(buf, id::VIDEO);
-        ebml::put_uint(buf, id::PIXEL_WIDTH, u64::from(track.width));
-        ebml::put_uint(buf, id::PIXEL_HEIGHT, u64::from(track.height));
-        ebml::end_master(buf, video);
-    }
-    ebml::end_master(buf, entry);
-    slot
 }
