@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sfu_client::{Client, ClientConfig, ClientEvent};
-use str0m::unversioned::{Packetizer, Vp8Packetizer};
+use str0m::unversioned::{H264Packetizer, Packetizer, Vp8Packetizer};
 use support::{http, join_with, Server};
 
 /// Real media, in the order it is sent.
@@ -405,5 +405,117 @@ async fn a_size_cap_ends_the_recording_and_not_the_call() {
         "media still flows after the recording ended"
     );
     assert_eq!(recording(&server, "DELETE", "capped").await.0, 409);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The access units of an Annex-B H.264 stream: a new one starts at a parameter set, SEI or
+/// access unit delimiter after a slice, or at a slice after a slice (one slice per picture).
+fn access_units(annex_b: &[u8]) -> Vec<Vec<u8>> {
+    let mut starts = Vec::new();
+    let mut i = 0;
+    while i + 3 <= annex_b.len() {
+        if annex_b[i..i + 3] == [0, 0, 1] {
+            starts.push(i + 3);
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    let mut units: Vec<Vec<u8>> = Vec::new();
+    let mut current = Vec::new();
+    let mut has_slice = false;
+    for (n, &start) in starts.iter().enumerate() {
+        let mut end = starts.get(n + 1).map_or(annex_b.len(), |next| next - 3);
+        // A four-byte start code leaves a zero before the next unit's three.
+        while end > start && annex_b[end - 1] == 0 && starts.get(n + 1).is_some() {
+            end -= 1;
+        }
+        let nal = &annex_b[start..end];
+        let kind = nal.first().map_or(0, |b| b & 0x1f);
+        let slice = kind == 1 || kind == 5;
+        if has_slice && (slice || matches!(kind, 6..=9)) {
+            units.push(std::mem::take(&mut current));
+            has_slice = false;
+        }
+        current.extend_from_slice(&[0, 0, 0, 1]);
+        current.extend_from_slice(nal);
+        has_slice |= slice;
+    }
+    if has_slice {
+        units.push(current);
+    }
+    units
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_h264_ingest_is_recorded_into_a_matroska_file() {
+    let dir = temp_dir("h264");
+    let raw = dir.join("clip.h264");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=320x240:rate=30",
+        "-t",
+        "4",
+        "-c:v",
+        "libx264",
+        "-profile:v",
+        "baseline",
+        "-pix_fmt",
+        "yuv420p",
+        "-bf",
+        "0",
+        "-g",
+        "30",
+        "-x264-params",
+        "repeat-headers=1",
+        "-f",
+        "h264",
+        raw.to_str().unwrap(),
+    ]);
+    let units = access_units(&std::fs::read(&raw).unwrap());
+    assert!(units.len() >= 100, "{} access units", units.len());
+    let server = start_server(&dir, &[]);
+    let spec = r#"{"room":"h264-room","name":"door-camera","codec":"h264","payloadType":102}"#;
+    let (status, body) = http(server.addr, "POST", "/api/ingests", Some(spec))
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{body}");
+    let ingest: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let port = ingest["port"].as_u64().unwrap() as u16;
+    let (status, started) = recording(&server, "POST", "h264-room").await;
+    assert_eq!(status, 201, "{started}");
+
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut packetizer = H264Packetizer::default();
+    let start = Instant::now();
+    let mut seq: u16 = 1000;
+    for (n, unit) in units.iter().enumerate() {
+        let due = start + Duration::from_micros(33_333) * n as u32;
+        tokio::time::sleep_until(due.into()).await;
+        let payloads = packetizer.packetize(1100, unit).unwrap();
+        let last = payloads.len().saturating_sub(1);
+        for (i, payload) in payloads.into_iter().enumerate() {
+            let mut packet = vec![0x80, 102 | if i == last { 0x80 } else { 0 }];
+            packet.extend_from_slice(&seq.to_be_bytes());
+            packet.extend_from_slice(&(n as u32 * 3000).to_be_bytes());
+            packet.extend_from_slice(&0x1234_5678u32.to_be_bytes());
+            packet.extend_from_slice(&payload);
+            socket.send_to(&packet, ("127.0.0.1", port)).await.unwrap();
+            seq = seq.wrapping_add(1);
+        }
+    }
+    let (status, stopped) = recording(&server, "DELETE", "h264-room").await;
+    assert_eq!(status, 200, "{stopped}");
+    let files = stopped["files"].as_array().unwrap();
+    assert_eq!(files.len(), 1, "{stopped}");
+    let file = PathBuf::from(files[0].as_str().unwrap());
+    assert_eq!(file.extension().unwrap(), "mkv", "H.264 goes into Matroska");
+    let (codecs, duration) = probe(&file);
+    assert_eq!(codecs, ["h264"]);
+    assert!((duration - 4.0).abs() <= 0.4, "{duration} s of 4 s");
+    let errors = decode_errors(&file);
+    assert!(errors.is_empty(), "decodes with errors:\n{errors}");
     let _ = std::fs::remove_dir_all(&dir);
 }
