@@ -208,3 +208,100 @@ impl FrameAssembler {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use str0m::format::CodecConfig;
+
+    use super::*;
+
+    fn vp8() -> &'static CodecDescriptor {
+        let params = CodecConfig::new_with_defaults()
+            .find(|p| p.spec().codec == Codec::Vp8)
+            .copied()
+            .unwrap();
+        CodecDescriptor::of(&params).unwrap()
+    }
+
+    /// A VP8 packet of the frame at `timestamp`: `start` sets S (partition start), `keyframe`
+    /// clears the frame tag's P bit.
+    fn packet(seq: u64, timestamp: u32, start: bool, marker: bool, keyframe: bool) -> HeldPacket {
+        let descriptor = if start { 0x10 } else { 0x00 };
+        let tag = if keyframe { 0x00 } else { 0x01 };
+        HeldPacket {
+            seq,
+            timestamp,
+            marker,
+            at: Instant::now(),
+            keyframe: start && keyframe,
+            payload: vec![descriptor, tag, seq as u8],
+        }
+    }
+
+    fn run(assembler: &mut FrameAssembler, packets: Vec<HeldPacket>) -> Vec<String> {
+        let mut out = Vec::new();
+        for p in packets {
+            assembler.push(p, &mut out);
+        }
+        out.iter()
+            .map(|a| match a {
+                Assembled::Frame(f) => {
+                    format!("{}{}", if f.keyframe { "K" } else { "D" }, f.timestamp)
+                }
+                Assembled::Skipped => "skip".into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn frames_span_packets_and_video_starts_at_a_keyframe() {
+        let mut a = FrameAssembler::new(vp8()).unwrap();
+        let got = run(
+            &mut a,
+            vec![
+                packet(1, 0, true, true, false),
+                packet(2, 3000, true, false, true),
+                packet(3, 3000, false, true, true),
+                packet(4, 6000, true, true, false),
+            ],
+        );
+        assert_eq!(got, ["skip", "K3000", "D6000"]);
+    }
+
+    #[test]
+    fn a_gap_drops_the_broken_frame_and_what_follows_until_a_keyframe() {
+        let mut a = FrameAssembler::new(vp8()).unwrap();
+        assert_eq!(run(&mut a, vec![packet(1, 0, true, true, true)]), ["K0"]);
+        // The second packet of the frame at 3000 was lost.
+        let mut got = run(&mut a, vec![packet(2, 3000, true, false, false)]);
+        a.gap();
+        got.extend(run(
+            &mut a,
+            vec![
+                packet(4, 6000, true, true, false),
+                packet(5, 9000, true, true, true),
+                packet(6, 12000, true, true, false),
+            ],
+        ));
+        assert_eq!(got, ["skip", "skip", "K9000", "D12000"]);
+        assert_eq!(a.skipped(), 2);
+    }
+
+    #[test]
+    fn a_frame_without_its_start_or_marker_is_handled() {
+        let mut a = FrameAssembler::new(vp8()).unwrap();
+        let got = run(
+            &mut a,
+            vec![
+                // No marker: ended by the next timestamp, and written (nothing was lost).
+                packet(1, 0, true, false, true),
+                packet(2, 3000, true, true, false),
+                // Does not start a partition: broken.
+                packet(3, 6000, false, true, false),
+            ],
+        );
+        assert_eq!(got, ["K0", "D3000", "skip"]);
+    }
+}
