@@ -48,6 +48,9 @@ enum Unpacker {
     H264(H264Depacketizer),
 }
 
+/// The largest frame assembled; a larger one (hostile, or a stream gone wrong) is dropped.
+pub const MAX_FRAME_BYTES: usize = 4 << 20;
+
 /// A video frame being put together.
 #[derive(Debug)]
 struct Partial {
@@ -162,7 +165,13 @@ impl FrameAssembler {
                     .keyframe(&packet.payload)
                     .and_then(|k| k.width.zip(k.height));
             }
+            if partial.frame.data.len() + packet.payload.len() > MAX_FRAME_BYTES {
+                // Not kept: the frame is broken anyway.
+                partial.broken = true;
+                partial.frame.data.clear();
+            }
             let unpacked = match &mut self.unpacker {
+                _ if partial.broken => Ok(()),
                 Unpacker::Vp8(d) => {
                     d.depacketize(&packet.payload, &mut partial.frame.data, &mut partial.extra)
                 }
@@ -303,5 +312,23 @@ mod tests {
             ],
         );
         assert_eq!(got, ["K0", "D3000", "skip"]);
+    }
+
+    #[test]
+    fn an_endless_frame_is_dropped_not_kept() {
+        let mut a = FrameAssembler::new(vp8()).unwrap();
+        let mut out = Vec::new();
+        let mut first = packet(1, 0, true, false, true);
+        first.payload.resize(1200, 0);
+        a.push(first, &mut out);
+        for seq in 2..5000 {
+            let mut p = packet(seq, 0, false, false, true);
+            p.payload.resize(1200, 0);
+            a.push(p, &mut out);
+        }
+        let held = a.current.as_ref().map_or(0, |p| p.frame.data.capacity());
+        assert!(held <= 2 * MAX_FRAME_BYTES, "{held} bytes held");
+        a.push(packet(5000, 0, false, true, true), &mut out);
+        assert_eq!(out, [Assembled::Skipped]);
     }
 }

@@ -19,6 +19,8 @@ pub const OPEN_WAIT: Duration = Duration::from_secs(1);
 /// Most frames held while a file waits to open (about 1 s of audio and video at 30 fps, with
 /// room to spare).
 const MAX_WAITING_FRAMES: usize = 512;
+/// Most bytes held while a file waits to open.
+const MAX_WAITING_BYTES: usize = 8 << 20;
 
 /// One frame on the room's clock, before it has a place in a file.
 #[derive(Debug)]
@@ -142,7 +144,11 @@ impl ParticipantFile {
             .tracks
             .iter()
             .all(|k| frames.iter().any(|f| f.key == *k));
-        if all_sent || time.saturating_sub(since) >= OPEN_WAIT || frames.len() >= MAX_WAITING_FRAMES
+        let bytes: usize = frames.iter().map(|f| f.data.len()).sum();
+        if all_sent
+            || time.saturating_sub(since) >= OPEN_WAIT
+            || frames.len() >= MAX_WAITING_FRAMES
+            || bytes >= MAX_WAITING_BYTES
         {
             self.open(emit);
         }
