@@ -272,6 +272,12 @@ async fn record_and_check(tag: &str, seconds: u32, loss: u8) {
     assert_eq!(status, 409, "already recording");
     let length = Duration::from_secs(u64::from(seconds));
     tokio::join!(publish(&alice, &clip, length), publish(&bob, &clip, length));
+    if loss > 0 {
+        assert!(
+            alice.counters().media_dropped > 0,
+            "media was lost on the way"
+        );
+    }
     let (status, stopped) = recording(&server, "DELETE", &room).await;
     assert_eq!(status, 200, "{stopped}");
     let files: Vec<PathBuf> = stopped["files"]
@@ -517,5 +523,35 @@ async fn an_h264_ingest_is_recorded_into_a_matroska_file() {
     assert!((duration - 4.0).abs() <= 0.4, "{duration} s of 4 s");
     let errors = decode_errors(&file);
     assert!(errors.is_empty(), "decodes with errors:\n{errors}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unwritable_directory_fails_the_start_and_the_members_are_told() {
+    let dir = temp_dir("unwritable");
+    // A file where the recordings' directory should be: nothing can be created under it.
+    let blocker = dir.join("not-a-directory");
+    std::fs::write(&blocker, b"").unwrap();
+    let server = Server::start_with(&["--record-dir", blocker.to_str().unwrap()]);
+    let mut alice = publisher(&server, "unwritable", "alice", 0).await;
+    let (status, body) = recording(&server, "POST", "unwritable").await;
+    assert_eq!(status, 500, "{body}");
+    let mut told = None;
+    while let Some(event) = alice.next_event_timeout(Duration::from_secs(5)).await {
+        if let ClientEvent::Recording {
+            active: false,
+            error,
+            ..
+        } = event
+        {
+            told = Some(error);
+            break;
+        }
+    }
+    assert!(
+        told.flatten().is_some(),
+        "the members were told why it stopped"
+    );
+    assert!(alice.is_connected(), "the call goes on");
     let _ = std::fs::remove_dir_all(&dir);
 }
