@@ -30,7 +30,7 @@ use sfu_core::plain::{OutputInfo, OutputPath, PlainError};
 use sfu_core::protocol::{PeerId, ServerMessage};
 use sfu_core::str0m::net::Protocol;
 use sfu_core::{Action, Core, CoreConfig, DropReason, Transmit};
-use signaling::{PlainReply, PlainRequest, RecordingRefusal, RecordingRequest, WorkerCommand};
+use signaling::{PlainReply, PlainRequest, RecordingRequest, WorkerCommand};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, Notify};
 use tracing::{debug, info, warn};
@@ -135,6 +135,8 @@ struct Shared {
     kernel: Option<Arc<Kernel>>,
     tcp: tcp::TcpRoutes,
     recorders: RefCell<recorders::Recorders>,
+    /// Itself, for the tasks `flush` starts (a recording the core asked for).
+    me: std::rc::Weak<Shared>,
 }
 
 impl Shared {
@@ -145,7 +147,8 @@ impl Shared {
             record_rooms: spec.record_rooms.clone(),
             ..CoreConfig::default()
         };
-        Rc::new(Shared {
+        Rc::new_cyclic(|me| Shared {
+            me: me.clone(),
             core: RefCell::new(Core::new(config)),
             outboxes: RefCell::new(HashMap::new()),
             send_queue: RefCell::new(VecDeque::with_capacity(1024)),
@@ -289,20 +292,17 @@ impl Shared {
         if queued {
             self.send_wake.notify_one();
         }
-        if !requested.is_empty() {
-            // A configured room was created, or a member pressed record.
-            for room in requested {
-                let mut core = self.core.borrow_mut();
-                let started = self
-                    .recorders
-                    .borrow_mut()
-                    .start(&mut core, Instant::now(), &room);
-                if let Err(e) = started {
+        // A configured room was created, or a member pressed record: started off this call (the
+        // writer's directory is made on the blocking pool).
+        for room in requested {
+            let Some(shared) = self.me.upgrade() else {
+                break;
+            };
+            tokio::task::spawn_local(async move {
+                if let Err(e) = recorders::start(shared, room.clone()).await {
                     warn!(room, error = %e, "recording not started");
                 }
-            }
-            self.flush();
-            return;
+            });
         }
         if !stuck.is_empty() {
             for peer in stuck {
@@ -422,12 +422,10 @@ async fn command_loop(shared: Rc<Shared>, mut rx: mpsc::UnboundedReceiver<Worker
             }
             WorkerCommand::Recording { request, reply } => match request {
                 RecordingRequest::Start { room } => {
-                    let result = {
-                        let mut core = shared.core.borrow_mut();
-                        shared.recorders.borrow_mut().start(&mut core, now, &room)
-                    };
-                    shared.flush();
-                    let _ = reply.send(result);
+                    let shared = shared.clone();
+                    tokio::task::spawn_local(async move {
+                        let _ = reply.send(recorders::start(shared, room).await);
+                    });
                 }
                 RecordingRequest::Stop { room } => {
                     let stopped = shared.core.borrow_mut().stop_recording(now, &room, None);
@@ -438,12 +436,7 @@ async fn command_loop(shared: Rc<Shared>, mut rx: mpsc::UnboundedReceiver<Worker
                             .borrow_mut()
                             .answer_when_finished(&room, reply),
                         Err(e) => {
-                            let _ = reply.send(Err(match e {
-                                sfu_core::recording::RecordingError::UnknownRoom(room) => {
-                                    RecordingRefusal::UnknownRoom(room)
-                                }
-                                other => RecordingRefusal::Conflict(other.to_string()),
-                            }));
+                            let _ = reply.send(Err(recorders::refusal(e)));
                         }
                     }
                     shared.flush();

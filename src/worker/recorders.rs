@@ -10,8 +10,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use recorder::{Codec, FileSpec, Frame, RecordingWriter, TrackSpec, WriterOptions};
-use sfu_core::recording::{FileOpen, RecordedCodec, RecordingOutput};
-use sfu_core::Core;
+use sfu_core::recording::{FileOpen, RecordedCodec, RecordingError, RecordingOutput};
 use signaling::{RecordingRefusal, RecordingReply};
 use tokio::sync::oneshot;
 use tracing::{info, warn};
@@ -54,52 +53,6 @@ impl Recorders {
         Recorders {
             settings,
             active: HashMap::new(),
-        }
-    }
-
-    /// Starts recording `room`: the core first (it knows whether the room exists and is not
-    /// recorded yet, and tells the members), then the writer; a writer that cannot start ends
-    /// the recording again, with its error for the members.
-    pub fn start(
-        &mut self,
-        core: &mut Core,
-        now: Instant,
-        room: &str,
-    ) -> Result<RecordingReply, RecordingRefusal> {
-        let started = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        let id = recording_id(room, started);
-        core.start_recording(now, room, id.clone())
-            .map_err(|e| match e {
-                sfu_core::recording::RecordingError::UnknownRoom(room) => {
-                    RecordingRefusal::UnknownRoom(room)
-                }
-                other => RecordingRefusal::Conflict(other.to_string()),
-            })?;
-        let dir = self.settings.dir.join(&id);
-        let options = WriterOptions {
-            max_bytes: self.settings.max_bytes,
-            ..WriterOptions::new(&dir, &id, room, started.as_millis() as u64)
-        };
-        match RecordingWriter::start(options) {
-            Ok(writer) => {
-                info!(room, id = %id, dir = %dir.display(), "recording to disk");
-                self.active.insert(
-                    room.to_owned(),
-                    Active {
-                        writer,
-                        waiters: Vec::new(),
-                        dropped: 0,
-                    },
-                );
-                Ok(RecordingReply::Started { id, dir })
-            }
-            Err(e) => {
-                warn!(room, id = %id, error = %e, "recording cannot start");
-                let _ = core.stop_recording(now, room, Some(e.to_string()));
-                Err(RecordingRefusal::Failed(e.to_string()))
-            }
         }
     }
 
@@ -189,6 +142,77 @@ impl Recorders {
             .iter()
             .filter_map(|(room, a)| a.writer.failure().map(|e| (room.clone(), e.to_string())))
             .collect()
+    }
+}
+
+/// Starts recording `room`. The core is asked first whether it may (the room exists and is not
+/// recorded); the writer's directory and first manifest are then made on the blocking pool, not
+/// on the media worker; only then does the core start, attach the recorder and tell the members.
+/// A directory that cannot be written ends the attempt with the error told to the members.
+pub async fn start(shared: Rc<Shared>, room: String) -> Result<RecordingReply, RecordingRefusal> {
+    shared
+        .core
+        .borrow()
+        .can_start_recording(&room)
+        .map_err(refusal)?;
+    let started = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let id = recording_id(&room, started);
+    let (dir, max_bytes) = {
+        let recorders = shared.recorders.borrow();
+        (
+            recorders.settings.dir.join(&id),
+            recorders.settings.max_bytes,
+        )
+    };
+    let options = WriterOptions {
+        max_bytes,
+        ..WriterOptions::new(&dir, &id, &room, started.as_millis() as u64)
+    };
+    let writer = tokio::task::spawn_blocking(move || RecordingWriter::start(options))
+        .await
+        .map_err(|e| RecordingRefusal::Failed(e.to_string()))
+        .and_then(|w| w.map_err(|e| RecordingRefusal::Failed(e.to_string())));
+    let writer = match writer {
+        Ok(writer) => writer,
+        Err(e) => {
+            warn!(room, id = %id, error = %e, "recording cannot start");
+            shared
+                .core
+                .borrow_mut()
+                .recording_failed(&room, &id, e.to_string());
+            shared.flush();
+            return Err(e);
+        }
+    };
+    let begun = shared
+        .core
+        .borrow_mut()
+        .start_recording(Instant::now(), &room, id.clone());
+    if let Err(e) = begun {
+        // The room emptied (or a recording began) while the directory was being made.
+        tokio::task::spawn_local(writer.finish());
+        return Err(refusal(e));
+    }
+    info!(room, id = %id, dir = %dir.display(), "recording to disk");
+    shared.recorders.borrow_mut().active.insert(
+        room,
+        Active {
+            writer,
+            waiters: Vec::new(),
+            dropped: 0,
+        },
+    );
+    shared.flush();
+    Ok(RecordingReply::Started { id, dir })
+}
+
+/// The API's view of the core's refusal.
+pub fn refusal(e: RecordingError) -> RecordingRefusal {
+    match e {
+        RecordingError::UnknownRoom(room) => RecordingRefusal::UnknownRoom(room),
+        other => RecordingRefusal::Conflict(other.to_string()),
     }
 }
 

@@ -23,9 +23,7 @@ impl Core {
         room: &str,
         id: String,
     ) -> Result<(), RecordingError> {
-        if self.members.room(room).is_none() {
-            return Err(RecordingError::UnknownRoom(room.to_owned()));
-        }
+        self.can_start_recording(room)?;
         let number = self.recordings.start(Arc::from(room), id.clone(), now)?;
         info!(room, id = %id, "recording started");
         for key in self.router.keys_in_room(room) {
@@ -55,6 +53,24 @@ impl Core {
         self.announce_recording(room, false, id.clone(), error);
         self.drive(now);
         Ok(id)
+    }
+
+    /// Whether `room` could start recording now: it exists here and is not recorded yet. (The
+    /// shell asks before it prepares the recording's directory off the media thread.)
+    pub fn can_start_recording(&self, room: &str) -> Result<(), RecordingError> {
+        if self.members.room(room).is_none() {
+            return Err(RecordingError::UnknownRoom(room.to_owned()));
+        }
+        match self.recordings.of_room(room) {
+            Some(_) => Err(RecordingError::AlreadyRecording(room.to_owned())),
+            None => Ok(()),
+        }
+    }
+
+    /// Tells every member of `room` that recording `id` could not start, and why (its directory
+    /// could not be written).
+    pub fn recording_failed(&mut self, room: &str, id: &str, error: String) {
+        self.announce_recording(room, false, id.to_owned(), Some(error));
     }
 
     /// The id of `room`'s recording, while it is being recorded.
