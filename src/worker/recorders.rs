@@ -4,7 +4,7 @@
 //! failed (disk full, size cap, I/O error) is noticed by [`watch`], which stops the recording in
 //! the core: the members are told why, the call goes on.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -45,6 +45,8 @@ struct Active {
 pub struct Recorders {
     settings: RecordSettings,
     active: HashMap<String, Active>,
+    /// Rooms whose writer is being started (a second start waits for none: it is refused).
+    starting: HashSet<String>,
 }
 
 impl Recorders {
@@ -53,6 +55,7 @@ impl Recorders {
         Recorders {
             settings,
             active: HashMap::new(),
+            starting: HashSet::new(),
         }
     }
 
@@ -155,10 +158,22 @@ pub async fn start(shared: Rc<Shared>, room: String) -> Result<RecordingReply, R
         .borrow()
         .can_start_recording(&room)
         .map_err(refusal)?;
+    if !shared.recorders.borrow_mut().starting.insert(room.clone()) {
+        return Err(RecordingRefusal::Conflict(format!(
+            "room {room} is already being recorded"
+        )));
+    }
+    let result = start_writer(&shared, &room).await;
+    shared.recorders.borrow_mut().starting.remove(&room);
+    result
+}
+
+/// [`start`] once the room is known to be free: the writer, then the core.
+async fn start_writer(shared: &Rc<Shared>, room: &str) -> Result<RecordingReply, RecordingRefusal> {
     let started = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    let id = recording_id(&room, started);
+    let id = recording_id(room, started);
     let (dir, max_bytes) = {
         let recorders = shared.recorders.borrow();
         (
@@ -168,7 +183,7 @@ pub async fn start(shared: Rc<Shared>, room: String) -> Result<RecordingReply, R
     };
     let options = WriterOptions {
         max_bytes,
-        ..WriterOptions::new(&dir, &id, &room, started.as_millis() as u64)
+        ..WriterOptions::new(&dir, &id, room, started.as_millis() as u64)
     };
     let writer = tokio::task::spawn_blocking(move || RecordingWriter::start(options))
         .await
@@ -181,7 +196,7 @@ pub async fn start(shared: Rc<Shared>, room: String) -> Result<RecordingReply, R
             shared
                 .core
                 .borrow_mut()
-                .recording_failed(&room, &id, e.to_string());
+                .recording_failed(room, &id, e.to_string());
             shared.flush();
             return Err(e);
         }
@@ -189,7 +204,7 @@ pub async fn start(shared: Rc<Shared>, room: String) -> Result<RecordingReply, R
     let begun = shared
         .core
         .borrow_mut()
-        .start_recording(Instant::now(), &room, id.clone());
+        .start_recording(Instant::now(), room, id.clone());
     if let Err(e) = begun {
         // The room emptied (or a recording began) while the directory was being made.
         tokio::task::spawn_local(writer.finish());
@@ -197,7 +212,7 @@ pub async fn start(shared: Rc<Shared>, room: String) -> Result<RecordingReply, R
     }
     info!(room, id = %id, dir = %dir.display(), "recording to disk");
     shared.recorders.borrow_mut().active.insert(
-        room,
+        room.to_owned(),
         Active {
             writer,
             waiters: Vec::new(),
