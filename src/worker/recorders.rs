@@ -45,7 +45,7 @@ struct Active {
 pub struct Recorders {
     settings: RecordSettings,
     active: HashMap<String, Active>,
-    /// Rooms whose writer is being started (a second start waits for none: it is refused).
+    /// Rooms whose writer is being started (another start of one of them meanwhile is refused).
     starting: HashSet<String>,
 }
 
