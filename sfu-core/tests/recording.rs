@@ -277,3 +277,96 @@ fn a_configured_room_asks_to_be_recorded_when_it_is_created() {
         .count();
     assert_eq!(requested, 1, "once, when the room was created");
 }
+
+#[test]
+fn a_mute_leaves_a_gap_of_its_length_and_video_resumes_at_a_keyframe() {
+    let mut w = connected_room(1);
+    w.core
+        .start_recording(w.now, "kitchen", "rec-1".into())
+        .unwrap();
+    w.pump();
+    let id = w.client(0).id;
+    let mid = w.client(0).video.unwrap().to_string();
+    for tick in 0..5 {
+        let video: &[u8] = if tick == 0 { &KEYFRAME } else { &DELTA };
+        send(&mut w, 0, MediaKind::Video, tick, video, false);
+        w.advance(TICK);
+    }
+    w.to_core.push_back((
+        id,
+        ClientMessage::Mute {
+            mid: mid.clone(),
+            muted: true,
+        },
+    ));
+    w.pump();
+    // Sent while muted: the SFU forwards none of it, so the recorder sees a hole.
+    for tick in 5..30 {
+        send(&mut w, 0, MediaKind::Video, tick, &DELTA, false);
+        w.advance(TICK);
+    }
+    w.to_core
+        .push_back((id, ClientMessage::Mute { mid, muted: false }));
+    w.pump();
+    let asked = w.client(0).keyframe_requests;
+    for tick in 30..40 {
+        send(&mut w, 0, MediaKind::Video, tick, &DELTA, false);
+        w.advance(TICK);
+    }
+    assert!(
+        w.client(0).keyframe_requests > asked,
+        "a keyframe asked for after the mute"
+    );
+    send(&mut w, 0, MediaKind::Video, 40, &KEYFRAME, false);
+    w.advance(TICK);
+    send(&mut w, 0, MediaKind::Video, 41, &DELTA, false);
+    w.advance(TICK);
+    w.core.stop_recording(w.now, "kitchen", None).unwrap();
+    w.pump();
+    let v = frames(&w, 1, 0);
+    let kinds: Vec<bool> = v.iter().map(|f| f.keyframe).collect();
+    assert_eq!(kinds, [true, false, false, false, false, true, false]);
+    let gap = v[5].time - v[4].time;
+    assert!(
+        gap.abs_diff(36 * TICK) < Duration::from_millis(2),
+        "RTP time keeps the muted time: {gap:?}"
+    );
+}
+
+#[test]
+fn a_member_publishing_during_the_recording_gets_a_file_too() {
+    let mut w = connected_room(1);
+    w.core
+        .start_recording(w.now, "kitchen", "rec-1".into())
+        .unwrap();
+    w.pump();
+    let late = w.join("late");
+    w.advance(Duration::from_secs(2));
+    for tick in 0..10 {
+        send(
+            &mut w,
+            late,
+            MediaKind::Video,
+            tick,
+            if tick == 0 { &KEYFRAME } else { &DELTA },
+            false,
+        );
+        send(&mut w, late, MediaKind::Audio, tick, &OPUS, false);
+        w.advance(TICK);
+    }
+    w.core.stop_recording(w.now, "kitchen", None).unwrap();
+    w.pump();
+    let late_id = w.client(late).id;
+    let file = w
+        .recorded
+        .iter()
+        .find_map(|o| match o {
+            RecordingOutput::OpenFile { file, .. } if file.peer == late_id => Some(file.clone()),
+            _ => None,
+        })
+        .expect("a file for the member who joined after the start");
+    assert_eq!(file.participant, "late");
+    assert_eq!(file.tracks.len(), 2);
+    let total: usize = (0..2).map(|t| frames(&w, file.file, t).len()).sum();
+    assert_eq!(total, 20);
+}
