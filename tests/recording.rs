@@ -12,7 +12,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sfu_client::{Client, ClientConfig, ClientEvent};
+use sfu_client::{Client, ClientConfig, ClientEvent, TrackSource};
 use str0m::unversioned::{H264Packetizer, Packetizer, Vp8Packetizer};
 use support::{http, join_with, Server};
 
@@ -553,5 +553,94 @@ async fn an_unwritable_directory_fails_the_start_and_the_members_are_told() {
         "the members were told why it stopped"
     );
     assert!(alice.is_connected(), "the call goes on");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `seconds` of VP8 at `size` (30 fps, a keyframe every second), as frames.
+fn vp8_clip(dir: &Path, size: &str, seconds: u32) -> Vec<Vec<u8>> {
+    let ivf = dir.join(format!("{size}.ivf"));
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        &format!("testsrc=size={size}:rate=30"),
+        "-t",
+        &seconds.to_string(),
+        "-c:v",
+        "libvpx",
+        "-b:v",
+        "200k",
+        "-g",
+        "30",
+        "-deadline",
+        "realtime",
+        "-f",
+        "ivf",
+        ivf.to_str().unwrap(),
+    ]);
+    ivf_frames(&std::fs::read(ivf).unwrap())
+}
+
+/// The width of `file`'s first video stream, as ffprobe reads it.
+fn video_width(file: &Path) -> u32 {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=width",
+        ])
+        .args(["-of", "csv=p=0"])
+        .arg(file)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_simulcast_track_is_recorded_from_its_top_layer() {
+    let dir = temp_dir("simulcast");
+    let low = vp8_clip(&dir, "160x120", 3);
+    let high = vp8_clip(&dir, "320x240", 3);
+    let server = start_server(&dir, &[]);
+    let client = join_with(ClientConfig::new(server.ws_url(), "layers", "cam")).await;
+    let track = client
+        .publish_simulcast(TrackSource::Camera, &["l", "h"])
+        .await
+        .unwrap();
+    client
+        .wait_negotiated(Duration::from_secs(20))
+        .await
+        .unwrap();
+    let (status, started) = recording(&server, "POST", "layers").await;
+    assert_eq!(status, 201, "{started}");
+    let (mut pl, mut ph) = (Vp8Packetizer::default(), Vp8Packetizer::default());
+    let start = Instant::now();
+    for (n, (l, h)) in low.iter().zip(&high).enumerate() {
+        tokio::time::sleep_until((start + Duration::from_micros(33_333) * n as u32).into()).await;
+        for (rid, packetizer, frame) in [("l", &mut pl, l), ("h", &mut ph, h)] {
+            let packets = packetizer.packetize(1100, frame).unwrap();
+            let last = packets.len() - 1;
+            for (i, p) in packets.into_iter().enumerate() {
+                let _ = client.queue_rtp_layer(track, rid, Arc::<[u8]>::from(p), i == last);
+            }
+        }
+    }
+    let (status, stopped) = recording(&server, "DELETE", "layers").await;
+    assert_eq!(status, 200, "{stopped}");
+    let files = stopped["files"].as_array().unwrap();
+    assert_eq!(files.len(), 1, "{stopped}");
+    let file = PathBuf::from(files[0].as_str().unwrap());
+    let (codecs, duration) = probe(&file);
+    assert_eq!(codecs, ["vp8"]);
+    assert!((duration - 3.0).abs() <= 0.3, "{duration} s of 3 s");
+    assert_eq!(video_width(&file), 320, "the top layer, not the 160 px one");
+    let errors = decode_errors(&file);
+    assert!(errors.is_empty(), "decodes with errors:\n{errors}");
     let _ = std::fs::remove_dir_all(&dir);
 }
