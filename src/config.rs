@@ -155,6 +155,15 @@ pub struct Cli {
     /// Join attempts per second a client address regains [default: 1].
     #[arg(long, value_name = "PER_SECOND")]
     pub join_rate: Option<f64>,
+
+    /// Where recordings go, one directory per recording [default: recordings/ under the data
+    /// directory].
+    #[arg(long, value_name = "DIR")]
+    pub record_dir: Option<PathBuf>,
+
+    /// Stop a recording once its files reach this many bytes [default: no cap].
+    #[arg(long, value_name = "BYTES")]
+    pub record_max_bytes: Option<u64>,
 }
 
 /// What `edge-sfu` does instead of serving.
@@ -208,6 +217,18 @@ struct FileConfig {
     ingest: Vec<IngestSpec>,
     #[serde(default)]
     output: Vec<ConfiguredOutput>,
+    record_dir: Option<PathBuf>,
+    record_max_bytes: Option<u64>,
+    #[serde(default)]
+    record: Vec<ConfiguredRecording>,
+}
+
+/// A room recorded whenever it exists (TOML `[[record]]`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfiguredRecording {
+    /// The room's name.
+    pub room: String,
 }
 
 /// A plain RTP output set up at start, copying a configured ingest's track.
@@ -263,6 +284,12 @@ pub struct Settings {
     pub auth_public_key: Option<Vec<u8>>,
     /// Join attempts per client address.
     pub join_limit: JoinLimit,
+    /// Where recordings go; `None` means `recordings/` under the data directory.
+    pub record_dir: Option<PathBuf>,
+    /// A recording's size cap in bytes.
+    pub record_max_bytes: Option<u64>,
+    /// Rooms recorded whenever they exist (TOML `[[record]]`).
+    pub record_rooms: Vec<String>,
 }
 
 impl Settings {
@@ -386,6 +413,12 @@ impl Cli {
             insecure_http: self.insecure_http || file.insecure_http.unwrap_or(false),
             lan,
             data_dir: self.data_dir.clone().or(file.data_dir),
+            record_dir: self
+                .record_dir
+                .clone()
+                .or(file.record_dir.map(|d| file_dir.join(d))),
+            record_max_bytes: self.record_max_bytes.or(file.record_max_bytes),
+            record_rooms: file.record.into_iter().map(|r| r.room).collect(),
         })
     }
 }
@@ -522,6 +555,9 @@ source = "127.0.0.1:5004"
 [[output]]
 ingest = "door-camera"
 targets = [{ address = "127.0.0.1:6000", ssrc = 42 }]
+
+[[record]]
+room = "kitchen"
 "#,
         )
         .unwrap();
@@ -531,6 +567,7 @@ targets = [{ address = "127.0.0.1:6000", ssrc = 42 }]
         assert_eq!(s.ingests.len(), 1);
         assert_eq!(s.ingests[0].payload_type, 102);
         assert_eq!(s.outputs[0].ingest, "door-camera");
+        assert_eq!(s.record_rooms, ["kitchen"]);
         assert_eq!(s.outputs[0].targets[0].ssrc, Some(42));
     }
 

@@ -96,6 +96,18 @@ impl Server {
             .as_deref()
             .and_then(|iface| Kernel::open(iface, settings.kernel_handoff_port, &ports))
             .map(Arc::new);
+        let record = worker::RecordSettings {
+            dir: worker::absolute(&match &settings.record_dir {
+                Some(dir) => dir.clone(),
+                None => match &settings.data_dir {
+                    Some(dir) => dir.join("recordings"),
+                    // Without a state directory (no HOME): the working directory.
+                    None => crate::certificate::default_data_dir()
+                        .map_or_else(|_| PathBuf::from("recordings"), |d| d.join("recordings")),
+                },
+            }),
+            max_bytes: settings.record_max_bytes,
+        };
         let mut handles = Vec::with_capacity(settings.workers);
         let mut workers = Vec::with_capacity(settings.workers);
         let mut io = settings.io;
@@ -121,6 +133,8 @@ impl Server {
                     tcp_candidates,
                     commands: rx,
                     kernel: kernel.clone(),
+                    record: record.clone(),
+                    record_rooms: settings.record_rooms.clone(),
                 },
                 settings.io,
             )?;

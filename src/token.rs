@@ -43,6 +43,10 @@ pub struct TokenArgs {
     #[arg(long, value_name = "BOOL", default_value_t = true, action = ArgAction::Set)]
     pub can_chat: bool,
 
+    /// May start and stop the room's recording from the page.
+    #[arg(long, value_name = "BOOL", default_value_t = false, action = ArgAction::Set)]
+    pub can_record: bool,
+
     /// May also use the plain RTP HTTP API from another machine (`Authorization: Bearer TOKEN`).
     #[arg(long)]
     pub admin: bool,
@@ -80,6 +84,7 @@ pub fn mint_invite(args: &TokenArgs, settings: &Settings, now: SystemTime) -> Re
         publish: args.can_publish,
         subscribe: args.can_subscribe,
         chat: args.can_chat,
+        record: args.can_record,
     };
     let claims = Claims::for_member(
         &args.room,

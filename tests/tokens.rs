@@ -760,7 +760,8 @@ async fn edge_sfu_token_prints_a_link_whose_token_works() {
         Permissions {
             publish: false,
             subscribe: true,
-            chat: false
+            chat: false,
+            record: false
         }
     );
     assert!(grant.admin);
@@ -770,7 +771,8 @@ async fn edge_sfu_token_prints_a_link_whose_token_works() {
         grant.expires_at
     );
 
-    // The default base URL is the server's own, from --listen; defaults grant all but admin.
+    // The default base URL is the server's own, from --listen; defaults grant all but admin and
+    // record.
     let out = run(&[
         "--auth-secret",
         SECRET,
@@ -788,7 +790,7 @@ async fn edge_sfu_token_prints_a_link_whose_token_works() {
         .strip_prefix("http://127.0.0.1:8181/?room=kitchen&token=")
         .unwrap_or_else(|| panic!("{link}"));
     let grant = auth.verify(tok, now()).expect("verifies");
-    assert_eq!(grant.permissions, Permissions::ALL);
+    assert_eq!(grant.permissions, Permissions::OPEN_ROOM);
     assert!(!grant.admin);
 
     // And it joins a server with that secret.

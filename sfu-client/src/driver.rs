@@ -279,8 +279,10 @@ pub(crate) struct Driver {
     answers_applied: u64,
     /// Simulated loss of the network path: no datagram goes out or is read.
     media_cut: bool,
-    /// Simulated loss of incoming media only.
+    /// Simulated loss of incoming media.
     loss: LossSim,
+    /// Simulated loss of outgoing media.
+    out_loss: LossSim,
     /// Takes the socket's reading over once DTLS is up, when configured.
     media_reader: Option<Arc<dyn MediaReader>>,
     buf: Vec<u8>,
@@ -366,6 +368,7 @@ impl Driver {
             answers_applied: 0,
             media_cut: false,
             loss: LossSim::new(config.drop_incoming_rtp_percent),
+            out_loss: LossSim::new(config.drop_outgoing_rtp_percent),
             // ICE-TCP media does not arrive on the UDP socket: nothing to hand over.
             media_reader: config.media_reader.clone().filter(|_| !config.ice_tcp),
             buf: vec![0; RECV_BUF],
@@ -472,6 +475,9 @@ impl Driver {
                         }
                         Err(e) => debug!("tcp send to {}: {e}", t.destination),
                     }
+                }
+                Output::Transmit(t) if is_srtp_media(&t.contents) && self.out_loss.drop_next() => {
+                    self.counters.media_dropped.fetch_add(1, Ordering::Relaxed);
                 }
                 Output::Transmit(t) => match self.udp.send_to(&t.contents, t.destination).await {
                     Ok(_) => {
@@ -725,6 +731,9 @@ impl Driver {
                 self.emit(ClientEvent::LayerHint { mid, active })
             }
             ServerMessage::MediaStats(stats) => self.emit(ClientEvent::MediaStats(stats)),
+            ServerMessage::Recording { active, id, error } => {
+                self.emit(ClientEvent::Recording { active, id, error })
+            }
             ServerMessage::Pong => {}
         }
         Ok(None)

@@ -112,6 +112,10 @@ pub struct ClientConfig {
     /// NACKs what is missing and the SFU resends it. STUN, DTLS and RTCP always get through, so
     /// the session itself stays healthy. Counted in [`Counters::media_dropped`].
     pub drop_incoming_rtp_percent: u8,
+    /// Percent (0 to 100) of outgoing SRTP media datagrams thrown away instead of sent (fixed
+    /// seed, as [`ClientConfig::drop_incoming_rtp_percent`]): loss on the way to the SFU, which
+    /// sees the sequence gaps. Counted in [`Counters::media_dropped`].
+    pub drop_outgoing_rtp_percent: u8,
     /// Once DTLS is up, hand the reading of the media socket to this reader (see [`handoff`]):
     /// it opens the SRTP media itself and passes STUN, DTLS and RTCP back. Media read that way
     /// never becomes a [`ClientEvent::Rtp`], is not counted in [`Counters`], and gives the
@@ -140,6 +144,7 @@ impl ClientConfig {
             deliver_rtp: true,
             ice_tcp: false,
             drop_incoming_rtp_percent: 0,
+            drop_outgoing_rtp_percent: 0,
             media_reader: None,
         }
     }
@@ -197,6 +202,13 @@ impl ClientConfig {
     /// datagrams; see [`ClientConfig::drop_incoming_rtp_percent`].
     pub fn drop_incoming_rtp_percent(mut self, percent: u8) -> Self {
         self.drop_incoming_rtp_percent = percent.min(100);
+        self
+    }
+
+    /// Throw away `percent` of outgoing media datagrams; see
+    /// [`ClientConfig::drop_outgoing_rtp_percent`].
+    pub fn drop_outgoing_rtp_percent(mut self, percent: u8) -> Self {
+        self.drop_outgoing_rtp_percent = percent.min(100);
         self
     }
 }
@@ -399,6 +411,15 @@ pub enum ClientEvent {
         active: Vec<bool>,
     },
     /// The answer to a `getStats`.
+    /// The room's recording started or stopped (`error` says why it stopped early).
+    Recording {
+        /// Whether the room is being recorded now.
+        active: bool,
+        /// The recording's id.
+        id: String,
+        /// Why it stopped, when it stopped on an error.
+        error: Option<String>,
+    },
     MediaStats(MediaStats),
     /// The SFU asked for a keyframe (PLI or FIR) of a published video track; also counted in
     /// [`Counters::keyframe_requests`]. A sender answers with a keyframe on that layer.
@@ -440,7 +461,8 @@ pub struct Counters {
     pub keyframe_requests: u64,
     /// Times an own offer was rolled back because of glare.
     pub glare: u64,
-    /// Incoming media datagrams dropped on purpose ([`ClientConfig::drop_incoming_rtp_percent`]).
+    /// Media datagrams dropped on purpose ([`ClientConfig::drop_incoming_rtp_percent`],
+    /// [`ClientConfig::drop_outgoing_rtp_percent`]).
     pub media_dropped: u64,
 }
 

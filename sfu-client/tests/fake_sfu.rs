@@ -119,6 +119,8 @@ async fn fake_sfu(listener: TcpListener) {
                             room,
                             peers: vec![PeerInfo { id: FAKE_PEER, name: "fake".into(), tracks: vec![] }],
                             ice_servers: vec![],
+                            recording: None,
+                            may_record: false,
                         };
                         let _ = ws.send(Message::text(serde_json::to_string(&joined).unwrap())).await;
                     }

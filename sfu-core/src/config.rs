@@ -24,6 +24,9 @@ pub struct CoreConfig {
     pub keyframe_request_interval: Duration,
     /// How many 5-tuples one peer may be reached on (ICE tries several candidate pairs).
     pub max_paths_per_peer: usize,
+    /// Rooms recorded whenever they exist (`[[record]]` in the configuration file): their
+    /// creation asks the shell to start a recording.
+    pub record_rooms: Vec<String>,
 }
 
 impl Default for CoreConfig {
@@ -36,6 +39,7 @@ impl Default for CoreConfig {
             max_datagram: 1500,
             keyframe_request_interval: Duration::from_millis(300),
             max_paths_per_peer: 8,
+            record_rooms: Vec::new(),
         }
     }
 }

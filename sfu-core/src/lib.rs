@@ -7,7 +7,7 @@
 //! [`Core`] orchestrates owned parts: [`membership`] (rooms, members, their sessions and
 //! subscriptions), [`router`] (published tracks, their sinks, the fan-out), [`plain_legs`] (plain
 //! RTP sources and sinks), [`quality`] (layer choice, hints, speaker), [`demux`], and the
-//! codec knowledge in [`codec`].
+//! codec knowledge in [`codec`]; [`recording`] turns a room's tracks into files' frames.
 
 pub mod codec;
 pub mod config;
@@ -22,6 +22,7 @@ pub mod plain_legs;
 mod pool;
 pub mod protocol;
 pub mod quality;
+pub mod recording;
 pub mod rewrite;
 pub mod router;
 mod timers;

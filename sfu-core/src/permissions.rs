@@ -1,11 +1,12 @@
-//! What a member may do in its room: publish, subscribe, chat.
+//! What a member may do in its room: publish, subscribe, chat, record.
 //!
 //! The signaling layer decides (from a room token, or "everything" when rooms are open) and hands
 //! the answer to the core with the join; the core enforces it where each action happens, so no
 //! path around the check exists (an offer's m-lines, a leg to a new track, a chat line over the
 //! WebSocket or over the data channel).
 
-/// What one member may do. [`Permissions::default`] allows everything: a room without tokens.
+/// What one member may do. [`Permissions::default`] is [`Permissions::OPEN_ROOM`]: a room
+/// without tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Permissions {
     /// May send audio and video into the room (declare tracks, offer sending m-lines).
@@ -14,20 +15,30 @@ pub struct Permissions {
     pub subscribe: bool,
     /// May send chat lines.
     pub chat: bool,
+    /// May start and stop the room's recording from the page (a token's `record` claim; never
+    /// in an open room, where only the loopback API records).
+    pub record: bool,
 }
 
 impl Permissions {
-    /// Everything allowed: what every member of an open room gets.
+    /// Everything allowed.
     pub const ALL: Permissions = Permissions {
         publish: true,
         subscribe: true,
         chat: true,
+        record: true,
+    };
+
+    /// What every member of an open room gets: everything but recording.
+    pub const OPEN_ROOM: Permissions = Permissions {
+        record: false,
+        ..Permissions::ALL
     };
 }
 
 impl Default for Permissions {
     fn default() -> Self {
-        Permissions::ALL
+        Permissions::OPEN_ROOM
     }
 }
 

@@ -87,6 +87,11 @@ pub enum ClientMessage {
         /// The text, at most 2000 characters.
         text: String,
     },
+    /// Start (`active: true`) or stop the room's recording; needs the `record` permission.
+    Record {
+        /// Whether the room should be recorded.
+        active: bool,
+    },
     /// Leave the room; the connection stays open but the peer is gone.
     Leave,
     /// Keepalive; answered by `pong`.
@@ -204,6 +209,12 @@ pub enum ServerMessage {
         peers: Vec<PeerInfo>,
         /// ICE servers to configure the RTCPeerConnection with.
         ice_servers: Vec<IceServer>,
+        /// The id of the room's recording while the room is being recorded.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        recording: Option<String>,
+        /// Whether this member may start and stop the recording (`record`).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        may_record: bool,
     },
     /// Another member joined.
     PeerJoined {
@@ -280,6 +291,17 @@ pub enum ServerMessage {
         mid: String,
         /// Per layer, lowest first (the order of the offer's `a=simulcast` line): wanted or not.
         active: Vec<bool>,
+    },
+    /// The room's recording started or stopped (sent to every member; the state at join time is
+    /// in `joined`).
+    Recording {
+        /// Whether the room is being recorded now.
+        active: bool,
+        /// The recording's id.
+        id: String,
+        /// Why it stopped, when it stopped on an error (a full disk, the size cap).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
     },
     /// Answer to `getStats`.
     MediaStats(MediaStats),
@@ -489,6 +511,8 @@ mod tests {
             room: "r".into(),
             peers: vec![],
             ice_servers: vec![],
+            recording: None,
+            may_record: false,
         })
         .unwrap();
         assert_eq!(

@@ -11,6 +11,8 @@ use sfu_core::plain::{IngestInfo, IngestSpec, OutputInfo, OutputSpec, OutputTarg
 use sfu_core::protocol::{ClientMessage, PeerId, ServerMessage};
 use sfu_core::viewers::Follow;
 use sfu_core::{JoinRefusal, Permissions, StatsSnapshot};
+
+use crate::recording_api::{RecordingRefusal, RecordingReply, RecordingRequest};
 use tokio::sync::{mpsc, oneshot};
 
 /// Messages queued towards one WebSocket before the peer counts as stuck and is dropped.
@@ -85,6 +87,13 @@ pub enum WorkerCommand {
         closed: mpsc::Sender<ServerMessage>,
         /// The SDP answer, or why the join was refused.
         reply: oneshot::Sender<Result<String, JoinRefusal>>,
+    },
+    /// Start or stop recording a room.
+    Recording {
+        /// What to do.
+        request: RecordingRequest,
+        /// Where to answer (a stop answers once the files are finished).
+        reply: oneshot::Sender<Result<RecordingReply, RecordingRefusal>>,
     },
 }
 

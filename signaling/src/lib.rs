@@ -13,9 +13,11 @@ pub mod dispatch;
 pub mod ice_servers;
 pub mod join_limit;
 pub mod limits;
+pub mod recording_api;
 pub mod server;
 pub mod whip;
 
 pub use dispatch::{Dispatch, HttpJoin, PlainReply, PlainRequest, WorkerCommand, WorkerHandle};
 pub use ice_servers::{IceServers, TurnRest};
+pub use recording_api::{RecordingRefusal, RecordingReply, RecordingRequest};
 pub use server::{router, AppState, Leg, SignalingCounters};

@@ -166,6 +166,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/stats", get(stats))
         .merge(crate::api::routes())
         .merge(crate::whip::routes())
+        .merge(crate::recording_api::routes())
         .fallback(get(asset))
         .with_state(state)
 }
@@ -434,7 +435,7 @@ impl Connection {
         // With auth, the token decides the name and what the member may do; the join's own name
         // is ignored so nobody can pose as someone else. The token goes no further than here.
         let (name, permissions) = match &self.state.auth {
-            None => (name, Permissions::ALL),
+            None => (name, Permissions::OPEN_ROOM),
             Some(auth) => match auth.admit_join(&room, token.as_deref(), unix_now()) {
                 Ok(grant) => {
                     info!(room = %room, subject = %grant.subject, permissions = ?grant.permissions, "room token accepted");

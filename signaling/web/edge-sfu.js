@@ -176,6 +176,9 @@ export class EdgeSfuError extends Error {
  *   client's own id, or `null` when nobody speaks yet or the speaker left).
  * - `layerhint` — `{mid, source, active}`: the SFU said which simulcast layers of a published track
  *   anybody takes; the client already stopped encoding the others (see `setMuted` for how mute interacts).
+ * - `recording` — `{active, id, error}`: the room's recording started or stopped (`error` when it
+ *   stopped on a failure such as a full disk). The state is in `client.recording`, and whether this
+ *   member may start and stop it (`setRecording`) in `client.mayRecord`.
  * - `mediastats` — the SFU's `mediaStats` answer to `requestStats()`: `{estimateBps, allocatedBps,
  *   receiving: [...], publishing: [...]}` (see docs/protocol.md). Also kept in `client.mediaStats`.
  * - `error` — `EdgeSfuError`: the SFU refused something or the session failed.
@@ -757,10 +760,26 @@ export class EdgeSfuClient extends EventTarget {
       case 'activeSpeaker': return this._onActiveSpeaker(msg.peerId, msg.trackId);
       case 'layerHint': return this._onLayerHint(msg.mid, msg.active);
       case 'mediaStats': return this._onMediaStats(msg);
+      case 'recording': return this._onRecording(msg);
       case 'pong': return;
       default:
         this.log('unknown message type', msg.type);
     }
+  }
+
+  _onRecording(msg) {
+    this.recording = { active: msg.active === true, id: msg.id ?? null, error: msg.error ?? null };
+    this._emit('recording', { ...this.recording });
+  }
+
+  /**
+   * Starts (`true`) or stops the room's recording; needs the `record` permission (`mayRecord`).
+   * The outcome arrives as a `recording` event (or an `error`).
+   * @param {boolean} active
+   */
+  setRecording(active) {
+    if (this.state !== 'joined') throw new Error('not in a room');
+    this._send({ type: 'record', active: active === true });
   }
 
   _onServerError(msg) {
@@ -791,6 +810,9 @@ export class EdgeSfuClient extends EventTarget {
       if (s.credential != null) out.credential = s.credential;
       return out;
     });
+    // Whether the room is being recorded, and whether this member may start and stop that.
+    this.recording = { active: msg.recording != null, id: msg.recording ?? null, error: null };
+    this.mayRecord = msg.mayRecord === true;
     for (const p of msg.peers ?? []) this._rememberPeer(p);
     this._createPeerConnection();
     for (const t of this._initialTracks ?? []) {

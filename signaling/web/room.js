@@ -31,6 +31,7 @@ const ICONS = {
   screen: '<rect x="2.5" y="4" width="19" height="13" rx="2"/><path d="M8 21h8M12 17v4M12 13.5V7.5M9.5 10 12 7.5l2.5 2.5"/>',
   chat: '<path d="M21 12a8 8 0 0 1-11.6 7.1L3 21l1.9-6.1A8 8 0 1 1 21 12z"/>',
   stats: '<path d="M4 20V13M9.5 20V8M15 20v-5M20.5 20V4M2.5 20h19"/>',
+  record: '<circle cx="12" cy="12" r="8"/><circle cx="12" cy="12" r="3.5" fill="currentColor"/>',
   leave: '<path d="M3.6 14.6c5-5 11.8-5 16.8 0l-2.1 2.6-3.2-1.3v-2.4a9.6 9.6 0 0 0-6.2 0v2.4l-3.2 1.3z"/>',
 };
 
@@ -96,6 +97,8 @@ const ui = {
   chatToggle: $('#chat-toggle'),
   statsToggle: $('#stats-toggle'),
   leave: $('#leave'),
+  record: $('#record'),
+  recordingBadge: $('#recording'),
   enableAudio: $('#enable-audio'),
 };
 
@@ -618,7 +621,31 @@ function peerMicMuted(peer) {
   return mics.length === 0 || mics.every((t) => t.muted);
 }
 
+// ------------------------------------------------------------------ recording
+
+/** Shows every member that the room is recorded; the record button only to those who may. */
+function renderRecording() {
+  const active = client?.state === 'joined' && client.recording.active;
+  ui.recordingBadge.hidden = !active;
+  ui.record.hidden = !(client?.state === 'joined' && client.mayRecord);
+  setControl(ui.record, 'record', active ? 'Stop recording' : 'Record', {
+    state: active ? 'on' : 'off',
+    pressed: active,
+  });
+}
+
+ui.record.addEventListener('click', () => {
+  if (!client || client.state !== 'joined' || !client.mayRecord) return;
+  client.setRecording(!client.recording.active);
+});
+
 function wireClient(c) {
+  c.addEventListener('recording', ({ detail }) => {
+    renderRecording();
+    let text = detail.active ? 'Recording started: this room is being recorded' : 'Recording stopped';
+    if (!detail.active && detail.error) text = `Recording stopped: ${detail.error}`;
+    addChatLine({ text, system: true });
+  });
   c.addEventListener('peerjoined', ({ detail: { peer } }) => {
     ensureTile(peer.id, 'camera', peer.name);
     setTileMicMuted(peer.id, peerMicMuted(peer));
@@ -694,6 +721,7 @@ function wireClient(c) {
     setStatsOn(false);
     stopLocalMedia();
     clearTiles();
+    renderRecording();
     ui.enableAudio.hidden = true;
     $('#left-title').textContent = detail.left ? 'You left the room' : 'Disconnected';
     $('#left-detail').textContent = detail.left
@@ -754,6 +782,8 @@ async function join(room, name, { mic = true, camera = true } = {}) {
     url.searchParams.delete('autojoin');
     history.replaceState(null, '', url);
     renderControls();
+    renderRecording();
+    if (c.recording.active) addChatLine({ text: 'This room is being recorded', system: true });
     updateHeader();
     setChatOpen(window.matchMedia('(min-width: 900px)').matches);
     layout();

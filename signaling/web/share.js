@@ -20,6 +20,7 @@ const token = params.get('token') || null;
 const TOKEN_REFUSALS = new Set(['auth_required', 'token_expired', 'token_not_yet_valid', 'bad_token', 'wrong_room']);
 
 const ui = {
+  recording: $('#recording'),
   waitView: $('#wait-view'),
   sendView: $('#send-view'),
   sendingView: $('#sending-view'),
@@ -59,6 +60,14 @@ function normalizeId(text) {
   if (s.length !== ID_LENGTH) return null;
   for (const c of s) if (!ID_ALPHABET.includes(c)) return null;
   return s;
+}
+
+/** Shows the recording badge while `c`'s room is being recorded: every member is to see it. */
+function showRecording(c) {
+  const render = () => {
+    ui.recording.hidden = !(client === c && c.state === 'joined' && c.recording?.active);
+  };
+  for (const type of ['joined', 'recording', 'close']) c.addEventListener(type, render);
 }
 
 function roomOf(id) {
@@ -103,6 +112,7 @@ function startViewer(id) {
   const c = new EdgeSfuClient({ rtcConfig: rtcConfigFromUrl(), log: (...a) => console.debug('[edge-sfu]', ...a) });
   client = c;
   window.edgeSfu = c;
+  showRecording(c);
   c.addEventListener('error', ({ detail: err }) => console.warn('edge-sfu error', err.code, err.message));
   c.addEventListener('track', ({ detail: rt }) => {
     if (rt.kind === 'video') {
@@ -235,6 +245,7 @@ async function startSharing(rawId) {
   const c = new EdgeSfuClient({ rtcConfig: rtcConfigFromUrl(), log: (...a) => console.debug('[edge-sfu]', ...a) });
   client = c;
   window.edgeSfu = c;
+  showRecording(c);
   c.addEventListener('error', ({ detail: err }) => console.warn('edge-sfu error', err.code, err.message));
   const tracks = [{ track: video, source: 'screen', stream }];
   if (audio) tracks.push({ track: audio, source: 'screenAudio', stream });

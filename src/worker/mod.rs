@@ -10,6 +10,7 @@
 //! the command task for signaling, and the ICE-TCP listener and connections ([`tcp`]).
 
 mod epoll;
+mod recorders;
 mod tcp;
 mod uring;
 
@@ -29,7 +30,7 @@ use sfu_core::plain::{OutputInfo, OutputPath, PlainError};
 use sfu_core::protocol::{PeerId, ServerMessage};
 use sfu_core::str0m::net::Protocol;
 use sfu_core::{Action, Core, CoreConfig, DropReason, JoinRefusal, Transmit};
-use signaling::{PlainReply, PlainRequest, WorkerCommand};
+use signaling::{PlainReply, PlainRequest, RecordingRequest, WorkerCommand};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tracing::{debug, info, warn};
@@ -39,6 +40,7 @@ use crate::kernel::Kernel;
 use crate::mmsg::SendBatch;
 use crate::net::LocalAddrs;
 use crate::ring::Ring;
+pub use recorders::{absolute, RecordSettings};
 
 /// Size of a receive buffer: above any datagram the core accepts, so a larger one arrives
 /// truncated, is seen as too long, and is counted.
@@ -64,6 +66,10 @@ pub struct WorkerSpec {
     pub commands: mpsc::UnboundedReceiver<WorkerCommand>,
     /// The process's kernel path, when it is active.
     pub kernel: Option<Arc<Kernel>>,
+    /// Where its recordings go.
+    pub record: RecordSettings,
+    /// Rooms recorded whenever they exist.
+    pub record_rooms: Vec<String>,
 }
 
 /// Starts the worker thread; returns the shell in use once its runtime is up.
@@ -128,6 +134,9 @@ struct Shared {
     candidates: Vec<SocketAddr>,
     kernel: Option<Arc<Kernel>>,
     tcp: tcp::TcpRoutes,
+    recorders: RefCell<recorders::Recorders>,
+    /// Itself, for the tasks `flush` starts (a recording the core asked for).
+    me: std::rc::Weak<Shared>,
 }
 
 impl Shared {
@@ -135,9 +144,11 @@ impl Shared {
         let config = CoreConfig {
             candidates: spec.candidates.clone(),
             tcp_candidates: spec.tcp_candidates.clone(),
+            record_rooms: spec.record_rooms.clone(),
             ..CoreConfig::default()
         };
-        Rc::new(Shared {
+        Rc::new_cyclic(|me| Shared {
+            me: me.clone(),
             core: RefCell::new(Core::new(config)),
             outboxes: RefCell::new(HashMap::new()),
             send_queue: RefCell::new(VecDeque::with_capacity(1024)),
@@ -148,6 +159,7 @@ impl Shared {
             candidates: spec.candidates.clone(),
             kernel: spec.kernel.clone(),
             tcp: tcp::TcpRoutes::default(),
+            recorders: RefCell::new(recorders::Recorders::new(spec.record.clone())),
         })
     }
 
@@ -229,6 +241,7 @@ impl Shared {
     /// Takes every action the core produced: datagrams to the send queue, messages to outboxes.
     fn flush(&self) {
         let mut stuck: Vec<PeerId> = Vec::new();
+        let mut requested: Vec<String> = Vec::new();
         let mut queued = false;
         {
             let mut core = self.core.borrow_mut();
@@ -286,11 +299,26 @@ impl Shared {
                             k.unprogram(id);
                         }
                     }
+                    Action::Record(output) => {
+                        requested.extend(self.recorders.borrow_mut().handle(output));
+                    }
                 }
             }
         }
         if queued {
             self.send_wake.notify_one();
+        }
+        // A configured room was created, or a member pressed record: started off this call (the
+        // writer's directory is made on the blocking pool).
+        for room in requested {
+            let Some(shared) = self.me.upgrade() else {
+                break;
+            };
+            tokio::task::spawn_local(async move {
+                if let Err(e) = recorders::start(shared, room.clone()).await {
+                    warn!(room, error = %e, "recording not started");
+                }
+            });
         }
         if !stuck.is_empty() {
             for peer in stuck {
@@ -317,6 +345,7 @@ async fn serve(
 ) {
     info!(worker = index, "media worker up");
     tokio::task::spawn_local(timer(shared.clone()));
+    tokio::task::spawn_local(recorders::watch(shared.clone()));
     if let Some(listener) = tcp {
         tokio::task::spawn_local(tcp::accept_loop(shared.clone(), listener));
     }
@@ -443,6 +472,28 @@ async fn command_loop(shared: Rc<Shared>, mut rx: mpsc::UnboundedReceiver<Worker
                 );
                 shared.answer_http_join(peer, result, closed, reply);
             }
+            WorkerCommand::Recording { request, reply } => match request {
+                RecordingRequest::Start { room } => {
+                    let shared = shared.clone();
+                    tokio::task::spawn_local(async move {
+                        let _ = reply.send(recorders::start(shared, room).await);
+                    });
+                }
+                RecordingRequest::Stop { room } => {
+                    let stopped = shared.core.borrow_mut().stop_recording(now, &room, None);
+                    match stopped {
+                        // Answered once the writer has finished the files.
+                        Ok(_) => shared
+                            .recorders
+                            .borrow_mut()
+                            .answer_when_finished(&room, reply),
+                        Err(e) => {
+                            let _ = reply.send(Err(recorders::refusal(e)));
+                        }
+                    }
+                    shared.flush();
+                }
+            },
         }
     }
 }

@@ -4,6 +4,7 @@
 //! - [`Members`]: rooms and members, each with its str0m session and subscriptions;
 //! - [`Router`]: published tracks and their sinks, the per-packet fan-out;
 //! - [`PlainLegs`]: plain RTP ingests (sources) and outputs (sinks);
+//! - [`Recordings`]: rooms being recorded (a sink per room), frames for the shell's writer;
 //! - [`Quality`]: layer choice, layer hints and stats per subscriber;
 //! - [`Demux`]: which member a datagram is for; [`Deadlines`]: when each wants time;
 //!   [`Outbox`]: what the shell is to do.
@@ -14,6 +15,7 @@
 //! be fed next. Nothing here reads a clock, touches a socket or spawns a thread.
 
 mod plain;
+mod recording;
 mod signaling;
 mod whep;
 mod whip;
@@ -35,6 +37,7 @@ use crate::outbox::{Egress, Outbox, Transmit};
 use crate::plain_legs::PlainLegs;
 use crate::protocol::{ErrorCode, PeerId, ServerMessage};
 use crate::quality::{self, Quality};
+use crate::recording::{RecordingOutput, Recordings};
 use crate::router::{
     Arrival, Delivery, Origin, Refusal, RoutedPacket, Router, SinkRef, SinkSet, TrackKey,
 };
@@ -58,6 +61,8 @@ pub enum Action {
     /// A plain RTP output is gone (removed, or its track ended): the shell drops what it set up
     /// for it (its kernel fan-out entry).
     PlainOutputClosed(u64),
+    /// A recording wants something of the shell's writer (or a recording to be started).
+    Record(RecordingOutput),
 }
 
 /// Who a datagram is for.
@@ -101,6 +106,7 @@ pub struct Core {
     members: Members,
     router: Router,
     plain: PlainLegs,
+    recordings: Recordings,
     quality: Quality,
     demux: Demux,
     timers: Deadlines<(PeerId, Timer)>,
@@ -124,6 +130,7 @@ impl Core {
             members: Members::default(),
             router: Router::default(),
             plain: PlainLegs::default(),
+            recordings: Recordings::default(),
             quality: Quality::default(),
             demux: Demux::default(),
             timers: Deadlines::default(),
@@ -263,6 +270,9 @@ impl Core {
         }
         if let Some(id) = self.outbox.next_closed_output() {
             return Some(Action::PlainOutputClosed(id));
+        }
+        if let Some(output) = self.recordings.next_output() {
+            return Some(Action::Record(output));
         }
         self.outbox.next_closed_peer().map(Action::PeerClosed)
     }
@@ -605,13 +615,16 @@ impl Core {
         let mut sinks = CoreSinks {
             members: &mut self.members,
             plain: &mut self.plain,
+            recordings: &mut self.recordings,
             egress: Egress {
                 outbox: &mut self.outbox,
                 counters: &mut self.counters,
                 candidates: &self.config.candidates,
             },
         };
-        let codec = match self.router.route(key, arrival, &mut sinks) {
+        let routed = self.router.route(key, arrival, &mut sinks);
+        self.request_recorder_keyframes(at);
+        let codec = match routed {
             Ok(codec) => codec,
             Err(Refusal::Dropped(reason)) => return self.counters.drop(reason),
             Err(Refusal::Ignored) => return,
@@ -743,6 +756,7 @@ impl Core {
 struct CoreSinks<'a> {
     members: &'a mut Members,
     plain: &'a mut PlainLegs,
+    recordings: &'a mut Recordings,
     egress: Egress<'a>,
 }
 
@@ -754,6 +768,7 @@ impl SinkSet for CoreSinks<'_> {
                     .deliver(subscriber, slot, packet, &mut self.egress)
             }
             SinkRef::PlainOutput(id) => self.plain.deliver(id, packet, &mut self.egress),
+            SinkRef::Recorder(number) => self.recordings.deliver(number, packet),
         }
     }
 }

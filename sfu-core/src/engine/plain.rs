@@ -27,6 +27,7 @@ impl Core {
         if self.members.contains(id) || self.plain.has_ingest(id) {
             return Err(PlainError::Invalid(format!("id {id} is taken")));
         }
+        let created = self.members.room(&spec.room).is_none();
         let (room, _) = self.members.room_entry(&spec.room, DEFAULT_CAPACITY);
         let kind = match self.plain.add_ingest(id, &spec, room.clone()) {
             Ok(ingest) => ingest.kind,
@@ -56,6 +57,10 @@ impl Core {
             let message = ServerMessage::PeerJoined { peer: info };
             self.offer_track_to_room(&room, id, key, &message);
         }
+        if created {
+            self.on_room_created(&room);
+        }
+        self.record_new_track(now, key);
         self.drive(now);
         self.ingest_info(id).ok_or(PlainError::UnknownIngest(id))
     }
@@ -69,10 +74,12 @@ impl Core {
         info!(ingest = id, room = %ingest.room, "plain RTP ingest removed");
         self.remove_outputs_of(|k| k.peer == id);
         self.router.unpublish(Ingest::track(id));
+        self.end_recorded_track(Ingest::track(id));
         if let Some(room) = self.members.room_mut(&ingest.room) {
             room.ingests.retain(|i| *i != id);
         }
         self.members.forget_room_if_empty(&ingest.room);
+        self.end_recording_if_room_gone(now, &ingest.room);
         self.drop_ingest_from_room(&ingest.room, id);
         self.drive(now);
         Ok(())

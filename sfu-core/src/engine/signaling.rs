@@ -75,7 +75,7 @@ impl Core {
                     name,
                     capacity,
                 },
-                Permissions::ALL,
+                Permissions::OPEN_ROOM,
             ),
             _ if !self.members.contains(peer) => {
                 self.error(peer, ErrorCode::NotJoined, "send join first");
@@ -96,6 +96,7 @@ impl Core {
                 }
             }
             ClientMessage::Chat { text } => self.on_chat(peer, text),
+            ClientMessage::Record { active } => self.on_record(now, peer, active),
             ClientMessage::Leave => self.remove_peer(now, peer, None),
             ClientMessage::Ping => self.outbox.signal(peer, ServerMessage::Pong),
         }
@@ -180,6 +181,7 @@ impl Core {
         if self.members.room(&join.room).is_some_and(|r| r.is_full()) {
             return Err(JoinRefusal::new(ErrorCode::RoomFull, "the room is full"));
         }
+        let created = self.members.room(&join.room).is_none();
         let (room, _) = self.members.room_entry(&join.room, capacity);
         let existing = self.members.members_of(&room);
         let mut peer = Peer::new(id, join.name, room.clone(), &self.config, now);
@@ -225,6 +227,8 @@ impl Core {
                 room: join.room,
                 peers: others,
                 ice_servers: Vec::new(),
+                recording: self.recording_of(&room),
+                may_record: permissions.record,
             },
         );
         for other in existing {
@@ -236,6 +240,9 @@ impl Core {
                 .signal(id, quality::speaker_message(Some(speaker)));
         }
         self.members.mark_dirty(id);
+        if created {
+            self.on_room_created(&room);
+        }
         Ok(())
     }
 
@@ -382,6 +389,7 @@ impl Core {
             info!(peer = id, track = %track.id, source = ?track.source, "published");
             let message = ServerMessage::TrackPublished { peer_id: id, track };
             self.offer_track_to_room(&room, id, key, &message);
+            self.record_new_track(now, key);
         }
         for (mid, muted) in mute_changes {
             self.announce_mute(now, id, mid, muted);
@@ -394,6 +402,7 @@ impl Core {
             return;
         };
         info!(peer = key.peer, track = %key.id(), "unpublished");
+        self.end_recorded_track(key);
         self.forget_speaker(&track.room, key);
         self.remove_outputs_of(|k| *k == key);
         for other in self.members.members_except(&track.room, key.peer) {
@@ -587,7 +596,7 @@ impl Core {
     }
 
     /// Removes a member everywhere. With `reason`, it is told why first.
-    pub(super) fn remove_peer(&mut self, _now: Instant, id: PeerId, reason: Option<&str>) {
+    pub(super) fn remove_peer(&mut self, now: Instant, id: PeerId, reason: Option<&str>) {
         let Some(mut peer) = self.members.remove(id) else {
             return;
         };
@@ -612,9 +621,11 @@ impl Core {
         self.remove_outputs_of(|k| k.peer == id);
         for key in self.router.keys_of(id) {
             self.router.unpublish(key);
+            self.end_recorded_track(key);
             self.forget_speaker(&peer.room, key);
         }
         self.members.forget_room_if_empty(&peer.room);
+        self.end_recording_if_room_gone(now, &peer.room);
         for other in self.members.members_of(&peer.room) {
             if let Some(o) = self.members.get_mut(other) {
                 o.unsubscribe(|k| k.peer == id);

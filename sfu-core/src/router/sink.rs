@@ -21,13 +21,15 @@ pub enum SinkRef {
     },
     /// A plain RTP output: its receivers (or the one copy handed to the kernel).
     PlainOutput(u64),
+    /// A room's recording (its number in [`Recordings`](crate::recording::Recordings)).
+    Recorder(u64),
 }
 
 impl SinkRef {
     /// Whether this sink takes a simulcast track's top layer whatever anybody else wants
     /// (recorders and relays want the best picture; subscriptions choose their own layer).
     pub fn takes_top_layer(&self) -> bool {
-        matches!(self, SinkRef::PlainOutput(_))
+        matches!(self, SinkRef::PlainOutput(_) | SinkRef::Recorder(_))
     }
 }
 

@@ -13,6 +13,7 @@ use sfu_core::protocol::{
     ChatOut, ClientMessage, PeerId, PublishedTrack, ServerMessage, TrackMapping, TrackSource,
     PROTOCOL_VERSION,
 };
+use sfu_core::recording::RecordingOutput;
 use sfu_core::str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use sfu_core::str0m::channel::ChannelId;
 use sfu_core::str0m::format::Codec;
@@ -46,6 +47,8 @@ pub struct Client {
     pub received: Vec<Received>,
     pub chats: Vec<ChatOut>,
     pub mappings: Vec<TrackMapping>,
+    /// Keyframe requests (PLI/FIR) the SFU sent this client.
+    pub keyframe_requests: usize,
     /// A crashed client neither sends nor receives.
     pub crashed: bool,
 }
@@ -67,6 +70,8 @@ pub struct World {
     pub unrouted_signals: Vec<(PeerId, ServerMessage)>,
     /// Members the core reported gone, in order.
     pub closed_peers: Vec<PeerId>,
+    /// What recordings asked of the shell, in order.
+    pub recorded: Vec<RecordingOutput>,
 }
 
 pub fn server_addr() -> SocketAddr {
@@ -89,6 +94,7 @@ impl World {
             closed_outputs: Vec::new(),
             unrouted_signals: Vec::new(),
             closed_peers: Vec::new(),
+            recorded: Vec::new(),
         }
     }
 
@@ -115,6 +121,7 @@ impl World {
             received: Vec::new(),
             chats: Vec::new(),
             mappings: Vec::new(),
+            keyframe_requests: 0,
             crashed: false,
         });
         self.core.handle_join(
@@ -212,6 +219,7 @@ impl World {
                     Action::PeerClosed(peer) => self.closed_peers.push(peer),
                     Action::Flow(change) => self.flows.push(change),
                     Action::PlainOutputClosed(id) => self.closed_outputs.push(id),
+                    Action::Record(output) => self.recorded.push(output),
                 }
             }
             for i in 0..self.clients.len() {
@@ -332,6 +340,7 @@ impl Client {
                 payload: p.payload.to_vec(),
             }),
             Event::ChannelData(d) => self.chats.push(serde_json::from_slice(&d.data).unwrap()),
+            Event::KeyframeRequest(_) => self.keyframe_requests += 1,
             _ => {}
         }
     }

@@ -2,11 +2,11 @@
 //!
 //! ```json
 //! {"room": "kitchen", "sub": "ana", "name": "Ana", "publish": true, "subscribe": true,
-//!  "chat": true, "admin": false, "exp": 1767225600, "nbf": 1767139200, "iat": 1767139200}
+//!  "chat": true, "record": false, "admin": false, "exp": 1767225600, "nbf": 1767139200, "iat": 1767139200}
 //! ```
 //!
 //! `sub` and `exp` are required; a missing permission takes its default: `publish`, `subscribe`
-//! and `chat` default to true, `admin` to false. Times are integer seconds since the Unix epoch.
+//! and `chat` default to true, `record` and `admin` to false. Times are integer seconds since the Unix epoch.
 //! Other claims (`iss`, `aud`, `jti`, ...) are ignored, so tokens minted by another service may
 //! carry them.
 
@@ -35,6 +35,9 @@ pub struct Claims {
     /// May send chat lines (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chat: Option<bool>,
+    /// May start and stop the room's recording from the page (default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<bool>,
     /// May use the plain RTP HTTP API from another machine (default false).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin: Option<bool>,
@@ -86,6 +89,7 @@ impl Claims {
             publish: Some(permissions.publish),
             subscribe: Some(permissions.subscribe),
             chat: Some(permissions.chat),
+            record: Some(permissions.record),
             admin: Some(admin),
             exp: Some(now.checked_add(ttl_secs)?),
             nbf: None,
@@ -113,6 +117,7 @@ impl Claims {
                 publish: self.publish.unwrap_or(true),
                 subscribe: self.subscribe.unwrap_or(true),
                 chat: self.chat.unwrap_or(true),
+                record: self.record.unwrap_or(false),
             },
             admin: self.admin.unwrap_or(false),
             expires_at,

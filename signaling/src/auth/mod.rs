@@ -239,7 +239,11 @@ mod tests {
         };
         let grant = hs_only().verify(&hs(&c), NOW).unwrap();
         assert_eq!(grant.name, "ben");
-        assert_eq!(grant.permissions, Permissions::ALL);
+        assert_eq!(
+            grant.permissions,
+            Permissions::OPEN_ROOM,
+            "everything but record"
+        );
         assert!(!grant.admin);
         let c = Claims {
             publish: Some(false),
@@ -253,7 +257,8 @@ mod tests {
             Permissions {
                 publish: false,
                 subscribe: true,
-                chat: false
+                chat: false,
+                record: false
             }
         );
         assert!(grant.admin);
