@@ -155,6 +155,16 @@ pub struct Cli {
     /// Join attempts per second a client address regains [default: 1].
     #[arg(long, value_name = "PER_SECOND")]
     pub join_rate: Option<f64>,
+
+    /// Also serve /metrics (Prometheus) on this address, without the API's admission: choose an
+    /// address only the scraper reaches [default: /metrics only on --listen, for loopback or an
+    /// admin token].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// POST room events (JSON, signed with the auth secret) to this http:// URL (repeatable).
+    #[arg(long = "webhook-url", value_name = "URL")]
+    pub webhook_url: Vec<String>,
 }
 
 /// What `edge-sfu` does instead of serving.
@@ -198,6 +208,8 @@ struct FileConfig {
     auth_public_key: Option<PathBuf>,
     join_burst: Option<u32>,
     join_rate: Option<f64>,
+    metrics_listen: Option<SocketAddr>,
+    webhook_url: Option<Vec<String>>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     https: Option<bool>,
@@ -263,6 +275,10 @@ pub struct Settings {
     pub auth_public_key: Option<Vec<u8>>,
     /// Join attempts per client address.
     pub join_limit: JoinLimit,
+    /// A second listener serving only /metrics, without admission.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Where room events are POSTed.
+    pub webhook_urls: Vec<String>,
 }
 
 impl Settings {
@@ -380,6 +396,12 @@ impl Cli {
             auth_secret,
             auth_public_key,
             join_limit,
+            metrics_listen: self.metrics_listen.or(file.metrics_listen),
+            webhook_urls: if self.webhook_url.is_empty() {
+                file.webhook_url.unwrap_or_default()
+            } else {
+                self.webhook_url.clone()
+            },
             tls_cert: self.tls_cert.clone().or(file.tls_cert),
             tls_key: self.tls_key.clone().or(file.tls_key),
             https: self.https || file.https.unwrap_or(false),

@@ -725,6 +725,21 @@ impl Driver {
                 self.emit(ClientEvent::LayerHint { mid, active })
             }
             ServerMessage::MediaStats(stats) => self.emit(ClientEvent::MediaStats(stats)),
+            ServerMessage::Removed { reason } => {
+                // An admin removed this peer: it is out of the room.
+                self.joined = false;
+                self.publish_status();
+                self.emit(ClientEvent::Removed { reason });
+            }
+            ServerMessage::ForceMuted {
+                mid,
+                track_id,
+                muted,
+            } => self.emit(ClientEvent::ForceMuted {
+                mid,
+                track_id,
+                muted,
+            }),
             ServerMessage::Pong => {}
         }
         Ok(None)

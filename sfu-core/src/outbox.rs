@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use str0m::net::Protocol;
 
 use crate::counters::Counters;
+use crate::events::RoomEvent;
 use crate::pool::BufferPool;
 use crate::protocol::{PeerId, ServerMessage};
 
@@ -33,6 +34,7 @@ pub struct Outbox {
     signals: VecDeque<(PeerId, ServerMessage)>,
     closed_peers: VecDeque<PeerId>,
     closed_outputs: VecDeque<u64>,
+    events: VecDeque<RoomEvent>,
     pool: BufferPool,
 }
 
@@ -43,6 +45,7 @@ impl Default for Outbox {
             signals: VecDeque::new(),
             closed_peers: VecDeque::new(),
             closed_outputs: VecDeque::new(),
+            events: VecDeque::new(),
             pool: BufferPool::default(),
         }
     }
@@ -67,6 +70,11 @@ impl Outbox {
     /// Tells the shell plain RTP output `id` is gone.
     pub fn output_closed(&mut self, id: u64) {
         self.closed_outputs.push_back(id);
+    }
+
+    /// Queues a room event.
+    pub fn event(&mut self, event: RoomEvent) {
+        self.events.push_back(event);
     }
 
     /// An empty buffer for a datagram of about `capacity` bytes, from the pool.
@@ -99,6 +107,11 @@ impl Outbox {
     /// The next member gone.
     pub fn next_closed_peer(&mut self) -> Option<PeerId> {
         self.closed_peers.pop_front()
+    }
+
+    /// The next room event.
+    pub fn next_event(&mut self) -> Option<RoomEvent> {
+        self.events.pop_front()
     }
 
     /// The next plain RTP output gone.

@@ -28,6 +28,8 @@ use crate::join_limit::{JoinLimit, JoinLimiter};
 use crate::limits::{
     RateLimiter, IDLE_TIMEOUT, MAX_FRAME_BYTES, MAX_MESSAGE_BYTES, MAX_REFUSALS, READ_BUFFER_BYTES,
 };
+use crate::metrics::TlsCounters;
+use crate::webhooks::WebhookSender;
 
 /// Messages refused on WebSockets, by reason.
 #[derive(Debug, Default)]
@@ -48,7 +50,7 @@ pub struct SignalingCounters {
 }
 
 impl SignalingCounters {
-    fn snapshot(&self) -> [(&'static str, u64); 10] {
+    pub(crate) fn snapshot(&self) -> [(&'static str, u64); 10] {
         let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
         [
             ("ws_bad_message", n(&self.bad_message)),
@@ -91,6 +93,10 @@ pub struct AppState {
     pub(crate) auth: Option<Authenticator>,
     /// Join attempts per client address.
     pub(crate) join_limiter: JoinLimiter,
+    /// TLS handshakes of the HTTPS listener (the binary's listener counts them).
+    pub tls: Arc<TlsCounters>,
+    /// Where room events go, when webhooks are configured (for their counters).
+    pub(crate) webhooks: Option<WebhookSender>,
 }
 
 /// Where a plain RTP leg lives.
@@ -112,7 +118,15 @@ impl AppState {
             legs: Mutex::new(HashMap::new()),
             auth: None,
             join_limiter: JoinLimiter::new(JoinLimit::default()),
+            tls: Arc::default(),
+            webhooks: None,
         }
+    }
+
+    /// Shows the counters of these webhooks in `/metrics`.
+    pub fn with_webhooks(mut self, webhooks: WebhookSender) -> Self {
+        self.webhooks = Some(webhooks);
+        self
     }
 
     /// Hands these STUN/TURN servers to every participant that joins.
@@ -162,6 +176,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/ws", get(ws_upgrade))
         .route("/api/stats", get(stats))
         .merge(crate::api::routes())
+        .merge(crate::admin::routes())
+        .merge(crate::metrics::routes())
         .fallback(get(asset))
         .with_state(state)
 }
@@ -193,17 +209,23 @@ struct Stats {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct WorkerStats {
+    /// The worker's index (the `worker` label of `/metrics`).
+    #[serde(skip)]
+    pub(crate) index: usize,
     media_port: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
     ice_tcp_port: Option<u16>,
     #[serde(flatten)]
-    stats: StatsSnapshot,
+    pub(crate) stats: StatsSnapshot,
 }
 
 async fn stats(State(state): State<Arc<AppState>>) -> Json<Stats> {
     let (total, workers) = collect_stats(&state).await;
     Json(Stats { total, workers })
 }
+
+/// How long a worker may take to report its counters.
+const STATS_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Asks every worker for its counters; returns the totals and each worker's share.
 pub(crate) async fn collect_stats(state: &AppState) -> (StatsSnapshot, Vec<WorkerStats>) {
@@ -217,9 +239,11 @@ pub(crate) async fn collect_stats(state: &AppState) -> (StatsSnapshot, Vec<Worke
         if !state.dispatch.send(i, WorkerCommand::Stats { reply }) {
             continue;
         }
-        if let Ok(s) = answer.await {
+        // A stuck worker leaves a gap in the numbers rather than hanging every scrape.
+        if let Ok(Ok(s)) = tokio::time::timeout(STATS_TIMEOUT, answer).await {
             total.merge(&s);
             workers.push(WorkerStats {
+                index: i,
                 media_port: w.media_port,
                 ice_tcp_port: w.ice_tcp_port,
                 stats: s,

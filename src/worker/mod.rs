@@ -29,6 +29,7 @@ use sfu_core::plain::{OutputInfo, OutputPath, PlainError};
 use sfu_core::protocol::{PeerId, ServerMessage};
 use sfu_core::str0m::net::Protocol;
 use sfu_core::{Action, Core, CoreConfig, DropReason, Transmit};
+use signaling::webhooks::WebhookSender;
 use signaling::{PlainReply, PlainRequest, WorkerCommand};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, Notify};
@@ -64,6 +65,8 @@ pub struct WorkerSpec {
     pub commands: mpsc::UnboundedReceiver<WorkerCommand>,
     /// The process's kernel path, when it is active.
     pub kernel: Option<Arc<Kernel>>,
+    /// Where room events go, when webhooks are configured.
+    pub webhooks: Option<WebhookSender>,
 }
 
 /// Starts the worker thread; returns the shell in use once its runtime is up.
@@ -128,6 +131,9 @@ struct Shared {
     candidates: Vec<SocketAddr>,
     kernel: Option<Arc<Kernel>>,
     tcp: tcp::TcpRoutes,
+    /// ICE-TCP connections accepted since start.
+    tcp_accepted: Cell<u64>,
+    webhooks: Option<WebhookSender>,
 }
 
 impl Shared {
@@ -148,6 +154,8 @@ impl Shared {
             candidates: spec.candidates.clone(),
             kernel: spec.kernel.clone(),
             tcp: tcp::TcpRoutes::default(),
+            tcp_accepted: Cell::new(0),
+            webhooks: spec.webhooks.clone(),
         })
     }
 
@@ -270,6 +278,11 @@ impl Shared {
                             k.unprogram(id);
                         }
                     }
+                    Action::RoomEvent(event) => {
+                        if let Some(webhooks) = &self.webhooks {
+                            webhooks.notify(event);
+                        }
+                    }
                 }
             }
         }
@@ -360,6 +373,7 @@ async fn command_loop(shared: Rc<Shared>, mut rx: mpsc::UnboundedReceiver<Worker
             WorkerCommand::Stats { reply } => {
                 let mut stats = shared.core.borrow().stats();
                 stats.ice_tcp_connections = shared.tcp.len();
+                stats.ice_tcp_accepted = shared.tcp_accepted.get();
                 if let Some(k) = &shared.kernel {
                     k.overlay_counters(&mut stats.outputs);
                 }
@@ -388,6 +402,45 @@ async fn command_loop(shared: Rc<Shared>, mut rx: mpsc::UnboundedReceiver<Worker
                         }
                     }
                 };
+                shared.flush();
+                let _ = reply.send(result);
+            }
+            WorkerCommand::ListRooms { reply } => {
+                let _ = reply.send(shared.core.borrow().room_listing());
+            }
+            WorkerCommand::CloseRoom {
+                room,
+                reason,
+                reply,
+            } => {
+                let result = shared.core.borrow_mut().close_room(now, &room, &reason);
+                shared.flush();
+                let _ = reply.send(result);
+            }
+            WorkerCommand::RemoveMember {
+                room,
+                peer,
+                reason,
+                reply,
+            } => {
+                let result = shared
+                    .core
+                    .borrow_mut()
+                    .remove_member(now, &room, peer, &reason);
+                shared.flush();
+                let _ = reply.send(result);
+            }
+            WorkerCommand::ForceMute {
+                room,
+                peer,
+                track,
+                muted,
+                reply,
+            } => {
+                let result = shared
+                    .core
+                    .borrow_mut()
+                    .force_mute(now, &room, peer, &track, muted);
                 shared.flush();
                 let _ = reply.send(result);
             }

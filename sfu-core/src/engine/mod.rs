@@ -13,11 +13,13 @@
 //! [`Core::poll_output`] until it returns `None`, and [`Core::poll_timeout`] says when time must
 //! be fed next. Nothing here reads a clock, touches a socket or spawns a thread.
 
+mod admin;
 mod plain;
 mod signaling;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use str0m::media::{KeyframeRequestKind, MediaKind, Mid};
@@ -28,6 +30,7 @@ use tracing::{debug, info, warn};
 use crate::config::CoreConfig;
 use crate::counters::{Counters, DropReason, StatsSnapshot};
 use crate::demux::{Demux, FlowChange};
+use crate::events::RoomEvent;
 use crate::membership::Members;
 use crate::outbox::{Egress, Outbox, Transmit};
 use crate::plain_legs::PlainLegs;
@@ -53,6 +56,9 @@ pub enum Action {
     /// A plain RTP output is gone (removed, or its track ended): the shell drops what it set up
     /// for it (its kernel fan-out entry).
     PlainOutputClosed(u64),
+    /// Something happened in a room that the world outside the call may want to hear of
+    /// (webhooks).
+    RoomEvent(RoomEvent),
 }
 
 /// Who a datagram is for.
@@ -138,6 +144,7 @@ impl Core {
         let mut stats = StatsSnapshot::new(
             self.members.room_count(),
             self.members.len(),
+            self.router.tracks().count(),
             &self.counters,
         );
         stats.ingests = self.ingest_infos();
@@ -256,6 +263,9 @@ impl Core {
         if let Some(id) = self.outbox.next_closed_output() {
             return Some(Action::PlainOutputClosed(id));
         }
+        if let Some(event) = self.outbox.next_event() {
+            return Some(Action::RoomEvent(event));
+        }
         self.outbox.next_closed_peer().map(Action::PeerClosed)
     }
 
@@ -340,6 +350,7 @@ impl Core {
         let mut payload = std::mem::take(&mut self.rx_payload);
         if let Some(rx) = peer.rtc.receive_rtp_direct(now, buf, &mut payload) {
             self.counters.received_packets += 1;
+            peer.note_media(now, &mut self.counters);
             let pt = rx.header.payload_type;
             match peer.rtc.codec_config().find(|p| p.pt() == pt).copied() {
                 Some(params) => {
@@ -704,6 +715,27 @@ impl Core {
             .and_then(|r| r.speaker.remove(key));
         if let Some(speaker) = change {
             self.announce_speaker(room, speaker);
+        }
+    }
+
+    /// Room `name`, created (and announced) if it is new.
+    fn open_room(&mut self, name: &str, capacity: usize) -> Arc<str> {
+        if self.members.room(name).is_none() {
+            self.outbox.event(RoomEvent::RoomStarted {
+                room: name.to_owned(),
+            });
+        }
+        self.members.room_entry(name, capacity).0
+    }
+
+    /// Removes room `name` (and announces it) when no member and no ingest is left in it.
+    fn close_room_if_empty(&mut self, name: &str) {
+        let existed = self.members.room(name).is_some();
+        self.members.forget_room_if_empty(name);
+        if existed && self.members.room(name).is_none() {
+            self.outbox.event(RoomEvent::RoomFinished {
+                room: name.to_owned(),
+            });
         }
     }
 

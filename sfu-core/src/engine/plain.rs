@@ -8,6 +8,7 @@ use tracing::info;
 
 use super::signaling::DEFAULT_CAPACITY;
 use super::Core;
+use crate::events::RoomEvent;
 use crate::plain::{
     IngestInfo, IngestSpec, OutputInfo, OutputPath, OutputSpec, OutputTarget, PlainError,
 };
@@ -27,6 +28,7 @@ impl Core {
         if self.members.contains(id) || self.plain.has_ingest(id) {
             return Err(PlainError::Invalid(format!("id {id} is taken")));
         }
+        let new_room = self.members.room(&spec.room).is_none();
         let (room, _) = self.members.room_entry(&spec.room, DEFAULT_CAPACITY);
         let kind = match self.plain.add_ingest(id, &spec, room.clone()) {
             Ok(ingest) => ingest.kind,
@@ -37,6 +39,11 @@ impl Core {
         };
         if let Some(r) = self.members.room_mut(&room) {
             r.ingests.push(id);
+        }
+        if new_room {
+            self.outbox.event(RoomEvent::RoomStarted {
+                room: room.to_string(),
+            });
         }
         let key = Ingest::track(id);
         let track = Track::new(
@@ -72,7 +79,7 @@ impl Core {
         if let Some(room) = self.members.room_mut(&ingest.room) {
             room.ingests.retain(|i| *i != id);
         }
-        self.members.forget_room_if_empty(&ingest.room);
+        self.close_room_if_empty(&ingest.room);
         self.drop_ingest_from_room(&ingest.room, id);
         self.drive(now);
         Ok(())

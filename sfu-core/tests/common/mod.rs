@@ -20,7 +20,7 @@ use sfu_core::str0m::media::{Direction, MediaKind, Mid};
 use sfu_core::str0m::net::{Protocol, Receive};
 use sfu_core::str0m::rtp::{RtpWrite, SeqNo};
 use sfu_core::str0m::{Event, Input, Output as RtcOutput, Rtc, RtcConfig};
-use sfu_core::{Action, Core, CoreConfig, Permissions};
+use sfu_core::{Action, Core, CoreConfig, Permissions, RoomEvent};
 
 pub const SERVER: &str = "127.0.0.1:4000";
 
@@ -62,6 +62,8 @@ pub struct World {
     pub flows: Vec<FlowChange>,
     /// Outputs the core reported gone.
     pub closed_outputs: Vec<u64>,
+    /// Room events the core reported, in order.
+    pub events: Vec<RoomEvent>,
 }
 
 pub fn server_addr() -> SocketAddr {
@@ -82,6 +84,7 @@ impl World {
             plain: Vec::new(),
             flows: Vec::new(),
             closed_outputs: Vec::new(),
+            events: Vec::new(),
         }
     }
 
@@ -204,6 +207,7 @@ impl World {
                     Action::PeerClosed(_) => {}
                     Action::Flow(change) => self.flows.push(change),
                     Action::PlainOutputClosed(id) => self.closed_outputs.push(id),
+                    Action::RoomEvent(event) => self.events.push(event),
                 }
             }
             for i in 0..self.clients.len() {
