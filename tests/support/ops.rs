@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use sfu_client::Client;
+use sfu_client::{Client, ClientEvent};
 
 use super::http_get;
 
@@ -87,5 +87,22 @@ pub async fn send_audio(publisher: &Client, n: usize) {
             .await
             .expect("sending audio");
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Reads `client`'s events until one matches `pred`; panics with `what` after 20 s.
+pub async fn wait_event(
+    client: &mut Client,
+    what: &str,
+    mut pred: impl FnMut(&ClientEvent) -> bool,
+) -> ClientEvent {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match client.next_event_timeout(left).await {
+            Some(e) if pred(&e) => return e,
+            Some(_) => {}
+            None => panic!("{} never saw {what}", client.name()),
+        }
     }
 }
