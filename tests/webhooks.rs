@@ -1,0 +1,223 @@
+//! Webhooks against a small HTTP receiver in the test: the events of a join / publish / leave
+//! sequence arrive in order, each signed with HMAC-SHA256 of its body under the auth secret, and
+//! a receiver that fails the first attempts gets the event again until it takes it.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+use sfu_client::ClientConfig;
+use sfu_core::Permissions;
+use signaling::auth::{mint_hs256, Claims, Secret};
+use support::ops::scrape;
+use support::{join_with, Server};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+const SECRET: &str = "webhook test secret, thirty-two bytes or more";
+const WAIT: Duration = Duration::from_secs(20);
+
+/// One request the receiver got.
+#[derive(Debug)]
+struct Received {
+    /// Header names (lowercase) and values.
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Received {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).expect("a JSON body")
+    }
+}
+
+/// A receiver on a free loopback port: answers `500` to the first `failures` requests and `204`
+/// to the rest, and hands every request to the channel. Returns its URL.
+async fn receiver(failures: usize) -> (String, mpsc::UnboundedReceiver<Received>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("binding");
+    let url = format!("http://{}/hooks/edge-sfu", listener.local_addr().unwrap());
+    let (tx, rx) = mpsc::unbounded_channel();
+    let left = Arc::new(Mutex::new(failures));
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let (tx, left) = (tx.clone(), left.clone());
+            tokio::spawn(async move {
+                let mut reader = BufReader::new(tcp);
+                let mut line = String::new();
+                reader.read_line(&mut line).await.expect("request line");
+                assert!(line.starts_with("POST /hooks/edge-sfu "), "{line}");
+                let mut headers = Vec::new();
+                loop {
+                    line.clear();
+                    reader.read_line(&mut line).await.expect("a header");
+                    let Some((name, value)) = line.trim_end().split_once(':') else {
+                        break;
+                    };
+                    headers.push((name.to_ascii_lowercase(), value.trim().to_owned()));
+                }
+                let length: usize = headers
+                    .iter()
+                    .find(|(n, _)| n == "content-length")
+                    .and_then(|(_, v)| v.parse().ok())
+                    .expect("a content length");
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body).await.expect("the body");
+                let fail = {
+                    let mut left = left.lock().unwrap();
+                    let fail = *left > 0;
+                    *left = left.saturating_sub(1);
+                    fail
+                };
+                let status = if fail {
+                    "500 Internal Server Error"
+                } else {
+                    "204 No Content"
+                };
+                let answer =
+                    format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                let mut tcp = reader.into_inner();
+                let _ = tcp.write_all(answer.as_bytes()).await;
+                let _ = tcp.shutdown().await;
+                let _ = tx.send(Received { headers, body });
+            });
+        }
+    });
+    (url, rx)
+}
+
+async fn next(rx: &mut mpsc::UnboundedReceiver<Received>) -> Received {
+    tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .expect("a webhook within 20 s")
+        .expect("the receiver runs")
+}
+
+fn token(room: &str, name: &str) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = Claims::for_member(room, name, Some(name), Permissions::ALL, false, now, 600)
+        .expect("claims");
+    mint_hs256(&Secret::new(SECRET).unwrap(), &claims).expect("minting")
+}
+
+/// What an event says, in a few words (its kind and whose).
+fn summary(event: &Value) -> String {
+    let kind = event["event"].as_str().expect("an event name");
+    match event.get("peerId") {
+        Some(peer) => format!("{kind} {peer}"),
+        None => kind.to_owned(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_arrive_in_order_and_signed() {
+    let (url, mut rx) = receiver(0).await;
+    let server = Server::start_with(&["--auth-secret", SECRET, "--webhook-url", &url]);
+    let config = |name: &str, audio: bool| {
+        ClientConfig::new(server.ws_url(), "hooks", name)
+            .audio(audio)
+            .video(false)
+            .token(token("hooks", name))
+    };
+    let ana = join_with(config("ana", true)).await;
+    let bo = join_with(config("bo", false)).await;
+    let (ana_id, bo_id) = (ana.peer_id(), bo.peer_id());
+    let ana_track = ana
+        .local_tracks()
+        .first()
+        .and_then(|t| t.server_track_id(ana_id))
+        .expect("ana's track id");
+    ana.leave().await;
+    bo.leave().await;
+
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, SECRET.as_bytes());
+    let mut events = Vec::new();
+    let mut ids = Vec::new();
+    while events.last().map(summary).as_deref() != Some("room_finished") {
+        let got = next(&mut rx).await;
+        let signature = got.header("x-edge-sfu-signature").expect("a signature");
+        let hex = signature.strip_prefix("sha256=").expect("sha256=<hex>");
+        let mac: Vec<u8> = (0..hex.len() / 2)
+            .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex"))
+            .collect();
+        aws_lc_rs::hmac::verify(&key, &got.body, &mac).expect("the HMAC of the body verifies");
+        assert_eq!(got.header("content-type"), Some("application/json"));
+        let event = got.json();
+        assert_eq!(got.header("x-edge-sfu-event-id"), event["eventId"].as_str());
+        assert_eq!(event["room"], "hooks");
+        ids.push(event["eventId"].as_str().unwrap().to_owned());
+        events.push(event);
+    }
+    let got: Vec<String> = events.iter().map(summary).collect();
+    assert_eq!(
+        got,
+        [
+            "room_started".to_owned(),
+            format!("participant_joined {ana_id}"),
+            format!("track_published {ana_id}"),
+            format!("participant_joined {bo_id}"),
+            format!("track_unpublished {ana_id}"),
+            format!("participant_left {ana_id}"),
+            format!("participant_left {bo_id}"),
+            "room_finished".to_owned(),
+        ]
+    );
+    assert_eq!(events[1]["name"], "ana");
+    assert_eq!(events[2]["trackId"], ana_track);
+    assert_eq!(events[2]["kind"], "audio");
+    ids.dedup();
+    assert_eq!(ids.len(), events.len(), "every event has its own id");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_receiver_gets_the_event_again() {
+    let (url, mut rx) = receiver(2).await;
+    let server = Server::start_with(&["--webhook-url", &url]);
+    let config = ClientConfig::new(server.ws_url(), "retry", "cy")
+        .audio(false)
+        .video(false);
+    let cy = join_with(config).await;
+
+    // Two refused attempts, then the same event taken; the next one follows.
+    let attempts: Vec<Value> = [
+        next(&mut rx).await,
+        next(&mut rx).await,
+        next(&mut rx).await,
+    ]
+    .iter()
+    .map(Received::json)
+    .collect();
+    for a in &attempts {
+        assert_eq!(a, &attempts[0], "a retry sends the same event");
+    }
+    assert_eq!(attempts[0]["event"], "room_started");
+    let joined = next(&mut rx).await.json();
+    assert_eq!(
+        summary(&joined),
+        format!("participant_joined {}", cy.peer_id())
+    );
+    assert_ne!(joined["eventId"], attempts[0]["eventId"]);
+
+    let metrics = scrape(server.addr).await;
+    let requests = |result| metrics.value("edge_sfu_webhook_requests_total", &[("result", result)]);
+    assert_eq!(requests("retried"), 2.0);
+    assert_eq!(requests("failed"), 0.0);
+    assert_eq!(requests("dropped"), 0.0);
+    cy.leave().await;
+    server.until_empty(WAIT).await;
+}
