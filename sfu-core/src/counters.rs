@@ -247,7 +247,9 @@ pub struct StatsSnapshot {
     pub joins: u64,
     /// Joins the core refused, by reason name (only reasons seen at least once).
     pub join_refusals: BTreeMap<&'static str, u64>,
-    /// From join to first media, per member (see [`Counters::join_to_media`]).
+    /// From join to first media, per member (see [`Counters::join_to_media`]); `/metrics` shows
+    /// it as a histogram, `/api/stats` leaves it out.
+    #[serde(skip)]
     pub join_to_media: LatencyHistogram,
     /// Open ICE-TCP connections (filled in by the I/O shell, which holds them).
     pub ice_tcp_connections: usize,

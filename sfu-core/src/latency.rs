@@ -3,8 +3,6 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
-
 /// Upper bounds of the buckets, in seconds: from a quick local join (a tenth of a second) to a
 /// join that waited for a TURN relay or a slow publisher (half a minute). Slower ones count only
 /// in the total.
@@ -12,8 +10,7 @@ pub const LATENCY_BUCKETS: [f64; 10] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0
 
 /// How many observations fell at or below each of [`LATENCY_BUCKETS`] (not cumulative), their
 /// count and their sum.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct LatencyHistogram {
     /// Observations per bucket: `buckets[i]` counts those above bound `i - 1` and at most bound
     /// `i`.
