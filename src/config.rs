@@ -162,7 +162,8 @@ pub struct Cli {
     #[arg(long, value_name = "HOST:PORT")]
     pub metrics_listen: Option<SocketAddr>,
 
-    /// POST room events (JSON, signed with the auth secret) to this http:// URL (repeatable).
+    /// POST room events (JSON, signed with the auth secret) to this http:// or https:// URL
+    /// (repeatable).
     #[arg(long = "webhook-url", value_name = "URL")]
     pub webhook_url: Vec<String>,
 }

@@ -13,9 +13,12 @@ use sfu_core::Permissions;
 use signaling::auth::{mint_hs256, Claims, Secret};
 use support::ops::scrape;
 use support::{join_with, Server};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::TlsAcceptor;
 
 const SECRET: &str = "webhook test secret, thirty-two bytes or more";
 const WAIT: Duration = Duration::from_secs(20);
@@ -44,8 +47,20 @@ impl Received {
 /// A receiver on a free loopback port: answers `500` to the first `failures` requests and `204`
 /// to the rest, and hands every request to the channel. Returns its URL.
 async fn receiver(failures: usize) -> (String, mpsc::UnboundedReceiver<Received>) {
+    receiver_with(failures, None).await
+}
+
+/// [`receiver`], speaking TLS with `tls` when given (an `https://` URL then).
+async fn receiver_with(
+    failures: usize,
+    tls: Option<TlsAcceptor>,
+) -> (String, mpsc::UnboundedReceiver<Received>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("binding");
-    let url = format!("http://{}/hooks/edge-sfu", listener.local_addr().unwrap());
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let url = format!(
+        "{scheme}://{}/hooks/edge-sfu",
+        listener.local_addr().unwrap()
+    );
     let (tx, rx) = mpsc::unbounded_channel();
     let left = Arc::new(Mutex::new(failures));
     tokio::spawn(async move {
@@ -53,9 +68,17 @@ async fn receiver(failures: usize) -> (String, mpsc::UnboundedReceiver<Received>
             let Ok((tcp, _)) = listener.accept().await else {
                 return;
             };
-            let (tx, left) = (tx.clone(), left.clone());
+            let (tx, left, tls) = (tx.clone(), left.clone(), tls.clone());
             tokio::spawn(async move {
-                let mut reader = BufReader::new(tcp);
+                let stream: Box<dyn Stream> = match tls {
+                    // A client that does not trust the certificate gives up here.
+                    Some(acceptor) => match acceptor.accept(tcp).await {
+                        Ok(tls) => Box::new(tls),
+                        Err(_) => return,
+                    },
+                    None => Box::new(tcp),
+                };
+                let mut reader = BufReader::new(stream);
                 let mut line = String::new();
                 reader.read_line(&mut line).await.expect("request line");
                 assert!(line.starts_with("POST /hooks/edge-sfu "), "{line}");
@@ -97,6 +120,10 @@ async fn receiver(failures: usize) -> (String, mpsc::UnboundedReceiver<Received>
     });
     (url, rx)
 }
+
+/// What the receiver reads from: a TCP or TLS stream.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Stream for S {}
 
 async fn next(rx: &mut mpsc::UnboundedReceiver<Received>) -> Received {
     tokio::time::timeout(WAIT, rx.recv())
@@ -220,4 +247,82 @@ async fn a_failing_receiver_gets_the_event_again() {
     assert_eq!(requests("dropped"), 0.0);
     cy.leave().await;
     server.until_empty(WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_receivers_are_verified_and_reached() {
+    // A receiver with a self-signed certificate for 127.0.0.1, which the server is told to trust
+    // through SSL_CERT_FILE (where it looks for trusted roots, as OpenSSL does).
+    let self_signed = || rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let generated = self_signed();
+    let dir = std::env::temp_dir().join(format!("edge-sfu-webhooks-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let roots = dir.join("roots.pem");
+    std::fs::write(&roots, generated.cert.pem()).unwrap();
+    let other_roots = dir.join("other-roots.pem");
+    std::fs::write(&other_roots, self_signed().cert.pem()).unwrap();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+        generated.signing_key.serialize_der(),
+    ));
+    let provider = Arc::new(tokio_rustls::rustls::crypto::aws_lc_rs::default_provider());
+    let config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from(generated.cert.der().to_vec())],
+            key,
+        )
+        .unwrap();
+    let (url, mut rx) = receiver_with(0, Some(TlsAcceptor::from(Arc::new(config)))).await;
+
+    // A server that trusts another certificate does not talk to the receiver: it retries.
+    let untrusting = Server::start_with_env(
+        &["--webhook-url", &url],
+        &[("SSL_CERT_FILE", other_roots.to_str().unwrap())],
+    );
+    let config = ClientConfig::new(untrusting.ws_url(), "insecure", "eve")
+        .audio(false)
+        .video(false);
+    let eve = join_with(config).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let metrics = scrape(untrusting.addr).await;
+        if metrics.value("edge_sfu_webhook_requests_total", &[("result", "retried")]) >= 1.0 {
+            assert_eq!(
+                metrics.value(
+                    "edge_sfu_webhook_requests_total",
+                    &[("result", "delivered")]
+                ),
+                0.0
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no failed attempt:\n{}",
+            metrics.text
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(rx.try_recv().is_err(), "nothing reached the receiver");
+    eve.leave().await;
+    drop(untrusting);
+
+    let server = Server::start_with_env(
+        &["--webhook-url", &url],
+        &[("SSL_CERT_FILE", roots.to_str().unwrap())],
+    );
+    let config = ClientConfig::new(server.ws_url(), "secure", "di")
+        .audio(false)
+        .video(false);
+    let di = join_with(config).await;
+    assert_eq!(next(&mut rx).await.json()["event"], "room_started");
+    assert_eq!(
+        summary(&next(&mut rx).await.json()),
+        format!("participant_joined {}", di.peer_id())
+    );
+    di.leave().await;
+    server.until_empty(WAIT).await;
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -9,8 +9,8 @@
 //!
 //! Each request carries `X-Edge-Sfu-Event-Id`, `X-Edge-Sfu-Timestamp` (Unix seconds, also in the
 //! body) and, when the server has a secret, `X-Edge-Sfu-Signature: sha256=<hex>`: the HMAC-SHA256
-//! of the exact body bytes under the secret. Only `http://` URLs are accepted (a receiver beyond
-//! this machine sits behind a TLS-terminating proxy, or on a private network).
+//! of the exact body bytes under the secret. `https://` receivers are verified against the
+//! system's trusted roots (or `SSL_CERT_FILE` / `SSL_CERT_DIR`, when set).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -24,8 +24,12 @@ use hyper::{Request, Uri};
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use sfu_core::RoomEvent;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+use tokio_rustls::TlsConnector;
 use tracing::{debug, info, warn};
 
 use crate::server::unix_now;
@@ -103,9 +107,12 @@ pub struct WebhookCounters {
 /// Why the webhook configuration was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookError {
-    /// Not an `http://host[:port]/path` URL.
+    /// Not an `http(s)://host[:port]/path` URL.
     #[error("webhook URL {0:?}: {1}")]
     BadUrl(String, &'static str),
+    /// An `https://` URL, and no trusted root certificate to verify it with.
+    #[error("no trusted root certificates to verify https webhook receivers with ({0}); set SSL_CERT_FILE")]
+    NoRoots(String),
 }
 
 /// Where workers (or any other part of the server) hand events. Cheap to clone.
@@ -136,21 +143,24 @@ struct Endpoint {
     uri: Uri,
     host: String,
     port: u16,
+    /// `https://`: TLS, verified against the trusted roots.
+    tls: bool,
 }
 
 impl Endpoint {
     fn parse(url: &str) -> Result<Endpoint, WebhookError> {
         let bad = |why| WebhookError::BadUrl(url.to_owned(), why);
         let uri: Uri = url.parse().map_err(|_| bad("not a URL"))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => return Err(bad("https is not supported: use http:// to a local receiver or a TLS-terminating proxy")),
-            _ => return Err(bad("the URL must start with http://")),
-        }
+        let tls = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => return Err(bad("the URL must start with http:// or https://")),
+        };
         let authority = uri.authority().ok_or_else(|| bad("no host"))?;
         Ok(Endpoint {
             host: authority.host().trim_matches(['[', ']']).to_owned(),
-            port: authority.port_u16().unwrap_or(80),
+            port: authority.port_u16().unwrap_or(if tls { 443 } else { 80 }),
+            tls,
             uri,
         })
     }
@@ -159,6 +169,8 @@ impl Endpoint {
 /// The delivery task's state: the receivers, the key, the queue.
 pub struct Webhooks {
     endpoints: Vec<Endpoint>,
+    /// For `https://` receivers.
+    tls: Option<TlsConnector>,
     key: Option<hmac::Key>,
     queue: mpsc::Receiver<(u64, Notification)>,
     counters: Arc<WebhookCounters>,
@@ -177,6 +189,11 @@ pub fn channel(
         .iter()
         .map(|u| Endpoint::parse(u))
         .collect::<Result<Vec<_>, _>>()?;
+    let tls = if endpoints.iter().any(|e| e.tls) {
+        Some(tls_connector()?)
+    } else {
+        None
+    };
     let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
     let counters = Arc::new(WebhookCounters::default());
     let mut prefix = [0u8; 6];
@@ -189,6 +206,7 @@ pub fn channel(
         },
         Webhooks {
             endpoints,
+            tls,
             key: secret.map(|s| hmac::Key::new(hmac::HMAC_SHA256, s)),
             queue: rx,
             counters,
@@ -196,6 +214,27 @@ pub fn channel(
             next_id: 1,
         },
     ))
+}
+
+/// A TLS client trusting the system's roots (or those `SSL_CERT_FILE` / `SSL_CERT_DIR` name).
+fn tls_connector() -> Result<TlsConnector, WebhookError> {
+    let found = rustls_native_certs::load_native_certs();
+    let mut roots = RootCertStore::empty();
+    let (added, _) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        let why = found
+            .errors
+            .first()
+            .map_or_else(|| "none found".to_owned(), ToString::to_string);
+        return Err(WebhookError::NoRoots(why));
+    }
+    let provider = Arc::new(tokio_rustls::rustls::crypto::aws_lc_rs::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| WebhookError::NoRoots(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(TlsConnector::from(Arc::new(config)))
 }
 
 /// `sha256=<hex>` of `body` under `key`: the signature header's value.
@@ -246,12 +285,10 @@ impl Webhooks {
     ) {
         let mut wait = FIRST_RETRY;
         for attempt in 1..=MAX_ATTEMPTS {
-            let sent = tokio::time::timeout(
-                ATTEMPT_TIMEOUT,
-                post(endpoint, id, timestamp, signature, body.clone()),
-            )
-            .await
-            .unwrap_or_else(|_| Err("timed out".into()));
+            let request = request(endpoint, id, timestamp, signature, body.clone());
+            let sent = tokio::time::timeout(ATTEMPT_TIMEOUT, self.post(endpoint, request))
+                .await
+                .unwrap_or_else(|_| Err("timed out".into()));
             match sent {
                 Ok(()) => {
                     self.counters.delivered.fetch_add(1, Ordering::Relaxed);
@@ -271,25 +308,40 @@ impl Webhooks {
             }
         }
     }
+
+    /// Sends `request` to `endpoint` on a fresh connection (TLS for `https://`); `Ok` for a 2xx
+    /// answer.
+    async fn post(
+        &self,
+        endpoint: &Endpoint,
+        request: Result<Request<Full<Bytes>>, String>,
+    ) -> Result<(), String> {
+        let request = request?;
+        let tcp = TcpStream::connect((endpoint.host.as_str(), endpoint.port))
+            .await
+            .map_err(|e| format!("connecting: {e}"))?;
+        if !endpoint.tls {
+            return exchange(tcp, request).await;
+        }
+        let connector = self.tls.as_ref().ok_or("no TLS client")?;
+        let name =
+            ServerName::try_from(endpoint.host.clone()).map_err(|e| format!("server name: {e}"))?;
+        let tls = connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("TLS: {e}"))?;
+        exchange(tls, request).await
+    }
 }
 
-/// One POST on a fresh connection; `Ok` for a 2xx answer.
-async fn post(
+/// The POST request of one event to `endpoint`.
+fn request(
     endpoint: &Endpoint,
     id: &str,
     timestamp: u64,
     signature: Option<&str>,
     body: Bytes,
-) -> Result<(), String> {
-    let tcp = TcpStream::connect((endpoint.host.as_str(), endpoint.port))
-        .await
-        .map_err(|e| format!("connecting: {e}"))?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .map_err(|e| format!("handshake: {e}"))?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
+) -> Result<Request<Full<Bytes>>, String> {
     let path = endpoint
         .uri
         .path_and_query()
@@ -303,9 +355,22 @@ async fn post(
     if let Some(signature) = signature {
         request = request.header(SIGNATURE_HEADER, signature);
     }
-    let request = request
+    request
         .body(Full::new(body))
-        .map_err(|e| format!("request: {e}"))?;
+        .map_err(|e| format!("request: {e}"))
+}
+
+/// One HTTP/1.1 exchange on `io`; `Ok` for a 2xx answer.
+async fn exchange<S>(io: S, request: Request<Full<Bytes>>) -> Result<(), String>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
     let response = sender
         .send_request(request)
         .await
@@ -325,11 +390,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_http_urls_with_a_host_are_accepted() {
+    fn only_http_and_https_urls_with_a_host_are_accepted() {
         assert!(Endpoint::parse("http://127.0.0.1:9000/hook").is_ok());
         let e = Endpoint::parse("http://[::1]/").unwrap();
-        assert_eq!((e.host.as_str(), e.port), ("::1", 80));
-        for bad in ["https://example.com/", "ftp://x/", "/relative", "not a url"] {
+        assert_eq!((e.host.as_str(), e.port, e.tls), ("::1", 80, false));
+        let e = Endpoint::parse("https://hooks.example/edge").unwrap();
+        assert_eq!(
+            (e.host.as_str(), e.port, e.tls),
+            ("hooks.example", 443, true)
+        );
+        for bad in ["ftp://x/", "/relative", "not a url"] {
             assert!(Endpoint::parse(bad).is_err(), "{bad}");
         }
     }

@@ -50,7 +50,17 @@ impl Server {
 
     /// Like [`Server::start_with`], listening on `listen` instead of `127.0.0.1:0`.
     pub fn start_listening(listen: &str, extra: &[&str]) -> Server {
+        Self::spawn(listen, extra, &[])
+    }
+
+    /// Like [`Server::start_with`], with these environment variables set for the process.
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Server {
+        Self::spawn("127.0.0.1:0", extra, env)
+    }
+
+    fn spawn(listen: &str, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_edge-sfu"))
+            .envs(env.iter().copied())
             .args([
                 "--listen",
                 listen,
