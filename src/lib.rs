@@ -140,6 +140,9 @@ impl Server {
         if let Some(sender) = webhook_sender {
             state = state.with_webhooks(sender);
         }
+        if let Some(kernel) = &kernel {
+            state = state.with_metrics_source(kernel.clone());
+        }
         let state = Arc::new(state);
         let listener = std::net::TcpListener::bind(settings.listen)
             .with_context(|| format!("listening on {}", settings.listen))?;

@@ -9,8 +9,9 @@
 //! `--metrics-listen ADDR` serves it alone on a second listener without admission, for an
 //! address the operator chose for the scraper ([`open_router`]).
 //!
-//! A part that keeps more counters (the recorder: `recordings_active`,
-//! `recording_bytes_written`) adds them in [`exposition`], from a source kept in [`AppState`].
+//! Parts of the binary that keep counters of their own (the kernel path; a recorder's
+//! `recordings_active` and `recording_bytes_written`) implement [`MetricsSource`] and are handed
+//! to [`AppState::with_metrics_source`]; each scrape reads them.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,6 +42,37 @@ const SIGNALING_JOIN_REFUSALS: [&str; 6] = [
     "wrong_room",
     "join_rate_limited",
 ];
+
+/// Whether an external sample counts up or goes up and down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SampleKind {
+    /// Only goes up (a restart resets it).
+    Counter,
+    /// Goes up and down.
+    Gauge,
+}
+
+/// One sample kept outside the workers and the signaling layer. Samples of one family (the same
+/// `name`) share `help` and `kind` and differ by their labels (bounded: never a room or a peer).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExternalSample {
+    /// The family name, `edge_sfu_...` (`_total` for a counter).
+    pub name: &'static str,
+    /// What it counts.
+    pub help: &'static str,
+    /// Counter or gauge.
+    pub kind: SampleKind,
+    /// Its labels.
+    pub labels: Vec<(&'static str, String)>,
+    /// Its value now.
+    pub value: u64,
+}
+
+/// A part of the server with counters of its own, read at every scrape.
+pub trait MetricsSource: Send + Sync + std::fmt::Debug {
+    /// Its samples now.
+    fn samples(&self) -> Vec<ExternalSample>;
+}
 
 /// TLS handshakes of the HTTPS listener.
 #[derive(Debug, Default)]
@@ -241,6 +273,22 @@ pub async fn exposition(state: &AppState) -> Vec<MetricFamily> {
             [("delivered", &c.delivered), ("retried", &c.retried), ("failed", &c.failed), ("dropped", &c.dropped)]
                 .map(|(result, n)| (vec![("result", result.to_owned())], load(n))),
         );
+    }
+    let mut external: Vec<ExternalSample> = state
+        .metrics_sources
+        .iter()
+        .flat_map(|s| s.samples())
+        .collect();
+    // Families in the order their first sample came, each with all its samples.
+    while let Some(first) = external.first().cloned() {
+        let (family, rest): (Vec<_>, Vec<_>) =
+            external.into_iter().partition(|s| s.name == first.name);
+        external = rest;
+        let samples = family.into_iter().map(|s| (s.labels, s.value));
+        match first.kind {
+            SampleKind::Counter => out.counter(first.name, first.help, samples),
+            SampleKind::Gauge => out.gauge(first.name, first.help, samples),
+        }
     }
     out.0
 }

@@ -28,7 +28,7 @@ use crate::join_limit::{JoinLimit, JoinLimiter};
 use crate::limits::{
     RateLimiter, IDLE_TIMEOUT, MAX_FRAME_BYTES, MAX_MESSAGE_BYTES, MAX_REFUSALS, READ_BUFFER_BYTES,
 };
-use crate::metrics::TlsCounters;
+use crate::metrics::{MetricsSource, TlsCounters};
 use crate::webhooks::WebhookSender;
 
 /// Messages refused on WebSockets, by reason.
@@ -97,6 +97,8 @@ pub struct AppState {
     pub tls: Arc<TlsCounters>,
     /// Where room events go, when webhooks are configured (for their counters).
     pub(crate) webhooks: Option<WebhookSender>,
+    /// Other parts' counters for `/metrics`.
+    pub(crate) metrics_sources: Vec<Arc<dyn MetricsSource>>,
 }
 
 /// Where a plain RTP leg lives.
@@ -120,7 +122,14 @@ impl AppState {
             join_limiter: JoinLimiter::new(JoinLimit::default()),
             tls: Arc::default(),
             webhooks: None,
+            metrics_sources: Vec::new(),
         }
+    }
+
+    /// Adds `source`'s counters to `/metrics`.
+    pub fn with_metrics_source(mut self, source: Arc<dyn MetricsSource>) -> Self {
+        self.metrics_sources.push(source);
+        self
     }
 
     /// Shows the counters of these webhooks in `/metrics`.
