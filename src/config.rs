@@ -695,6 +695,38 @@ targets = [{ address = "127.0.0.1:6000", ssrc = 42 }]
     }
 
     #[test]
+    fn metrics_listener_and_webhooks_come_from_flags_or_the_file() {
+        let s = Cli::parse_from(["edge-sfu"]).settings().unwrap();
+        assert!(s.metrics_listen.is_none() && s.webhook_urls.is_empty());
+        let dir = temp_dir("ops");
+        let path = dir.join("ops.toml");
+        std::fs::write(
+            &path,
+            "metrics_listen = \"127.0.0.1:9464\"\nwebhook_url = [\"http://127.0.0.1:9000/a\"]\n",
+        )
+        .unwrap();
+        let file = path.to_str().unwrap();
+        let s = Cli::parse_from(["edge-sfu", "--config", file])
+            .settings()
+            .unwrap();
+        assert_eq!(s.metrics_listen, Some("127.0.0.1:9464".parse().unwrap()));
+        assert_eq!(s.webhook_urls, ["http://127.0.0.1:9000/a"]);
+        // Flags win, and --webhook-url repeats.
+        let s = Cli::parse_from([
+            "edge-sfu",
+            "--config",
+            file,
+            "--webhook-url",
+            "http://b.example/",
+            "--webhook-url",
+            "https://c.example/",
+        ])
+        .settings()
+        .unwrap();
+        assert_eq!(s.webhook_urls, ["http://b.example/", "https://c.example/"]);
+    }
+
+    #[test]
     fn conflicting_or_broken_auth_settings_are_errors() {
         assert!(
             Cli::try_parse_from(["edge-sfu", "--auth-secret", "a", "--auth-secret-file", "b"])
