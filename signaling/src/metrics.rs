@@ -1,7 +1,7 @@
 //! `GET /metrics`: the server's counters in the Prometheus text format (0.0.4, which every
 //! Prometheus and `promtool check metrics` read), written with the `prometheus` crate's encoder.
 //!
-//! Each scrape asks every worker for its [`StatsSnapshot`] (as `/api/stats` does, each with a
+//! Each scrape asks every worker for its [`StatsSnapshot`](sfu_core::StatsSnapshot) (as `/api/stats` does, each with a
 //! timeout) and adds the signaling layer's counters. Labels are bounded: `worker` (an index),
 //! `reason` (a fixed list), `path`, `result`; never a room or peer name.
 //!
