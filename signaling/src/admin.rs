@@ -43,10 +43,23 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/api/rooms/{room}/members/{id}/mute", post(mute))
 }
 
+/// The longest reason passed on to members, in characters (the rest is cut).
+const MAX_REASON_CHARS: usize = 500;
+
 /// `?reason=` of the DELETE requests.
 #[derive(Debug, Deserialize)]
 struct Reason {
     reason: Option<String>,
+}
+
+impl Reason {
+    /// The reason given (cut to [`MAX_REASON_CHARS`]), or `default`.
+    fn or(self, default: &str) -> String {
+        self.reason.map_or_else(
+            || default.to_owned(),
+            |r| r.chars().take(MAX_REASON_CHARS).collect(),
+        )
+    }
 }
 
 /// The body of a mute request: the track by its id (`"<peerId>:<mid>"`) or its mid.
@@ -128,7 +141,7 @@ async fn close_room(
 ) -> Result<StatusCode, ApiError> {
     admit(&state, addr, &headers)?;
     let worker = worker_of(&state, &room)?;
-    let reason = query.reason.unwrap_or_else(|| DEFAULT_CLOSE_REASON.into());
+    let reason = query.or(DEFAULT_CLOSE_REASON);
     let ingests = ask(&state, worker, |reply| WorkerCommand::CloseRoom {
         room: room.clone(),
         reason,
@@ -153,7 +166,7 @@ async fn remove_member(
 ) -> Result<StatusCode, ApiError> {
     admit(&state, addr, &headers)?;
     let worker = worker_of(&state, &room)?;
-    let reason = query.reason.unwrap_or_else(|| DEFAULT_REMOVE_REASON.into());
+    let reason = query.or(DEFAULT_REMOVE_REASON);
     ask(&state, worker, |reply| WorkerCommand::RemoveMember {
         room,
         peer,
