@@ -164,6 +164,16 @@ pub struct Cli {
     /// Stop a recording once its files reach this many bytes [default: no cap].
     #[arg(long, value_name = "BYTES")]
     pub record_max_bytes: Option<u64>,
+    /// Also serve /metrics (Prometheus) on this address, without the API's admission: choose an
+    /// address only the scraper reaches [default: /metrics only on --listen, for loopback or an
+    /// admin token].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// POST room events (JSON, signed with the auth secret) to this http:// or https:// URL
+    /// (repeatable).
+    #[arg(long = "webhook-url", value_name = "URL")]
+    pub webhook_url: Vec<String>,
 }
 
 /// What `edge-sfu` does instead of serving.
@@ -207,6 +217,8 @@ struct FileConfig {
     auth_public_key: Option<PathBuf>,
     join_burst: Option<u32>,
     join_rate: Option<f64>,
+    metrics_listen: Option<SocketAddr>,
+    webhook_url: Option<Vec<String>>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     https: Option<bool>,
@@ -290,6 +302,10 @@ pub struct Settings {
     pub record_max_bytes: Option<u64>,
     /// Rooms recorded whenever they exist (TOML `[[record]]`).
     pub record_rooms: Vec<String>,
+    /// A second listener serving only /metrics, without admission.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Where room events are POSTed.
+    pub webhook_urls: Vec<String>,
 }
 
 impl Settings {
@@ -407,6 +423,12 @@ impl Cli {
             auth_secret,
             auth_public_key,
             join_limit,
+            metrics_listen: self.metrics_listen.or(file.metrics_listen),
+            webhook_urls: if self.webhook_url.is_empty() {
+                file.webhook_url.unwrap_or_default()
+            } else {
+                self.webhook_url.clone()
+            },
             tls_cert: self.tls_cert.clone().or(file.tls_cert),
             tls_key: self.tls_key.clone().or(file.tls_key),
             https: self.https || file.https.unwrap_or(false),
@@ -706,6 +728,38 @@ room = "kitchen"
             Some(&b"from the command line"[..])
         );
         assert_eq!(s.join_limit.burst, 0);
+    }
+
+    #[test]
+    fn metrics_listener_and_webhooks_come_from_flags_or_the_file() {
+        let s = Cli::parse_from(["edge-sfu"]).settings().unwrap();
+        assert!(s.metrics_listen.is_none() && s.webhook_urls.is_empty());
+        let dir = temp_dir("ops");
+        let path = dir.join("ops.toml");
+        std::fs::write(
+            &path,
+            "metrics_listen = \"127.0.0.1:9464\"\nwebhook_url = [\"http://127.0.0.1:9000/a\"]\n",
+        )
+        .unwrap();
+        let file = path.to_str().unwrap();
+        let s = Cli::parse_from(["edge-sfu", "--config", file])
+            .settings()
+            .unwrap();
+        assert_eq!(s.metrics_listen, Some("127.0.0.1:9464".parse().unwrap()));
+        assert_eq!(s.webhook_urls, ["http://127.0.0.1:9000/a"]);
+        // Flags win, and --webhook-url repeats.
+        let s = Cli::parse_from([
+            "edge-sfu",
+            "--config",
+            file,
+            "--webhook-url",
+            "http://b.example/",
+            "--webhook-url",
+            "https://c.example/",
+        ])
+        .settings()
+        .unwrap();
+        assert_eq!(s.webhook_urls, ["http://b.example/", "https://c.example/"]);
     }
 
     #[test]

@@ -11,9 +11,10 @@ use std::sync::Mutex;
 use sfu_core::demux::FlowChange;
 use sfu_core::plain::{OutputInfo, OutputPath};
 use sfu_core::str0m::net::Protocol;
+use signaling::metrics::{ExternalSample, MetricsSource, SampleKind};
 use tracing::{debug, info, warn};
 use xdp_forwarder::{
-    Direction, FanoutKey, Flow, KernelPath, NextHop, Options, Output, OutputId, TcHook,
+    Direction, FanoutKey, Flow, KernelPath, NextHop, Options, Output, OutputId, PacketCount, TcHook,
 };
 
 /// The kernel path of this process.
@@ -171,6 +172,85 @@ impl Kernel {
                 }
             }
         }
+    }
+}
+
+impl std::fmt::Debug for Kernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kernel")
+            .field("interface", &self.interface)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The guard's verdicts and the fan-out's outcomes for `/metrics`: packets and bytes by
+/// `verdict` / `outcome`, read from the programs' per-CPU maps at each scrape.
+impl MetricsSource for Kernel {
+    fn samples(&self) -> Vec<ExternalSample> {
+        let state = self.state();
+        let mut samples = Vec::new();
+        if let Ok(g) = state.kp.guard_counters() {
+            packet_samples(
+                &mut samples,
+                [
+                    "edge_sfu_kernel_guard_packets_total",
+                    "edge_sfu_kernel_guard_bytes_total",
+                ],
+                "Datagrams the XDP guard on the media interface let through or dropped, by verdict.",
+                "verdict",
+                &[
+                    ("pass_admitted", g.pass_admitted),
+                    ("pass_stun", g.pass_stun),
+                    ("pass_unsupported", g.pass_unsupported),
+                    ("drop_unknown_source", g.drop_unknown_source),
+                    ("drop_stun_rate_limited", g.drop_stun_rate_limited),
+                    ("drop_malformed", g.drop_malformed),
+                ],
+            );
+        }
+        if let Ok(f) = state.kp.fanout_counters() {
+            packet_samples(
+                &mut samples,
+                [
+                    "edge_sfu_kernel_fanout_packets_total",
+                    "edge_sfu_kernel_fanout_bytes_total",
+                ],
+                "Packets the TC fan-out of plain RTP outputs saw, by outcome.",
+                "outcome",
+                &[
+                    ("matched", f.matched),
+                    ("consumed", f.consumed),
+                    ("pass_original", f.pass_original),
+                    ("pass_no_key", f.pass_no_key),
+                    ("pass_not_rtp", f.pass_not_rtp),
+                    ("pass_unsupported", f.pass_unsupported),
+                    ("pass_malformed", f.pass_malformed),
+                ],
+            );
+        }
+        samples
+    }
+}
+
+/// Two counter families, packets and bytes (`names`), with one sample per `(label value, count)`.
+fn packet_samples(
+    out: &mut Vec<ExternalSample>,
+    names: [&'static str; 2],
+    help: &'static str,
+    label: &'static str,
+    counts: &[(&str, PacketCount)],
+) {
+    for (name, pick) in names.into_iter().zip([
+        (|c: &PacketCount| c.packets) as fn(&PacketCount) -> u64,
+        |c| c.bytes,
+    ]) {
+        out.extend(counts.iter().map(|(value, count)| ExternalSample {
+            name,
+            help,
+            kind: SampleKind::Counter,
+            labels: vec![(label, (*value).to_owned())],
+            value: pick(count),
+        }));
     }
 }
 

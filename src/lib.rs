@@ -16,6 +16,7 @@ mod kernel;
 pub mod lan;
 mod mmsg;
 pub mod net;
+mod recording_totals;
 mod ring;
 mod sockaddr;
 pub mod tls;
@@ -29,6 +30,7 @@ use std::thread::JoinHandle;
 
 use anyhow::{anyhow, Context, Result};
 use axum::serve::ListenerExt;
+use signaling::webhooks::Webhooks;
 use signaling::{AppState, Dispatch, WorkerHandle};
 use tokio::sync::{mpsc, oneshot};
 use tokio_rustls::TlsAcceptor;
@@ -108,6 +110,8 @@ impl Server {
             }),
             max_bytes: settings.record_max_bytes,
         };
+        let (webhook_sender, webhooks) = open_webhooks(settings)?.unzip();
+        let recording_totals = Arc::new(recording_totals::RecordingTotals::default());
         let mut handles = Vec::with_capacity(settings.workers);
         let mut workers = Vec::with_capacity(settings.workers);
         let mut io = settings.io;
@@ -135,6 +139,8 @@ impl Server {
                     kernel: kernel.clone(),
                     record: record.clone(),
                     record_rooms: settings.record_rooms.clone(),
+                    recording_totals: recording_totals.clone(),
+                    webhooks: webhook_sender.clone(),
                 },
                 settings.io,
             )?;
@@ -147,17 +153,49 @@ impl Server {
             });
         }
         let media_ports = handles.iter().map(|h| h.media_port).collect();
-        let state = Arc::new(app_state(settings, Dispatch::new(handles))?);
+        let mut state = app_state(settings, Dispatch::new(handles))?;
+        if let Some(sender) = webhook_sender {
+            state = state.with_webhooks(sender);
+        }
+        if let Some(kernel) = &kernel {
+            state = state.with_metrics_source(kernel.clone());
+        }
+        state = state.with_metrics_source(recording_totals);
+        let state = Arc::new(state);
         let listener = std::net::TcpListener::bind(settings.listen)
             .with_context(|| format!("listening on {}", settings.listen))?;
         listener.set_nonblocking(true)?;
+        let metrics_listener = settings
+            .metrics_listen
+            .map(|addr| {
+                let l = std::net::TcpListener::bind(addr)
+                    .with_context(|| format!("--metrics-listen {addr}"))?;
+                l.set_nonblocking(true)?;
+                info!(%addr, "serving /metrics without admission on --metrics-listen");
+                Ok::<_, anyhow::Error>(l)
+            })
+            .transpose()?;
+        let side = SideTasks {
+            metrics: metrics_listener,
+            webhooks,
+        };
         let local_addr = listener.local_addr()?;
         let (shutdown, shutdown_rx) = oneshot::channel();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let plain = (settings.ingests.clone(), settings.outputs.clone());
         let signaling = std::thread::Builder::new()
             .name("signaling".into())
-            .spawn(move || serve(listener, acceptor, state, plain, ready_tx, shutdown_rx))
+            .spawn(move || {
+                serve(
+                    listener,
+                    acceptor,
+                    state,
+                    plain,
+                    side,
+                    ready_tx,
+                    shutdown_rx,
+                )
+            })
             .context("spawning the signaling thread")?;
         match ready_rx.recv() {
             Ok(Ok(())) => {}
@@ -279,6 +317,35 @@ fn bind_ice_tcp(udp_port: u16) -> Result<std::net::TcpListener> {
     })
 }
 
+/// Checks the webhook URLs and makes their queue, when there are any. Bodies are signed with the
+/// room token secret; without one they go unsigned, with a warning.
+fn open_webhooks(
+    settings: &Settings,
+) -> Result<Option<(signaling::webhooks::WebhookSender, Webhooks)>> {
+    if settings.webhook_urls.is_empty() {
+        return Ok(None);
+    }
+    let secret = settings.auth_secret.as_ref().map(|s| s.as_bytes());
+    if secret.is_none() {
+        warn!(
+            "webhooks are sent UNSIGNED: no --auth-secret-file is set, so receivers cannot tell \
+             them from forged ones; set one to get X-Edge-Sfu-Signature"
+        );
+    }
+    Ok(Some(signaling::webhooks::channel(
+        &settings.webhook_urls,
+        secret,
+    )?))
+}
+
+/// What the signaling runtime runs beside the main server.
+struct SideTasks {
+    /// The `--metrics-listen` listener.
+    metrics: Option<std::net::TcpListener>,
+    /// The webhook delivery task.
+    webhooks: Option<Webhooks>,
+}
+
 /// The signaling state: room tokens (when a key is configured), the join limit and the ICE servers
 /// handed out on join.
 fn app_state(settings: &Settings, dispatch: Dispatch) -> Result<AppState> {
@@ -353,6 +420,7 @@ fn serve(
     tls: Option<TlsAcceptor>,
     state: Arc<AppState>,
     plain: PlainConfig,
+    side: SideTasks,
     ready: std::sync::mpsc::Sender<Result<()>>,
     shutdown: oneshot::Receiver<()>,
 ) -> Result<()> {
@@ -369,7 +437,19 @@ fn serve(
         }
     };
     runtime.block_on(async move {
+        if let Some(webhooks) = side.webhooks {
+            tokio::spawn(webhooks.run());
+        }
         let started = async {
+            if let Some(metrics) = side.metrics {
+                let metrics = tokio::net::TcpListener::from_std(metrics)?;
+                let app = signaling::metrics::open_router(state.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = axum::serve(metrics, app).await {
+                        warn!(error = %e, "the --metrics-listen server stopped");
+                    }
+                });
+            }
             apply_plain_config(&state, plain).await?;
             Ok::<_, anyhow::Error>(tokio::net::TcpListener::from_std(listener)?)
         };
@@ -381,6 +461,7 @@ fn serve(
             }
         };
         let _ = ready.send(Ok(()));
+        let tls_counters = state.tls.clone();
         let app = signaling::router(state).into_make_service_with_connect_info::<SocketAddr>();
         let shutdown = async {
             let _ = shutdown.await;
@@ -394,7 +475,7 @@ fn serve(
             // implements that for TcpListener and TapIo only); nothing needs doing per stream,
             // TlsListener already set TCP_NODELAY.
             Some(acceptor) => axum::serve(
-                tls::TlsListener::new(listener, acceptor).tap_io(|_| {}),
+                tls::TlsListener::new(listener, acceptor, tls_counters).tap_io(|_| {}),
                 app,
             )
             .with_graceful_shutdown(shutdown)

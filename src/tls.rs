@@ -8,6 +8,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
+use signaling::metrics::TlsCounters;
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -264,15 +266,17 @@ impl ServerCertificate {
 pub struct TlsListener {
     tcp: TcpListener,
     acceptor: TlsAcceptor,
+    counters: Arc<TlsCounters>,
     handshakes: JoinSet<Option<(TlsStream<TcpStream>, SocketAddr)>>,
 }
 
 impl TlsListener {
-    /// Wraps a bound TCP listener.
-    pub fn new(tcp: TcpListener, acceptor: TlsAcceptor) -> Self {
+    /// Wraps a bound TCP listener; counts handshakes in `counters`.
+    pub fn new(tcp: TcpListener, acceptor: TlsAcceptor, counters: Arc<TlsCounters>) -> Self {
         TlsListener {
             tcp,
             acceptor,
+            counters,
             handshakes: JoinSet::new(),
         }
     }
@@ -299,7 +303,8 @@ impl axum::serve::Listener for TlsListener {
                     match accepted {
                         Ok((tcp, peer)) => {
                             let acceptor = self.acceptor.clone();
-                            self.handshakes.spawn(establish(acceptor, tcp, peer));
+                            let counters = self.counters.clone();
+                            self.handshakes.spawn(establish(acceptor, tcp, peer, counters));
                         }
                         Err(e) => on_accept_error(e).await,
                     }
@@ -333,6 +338,7 @@ async fn establish(
     acceptor: TlsAcceptor,
     tcp: TcpStream,
     peer: SocketAddr,
+    counters: Arc<TlsCounters>,
 ) -> Option<(TlsStream<TcpStream>, SocketAddr)> {
     // Signaling messages are small and latency matters more than packet count.
     let _ = tcp.set_nodelay(true);
@@ -347,7 +353,16 @@ async fn establish(
         }
         acceptor.accept(tcp).await.map(Some)
     };
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, attempt).await {
+    let outcome = tokio::time::timeout(HANDSHAKE_TIMEOUT, attempt).await;
+    let counter = match &outcome {
+        Ok(Ok(Some(_))) => Some(&counters.established),
+        Ok(Ok(None)) => None,
+        Ok(Err(_)) | Err(_) => Some(&counters.failed),
+    };
+    if let Some(c) = counter {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+    match outcome {
         Ok(Ok(Some(stream))) => Some((stream, peer)),
         Ok(Ok(None)) => None,
         Ok(Err(e)) => {

@@ -195,6 +195,18 @@ fn api(
     path: String,
     body: Option<Value>,
 ) -> (u16, Value) {
+    let (status, text) = request(t, sfu, method, path, body);
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// Like [`api`], with the answer as text.
+fn request(
+    t: &Topology,
+    sfu: &Sfu,
+    method: &'static str,
+    path: String,
+    body: Option<Value>,
+) -> (u16, String) {
     let ns = t.s.clone();
     let addr = SocketAddr::from(([127, 0, 0, 1], sfu.http.port()));
     std::thread::spawn(move || {
@@ -204,10 +216,8 @@ fn api(
             .build()
             .expect("runtime");
         let body = body.map(|b| b.to_string());
-        let (status, text) = rt
-            .block_on(http(addr, method, &path, body.as_deref()))
-            .expect("HTTP");
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+        rt.block_on(http(addr, method, &path, body.as_deref()))
+            .expect("HTTP")
     })
     .join()
     .expect("API thread")
@@ -366,5 +376,23 @@ fn kernel_guard_and_fanout_serve_a_real_call() {
         "kernel counters in stats: {}",
         stats["outputs"]
     );
+    // The same kernel counters in /metrics: the guard's verdicts, the fan-out's outcomes, the
+    // outputs' copies.
+    let (status, metrics) = request(&t, &sfu, "GET", "/metrics".into(), None);
+    assert_eq!(status, 200, "{metrics}");
+    let sample = |series: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in /metrics:\n{metrics}"))
+    };
+    let flood = (N * 5) as u64;
+    assert!(
+        sample(r#"edge_sfu_kernel_guard_packets_total{verdict="drop_unknown_source"}"#) >= flood
+    );
+    assert!(sample(r#"edge_sfu_kernel_guard_packets_total{verdict="pass_admitted"}"#) >= N as u64);
+    assert!(sample(r#"edge_sfu_kernel_fanout_packets_total{outcome="matched"}"#) >= N as u64);
+    assert!(sample(r#"edge_sfu_plain_output_packets_total{path="kernel"}"#) >= 2 * N as u64);
+    assert_eq!(sample(r#"edge_sfu_plain_outputs{path="kernel"}"#), 1);
     drop(publisher);
 }

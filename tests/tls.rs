@@ -448,3 +448,39 @@ async fn loopback_without_flags_stays_plain_http() {
     let (status, _) = support::http_get(server.local_addr(), "/").await.unwrap();
     assert_eq!(status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_handshakes_are_counted_in_metrics() {
+    let (_data, server) = https_server("metrics");
+    let addr = server.local_addr();
+    let client = trusting(&read_cert(&server.certificate_path().unwrap()));
+    let mut garbage = TcpStream::connect(addr).await.unwrap();
+    garbage
+        .write_all(&[0x16, 0xff, 0xff, 0x00, 0x05, 1, 2, 3, 4, 5, 6, 7, 8])
+        .await
+        .unwrap();
+    let mut sink = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), garbage.read_to_end(&mut sink)).await;
+    let handshakes = |text: &str, result: &str| -> u64 {
+        let series = format!("edge_sfu_tls_handshakes_total{{result=\"{result}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(series.as_str()))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+    };
+    // The garbage client's connection may close a moment before its failure is counted.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, text) = https_get(addr, &client, "/metrics").await;
+        assert_eq!(status, 200, "{text}");
+        assert!(handshakes(&text, "ok") >= 1, "this request's own handshake");
+        if handshakes(&text, "failed") >= 1 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the garbage handshake was not counted:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -734,6 +734,21 @@ impl Driver {
             ServerMessage::Recording { active, id, error } => {
                 self.emit(ClientEvent::Recording { active, id, error })
             }
+            ServerMessage::Removed { reason } => {
+                // An admin removed this peer: it is out of the room.
+                self.joined = false;
+                self.publish_status();
+                self.emit(ClientEvent::Removed { reason });
+            }
+            ServerMessage::ForceMuted {
+                mid,
+                track_id,
+                muted,
+            } => self.emit(ClientEvent::ForceMuted {
+                mid,
+                track_id,
+                muted,
+            }),
             ServerMessage::Pong => {}
         }
         Ok(None)

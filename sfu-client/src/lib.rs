@@ -369,6 +369,20 @@ pub enum ClientEvent {
         /// The track id.
         track_id: String,
     },
+    /// An admin removed this client from the room (`removed`).
+    Removed {
+        /// Why, as the SFU put it.
+        reason: String,
+    },
+    /// An admin muted or unmuted one of this client's published tracks (`forceMuted`).
+    ForceMuted {
+        /// The mid of the sending m-line.
+        mid: String,
+        /// The track's server-wide id.
+        track_id: String,
+        /// New state.
+        muted: bool,
+    },
     /// A member muted or unmuted a track.
     TrackMuted {
         /// The publisher.

@@ -1,6 +1,10 @@
 //! Counters the core keeps: what it forwarded, and every datagram or message it refused, by reason.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
+
+use crate::latency::LatencyHistogram;
 
 /// Why the core refused a datagram or a signaling message. Every refusal is counted under one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -119,6 +123,39 @@ impl DropReason {
     }
 }
 
+/// Why the core refused a `join` (the signaling layer counts its own refusals: tokens, rates).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JoinRefusalReason {
+    /// A second `join` for a member already in a room.
+    AlreadyJoined,
+    /// A protocol version this server does not speak.
+    UnsupportedVersion,
+    /// A room or member name that is empty or too long.
+    InvalidJoin,
+    /// The room holds as many members as it may.
+    RoomFull,
+}
+
+impl JoinRefusalReason {
+    /// Every reason, in a fixed order.
+    pub const ALL: [JoinRefusalReason; 4] = [
+        JoinRefusalReason::AlreadyJoined,
+        JoinRefusalReason::UnsupportedVersion,
+        JoinRefusalReason::InvalidJoin,
+        JoinRefusalReason::RoomFull,
+    ];
+
+    /// The reason's name in stats output.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            JoinRefusalReason::AlreadyJoined => "already_joined",
+            JoinRefusalReason::UnsupportedVersion => "unsupported_version",
+            JoinRefusalReason::InvalidJoin => "invalid_join",
+            JoinRefusalReason::RoomFull => "room_full",
+        }
+    }
+}
+
 /// Monotonic counters of one core.
 #[derive(Debug, Clone, Default)]
 pub struct Counters {
@@ -130,7 +167,13 @@ pub struct Counters {
     pub forwarded_bytes: u64,
     /// RTP packets received from publishers.
     pub received_packets: u64,
+    /// Members that joined.
+    pub joins: u64,
+    /// From a member's join to the first RTP packet on its session, received from it or
+    /// forwarded to it (whichever comes first): how long until a participant is in the call.
+    pub join_to_media: LatencyHistogram,
     drops: [u64; DropReason::ALL.len()],
+    join_refusals: [u64; JoinRefusalReason::ALL.len()],
 }
 
 impl Counters {
@@ -144,6 +187,16 @@ impl Counters {
         self.drops[reason.index()]
     }
 
+    /// Counts one refused join.
+    pub fn refuse_join(&mut self, reason: JoinRefusalReason) {
+        self.join_refusals[reason as usize] += 1;
+    }
+
+    /// How many joins were refused for `reason`.
+    pub fn join_refusals(&self, reason: JoinRefusalReason) -> u64 {
+        self.join_refusals[reason as usize]
+    }
+
     /// Total refusals of every reason.
     pub fn total_drops(&self) -> u64 {
         self.drops.iter().sum()
@@ -155,7 +208,16 @@ impl Counters {
         self.resent_packets += other.resent_packets;
         self.forwarded_bytes += other.forwarded_bytes;
         self.received_packets += other.received_packets;
+        self.joins += other.joins;
+        self.join_to_media.merge(&other.join_to_media);
         for (a, b) in self.drops.iter_mut().zip(other.drops.iter()) {
+            *a += b;
+        }
+        for (a, b) in self
+            .join_refusals
+            .iter_mut()
+            .zip(other.join_refusals.iter())
+        {
             *a += b;
         }
     }
@@ -169,6 +231,8 @@ pub struct StatsSnapshot {
     pub rooms: usize,
     /// Peers (joined participants).
     pub peers: usize,
+    /// Published tracks (members' and plain RTP ingests').
+    pub tracks: usize,
     /// RTP packets written to subscriber legs.
     pub forwarded_packets: u64,
     /// RTP packets sent again because a subscriber NACKed them (RTX).
@@ -178,9 +242,19 @@ pub struct StatsSnapshot {
     /// RTP packets received from publishers.
     pub received_packets: u64,
     /// Refusals by reason name (only reasons seen at least once).
-    pub drops: std::collections::BTreeMap<&'static str, u64>,
+    pub drops: BTreeMap<&'static str, u64>,
+    /// Members that joined.
+    pub joins: u64,
+    /// Joins the core refused, by reason name (only reasons seen at least once).
+    pub join_refusals: BTreeMap<&'static str, u64>,
+    /// From join to first media, per member (see [`Counters::join_to_media`]); `/metrics` shows
+    /// it as a histogram, `/api/stats` leaves it out.
+    #[serde(skip)]
+    pub join_to_media: LatencyHistogram,
     /// Open ICE-TCP connections (filled in by the I/O shell, which holds them).
     pub ice_tcp_connections: usize,
+    /// ICE-TCP connections accepted since start (filled in by the I/O shell).
+    pub ice_tcp_accepted: u64,
     /// Plain RTP ingests.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ingests: Vec<crate::plain::IngestInfo>,
@@ -191,21 +265,31 @@ pub struct StatsSnapshot {
 
 impl StatsSnapshot {
     /// Builds a snapshot from counters and sizes.
-    pub fn new(rooms: usize, peers: usize, counters: &Counters) -> Self {
+    pub fn new(rooms: usize, peers: usize, tracks: usize, counters: &Counters) -> Self {
         let drops = DropReason::ALL
             .iter()
             .filter(|r| counters.drops(**r) > 0)
             .map(|r| (r.as_str(), counters.drops(*r)))
             .collect();
+        let join_refusals = JoinRefusalReason::ALL
+            .iter()
+            .filter(|r| counters.join_refusals(**r) > 0)
+            .map(|r| (r.as_str(), counters.join_refusals(*r)))
+            .collect();
         StatsSnapshot {
             rooms,
             peers,
+            tracks,
             forwarded_packets: counters.forwarded_packets,
             resent_packets: counters.resent_packets,
             forwarded_bytes: counters.forwarded_bytes,
             received_packets: counters.received_packets,
             drops,
+            joins: counters.joins,
+            join_refusals,
+            join_to_media: counters.join_to_media.clone(),
             ice_tcp_connections: 0,
+            ice_tcp_accepted: 0,
             ingests: Vec::new(),
             outputs: Vec::new(),
         }
@@ -215,13 +299,20 @@ impl StatsSnapshot {
     pub fn merge(&mut self, other: &StatsSnapshot) {
         self.rooms += other.rooms;
         self.peers += other.peers;
+        self.tracks += other.tracks;
         self.forwarded_packets += other.forwarded_packets;
         self.resent_packets += other.resent_packets;
         self.forwarded_bytes += other.forwarded_bytes;
         self.received_packets += other.received_packets;
         self.ice_tcp_connections += other.ice_tcp_connections;
+        self.ice_tcp_accepted += other.ice_tcp_accepted;
+        self.joins += other.joins;
+        self.join_to_media.merge(&other.join_to_media);
         for (reason, n) in &other.drops {
             *self.drops.entry(reason).or_default() += n;
+        }
+        for (reason, n) in &other.join_refusals {
+            *self.join_refusals.entry(reason).or_default() += n;
         }
         self.ingests.extend(other.ingests.iter().cloned());
         self.outputs.extend(other.outputs.iter().cloned());
@@ -243,7 +334,7 @@ mod tests {
         c.drop(DropReason::BadSdp);
         assert_eq!(c.drops(DropReason::MalformedRtp), 2);
         assert_eq!(c.total_drops(), 3);
-        let s = StatsSnapshot::new(1, 2, &c);
+        let s = StatsSnapshot::new(1, 2, 0, &c);
         assert_eq!(s.drops.get("malformed_rtp"), Some(&2));
         assert_eq!(s.drops.get("oversized"), None);
     }

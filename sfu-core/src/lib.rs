@@ -9,11 +9,14 @@
 //! RTP sources and sinks), [`quality`] (layer choice, hints, speaker), [`demux`], and the
 //! codec knowledge in [`codec`]; [`recording`] turns a room's tracks into files' frames.
 
+pub mod admin;
 pub mod codec;
 pub mod config;
 pub mod counters;
 pub mod demux;
 mod engine;
+pub mod events;
+pub mod latency;
 pub mod membership;
 mod outbox;
 pub mod permissions;
@@ -32,6 +35,7 @@ pub mod wire;
 pub use crate::config::CoreConfig;
 pub use crate::counters::{Counters, DropReason, StatsSnapshot};
 pub use crate::engine::{Action, Core, JoinRefusal};
+pub use crate::events::RoomEvent;
 pub use crate::outbox::Transmit;
 pub use crate::permissions::Permissions;
 pub use str0m;

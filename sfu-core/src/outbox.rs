@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use str0m::net::Protocol;
 
 use crate::counters::Counters;
+use crate::events::RoomEvent;
 use crate::pool::BufferPool;
 use crate::protocol::{PeerId, ServerMessage};
 
@@ -36,6 +37,7 @@ pub struct Outbox {
     /// Members whose signaling channel takes no messages (WHIP publishers, WHEP viewers): nothing
     /// is queued for them, since no shell could deliver it.
     without_messages: HashSet<PeerId>,
+    events: VecDeque<RoomEvent>,
     pool: BufferPool,
 }
 
@@ -47,6 +49,7 @@ impl Default for Outbox {
             closed_peers: VecDeque::new(),
             closed_outputs: VecDeque::new(),
             without_messages: HashSet::new(),
+            events: VecDeque::new(),
             pool: BufferPool::default(),
         }
     }
@@ -84,6 +87,11 @@ impl Outbox {
         self.closed_outputs.push_back(id);
     }
 
+    /// Queues a room event.
+    pub fn event(&mut self, event: RoomEvent) {
+        self.events.push_back(event);
+    }
+
     /// An empty buffer for a datagram of about `capacity` bytes, from the pool.
     pub fn buffer(&mut self, capacity: usize) -> Vec<u8> {
         self.pool.take(capacity)
@@ -114,6 +122,11 @@ impl Outbox {
     /// The next member gone.
     pub fn next_closed_peer(&mut self) -> Option<PeerId> {
         self.closed_peers.pop_front()
+    }
+
+    /// The next room event.
+    pub fn next_event(&mut self) -> Option<RoomEvent> {
+        self.events.pop_front()
     }
 
     /// The next plain RTP output gone.

@@ -303,6 +303,22 @@ pub enum ServerMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },
+    /// An admin removed this member (or closed its room); it is out of the room, and `peerLeft`
+    /// told the others.
+    Removed {
+        /// Why, in words for the member.
+        reason: String,
+    },
+    /// An admin muted (or unmuted) one of this member's published tracks: it is not forwarded,
+    /// and the member's own unmute is refused until an admin unmutes it.
+    ForceMuted {
+        /// The mid of the member's sending m-line.
+        mid: String,
+        /// The track's server-wide id.
+        track_id: String,
+        /// New state.
+        muted: bool,
+    },
     /// Answer to `getStats`.
     MediaStats(MediaStats),
     /// Answer to `ping`.

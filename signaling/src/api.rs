@@ -53,6 +53,12 @@ pub enum ApiError {
     /// The worker is gone.
     #[error("the room's worker is not running")]
     Unavailable,
+    /// The worker refused an admin request.
+    #[error(transparent)]
+    Admin(#[from] sfu_core::admin::AdminError),
+    /// The request's body did not make sense.
+    #[error("{0}")]
+    BadRequest(String),
 }
 
 #[derive(Serialize)]
@@ -70,7 +76,9 @@ impl IntoResponse for ApiError {
                 | PlainError::UnknownOutput(_)
                 | PlainError::UnknownTrack(..),
             )
-            | ApiError::UnknownRoom(_) => StatusCode::NOT_FOUND,
+            | ApiError::UnknownRoom(_)
+            | ApiError::Admin(_) => StatusCode::NOT_FOUND,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Plain(PlainError::SourceInUse(_)) => StatusCode::CONFLICT,
             ApiError::Plain(PlainError::Invalid(_)) => StatusCode::BAD_REQUEST,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -148,7 +156,7 @@ pub(crate) fn admit(
     );
     if let Err(e) = &result {
         state.counters.api_refused.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(%caller, error = %e, "plain RTP API request refused");
+        tracing::info!(%caller, error = %e, "API request refused");
     }
     result
 }

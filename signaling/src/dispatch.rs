@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use sfu_core::admin::{AdminError, RoomListing, TrackListing};
 use sfu_core::plain::{IngestInfo, IngestSpec, OutputInfo, OutputSpec, OutputTarget, PlainError};
 use sfu_core::protocol::{ClientMessage, PeerId, ServerMessage};
 use sfu_core::viewers::Follow;
@@ -94,6 +95,44 @@ pub enum WorkerCommand {
         request: RecordingRequest,
         /// Where to answer (a stop answers once the files are finished).
         reply: oneshot::Sender<Result<RecordingReply, RecordingRefusal>>,
+    },
+    /// List the worker's rooms, members and tracks (admin API).
+    ListRooms {
+        /// Where to answer.
+        reply: oneshot::Sender<Vec<RoomListing>>,
+    },
+    /// Close a room: tell every member why and remove it, remove its ingests (admin API).
+    CloseRoom {
+        /// Which.
+        room: String,
+        /// Why, for the members.
+        reason: String,
+        /// Where to answer: the removed ingests' ids.
+        reply: oneshot::Sender<Result<Vec<PeerId>, AdminError>>,
+    },
+    /// Remove one member, telling it why (admin API).
+    RemoveMember {
+        /// Its room.
+        room: String,
+        /// Which.
+        peer: PeerId,
+        /// Why, for the member.
+        reason: String,
+        /// Where to answer.
+        reply: oneshot::Sender<Result<(), AdminError>>,
+    },
+    /// Mute or unmute a member's track (admin API).
+    ForceMute {
+        /// Its room.
+        room: String,
+        /// The publisher.
+        peer: PeerId,
+        /// The track's id or mid.
+        track: String,
+        /// New state.
+        muted: bool,
+        /// Where to answer: the track as it now is.
+        reply: oneshot::Sender<Result<TrackListing, AdminError>>,
     },
 }
 

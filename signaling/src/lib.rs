@@ -6,6 +6,7 @@
 //! workers; nothing media-related runs here. With a key configured, joining takes a room token
 //! ([`auth`]); join attempts are limited per client address ([`join_limit`]).
 
+pub mod admin;
 pub mod api;
 pub mod assets;
 pub mod auth;
@@ -13,8 +14,10 @@ pub mod dispatch;
 pub mod ice_servers;
 pub mod join_limit;
 pub mod limits;
+pub mod metrics;
 pub mod recording_api;
 pub mod server;
+pub mod webhooks;
 pub mod whip;
 
 pub use dispatch::{Dispatch, HttpJoin, PlainReply, PlainRequest, WorkerCommand, WorkerHandle};

@@ -28,6 +28,8 @@ use crate::join_limit::{JoinLimit, JoinLimiter};
 use crate::limits::{
     RateLimiter, IDLE_TIMEOUT, MAX_FRAME_BYTES, MAX_MESSAGE_BYTES, MAX_REFUSALS, READ_BUFFER_BYTES,
 };
+use crate::metrics::{MetricsSource, TlsCounters};
+use crate::webhooks::WebhookSender;
 
 /// Messages refused on WebSockets, by reason.
 #[derive(Debug, Default)]
@@ -48,7 +50,7 @@ pub struct SignalingCounters {
 }
 
 impl SignalingCounters {
-    fn snapshot(&self) -> [(&'static str, u64); 10] {
+    pub(crate) fn snapshot(&self) -> [(&'static str, u64); 10] {
         let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
         [
             ("ws_bad_message", n(&self.bad_message)),
@@ -93,6 +95,12 @@ pub struct AppState {
     pub(crate) join_limiter: JoinLimiter,
     /// The WHIP publishers' and WHEP viewers' sessions.
     pub(crate) whip: crate::whip::WhipSessions,
+    /// TLS handshakes of the HTTPS listener (the binary's listener counts them).
+    pub tls: Arc<TlsCounters>,
+    /// Where room events go, when webhooks are configured (for their counters).
+    pub(crate) webhooks: Option<WebhookSender>,
+    /// Other parts' counters for `/metrics`.
+    pub(crate) metrics_sources: Vec<Arc<dyn MetricsSource>>,
 }
 
 /// Where a plain RTP leg lives.
@@ -115,7 +123,22 @@ impl AppState {
             auth: None,
             join_limiter: JoinLimiter::new(JoinLimit::default()),
             whip: crate::whip::WhipSessions::default(),
+            tls: Arc::default(),
+            webhooks: None,
+            metrics_sources: Vec::new(),
         }
+    }
+
+    /// Adds `source`'s counters to `/metrics`.
+    pub fn with_metrics_source(mut self, source: Arc<dyn MetricsSource>) -> Self {
+        self.metrics_sources.push(source);
+        self
+    }
+
+    /// Shows the counters of these webhooks in `/metrics`.
+    pub fn with_webhooks(mut self, webhooks: WebhookSender) -> Self {
+        self.webhooks = Some(webhooks);
+        self
     }
 
     /// Hands these STUN/TURN servers to every participant that joins.
@@ -167,6 +190,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(crate::api::routes())
         .merge(crate::whip::routes())
         .merge(crate::recording_api::routes())
+        .merge(crate::admin::routes())
+        .merge(crate::metrics::routes())
         .fallback(get(asset))
         .with_state(state)
 }
@@ -198,17 +223,23 @@ struct Stats {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct WorkerStats {
+    /// The worker's index (the `worker` label of `/metrics`).
+    #[serde(skip)]
+    pub(crate) index: usize,
     media_port: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
     ice_tcp_port: Option<u16>,
     #[serde(flatten)]
-    stats: StatsSnapshot,
+    pub(crate) stats: StatsSnapshot,
 }
 
 async fn stats(State(state): State<Arc<AppState>>) -> Json<Stats> {
     let (total, workers) = collect_stats(&state).await;
     Json(Stats { total, workers })
 }
+
+/// How long a worker may take to report its counters.
+const STATS_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Asks every worker for its counters; returns the totals and each worker's share.
 pub(crate) async fn collect_stats(state: &AppState) -> (StatsSnapshot, Vec<WorkerStats>) {
@@ -222,9 +253,11 @@ pub(crate) async fn collect_stats(state: &AppState) -> (StatsSnapshot, Vec<Worke
         if !state.dispatch.send(i, WorkerCommand::Stats { reply }) {
             continue;
         }
-        if let Ok(s) = answer.await {
+        // A stuck worker leaves a gap in the numbers rather than hanging every scrape.
+        if let Ok(Ok(s)) = tokio::time::timeout(STATS_TIMEOUT, answer).await {
             total.merge(&s);
             workers.push(WorkerStats {
+                index: i,
                 media_port: w.media_port,
                 ice_tcp_port: w.ice_tcp_port,
                 stats: s,

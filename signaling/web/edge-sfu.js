@@ -690,6 +690,30 @@ export class EdgeSfuClient extends EventTarget {
     this.log('layerHint for an unknown mid', mid);
   }
 
+  /** An admin removed this member (or closed the room): `removed` says why, then `close`. */
+  _onRemoved(reason) {
+    this.log('removed by an admin', reason);
+    this._emit('removed', { reason: reason ?? '' });
+    this._teardown({ code: 1000, reason: reason || 'removed', wasClean: true, left: false, removed: true });
+  }
+
+  /**
+   * An admin muted (or unmuted) the source published on `mid`: the browser stops sending it as
+   * for `setMuted`, without telling the SFU (it decided). Until an admin unmutes it, the SFU refuses
+   * this client's own unmute.
+   */
+  _onForceMuted(mid, trackId, muted) {
+    for (const e of this._local.values()) {
+      if (e.transceiver?.mid !== String(mid)) continue;
+      e.muted = !!muted;
+      if (e.track) e.track.enabled = !muted;
+      this._applyEncodings(e);
+      this._emit('forcemuted', { source: e.source, mid: String(mid), trackId, muted: !!muted });
+      return;
+    }
+    this.log('forceMuted for an unknown mid', mid);
+  }
+
   _onActiveSpeaker(peerId, trackId) {
     this.activeSpeaker = { peerId: peerId ?? null, trackId: trackId ?? null };
     this._emit('activespeaker', { ...this.activeSpeaker });
@@ -761,6 +785,8 @@ export class EdgeSfuClient extends EventTarget {
       case 'layerHint': return this._onLayerHint(msg.mid, msg.active);
       case 'mediaStats': return this._onMediaStats(msg);
       case 'recording': return this._onRecording(msg);
+      case 'removed': return this._onRemoved(msg.reason);
+      case 'forceMuted': return this._onForceMuted(msg.mid, msg.trackId, msg.muted);
       case 'pong': return;
       default:
         this.log('unknown message type', msg.type);

@@ -705,6 +705,15 @@ function wireClient(c) {
       }
     }
   });
+  c.addEventListener('forcemuted', ({ detail: { source, muted } }) => {
+    if (source === 'mic') renderMic();
+    if (source === 'camera') renderCamera();
+    const what = source === 'mic' ? 'microphone' : source;
+    addChatLine({
+      text: muted ? `An administrator muted your ${what}; only they can unmute it.` : `An administrator unmuted your ${what}.`,
+      system: true,
+    });
+  });
   c.addEventListener('activespeaker', ({ detail: { peerId } }) => {
     speakerId = peerId;
     renderSpeaker();
@@ -723,10 +732,14 @@ function wireClient(c) {
     clearTiles();
     renderRecording();
     ui.enableAudio.hidden = true;
-    $('#left-title').textContent = detail.left ? 'You left the room' : 'Disconnected';
+    $('#left-title').textContent = detail.left
+      ? 'You left the room'
+      : detail.removed ? 'You were removed from the room' : 'Disconnected';
     $('#left-detail').textContent = detail.left
       ? `You were in “${c.room}”.`
-      : `The connection to the server ended${detail.reason ? ` (${detail.reason})` : ''}.`;
+      : detail.removed
+        ? `The server said: ${detail.reason}`
+        : `The connection to the server ended${detail.reason ? ` (${detail.reason})` : ''}.`;
     setStatus('');
     ui.roomTitle.textContent = '';
     document.title = 'edge-sfu';

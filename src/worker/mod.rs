@@ -30,6 +30,7 @@ use sfu_core::plain::{OutputInfo, OutputPath, PlainError};
 use sfu_core::protocol::{PeerId, ServerMessage};
 use sfu_core::str0m::net::Protocol;
 use sfu_core::{Action, Core, CoreConfig, DropReason, JoinRefusal, Transmit};
+use signaling::webhooks::WebhookSender;
 use signaling::{PlainReply, PlainRequest, RecordingRequest, WorkerCommand};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot, Notify};
@@ -39,6 +40,7 @@ pub use crate::config::IoMode;
 use crate::kernel::Kernel;
 use crate::mmsg::SendBatch;
 use crate::net::LocalAddrs;
+use crate::recording_totals::RecordingTotals;
 use crate::ring::Ring;
 pub use recorders::{absolute, RecordSettings};
 
@@ -70,6 +72,10 @@ pub struct WorkerSpec {
     pub record: RecordSettings,
     /// Rooms recorded whenever they exist.
     pub record_rooms: Vec<String>,
+    /// The server's recording counters, which its recordings add to.
+    pub recording_totals: Arc<RecordingTotals>,
+    /// Where room events go, when webhooks are configured.
+    pub webhooks: Option<WebhookSender>,
 }
 
 /// Starts the worker thread; returns the shell in use once its runtime is up.
@@ -137,6 +143,9 @@ struct Shared {
     recorders: RefCell<recorders::Recorders>,
     /// Itself, for the tasks `flush` starts (a recording the core asked for).
     me: std::rc::Weak<Shared>,
+    /// ICE-TCP connections accepted since start.
+    tcp_accepted: Cell<u64>,
+    webhooks: Option<WebhookSender>,
 }
 
 impl Shared {
@@ -159,7 +168,13 @@ impl Shared {
             candidates: spec.candidates.clone(),
             kernel: spec.kernel.clone(),
             tcp: tcp::TcpRoutes::default(),
-            recorders: RefCell::new(recorders::Recorders::new(spec.record.clone())),
+            recorders: RefCell::new(recorders::Recorders::new(
+                spec.record.clone(),
+                spec.recording_totals.clone(),
+                spec.webhooks.clone(),
+            )),
+            tcp_accepted: Cell::new(0),
+            webhooks: spec.webhooks.clone(),
         })
     }
 
@@ -302,6 +317,11 @@ impl Shared {
                     Action::Record(output) => {
                         requested.extend(self.recorders.borrow_mut().handle(output));
                     }
+                    Action::RoomEvent(event) => {
+                        if let Some(webhooks) = &self.webhooks {
+                            webhooks.notify(event);
+                        }
+                    }
                 }
             }
         }
@@ -405,6 +425,7 @@ async fn command_loop(shared: Rc<Shared>, mut rx: mpsc::UnboundedReceiver<Worker
             WorkerCommand::Stats { reply } => {
                 let mut stats = shared.core.borrow().stats();
                 stats.ice_tcp_connections = shared.tcp.len();
+                stats.ice_tcp_accepted = shared.tcp_accepted.get();
                 if let Some(k) = &shared.kernel {
                     k.overlay_counters(&mut stats.outputs);
                 }
@@ -494,6 +515,45 @@ async fn command_loop(shared: Rc<Shared>, mut rx: mpsc::UnboundedReceiver<Worker
                     shared.flush();
                 }
             },
+            WorkerCommand::ListRooms { reply } => {
+                let _ = reply.send(shared.core.borrow().room_listing());
+            }
+            WorkerCommand::CloseRoom {
+                room,
+                reason,
+                reply,
+            } => {
+                let result = shared.core.borrow_mut().close_room(now, &room, &reason);
+                shared.flush();
+                let _ = reply.send(result);
+            }
+            WorkerCommand::RemoveMember {
+                room,
+                peer,
+                reason,
+                reply,
+            } => {
+                let result = shared
+                    .core
+                    .borrow_mut()
+                    .remove_member(now, &room, peer, &reason);
+                shared.flush();
+                let _ = reply.send(result);
+            }
+            WorkerCommand::ForceMute {
+                room,
+                peer,
+                track,
+                muted,
+                reply,
+            } => {
+                let result = shared
+                    .core
+                    .borrow_mut()
+                    .force_mute(now, &room, peer, &track, muted);
+                shared.flush();
+                let _ = reply.send(result);
+            }
         }
     }
 }

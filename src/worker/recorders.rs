@@ -7,17 +7,20 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use recorder::{Codec, FileSpec, Frame, RecordingWriter, TrackSpec, WriterOptions};
 use sfu_core::recording::{FileOpen, RecordedCodec, RecordingError, RecordingOutput};
+use signaling::webhooks::{RecordingFinished, WebhookSender};
 use signaling::{RecordingRefusal, RecordingReply};
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
 use super::Shared;
+use crate::recording_totals::RecordingTotals;
 
-/// How often the worker looks for writers that failed.
+/// How often the worker looks for writers that failed (and counts the bytes they wrote).
 const FAILURE_CHECK: Duration = Duration::from_millis(250);
 
 /// Where recordings go and how large they may get.
@@ -39,21 +42,34 @@ struct Active {
     waiters: Vec<StopReply>,
     /// Frames and commands the full queue refused.
     dropped: u64,
+    /// What of the writer's `bytes_written` the server's totals already have.
+    bytes_counted: u64,
 }
 
 /// The recordings of one worker, by room.
 pub struct Recorders {
     settings: RecordSettings,
+    /// The server's recording counters (`/metrics`).
+    totals: Arc<RecordingTotals>,
+    /// Where "recording finished" goes, when webhooks are configured.
+    webhooks: Option<WebhookSender>,
     active: HashMap<String, Active>,
     /// Rooms whose writer is being started (another start of one of them meanwhile is refused).
     starting: HashSet<String>,
 }
 
 impl Recorders {
-    /// No recordings yet; new ones go under `settings.dir`.
-    pub fn new(settings: RecordSettings) -> Self {
+    /// No recordings yet; new ones go under `settings.dir`, counted in `totals`, finished ones
+    /// announced to `webhooks`.
+    pub fn new(
+        settings: RecordSettings,
+        totals: Arc<RecordingTotals>,
+        webhooks: Option<WebhookSender>,
+    ) -> Self {
         Recorders {
             settings,
+            totals,
+            webhooks,
             active: HashMap::new(),
             starting: HashSet::new(),
         }
@@ -103,6 +119,7 @@ impl Recorders {
         if result.is_err() {
             if let Some(active) = self.active.get_mut(&*room) {
                 active.dropped += 1;
+                self.totals.dropped_frame();
             }
         }
         None
@@ -116,16 +133,31 @@ impl Recorders {
         };
         let finishing = active.writer.finish();
         let (room, id) = (room.to_owned(), id.to_owned());
-        let (waiters, dropped) = (active.waiters, active.dropped);
+        let (waiters, dropped, counted) = (active.waiters, active.dropped, active.bytes_counted);
+        let (totals, webhooks) = (self.totals.clone(), self.webhooks.clone());
         tokio::task::spawn_local(async move {
             let result = finishing.await;
             match &result {
-                Ok(done) => info!(
-                    room, id, files = done.files.len(), dropped, stopped_by = ?error,
-                    failure = ?done.failure.as_ref().map(ToString::to_string),
-                    "recording finished"
-                ),
-                Err(e) => warn!(room, id, error = %e, "recording could not be finished"),
+                Ok(done) => {
+                    info!(
+                        room, id, files = done.files.len(), dropped, stopped_by = ?error,
+                        failure = ?done.failure.as_ref().map(ToString::to_string),
+                        "recording finished"
+                    );
+                    totals.wrote(done.stats.bytes_written.saturating_sub(counted));
+                    totals.finished(done.failure.is_some());
+                    if let Some(webhooks) = &webhooks {
+                        webhooks.notify(RecordingFinished {
+                            room: room.clone(),
+                            id: id.clone(),
+                            files: done.files.iter().map(|f| f.display().to_string()).collect(),
+                        });
+                    }
+                }
+                Err(e) => {
+                    warn!(room, id, error = %e, "recording could not be finished");
+                    totals.finished(true);
+                }
             }
             for waiter in waiters {
                 let answer = match &result {
@@ -137,6 +169,16 @@ impl Recorders {
                 let _ = waiter.send(answer);
             }
         });
+    }
+
+    /// Adds what the writers wrote since the last call to the server's totals.
+    fn count_bytes(&mut self) {
+        for active in self.active.values_mut() {
+            let written = active.writer.bytes_written();
+            self.totals
+                .wrote(written.saturating_sub(active.bytes_counted));
+            active.bytes_counted = written;
+        }
     }
 
     /// The rooms whose writer gave up, with why.
@@ -211,14 +253,18 @@ async fn start_writer(shared: &Rc<Shared>, room: &str) -> Result<RecordingReply,
         return Err(refusal(e));
     }
     info!(room, id = %id, dir = %dir.display(), "recording to disk");
-    shared.recorders.borrow_mut().active.insert(
+    let mut recorders = shared.recorders.borrow_mut();
+    recorders.totals.started();
+    recorders.active.insert(
         room.to_owned(),
         Active {
             writer,
             waiters: Vec::new(),
             dropped: 0,
+            bytes_counted: 0,
         },
     );
+    drop(recorders);
     shared.flush();
     Ok(RecordingReply::Started { id, dir })
 }
@@ -232,12 +278,14 @@ pub fn refusal(e: RecordingError) -> RecordingRefusal {
 }
 
 /// Stops, in the core, every recording whose writer failed (disk full, size cap): the members
-/// get the error, the writer finishes what it can.
+/// get the error, the writer finishes what it can. Also brings the server's bytes-written
+/// counter up to date.
 pub async fn watch(shared: Rc<Shared>) {
     let mut tick = tokio::time::interval(FAILURE_CHECK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        shared.recorders.borrow_mut().count_bytes();
         let failed = shared.recorders.borrow().failed();
         if failed.is_empty() {
             continue;

@@ -121,6 +121,7 @@ pub(super) async fn accept_loop(shared: Rc<Shared>, listener: std::net::TcpListe
             Err(_) => continue,
         };
         let _ = stream.set_nodelay(true);
+        shared.tcp_accepted.set(shared.tcp_accepted.get() + 1);
         tokio::task::spawn_local(connection(shared.clone(), stream, remote, local));
     }
 }

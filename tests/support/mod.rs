@@ -3,6 +3,8 @@
 //! WebSocket for hostile input.
 #![allow(dead_code)]
 
+pub mod ops;
+
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
@@ -43,10 +45,25 @@ impl Server {
 
     /// Like [`Server::start`], with extra command line arguments.
     pub fn start_with(extra: &[&str]) -> Server {
+        Self::start_listening("127.0.0.1:0", extra)
+    }
+
+    /// Like [`Server::start_with`], listening on `listen` instead of `127.0.0.1:0`.
+    pub fn start_listening(listen: &str, extra: &[&str]) -> Server {
+        Self::spawn(listen, extra, &[])
+    }
+
+    /// Like [`Server::start_with`], with these environment variables set for the process.
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Server {
+        Self::spawn("127.0.0.1:0", extra, env)
+    }
+
+    fn spawn(listen: &str, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_edge-sfu"))
+            .envs(env.iter().copied())
             .args([
                 "--listen",
-                "127.0.0.1:0",
+                listen,
                 "--workers",
                 "2",
                 "--public-ip",

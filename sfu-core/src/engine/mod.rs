@@ -14,6 +14,7 @@
 //! [`Core::poll_output`] until it returns `None`, and [`Core::poll_timeout`] says when time must
 //! be fed next. Nothing here reads a clock, touches a socket or spawns a thread.
 
+mod admin;
 mod plain;
 mod recording;
 mod signaling;
@@ -22,6 +23,7 @@ mod whip;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use str0m::media::{KeyframeRequestKind, MediaKind, Mid};
@@ -32,6 +34,7 @@ use tracing::{debug, info, warn};
 use crate::config::CoreConfig;
 use crate::counters::{Counters, DropReason, StatsSnapshot};
 use crate::demux::{Demux, FlowChange};
+use crate::events::RoomEvent;
 use crate::membership::Members;
 use crate::outbox::{Egress, Outbox, Transmit};
 use crate::plain_legs::PlainLegs;
@@ -63,6 +66,9 @@ pub enum Action {
     PlainOutputClosed(u64),
     /// A recording wants something of the shell's writer (or a recording to be started).
     Record(RecordingOutput),
+    /// Something happened in a room that the world outside the call may want to hear of
+    /// (webhooks).
+    RoomEvent(RoomEvent),
 }
 
 /// Who a datagram is for.
@@ -153,6 +159,7 @@ impl Core {
         let mut stats = StatsSnapshot::new(
             self.members.room_count(),
             self.members.len(),
+            self.router.tracks().count(),
             &self.counters,
         );
         stats.ingests = self.ingest_infos();
@@ -274,6 +281,9 @@ impl Core {
         if let Some(output) = self.recordings.next_output() {
             return Some(Action::Record(output));
         }
+        if let Some(event) = self.outbox.next_event() {
+            return Some(Action::RoomEvent(event));
+        }
         self.outbox.next_closed_peer().map(Action::PeerClosed)
     }
 
@@ -358,6 +368,7 @@ impl Core {
         let mut payload = std::mem::take(&mut self.rx_payload);
         if let Some(rx) = peer.rtc.receive_rtp_direct(now, buf, &mut payload) {
             self.counters.received_packets += 1;
+            peer.note_media(now, &mut self.counters);
             let pt = rx.header.payload_type;
             match peer.rtc.codec_config().find(|p| p.pt() == pt).copied() {
                 Some(params) => {
@@ -727,6 +738,27 @@ impl Core {
             .and_then(|r| r.speaker.remove(key));
         if let Some(speaker) = change {
             self.announce_speaker(room, speaker);
+        }
+    }
+
+    /// Room `name`, created (and announced) if it is new.
+    fn open_room(&mut self, name: &str, capacity: usize) -> Arc<str> {
+        if self.members.room(name).is_none() {
+            self.outbox.event(RoomEvent::RoomStarted {
+                room: name.to_owned(),
+            });
+        }
+        self.members.room_entry(name, capacity).0
+    }
+
+    /// Removes room `name` (and announces it) when no member and no ingest is left in it.
+    fn close_room_if_empty(&mut self, name: &str) {
+        let existed = self.members.room(name).is_some();
+        self.members.forget_room_if_empty(name);
+        if existed && self.members.room(name).is_none() {
+            self.outbox.event(RoomEvent::RoomFinished {
+                room: name.to_owned(),
+            });
         }
     }
 

@@ -8,6 +8,7 @@ use tracing::info;
 
 use super::signaling::DEFAULT_CAPACITY;
 use super::Core;
+use crate::events::RoomEvent;
 use crate::plain::{
     IngestInfo, IngestSpec, OutputInfo, OutputPath, OutputSpec, OutputTarget, PlainError,
 };
@@ -38,6 +39,11 @@ impl Core {
         };
         if let Some(r) = self.members.room_mut(&room) {
             r.ingests.push(id);
+        }
+        if created {
+            self.outbox.event(RoomEvent::RoomStarted {
+                room: room.to_string(),
+            });
         }
         let key = Ingest::track(id);
         let track = Track::new(
@@ -78,7 +84,7 @@ impl Core {
         if let Some(room) = self.members.room_mut(&ingest.room) {
             room.ingests.retain(|i| *i != id);
         }
-        self.members.forget_room_if_empty(&ingest.room);
+        self.close_room_if_empty(&ingest.room);
         self.end_recording_if_room_gone(now, &ingest.room);
         self.drop_ingest_from_room(&ingest.room, id);
         self.drive(now);

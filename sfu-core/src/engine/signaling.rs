@@ -8,7 +8,8 @@ use str0m::media::{MediaKind, Mid};
 use tracing::{debug, info};
 
 use super::{Core, Timer};
-use crate::counters::DropReason;
+use crate::counters::{DropReason, JoinRefusalReason};
+use crate::events::RoomEvent;
 use crate::membership::{Peer, SignalingChannel};
 use crate::permissions::{offer_sends_media, Permissions};
 use crate::plain_legs::Ingest;
@@ -158,18 +159,22 @@ impl Core {
         channel: SignalingChannel,
     ) -> Result<(), JoinRefusal> {
         if self.members.contains(id) {
+            self.counters.refuse_join(JoinRefusalReason::AlreadyJoined);
             return Err(JoinRefusal::new(
                 ErrorCode::AlreadyJoined,
                 "already in a room",
             ));
         }
         if join.version != PROTOCOL_VERSION {
+            self.counters
+                .refuse_join(JoinRefusalReason::UnsupportedVersion);
             return Err(JoinRefusal::new(
                 ErrorCode::UnsupportedVersion,
                 &format!("this server speaks protocol version {PROTOCOL_VERSION}"),
             ));
         }
         if !valid_name(&join.room) || !valid_name(&join.name) {
+            self.counters.refuse_join(JoinRefusalReason::InvalidJoin);
             return Err(JoinRefusal::new(
                 ErrorCode::InvalidJoin,
                 "room and name must be 1 to 64 characters",
@@ -179,10 +184,11 @@ impl Core {
             (c as usize).clamp(1, DEFAULT_CAPACITY)
         });
         if self.members.room(&join.room).is_some_and(|r| r.is_full()) {
+            self.counters.refuse_join(JoinRefusalReason::RoomFull);
             return Err(JoinRefusal::new(ErrorCode::RoomFull, "the room is full"));
         }
         let created = self.members.room(&join.room).is_none();
-        let (room, _) = self.members.room_entry(&join.room, capacity);
+        let room = self.open_room(&join.room, capacity);
         let existing = self.members.members_of(&room);
         let mut peer = Peer::new(id, join.name, room.clone(), &self.config, now);
         peer.permissions = permissions;
@@ -215,6 +221,12 @@ impl Core {
             tracks: Vec::new(),
         };
         info!(peer = id, room = %room, name = %peer.name, "joined");
+        self.counters.joins += 1;
+        self.outbox.event(RoomEvent::ParticipantJoined {
+            room: room.to_string(),
+            peer_id: id,
+            name: peer.name.clone(),
+        });
         self.timers
             .set((id, Timer::Liveness), peer.liveness_deadline(&self.config));
         self.members.insert(peer);
@@ -351,6 +363,7 @@ impl Core {
         for (mid, kind, t) in declared {
             let key = TrackKey { peer: id, mid };
             match self.router.track_mut(key) {
+                Some(track) if track.admin_muted => {}
                 Some(track) if track.muted != t.muted => {
                     track.muted = t.muted;
                     mute_changes.push((mid, t.muted));
@@ -387,6 +400,13 @@ impl Core {
                 continue;
             };
             info!(peer = id, track = %track.id, source = ?track.source, "published");
+            self.outbox.event(RoomEvent::TrackPublished {
+                room: room.to_string(),
+                peer_id: id,
+                track_id: track.id.clone(),
+                kind: track.kind,
+                source: track.source,
+            });
             let message = ServerMessage::TrackPublished { peer_id: id, track };
             self.offer_track_to_room(&room, id, key, &message);
             self.record_new_track(now, key);
@@ -403,6 +423,7 @@ impl Core {
         };
         info!(peer = key.peer, track = %key.id(), "unpublished");
         self.end_recorded_track(key);
+        self.announce_unpublished(&track.room, key);
         self.forget_speaker(&track.room, key);
         self.remove_outputs_of(|k| *k == key);
         for other in self.members.members_except(&track.room, key.peer) {
@@ -452,6 +473,14 @@ impl Core {
     fn on_mute(&mut self, now: Instant, id: PeerId, mid: &str, muted: bool) {
         let mid = Mid::from(mid);
         match self.router.track_mut(TrackKey { peer: id, mid }) {
+            Some(track) if track.admin_muted && !muted => {
+                self.counters.drop(DropReason::Forbidden);
+                self.error(
+                    id,
+                    ErrorCode::Forbidden,
+                    "an admin muted this track: only an admin can unmute it",
+                );
+            }
             Some(track) if track.muted != muted => {
                 track.muted = muted;
                 self.announce_mute(now, id, mid, muted);
@@ -466,7 +495,7 @@ impl Core {
     }
 
     /// Tells the room a track was muted or unmuted, and pauses or resumes its subscriptions.
-    fn announce_mute(&mut self, now: Instant, id: PeerId, mid: Mid, muted: bool) {
+    pub(super) fn announce_mute(&mut self, now: Instant, id: PeerId, mid: Mid, muted: bool) {
         let Some(room) = self.members.get(id).map(|p| p.room.clone()) else {
             return;
         };
@@ -622,9 +651,15 @@ impl Core {
         for key in self.router.keys_of(id) {
             self.router.unpublish(key);
             self.end_recorded_track(key);
+            self.announce_unpublished(&peer.room, key);
             self.forget_speaker(&peer.room, key);
         }
-        self.members.forget_room_if_empty(&peer.room);
+        self.outbox.event(RoomEvent::ParticipantLeft {
+            room: peer.room.to_string(),
+            peer_id: id,
+            name: peer.name.clone(),
+        });
+        self.close_room_if_empty(&peer.room);
         self.end_recording_if_room_gone(now, &peer.room);
         for other in self.members.members_of(&peer.room) {
             if let Some(o) = self.members.get_mut(other) {
@@ -635,6 +670,15 @@ impl Core {
             self.negotiate(other);
         }
         self.outbox.peer_closed(id);
+    }
+
+    /// Queues the room event for track `key`'s unpublication.
+    fn announce_unpublished(&mut self, room: &str, key: TrackKey) {
+        self.outbox.event(RoomEvent::TrackUnpublished {
+            room: room.to_owned(),
+            peer_id: key.peer,
+            track_id: key.id(),
+        });
     }
 
     /// Removes ingest `id`'s track from every member of `room` and tells them it left.

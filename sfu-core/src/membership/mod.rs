@@ -89,6 +89,11 @@ impl Members {
         (key, room)
     }
 
+    /// The names of every room.
+    pub fn room_names(&self) -> Vec<Arc<str>> {
+        self.rooms.keys().cloned().collect()
+    }
+
     /// Removes room `name` when no member and no ingest is left in it.
     pub fn forget_room_if_empty(&mut self, name: &str) {
         if self.rooms.get(name).is_some_and(Room::is_empty) {

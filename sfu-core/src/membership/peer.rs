@@ -17,6 +17,7 @@ use super::signaling_channel::SignalingChannel;
 use super::subscription::{LegState, Subscription};
 use crate::codec::CodecDescriptor;
 use crate::config::CoreConfig;
+use crate::counters::Counters;
 use crate::outbox::Egress;
 use crate::permissions::Permissions;
 use crate::protocol::{PeerId, TrackMapping};
@@ -74,6 +75,8 @@ pub struct Peer {
     pub connected: bool,
     /// When it joined (the connect deadline counts from here).
     pub joined_at: Instant,
+    /// An RTP packet went either way on its session (the join-to-media time is counted).
+    pub media_seen: bool,
     /// When a datagram from it last arrived (the idle deadline counts from here).
     pub last_heard: Instant,
     /// When its session is next given time, as the core's timers have it (`None` while it is
@@ -157,6 +160,7 @@ impl Peer {
             chat_channel: None,
             connected: false,
             joined_at: now,
+            media_seen: false,
             last_heard: now,
             session_deadline: None,
             dirty: false,
@@ -385,12 +389,27 @@ impl Peer {
         }
     }
 
+    /// Counts, once, the time from this member's join to the first RTP packet on its session
+    /// (received from it or forwarded to it) in `counters`' join-to-media histogram.
+    pub fn note_media(&mut self, now: Instant, counters: &mut Counters) {
+        if !self.media_seen {
+            self.media_seen = true;
+            counters
+                .join_to_media
+                .observe(now.saturating_duration_since(self.joined_at));
+        }
+    }
+
     /// Sends one packet on the subscription in `slot`; `Gone` when that slot no longer holds a
     /// subscription to the packet's track.
     pub fn deliver(&mut self, slot: usize, packet: &RoutedPacket, egress: &mut Egress) -> Delivery {
         match self.subscriptions.get_mut(slot) {
             Some(sub) if sub.source == packet.track => {
+                let sent_before = egress.counters.forwarded_packets;
                 sub.deliver(&mut self.rtc, packet, egress);
+                if !self.media_seen && egress.counters.forwarded_packets != sent_before {
+                    self.note_media(packet.arrival.at, egress.counters);
+                }
                 Delivery::Done
             }
             _ => Delivery::Gone,

@@ -57,6 +57,8 @@ pub struct Track {
     pub source: TrackSource,
     /// A muted track is not forwarded.
     pub muted: bool,
+    /// Muted by an admin: its member's own unmute is refused until an admin unmutes it.
+    pub admin_muted: bool,
     /// Its layers as received (one without simulcast), with their rates and keyframe requests.
     pub layers: TrackLayers,
     /// Where its packets go.
@@ -88,6 +90,7 @@ impl Track {
             kind,
             source,
             muted,
+            admin_muted: false,
             layers,
             sinks: Vec::new(),
             history: PacketHistory::new(match kind {

@@ -21,7 +21,7 @@ use sfu_core::str0m::media::{Direction, MediaKind, Mid};
 use sfu_core::str0m::net::{Protocol, Receive};
 use sfu_core::str0m::rtp::{RtpWrite, SeqNo};
 use sfu_core::str0m::{Event, Input, Output as RtcOutput, Rtc, RtcConfig};
-use sfu_core::{Action, Core, CoreConfig, Permissions};
+use sfu_core::{Action, Core, CoreConfig, Permissions, RoomEvent};
 
 pub const SERVER: &str = "127.0.0.1:4000";
 
@@ -72,6 +72,8 @@ pub struct World {
     pub closed_peers: Vec<PeerId>,
     /// What recordings asked of the shell, in order.
     pub recorded: Vec<RecordingOutput>,
+    /// Room events the core reported, in order.
+    pub events: Vec<RoomEvent>,
 }
 
 pub fn server_addr() -> SocketAddr {
@@ -95,6 +97,7 @@ impl World {
             unrouted_signals: Vec::new(),
             closed_peers: Vec::new(),
             recorded: Vec::new(),
+            events: Vec::new(),
         }
     }
 
@@ -220,6 +223,7 @@ impl World {
                     Action::Flow(change) => self.flows.push(change),
                     Action::PlainOutputClosed(id) => self.closed_outputs.push(id),
                     Action::Record(output) => self.recorded.push(output),
+                    Action::RoomEvent(event) => self.events.push(event),
                 }
             }
             for i in 0..self.clients.len() {

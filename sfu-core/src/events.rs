@@ -1,0 +1,67 @@
+//! What happened in rooms, for the world outside the call (webhooks): rooms starting and
+//! finishing, members joining and leaving, tracks published and unpublished. The core queues them
+//! as [`Action::RoomEvent`](crate::Action::RoomEvent); the shell decides where they go.
+
+use serde::Serialize;
+
+use crate::protocol::{PeerId, TrackKind, TrackSource};
+
+/// One thing that happened in a room. Serialized with `"event": "<snake_case name>"`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(
+    tag = "event",
+    rename_all = "snake_case",
+    rename_all_fields = "camelCase"
+)]
+pub enum RoomEvent {
+    /// The room's first member joined (the room did not exist on this worker).
+    RoomStarted {
+        /// The room.
+        room: String,
+    },
+    /// The room's last member (or plain RTP ingest) left: the room is gone.
+    RoomFinished {
+        /// The room.
+        room: String,
+    },
+    /// A member joined.
+    ParticipantJoined {
+        /// The room.
+        room: String,
+        /// Its server-wide id.
+        peer_id: PeerId,
+        /// Its display name.
+        name: String,
+    },
+    /// A member left, was removed or was dropped.
+    ParticipantLeft {
+        /// The room.
+        room: String,
+        /// Its id.
+        peer_id: PeerId,
+        /// Its display name.
+        name: String,
+    },
+    /// A member published a track.
+    TrackPublished {
+        /// The room.
+        room: String,
+        /// The publisher.
+        peer_id: PeerId,
+        /// The track's server-wide id.
+        track_id: String,
+        /// Audio or video.
+        kind: TrackKind,
+        /// What it shows.
+        source: TrackSource,
+    },
+    /// A track was unpublished (by its member, or because the member left).
+    TrackUnpublished {
+        /// The room.
+        room: String,
+        /// The publisher.
+        peer_id: PeerId,
+        /// The track's id.
+        track_id: String,
+    },
+}
