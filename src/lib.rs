@@ -367,9 +367,11 @@ fn serve(
             }
         };
         let _ = ready.send(Ok(()));
-        let app = signaling::router(state).into_make_service_with_connect_info::<SocketAddr>();
-        let shutdown = async {
+        let app =
+            signaling::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let shutdown = async move {
             let _ = shutdown.await;
+            signaling::shutdown::stop(&state).await;
         };
         match tls {
             None => axum::serve(listener, app)

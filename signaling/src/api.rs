@@ -135,7 +135,11 @@ pub fn authorize(
 }
 
 /// [`authorize`] for a request to this server, counting refusals.
-fn admit(state: &AppState, caller: SocketAddr, headers: &HeaderMap) -> Result<(), ApiError> {
+pub(crate) fn admit(
+    state: &AppState,
+    caller: SocketAddr,
+    headers: &HeaderMap,
+) -> Result<(), ApiError> {
     let result = authorize(
         state.auth.as_ref(),
         caller,

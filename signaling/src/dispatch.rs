@@ -46,6 +46,12 @@ pub enum WorkerCommand {
         /// Where to answer.
         reply: oneshot::Sender<StatsSnapshot>,
     },
+    /// The server is stopping: remove every member and plain RTP leg ([`sfu_core::Core::shutdown`]),
+    /// then answer.
+    Shutdown {
+        /// Answered once the worker's rooms are empty.
+        reply: oneshot::Sender<()>,
+    },
     /// Create, change or remove a plain RTP leg.
     Plain {
         /// What to do.

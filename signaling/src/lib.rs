@@ -13,7 +13,11 @@ pub mod dispatch;
 pub mod ice_servers;
 pub mod join_limit;
 pub mod limits;
+pub mod revocation;
+pub mod revoke_api;
 pub mod server;
+pub mod shutdown;
+pub mod token_life;
 
 pub use dispatch::{Dispatch, PlainReply, PlainRequest, WorkerCommand, WorkerHandle};
 pub use ice_servers::{IceServers, TurnRest};

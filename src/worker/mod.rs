@@ -365,6 +365,11 @@ async fn command_loop(shared: Rc<Shared>, mut rx: mpsc::UnboundedReceiver<Worker
                 }
                 let _ = reply.send(stats);
             }
+            WorkerCommand::Shutdown { reply } => {
+                shared.core.borrow_mut().shutdown(now);
+                shared.flush();
+                let _ = reply.send(());
+            }
             WorkerCommand::Plain { request, reply } => {
                 let result = {
                     let mut core = shared.core.borrow_mut();

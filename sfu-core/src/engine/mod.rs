@@ -15,6 +15,7 @@
 
 mod plain;
 mod signaling;
+mod stop;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;

@@ -79,6 +79,8 @@ impl Core {
             ClientMessage::Chat { text } => self.on_chat(peer, text),
             ClientMessage::Leave => self.remove_peer(now, peer, None),
             ClientMessage::Ping => self.outbox.signal(peer, ServerMessage::Pong),
+            // Tokens are the signaling layer's: it answers `refresh` and never forwards it.
+            ClientMessage::Refresh { .. } => {}
         }
         self.drive(now);
     }
