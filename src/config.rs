@@ -11,8 +11,10 @@ use serde::Deserialize;
 use sfu_core::plain::{IngestSpec, OutputTarget};
 use sfu_core::protocol::IceServer;
 use signaling::auth::{Authenticator, Secret};
+use signaling::dispatch::DEFAULT_MAX_PEERS_PER_WORKER;
 use signaling::ice_servers::DEFAULT_TURN_TTL;
 use signaling::join_limit::JoinLimit;
+use signaling::server_joins::DEFAULT_SERVER_JOIN_LIMIT;
 use signaling::{IceServers, TurnRest};
 
 use crate::tls::{HttpTransport, TlsError, TransportOptions};
@@ -155,6 +157,20 @@ pub struct Cli {
     /// Join attempts per second a client address regains [default: 1].
     #[arg(long, value_name = "PER_SECOND")]
     pub join_rate: Option<f64>,
+
+    /// Joins the whole server takes at once, from all addresses together; past it joins are
+    /// refused with `server_busy` before they cost a WebRTC session; 0 turns it off [default: 100].
+    #[arg(long, value_name = "N")]
+    pub server_join_burst: Option<u32>,
+
+    /// Joins per second the whole server regains [default: 50].
+    #[arg(long, value_name = "PER_SECOND")]
+    pub server_join_rate: Option<f64>,
+
+    /// Most members (and plain RTP ingests) one media worker holds; a join past it is refused
+    /// with `server_busy` [default: 1000].
+    #[arg(long, value_name = "N")]
+    pub max_peers: Option<usize>,
 }
 
 /// What `edge-sfu` does instead of serving.
@@ -198,6 +214,9 @@ struct FileConfig {
     auth_public_key: Option<PathBuf>,
     join_burst: Option<u32>,
     join_rate: Option<f64>,
+    server_join_burst: Option<u32>,
+    server_join_rate: Option<f64>,
+    max_peers: Option<usize>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     https: Option<bool>,
@@ -263,6 +282,10 @@ pub struct Settings {
     pub auth_public_key: Option<Vec<u8>>,
     /// Join attempts per client address.
     pub join_limit: JoinLimit,
+    /// Joins across all client addresses.
+    pub server_join_limit: JoinLimit,
+    /// Most members and ingests per media worker.
+    pub max_peers: usize,
 }
 
 impl Settings {
@@ -347,6 +370,23 @@ impl Cli {
         if !(join_limit.per_second.is_finite() && join_limit.per_second > 0.0) {
             bail!("join_rate must be a number above 0 (join_burst 0 turns the limit off)");
         }
+        let server_join_limit = JoinLimit {
+            burst: self
+                .server_join_burst
+                .or(file.server_join_burst)
+                .unwrap_or(DEFAULT_SERVER_JOIN_LIMIT.burst),
+            per_second: self
+                .server_join_rate
+                .or(file.server_join_rate)
+                .unwrap_or(DEFAULT_SERVER_JOIN_LIMIT.per_second),
+        };
+        if !(server_join_limit.per_second.is_finite() && server_join_limit.per_second > 0.0) {
+            bail!("server_join_rate must be a number above 0 (server_join_burst 0 turns it off)");
+        }
+        let max_peers = self
+            .max_peers
+            .or(file.max_peers)
+            .unwrap_or(DEFAULT_MAX_PEERS_PER_WORKER);
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let public_ips = if self.public_ip.is_empty() {
             file.public_ip.unwrap_or_default()
@@ -380,6 +420,8 @@ impl Cli {
             auth_secret,
             auth_public_key,
             join_limit,
+            server_join_limit,
+            max_peers,
             tls_cert: self.tls_cert.clone().or(file.tls_cert),
             tls_key: self.tls_key.clone().or(file.tls_key),
             https: self.https || file.https.unwrap_or(false),

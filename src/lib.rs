@@ -133,7 +133,8 @@ impl Server {
             });
         }
         let media_ports = handles.iter().map(|h| h.media_port).collect();
-        let state = Arc::new(app_state(settings, Dispatch::new(handles))?);
+        let dispatch = Dispatch::new(handles).with_max_peers_per_worker(settings.max_peers);
+        let state = Arc::new(app_state(settings, dispatch)?);
         let listener = std::net::TcpListener::bind(settings.listen)
             .with_context(|| format!("listening on {}", settings.listen))?;
         listener.set_nonblocking(true)?;
@@ -270,6 +271,7 @@ fn bind_ice_tcp(udp_port: u16) -> Result<std::net::TcpListener> {
 fn app_state(settings: &Settings, dispatch: Dispatch) -> Result<AppState> {
     let state = AppState::new(dispatch)
         .with_join_limit(settings.join_limit)
+        .with_server_join_limit(settings.server_join_limit)
         .with_ice_servers(settings.ice_servers.clone());
     match settings.authenticator()? {
         Some(auth) => {

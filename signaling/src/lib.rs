@@ -16,6 +16,7 @@ pub mod limits;
 pub mod revocation;
 pub mod revoke_api;
 pub mod server;
+pub mod server_joins;
 pub mod shutdown;
 pub mod token_life;
 

@@ -22,13 +22,14 @@ use tracing::{debug, info, Instrument};
 
 use crate::assets;
 use crate::auth::{AuthError, Authenticator};
-use crate::dispatch::{Dispatch, WorkerCommand, OUTBOX_CAPACITY};
+use crate::dispatch::{Dispatch, PlaceError, WorkerCommand, OUTBOX_CAPACITY};
 use crate::ice_servers::IceServers;
 use crate::join_limit::{JoinLimit, JoinLimiter};
 use crate::limits::{
     RateLimiter, IDLE_TIMEOUT, MAX_FRAME_BYTES, MAX_MESSAGE_BYTES, MAX_REFUSALS, READ_BUFFER_BYTES,
 };
 use crate::revocation::Revocations;
+use crate::server_joins::{ServerJoins, DEFAULT_SERVER_JOIN_LIMIT};
 use crate::shutdown::Stopping;
 use crate::token_life::{TokenDue, TokenLife};
 
@@ -52,12 +53,14 @@ pub struct SignalingCounters {
     refresh_refused: AtomicU64,
     /// Joins refused by the per-address join limit.
     join_rate_limited: AtomicU64,
+    /// Joins refused by the server-wide join limit or because the worker was full.
+    server_busy: AtomicU64,
     /// Plain RTP API requests refused (no loopback caller, no admin token).
     pub(crate) api_refused: AtomicU64,
 }
 
 impl SignalingCounters {
-    fn snapshot(&self) -> [(&'static str, u64); 14] {
+    fn snapshot(&self) -> [(&'static str, u64); 15] {
         let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
         [
             ("ws_bad_message", n(&self.bad_message)),
@@ -73,6 +76,7 @@ impl SignalingCounters {
             ("member_token_revoked", n(&self.member_token_revoked)),
             ("refresh_refused", n(&self.refresh_refused)),
             ("join_rate_limited", n(&self.join_rate_limited)),
+            ("server_busy", n(&self.server_busy)),
             ("api_refused", n(&self.api_refused)),
         ]
     }
@@ -105,6 +109,8 @@ pub struct AppState {
     pub(crate) auth: Option<Authenticator>,
     /// Join attempts per client address.
     pub(crate) join_limiter: JoinLimiter,
+    /// Joins across all addresses.
+    pub(crate) server_joins: ServerJoins,
     /// Revoked room tokens.
     pub revocations: Revocations,
     /// Whether the server is stopping ([`crate::shutdown::stop`]).
@@ -130,9 +136,16 @@ impl AppState {
             legs: Mutex::new(HashMap::new()),
             auth: None,
             join_limiter: JoinLimiter::new(JoinLimit::default()),
+            server_joins: ServerJoins::new(DEFAULT_SERVER_JOIN_LIMIT, Instant::now()),
             revocations: Revocations::default(),
             stopping: Stopping::default(),
         }
+    }
+
+    /// Limits joins across all client addresses together to `limit`.
+    pub fn with_server_join_limit(mut self, limit: JoinLimit) -> Self {
+        self.server_joins = ServerJoins::new(limit, Instant::now());
+        self
     }
 
     /// Hands these STUN/TURN servers to every participant that joins.
@@ -488,6 +501,17 @@ impl Connection {
                 "too many join attempts from your address: wait a few seconds and try again",
             );
         }
+        if !self.state.server_joins.allow(Instant::now()) {
+            self.state
+                .counters
+                .server_busy
+                .fetch_add(1, Ordering::Relaxed);
+            info!("join refused: the server-wide join limit is reached");
+            return self.refuse(
+                ErrorCode::ServerBusy,
+                "the server takes no more joins right now: try again in a few seconds",
+            );
+        }
         // With auth, the token decides the name and what the member may do; the join's own name
         // is ignored so nobody can pose as someone else. The token goes no further than here.
         let (name, permissions, token) = match &self.state.auth {
@@ -512,8 +536,18 @@ impl Connection {
             capacity,
             token: None,
         };
-        let Some(worker) = self.state.dispatch.enter(&room) else {
-            return vec![error(ErrorCode::Unavailable, "no worker is running")];
+        let worker = match self.state.dispatch.enter(&room) {
+            Ok(worker) => worker,
+            Err(e @ PlaceError::NoWorker) => {
+                return vec![error(ErrorCode::Unavailable, &e.to_string())]
+            }
+            Err(e @ PlaceError::Full) => {
+                self.state
+                    .counters
+                    .server_busy
+                    .fetch_add(1, Ordering::Relaxed);
+                return self.refuse(ErrorCode::ServerBusy, &e.to_string());
+            }
         };
         let peer = self.state.dispatch.next_peer_id();
         let (tx, outbox) = mpsc::channel(OUTBOX_CAPACITY);

@@ -513,8 +513,8 @@ impl RawWs {
         self.ws.flush().await.map_err(|e| e.to_string())
     }
 
-    /// Joins `room` as `name` and returns the peer id.
-    pub async fn join(&mut self, room: &str, name: &str) -> PeerId {
+    /// Sends a `join` of `room` as `name` without waiting for the answer.
+    pub async fn join_raw(&mut self, room: &str, name: &str) {
         self.send(&ClientMessage::Join {
             version: PROTOCOL_VERSION,
             room: room.into(),
@@ -524,6 +524,11 @@ impl RawWs {
         })
         .await
         .expect("sending join");
+    }
+
+    /// Joins `room` as `name` and returns the peer id.
+    pub async fn join(&mut self, room: &str, name: &str) -> PeerId {
+        self.join_raw(room, name).await;
         loop {
             match self.next(Duration::from_secs(10)).await {
                 Next::Msg(ServerMessage::Joined { peer_id, .. }) => return peer_id,
