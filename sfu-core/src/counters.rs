@@ -55,11 +55,14 @@ pub enum DropReason {
     SendQueueFull,
     /// A datagram the kernel refused to send (an unreachable destination, say).
     SendFailed,
+    /// A member removed because handling it panicked (a bug, here or in a dependency): the
+    /// worker and the other members went on.
+    PeerPanicked,
 }
 
 impl DropReason {
     /// Every reason, in a fixed order (the order of [`Counters::drops`]).
-    pub const ALL: [DropReason; 23] = [
+    pub const ALL: [DropReason; 24] = [
         DropReason::UnknownProtocol,
         DropReason::MalformedStun,
         DropReason::UnknownUfrag,
@@ -83,6 +86,7 @@ impl DropReason {
         DropReason::ResendLimited,
         DropReason::SendQueueFull,
         DropReason::SendFailed,
+        DropReason::PeerPanicked,
     ];
 
     /// The reason's name in stats output.
@@ -111,6 +115,7 @@ impl DropReason {
             DropReason::ResendLimited => "resend_limited",
             DropReason::SendQueueFull => "send_queue_full",
             DropReason::SendFailed => "send_failed",
+            DropReason::PeerPanicked => "peer_panicked",
         }
     }
 

@@ -13,6 +13,7 @@
 //! [`Core::poll_output`] until it returns `None`, and [`Core::poll_timeout`] says when time must
 //! be fed next. Nothing here reads a clock, touches a socket or spawns a thread.
 
+mod isolation;
 mod plain;
 mod signaling;
 mod stop;
@@ -210,8 +211,8 @@ impl Core {
         }
         for (id, timer) in due.drain(..) {
             match timer {
-                Timer::Session => self.session_timeout(now, id),
-                Timer::Liveness => self.check_liveness(now, id),
+                Timer::Session => self.isolated(now, id, |core| core.session_timeout(now, id)),
+                Timer::Liveness => self.isolated(now, id, |core| core.check_liveness(now, id)),
             }
         }
         self.due = due;
@@ -292,7 +293,7 @@ impl Core {
             None => return,
         };
         if kind == DatagramKind::Rtp {
-            self.receive_media(now, id, buf);
+            self.isolated(now, id, |core| core.receive_media(now, id, buf));
             self.drive(now);
             return;
         }
@@ -300,21 +301,24 @@ impl Core {
             self.counters.drop(DropReason::Rejected);
             return;
         };
+        let receive = Receive {
+            proto,
+            source,
+            destination,
+            contents,
+        };
+        self.isolated(now, id, |core| core.receive_session(now, id, kind, receive));
+        self.drive(now);
+    }
+
+    /// One datagram (not media) for member `id`'s session.
+    fn receive_session(&mut self, now: Instant, id: PeerId, kind: DatagramKind, receive: Receive) {
         let Some(peer) = self.members.get_mut(id) else {
             return;
         };
         let _span = tracing::debug_span!("peer", id).entered();
         peer.last_heard = now;
-        let input = Input::Receive(
-            now,
-            Receive {
-                proto,
-                source,
-                destination,
-                contents,
-            },
-        );
-        if let Err(e) = peer.rtc.handle_input(input) {
+        if let Err(e) = peer.rtc.handle_input(Input::Receive(now, receive)) {
             debug!(peer = id, error = %e, "datagram refused by the session");
             self.counters.drop(DropReason::Rejected);
         }
@@ -327,7 +331,6 @@ impl Core {
             peer.answer_nacks(now, &self.router, &mut egress);
         }
         self.members.mark_dirty(id);
-        self.drive(now);
     }
 
     /// One SRTP media packet from member `id`: decrypted by its session straight into the
@@ -471,7 +474,7 @@ impl Core {
     /// Polls every dirty member's session until it has nothing more, acting on its events.
     fn drive(&mut self, now: Instant) {
         while let Some(id) = self.members.next_dirty() {
-            self.drive_member(now, id);
+            self.isolated(now, id, |core| core.drive_member(now, id));
         }
     }
 

@@ -40,6 +40,13 @@ impl Core {
     /// Handles one signaling message from `peer`'s connection.
     pub fn handle_message(&mut self, now: Instant, peer: PeerId, msg: ClientMessage) {
         let _span = tracing::info_span!("peer", id = peer).entered();
+        self.isolated(now, peer, |core| core.on_message(now, peer, msg));
+        self.drive(now);
+    }
+
+    fn on_message(&mut self, now: Instant, peer: PeerId, msg: ClientMessage) {
+        #[cfg(test)]
+        super::isolation::panic_if_asked(&msg);
         match msg {
             ClientMessage::Join {
                 version,
@@ -82,7 +89,6 @@ impl Core {
             // Tokens are the signaling layer's: it answers `refresh` and never forwards it.
             ClientMessage::Refresh { .. } => {}
         }
-        self.drive(now);
     }
 
     /// Handles a `join` whose member may do only what `permissions` allow (the signaling layer
@@ -112,7 +118,7 @@ impl Core {
             name,
             capacity,
         };
-        self.join(now, peer, join, permissions);
+        self.isolated(now, peer, |core| core.join(now, peer, join, permissions));
         self.drive(now);
     }
 
@@ -551,10 +557,16 @@ impl Core {
             self.error(id, ErrorCode::MediaTimeout, reason);
         }
         peer.rtc.disconnect();
+        self.forget_member(id, &peer, reason.unwrap_or("left or disconnected"));
+    }
+
+    /// Takes member `id` (already out of the member table) out of everything else: the
+    /// demultiplexer, timers, the tracks it took and published; tells the room it left.
+    pub(super) fn forget_member(&mut self, id: PeerId, peer: &Peer, reason: &str) {
         self.demux.remove_peer(id);
         self.timers.clear((id, Timer::Session));
         self.timers.clear((id, Timer::Liveness));
-        info!(peer = id, room = %peer.room, reason = reason.unwrap_or("left or disconnected"), "left");
+        info!(peer = id, room = %peer.room, reason, "left");
         for (slot, sub) in &peer.subscriptions {
             self.router.detach(
                 sub.source,
