@@ -1,5 +1,6 @@
 //! SIGTERM and SIGINT stop the server cleanly with a call in progress: every member is told
-//! (`serverStopping`), and the process exits 0 within a few seconds.
+//! (`serverStopping`), and the process exits 0 within a few seconds. As root, with the kernel
+//! path on, no BPF program stays attached afterwards.
 
 mod support;
 
@@ -37,7 +38,12 @@ async fn call(server: &Server, room: &str) -> (Client, Client) {
 }
 
 async fn stops_cleanly_on(signal: libc::c_int, room: &str) {
-    let mut server = Server::start();
+    let server = Server::start();
+    stop_call(server, signal, room).await;
+}
+
+/// Starts a call in `room` on `server`, sends it `signal`, and checks the clean stop.
+async fn stop_call(mut server: Server, signal: libc::c_int, room: &str) {
     let (mut ana, mut bob) = call(&server, room).await;
 
     // SAFETY: kill(2) on the pid of a child this test started and still holds.
@@ -82,4 +88,113 @@ async fn sigterm_tells_every_member_and_exits_zero() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigint_tells_every_member_and_exits_zero() {
     stops_cleanly_on(libc::SIGINT, "sigint").await;
+}
+
+/// The BPF programs attached in namespace `ns` (`bpftool net show`: XDP, TC and TCX), one per
+/// line.
+fn bpf_attachments(ns: &str) -> Vec<String> {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "bpftool", "net", "show"])
+        .output()
+        .expect("running bpftool in the namespace");
+    assert!(out.status.success(), "bpftool net show failed: {out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.ends_with(':'))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A network namespace with only its loopback up; removed on drop.
+struct Namespace(String);
+
+impl Namespace {
+    fn new(name: String) -> Namespace {
+        for args in [
+            vec!["netns", "add", &name],
+            vec!["-n", &name, "link", "set", "lo", "up"],
+        ] {
+            let status = std::process::Command::new("ip")
+                .args(&args)
+                .status()
+                .expect("running ip");
+            assert!(status.success(), "ip {args:?}");
+        }
+        Namespace(name)
+    }
+
+    /// Moves the calling thread into the namespace (processes it starts are in it too).
+    fn enter(&self) {
+        let file = std::fs::File::open(format!("/run/netns/{}", self.0)).expect("open netns");
+        // SAFETY: setns on a valid namespace descriptor changes only the calling thread.
+        let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.0])
+            .status();
+    }
+}
+
+#[test]
+fn sigterm_detaches_the_kernel_path() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return eprintln!("\n!!! SKIPPED sigterm_detaches_the_kernel_path: needs root !!!\n");
+    }
+    if !xdp_forwarder::KERNEL_PATH_AVAILABLE {
+        return eprintln!(
+            "\n!!! SKIPPED sigterm_detaches_the_kernel_path: built without BPF programs !!!\n"
+        );
+    }
+    // Its own namespace: the guard and fan-out on its loopback touch no other test's traffic.
+    let ns = Namespace::new(format!("esfu-stop-{}", std::process::id()));
+    let name = ns.0.clone();
+    let attached = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                ns.enter();
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .expect("a runtime");
+                runtime.block_on(async {
+                    let server = Server::start_with(&["--kernel-interface", "lo"]);
+                    let mut active = None;
+                    until(Duration::from_secs(5), "the kernel path's log line", || {
+                        let log = server.log_tail(200);
+                        if log.contains("kernel path active") {
+                            active = Some(true);
+                        } else if log.contains("kernel path unavailable") {
+                            active = Some(false);
+                        }
+                        active.is_some()
+                    })
+                    .await;
+                    assert_eq!(
+                        active,
+                        Some(true),
+                        "the kernel path did not come up on lo; output:\n{}",
+                        server.log_tail(100)
+                    );
+                    let attached = bpf_attachments(&name);
+                    stop_call(server, libc::SIGTERM, "kernel").await;
+                    attached
+                })
+            })
+            .join()
+            .expect("the call in the namespace")
+    });
+    assert!(
+        !attached.is_empty(),
+        "bpftool showed no program while the server ran"
+    );
+    let left = bpf_attachments(&ns.0);
+    assert!(left.is_empty(), "attached after the exit: {left:?}");
 }
