@@ -58,11 +58,14 @@ pub enum DropReason {
     /// A member removed because handling it panicked (a bug, here or in a dependency): the
     /// worker and the other members went on.
     PeerPanicked,
+    /// A chat line not written to a member's data channel: what the channel holds unsent or
+    /// unacknowledged is at its bound (the member does not read).
+    ChannelBufferFull,
 }
 
 impl DropReason {
     /// Every reason, in a fixed order (the order of [`Counters::drops`]).
-    pub const ALL: [DropReason; 24] = [
+    pub const ALL: [DropReason; 25] = [
         DropReason::UnknownProtocol,
         DropReason::MalformedStun,
         DropReason::UnknownUfrag,
@@ -87,6 +90,7 @@ impl DropReason {
         DropReason::SendQueueFull,
         DropReason::SendFailed,
         DropReason::PeerPanicked,
+        DropReason::ChannelBufferFull,
     ];
 
     /// The reason's name in stats output.
@@ -116,6 +120,7 @@ impl DropReason {
             DropReason::SendQueueFull => "send_queue_full",
             DropReason::SendFailed => "send_failed",
             DropReason::PeerPanicked => "peer_panicked",
+            DropReason::ChannelBufferFull => "channel_buffer_full",
         }
     }
 

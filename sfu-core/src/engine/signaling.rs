@@ -25,6 +25,10 @@ const MAX_CHAT_CHARS: usize = 2000;
 const MAX_PUBLICATIONS: usize = 16;
 /// Largest data-channel message parsed as chat.
 const MAX_CHANNEL_MESSAGE: usize = 8 * 1024;
+/// Most bytes a member's chat channel may hold unsent or unacknowledged; past it chat lines for
+/// that member are dropped and counted (below the SCTP stack's own limit, past which a write fails
+/// and the line would go to the member's WebSocket queue instead).
+const MAX_CHANNEL_BUFFERED_BYTES: usize = 64 * 1024;
 /// Room capacity when the creating join names none, and the most any join may ask for.
 pub(super) const DEFAULT_CAPACITY: usize = 64;
 
@@ -529,10 +533,15 @@ impl Core {
             let Some(o) = self.members.get_mut(other) else {
                 continue;
             };
-            let written = o
-                .chat_channel
-                .and_then(|cid| o.rtc.channel(cid))
-                .is_some_and(|mut ch| ch.write(false, json.as_bytes()).is_ok());
+            let mut channel = o.chat_channel.and_then(|cid| o.rtc.channel(cid));
+            if channel
+                .as_mut()
+                .is_some_and(|ch| ch.buffered_amount() + json.len() > MAX_CHANNEL_BUFFERED_BYTES)
+            {
+                self.counters.drop(DropReason::ChannelBufferFull);
+                continue;
+            }
+            let written = channel.is_some_and(|mut ch| ch.write(false, json.as_bytes()).is_ok());
             if written {
                 self.members.mark_dirty(other);
             } else {
