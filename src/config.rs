@@ -11,8 +11,10 @@ use serde::Deserialize;
 use sfu_core::plain::{IngestSpec, OutputTarget};
 use sfu_core::protocol::IceServer;
 use signaling::auth::{Authenticator, Secret};
+use signaling::dispatch::DEFAULT_MAX_PEERS_PER_WORKER;
 use signaling::ice_servers::DEFAULT_TURN_TTL;
 use signaling::join_limit::JoinLimit;
+use signaling::server_joins::DEFAULT_SERVER_JOIN_LIMIT;
 use signaling::{IceServers, TurnRest};
 
 use crate::tls::{HttpTransport, TlsError, TransportOptions};
@@ -164,6 +166,7 @@ pub struct Cli {
     /// Stop a recording once its files reach this many bytes [default: no cap].
     #[arg(long, value_name = "BYTES")]
     pub record_max_bytes: Option<u64>,
+
     /// Also serve /metrics (Prometheus) on this address, without the API's admission: choose an
     /// address only the scraper reaches [default: /metrics only on --listen, for loopback or an
     /// admin token].
@@ -174,6 +177,20 @@ pub struct Cli {
     /// (repeatable).
     #[arg(long = "webhook-url", value_name = "URL")]
     pub webhook_url: Vec<String>,
+
+    /// Joins the whole server takes at once, from all addresses together; past it joins are
+    /// refused with `server_busy` before they cost a WebRTC session; 0 turns it off [default: 100].
+    #[arg(long, value_name = "N")]
+    pub server_join_burst: Option<u32>,
+
+    /// Joins per second the whole server regains [default: 50].
+    #[arg(long, value_name = "PER_SECOND")]
+    pub server_join_rate: Option<f64>,
+
+    /// Most members (and plain RTP ingests) one media worker holds; a join past it is refused
+    /// with `server_busy` [default: 1000].
+    #[arg(long, value_name = "N")]
+    pub max_peers: Option<usize>,
 }
 
 /// What `edge-sfu` does instead of serving.
@@ -219,6 +236,9 @@ struct FileConfig {
     join_rate: Option<f64>,
     metrics_listen: Option<SocketAddr>,
     webhook_url: Option<Vec<String>>,
+    server_join_burst: Option<u32>,
+    server_join_rate: Option<f64>,
+    max_peers: Option<usize>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     https: Option<bool>,
@@ -306,6 +326,10 @@ pub struct Settings {
     pub metrics_listen: Option<SocketAddr>,
     /// Where room events are POSTed.
     pub webhook_urls: Vec<String>,
+    /// Joins across all client addresses.
+    pub server_join_limit: JoinLimit,
+    /// Most members and ingests per media worker.
+    pub max_peers: usize,
 }
 
 impl Settings {
@@ -390,6 +414,23 @@ impl Cli {
         if !(join_limit.per_second.is_finite() && join_limit.per_second > 0.0) {
             bail!("join_rate must be a number above 0 (join_burst 0 turns the limit off)");
         }
+        let server_join_limit = JoinLimit {
+            burst: self
+                .server_join_burst
+                .or(file.server_join_burst)
+                .unwrap_or(DEFAULT_SERVER_JOIN_LIMIT.burst),
+            per_second: self
+                .server_join_rate
+                .or(file.server_join_rate)
+                .unwrap_or(DEFAULT_SERVER_JOIN_LIMIT.per_second),
+        };
+        if !(server_join_limit.per_second.is_finite() && server_join_limit.per_second > 0.0) {
+            bail!("server_join_rate must be a number above 0 (server_join_burst 0 turns it off)");
+        }
+        let max_peers = self
+            .max_peers
+            .or(file.max_peers)
+            .unwrap_or(DEFAULT_MAX_PEERS_PER_WORKER);
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let public_ips = if self.public_ip.is_empty() {
             file.public_ip.unwrap_or_default()
@@ -429,6 +470,8 @@ impl Cli {
             } else {
                 self.webhook_url.clone()
             },
+            server_join_limit,
+            max_peers,
             tls_cert: self.tls_cert.clone().or(file.tls_cert),
             tls_key: self.tls_key.clone().or(file.tls_key),
             https: self.https || file.https.unwrap_or(false),

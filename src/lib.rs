@@ -153,7 +153,8 @@ impl Server {
             });
         }
         let media_ports = handles.iter().map(|h| h.media_port).collect();
-        let mut state = app_state(settings, Dispatch::new(handles))?;
+        let dispatch = Dispatch::new(handles).with_max_peers_per_worker(settings.max_peers);
+        let mut state = app_state(settings, dispatch)?;
         if let Some(sender) = webhook_sender {
             state = state.with_webhooks(sender);
         }
@@ -351,6 +352,7 @@ struct SideTasks {
 fn app_state(settings: &Settings, dispatch: Dispatch) -> Result<AppState> {
     let state = AppState::new(dispatch)
         .with_join_limit(settings.join_limit)
+        .with_server_join_limit(settings.server_join_limit)
         .with_ice_servers(settings.ice_servers.clone());
     match settings.authenticator()? {
         Some(auth) => {
@@ -462,9 +464,11 @@ fn serve(
         };
         let _ = ready.send(Ok(()));
         let tls_counters = state.tls.clone();
-        let app = signaling::router(state).into_make_service_with_connect_info::<SocketAddr>();
-        let shutdown = async {
+        let app =
+            signaling::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let shutdown = async move {
             let _ = shutdown.await;
+            signaling::shutdown::stop(&state).await;
         };
         match tls {
             None => axum::serve(listener, app)

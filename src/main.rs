@@ -42,7 +42,7 @@ fn print_invite(args: &TokenArgs, settings: &Settings) -> Result<()> {
     let c = &invite.claims;
     let yes = |b: Option<bool>| if b == Some(true) { "yes" } else { "no" };
     eprintln!(
-        "room {:?}, name {:?}, valid for {}s; publish: {}, subscribe: {}, chat: {}, admin: {}",
+        "room {:?}, name {:?}, valid for {}s; publish: {}, subscribe: {}, chat: {}, admin: {}; jti {} (to revoke it)",
         args.room,
         args.name,
         args.ttl.as_secs(),
@@ -50,6 +50,7 @@ fn print_invite(args: &TokenArgs, settings: &Settings) -> Result<()> {
         yes(c.subscribe),
         yes(c.chat),
         yes(c.admin),
+        c.jti.as_deref().unwrap_or("none"),
     );
     let mut stdout = std::io::stdout();
     writeln!(stdout, "{}", invite.link)?;

@@ -67,6 +67,13 @@ pub struct Invite {
     pub claims: Claims,
 }
 
+/// 16 random bytes in hex: a token's `jti`.
+fn token_id() -> Result<String> {
+    let mut bytes = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| anyhow::anyhow!("no random bytes"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// Mints the token `args` ask for, issued at `now`, with the secret of `settings`.
 pub fn mint_invite(args: &TokenArgs, settings: &Settings, now: SystemTime) -> Result<Invite> {
     let Some(secret) = &settings.auth_secret else {
@@ -86,16 +93,20 @@ pub fn mint_invite(args: &TokenArgs, settings: &Settings, now: SystemTime) -> Re
         chat: args.can_chat,
         record: args.can_record,
     };
-    let claims = Claims::for_member(
-        &args.room,
-        args.sub.as_deref().unwrap_or(&args.name),
-        Some(&args.name),
-        permissions,
-        args.admin,
-        now,
-        args.ttl.as_secs(),
-    )
-    .ok_or(MintError::TtlTooLong)?;
+    let claims = Claims {
+        // A random id, so that the token can be revoked (`POST /api/tokens/revoke`).
+        jti: Some(token_id()?),
+        ..Claims::for_member(
+            &args.room,
+            args.sub.as_deref().unwrap_or(&args.name),
+            Some(&args.name),
+            permissions,
+            args.admin,
+            now,
+            args.ttl.as_secs(),
+        )
+        .ok_or(MintError::TtlTooLong)?
+    };
     let token = mint_hs256(secret, &claims)?;
     let base = match &args.base_url {
         Some(url) => url.clone(),
@@ -210,6 +221,13 @@ mod tests {
         ] {
             assert!(parse_ttl(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn every_token_gets_its_own_id() {
+        let (a, b) = (token_id().unwrap(), token_id().unwrap());
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, b);
     }
 
     #[test]

@@ -376,6 +376,38 @@ async fn a_recording_cut_by_sigkill_leaves_decodable_files() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_stopping_server_finishes_its_recordings() {
+    let dir = temp_dir("sigterm");
+    let clip = clip(&dir, 4);
+    let mut server = start_server(&dir, &[]);
+    let alice = publisher(&server, "stopped", "alice", 0).await;
+    let (status, started) = recording(&server, "POST", "stopped").await;
+    assert_eq!(status, 201, "{started}");
+    publish(&alice, &clip, Duration::from_secs(4)).await;
+    // SAFETY: kill(2) on the child process this test started.
+    assert_eq!(unsafe { libc::kill(server.pid() as i32, libc::SIGTERM) }, 0);
+    let status = server
+        .wait_exit(Duration::from_secs(15))
+        .expect("the server exits after SIGTERM");
+    assert!(status.success(), "exit status {status}");
+    let rec_dir = PathBuf::from(started["dir"].as_str().unwrap());
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(rec_dir.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["state"], "finished", "{manifest}");
+    let file = rec_dir.join(manifest["files"][0]["path"].as_str().expect("a file"));
+    // Finished, not cut: the Duration is in the file's header.
+    let (codecs, duration) = probe(&file);
+    assert_eq!(codecs, ["opus", "vp8"]);
+    assert!(
+        (duration - 4.0).abs() <= 0.4,
+        "{duration} s for 4 s of media"
+    );
+    let errors = decode_errors(&file);
+    assert!(errors.is_empty(), "decodes with errors:\n{errors}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_size_cap_ends_the_recording_and_not_the_call() {
     let dir = temp_dir("cap");
     let clip = clip(&dir, 6);

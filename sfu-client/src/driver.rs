@@ -717,7 +717,13 @@ impl Driver {
                 via: ChatVia::WebSocket,
             }),
             ServerMessage::Error { code, message } => {
-                if matches!(code, ErrorCode::MediaTimeout | ErrorCode::Unavailable) {
+                if matches!(
+                    code,
+                    ErrorCode::MediaTimeout
+                        | ErrorCode::Unavailable
+                        | ErrorCode::TokenExpired
+                        | ErrorCode::TokenRevoked
+                ) {
                     // The SFU removed this peer.
                     self.joined = false;
                     self.publish_status();
@@ -750,6 +756,17 @@ impl Driver {
                 muted,
             }),
             ServerMessage::Pong => {}
+            ServerMessage::TokenExpiring { seconds_left } => {
+                self.emit(ClientEvent::TokenExpiring { seconds_left })
+            }
+            ServerMessage::TokenRefreshed { seconds_left } => {
+                self.emit(ClientEvent::TokenRefreshed { seconds_left })
+            }
+            ServerMessage::ServerStopping => {
+                self.joined = false;
+                self.publish_status();
+                self.emit(ClientEvent::ServerStopping);
+            }
         }
         Ok(None)
     }

@@ -443,6 +443,19 @@ pub enum ClientEvent {
         /// The simulcast layer asked for (`None` without simulcast).
         rid: Option<String>,
     },
+    /// The member's room token runs out in `seconds_left` seconds (`tokenExpiring`); answer with
+    /// a fresh token through a `refresh` message to stay.
+    TokenExpiring {
+        /// Seconds until the SFU removes the member.
+        seconds_left: u64,
+    },
+    /// The SFU accepted a `refresh`.
+    TokenRefreshed {
+        /// Seconds until the new token runs out.
+        seconds_left: u64,
+    },
+    /// The SFU is shutting down (`serverStopping`); the connection closes right after.
+    ServerStopping,
     /// The SFU sent an `error` message.
     ServerError {
         /// The protocol error code.

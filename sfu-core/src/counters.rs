@@ -59,11 +59,17 @@ pub enum DropReason {
     SendQueueFull,
     /// A datagram the kernel refused to send (an unreachable destination, say).
     SendFailed,
+    /// A member removed because handling it panicked (a bug, here or in a dependency): the
+    /// worker and the other members went on.
+    PeerPanicked,
+    /// A chat line not written to a member's data channel: what the channel holds unsent or
+    /// unacknowledged is at its bound (the member does not read).
+    ChannelBufferFull,
 }
 
 impl DropReason {
     /// Every reason, in a fixed order (the order of [`Counters::drops`]).
-    pub const ALL: [DropReason; 23] = [
+    pub const ALL: [DropReason; 25] = [
         DropReason::UnknownProtocol,
         DropReason::MalformedStun,
         DropReason::UnknownUfrag,
@@ -87,6 +93,8 @@ impl DropReason {
         DropReason::ResendLimited,
         DropReason::SendQueueFull,
         DropReason::SendFailed,
+        DropReason::PeerPanicked,
+        DropReason::ChannelBufferFull,
     ];
 
     /// The reason's name in stats output.
@@ -115,6 +123,8 @@ impl DropReason {
             DropReason::ResendLimited => "resend_limited",
             DropReason::SendQueueFull => "send_queue_full",
             DropReason::SendFailed => "send_failed",
+            DropReason::PeerPanicked => "peer_panicked",
+            DropReason::ChannelBufferFull => "channel_buffer_full",
         }
     }
 

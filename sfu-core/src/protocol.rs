@@ -96,6 +96,13 @@ pub enum ClientMessage {
     Leave,
     /// Keepalive; answered by `pong`.
     Ping,
+    /// A fresh room token for the member's session, sent after `tokenExpiring`: same room, same
+    /// identity (`sub`), a later `exp`. Answered by `tokenRefreshed`, or an `error` (the member
+    /// stays until the old token runs out).
+    Refresh {
+        /// The new room token (a JWT).
+        token: String,
+    },
 }
 
 /// A track the client sends, as declared in its `offer`.
@@ -323,6 +330,19 @@ pub enum ServerMessage {
     MediaStats(MediaStats),
     /// Answer to `ping`.
     Pong,
+    /// The member's room token runs out soon: it is removed in `seconds_left` seconds unless it
+    /// sends `refresh` with a fresh token.
+    TokenExpiring {
+        /// Seconds until the member is removed.
+        seconds_left: u64,
+    },
+    /// A `refresh` was accepted: the member now stays until the new token runs out.
+    TokenRefreshed {
+        /// Seconds until the new token runs out.
+        seconds_left: u64,
+    },
+    /// The server is shutting down: the member is removed and the connection closes right after.
+    ServerStopping,
 }
 
 /// Per-leg and per-track media counters of one client, as the `mediaStats` message carries them.
@@ -443,6 +463,10 @@ pub enum ErrorCode {
     Forbidden,
     /// Too many join attempts from this client's address; try again in a few seconds.
     JoinRateLimited,
+    /// The room token was revoked (by its `jti`); the member was removed or the join refused.
+    TokenRevoked,
+    /// The server is at one of its limits (joins in progress, peers); try again later.
+    ServerBusy,
 }
 
 /// The JSON a client writes on its `chat` data channel.

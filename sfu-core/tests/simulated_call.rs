@@ -91,6 +91,31 @@ fn chat_reaches_everyone_else_with_the_sender_filled_in_by_the_sfu() {
 }
 
 #[test]
+fn chat_to_a_member_that_does_not_read_is_bounded() {
+    let mut w = connected_room(2);
+    // Client 0 stops reading (and acknowledging): its chat channel fills up.
+    w.clients[0].crashed = true;
+    let line = "x".repeat(1900);
+    let sender = w.client(1).id;
+    for _ in 0..400 {
+        w.to_core
+            .push_back((sender, ClientMessage::Chat { text: line.clone() }));
+    }
+    w.pump();
+    let dropped = w.core.counters().drops(DropReason::ChannelBufferFull);
+    // 400 lines of about 1.9 KiB are about 760 KiB: most of them are over the 64 KiB bound, and
+    // none spilled over to the WebSocket.
+    assert!(dropped > 200, "only {dropped} lines dropped");
+    assert!(dropped < 400, "nothing was written at all");
+    let spilled = w
+        .client(0)
+        .signals
+        .iter()
+        .filter(|m| matches!(m, ServerMessage::Chat { .. }));
+    assert_eq!(spilled.count(), 0);
+}
+
+#[test]
 fn leaving_removes_the_peer_and_its_legs_everywhere() {
     let mut w = connected_room(3);
     assert_eq!((w.core.room_count(), w.core.peer_count()), (1, 3));

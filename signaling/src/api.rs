@@ -29,7 +29,7 @@ use sfu_core::plain::{IngestInfo, IngestSpec, OutputInfo, OutputSpec, OutputTarg
 use tokio::sync::oneshot;
 
 use crate::auth::Authenticator;
-use crate::dispatch::{PlainReply, PlainRequest, WorkerCommand};
+use crate::dispatch::{PlaceError, PlainReply, PlainRequest, WorkerCommand};
 use crate::server::{collect_stats, unix_now, AppState, Leg};
 
 /// Why an API request failed, as the client sees it.
@@ -59,6 +59,9 @@ pub enum ApiError {
     /// The request's body did not make sense.
     #[error("{0}")]
     BadRequest(String),
+    /// The worker that would hold it holds its most connections (`--max-peers`).
+    #[error("the server is full (--max-peers)")]
+    Full,
 }
 
 #[derive(Serialize)]
@@ -81,7 +84,7 @@ impl IntoResponse for ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Plain(PlainError::SourceInUse(_)) => StatusCode::CONFLICT,
             ApiError::Plain(PlainError::Invalid(_)) => StatusCode::BAD_REQUEST,
-            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable | ApiError::Full => StatusCode::SERVICE_UNAVAILABLE,
         };
         let mut response = (
             status,
@@ -179,7 +182,10 @@ async fn ask(
 /// Creates an ingest, placing its room on a worker if nobody is in it yet.
 pub async fn add_ingest(state: &AppState, spec: IngestSpec) -> Result<IngestInfo, ApiError> {
     let room = spec.room.clone();
-    let worker = state.dispatch.enter(&room).ok_or(ApiError::Unavailable)?;
+    let worker = state.dispatch.enter(&room).map_err(|e| match e {
+        PlaceError::Full => ApiError::Full,
+        PlaceError::NoWorker => ApiError::Unavailable,
+    })?;
     let id = state.dispatch.next_peer_id();
     match ask(state, worker, PlainRequest::AddIngest { id, spec }).await {
         Ok(PlainReply::Ingest(info)) => {

@@ -50,6 +50,12 @@ pub enum WorkerCommand {
         /// Where to answer.
         reply: oneshot::Sender<StatsSnapshot>,
     },
+    /// The server is stopping: remove every member and plain RTP leg ([`sfu_core::Core::shutdown`]),
+    /// then answer.
+    Shutdown {
+        /// Answered once the worker's rooms are empty and its recordings' files are finished.
+        reply: oneshot::Sender<()>,
+    },
     /// Create, change or remove a plain RTP leg.
     Plain {
         /// What to do.
@@ -213,12 +219,28 @@ struct Placement {
     load: Vec<usize>,
 }
 
+/// Why a connection could not be placed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PlaceError {
+    /// No worker runs.
+    #[error("no worker is running")]
+    NoWorker,
+    /// The worker that holds (or would hold) the room holds its most connections already.
+    #[error("the server is full: try again later")]
+    Full,
+}
+
+/// Most connections (members and ingests) one worker holds when nothing else is configured.
+pub const DEFAULT_MAX_PEERS_PER_WORKER: usize = 1000;
+
 /// The workers and which rooms they hold.
 #[derive(Debug)]
 pub struct Dispatch {
     workers: Vec<WorkerHandle>,
     placement: Mutex<Placement>,
     next_peer: AtomicU64,
+    /// Most connections one worker holds (so most rooms, too: a room holds one at least).
+    max_per_worker: usize,
 }
 
 impl Dispatch {
@@ -232,7 +254,14 @@ impl Dispatch {
                 load,
             }),
             next_peer: AtomicU64::new(1),
+            max_per_worker: DEFAULT_MAX_PEERS_PER_WORKER,
         }
+    }
+
+    /// Lets each worker hold at most `max` connections (members and ingests).
+    pub fn with_max_peers_per_worker(mut self, max: usize) -> Self {
+        self.max_per_worker = max;
+        self
     }
 
     /// A fresh server-wide peer id.
@@ -245,24 +274,33 @@ impl Dispatch {
         &self.workers
     }
 
-    /// Places one more connection in `room`, returning the worker index that owns it.
-    pub fn enter(&self, room: &str) -> Option<usize> {
+    /// Places one more connection in `room`, returning the worker index that owns it; refused
+    /// when that worker holds its most connections.
+    pub fn enter(&self, room: &str) -> Result<usize, PlaceError> {
         let mut p = self.placement.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((worker, count)) = p.rooms.get_mut(room) {
-            *count += 1;
-            let worker = *worker;
+        if let Some(&(worker, _)) = p.rooms.get(room) {
+            if p.load[worker] >= self.max_per_worker {
+                return Err(PlaceError::Full);
+            }
             p.load[worker] += 1;
-            return Some(worker);
+            if let Some((_, count)) = p.rooms.get_mut(room) {
+                *count += 1;
+            }
+            return Ok(worker);
         }
-        let worker = p
+        let (worker, load) = p
             .load
             .iter()
             .enumerate()
             .min_by_key(|(_, n)| **n)
-            .map(|(i, _)| i)?;
+            .map(|(i, n)| (i, *n))
+            .ok_or(PlaceError::NoWorker)?;
+        if load >= self.max_per_worker {
+            return Err(PlaceError::Full);
+        }
         p.load[worker] += 1;
         p.rooms.insert(room.to_owned(), (worker, 1));
-        Some(worker)
+        Ok(worker)
     }
 
     /// The worker that owns `room`, if the room is placed.
@@ -312,12 +350,26 @@ mod tests {
     fn a_room_stays_on_one_worker_and_new_rooms_spread() {
         let d = dispatch(2);
         let a = d.enter("a").unwrap();
-        assert_eq!(d.enter("a"), Some(a));
+        assert_eq!(d.enter("a"), Ok(a));
         let b = d.enter("b").unwrap();
         assert_ne!(a, b, "the less loaded worker takes a new room");
         d.leave("a");
         d.leave("a");
         d.leave("b");
         assert!(d.placement.lock().unwrap().rooms.is_empty());
+    }
+
+    #[test]
+    fn a_full_worker_takes_no_more_connections() {
+        let d = dispatch(2).with_max_peers_per_worker(2);
+        let a = d.enter("a").unwrap();
+        let b = d.enter("b").unwrap();
+        assert_eq!(d.enter("a"), Ok(a));
+        assert_eq!(d.enter("a"), Err(PlaceError::Full), "a's worker is full");
+        assert_eq!(d.enter("b"), Ok(b));
+        assert_eq!(d.enter("c"), Err(PlaceError::Full), "every worker is full");
+        d.leave("a");
+        assert_eq!(d.enter("c"), Ok(a), "room made on the worker a left");
+        assert_eq!(dispatch(0).enter("a"), Err(PlaceError::NoWorker));
     }
 }

@@ -16,7 +16,12 @@ pub mod join_limit;
 pub mod limits;
 pub mod metrics;
 pub mod recording_api;
+pub mod revocation;
+pub mod revoke_api;
 pub mod server;
+pub mod server_joins;
+pub mod shutdown;
+pub mod token_life;
 pub mod webhooks;
 pub mod whip;
 

@@ -16,19 +16,23 @@ use axum::{Json, Router};
 use serde::Serialize;
 use sfu_core::protocol::{ClientMessage, ErrorCode, PeerId, ServerMessage};
 use sfu_core::{Permissions, StatsSnapshot};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{interval, sleep_until, Duration};
 use tracing::{debug, info, Instrument};
 
 use crate::assets;
 use crate::auth::{AuthError, Authenticator};
-use crate::dispatch::{Dispatch, WorkerCommand, OUTBOX_CAPACITY};
+use crate::dispatch::{Dispatch, PlaceError, WorkerCommand, OUTBOX_CAPACITY};
 use crate::ice_servers::IceServers;
 use crate::join_limit::{JoinLimit, JoinLimiter};
 use crate::limits::{
     RateLimiter, IDLE_TIMEOUT, MAX_FRAME_BYTES, MAX_MESSAGE_BYTES, MAX_REFUSALS, READ_BUFFER_BYTES,
 };
 use crate::metrics::{MetricsSource, TlsCounters};
+use crate::revocation::Revocations;
+use crate::server_joins::{ServerJoins, DEFAULT_SERVER_JOIN_LIMIT};
+use crate::shutdown::Stopping;
+use crate::token_life::{TokenDue, TokenLife};
 use crate::webhooks::WebhookSender;
 
 /// Messages refused on WebSockets, by reason.
@@ -43,14 +47,22 @@ pub struct SignalingCounters {
     token_not_yet_valid: AtomicU64,
     bad_token: AtomicU64,
     wrong_room: AtomicU64,
+    token_revoked: AtomicU64,
+    /// Members removed because their token ran out, or was revoked while they were in.
+    member_token_expired: AtomicU64,
+    member_token_revoked: AtomicU64,
+    /// `refresh` messages refused (bad token, another room or member, not later).
+    refresh_refused: AtomicU64,
     /// Joins refused by the per-address join limit.
     pub(crate) join_rate_limited: AtomicU64,
+    /// Joins refused by the server-wide join limit or because the worker was full.
+    pub(crate) server_busy: AtomicU64,
     /// Plain RTP API requests refused (no loopback caller, no admin token).
     pub(crate) api_refused: AtomicU64,
 }
 
 impl SignalingCounters {
-    pub(crate) fn snapshot(&self) -> [(&'static str, u64); 10] {
+    pub(crate) fn snapshot(&self) -> [(&'static str, u64); 15] {
         let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
         [
             ("ws_bad_message", n(&self.bad_message)),
@@ -61,7 +73,12 @@ impl SignalingCounters {
             ("token_not_yet_valid", n(&self.token_not_yet_valid)),
             ("bad_token", n(&self.bad_token)),
             ("wrong_room", n(&self.wrong_room)),
+            ("token_revoked", n(&self.token_revoked)),
+            ("member_token_expired", n(&self.member_token_expired)),
+            ("member_token_revoked", n(&self.member_token_revoked)),
+            ("refresh_refused", n(&self.refresh_refused)),
             ("join_rate_limited", n(&self.join_rate_limited)),
+            ("server_busy", n(&self.server_busy)),
             ("api_refused", n(&self.api_refused)),
         ]
     }
@@ -73,6 +90,7 @@ impl SignalingCounters {
             AuthError::NotYetValid => &self.token_not_yet_valid,
             AuthError::Bad(_) => &self.bad_token,
             AuthError::WrongRoom => &self.wrong_room,
+            AuthError::Revoked => &self.token_revoked,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -101,6 +119,12 @@ pub struct AppState {
     pub(crate) webhooks: Option<WebhookSender>,
     /// Other parts' counters for `/metrics`.
     pub(crate) metrics_sources: Vec<Arc<dyn MetricsSource>>,
+    /// Joins across all addresses.
+    pub(crate) server_joins: ServerJoins,
+    /// Revoked room tokens.
+    pub revocations: Revocations,
+    /// Whether the server is stopping ([`crate::shutdown::stop`]).
+    pub stopping: Stopping,
 }
 
 /// Where a plain RTP leg lives.
@@ -126,6 +150,9 @@ impl AppState {
             tls: Arc::default(),
             webhooks: None,
             metrics_sources: Vec::new(),
+            server_joins: ServerJoins::new(DEFAULT_SERVER_JOIN_LIMIT, Instant::now()),
+            revocations: Revocations::default(),
+            stopping: Stopping::default(),
         }
     }
 
@@ -138,6 +165,27 @@ impl AppState {
     /// Shows the counters of these webhooks in `/metrics`.
     pub fn with_webhooks(mut self, webhooks: WebhookSender) -> Self {
         self.webhooks = Some(webhooks);
+        self
+    }
+
+    /// Checks `token` for a join to `room` now with `auth`'s keys, refusing a revoked one (for
+    /// every kind of join: WebSocket, WHIP, WHEP).
+    pub(crate) fn admit_token(
+        &self,
+        auth: &Authenticator,
+        room: &str,
+        token: Option<&str>,
+    ) -> Result<crate::auth::Grant, AuthError> {
+        let grant = auth.admit_join(room, token, unix_now())?;
+        match &grant.token_id {
+            Some(id) if self.revocations.is_revoked(id) => Err(AuthError::Revoked),
+            _ => Ok(grant),
+        }
+    }
+
+    /// Limits joins across all client addresses together to `limit`.
+    pub fn with_server_join_limit(mut self, limit: JoinLimit) -> Self {
+        self.server_joins = ServerJoins::new(limit, Instant::now());
         self
     }
 
@@ -192,6 +240,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(crate::recording_api::routes())
         .merge(crate::admin::routes())
         .merge(crate::metrics::routes())
+        .merge(crate::revoke_api::routes())
         .fallback(get(asset))
         .with_state(state)
 }
@@ -299,6 +348,8 @@ enum Membership {
         worker: usize,
         outbox: mpsc::Receiver<ServerMessage>,
         joined: bool,
+        /// The room token it joined with (or refreshed to); `None` in an open room.
+        token: Option<TokenLife>,
     },
 }
 
@@ -310,23 +361,34 @@ struct Connection {
     membership: Membership,
     limiter: RateLimiter,
     refusals: u32,
+    /// Changes when the server starts stopping.
+    stopping: watch::Receiver<bool>,
+    /// Changes on every token revocation.
+    revoked: watch::Receiver<u64>,
 }
 
 impl Connection {
     fn new(state: Arc<AppState>, addr: SocketAddr) -> Self {
+        let stopping = state.stopping.subscribe();
+        let revoked = state.revocations.subscribe();
         Connection {
             state,
             addr,
             membership: Membership::Outside,
             limiter: RateLimiter::new(Instant::now()),
             refusals: 0,
+            stopping,
+            revoked,
         }
     }
 
     async fn run(mut self, mut socket: WebSocket) {
         let mut idle_deadline = tokio::time::Instant::now() + IDLE_TIMEOUT;
         let mut ws_ping = interval(Duration::from_secs(15));
-        loop {
+        // A connection that came in while the server started stopping missed the change.
+        let mut stopping = self.state.stopping.is_stopping();
+        while !stopping {
+            let token_deadline = self.token_deadline();
             tokio::select! {
                 frame = socket.recv() => {
                     let Some(Ok(frame)) = frame else { break };
@@ -365,7 +427,33 @@ impl Connection {
                     debug!("idle timeout");
                     break;
                 }
+                _ = sleep_until_some(token_deadline) => {
+                    let replies = self.on_token_deadline();
+                    if !self.send_all(&mut socket, replies).await {
+                        break;
+                    }
+                }
+                changed = self.revoked.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let replies = self.on_revocation();
+                    if !self.send_all(&mut socket, replies).await {
+                        break;
+                    }
+                }
+                changed = self.stopping.changed() => stopping = changed.is_ok(),
             }
+        }
+        if stopping {
+            // The client learns why before the close; its peer goes below, like any disconnect.
+            self.send_all(&mut socket, vec![ServerMessage::ServerStopping])
+                .await;
+            let close = CloseFrame {
+                code: close_code::AWAY,
+                reason: "the server is stopping".into(),
+            };
+            let _ = socket.send(Message::Close(Some(close))).await;
         }
         if let Membership::Inside { peer, worker, .. } = &self.membership {
             self.state
@@ -422,6 +510,7 @@ impl Connection {
             (_, ClientMessage::Ping) => vec![ServerMessage::Pong],
             (Membership::Outside, msg @ ClientMessage::Join { .. }) => self.join(msg),
             (Membership::Outside, _) => vec![error(ErrorCode::NotJoined, "send join first")],
+            (Membership::Inside { .. }, ClientMessage::Refresh { token }) => self.refresh(&token),
             (Membership::Inside { .. }, ClientMessage::Join { .. }) => {
                 vec![error(
                     ErrorCode::AlreadyJoined,
@@ -465,14 +554,26 @@ impl Connection {
                 "too many join attempts from your address: wait a few seconds and try again",
             );
         }
+        if !self.state.server_joins.allow(Instant::now()) {
+            self.state
+                .counters
+                .server_busy
+                .fetch_add(1, Ordering::Relaxed);
+            info!("join refused: the server-wide join limit is reached");
+            return self.refuse(
+                ErrorCode::ServerBusy,
+                "the server takes no more joins right now: try again in a few seconds",
+            );
+        }
         // With auth, the token decides the name and what the member may do; the join's own name
         // is ignored so nobody can pose as someone else. The token goes no further than here.
-        let (name, permissions) = match &self.state.auth {
-            None => (name, Permissions::OPEN_ROOM),
-            Some(auth) => match auth.admit_join(&room, token.as_deref(), unix_now()) {
+        let (name, permissions, token) = match &self.state.auth {
+            None => (name, Permissions::OPEN_ROOM, None),
+            Some(auth) => match self.admit(auth, &room, token.as_deref()) {
                 Ok(grant) => {
                     info!(room = %room, subject = %grant.subject, permissions = ?grant.permissions, "room token accepted");
-                    (grant.name, grant.permissions)
+                    let life = TokenLife::new(&room, &grant);
+                    (grant.name, grant.permissions, Some(life))
                 }
                 Err(e) => {
                     self.state.counters.count_auth(&e);
@@ -488,8 +589,18 @@ impl Connection {
             capacity,
             token: None,
         };
-        let Some(worker) = self.state.dispatch.enter(&room) else {
-            return vec![error(ErrorCode::Unavailable, "no worker is running")];
+        let worker = match self.state.dispatch.enter(&room) {
+            Ok(worker) => worker,
+            Err(e @ PlaceError::NoWorker) => {
+                return vec![error(ErrorCode::Unavailable, &e.to_string())]
+            }
+            Err(e @ PlaceError::Full) => {
+                self.state
+                    .counters
+                    .server_busy
+                    .fetch_add(1, Ordering::Relaxed);
+                return self.refuse(ErrorCode::ServerBusy, &e.to_string());
+            }
         };
         let peer = self.state.dispatch.next_peer_id();
         let (tx, outbox) = mpsc::channel(OUTBOX_CAPACITY);
@@ -512,8 +623,130 @@ impl Connection {
             worker,
             outbox,
             joined: false,
+            token,
         };
         Vec::new()
+    }
+
+    /// [`Authenticator::admit_join`], and the token must not be revoked.
+    fn admit(
+        &self,
+        auth: &Authenticator,
+        room: &str,
+        token: Option<&str>,
+    ) -> Result<crate::auth::Grant, AuthError> {
+        self.state.admit_token(auth, room, token)
+    }
+
+    /// When the member's token next needs attention (from `joined` on: a warning must not
+    /// come before it).
+    fn token_deadline(&self) -> Option<tokio::time::Instant> {
+        let Membership::Inside {
+            token: Some(life),
+            joined: true,
+            ..
+        } = &self.membership
+        else {
+            return None;
+        };
+        let wait = life.next_deadline().saturating_sub(unix_now());
+        Some(tokio::time::Instant::now() + Duration::from_secs(wait))
+    }
+
+    /// The member's token deadline passed: warn it, or remove it.
+    fn on_token_deadline(&mut self) -> Vec<ServerMessage> {
+        let Membership::Inside {
+            token: Some(life), ..
+        } = &mut self.membership
+        else {
+            return Vec::new();
+        };
+        match life.due(unix_now()) {
+            None => Vec::new(),
+            Some(TokenDue::Warn { seconds_left }) => {
+                vec![ServerMessage::TokenExpiring { seconds_left }]
+            }
+            Some(TokenDue::Expired) => {
+                self.state
+                    .counters
+                    .member_token_expired
+                    .fetch_add(1, Ordering::Relaxed);
+                self.remove_member(
+                    ErrorCode::TokenExpired,
+                    "your room token expired: ask for a new invite link",
+                )
+            }
+        }
+    }
+
+    /// A token was revoked: remove the member if it is this one's.
+    fn on_revocation(&mut self) -> Vec<ServerMessage> {
+        let revoked = match &self.membership {
+            Membership::Inside {
+                token: Some(life), ..
+            } => life
+                .token_id()
+                .is_some_and(|id| self.state.revocations.is_revoked(id)),
+            _ => false,
+        };
+        if !revoked {
+            return Vec::new();
+        }
+        self.state
+            .counters
+            .member_token_revoked
+            .fetch_add(1, Ordering::Relaxed);
+        self.remove_member(ErrorCode::TokenRevoked, "your room token was revoked")
+    }
+
+    /// Takes the member out of its room (the connection stays open, so the client may join
+    /// again with a valid token) and says why.
+    fn remove_member(&mut self, code: ErrorCode, message: &str) -> Vec<ServerMessage> {
+        if let Membership::Inside { peer, worker, .. } = &self.membership {
+            info!(peer, code = ?code, "removing the member");
+            self.state
+                .dispatch
+                .send(*worker, WorkerCommand::Disconnect { peer: *peer });
+        }
+        self.left();
+        vec![error(code, message)]
+    }
+
+    /// `refresh`: a fresh token for the member, verified like a join's.
+    fn refresh(&mut self, token: &str) -> Vec<ServerMessage> {
+        let Some(auth) = &self.state.auth else {
+            return self.refuse(ErrorCode::BadMessage, "this server takes no room tokens");
+        };
+        let now = unix_now();
+        let verified = auth
+            .verify(token, now)
+            .and_then(|grant| match &grant.token_id {
+                Some(id) if self.state.revocations.is_revoked(id) => Err(AuthError::Revoked),
+                _ => Ok(grant),
+            });
+        let outcome = match (&mut self.membership, verified) {
+            (_, Err(e)) => Err((e.code(), e.to_string())),
+            (
+                Membership::Inside {
+                    token: Some(life), ..
+                },
+                Ok(grant),
+            ) => life
+                .refresh(&grant, now)
+                .map_err(|e| (ErrorCode::BadToken, e.to_string())),
+            _ => Err((ErrorCode::NotJoined, "no member to refresh".to_owned())),
+        };
+        match outcome {
+            Ok(seconds_left) => vec![ServerMessage::TokenRefreshed { seconds_left }],
+            Err((code, message)) => {
+                self.state
+                    .counters
+                    .refresh_refused
+                    .fetch_add(1, Ordering::Relaxed);
+                info!(%message, "refresh refused");
+                self.refuse(code, &format!("refresh refused: {message}"))
+            }
+        }
     }
 
     /// A worker answers a join with `joined` or an error. On an error the connection is outside
@@ -556,6 +789,14 @@ impl Connection {
             }
         }
         true
+    }
+}
+
+/// Sleeps until `deadline`; forever without one.
+async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

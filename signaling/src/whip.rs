@@ -40,9 +40,9 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::info;
 
 use crate::auth::AuthError;
-use crate::dispatch::{HttpJoin, WorkerCommand};
+use crate::dispatch::{HttpJoin, PlaceError, WorkerCommand};
 use crate::limits::MAX_MESSAGE_BYTES;
-use crate::server::{unix_now, AppState};
+use crate::server::AppState;
 
 /// The media type of an SDP body.
 const SDP: &str = "application/sdp";
@@ -125,7 +125,9 @@ impl IntoResponse for WhipError {
             WhipError::Auth(_) => StatusCode::UNAUTHORIZED,
             WhipError::Refused(r) => match r.code {
                 ErrorCode::Forbidden => StatusCode::FORBIDDEN,
-                ErrorCode::RoomFull | ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::RoomFull | ErrorCode::Unavailable | ErrorCode::ServerBusy => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
                 _ => StatusCode::BAD_REQUEST,
             },
             WhipError::UnknownSession => StatusCode::NOT_FOUND,
@@ -234,6 +236,15 @@ struct Request {
     body: Bytes,
 }
 
+/// A join refused because the server takes no more (the server-wide join limit, `--max-peers`):
+/// 503, as for a full room.
+fn server_busy(why: &str) -> WhipError {
+    WhipError::Refused(JoinRefusal::new(
+        ErrorCode::ServerBusy,
+        &format!("{why}: try again in a few seconds"),
+    ))
+}
+
 /// Joins a publisher or viewer to its room's worker and answers with the SDP answer and the
 /// session's `Location` and `ETag`.
 async fn join(
@@ -267,10 +278,20 @@ async fn join(
             .fetch_add(1, Ordering::Relaxed);
         return Err(WhipError::RateLimited);
     }
+    if !state.server_joins.allow(Instant::now()) {
+        state.counters.server_busy.fetch_add(1, Ordering::Relaxed);
+        return Err(server_busy("the server takes no more joins right now"));
+    }
     let id = session_id().ok_or(WhipError::Unavailable)?;
     let peer = state.dispatch.next_peer_id();
     let (name, permissions) = admit(&state, &room, &headers, name, (role.prefix(), peer))?;
-    let worker = state.dispatch.enter(&room).ok_or(WhipError::Unavailable)?;
+    let worker = state.dispatch.enter(&room).map_err(|e| match e {
+        PlaceError::Full => {
+            state.counters.server_busy.fetch_add(1, Ordering::Relaxed);
+            server_busy("the server is full")
+        }
+        PlaceError::NoWorker => WhipError::Unavailable,
+    })?;
     let (closed, mut gone) = mpsc::channel(1);
     let (reply, answer) = oneshot::channel();
     let request = HttpJoin {
@@ -350,7 +371,7 @@ fn admit(
 ) -> Result<(String, Permissions), WhipError> {
     let Some(auth) = &state.auth else {
         let name = name.unwrap_or_else(|| format!("{prefix}-{peer}"));
-        return Ok((name, Permissions::ALL));
+        return Ok((name, Permissions::OPEN_ROOM));
     };
     let token = headers
         .get(header::AUTHORIZATION)
@@ -359,7 +380,7 @@ fn admit(
             let (scheme, token) = v.trim().split_once(' ')?;
             scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
         });
-    match auth.admit_join(room, token, unix_now()) {
+    match state.admit_token(auth, room, token) {
         Ok(grant) => Ok((grant.name, grant.permissions)),
         Err(e) => {
             state.counters.count_auth(&e);

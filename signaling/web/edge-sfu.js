@@ -600,6 +600,11 @@ export class EdgeSfuClient extends EventTarget {
     this.dispatchEvent(new CustomEvent(type, { detail }));
   }
 
+  /** Hands the SFU a fresh room token (after `tokenexpiring`): same room and identity, later expiry. */
+  refreshToken(token) {
+    return this.state === 'joined' && this._send({ type: 'refresh', token });
+  }
+
   _send(msg) {
     if (this.ws && this.ws.readyState === WebSocket.OPEN) {
       this.ws.send(JSON.stringify(msg));
@@ -788,6 +793,11 @@ export class EdgeSfuClient extends EventTarget {
       case 'removed': return this._onRemoved(msg.reason);
       case 'forceMuted': return this._onForceMuted(msg.mid, msg.trackId, msg.muted);
       case 'pong': return;
+      // The room token runs out in `secondsLeft`: send a fresh one with refreshToken() to stay.
+      case 'tokenExpiring': return this._emit('tokenexpiring', { secondsLeft: msg.secondsLeft });
+      case 'tokenRefreshed': return this._emit('tokenrefreshed', { secondsLeft: msg.secondsLeft });
+      // The connection closes right after; `close` follows.
+      case 'serverStopping': return this._emit('serverstopping', {});
       default:
         this.log('unknown message type', msg.type);
     }
@@ -819,7 +829,7 @@ export class EdgeSfuClient extends EventTarget {
       return;
     }
     this._emit('error', err);
-    if (msg.code === 'media_timeout' || msg.code === 'unavailable') {
+    if (['media_timeout', 'unavailable', 'token_expired', 'token_revoked'].includes(msg.code)) {
       // The SFU removed us from the room.
       this._teardown({ code: 1000, reason: msg.code, wasClean: false, left: false });
     }

@@ -721,6 +721,17 @@ function wireClient(c) {
   c.addEventListener('mediastats', ({ detail }) => renderStats(detail));
   c.addEventListener('chat', ({ detail }) => addChatLine(detail));
   c.addEventListener('connectionstatechange', updateHeader);
+  // Invite links carry the token; the page has no way to mint a fresh one, so it says so in
+  // time (a page embedded in a service that mints tokens calls c.refreshToken(token) here).
+  c.addEventListener('tokenexpiring', ({ detail: { secondsLeft } }) => {
+    addChatLine({
+      text: `Your invite runs out in ${secondsLeft} s: ask for a new link to stay in the room.`,
+      system: true,
+    });
+  });
+  c.addEventListener('serverstopping', () => {
+    addChatLine({ text: 'The server is stopping.', system: true });
+  });
   c.addEventListener('error', ({ detail: err }) => {
     console.warn('edge-sfu error', err.code, err.message);
     if (c.state === 'joined') addChatLine({ text: `Error: ${err.message}`, system: true });

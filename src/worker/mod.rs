@@ -431,6 +431,19 @@ async fn command_loop(shared: Rc<Shared>, mut rx: mpsc::UnboundedReceiver<Worker
                 }
                 let _ = reply.send(stats);
             }
+            WorkerCommand::Shutdown { reply } => {
+                shared.core.borrow_mut().shutdown(now);
+                shared.flush();
+                // The rooms are gone, so their recordings ended: the answer waits until their
+                // files are finished (duration, cues, manifest).
+                let finishing = shared.recorders.borrow_mut().take_finishing();
+                tokio::task::spawn_local(async move {
+                    for task in finishing {
+                        let _ = task.await;
+                    }
+                    let _ = reply.send(());
+                });
+            }
             WorkerCommand::Plain { request, reply } => {
                 let result = {
                     let mut core = shared.core.borrow_mut();

@@ -56,6 +56,8 @@ pub struct Recorders {
     active: HashMap<String, Active>,
     /// Rooms whose writer is being started (another start of one of them meanwhile is refused).
     starting: HashSet<String>,
+    /// The tasks finishing ended recordings' files (a stopping server waits for them).
+    finishing: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Recorders {
@@ -72,6 +74,7 @@ impl Recorders {
             webhooks,
             active: HashMap::new(),
             starting: HashSet::new(),
+            finishing: Vec::new(),
         }
     }
 
@@ -135,7 +138,8 @@ impl Recorders {
         let (room, id) = (room.to_owned(), id.to_owned());
         let (waiters, dropped, counted) = (active.waiters, active.dropped, active.bytes_counted);
         let (totals, webhooks) = (self.totals.clone(), self.webhooks.clone());
-        tokio::task::spawn_local(async move {
+        self.finishing.retain(|task| !task.is_finished());
+        let task = tokio::task::spawn_local(async move {
             let result = finishing.await;
             match &result {
                 Ok(done) => {
@@ -169,6 +173,12 @@ impl Recorders {
                 let _ = waiter.send(answer);
             }
         });
+        self.finishing.push(task);
+    }
+
+    /// The recordings whose files are still being finished, for a stopping worker to wait on.
+    pub fn take_finishing(&mut self) -> Vec<tokio::task::JoinHandle<()>> {
+        std::mem::take(&mut self.finishing)
     }
 
     /// Adds what the writers wrote since the last call to the server's totals.

@@ -118,6 +118,20 @@ impl Server {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// Waits up to `timeout` for the process to exit; its exit status, or `None` if it still runs.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The last `n` lines the server printed.
     pub fn log_tail(&self, n: usize) -> String {
         tail(&self.log, n)
@@ -516,8 +530,8 @@ impl RawWs {
         self.ws.flush().await.map_err(|e| e.to_string())
     }
 
-    /// Joins `room` as `name` and returns the peer id.
-    pub async fn join(&mut self, room: &str, name: &str) -> PeerId {
+    /// Sends a `join` of `room` as `name` without waiting for the answer.
+    pub async fn join_raw(&mut self, room: &str, name: &str) {
         self.send(&ClientMessage::Join {
             version: PROTOCOL_VERSION,
             room: room.into(),
@@ -527,6 +541,11 @@ impl RawWs {
         })
         .await
         .expect("sending join");
+    }
+
+    /// Joins `room` as `name` and returns the peer id.
+    pub async fn join(&mut self, room: &str, name: &str) -> PeerId {
+        self.join_raw(room, name).await;
         loop {
             match self.next(Duration::from_secs(10)).await {
                 Next::Msg(ServerMessage::Joined { peer_id, .. }) => return peer_id,

@@ -15,9 +15,11 @@
 //! be fed next. Nothing here reads a clock, touches a socket or spawns a thread.
 
 mod admin;
+mod isolation;
 mod plain;
 mod recording;
 mod signaling;
+mod stop;
 mod whep;
 mod whip;
 
@@ -231,8 +233,8 @@ impl Core {
         }
         for (id, timer) in due.drain(..) {
             match timer {
-                Timer::Session => self.session_timeout(now, id),
-                Timer::Liveness => self.check_liveness(now, id),
+                Timer::Session => self.isolated(now, id, |core| core.session_timeout(now, id)),
+                Timer::Liveness => self.isolated(now, id, |core| core.check_liveness(now, id)),
             }
         }
         self.due = due;
@@ -319,7 +321,7 @@ impl Core {
             None => return,
         };
         if kind == DatagramKind::Rtp {
-            self.receive_media(now, id, buf);
+            self.isolated(now, id, |core| core.receive_media(now, id, buf));
             self.drive(now);
             return;
         }
@@ -327,21 +329,24 @@ impl Core {
             self.counters.drop(DropReason::Rejected);
             return;
         };
+        let receive = Receive {
+            proto,
+            source,
+            destination,
+            contents,
+        };
+        self.isolated(now, id, |core| core.receive_session(now, id, kind, receive));
+        self.drive(now);
+    }
+
+    /// One datagram (not media) for member `id`'s session.
+    fn receive_session(&mut self, now: Instant, id: PeerId, kind: DatagramKind, receive: Receive) {
         let Some(peer) = self.members.get_mut(id) else {
             return;
         };
         let _span = tracing::debug_span!("peer", id).entered();
         peer.last_heard = now;
-        let input = Input::Receive(
-            now,
-            Receive {
-                proto,
-                source,
-                destination,
-                contents,
-            },
-        );
-        if let Err(e) = peer.rtc.handle_input(input) {
+        if let Err(e) = peer.rtc.handle_input(Input::Receive(now, receive)) {
             debug!(peer = id, error = %e, "datagram refused by the session");
             self.counters.drop(DropReason::Rejected);
         }
@@ -354,7 +359,6 @@ impl Core {
             peer.answer_nacks(now, &self.router, &mut egress);
         }
         self.members.mark_dirty(id);
-        self.drive(now);
     }
 
     /// One SRTP media packet from member `id`: decrypted by its session straight into the
@@ -499,7 +503,7 @@ impl Core {
     /// Polls every dirty member's session until it has nothing more, acting on its events.
     fn drive(&mut self, now: Instant) {
         while let Some(id) = self.members.next_dirty() {
-            self.drive_member(now, id);
+            self.isolated(now, id, |core| core.drive_member(now, id));
         }
     }
 

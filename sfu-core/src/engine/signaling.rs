@@ -26,6 +26,10 @@ const MAX_CHAT_CHARS: usize = 2000;
 pub(super) const MAX_PUBLICATIONS: usize = 16;
 /// Largest data-channel message parsed as chat.
 const MAX_CHANNEL_MESSAGE: usize = 8 * 1024;
+/// Most bytes a member's chat channel may hold unsent or unacknowledged; past it chat lines for
+/// that member are dropped and counted (below the SCTP stack's own limit, past which a write fails
+/// and the line would go to the member's WebSocket queue instead).
+const MAX_CHANNEL_BUFFERED_BYTES: usize = 64 * 1024;
 /// Room capacity when the creating join names none, and the most any join may ask for.
 pub(super) const DEFAULT_CAPACITY: usize = 64;
 
@@ -48,7 +52,8 @@ pub struct JoinRefusal {
 }
 
 impl JoinRefusal {
-    pub(super) fn new(code: ErrorCode, message: &str) -> Self {
+    /// A refusal with `code`, saying `message` to whoever asked to join.
+    pub fn new(code: ErrorCode, message: &str) -> Self {
         JoinRefusal {
             code,
             message: message.to_owned(),
@@ -60,6 +65,13 @@ impl Core {
     /// Handles one signaling message from `peer`'s connection.
     pub fn handle_message(&mut self, now: Instant, peer: PeerId, msg: ClientMessage) {
         let _span = tracing::info_span!("peer", id = peer).entered();
+        self.isolated(now, peer, |core| core.on_message(now, peer, msg));
+        self.drive(now);
+    }
+
+    fn on_message(&mut self, now: Instant, peer: PeerId, msg: ClientMessage) {
+        #[cfg(test)]
+        super::isolation::panic_if_asked(&msg);
         match msg {
             ClientMessage::Join {
                 version,
@@ -100,8 +112,9 @@ impl Core {
             ClientMessage::Record { active } => self.on_record(now, peer, active),
             ClientMessage::Leave => self.remove_peer(now, peer, None),
             ClientMessage::Ping => self.outbox.signal(peer, ServerMessage::Pong),
+            // Tokens are the signaling layer's: it answers `refresh` and never forwards it.
+            ClientMessage::Refresh { .. } => {}
         }
-        self.drive(now);
     }
 
     /// Handles a `join` whose member may do only what `permissions` allow (the signaling layer
@@ -131,7 +144,7 @@ impl Core {
             name,
             capacity,
         };
-        self.join(now, peer, join, permissions);
+        self.isolated(now, peer, |core| core.join(now, peer, join, permissions));
         self.drive(now);
     }
 
@@ -605,10 +618,15 @@ impl Core {
             let Some(o) = self.members.get_mut(other) else {
                 continue;
             };
-            let written = o
-                .chat_channel
-                .and_then(|cid| o.rtc.channel(cid))
-                .is_some_and(|mut ch| ch.write(false, json.as_bytes()).is_ok());
+            let mut channel = o.chat_channel.and_then(|cid| o.rtc.channel(cid));
+            if channel
+                .as_mut()
+                .is_some_and(|ch| ch.buffered_amount() + json.len() > MAX_CHANNEL_BUFFERED_BYTES)
+            {
+                self.counters.drop(DropReason::ChannelBufferFull);
+                continue;
+            }
+            let written = channel.is_some_and(|mut ch| ch.write(false, json.as_bytes()).is_ok());
             if written {
                 self.members.mark_dirty(other);
             } else {
@@ -633,11 +651,18 @@ impl Core {
             self.error(id, ErrorCode::MediaTimeout, reason);
         }
         peer.rtc.disconnect();
+        self.forget_member(now, id, &peer, reason.unwrap_or("left or disconnected"));
+    }
+
+    /// Takes member `id` (already out of the member table) out of everything else: the
+    /// demultiplexer, timers, the tracks it took and published, the recording of its room if it
+    /// was the last one; tells the room it left.
+    pub(super) fn forget_member(&mut self, now: Instant, id: PeerId, peer: &Peer, reason: &str) {
         self.viewers.remove(id);
         self.demux.remove_peer(id);
         self.timers.clear((id, Timer::Session));
         self.timers.clear((id, Timer::Liveness));
-        info!(peer = id, room = %peer.room, reason = reason.unwrap_or("left or disconnected"), "left");
+        info!(peer = id, room = %peer.room, reason, "left");
         for (slot, sub) in &peer.subscriptions {
             self.router.detach(
                 sub.source,

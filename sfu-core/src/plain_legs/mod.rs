@@ -24,6 +24,8 @@ use crate::wire::RtpPacket;
 
 /// Most receivers of one plain RTP output.
 const MAX_OUTPUT_TARGETS: usize = 16;
+/// Most plain RTP outputs one worker holds (each costs a copy of every packet of its track).
+pub const MAX_OUTPUTS: usize = 256;
 
 /// The plain RTP ingests and outputs of one worker.
 #[derive(Debug, Default)]
@@ -131,6 +133,11 @@ impl PlainLegs {
         if self.outputs.contains_key(&id) {
             return Err(PlainError::Invalid(format!("id {id} is taken")));
         }
+        if self.outputs.len() >= MAX_OUTPUTS {
+            return Err(PlainError::Invalid(format!(
+                "a worker holds at most {MAX_OUTPUTS} outputs"
+            )));
+        }
         let output = PlainOutput::new(id, room, key, targets)?;
         self.outputs.insert(id, output);
         Ok(())
@@ -215,4 +222,33 @@ fn check_targets(wanted: &[OutputTarget]) -> Result<(), PlainError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_holds_a_bounded_number_of_outputs() {
+        let mut legs = PlainLegs::default();
+        let room: std::sync::Arc<str> = "r".into();
+        let key = TrackKey::parse("1:0").expect("a track id");
+        let targets = [OutputTarget {
+            address: "127.0.0.1:5004".parse().expect("an address"),
+            ssrc: None,
+            payload_type: None,
+        }];
+        for id in 0..MAX_OUTPUTS as u64 {
+            legs.add_output(id, room.clone(), key, &targets)
+                .expect("an output within the bound");
+        }
+        let refused = legs.add_output(MAX_OUTPUTS as u64, room.clone(), key, &targets);
+        assert!(
+            matches!(refused, Err(PlainError::Invalid(_))),
+            "{refused:?}"
+        );
+        legs.remove_output(0).expect("a known output");
+        legs.add_output(MAX_OUTPUTS as u64, room, key, &targets)
+            .expect("room again once one is gone");
+    }
 }

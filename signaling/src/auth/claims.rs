@@ -6,9 +6,9 @@
 //! ```
 //!
 //! `sub` and `exp` are required; a missing permission takes its default: `publish`, `subscribe`
-//! and `chat` default to true, `record` and `admin` to false. Times are integer seconds since the Unix epoch.
-//! Other claims (`iss`, `aud`, `jti`, ...) are ignored, so tokens minted by another service may
-//! carry them.
+//! and `chat` default to true, `record` and `admin` to false. Times are integer seconds since the
+//! Unix epoch. `jti`, when present, names the token for revocation (`POST /api/tokens/revoke`).
+//! Other claims (`iss`, `aud`, ...) are ignored, so tokens minted by another service may carry them.
 
 use serde::{Deserialize, Serialize};
 use sfu_core::Permissions;
@@ -50,6 +50,9 @@ pub struct Claims {
     /// Issued at, seconds since the epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iat: Option<u64>,
+    /// The token's own id, by which it can be revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
 }
 
 /// What a verified token allows its holder.
@@ -68,6 +71,8 @@ pub struct Grant {
     pub admin: bool,
     /// When it expires, seconds since the epoch.
     pub expires_at: u64,
+    /// The token's id (`jti`), by which it can be revoked.
+    pub token_id: Option<String>,
 }
 
 impl Claims {
@@ -94,6 +99,7 @@ impl Claims {
             exp: Some(now.checked_add(ttl_secs)?),
             nbf: None,
             iat: Some(now),
+            jti: None,
         })
     }
 
@@ -121,6 +127,7 @@ impl Claims {
             },
             admin: self.admin.unwrap_or(false),
             expires_at,
+            token_id: self.jti,
         })
     }
 }

@@ -22,6 +22,9 @@ pub enum AuthError {
     /// The token is valid, for another room (or for none).
     #[error("the room token is not for this room")]
     WrongRoom,
+    /// The token was revoked (by its `jti`).
+    #[error("the room token was revoked: ask for a new invite link")]
+    Revoked,
 }
 
 impl AuthError {
@@ -33,6 +36,7 @@ impl AuthError {
             AuthError::NotYetValid => ErrorCode::TokenNotYetValid,
             AuthError::Bad(_) => ErrorCode::BadToken,
             AuthError::WrongRoom => ErrorCode::WrongRoom,
+            AuthError::Revoked => ErrorCode::TokenRevoked,
         }
     }
 }

@@ -9,7 +9,8 @@
 //!
 //! Time: `exp` is required; `nbf` and `iat` are optional. Each is allowed
 //! [`CLOCK_LEEWAY_SECS`] of clock difference between the minting machine and this one. A token is
-//! checked when its member joins; a member is not removed when the token expires later.
+//! checked when its member joins; the member is warned before it runs out and removed when it
+//! does, unless it sent a fresh one (`crate::token_life`).
 //!
 //! The signaling server asks [`Authenticator::admit_join`] before the room's worker hears of a
 //! join, so a refused join leaves no trace in the room.
