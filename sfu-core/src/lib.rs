@@ -29,7 +29,7 @@ pub mod wire;
 
 pub use crate::config::CoreConfig;
 pub use crate::counters::{Counters, DropReason, StatsSnapshot};
-pub use crate::engine::{Action, Core};
+pub use crate::engine::{Action, Core, Footprint};
 pub use crate::outbox::Transmit;
 pub use crate::permissions::Permissions;
 pub use str0m;

@@ -13,8 +13,11 @@
 //! [`Core::poll_output`] until it returns `None`, and [`Core::poll_timeout`] says when time must
 //! be fed next. Nothing here reads a clock, touches a socket or spawns a thread.
 
+mod footprint;
 mod plain;
 mod signaling;
+
+pub use footprint::Footprint;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
