@@ -334,7 +334,13 @@ impl World {
                     self.to_core.push_back((peer, reply));
                 }
             }
-            Action::PeerClosed(peer) => self.closed.push(peer),
+            Action::PeerClosed(peer) => {
+                // The shell closes its WebSocket: nothing more comes from that connection.
+                self.closed.push(peer);
+                if let Some(client) = self.clients.iter_mut().find(|c| c.id == peer) {
+                    client.gone = true;
+                }
+            }
             Action::Flow(_) | Action::PlainOutputClosed(_) => {}
         }
     }
