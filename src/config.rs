@@ -214,7 +214,7 @@ pub enum IoMode {
 /// The TOML file: the same settings as the flags.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FileConfig {
+pub struct FileConfig {
     listen: Option<SocketAddr>,
     workers: Option<usize>,
     public_ip: Option<Vec<IpAddr>>,
@@ -569,7 +569,13 @@ fn read_secret_file(path: &Path) -> Result<Vec<u8>> {
 fn read_file(path: &Path) -> Result<FileConfig> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    parse_file(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// Parses the text of a configuration file (the files it names are read later, by
+/// [`Cli::settings`]).
+pub fn parse_file(text: &str) -> Result<FileConfig, toml::de::Error> {
+    toml::from_str(text)
 }
 
 #[cfg(test)]

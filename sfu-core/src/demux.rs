@@ -115,6 +115,14 @@ impl Demux {
         self.changes.pop_front()
     }
 
+    /// Number of entries `peer` holds: its ufrags, its learned 5-tuples, and its (possibly empty)
+    /// list of them (for checks that a member who left holds none).
+    pub fn entries_of(&self, peer: PeerId) -> usize {
+        let ufrags = self.by_ufrag.values().filter(|p| **p == peer).count();
+        let tuples = self.by_tuple.values().filter(|p| **p == peer).count();
+        ufrags + tuples + usize::from(self.tuples_of.contains_key(&peer))
+    }
+
     /// Number of learned 5-tuples (for tests and stats).
     pub fn tuple_count(&self) -> usize {
         self.by_tuple.len()

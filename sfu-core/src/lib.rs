@@ -34,7 +34,7 @@ pub mod wire;
 
 pub use crate::config::CoreConfig;
 pub use crate::counters::{Counters, DropReason, StatsSnapshot};
-pub use crate::engine::{Action, Core, JoinRefusal};
+pub use crate::engine::{Action, Core, Footprint, JoinRefusal};
 pub use crate::events::RoomEvent;
 pub use crate::outbox::Transmit;
 pub use crate::permissions::Permissions;

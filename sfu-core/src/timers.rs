@@ -42,6 +42,11 @@ impl<K: Ord + Hash + Copy> Deadlines<K> {
         }
     }
 
+    /// Whether `key` has a deadline.
+    pub fn is_set(&self, key: &K) -> bool {
+        self.by_key.contains_key(key)
+    }
+
     /// The earliest deadline.
     pub fn next(&self) -> Option<Instant> {
         self.by_time.first().map(|(at, _)| *at)

@@ -18,7 +18,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use sfu_core::demux::FiveTuple;
-use sfu_core::wire::{classify, DatagramKind};
+use sfu_core::wire::{append_frame, FrameRules};
 use sfu_core::DropReason;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -173,25 +173,26 @@ async fn admission(admitted: &Cell<bool>) {
 async fn read_frames(shared: &Shared, reader: OwnedReadHalf, tuple: FiveTuple) -> Close {
     let mut reader = BufReader::with_capacity(16 * 1024, reader);
     let mut buf = vec![0u8; RECV_BUFFER_BYTES];
-    let mut first = true;
+    let mut rules = FrameRules::new(buf.len());
     loop {
         // Between frames a client may be quiet as long as it likes: the core's idle timeout ends
         // a silent peer, and that closes the connection.
-        let len = match reader.read_u16().await {
-            Ok(n) => usize::from(n),
-            Err(_) => return Close::Gone,
-        };
-        if len == 0 || len > buf.len() {
-            return Close::Refused(DropReason::TcpBadFrame);
+        let mut prefix = [0u8; 2];
+        if reader.read_exact(&mut prefix).await.is_err() {
+            return Close::Gone;
         }
+        let len = match rules.frame_len(prefix) {
+            Ok(len) => len,
+            Err(reason) => return Close::Refused(reason),
+        };
         match tokio::time::timeout(STALL_TIMEOUT, reader.read_exact(&mut buf[..len])).await {
             Ok(Ok(_)) => {}
             Ok(Err(_)) => return Close::Gone,
             Err(_) => return Close::Refused(DropReason::TcpStalled),
         }
         let frame = &buf[..len];
-        if std::mem::take(&mut first) && classify(frame) != DatagramKind::Stun {
-            return Close::Refused(DropReason::TcpNotStun);
+        if let Err(reason) = rules.accept(frame) {
+            return Close::Refused(reason);
         }
         shared
             .core
@@ -229,9 +230,6 @@ async fn write_frames(
 /// Appends one RFC 4571 frame to `out` and gives the datagram's buffer back to the core.
 fn append(shared: &Shared, out: &mut Vec<u8>, frame: Vec<u8>) {
     // The core never produces a datagram above 64 KiB; one that were would be unframeable.
-    if let Ok(len) = u16::try_from(frame.len()) {
-        out.extend_from_slice(&len.to_be_bytes());
-        out.extend_from_slice(&frame);
-    }
+    append_frame(out, &frame);
     shared.core.borrow_mut().recycle(frame);
 }

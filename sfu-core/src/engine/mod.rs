@@ -15,6 +15,7 @@
 //! be fed next. Nothing here reads a clock, touches a socket or spawns a thread.
 
 mod admin;
+mod footprint;
 mod isolation;
 mod plain;
 mod recording;
@@ -22,6 +23,8 @@ mod signaling;
 mod stop;
 mod whep;
 mod whip;
+
+pub use footprint::Footprint;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;

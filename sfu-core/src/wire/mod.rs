@@ -4,10 +4,12 @@
 //! before str0m sees it, so every refusal is counted by reason.
 
 mod classify;
+mod framing;
 mod rtp;
 mod stun;
 
 pub use classify::{classify, DatagramKind};
+pub use framing::{append_frame, FrameRules};
 pub use rtp::{RtpPacket, RtpRepr};
 pub use stun::StunPacket;
 

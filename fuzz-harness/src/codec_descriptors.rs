@@ -1,0 +1,34 @@
+//! `codec_descriptors`: RTP payloads through each codec's keyframe and payload descriptor
+//! parsing, and a leg's picture id renumbering across them.
+//!
+//! Input: one byte choosing the codec (an index into [`sfu_core::codec::ALL`]), then packets,
+//! each a length byte and that many payload bytes; a length byte of 0 is a layer switch.
+
+use sfu_core::codec::{PictureIdRewriter, ALL};
+
+/// Parses every payload of `data` as the chosen codec's.
+pub fn run(data: &[u8]) {
+    let Some((&choice, mut rest)) = data.split_first() else {
+        return;
+    };
+    let codec = ALL[usize::from(choice) % ALL.len()];
+    let mut rewriter = PictureIdRewriter::default();
+    while let Some((&len, tail)) = rest.split_first() {
+        if len == 0 {
+            rewriter.resync();
+            rest = tail;
+            continue;
+        }
+        let (payload, next) = tail.split_at(usize::from(len).min(tail.len()));
+        rest = next;
+        if let Some(keyframe) = codec.keyframe(payload) {
+            assert!(codec.is_video(), "{} has no keyframes", codec.name);
+            // VP8 sizes are 14-bit fields.
+            assert!(keyframe.width.unwrap_or(0) < 1 << 14);
+            assert!(keyframe.height.unwrap_or(0) < 1 << 14);
+        }
+        if let Some(ids) = codec.picture_ids(payload) {
+            let _ = rewriter.patch(&ids);
+        }
+    }
+}
