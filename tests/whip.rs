@@ -536,6 +536,11 @@ async fn wait_left(member: &mut Client, publisher: PeerId) {
 const SECRET: &str = "integration-test secret, 32 bytes or more";
 
 fn token(room: &str, name: &str, permissions: Permissions) -> String {
+    token_with_id(room, name, permissions, None)
+}
+
+/// [`token`] with the id `jti` (by which it can be revoked).
+fn token_with_id(room: &str, name: &str, permissions: Permissions, jti: Option<&str>) -> String {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .expect("a clock after 1970")
@@ -544,6 +549,7 @@ fn token(room: &str, name: &str, permissions: Permissions) -> String {
         publish: Some(permissions.publish),
         subscribe: Some(permissions.subscribe),
         chat: Some(permissions.chat),
+        jti: jti.map(str::to_owned),
         ..Claims::for_member(room, name, Some(name), permissions, false, now, 3600)
             .expect("a lifetime that fits")
     };
@@ -586,7 +592,7 @@ async fn with_room_tokens_whip_needs_publish_and_whep_subscribe() {
     let member_token = token(room, "viewer", Permissions::ALL);
     let config = ClientConfig::new(server.ws_url(), room, "viewer").token(member_token);
     let mut member = join_with(config).await;
-    let encoder = token(room, "encoder", Permissions::ALL);
+    let encoder = token_with_id(room, "encoder", Permissions::ALL, Some("encoder-token"));
     let created = post_offer(server.addr, &path, &offer, Some(&encoder)).await;
     assert_eq!(created.status, 201, "{created:?}");
     let deadline = Instant::now() + WAIT;
@@ -622,6 +628,35 @@ async fn with_room_tokens_whip_needs_publish_and_whep_subscribe() {
     let screen = token(room, "screen", Permissions::ALL);
     let watched = post_offer(server.addr, &whep, &watching, Some(&screen)).await;
     assert_eq!(watched.status, 201, "{watched:?}");
+
+    // Revoking the encoder's token ends its session: the member sees it leave, and the session's
+    // `DELETE` finds nothing.
+    let revoked = request(
+        server.addr,
+        "POST",
+        "/api/tokens/revoke",
+        &[("Content-Type", "application/json")],
+        r#"{"jti":"encoder-token"}"#,
+    )
+    .await;
+    assert_eq!(revoked.status, 204, "{revoked:?}");
+    // Well within the 30 s an unconnected session is given, so only the revocation removes it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match member.next_event_timeout(left).await {
+            Some(ClientEvent::PeerLeft(_)) => break,
+            Some(_) => {}
+            None => panic!("the revoked WHIP publisher did not leave"),
+        }
+    }
+    let ended = request(server.addr, "DELETE", &location(&created), &[], "").await;
+    assert_eq!(ended.status, 404, "{ended:?}");
+    let again = post_offer(server.addr, &path, &offer, Some(&encoder)).await;
+    assert_eq!(
+        again.status, 401,
+        "a revoked token joins no more: {again:?}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -49,7 +49,10 @@ async fn revoke(
         .revoke(&request.jti, request.exp, unix_now())
     {
         Ok(()) => {
-            tracing::info!(jti = %request.jti, %caller, "room token revoked");
+            // WebSocket members watch the revocation list themselves; HTTP sessions have no
+            // connection to watch it on, so they are ended here.
+            let ended = crate::whip::end_sessions_of_token(&state, &request.jti);
+            tracing::info!(jti = %request.jti, %caller, whip_sessions = ended, "room token revoked");
             StatusCode::NO_CONTENT.into_response()
         }
         Err(e) => {

@@ -56,6 +56,8 @@ struct Session {
     peer: PeerId,
     /// The worker holding the room.
     worker: usize,
+    /// The id (`jti`) of the room token it joined with, by which it can be revoked.
+    token_id: Option<String>,
 }
 
 /// The open WHIP and WHEP sessions, by their secret id (the last part of their `Location`).
@@ -77,6 +79,17 @@ impl WhipSessions {
         } else {
             None
         }
+    }
+
+    /// Removes every session that joined with the token `jti`.
+    fn remove_token(&self, jti: &str) -> Vec<Session> {
+        let mut sessions = self.lock();
+        let ids: Vec<String> = sessions
+            .iter()
+            .filter(|(_, s)| s.token_id.as_deref() == Some(jti))
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.iter().filter_map(|id| sessions.remove(id)).collect()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
@@ -284,7 +297,8 @@ async fn join(
     }
     let id = session_id().ok_or(WhipError::Unavailable)?;
     let peer = state.dispatch.next_peer_id();
-    let (name, permissions) = admit(&state, &room, &headers, name, (role.prefix(), peer))?;
+    let (name, permissions, token_id) =
+        admit(&state, &room, &headers, name, (role.prefix(), peer))?;
     let worker = state.dispatch.enter(&room).map_err(|e| match e {
         PlaceError::Full => {
             state.counters.server_busy.fetch_add(1, Ordering::Relaxed);
@@ -338,6 +352,7 @@ async fn join(
             room: room.clone(),
             peer,
             worker,
+            token_id,
         },
     );
     info!(peer, room = %room, worker, prefix, "joined over HTTP");
@@ -360,18 +375,19 @@ async fn join(
     Ok(response)
 }
 
-/// The member's name and permissions: from its room token where tokens are configured, else
-/// `?name=` or `<prefix>-<id>`.
+/// The member's name, permissions and token id (`jti`): from its room token where tokens are
+/// configured, else
+/// `?name=` or `<prefix>-<id>` (and no token id).
 fn admit(
     state: &AppState,
     room: &str,
     headers: &HeaderMap,
     name: Option<String>,
     (prefix, peer): (&str, PeerId),
-) -> Result<(String, Permissions), WhipError> {
+) -> Result<(String, Permissions, Option<String>), WhipError> {
     let Some(auth) = &state.auth else {
         let name = name.unwrap_or_else(|| format!("{prefix}-{peer}"));
-        return Ok((name, Permissions::OPEN_ROOM));
+        return Ok((name, Permissions::OPEN_ROOM, None));
     };
     let token = headers
         .get(header::AUTHORIZATION)
@@ -381,7 +397,7 @@ fn admit(
             scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
         });
     match state.admit_token(auth, room, token) {
-        Ok(grant) => Ok((grant.name, grant.permissions)),
+        Ok(grant) => Ok((grant.name, grant.permissions, grant.token_id)),
         Err(e) => {
             state.counters.count_auth(&e);
             info!(room = %room, error = %e, prefix, "WHIP/WHEP join refused");
@@ -405,6 +421,20 @@ async fn end(
     }
     info!(peer = session.peer, room = %room, "WHIP/WHEP session ended");
     Ok(StatusCode::OK)
+}
+
+/// Ends every WHIP and WHEP session that joined with the revoked token `jti` (their members
+/// leave the room, as with `DELETE`); returns how many.
+pub(crate) fn end_sessions_of_token(state: &AppState, jti: &str) -> usize {
+    let sessions = state.whip.remove_token(jti);
+    for session in &sessions {
+        state.dispatch.send(
+            session.worker,
+            WorkerCommand::Disconnect { peer: session.peer },
+        );
+        info!(peer = session.peer, room = %session.room, jti, "WHIP/WHEP session's token revoked");
+    }
+    sessions.len()
 }
 
 /// `PATCH` on a session: trickle ICE and ICE restarts are not supported; the server is
