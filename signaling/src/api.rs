@@ -86,21 +86,21 @@ impl IntoResponse for ApiError {
             ApiError::Plain(PlainError::Invalid(_)) => StatusCode::BAD_REQUEST,
             ApiError::Unavailable | ApiError::Full => StatusCode::SERVICE_UNAVAILABLE,
         };
-        let mut response = (
-            status,
-            Json(ErrorBody {
-                error: self.to_string(),
-            }),
-        )
-            .into_response();
-        if status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"edge-sfu\""),
-            );
-        }
-        response
+        error_response(status, self.to_string())
     }
+}
+
+/// An HTTP error answer as every endpoint of this server gives it: `status` with the JSON body
+/// `{"error": message}`, and on 401 the `WWW-Authenticate` challenge for a bearer token.
+pub(crate) fn error_response(status: StatusCode, message: String) -> Response {
+    let mut response = (status, Json(ErrorBody { error: message })).into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"edge-sfu\""),
+        );
+    }
+    response
 }
 
 /// The API's routes.

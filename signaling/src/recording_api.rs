@@ -19,7 +19,7 @@ use axum::{Json, Router};
 use serde::Serialize;
 use tokio::sync::oneshot;
 
-use crate::api::{admit, ApiError};
+use crate::api::{admit, error_response, ApiError};
 use crate::dispatch::WorkerCommand;
 use crate::server::AppState;
 
@@ -78,11 +78,6 @@ pub fn routes() -> Router<Arc<AppState>> {
     )
 }
 
-#[derive(Serialize)]
-struct ErrorBody {
-    error: String,
-}
-
 impl IntoResponse for RecordingRefusal {
     fn into_response(self) -> Response {
         let status = match self {
@@ -90,10 +85,7 @@ impl IntoResponse for RecordingRefusal {
             RecordingRefusal::Conflict(_) => StatusCode::CONFLICT,
             RecordingRefusal::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        let body = ErrorBody {
-            error: self.to_string(),
-        };
-        (status, Json(body)).into_response()
+        error_response(status, self.to_string())
     }
 }
 

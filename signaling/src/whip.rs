@@ -31,14 +31,15 @@ use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::{middleware, Json, Router};
-use serde::{Deserialize, Serialize};
+use axum::{middleware, Router};
+use serde::Deserialize;
 use sfu_core::protocol::{ErrorCode, PeerId};
 use sfu_core::viewers::Follow;
 use sfu_core::{JoinRefusal, Permissions};
 use tokio::sync::{mpsc, oneshot};
 use tracing::info;
 
+use crate::api::error_response;
 use crate::auth::AuthError;
 use crate::dispatch::{HttpJoin, PlaceError, WorkerCommand};
 use crate::limits::MAX_MESSAGE_BYTES;
@@ -123,11 +124,6 @@ enum WhipError {
     Unavailable,
 }
 
-#[derive(Serialize)]
-struct ErrorBody {
-    error: String,
-}
-
 impl IntoResponse for WhipError {
     fn into_response(self) -> Response {
         let status = match &self {
@@ -146,20 +142,7 @@ impl IntoResponse for WhipError {
             WhipError::UnknownSession => StatusCode::NOT_FOUND,
             WhipError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         };
-        let mut response = (
-            status,
-            Json(ErrorBody {
-                error: self.to_string(),
-            }),
-        )
-            .into_response();
-        if status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"edge-sfu\""),
-            );
-        }
-        response
+        error_response(status, self.to_string())
     }
 }
 
