@@ -339,18 +339,24 @@ async fn an_unknown_room_cannot_be_recorded() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_recording_cut_by_sigkill_leaves_decodable_files() {
-    let dir = temp_dir("killed");
+/// Starts a server, records room `room` while one publisher sends 4 s of media, then sends the
+/// server `signal`. Returns the test's directory, the server and the start's answer.
+async fn record_four_seconds_then(room: &str, signal: i32) -> (PathBuf, Server, serde_json::Value) {
+    let dir = temp_dir(room);
     let clip = clip(&dir, 4);
-    let mut server = start_server(&dir, &[]);
-    let alice = publisher(&server, "killed", "alice", 0).await;
-    let (status, started) = recording(&server, "POST", "killed").await;
+    let server = start_server(&dir, &[]);
+    let alice = publisher(&server, room, "alice", 0).await;
+    let (status, started) = recording(&server, "POST", room).await;
     assert_eq!(status, 201, "{started}");
     publish(&alice, &clip, Duration::from_secs(4)).await;
-    let pid = server.pid();
     // SAFETY: kill(2) on the child process this test started.
-    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+    assert_eq!(unsafe { libc::kill(server.pid() as i32, signal) }, 0);
+    (dir, server, started)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_recording_cut_by_sigkill_leaves_decodable_files() {
+    let (dir, mut server, started) = record_four_seconds_then("killed", libc::SIGKILL).await;
     let deadline = Instant::now() + Duration::from_secs(5);
     while server.is_alive() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -377,15 +383,7 @@ async fn a_recording_cut_by_sigkill_leaves_decodable_files() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stopping_server_finishes_its_recordings() {
-    let dir = temp_dir("sigterm");
-    let clip = clip(&dir, 4);
-    let mut server = start_server(&dir, &[]);
-    let alice = publisher(&server, "stopped", "alice", 0).await;
-    let (status, started) = recording(&server, "POST", "stopped").await;
-    assert_eq!(status, 201, "{started}");
-    publish(&alice, &clip, Duration::from_secs(4)).await;
-    // SAFETY: kill(2) on the child process this test started.
-    assert_eq!(unsafe { libc::kill(server.pid() as i32, libc::SIGTERM) }, 0);
+    let (dir, mut server, started) = record_four_seconds_then("stopped", libc::SIGTERM).await;
     let status = server
         .wait_exit(Duration::from_secs(15))
         .expect("the server exits after SIGTERM");
