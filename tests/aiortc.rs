@@ -2,7 +2,8 @@
 //! docs/protocol.md documents it (tests/aiortc/member.py): two aiortc members join the real
 //! server, publish a microphone and a camera (VP8, then H.264, forced by codec preferences),
 //! answer the SFU's offers, decode each other's video at the published size and each other's
-//! Opus, and leave; the one that stays sees the departure and answers the offer that stops its
+//! Opus, exchange text and binary messages on a data channel the SFU relays (aiortc's own SCTP),
+//! and leave; the one that stays sees the departure and answers the offer that stops its
 //! m-lines. The Python comes from `target/aiortc-venv` (scripts/test installs it) or
 //! `AIORTC_PYTHON`.
 
@@ -146,13 +147,17 @@ async fn two_members_exchange_media(codec: &str) {
     let mut bob = AiortcMember::join(&server, &room, "bob", codec);
 
     // Each decoded 30 frames of the other's camera at its size, and its Opus, in `codec` (the
-    // script checks the codecs of what arrived and of the SFU's answer to its offer).
+    // script checks the codecs of what arrived and of the SFU's answer to its offer), and got the
+    // other's greetings on the relay of its `game` channel (label and sender checked).
     for member in [&mut ana, &mut bob] {
         member.expect_line("enough", MEDIA_WAIT);
         let wanted = format!("video/{}", codec.to_uppercase());
         let from = member.printed("from ");
         assert!(
-            from.len() == 1 && from[0].contains("320x240") && from[0].contains(&wanted),
+            from.len() == 1
+                && from[0].contains("320x240")
+                && from[0].contains(&wanted)
+                && from[0].contains("greetings binary, text"),
             "{}: {from:?}",
             member.name
         );

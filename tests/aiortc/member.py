@@ -1,12 +1,14 @@
 """A room member on aiortc (an independent WebRTC stack) speaking the WebSocket protocol exactly as
-docs/protocol.md documents it: join, offer its microphone and camera with a `tracks` list, answer
-every offer the SFU makes, decode the other members' video and audio, leave.
+docs/protocol.md documents it: join, offer its microphone, camera and a data channel `game` with a
+`tracks` list, answer every offer the SFU makes, decode the other members' video and audio, greet
+them on `game` (a text and a binary message) and check their greetings on the SFU's relays of
+their `game` channels, leave.
 
     python3 member.py ws://127.0.0.1:8080/ws ROOM NAME [--codec vp8|h264] [--peers N]
         [--frames F] [--seconds S] [--loopback]
 
 Prints `enough` once it decoded F video frames (the publisher's picture size) and F audio frames
-from each of N other members (with --hold it then stays, answering offers and printing `peer left:
+from each of N other members and got both their greetings (with --hold it then stays, answering offers and printing `peer left:
 NAME` for departures, until its standard input closes), then leaves and exits 0; 1 when the server refuses, the connection fails, what the SFU
 says disagrees with the documentation, or the frames do not come within --seconds. Prints what
 it got per member either way.
@@ -28,6 +30,7 @@ from common import gather_on_loopback_only  # noqa: E402
 from whip_publish import HEIGHT, WIDTH, PatternTrack  # noqa: E402
 
 PING_EVERY = 10  # seconds (the protocol closes a WebSocket silent for 30 s)
+GAME_LABEL = "game"  # the data channel each member opens and greets the others on
 
 
 def first_codec(sdp, mid):
@@ -63,6 +66,8 @@ class Member:
         self.camera_mid = None
         self.sent_codec = None  # the camera's codec, from the SFU's answer
         self.received_codecs = collections.defaultdict(set)  # peerId -> mime types of its RTP
+        self.game = None  # its own `game` data channel
+        self.greetings = collections.defaultdict(set)  # peerId -> "text", "binary" greetings got
 
     async def send(self, message):
         await self.ws.send(json.dumps(message))
@@ -73,7 +78,12 @@ class Member:
         self.enough.set()
 
     def check_enough(self):
-        done = [p for p in self.names if min(self.video[p], self.audio[p]) >= self.args.frames]
+        done = [
+            p
+            for p in self.names
+            if min(self.video[p], self.audio[p]) >= self.args.frames
+            and self.greetings[p] == {"text", "binary"}
+        ]
         if len(done) >= self.args.peers:
             self.enough.set()
 
@@ -109,6 +119,8 @@ class Member:
         wanted = f"video/{self.args.codec.upper()}"
         preferred = [c for c in codecs if c.mimeType.upper() == wanted.upper()]
         camera.setCodecPreferences(preferred)
+        self.game = self.pc.createDataChannel(GAME_LABEL)
+        self.game.on("open", self.greet)
         await self.pc.setLocalDescription(await self.pc.createOffer())
         self.camera_mid = camera.mid
         tracks = [{"mid": mic.mid, "source": "mic"}, {"mid": camera.mid, "source": "camera"}]
@@ -170,6 +182,41 @@ class Member:
                 self.audio[peer_id] += 1
             self.check_enough()
 
+    def greeting(self, name):
+        """The text and the binary greeting of member `name`."""
+        return f"hello from {name}", b"\x00" + name.encode()
+
+    def greet(self):
+        """Greets the others on its `game` channel: when it opens, and when another member's
+        relay opens here (that member's association is up, so it has, or is being opened, the
+        relay of this channel, which holds what comes before it opens)."""
+        if self.game.readyState == "open":
+            for message in self.greeting(self.args.name):
+                self.game.send(message)
+
+    def on_datachannel(self, channel):
+        """The SFU opened the relay of another member's channel: its label, the sender's id as
+        the protocol."""
+        try:
+            sender = int(channel.protocol)
+        except ValueError:
+            return self.fail(f"relay `{channel.label}` names no sender: {channel.protocol!r}")
+        if channel.label != GAME_LABEL or sender not in self.names or not channel.ordered:
+            return self.fail(f"relay `{channel.label}` from {sender} (ordered {channel.ordered})")
+
+        def on_message(message):
+            text, binary = self.greeting(self.names[sender])
+            if message == text:
+                self.greetings[sender].add("text")
+            elif message == binary:
+                self.greetings[sender].add("binary")
+            else:
+                self.fail(f"{message!r} on the relay of {sender}'s `{GAME_LABEL}`")
+            self.check_enough()
+
+        channel.on("message", on_message)
+        self.greet()
+
     async def read(self):
         """Handles every message until the WebSocket closes."""
         async for text in self.ws:
@@ -213,7 +260,8 @@ class Member:
             codecs = sorted(self.received_codecs[peer_id])
             print(
                 f"from {name} ({peer_id}): video frames {sizes or 'none'}; "
-                f"audio frames {self.audio[peer_id]}; codecs {', '.join(codecs) or 'none'}",
+                f"audio frames {self.audio[peer_id]}; codecs {', '.join(codecs) or 'none'}; "
+                f"greetings {', '.join(sorted(self.greetings[peer_id])) or 'none'}",
                 flush=True,
             )
             wanted = {"audio/opus", f"video/{self.args.codec}"}
@@ -229,6 +277,10 @@ async def run(args):
         @member.pc.on("track")
         def on_track(track):
             member.on_track(track)
+
+        @member.pc.on("datachannel")
+        def on_datachannel(channel):
+            member.on_datachannel(channel)
 
         @member.pc.on("connectionstatechange")
         def on_state():
