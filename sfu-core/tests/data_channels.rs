@@ -248,3 +248,22 @@ fn a_member_that_does_not_read_has_its_relayed_messages_dropped_and_counted() {
     assert!(dropped > 30, "only {dropped} dropped");
     assert!(errors(&w, 1).is_empty(), "not the sender's fault");
 }
+
+#[test]
+fn a_label_over_256_bytes_is_refused() {
+    let mut w = connected_room(2);
+    let config = ChannelConfig {
+        label: "l".repeat(257),
+        ..ChannelConfig::default()
+    };
+    let long = w.clients[0].rtc.direct_api().create_data_channel(config);
+    w.advance(Duration::from_millis(500));
+    assert_eq!(errors(&w, 0), [ErrorCode::BadMessage]);
+    assert!(w.client(0).closed_channels.contains(&long));
+    assert!(
+        w.client(1).channels.is_empty(),
+        "nothing opened to the others"
+    );
+    open(&mut w, 0, &"l".repeat(256), true, Reliability::Reliable);
+    assert!(relay_of(&w, 1, 1, &"l".repeat(256)).is_some());
+}

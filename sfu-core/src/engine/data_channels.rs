@@ -12,7 +12,9 @@ use tracing::debug;
 
 use super::Core;
 use crate::counters::DropReason;
-use crate::membership::data_channels::{Refusal, MAX_CHANNELS, MAX_MESSAGE, MAX_RELAY_BUFFERED};
+use crate::membership::data_channels::{
+    Refusal, MAX_CHANNELS, MAX_LABEL_BYTES, MAX_MESSAGE, MAX_RELAY_BUFFERED,
+};
 use crate::membership::Peer;
 use crate::protocol::{ErrorCode, PeerId};
 
@@ -22,7 +24,13 @@ pub(super) const CHAT_LABEL: &str = "chat";
 impl Core {
     /// Channel `cid` of member `id` opened: its chat channel, a relay the SFU opened to it (now
     /// writable), or a channel it opened, to relay to the room.
-    pub(super) fn on_channel_open(&mut self, id: PeerId, cid: ChannelId, label: String) {
+    pub(super) fn on_channel_open(
+        &mut self,
+        now: Instant,
+        id: PeerId,
+        cid: ChannelId,
+        label: String,
+    ) {
         let Some(peer) = self.members.get_mut(id) else {
             return;
         };
@@ -41,16 +49,17 @@ impl Core {
         if label == CHAT_LABEL {
             peer.chat_channel = Some(cid);
         } else {
-            self.on_member_channel(id, cid, label);
+            self.on_member_channel(now, id, cid, label);
         }
         if first {
             self.open_relays_to(id);
         }
     }
 
-    /// Member `id` opened channel `cid` labelled `label`: admitted within its limits, and
-    /// opened to the others.
-    fn on_member_channel(&mut self, id: PeerId, cid: ChannelId, label: String) {
+    /// Member `id` opened channel `cid` labelled `label`: admitted within its limits (an open
+    /// counts as a message against its rate: opening and closing channels makes the SFU open and
+    /// close relays to the whole room), and opened to the others.
+    fn on_member_channel(&mut self, now: Instant, id: PeerId, cid: ChannelId, label: String) {
         let Some(peer) = self.members.get_mut(id) else {
             return;
         };
@@ -60,11 +69,26 @@ impl Core {
                 ErrorCode::Forbidden,
                 format!("your token does not allow data channels in this room (`{label}`)"),
             ))
+        } else if label.len() > MAX_LABEL_BYTES {
+            Some((
+                DropReason::BadChannelMessage,
+                ErrorCode::BadMessage,
+                format!(
+                    "data channel label of {} bytes closed: at most {MAX_LABEL_BYTES}",
+                    label.len()
+                ),
+            ))
         } else if peer.data_channels.is_full() {
             Some((
                 DropReason::TooManyChannels,
                 ErrorCode::TooManyChannels,
                 format!("data channel `{label}` closed: at most {MAX_CHANNELS} besides chat"),
+            ))
+        } else if peer.data_channels.admit(now, 0).is_err() {
+            Some((
+                DropReason::ChannelRateLimited,
+                ErrorCode::RateLimited,
+                format!("data channel `{label}` closed: over the message rate"),
             ))
         } else {
             None

@@ -580,7 +580,7 @@ impl Core {
                 info!(peer = id, "ICE disconnected");
                 self.remove_peer(now, id, Some("the WebRTC connection was lost"));
             }
-            Event::ChannelOpen(cid, label) => self.on_channel_open(id, cid, label),
+            Event::ChannelOpen(cid, label) => self.on_channel_open(now, id, cid, label),
             Event::ChannelClose(cid) => self.on_channel_close(id, cid),
             Event::ChannelData(data) => self.on_channel_data(now, id, &data),
             _ => {}

@@ -12,6 +12,8 @@ use crate::protocol::PeerId;
 
 /// Most channels a member may open besides `chat`.
 pub const MAX_CHANNELS: usize = 16;
+/// Longest label of a relayed channel, in bytes (it is copied to every other member).
+pub const MAX_LABEL_BYTES: usize = 256;
 /// Largest message relayed, in bytes.
 pub const MAX_MESSAGE: usize = 16 * 1024;
 /// Messages a member may send per second over all its channels, after a burst of
