@@ -5,9 +5,9 @@ them on `game` (a text and a binary message) and check their greetings on the SF
 their `game` channels, leave.
 
     python3 member.py ws://127.0.0.1:8080/ws ROOM NAME [--codec vp8|h264] [--peers N]
-        [--frames F] [--seconds S] [--loopback]
+        [--frames F] [--like WxH] [--seconds S] [--loopback] [--hold]
 
-Prints `enough` once it decoded F video frames (the publisher's picture size) and F audio frames
+Prints `enough` once it decoded F video frames (the publisher's picture: --like) and F audio frames
 from each of N other members and got both their greetings (with --hold it then stays, answering offers and printing `peer left:
 NAME` for departures, until its standard input closes), then leaves and exits 0; 1 when the server refuses, the connection fails, what the SFU
 says disagrees with the documentation, or the frames do not come within --seconds. Prints what
@@ -176,7 +176,7 @@ class Member:
             if track.kind == "video":
                 size = (frame.width, frame.height)
                 self.sizes[(peer_id, size)] += 1
-                if size == (WIDTH, HEIGHT):
+                if self.like(size):
                     self.video[peer_id] += 1
             else:
                 self.audio[peer_id] += 1
@@ -216,6 +216,12 @@ class Member:
 
         channel.on("message", on_message)
         self.greet()
+
+    def like(self, size):
+        """Whether a decoded picture is the publishers' (--like): that size, or scaled down with
+        its aspect ratio (up to rounding), as simulcast layers and a sender's adaptation make it."""
+        (w, h), (full_w, full_h) = size, self.args.like
+        return 0 < w <= full_w and abs(w * full_h - h * full_w) <= max(full_w, full_h)
 
     async def read(self):
         """Handles every message until the WebSocket closes."""
@@ -325,11 +331,17 @@ def main():
     parser.add_argument("--peers", type=int, default=1, help="members to decode media from")
     parser.add_argument("--frames", type=int, default=30)
     parser.add_argument("--seconds", type=float, default=40)
+    parser.add_argument(
+        "--like",
+        default=f"{WIDTH}x{HEIGHT}",
+        help="the others' picture size, WxH (default: what this script sends)",
+    )
     parser.add_argument("--loopback", action="store_true", help="offer only 127.0.0.1")
     parser.add_argument(
         "--hold", action="store_true", help="after the frames, stay until standard input closes"
     )
     args = parser.parse_args()
+    args.like = tuple(map(int, args.like.split("x")))
     if args.loopback:
         gather_on_loopback_only()
     return asyncio.run(run(args))
