@@ -11,6 +11,7 @@ use common::{connected_room, ChannelMessage, OpenedToMe, World};
 use sfu_core::counters::DropReason;
 use sfu_core::protocol::{ClientMessage, ErrorCode, ServerMessage};
 use sfu_core::str0m::channel::{ChannelConfig, ChannelId, Reliability};
+use sfu_core::Permissions;
 
 /// Client `idx` opens a channel and waits until it is open (the SFU acknowledged it).
 fn open(
@@ -130,7 +131,7 @@ fn a_member_joining_later_gets_the_channels_already_open() {
 fn relays_close_with_their_channel_and_when_the_sender_leaves() {
     let mut w = connected_room(3);
     let cursor = open(&mut w, 0, "cursor", false, Reliability::Reliable);
-    let game = open(&mut w, 1, "game", true, Reliability::Reliable);
+    open(&mut w, 1, "game", true, Reliability::Reliable);
     let relay = relay_of(&w, 2, 1, "cursor").unwrap().id;
     w.clients[0].rtc.direct_api().close_data_channel(cursor);
     w.advance(Duration::from_millis(500));
@@ -151,7 +152,6 @@ fn relays_close_with_their_channel_and_when_the_sender_leaves() {
         w.client(2).closed_channels.contains(&relay),
         "closed when the sender left"
     );
-    let _ = game;
 }
 
 #[test]
@@ -266,4 +266,38 @@ fn a_label_over_256_bytes_is_refused() {
     );
     open(&mut w, 0, &"l".repeat(256), true, Reliability::Reliable);
     assert!(relay_of(&w, 1, 1, &"l".repeat(256)).is_some());
+}
+
+#[test]
+fn without_the_chat_permission_a_members_channels_are_closed() {
+    let mut w = connected_room(1);
+    let quiet = w.join_with(
+        "quiet",
+        Permissions {
+            chat: false,
+            ..Permissions::ALL
+        },
+    );
+    w.advance(Duration::from_secs(2));
+    let config = ChannelConfig {
+        label: "game".into(),
+        ..ChannelConfig::default()
+    };
+    let game = w.clients[quiet]
+        .rtc
+        .direct_api()
+        .create_data_channel(config);
+    w.advance(Duration::from_millis(500));
+    assert_eq!(errors(&w, quiet), [ErrorCode::Forbidden]);
+    assert!(w.client(quiet).closed_channels.contains(&game));
+    assert!(
+        w.client(0).channels.is_empty(),
+        "nothing opened to the others"
+    );
+    // It still receives the others' channels.
+    let cursor = open(&mut w, 0, "cursor", true, Reliability::Reliable);
+    write(&mut w, 0, cursor, false, b"x");
+    w.advance(Duration::from_millis(300));
+    let relay = relay_of(&w, quiet, 1, "cursor").expect("a relay to the quiet member");
+    assert_eq!(received(&w, quiet, relay.id), [(false, b"x".to_vec())]);
 }
