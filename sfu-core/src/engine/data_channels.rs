@@ -63,13 +63,8 @@ impl Core {
         let Some(peer) = self.members.get_mut(id) else {
             return;
         };
-        let refusal = if !peer.permissions.chat {
-            Some((
-                DropReason::Forbidden,
-                ErrorCode::Forbidden,
-                format!("your token does not allow data channels in this room (`{label}`)"),
-            ))
-        } else if label.len() > MAX_LABEL_BYTES {
+        // The label is checked first: the other errors quote it.
+        let refusal = if label.len() > MAX_LABEL_BYTES {
             Some((
                 DropReason::BadChannelMessage,
                 ErrorCode::BadMessage,
@@ -77,6 +72,12 @@ impl Core {
                     "data channel label of {} bytes closed: at most {MAX_LABEL_BYTES}",
                     label.len()
                 ),
+            ))
+        } else if !peer.permissions.chat {
+            Some((
+                DropReason::Forbidden,
+                ErrorCode::Forbidden,
+                format!("your token does not allow data channels in this room (`{label}`)"),
             ))
         } else if peer.data_channels.is_full() {
             Some((
