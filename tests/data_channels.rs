@@ -1,7 +1,7 @@
 //! Any data channel through the real server, with str0m members (sfu-client): channels of any
 //! label reach every other member with their options and sender, text and binary unchanged, and
-//! close when their member leaves; past the per-member limits the sender gets an `error` and
-//! `/api/stats` counts the drops.
+//! close when their member leaves; past the channel and message size limits the sender gets an
+//! `error` and `/api/stats` counts the drops.
 
 mod support;
 
@@ -165,28 +165,6 @@ async fn past_its_limits_a_member_gets_an_error_and_the_drops_are_counted() {
     })
     .await;
 
-    // A message over 16 KiB.
-    ana.send_on_channel("game", vec![1; 17 * 1024], true)
-        .await
-        .expect("a large message");
-    until(WAIT, "too_large", || {
-        sa.pump(&mut ana);
-        sa.errors.contains(&ErrorCode::TooLarge)
-    })
-    .await;
-
-    // 300 messages at once: past the burst of 200.
-    for i in 0..300u16 {
-        ana.send_on_channel("game", i.to_be_bytes().to_vec(), true)
-            .await
-            .expect("a small message");
-    }
-    until(WAIT, "rate_limited", || {
-        sa.pump(&mut ana);
-        sa.errors.contains(&ErrorCode::RateLimited)
-    })
-    .await;
-
     // Sixteen channels besides chat: "game" and fifteen more pass, the seventeenth is closed.
     for i in 0..15 {
         open(
@@ -206,21 +184,27 @@ async fn past_its_limits_a_member_gets_an_error_and_the_drops_are_counted() {
     })
     .await;
 
+    // A message over 16 KiB.
+    ana.send_on_channel("game", vec![1; 17 * 1024], true)
+        .await
+        .expect("a large message");
+    until(WAIT, "too_large", || {
+        sa.pump(&mut ana);
+        sa.errors.contains(&ErrorCode::TooLarge)
+    })
+    .await;
+
+    // The rate limits are checked in simulated time (sfu-core/tests/data_channels.rs): here how
+    // fast messages reach the server depends on the machine's load.
+    ana.send_on_channel("game", b"fits".to_vec(), false)
+        .await
+        .expect("a message within the limits");
+    until(WAIT, "the message within the limits at bob", || {
+        sb.pump(&mut bob);
+        sb.received("game", a) == [(false, b"fits".to_vec())]
+    })
+    .await;
     let stats = server.stats().await;
     assert_eq!(stats.drops.get("channel_too_large"), Some(&1), "{stats:?}");
     assert_eq!(stats.drops.get("too_many_channels"), Some(&1), "{stats:?}");
-    let limited = stats
-        .drops
-        .get("channel_rate_limited")
-        .copied()
-        .unwrap_or(0);
-    assert!((1..=100).contains(&limited), "{limited} rate-limited");
-    until(WAIT, "every small message relayed or counted", || {
-        sb.pump(&mut bob);
-        sb.received("game", a).len() as u64 + limited == 300
-    })
-    .await;
-    let rate_errors = sa.errors.iter().filter(|e| **e == ErrorCode::RateLimited);
-    // One per run of refusals (the rate refills while the messages go out).
-    assert!(rate_errors.count() as u64 <= limited);
 }
