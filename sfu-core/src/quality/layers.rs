@@ -33,6 +33,9 @@ pub struct Layer {
     pub size: Option<(u16, u16)>,
     /// When a keyframe was last asked of it.
     pub last_keyframe_request: Option<Instant>,
+    /// A keyframe was wanted before the layer's first packet (no stream to ask yet): it is
+    /// asked for when that packet arrives.
+    keyframe_deferred: bool,
     /// When a subscriber last wanted it (for the publisher's layer hint).
     last_wanted: Option<Instant>,
 }
@@ -181,6 +184,22 @@ impl TrackLayers {
         self.keyframe_requests += 1;
         true
     }
+
+    /// Notes that a keyframe of layer `index` was wanted while the publisher had no stream of it
+    /// yet, so that [`TrackLayers::take_deferred_keyframe`] asks on its first packet.
+    pub fn defer_keyframe_request(&mut self, index: u8) {
+        if let Some(layer) = self.layers.get_mut(usize::from(index)) {
+            layer.keyframe_deferred = true;
+        }
+    }
+
+    /// Whether a keyframe of layer `index` was deferred (see
+    /// [`TrackLayers::defer_keyframe_request`]); the note is cleared.
+    pub fn take_deferred_keyframe(&mut self, index: u8) -> bool {
+        self.layers
+            .get_mut(usize::from(index))
+            .is_some_and(|l| std::mem::take(&mut l.keyframe_deferred))
+    }
 }
 
 impl TrackLayers {
@@ -250,6 +269,18 @@ mod tests {
         assert!(layers.claim_keyframe_request(0, t0 + Duration::from_millis(10), interval));
         assert!(layers.claim_keyframe_request(2, t0 + interval, interval));
         assert_eq!(layers.keyframe_requests, 3);
+    }
+
+    #[test]
+    fn a_deferred_keyframe_request_is_taken_once() {
+        let mut layers = TrackLayers::simulcast(&rids());
+        assert!(!layers.take_deferred_keyframe(1));
+        layers.defer_keyframe_request(1);
+        assert!(!layers.take_deferred_keyframe(0), "another layer's note");
+        assert!(layers.take_deferred_keyframe(1));
+        assert!(!layers.take_deferred_keyframe(1), "asked once");
+        layers.defer_keyframe_request(7);
+        assert!(!layers.take_deferred_keyframe(7), "no such layer");
     }
 
     #[test]

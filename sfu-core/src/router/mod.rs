@@ -24,6 +24,9 @@ use crate::protocol::{PeerId, TrackInfo};
 #[derive(Debug, Default)]
 pub struct Router {
     tracks: HashMap<TrackKey, Track>,
+    /// Keyframe requests that were deferred until a layer's first packet and are due now
+    /// (track and layer), for the core to send (see [`Router::next_due_keyframe`]).
+    due_keyframes: Vec<(TrackKey, u8)>,
 }
 
 /// Why the router did not route a packet.
@@ -103,6 +106,11 @@ impl Router {
         }
     }
 
+    /// A keyframe request that was deferred until its layer's first packet, which has come.
+    pub fn next_due_keyframe(&mut self) -> Option<(TrackKey, u8)> {
+        self.due_keyframes.pop()
+    }
+
     /// Removes `sink` from track `key`'s sinks.
     pub fn detach(&mut self, key: TrackKey, sink: SinkRef) {
         if let Some(track) = self.tracks.get_mut(&key) {
@@ -135,6 +143,9 @@ impl Router {
         track
             .layers
             .on_packet(layer, arrival.at, arrival.payload.len(), keyframe);
+        if track.layers.take_deferred_keyframe(layer) {
+            self.due_keyframes.push((key, layer));
+        }
         let top_layer = track.layers.count() as u8 - 1;
         // Only a simulcast track's legs switch layers and so renumber picture ids.
         let picture_ids = (top_layer > 0)
