@@ -122,7 +122,7 @@ impl Peer {
         config: &CoreConfig,
         now: Instant,
     ) -> Self {
-        let config_with_codecs = CodecDescriptor::configure(RtcConfig::new());
+        let config_with_codecs = CodecDescriptor::configure(RtcConfig::new(), &config.video_codecs);
         let mut rtc = config_with_codecs
             .set_ice_lite(true)
             .set_rtp_mode(true)
