@@ -47,13 +47,16 @@ pub struct SvcPacket {
     pub spatial_layers: Option<u8>,
 }
 
+/// The picture sizes of a scalable stream's spatial layers, lowest first.
+pub type LayerSizes = heapless::Vec<(u16, u16), MAX_LAYERS>;
+
 /// How a codec's scalable streams say which layers a packet belongs to.
 #[derive(Debug, Clone, Copy)]
 struct SvcScheme {
     /// The packet's layers.
     packet: fn(&[u8]) -> Option<SvcPacket>,
     /// The sizes of the spatial layers, lowest first, where the packet says (keyframes).
-    sizes: fn(&[u8]) -> Option<heapless::Vec<(u16, u16), MAX_LAYERS>>,
+    sizes: fn(&[u8]) -> Option<LayerSizes>,
 }
 
 /// One codec the SFU forwards.
@@ -225,7 +228,7 @@ impl CodecDescriptor {
     }
 
     /// The spatial layers' sizes a keyframe of a scalable stream announces, lowest first.
-    pub fn svc_sizes(&self, payload: &[u8]) -> Option<heapless::Vec<(u16, u16), MAX_LAYERS>> {
+    pub fn svc_sizes(&self, payload: &[u8]) -> Option<LayerSizes> {
         self.svc.and_then(|s| (s.sizes)(payload))
     }
 }

@@ -14,8 +14,7 @@
 //!  |      N_G      |            if G, then N_G × (|TID|U|R|-|-| and R P_DIFF bytes)
 //! ```
 
-use super::{Keyframe, SvcPacket};
-use crate::quality::layers::MAX_LAYERS;
+use super::{Keyframe, LayerSizes, SvcPacket};
 
 /// Why a payload is not a valid VP9 payload descriptor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -51,7 +50,7 @@ pub struct Vp9Descriptor {
     pub inter_layer: bool,
     /// The scalability structure's spatial layer sizes, lowest first, when the packet carries
     /// one with sizes (keyframes do).
-    pub sizes: Option<heapless::Vec<(u16, u16), MAX_LAYERS>>,
+    pub sizes: Option<LayerSizes>,
     /// The number of spatial layers the scalability structure announces, when present.
     pub spatial_layers: Option<u8>,
 }
@@ -186,7 +185,7 @@ pub(super) fn svc(payload: &[u8]) -> Option<SvcPacket> {
 }
 
 /// The spatial layer sizes a VP9 keyframe's scalability structure announces.
-pub(super) fn layer_sizes(payload: &[u8]) -> Option<heapless::Vec<(u16, u16), MAX_LAYERS>> {
+pub(super) fn layer_sizes(payload: &[u8]) -> Option<LayerSizes> {
     Vp9Descriptor::new_checked(payload).ok()?.sizes
 }
 

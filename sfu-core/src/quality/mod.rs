@@ -235,7 +235,7 @@ fn demands(
     // A layer that just (re)started is still ramping up: until its rate is measured over a whole
     // window it counts at least at the rate such a layer usually settles at, or the allocation
     // would take it cheaply and drop it a second later.
-    let rate_of = |l: u8| {
+    let layer_rate = |l: u8| {
         let measured = layers.bps(l, now);
         if layers.is_settled(l, now) && measured > 0 {
             measured
@@ -243,6 +243,8 @@ fn demands(
             measured.max(assumed_bps(l, layers.count()))
         }
     };
+    // Nested (SVC) layers cost the layers below them too.
+    let rate_of = |l: u8| layers.forwarded_bps(l, layer_rate);
     let n = layers.count() as u8;
     // A track without simulcast has nothing to fall back to: its one layer is taken whether or
     // not it is sending right now.

@@ -127,11 +127,25 @@ impl Router {
         let codec = CodecDescriptor::of(&arrival.params)
             .filter(|c| c.kind == track.kind)
             .ok_or(Refusal::Dropped(DropReason::NoMatchingCodec))?;
-        let layer = track
-            .layers
-            .index_of(arrival.rid)
-            .ok_or(Refusal::Dropped(DropReason::UnknownLayer))?;
         let keyframe = codec.keyframe(arrival.payload);
+        // A scalable stream's layers are its spatial layers, as its keyframes announce them.
+        let svc = codec
+            .svc(arrival.payload)
+            .filter(|_| !track.layers.is_simulcast());
+        if let Some(count) = svc
+            .and_then(|p| p.spatial_layers)
+            .filter(|_| keyframe.is_some())
+        {
+            let sizes = codec.svc_sizes(arrival.payload);
+            track.layers.set_nested(count, sizes.as_deref());
+        }
+        let layer = match svc {
+            Some(p) if track.layers.is_nested() => p.spatial.min(track.layers.count() as u8 - 1),
+            _ => track
+                .layers
+                .index_of(arrival.rid)
+                .ok_or(Refusal::Dropped(DropReason::UnknownLayer))?,
+        };
         track
             .layers
             .on_packet(layer, arrival.at, arrival.payload.len(), keyframe);
@@ -144,6 +158,7 @@ impl Router {
             .history
             .push(arrival.payload)
             .ok_or(Refusal::Dropped(DropReason::Oversized))?;
+        let track_nested = track.layers.is_nested();
         let Track {
             history,
             sinks: track_sinks,
@@ -170,6 +185,7 @@ impl Router {
             top_layer,
             keyframe: keyframe.is_some(),
             picture_ids,
+            svc: svc.filter(|_| track_nested),
         };
         track_sinks.retain(|&sink| sinks.deliver(sink, &packet) == Delivery::Done);
         Ok(codec)
