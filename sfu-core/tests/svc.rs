@@ -100,7 +100,7 @@ impl Publisher {
     /// Sends `n` pictures, a keyframe every ten.
     fn pictures(&mut self, w: &mut World, n: u16) {
         for _ in 0..n {
-            let keyframe = self.picture % 10 == 0;
+            let keyframe = self.picture.is_multiple_of(10);
             self.picture(w, keyframe);
         }
     }
