@@ -45,6 +45,8 @@ pub struct SvcPacket {
     pub ends_frame: bool,
     /// How many spatial layers the stream has, when the packet says (keyframes do).
     pub spatial_layers: Option<u8>,
+    /// The packet carries layer indices at all (a stream sent without layers has none).
+    pub layered: bool,
 }
 
 /// The picture sizes of a scalable stream's spatial layers, lowest first.

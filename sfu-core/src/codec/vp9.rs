@@ -48,6 +48,8 @@ pub struct Vp9Descriptor {
     pub switch_up: bool,
     /// D: the frame depends on the spatial layer below in the same picture.
     pub inter_layer: bool,
+    /// L: the descriptor carries layer indices.
+    pub layered: bool,
     /// The scalability structure's spatial layer sizes, lowest first, when the packet carries
     /// one with sizes (keyframes do).
     pub sizes: Option<LayerSizes>,
@@ -100,6 +102,7 @@ impl Vp9Descriptor {
             });
         }
         if has_layers {
+            d.layered = true;
             let layer = r.byte()?;
             d.temporal = layer >> 5;
             d.switch_up = layer & 0x10 != 0;
@@ -159,6 +162,7 @@ impl Vp9Descriptor {
             begins_picture: self.begins_frame && self.spatial == 0,
             ends_frame: self.ends_frame,
             spatial_layers: self.spatial_layers,
+            layered: self.layered,
         }
     }
 }

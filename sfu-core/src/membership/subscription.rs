@@ -258,10 +258,10 @@ impl Subscription {
         true
     }
 
-    /// Decides on one packet of a scalable (SVC) track's stream: `None` to drop it (a layer
-    /// above the one the leg takes; the numbers after it close up), else the marker bit it goes
-    /// with: set on the end of the highest forwarded layer's frame, which ends the picture for
-    /// this receiver.
+    /// Decides on one packet of a scalable (SVC) stream: `None` to drop it (a spatial or
+    /// temporal layer above the ones the leg takes; the numbers after it close up), else the
+    /// marker bit it goes with: set on the end of the highest forwarded spatial layer's frame,
+    /// which ends the picture for this receiver.
     fn nested_marker(&mut self, packet: &RoutedPacket, svc: SvcPacket) -> Option<bool> {
         if svc.begins_picture {
             let before = self.selector.current();
@@ -279,8 +279,14 @@ impl Subscription {
                 );
             }
         }
+        if svc.begins_picture {
+            self.selector
+                .on_temporal(svc.temporal, svc.switch_up, packet.keyframe);
+        }
         let rtp = &packet.arrival;
-        if !self.selector.forwards_nested(svc.spatial) {
+        if !self.selector.forwards_nested(svc.spatial)
+            || !self.selector.forwards_temporal(svc.temporal)
+        {
             if self.selector.current().is_some() {
                 self.rewriter.skip(rtp.ssrc, rtp.seq);
             }

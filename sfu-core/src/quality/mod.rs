@@ -16,7 +16,9 @@ use str0m::bwe::{Bitrate, BweKind};
 use str0m::media::MediaKind;
 use tracing::{debug, info};
 
-use allocation::{allocate, assumed_bps, layer_for_tile, LegDemand, UPGRADE_HEADROOM_PERCENT};
+use allocation::{
+    allocate, assumed_bps, layer_for_tile, temporal_cap, LegDemand, UPGRADE_HEADROOM_PERCENT,
+};
 use layers::{TrackLayers, MAX_LAYERS};
 
 use crate::membership::Peer;
@@ -144,6 +146,17 @@ impl Quality {
             let Some(sub) = peer.subscriptions.get_mut(slot) else {
                 continue;
             };
+            let capped = sub.selector.temporal_target().is_some();
+            let temporal = temporal_cap(budget, allocated, capped);
+            if sub.selector.is_scalable() && sub.selector.set_temporal_target(temporal) {
+                info!(
+                    subscriber = id,
+                    track = %sub.source.id(),
+                    temporal = ?temporal,
+                    estimate_bps = ?estimate,
+                    "temporal layer target"
+                );
+            }
             let before = sub.selector.target();
             let changed = sub.selector.set_target(*target);
             // Down while the tile still wants the current layer: the link cannot carry it.

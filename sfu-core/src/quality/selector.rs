@@ -20,6 +20,10 @@ pub struct LayerSelector {
     pub switches: u64,
     /// The track's layers are nested spatial layers (SVC), switched by [`Self::on_picture`].
     nested: bool,
+    /// The highest temporal layer of a scalable stream forwarded now; `None`: all.
+    temporal: Option<u8>,
+    /// The highest temporal layer wanted; `None`: all.
+    temporal_target: Option<u8>,
 }
 
 impl LayerSelector {
@@ -31,6 +35,11 @@ impl LayerSelector {
     /// The layer forwarded now.
     pub fn current(&self) -> Option<u8> {
         self.current
+    }
+
+    /// Whether the leg carries a scalable (SVC) stream: it has seen one of its pictures.
+    pub fn is_scalable(&self) -> bool {
+        self.nested
     }
 
     /// The layer wanted.
@@ -115,6 +124,43 @@ impl LayerSelector {
     /// the current one.
     pub fn forwards_nested(&self, layer: u8) -> bool {
         self.current.is_some_and(|c| layer <= c)
+    }
+
+    /// Caps the temporal layers of a scalable stream the leg forwards (`None`: all); true when
+    /// it changed.
+    pub fn set_temporal_target(&mut self, target: Option<u8>) -> bool {
+        let changed = self.temporal_target != target;
+        self.temporal_target = target;
+        changed
+    }
+
+    /// The temporal layer cap wanted (`None`: all).
+    pub fn temporal_target(&self) -> Option<u8> {
+        self.temporal_target
+    }
+
+    /// Decides at the start of a picture of temporal layer `temporal` (`switch_up`: the stream
+    /// allows switching up to that layer here; `keyframe`: the picture is one) whether the leg
+    /// forwards the picture's temporal layer. Down takes effect at once (no lower layer
+    /// references a higher one); up waits for a switching point of the layer, or a keyframe.
+    pub fn on_temporal(&mut self, temporal: u8, switch_up: bool, keyframe: bool) -> bool {
+        // u8::MAX stands for every layer.
+        let wanted = self.temporal_target.unwrap_or(u8::MAX);
+        let cap = self.temporal.unwrap_or(u8::MAX);
+        let cap = if keyframe || wanted < cap {
+            wanted
+        } else if switch_up && temporal > cap {
+            temporal.min(wanted)
+        } else {
+            cap
+        };
+        self.temporal = (cap != u8::MAX).then_some(cap);
+        self.forwards_temporal(temporal)
+    }
+
+    /// Whether the leg forwards temporal layer `temporal` now.
+    pub fn forwards_temporal(&self, temporal: u8) -> bool {
+        self.temporal.is_none_or(|cap| temporal <= cap)
     }
 }
 
@@ -201,6 +247,30 @@ mod tests {
         s.set_target(Some(0));
         assert_eq!(s.on_picture(false), Decision::Drop);
         assert_eq!(s.on_picture(true), Decision::Switch);
+    }
+
+    #[test]
+    fn temporal_layers_go_down_at_once_and_up_at_switching_points() {
+        let mut s = LayerSelector::new();
+        assert!(s.on_temporal(2, false, false), "all layers until capped");
+        s.set_temporal_target(Some(0));
+        assert!(!s.on_temporal(2, false, false), "down at once");
+        assert!(!s.on_temporal(1, true, false));
+        assert!(s.on_temporal(0, false, false));
+        // Up to T1 (the cap is lifted): at T1's switching point, then T2's.
+        s.set_temporal_target(None);
+        assert!(!s.on_temporal(2, false, false), "no switching point");
+        assert!(!s.on_temporal(1, false, false), "no switching point");
+        assert!(s.on_temporal(1, true, false));
+        assert!(!s.on_temporal(2, false, false));
+        assert!(s.on_temporal(2, true, false));
+        assert!(s.forwards_temporal(2));
+        // A keyframe takes the target at once.
+        s.set_temporal_target(Some(1));
+        assert!(!s.on_temporal(2, true, false), "capped below");
+        s.set_temporal_target(None);
+        assert!(s.on_temporal(0, false, true));
+        assert!(s.forwards_temporal(2));
     }
 
     #[test]

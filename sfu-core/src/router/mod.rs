@@ -185,7 +185,7 @@ impl Router {
             top_layer,
             keyframe: keyframe.is_some(),
             picture_ids,
-            svc: svc.filter(|_| track_nested),
+            svc: svc.filter(|p| track_nested || p.layered),
         };
         track_sinks.retain(|&sink| sinks.deliver(sink, &packet) == Delivery::Done);
         Ok(codec)

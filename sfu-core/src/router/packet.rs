@@ -56,8 +56,8 @@ pub struct RoutedPacket<'a> {
     pub keyframe: bool,
     /// The per-picture ids of a simulcast track's packet, which each leg renumbers.
     pub picture_ids: Option<PictureIds>,
-    /// The layers of a packet of a scalable (SVC) track's stream, whose legs forward the
-    /// layers up to the one they take.
+    /// The layers of a packet of a scalable (SVC) stream (spatial, temporal or both), whose
+    /// legs forward the layers up to the ones they take.
     pub svc: Option<SvcPacket>,
 }
 
