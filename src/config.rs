@@ -643,6 +643,27 @@ mod tests {
     }
 
     #[test]
+    fn video_codecs_come_in_preference_order_from_the_flag_or_the_file() {
+        let defaults = Cli::parse_from(["edge-sfu"]).settings().unwrap();
+        assert_eq!(defaults.video_codecs, [Codec::Vp8, Codec::H264]);
+        let flag = Cli::parse_from(["edge-sfu", "--video-codecs", "AV1,vp9,vp8"]);
+        assert_eq!(
+            flag.settings().unwrap().video_codecs,
+            [Codec::Av1, Codec::Vp9, Codec::Vp8]
+        );
+        let dir =
+            std::env::temp_dir().join(format!("edge-sfu-config-codecs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("codecs.toml");
+        std::fs::write(&path, "video_codecs = [\"vp9\"]\n").unwrap();
+        let file = Cli::parse_from(["edge-sfu", "--config", path.to_str().unwrap()]);
+        assert_eq!(file.settings().unwrap().video_codecs, [Codec::Vp9]);
+        let typo = Cli::parse_from(["edge-sfu", "--video-codecs", "vp9,hevc"]);
+        assert!(typo.settings().is_err());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
     fn ingests_and_outputs_come_from_the_file() {
         let dir =
             std::env::temp_dir().join(format!("edge-sfu-config-plain-{}", std::process::id()));
