@@ -4,6 +4,7 @@
 //! matches on codecs. A new codec is one new file here and one entry in [`ALL`].
 
 mod av1;
+pub mod dependency_descriptor;
 mod h264;
 mod vp8;
 mod vp9;

@@ -16,9 +16,11 @@ pub use packet::{Arrival, RoutedPacket};
 pub use sink::{Delivery, SinkRef, SinkSet};
 pub use track::{track_kind, Origin, Track, TrackKey};
 
+use crate::codec::dependency_descriptor::DependencyDescriptorBytes;
 use crate::codec::CodecDescriptor;
 use crate::counters::DropReason;
 use crate::protocol::{PeerId, TrackInfo};
+use str0m::format::Codec;
 
 /// Every published track of one worker.
 #[derive(Debug, Default)]
@@ -128,10 +130,18 @@ impl Router {
             .filter(|c| c.kind == track.kind)
             .ok_or(Refusal::Dropped(DropReason::NoMatchingCodec))?;
         let keyframe = codec.keyframe(arrival.payload);
-        // A scalable stream's layers are its spatial layers, as its keyframes announce them.
-        let svc = codec
-            .svc(arrival.payload)
-            .filter(|_| !track.layers.is_simulcast());
+        // A scalable stream's layers: from its dependency descriptors (AV1), or its payload
+        // descriptors (VP9). Its spatial layers become the track's layers.
+        let descriptor = arrival
+            .ext
+            .user_values
+            .get::<DependencyDescriptorBytes>()
+            .filter(|_| codec.codec == Codec::Av1);
+        let svc = match descriptor {
+            Some(bytes) => track.frame_layers(&bytes.0),
+            None => codec.svc(arrival.payload),
+        }
+        .filter(|_| !track.layers.is_simulcast());
         if let Some(count) = svc
             .and_then(|p| p.spatial_layers)
             .filter(|_| keyframe.is_some())
