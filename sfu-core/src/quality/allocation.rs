@@ -84,16 +84,21 @@ pub fn assumed_bps(index: u8, count: usize) -> u64 {
     ASSUMED_BPS_FROM_TOP[from_top]
 }
 
+/// Lifting a temporal cap needs the floors to fit with this much to spare (percent). Less than
+/// an upgrade's headroom: the estimator probes up to what the allocation would take with the
+/// upgrade headroom, so a cap lifted only at that point would be reached by chance.
+const TEMPORAL_HEADROOM_PERCENT: u64 = 10;
+
 /// The highest temporal layer the legs of scalable streams forward (`None`: all), given the
 /// allocation's `spent` rate within `budget` and whether they are `capped` now. The allocation
 /// gives every visible tile at least its lowest layer, so spending more than the budget means
 /// even those floors do not fit: then only the base temporal layer goes (a lower frame rate
-/// rather than a frozen picture). The cap is lifted once the floors fit with the upgrade
-/// headroom, so an estimate hovering at the floors does not flap.
+/// rather than a frozen picture). The cap is lifted once the floors fit with
+/// [`TEMPORAL_HEADROOM_PERCENT`] to spare, so an estimate hovering at the floors does not flap.
 pub fn temporal_cap(budget: Option<u64>, spent: u64, capped: bool) -> Option<u8> {
     let budget = budget?;
     let needed = if capped {
-        spent * (100 + UPGRADE_HEADROOM_PERCENT) / 100
+        spent * (100 + TEMPORAL_HEADROOM_PERCENT) / 100
     } else {
         spent
     };
@@ -180,8 +185,8 @@ mod tests {
         assert_eq!(temporal_cap(Some(1_000_000), 900_000, false), None);
         assert_eq!(temporal_cap(Some(1_000_000), 1_100_000, false), Some(0));
         // Back within the budget, but not by the headroom yet: stays capped.
-        assert_eq!(temporal_cap(Some(1_000_000), 900_000, true), Some(0));
-        assert_eq!(temporal_cap(Some(1_000_000), 800_000, true), None);
+        assert_eq!(temporal_cap(Some(1_000_000), 950_000, true), Some(0));
+        assert_eq!(temporal_cap(Some(1_000_000), 900_000, true), None);
     }
 
     const RATES: [u64; 3] = [150_000, 500_000, 1_500_000];

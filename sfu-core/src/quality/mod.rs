@@ -408,6 +408,9 @@ pub fn media_stats(peer: &Peer, router: &Router, now: Instant) -> MediaStats {
                 plis: sub.stats.plis,
                 switches: sub.selector.switches,
                 tile: sub.tile,
+                // While a cap is wanted; once lifted, the cap rises at the stream's switching
+                // points and its last value says nothing.
+                temporal_layer: sub.selector.temporal_target().and(sub.selector.temporal()),
             }
         })
         .collect();

@@ -134,6 +134,11 @@ impl LayerSelector {
         changed
     }
 
+    /// The highest temporal layer forwarded now (`None`: all).
+    pub fn temporal(&self) -> Option<u8> {
+        self.temporal
+    }
+
     /// The temporal layer cap wanted (`None`: all).
     pub fn temporal_target(&self) -> Option<u8> {
         self.temporal_target
