@@ -185,7 +185,7 @@ impl Subscription {
         };
         let mut marker = packet.arrival.marker;
         if let Some(svc) = packet.svc {
-            match self.nested_marker(packet, svc) {
+            match self.svc_marker(packet, svc) {
                 Some(m) => marker = m,
                 None => return false,
             }
@@ -262,7 +262,7 @@ impl Subscription {
     /// temporal layer above the ones the leg takes; the numbers after it close up), else the
     /// marker bit it goes with: set on the end of the highest forwarded spatial layer's frame,
     /// which ends the picture for this receiver.
-    fn nested_marker(&mut self, packet: &RoutedPacket, svc: SvcPacket) -> Option<bool> {
+    fn svc_marker(&mut self, packet: &RoutedPacket, svc: SvcPacket) -> Option<bool> {
         if svc.begins_picture {
             let before = self.selector.current();
             if self.selector.on_picture(packet.keyframe) == Decision::Switch {
@@ -278,8 +278,6 @@ impl Subscription {
                     "spatial layer switch"
                 );
             }
-        }
-        if svc.begins_picture {
             self.selector
                 .on_temporal(svc.temporal, svc.switch_up, packet.keyframe);
         }

@@ -11,6 +11,8 @@ mod track;
 
 use std::collections::HashMap;
 
+use str0m::format::Codec;
+
 pub use history::PacketIndex;
 pub use packet::{Arrival, RoutedPacket};
 pub use sink::{Delivery, SinkRef, SinkSet};
@@ -20,7 +22,6 @@ use crate::codec::dependency_descriptor::DependencyDescriptorBytes;
 use crate::codec::CodecDescriptor;
 use crate::counters::DropReason;
 use crate::protocol::{PeerId, TrackInfo};
-use str0m::format::Codec;
 
 /// Every published track of one worker.
 #[derive(Debug, Default)]
