@@ -45,6 +45,9 @@ export const CAMERA_SIMULCAST_LAYERS = Object.freeze([
 /** Bit rate cap of a camera sent as one layer (simulcast off, or declined by the SFU). */
 export const CAMERA_SINGLE_LAYER_MAX_BITRATE = 1_500_000;
 
+/** Bit rate cap of a camera sent as one scalable (SVC) encoding: every spatial layer together. */
+export const CAMERA_SVC_MAX_BITRATE = 2_500_000;
+
 /** How long the rendered size of a tile must stay still before a `tileSize` message goes out, in milliseconds. */
 export const TILE_SIZE_DEBOUNCE_MS = 150;
 
@@ -79,6 +82,19 @@ export function rtcConfigFromUrl(loc = globalThis.location) {
 export function simulcastFromUrl(loc = globalThis.location) {
   const v = new URLSearchParams(loc.search).get('simulcast');
   return !(v != null && ['0', 'false', 'off', 'no'].includes(v.toLowerCase()));
+}
+
+/**
+ * The scalability mode a page publishes its camera with, from its own URL: `?svc=L3T3_KEY` sends one
+ * VP9 or AV1 encoding with three spatial and three temporal layers (the SFU forwards each viewer the
+ * layers it takes), `?svc=L1T3` temporal layers only; no parameter: `null` (simulcast or one layer).
+ * Only the `L<n>T<n>` and `L<n>T<n>_KEY` forms are taken.
+ * @param {Location|URL} [loc] the page location (defaults to `globalThis.location`)
+ * @returns {string|null}
+ */
+export function scalabilityModeFromUrl(loc = globalThis.location) {
+  const v = new URLSearchParams(loc.search).get('svc');
+  return v && /^L[1-3]T[1-3](_KEY)?$/.test(v) ? v : null;
 }
 
 /**
@@ -199,6 +215,8 @@ export class EdgeSfuClient extends EventTarget {
    * @param {RTCConfiguration} [options.rtcConfig] extra RTCPeerConnection settings (`iceServers` come from `joined`)
    * @param {boolean} [options.simulcast=true] publish the camera as three simulcast layers
    *   (`CAMERA_SIMULCAST_LAYERS`); `false` sends one. Screen shares and audio always send one.
+   * @param {string|null} [options.scalabilityMode=null] publish the camera as one scalable (SVC) encoding with this
+   *   `scalabilityMode` (e.g. `L3T3_KEY`) instead, for a room whose video codec is VP9 or AV1
    */
   constructor(options = {}) {
     super();
@@ -211,6 +229,8 @@ export class EdgeSfuClient extends EventTarget {
     this._rtcConfig = options.rtcConfig ?? {};
     /** Whether the camera is published with simulcast. */
     this.simulcast = options.simulcast ?? true;
+    /** The camera's scalability mode (SVC), or null. */
+    this.scalabilityMode = options.scalabilityMode ?? null;
     /** Lifecycle: `new`, `joining`, `joined`, `closed`. */
     this.state = 'new';
     /** @type {WebSocket|null} the signaling socket */
@@ -335,8 +355,11 @@ export class EdgeSfuClient extends EventTarget {
     }
     track.enabled = !muted;
     const init = { direction: 'sendonly', streams };
-    const simulcast = this.simulcast && track.kind === 'video' && source === 'camera';
-    if (simulcast) {
+    const camera = track.kind === 'video' && source === 'camera';
+    const simulcast = this.simulcast && camera && !this.scalabilityMode;
+    if (camera && this.scalabilityMode) {
+      init.sendEncodings = [{ active: !muted, maxBitrate: CAMERA_SVC_MAX_BITRATE, scalabilityMode: this.scalabilityMode }];
+    } else if (simulcast) {
       init.sendEncodings = CAMERA_SIMULCAST_LAYERS.map((l) => ({ ...l, active: !muted }));
     } else if (track.kind === 'video' && source === 'camera') {
       init.sendEncodings = [{ active: !muted, maxBitrate: CAMERA_SINGLE_LAYER_MAX_BITRATE }];

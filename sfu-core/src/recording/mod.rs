@@ -264,7 +264,7 @@ impl Recordings {
             return Delivery::Gone;
         };
         // The recorder takes the top layer only.
-        if packet.layer != packet.top_layer {
+        if !packet.serves_top_layer() {
             return Delivery::Done;
         }
         let key = packet.track;

@@ -45,6 +45,7 @@ pub struct ChannelMessage {
 pub struct Received {
     pub ssrc: u32,
     pub seq: u16,
+    pub marker: bool,
     pub payload: Vec<u8>,
 }
 
@@ -103,9 +104,14 @@ pub fn server_addr() -> SocketAddr {
 
 impl World {
     pub fn new() -> Self {
+        Self::with_config(CoreConfig::default())
+    }
+
+    /// A world whose core has `config`, announcing the simulated server address.
+    pub fn with_config(config: CoreConfig) -> Self {
         let config = CoreConfig {
             candidates: vec![server_addr()],
-            ..CoreConfig::default()
+            ..config
         };
         World {
             now: Instant::now(),
@@ -365,6 +371,7 @@ impl Client {
             Event::RtpPacket(p) => self.received.push(Received {
                 ssrc: *p.header.ssrc,
                 seq: p.header.sequence_number,
+                marker: p.header.marker,
                 payload: p.payload.to_vec(),
             }),
             Event::ChannelData(d) if Some(d.id) == self.chat => {
