@@ -44,8 +44,9 @@ pub struct Cli {
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
 
-    /// IP address to announce as ICE host candidate (repeatable) [default: every interface's IPv4
-    /// address, loopback included].
+    /// IP address to announce as ICE host candidate, IPv4 or IPv6 (repeatable: one of each for a
+    /// dual-stack host) [default: every interface's IPv4 and IPv6 address, loopback included,
+    /// IPv6 link-local left out].
     #[arg(long = "public-ip", value_name = "IP")]
     pub public_ip: Vec<IpAddr>,
 
@@ -120,8 +121,9 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub insecure_http: bool,
 
-    /// Serve the local network: listen on 0.0.0.0 at the port of --listen [default: 8080], print
-    /// every LAN URL of the demo page and a QR code of the first for a phone.
+    /// Serve the local network: listen on every interface, IPv4 and IPv6 (`[::]`, dual-stack), at
+    /// the port of --listen [default: 8080], print every LAN URL of the demo page and a QR code of
+    /// the first for a phone.
     #[arg(long, global = true)]
     pub lan: bool,
 
@@ -306,7 +308,7 @@ pub struct Settings {
     pub https: bool,
     /// Plain HTTP beyond loopback.
     pub insecure_http: bool,
-    /// Serve the LAN: `listen` is already 0.0.0.0; the binary prints the LAN URLs.
+    /// Serve the LAN: `listen` is already `[::]`; the binary prints the LAN URLs.
     pub lan: bool,
     /// State directory; `None` means the default under the user's state directory.
     pub data_dir: Option<PathBuf>,
@@ -687,7 +689,7 @@ room = "kitchen"
             .settings()
             .unwrap();
         // --lan listens on every interface, at the configured port.
-        assert_eq!(s.listen, "0.0.0.0:9443".parse().unwrap());
+        assert_eq!(s.listen, "[::]:9443".parse().unwrap());
         assert!(s.lan && s.https && !s.insecure_http);
         assert_eq!(s.tls_cert, Some(PathBuf::from("/etc/edge-sfu/cert.pem")));
         assert_eq!(s.tls_key, Some(PathBuf::from("/etc/edge-sfu/key.pem")));
@@ -702,7 +704,7 @@ room = "kitchen"
         ])
         .settings()
         .unwrap();
-        assert_eq!(s.listen, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(s.listen, "[::]:8080".parse().unwrap());
         assert!(s.insecure_http && !s.https);
         assert_eq!(s.data_dir, Some(PathBuf::from("/tmp/x")));
         let s = Cli::parse_from(["edge-sfu"]).settings().unwrap();

@@ -295,3 +295,69 @@ fn hostile_packets_to_a_guarded_port() {
     assert_eq!(c.pass_admitted.packets, 1);
     assert_eq!(c.pass_stun.packets, 0);
 }
+
+/// IPv6 extension headers: the guard skips destination options to find the UDP datagram, so an
+/// unknown source cannot slip past the 5-tuple check by adding one, and an admitted flow that
+/// carries one still passes; a chain longer than the guard walks is dropped.
+#[test]
+fn ipv6_extension_headers_meet_the_guard() {
+    require_root!("ipv6_extension_headers_meet_the_guard");
+    let t = Topo::new("hx");
+    enter_netns(&t.ns_b);
+    let mut kp = KernelPath::open(&Options {
+        media_interface: t.b0.clone(),
+        guard: true,
+        ..Default::default()
+    })
+    .expect("open");
+    kp.add_media_port(PORT).expect("port");
+    let media = SocketAddr::new(B0_V6.into(), PORT);
+    kp.admit(&Flow {
+        peer: SocketAddr::new(IpAddr::V6(A_V6), 40000),
+        local: media,
+    })
+    .expect("admit");
+    let sfu = udp_bind(media);
+
+    let rtp = rtp_packet(96, 1, SSRC, 200, RtpShape::default());
+    let v6 = |sport: u16, ipv6_dest_options: usize| {
+        udp_frame(
+            MAC_A0,
+            MAC_B0,
+            A_V6.into(),
+            B0_V6.into(),
+            sport,
+            PORT,
+            &rtp,
+            FrameOpts {
+                ipv6_dest_options,
+                ..Default::default()
+            },
+        )
+    };
+    send_raw(
+        &t,
+        vec![
+            // Unknown source behind one and two destination options headers: dropped.
+            v6(40009, 1),
+            v6(40009, 2),
+            // Five headers: beyond what the guard walks, dropped as malformed.
+            v6(40000, 5),
+            // The admitted flow with a destination options header, and without.
+            v6(40000, 1),
+            v6(40000, 0),
+        ],
+    );
+    let at_sfu = drain(&sfu, Duration::from_millis(300));
+    assert_eq!(
+        at_sfu,
+        vec![rtp.clone(), rtp.clone()],
+        "the admitted flow's two"
+    );
+    let c = kp.guard_counters().expect("counters");
+    eprintln!("IPv6 extension header guard counters: {c:#?}");
+    assert_eq!(c.drop_unknown_source.packets, 2);
+    assert_eq!(c.drop_malformed.packets, 1);
+    assert_eq!(c.pass_admitted.packets, 2);
+    assert_eq!(c.pass_unsupported.packets, 0);
+}
