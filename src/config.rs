@@ -610,6 +610,24 @@ mod tests {
     }
 
     #[test]
+    fn public_ip_takes_one_address_of_each_family() {
+        let s = Cli::parse_from([
+            "edge-sfu",
+            "--public-ip",
+            "203.0.113.7",
+            "--public-ip",
+            "2001:db8::7",
+        ])
+        .settings()
+        .unwrap();
+        let want: Vec<IpAddr> = vec![
+            "203.0.113.7".parse().unwrap(),
+            "2001:db8::7".parse().unwrap(),
+        ];
+        assert_eq!(s.public_ips, want);
+    }
+
+    #[test]
     fn ingests_and_outputs_come_from_the_file() {
         let dir =
             std::env::temp_dir().join(format!("edge-sfu-config-plain-{}", std::process::id()));
