@@ -9,7 +9,9 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use common::*;
-use xdp_forwarder::{Direction, FanoutKey, Flow, KernelPath, NextHop, Options, Output, TcHook};
+use xdp_forwarder::{
+    Direction, FanoutKey, Flow, KernelPath, NextHop, Options, Output, StunRate, TcHook,
+};
 
 const PORT: u16 = 5004;
 const SSRC: u32 = 0x5151_5151;
@@ -360,4 +362,59 @@ fn ipv6_extension_headers_meet_the_guard() {
     assert_eq!(c.drop_malformed.packets, 1);
     assert_eq!(c.pass_admitted.packets, 2);
     assert_eq!(c.pass_unsupported.packets, 0);
+}
+
+/// STUN buckets key an IPv6 source by its /64: a host that rotates through the addresses of its
+/// /64 shares one bucket; a source in another /64 has its own.
+#[test]
+fn ipv6_stun_buckets_are_per_64() {
+    require_root!("ipv6_stun_buckets_are_per_64");
+    let t = Topo::new("h64");
+    enter_netns(&t.ns_b);
+    let kp = KernelPath::open(&Options {
+        media_interface: t.b0.clone(),
+        guard: true,
+        // No refill: only the burst passes, however long the sending takes.
+        stun_rate: StunRate {
+            per_sec: 0,
+            burst: 4,
+        },
+        ..Default::default()
+    });
+    let mut kp = kp.expect("open");
+    kp.add_media_port(PORT).expect("port");
+    let stun = |src: std::net::Ipv6Addr, i: u32| {
+        udp_frame(
+            MAC_A0,
+            MAC_B0,
+            src.into(),
+            B0_V6.into(),
+            40000,
+            PORT,
+            &stun_binding_request(i),
+            FrameOpts::default(),
+        )
+    };
+    let same_64 = |last: u16| {
+        let mut seg = A_V6.segments();
+        seg[7] = last;
+        std::net::Ipv6Addr::from(seg)
+    };
+    let mut other_64 = A_V6.segments();
+    other_64[3] = 0x99;
+    let other_64 = std::net::Ipv6Addr::from(other_64);
+    // Four addresses of one /64, two requests each; then two from another /64.
+    let mut frames: Vec<Vec<u8>> = (0..8u16)
+        .map(|i| stun(same_64(0x100 + i / 2), u32::from(i)))
+        .collect();
+    frames.extend((0..2).map(|i| stun(other_64, 100 + i)));
+    send_raw(&t, frames);
+    let c = kp.guard_counters().expect("counters");
+    eprintln!("IPv6 STUN bucket counters: {c:#?}");
+    assert_eq!(
+        c.pass_stun.packets,
+        4 + 2,
+        "one burst for the /64, one for the other"
+    );
+    assert_eq!(c.drop_stun_rate_limited.packets, 4);
 }
