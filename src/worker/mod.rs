@@ -178,9 +178,8 @@ impl Shared {
         })
     }
 
-    /// Hands one received datagram to the core.
-    /// One from an address family the worker announces no address of can belong to no peer: it
-    /// is counted as from an unknown source.
+    /// Hands one received datagram to the core. One from an address family the worker announces
+    /// no address of can belong to no peer: it is counted as from an unknown source.
     fn handle_datagram(&self, now: Instant, source: SocketAddr, data: &[u8]) {
         let mut core = self.core.borrow_mut();
         match self.local.destination_for(source) {
