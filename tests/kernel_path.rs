@@ -84,16 +84,16 @@ impl Topology {
                 "dev",
                 iface,
             ]);
-            // Usable at once (no duplicate address detection), whatever the host's defaults.
+            // IPv6 on whatever the host's defaults (sysctl without needing procps), and the
+            // address usable at once (no duplicate address detection).
             run(&[
                 "ip",
                 "netns",
                 "exec",
                 ns,
-                "sysctl",
-                "-qw",
-                "net.ipv6.conf.all.disable_ipv6=0",
-                "net.ipv6.conf.default.disable_ipv6=0",
+                "sh",
+                "-c",
+                "for c in all default; do echo 0 > /proc/sys/net/ipv6/conf/$c/disable_ipv6; done",
             ]);
             run(&[
                 "ip",

@@ -183,8 +183,9 @@ export async function createNamespace6(tag, index) {
   try {
     await ip('netns', 'add', name);
     await ip('link', 'add', hostIf, 'type', 'veth', 'peer', 'name', nsIf, 'netns', name);
-    const sysctl = await inside('sysctl', '-qw', 'net.ipv6.conf.all.disable_ipv6=0', 'net.ipv6.conf.default.disable_ipv6=0');
-    if (sysctl.code !== 0) throw new Error(`enabling IPv6 in the namespace failed: ${sysctl.stderr.trim()}`);
+    // As `sysctl net.ipv6.conf.{all,default}.disable_ipv6=0` inside, without needing procps.
+    const enable = await inside('sh', '-c', 'for c in all default; do echo 0 > /proc/sys/net/ipv6/conf/$c/disable_ipv6; done');
+    if (enable.code !== 0) throw new Error(`enabling IPv6 in the namespace failed: ${enable.stderr.trim()}`);
     // The host end only: IPv6 on for this interface, whatever the host's default.
     fs.writeFileSync(`/proc/sys/net/ipv6/conf/${hostIf}/disable_ipv6`, '0');
     await ip('link', 'set', 'dev', hostIf, 'addrgenmode', 'none');
