@@ -46,8 +46,9 @@ pub struct Cli {
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
 
-    /// IP address to announce as ICE host candidate (repeatable) [default: every interface's IPv4
-    /// address, loopback included].
+    /// IP address to announce as ICE host candidate, IPv4 or IPv6 (repeatable: one of each for a
+    /// dual-stack host) [default: every interface's IPv4 and IPv6 address, loopback included,
+    /// IPv6 link-local left out].
     #[arg(long = "public-ip", value_name = "IP")]
     pub public_ip: Vec<IpAddr>,
 
@@ -122,8 +123,9 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub insecure_http: bool,
 
-    /// Serve the local network: listen on 0.0.0.0 at the port of --listen [default: 8080], print
-    /// every LAN URL of the demo page and a QR code of the first for a phone.
+    /// Serve the local network: listen on every interface, IPv4 and IPv6 (`[::]`, dual-stack), at
+    /// the port of --listen [default: 8080], print every LAN URL of the demo page and a QR code of
+    /// the first for a phone.
     #[arg(long, global = true)]
     pub lan: bool,
 
@@ -315,7 +317,7 @@ pub struct Settings {
     pub https: bool,
     /// Plain HTTP beyond loopback.
     pub insecure_http: bool,
-    /// Serve the LAN: `listen` is already 0.0.0.0; the binary prints the LAN URLs.
+    /// Serve the LAN: `listen` is already `[::]`; the binary prints the LAN URLs.
     pub lan: bool,
     /// State directory; `None` means the default under the user's state directory.
     pub data_dir: Option<PathBuf>,
@@ -664,6 +666,24 @@ mod tests {
     }
 
     #[test]
+    fn public_ip_takes_one_address_of_each_family() {
+        let s = Cli::parse_from([
+            "edge-sfu",
+            "--public-ip",
+            "203.0.113.7",
+            "--public-ip",
+            "2001:db8::7",
+        ])
+        .settings()
+        .unwrap();
+        let want: Vec<IpAddr> = vec![
+            "203.0.113.7".parse().unwrap(),
+            "2001:db8::7".parse().unwrap(),
+        ];
+        assert_eq!(s.public_ips, want);
+    }
+
+    #[test]
     fn ingests_and_outputs_come_from_the_file() {
         let dir =
             std::env::temp_dir().join(format!("edge-sfu-config-plain-{}", std::process::id()));
@@ -743,7 +763,7 @@ room = "kitchen"
             .settings()
             .unwrap();
         // --lan listens on every interface, at the configured port.
-        assert_eq!(s.listen, "0.0.0.0:9443".parse().unwrap());
+        assert_eq!(s.listen, "[::]:9443".parse().unwrap());
         assert!(s.lan && s.https && !s.insecure_http);
         assert_eq!(s.tls_cert, Some(PathBuf::from("/etc/edge-sfu/cert.pem")));
         assert_eq!(s.tls_key, Some(PathBuf::from("/etc/edge-sfu/key.pem")));
@@ -758,7 +778,7 @@ room = "kitchen"
         ])
         .settings()
         .unwrap();
-        assert_eq!(s.listen, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(s.listen, "[::]:8080".parse().unwrap());
         assert!(s.insecure_http && !s.https);
         assert_eq!(s.data_dir, Some(PathBuf::from("/tmp/x")));
         let s = Cli::parse_from(["edge-sfu"]).settings().unwrap();

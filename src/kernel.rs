@@ -91,17 +91,23 @@ impl Kernel {
 
     /// Programs the fan-out for output `id` as `info` describes it; returns the path the core is to
     /// use, or `None` to keep (or go back to) userspace. Loopback receivers cannot be reached by a
-    /// redirected copy, so outputs with one stay in userspace.
+    /// redirected copy, so outputs with one stay in userspace; so do outputs with an IPv6
+    /// receiver: the hand-off is an IPv4 datagram on `lo`, and the fan-out rewrites addresses
+    /// within one family.
     pub fn program(
         &self,
         id: u64,
         info: &OutputInfo,
         candidates: &[SocketAddr],
     ) -> Option<OutputPath> {
-        if info.targets.iter().any(|t| t.address.ip().is_loopback()) {
+        if info
+            .targets
+            .iter()
+            .any(|t| t.address.ip().is_loopback() || t.address.is_ipv6())
+        {
             debug!(
                 output = id,
-                "an output with a loopback receiver is copied in userspace"
+                "an output with a loopback or IPv6 receiver is copied in userspace"
             );
             self.unprogram(id);
             return None;
@@ -114,9 +120,9 @@ impl Kernel {
         for t in &info.targets {
             let Some(src) = candidates
                 .iter()
-                .find(|c| !c.ip().is_loopback() && c.is_ipv4() == t.address.is_ipv4())
+                .find(|c| !c.ip().is_loopback() && c.is_ipv4())
             else {
-                debug!(output = id, to = %t.address, "no announced address of that family: userspace");
+                debug!(output = id, to = %t.address, "no announced IPv4 address: userspace");
                 self.unprogram(id);
                 return None;
             };

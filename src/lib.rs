@@ -164,15 +164,13 @@ impl Server {
         }
         state = state.with_metrics_source(recording_totals);
         let state = Arc::new(state);
-        let listener = std::net::TcpListener::bind(settings.listen)
+        let listener = net::bind_tcp_listener(settings.listen)
             .with_context(|| format!("listening on {}", settings.listen))?;
-        listener.set_nonblocking(true)?;
         let metrics_listener = settings
             .metrics_listen
             .map(|addr| {
-                let l = std::net::TcpListener::bind(addr)
+                let l = net::bind_tcp_listener(addr)
                     .with_context(|| format!("--metrics-listen {addr}"))?;
-                l.set_nonblocking(true)?;
                 info!(%addr, "serving /metrics without admission on --metrics-listen");
                 Ok::<_, anyhow::Error>(l)
             })
@@ -239,7 +237,7 @@ impl Server {
         &self.url
     }
 
-    /// The demo page's URL at each LAN IPv4 address of this machine (see [`lan::page_urls`]).
+    /// The demo page's URL at each LAN address of this machine (see [`lan::page_urls`]).
     pub fn lan_urls(&self) -> Vec<String> {
         lan::page_urls(scheme(self.certificate.is_some()), self.local_addr)
     }

@@ -4,7 +4,9 @@
 use std::mem::size_of;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
-/// The socket address in `storage`, if it holds an IPv4 or IPv6 one.
+/// The socket address in `storage`, if it holds an IPv4 or IPv6 one, in
+/// [`canonical`](crate::net::canonical) form: what a dual-stack socket received from an IPv4
+/// peer (a v4-mapped address) comes back as that IPv4 address.
 pub fn from_storage(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match i32::from(storage.ss_family) {
         libc::AF_INET => {
@@ -23,18 +25,20 @@ pub fn from_storage(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
                 &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
             };
             let ip = Ipv6Addr::from(a.sin6_addr.s6_addr);
-            Some(SocketAddr::V6(SocketAddrV6::new(
+            Some(crate::net::canonical(SocketAddr::V6(SocketAddrV6::new(
                 ip,
                 u16::from_be(a.sin6_port),
                 a.sin6_flowinfo,
                 a.sin6_scope_id,
-            )))
+            ))))
         }
         _ => None,
     }
 }
 
-/// Writes `addr` into `storage`; returns the length of the `sockaddr` written.
+/// Writes `addr` into `storage`; returns the length of the `sockaddr` written. An IPv4 address is
+/// written as `sockaddr_in` whatever the socket's family: a dual-stack IPv6 socket sends it as
+/// IPv4.
 pub fn to_storage(addr: SocketAddr, storage: &mut libc::sockaddr_storage) -> libc::socklen_t {
     match addr {
         SocketAddr::V4(v4) => {
@@ -80,5 +84,13 @@ mod tests {
             to_storage(addr, &mut s);
             assert_eq!(from_storage(&s), Some(addr));
         }
+    }
+
+    #[test]
+    fn v4_mapped_addresses_come_back_as_ipv4() {
+        // SAFETY: zeroed storage is valid.
+        let mut s: libc::sockaddr_storage = unsafe { zeroed() };
+        to_storage("[::ffff:10.0.0.7]:5004".parse().unwrap(), &mut s);
+        assert_eq!(from_storage(&s), Some("10.0.0.7:5004".parse().unwrap()));
     }
 }

@@ -379,7 +379,8 @@ async fn establish(
 
 /// Answers a plain HTTP request that reached the TLS port with `307` to the same URL over HTTPS.
 async fn redirect_to_https(mut tcp: TcpStream) -> io::Result<()> {
-    let local = tcp.local_addr()?;
+    // On a dual-stack listener an IPv4 client reached a v4-mapped address: name the IPv4 one.
+    let local = crate::net::canonical(tcp.local_addr()?);
     let mut head = Vec::with_capacity(1024);
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {

@@ -8,7 +8,10 @@
 //!   while the call goes on;
 //! - a plain RTP output of the publisher's track to two receivers is copied by the TC fan-out:
 //!   each receiver gets every packet, with its own SSRC, consecutive sequence numbers and the
-//!   payload byte for byte.
+//!   payload byte for byte;
+//! - the same guard serves a publisher on IPv6: its flow is admitted with IPv6 addresses, an IPv6
+//!   flood is dropped in the kernel, and an output to an IPv6 receiver is copied in userspace
+//!   (the TC fan-out is IPv4 only).
 //!
 //! Needs root and a build with clang; says so loudly and returns otherwise.
 
@@ -25,6 +28,8 @@ use support::{http, join_with, vp8_keyframe_payload};
 
 const S_ADDR: &str = "10.231.0.1";
 const R_ADDR: &str = "10.231.0.2";
+const S_ADDR6: &str = "fd77:231::1";
+const R_ADDR6: &str = "fd77:231::2";
 
 fn skip(why: &str) {
     eprintln!("\n!!! SKIPPED kernel_path: {why} !!!\n");
@@ -50,21 +55,25 @@ struct Topology {
 }
 
 impl Topology {
-    fn new() -> Topology {
+    /// `tag` (one character) tells apart the topologies of tests running at the same time.
+    fn new(tag: char) -> Topology {
         let id = std::process::id();
         let t = Topology {
-            s: format!("esfu-s-{id}"),
-            r: format!("esfu-r-{id}"),
-            s_if: format!("esfu-vs{}", id % 100_000),
+            s: format!("esfu-s{tag}-{id}"),
+            r: format!("esfu-r{tag}-{id}"),
+            s_if: format!("esfu-vs{tag}{}", id % 100_000),
         };
-        let r_if = format!("esfu-vr{}", id % 100_000);
+        let r_if = format!("esfu-vr{tag}{}", id % 100_000);
         run(&["ip", "netns", "add", &t.s]);
         run(&["ip", "netns", "add", &t.r]);
         run(&[
             "ip", "link", "add", &t.s_if, "netns", &t.s, "type", "veth", "peer", "name", &r_if,
             "netns", &t.r,
         ]);
-        for (ns, iface, addr) in [(&t.s, &t.s_if, S_ADDR), (&t.r, &r_if, R_ADDR)] {
+        for (ns, iface, addr, addr6) in [
+            (&t.s, &t.s_if, S_ADDR, S_ADDR6),
+            (&t.r, &r_if, R_ADDR, R_ADDR6),
+        ] {
             run(&[
                 "ip",
                 "-n",
@@ -74,6 +83,28 @@ impl Topology {
                 &format!("{addr}/24"),
                 "dev",
                 iface,
+            ]);
+            // IPv6 on whatever the host's defaults (sysctl without needing procps), and the
+            // address usable at once (no duplicate address detection).
+            run(&[
+                "ip",
+                "netns",
+                "exec",
+                ns,
+                "sh",
+                "-c",
+                "for c in all default; do echo 0 > /proc/sys/net/ipv6/conf/$c/disable_ipv6; done",
+            ]);
+            run(&[
+                "ip",
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{addr6}/64"),
+                "dev",
+                iface,
+                "nodad",
             ]);
             run(&["ip", "-n", ns, "link", "set", iface, "up"]);
             run(&["ip", "-n", ns, "link", "set", "lo", "up"]);
@@ -146,11 +177,13 @@ impl Sfu {
             .args(["netns", "exec", &t.s, env!("CARGO_BIN_EXE_edge-sfu")])
             .args([
                 "--listen",
-                "0.0.0.0:0",
+                "[::]:0",
                 "--workers",
                 "1",
                 "--public-ip",
                 S_ADDR,
+                "--public-ip",
+                S_ADDR6,
                 // The test talks plain HTTP to the API; beyond loopback that must be asked for.
                 "--insecure-http",
             ])
@@ -242,7 +275,7 @@ fn kernel_guard_and_fanout_serve_a_real_call() {
     if !xdp_forwarder::KERNEL_PATH_AVAILABLE {
         return skip("edge-sfu was built without clang: no BPF programs");
     }
-    let t = Topology::new();
+    let t = Topology::new('4');
     let sfu = Sfu::start(&t);
     enter(&t.r);
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -394,5 +427,105 @@ fn kernel_guard_and_fanout_serve_a_real_call() {
     assert!(sample(r#"edge_sfu_kernel_fanout_packets_total{outcome="matched"}"#) >= N as u64);
     assert!(sample(r#"edge_sfu_plain_output_packets_total{path="kernel"}"#) >= 2 * N as u64);
     assert_eq!(sample(r#"edge_sfu_plain_outputs{path="kernel"}"#), 1);
+    drop(publisher);
+}
+
+#[test]
+fn kernel_guard_serves_an_ipv6_publisher() {
+    if unsafe { libc::geteuid() } != 0 {
+        return skip("needs root (network namespaces, BPF)");
+    }
+    if !xdp_forwarder::KERNEL_PATH_AVAILABLE {
+        return skip("edge-sfu was built without clang: no BPF programs");
+    }
+    let t = Topology::new('6');
+    let sfu = Sfu::start(&t);
+    enter(&t.r);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+
+    // Signaling and media over IPv6 only.
+    let ws = format!("ws://[{S_ADDR6}]:{}/ws", sfu.http.port());
+    let mut config = ClientConfig::new(ws, "kernel6", "publisher");
+    config.bind_addr = format!("[{R_ADDR6}]:0").parse().expect("bind address");
+    let publisher = rt.block_on(join_with(config.audio(false).video(true)));
+    let video = publisher
+        .local_tracks()
+        .into_iter()
+        .find(|tr| tr.kind == TrackKind::Video)
+        .expect("video track");
+    let track_id = video
+        .server_track_id(publisher.peer_id())
+        .expect("track id");
+
+    let receiver = UdpSocket::bind((R_ADDR6, 6000)).expect("receiver");
+    let (status, info) = api(
+        &t,
+        &sfu,
+        "POST",
+        "/api/outputs".into(),
+        Some(json!({"room": "kernel6", "trackId": track_id, "targets": [
+            {"address": format!("[{R_ADDR6}]:6000"), "ssrc": 1111}
+        ]})),
+    );
+    assert_eq!(status, 201, "{info}");
+    assert_eq!(info["path"], "userspace", "IPv6 receivers: {info}");
+
+    let media_port = {
+        let (_, stats) = api(&t, &sfu, "GET", "/api/stats".into(), None);
+        stats["workers"][0]["mediaPort"]
+            .as_u64()
+            .expect("media port") as u16
+    };
+    let reader = std::thread::spawn(move || drain(&receiver, Duration::from_millis(1500)));
+    let drops_before = api(&t, &sfu, "GET", "/api/stats".into(), None).1["drops"].clone();
+    let flooder = UdpSocket::bind((R_ADDR6, 0)).expect("flooder");
+    const N: usize = 100;
+    for i in 0..N {
+        rt.block_on(publisher.send_rtp(
+            video.id,
+            vp8_keyframe_payload(&format!("ipv6 copy #{i:03}|"), 300),
+            true,
+        ))
+        .expect("send");
+        for _ in 0..5 {
+            let _ = flooder.send_to(
+                &[0x80, 96, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0xde, 0xad],
+                (S_ADDR6, media_port),
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let got = reader.join().expect("reader");
+    let copies = got
+        .iter()
+        .filter(|p| p.windows(10).any(|w| w == b"ipv6 copy "))
+        .count();
+    // Userspace output: the first packets may go before the output's first keyframe is seen.
+    assert!(
+        copies >= N / 2,
+        "the publisher's IPv6 media crossed the guard: {copies} of {N} copies arrived"
+    );
+    let (_, stats) = api(&t, &sfu, "GET", "/api/stats".into(), None);
+    assert_eq!(
+        stats["drops"], drops_before,
+        "the IPv6 flood never reached the SFU's socket: the guard dropped it in the kernel"
+    );
+    let (status, metrics) = request(&t, &sfu, "GET", "/metrics".into(), None);
+    assert_eq!(status, 200, "{metrics}");
+    let sample = |series: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in /metrics:\n{metrics}"))
+    };
+    assert!(
+        sample(r#"edge_sfu_kernel_guard_packets_total{verdict="drop_unknown_source"}"#)
+            >= (N * 5) as u64
+    );
+    assert!(sample(r#"edge_sfu_kernel_guard_packets_total{verdict="pass_admitted"}"#) >= N as u64);
     drop(publisher);
 }

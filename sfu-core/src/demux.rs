@@ -140,6 +140,27 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_tuples_are_keys_of_their_own() {
+        let mut d = Demux::default();
+        d.add_peer(1, "aaaa");
+        d.add_peer(2, "bbbb");
+        let v6: SocketAddr = "[2001:db8::7]:5000".parse().unwrap();
+        let local6: SocketAddr = "[2001:db8::1]:9000".parse().unwrap();
+        let v4 = (addr(5000), addr(9000));
+        d.learn(1, UDP, (v6, local6), 8);
+        d.learn(2, UDP, v4, 8);
+        assert_eq!(d.by_tuple(UDP, &(v6, local6)), Some(1));
+        assert_eq!(d.by_tuple(UDP, &v4), Some(2));
+        // Same ports, another address of the /64: another tuple.
+        let neighbour: SocketAddr = "[2001:db8::8]:5000".parse().unwrap();
+        assert_eq!(d.by_tuple(UDP, &(neighbour, local6)), None);
+        assert_eq!(
+            d.next_change(),
+            Some(FlowChange::Admitted(UDP, (v6, local6)))
+        );
+    }
+
+    #[test]
     fn routes_by_ufrag_then_by_learned_tuple() {
         let mut d = Demux::default();
         d.add_peer(1, "aaaa");

@@ -181,12 +181,13 @@ impl Shared {
         })
     }
 
-    /// Hands one received datagram to the core.
+    /// Hands one received datagram to the core. One from an address family the worker announces
+    /// no address of can belong to no peer: it is counted as from an unknown source.
     fn handle_datagram(&self, now: Instant, source: SocketAddr, data: &[u8]) {
-        if let Some(destination) = self.local.destination_for(source) {
-            self.core
-                .borrow_mut()
-                .handle_datagram(now, source, destination, data);
+        let mut core = self.core.borrow_mut();
+        match self.local.destination_for(source) {
+            Some(destination) => core.handle_datagram(now, source, destination, data),
+            None => core.count_drop(DropReason::UnknownSource),
         }
     }
 

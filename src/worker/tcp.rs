@@ -116,10 +116,12 @@ pub(super) async fn accept_loop(shared: Rc<Shared>, listener: std::net::TcpListe
             shared.core.borrow_mut().count_drop(DropReason::TcpTooMany);
             continue;
         }
+        // The listener is dual-stack: an IPv4 client's addresses come v4-mapped.
         let local = match stream.local_addr() {
-            Ok(a) => a,
+            Ok(a) => crate::net::canonical(a),
             Err(_) => continue,
         };
+        let remote = crate::net::canonical(remote);
         let _ = stream.set_nodelay(true);
         shared.tcp_accepted.set(shared.tcp_accepted.get() + 1);
         tokio::task::spawn_local(connection(shared.clone(), stream, remote, local));

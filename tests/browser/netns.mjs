@@ -147,3 +147,77 @@ export async function launchChromiumIn(ns, extraArgs = []) {
 function shellQuote(s) {
   return `'${String(s).replace(/'/g, `'\\''`)}'`;
 }
+
+/**
+ * Like createNamespace, with IPv6 only: namespace `esfu-<tag>-<pid>` reaches the root namespace over a veth pair
+ * whose host end has fd77:<index>::1/64 and whose inner end has fd77:<index>::2/64 (unique local addresses, no
+ * duplicate address detection, no link-local addresses: see createNamespace), a default route via the host end,
+ * and static neighbour entries both ways (no neighbour discovery to wait for). Inside, `lo` keeps only ::1: the
+ * namespace has no IPv4 address at all. `remove()` as createNamespace's.
+ * @param {string} tag short name of the test (letters, digits, dashes)
+ * @param {number} index 0..65535, the second group of the prefix; one per namespace alive at a time
+ * @returns {Promise<{name: string, hostIf: string, nsIf: string, hostAddress: string, nsAddress: string,
+ *   exec: (argv: string[]) => Promise<{code: number, stdout: string, stderr: string}>, remove: () => Promise<void>}>}
+ */
+export async function createNamespace6(tag, index) {
+  if (!rootAvailable) throw new Error('createNamespace6 needs root and `ip`');
+  if (!/^[a-z0-9-]+$/i.test(tag)) throw new Error(`namespace tag ${JSON.stringify(tag)}: letters, digits and dashes only`);
+  if (!Number.isInteger(index) || index < 0 || index > 0xffff) throw new Error(`namespace index ${index}: 0..65535`);
+  const prefix = `fd77:${index.toString(16)}::`;
+  const name = `esfu-${tag}-${process.pid}`;
+  const hostIf = `v6${index % 1000}h${process.pid}`.slice(0, 15);
+  const nsIf = `v6${index % 1000}n${process.pid}`.slice(0, 15);
+  const hostAddress = `${prefix}1`;
+  const nsAddress = `${prefix}2`;
+  const taken = (await ip('-6', '-o', 'addr', 'show', 'to', `${prefix}/64`)).trim();
+  if (taken) throw new Error(`${prefix}/64 is already in use (a leftover of another run?):\n${taken}`);
+
+  let removed = false;
+  const remove = async () => {
+    if (removed) return;
+    removed = true;
+    await run(IP, ['netns', 'del', name]);
+    await run(IP, ['link', 'del', hostIf]);
+  };
+  const inside = (...args) => run(IP, ['netns', 'exec', name, ...args]);
+  try {
+    await ip('netns', 'add', name);
+    await ip('link', 'add', hostIf, 'type', 'veth', 'peer', 'name', nsIf, 'netns', name);
+    // As `sysctl net.ipv6.conf.{all,default}.disable_ipv6=0` inside, without needing procps.
+    const enable = await inside('sh', '-c', 'for c in all default; do echo 0 > /proc/sys/net/ipv6/conf/$c/disable_ipv6; done');
+    if (enable.code !== 0) throw new Error(`enabling IPv6 in the namespace failed: ${enable.stderr.trim()}`);
+    // The host end only: IPv6 on for this interface, whatever the host's default.
+    fs.writeFileSync(`/proc/sys/net/ipv6/conf/${hostIf}/disable_ipv6`, '0');
+    await ip('link', 'set', 'dev', hostIf, 'addrgenmode', 'none');
+    await ip('-n', name, 'link', 'set', 'dev', nsIf, 'addrgenmode', 'none');
+    await ip('link', 'set', hostIf, 'up');
+    await ip('-n', name, 'link', 'set', nsIf, 'up');
+    await ip('-n', name, 'link', 'set', 'lo', 'up');
+    await ip('-n', name, 'addr', 'del', '127.0.0.1/8', 'dev', 'lo');
+    await ip('addr', 'add', `${hostAddress}/64`, 'dev', hostIf, 'nodad');
+    await ip('-n', name, 'addr', 'add', `${nsAddress}/64`, 'dev', nsIf, 'nodad');
+    await ip('-n', name, '-6', 'route', 'add', 'default', 'via', hostAddress);
+    const macOf = async (args) => {
+      const out = await ip(...args);
+      const m = out.match(/link\/ether ([0-9a-f:]{17})/);
+      if (!m) throw new Error(`no MAC address in: ${out}`);
+      return m[1];
+    };
+    const hostEther = await macOf(['link', 'show', 'dev', hostIf]);
+    const nsEther = await macOf(['-n', name, 'link', 'show', 'dev', nsIf]);
+    await ip('-6', 'neigh', 'replace', nsAddress, 'lladdr', nsEther, 'dev', hostIf, 'nud', 'permanent');
+    await ip('-n', name, '-6', 'neigh', 'replace', hostAddress, 'lladdr', hostEther, 'dev', nsIf, 'nud', 'permanent');
+  } catch (err) {
+    await remove();
+    throw err;
+  }
+  return {
+    name,
+    hostIf,
+    nsIf,
+    hostAddress,
+    nsAddress,
+    exec: (argv) => run(IP, ['netns', 'exec', name, ...argv]),
+    remove,
+  };
+}

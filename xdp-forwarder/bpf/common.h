@@ -34,11 +34,22 @@
 #define STUN_HEADER_LEN 20
 #define STUN_MAGIC_COOKIE 0x2112A442 /* bytes 4..7 of a STUN message */
 
+/* IPv6 extension headers parse_udp() walks to find UDP (hop-by-hop, routing, destination
+ * options; a fragment header ends the walk): at most this many, within this many bytes after the
+ * fixed header. Longer chains are not parsed (pkt.ext_unparsed). */
+#define IPV6_MAX_EXT_HEADERS 4
+#define IPV6_MAX_EXT_BYTES 256
+/* Mask that keeps a header offset provably in range for the verifier: every offset parse_udp
+ * hands out is below it (Ethernet + IPv6 + IPV6_MAX_EXT_BYTES + a fragment header < 512). */
+#define L4_OFF_MASK 0x1ff
+
 /* Result of parse_udp(). */
 enum parse_result {
 	PARSE_OK = 0,        /* IPv4 without options and not fragmented, or IPv6 with UDP next */
 	PARSE_NOT_UDP,       /* not IPv4/IPv6, not UDP, or too short to tell: not ours */
-	PARSE_UNSUPPORTED,   /* UDP we do not touch: IPv4 options / fragment; port may be known */
+	PARSE_UNSUPPORTED,   /* UDP we do not rewrite: IPv4 options / fragment, IPv6 fragment or
+			      * extension headers (pkt.ipv6_ext: then every field is valid, as for
+			      * PARSE_OK); port may be known */
 	PARSE_MALFORMED,     /* UDP header present but lengths inconsistent; port known */
 };
 
@@ -51,6 +62,8 @@ struct pkt {
 	__u16 dst_port;     /* host order; valid for OK/UNSUPPORTED-with-port/MALFORMED */
 	__u8 family;        /* FAMILY_V4 / FAMILY_V6 */
 	__u8 has_port;      /* dst_port is valid */
+	__u8 ipv6_ext;      /* IPv6 extension headers walked before UDP (PARSE_UNSUPPORTED) */
+	__u8 ext_unparsed;  /* IPv6 extension header chain beyond the bounds above: not parsed */
 };
 
 /*
@@ -64,6 +77,8 @@ static __always_inline enum parse_result parse_udp(void *data, void *data_end, s
 	__u32 ip_payload_len;
 
 	p->has_port = 0;
+	p->ipv6_ext = 0;
+	p->ext_unparsed = 0;
 	if ((void *)(eth + 1) > data_end)
 		return PARSE_NOT_UDP;
 
@@ -104,38 +119,88 @@ static __always_inline enum parse_result parse_udp(void *data, void *data_end, s
 		ip_payload_len = tot_len - sizeof(*ip);
 	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6 = (void *)(eth + 1);
-		__u32 plen;
+		__u32 off = sizeof(*eth) + sizeof(*ip6);
+		__u32 plen, ext_bytes;
+		__u8 nexthdr;
+		int i;
 
 		if ((void *)(ip6 + 1) > data_end)
 			return PARSE_NOT_UDP;
-		if (ip6->version != 6 || ip6->nexthdr != IPPROTO_UDP)
-			/* Extension headers (fragments included) are not parsed: pass untouched. */
+		if (ip6->version != 6)
 			return PARSE_NOT_UDP;
 		p->family = FAMILY_V6;
-		udp = (void *)(ip6 + 1);
+		nexthdr = ip6->nexthdr;
+		/* Extension headers, bounded: a datagram to a media port cannot slip past the guard's
+		 * 5-tuple check by carrying a hop-by-hop or destination options header. */
+#pragma unroll
+		for (i = 0; i < IPV6_MAX_EXT_HEADERS; i++) {
+			__u8 *ext;
+
+			if (nexthdr != IPPROTO_HOPOPTS && nexthdr != IPPROTO_ROUTING &&
+			    nexthdr != IPPROTO_DSTOPTS && nexthdr != IPPROTO_FRAGMENT)
+				break;
+			ext = data + (off & L4_OFF_MASK);
+			if ((void *)(ext + 8) > data_end)
+				return PARSE_NOT_UDP;
+			if (nexthdr == IPPROTO_FRAGMENT) {
+				/* As IPv4 fragments: never touched; the port is learned from a first
+				 * fragment so that callers can count it. */
+				if (ext[0] == IPPROTO_UDP && !(ext[2] | (ext[3] & 0xf8))) {
+					udp = data + ((off + 8) & L4_OFF_MASK);
+					if ((void *)(udp + 1) <= data_end) {
+						p->dst_port = bpf_ntohs(udp->dest);
+						p->has_port = 1;
+					}
+				}
+				return PARSE_UNSUPPORTED;
+			}
+			nexthdr = ext[0];
+			off += ((__u32)ext[1] + 1) * 8;
+			if (off > sizeof(*eth) + sizeof(*ip6) + IPV6_MAX_EXT_BYTES) {
+				p->ext_unparsed = 1;
+				return PARSE_NOT_UDP;
+			}
+			p->ipv6_ext = 1;
+		}
+		if (nexthdr != IPPROTO_UDP) {
+			if (nexthdr == IPPROTO_HOPOPTS || nexthdr == IPPROTO_ROUTING ||
+			    nexthdr == IPPROTO_DSTOPTS || nexthdr == IPPROTO_FRAGMENT)
+				p->ext_unparsed = 1;
+			/* Anything else (ESP, AH, ICMPv6, TCP...) is not ours. */
+			return PARSE_NOT_UDP;
+		}
+		udp = data + (off & L4_OFF_MASK);
 		if ((void *)(udp + 1) > data_end)
 			return PARSE_NOT_UDP;
 		p->dst_port = bpf_ntohs(udp->dest);
 		p->has_port = 1;
-		p->l4_off = sizeof(*eth) + sizeof(*ip6);
+		p->l4_off = off;
+		ext_bytes = off - sizeof(*eth) - sizeof(*ip6);
 		plen = bpf_ntohs(ip6->payload_len);
 		p->ip_len = plen + sizeof(*ip6);
-		if (plen < sizeof(*udp) || data + sizeof(*eth) + sizeof(*ip6) + plen > data_end)
+		if (plen < ext_bytes + sizeof(*udp) ||
+		    data + sizeof(*eth) + sizeof(*ip6) + plen > data_end)
 			return PARSE_MALFORMED;
-		ip_payload_len = plen;
+		ip_payload_len = plen - ext_bytes;
 	} else {
 		return PARSE_NOT_UDP;
 	}
 
 	{
-		__u32 ulen = bpf_ntohs(udp->len);
+		__u32 ulen;
+
+		/* Again, for the verifier: the compiler may rebuild `udp` from its offset here. */
+		if ((void *)(udp + 1) > data_end)
+			return PARSE_NOT_UDP;
+		ulen = bpf_ntohs(udp->len);
 
 		if (ulen < sizeof(*udp) || ulen > ip_payload_len)
 			return PARSE_MALFORMED;
 		p->payload_off = p->l4_off + sizeof(*udp);
 		p->payload_len = ulen - sizeof(*udp);
 	}
-	return PARSE_OK;
+	/* The rewriting programs only handle the fixed IPv6 header. */
+	return p->ipv6_ext ? PARSE_UNSUPPORTED : PARSE_OK;
 }
 
 /* Adds one to a per-CPU {packets, bytes} counter. */

@@ -8,10 +8,15 @@
  *     (guard_stun_buckets, LRU), else drop (stun_rate_limited);
  *   - UDP length inconsistent with the IP length, or STUN header inconsistent: drop (malformed);
  *   - anything else: drop (unknown_source).
- * Everything else (non-IP, non-UDP, other ports, IPv4 options, fragments, IPv6 extension
- * headers) passes untouched; IPv4 options and first fragments to a media port are counted
- * (pass_unsupported), since they pass without the 5-tuple check. Packets the guard passes are handed to the 1:1 rewrite program
- * when the loader installed it in guard_next (tail call); otherwise XDP_PASS.
+ * IPv4 and IPv6 alike: flows are keyed by 16-byte addresses and the family. IPv6 extension
+ * headers (hop-by-hop, routing, destination options) are skipped, at most 4 of them in at most
+ * 256 bytes, and the UDP datagram behind them meets the same checks; a longer chain is dropped
+ * (malformed: no peer of an SFU sends one, and its port cannot be known). STUN buckets key an
+ * IPv6 source by its /64, as the join limit does: one host holds a whole /64.
+ * Everything else (non-IP, non-UDP, other ports, IPv4 options, IPv4 and IPv6 fragments) passes
+ * untouched; IPv4 options and first fragments to a media port are counted (pass_unsupported),
+ * since they pass without the 5-tuple check. Packets the guard passes are handed to the 1:1
+ * rewrite program when the loader installed it in guard_next (tail call); otherwise XDP_PASS.
  */
 #include "common.h"
 
@@ -126,12 +131,16 @@ int guard(struct xdp_md *ctx)
 	__u16 port;
 
 	r = parse_udp(data, data_end, &p);
+	if (p.ext_unparsed) {
+		count(&guard_stats, GUARD_DROP_MALFORMED, bytes);
+		return XDP_DROP;
+	}
 	if (r == PARSE_NOT_UDP || !p.has_port)
 		return pass_on(ctx);
 	port = p.dst_port;
 	if (!bpf_map_lookup_elem(&guard_ports, &port))
 		return pass_on(ctx);
-	if (r == PARSE_UNSUPPORTED) {
+	if (r == PARSE_UNSUPPORTED && !p.ipv6_ext) {
 		count(&guard_stats, GUARD_PASS_UNSUPPORTED, bytes);
 		return pass_on(ctx);
 	}
@@ -156,7 +165,7 @@ int guard(struct xdp_md *ctx)
 		__builtin_memcpy(key.src_addr, &ip6->saddr, 16);
 		__builtin_memcpy(key.dst_addr, &ip6->daddr, 16);
 	}
-	udp = data + (p.l4_off & 0xff);
+	udp = data + (p.l4_off & L4_OFF_MASK);
 	if ((void *)(udp + 1) > data_end)
 		return XDP_PASS;
 	key.src_port = udp->source;
@@ -185,7 +194,11 @@ int guard(struct xdp_md *ctx)
 			return XDP_DROP;
 		}
 		if (payload[0] == 0x00 && payload[1] == 0x01) {
-			__builtin_memcpy(src.addr, key.src_addr, 16);
+			/* IPv6: the /64 (the rest stays zero). */
+			if (p.family == FAMILY_V4)
+				__builtin_memcpy(src.addr, key.src_addr, 4);
+			else
+				__builtin_memcpy(src.addr, key.src_addr, 8);
 			src.family = p.family;
 			if (!stun_allowed(&src)) {
 				count(&guard_stats, GUARD_DROP_STUN_RATE_LIMITED, bytes);

@@ -9,7 +9,9 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use common::*;
-use xdp_forwarder::{Direction, FanoutKey, Flow, KernelPath, NextHop, Options, Output, TcHook};
+use xdp_forwarder::{
+    Direction, FanoutKey, Flow, KernelPath, NextHop, Options, Output, StunRate, TcHook,
+};
 
 const PORT: u16 = 5004;
 const SSRC: u32 = 0x5151_5151;
@@ -294,4 +296,125 @@ fn hostile_packets_to_a_guarded_port() {
     assert_eq!(c.pass_unsupported.packets, 1);
     assert_eq!(c.pass_admitted.packets, 1);
     assert_eq!(c.pass_stun.packets, 0);
+}
+
+/// IPv6 extension headers: the guard skips destination options to find the UDP datagram, so an
+/// unknown source cannot slip past the 5-tuple check by adding one, and an admitted flow that
+/// carries one still passes; a chain longer than the guard walks is dropped.
+#[test]
+fn ipv6_extension_headers_meet_the_guard() {
+    require_root!("ipv6_extension_headers_meet_the_guard");
+    let t = Topo::new("hx");
+    enter_netns(&t.ns_b);
+    let mut kp = KernelPath::open(&Options {
+        media_interface: t.b0.clone(),
+        guard: true,
+        ..Default::default()
+    })
+    .expect("open");
+    kp.add_media_port(PORT).expect("port");
+    let media = SocketAddr::new(B0_V6.into(), PORT);
+    kp.admit(&Flow {
+        peer: SocketAddr::new(IpAddr::V6(A_V6), 40000),
+        local: media,
+    })
+    .expect("admit");
+    let sfu = udp_bind(media);
+
+    let rtp = rtp_packet(96, 1, SSRC, 200, RtpShape::default());
+    let v6 = |sport: u16, ipv6_dest_options: usize| {
+        udp_frame(
+            MAC_A0,
+            MAC_B0,
+            A_V6.into(),
+            B0_V6.into(),
+            sport,
+            PORT,
+            &rtp,
+            FrameOpts {
+                ipv6_dest_options,
+                ..Default::default()
+            },
+        )
+    };
+    send_raw(
+        &t,
+        vec![
+            // Unknown source behind one and two destination options headers: dropped.
+            v6(40009, 1),
+            v6(40009, 2),
+            // Five headers: beyond what the guard walks, dropped as malformed.
+            v6(40000, 5),
+            // The admitted flow with a destination options header, and without.
+            v6(40000, 1),
+            v6(40000, 0),
+        ],
+    );
+    let at_sfu = drain(&sfu, Duration::from_millis(300));
+    assert_eq!(
+        at_sfu,
+        vec![rtp.clone(), rtp.clone()],
+        "the admitted flow's two"
+    );
+    let c = kp.guard_counters().expect("counters");
+    eprintln!("IPv6 extension header guard counters: {c:#?}");
+    assert_eq!(c.drop_unknown_source.packets, 2);
+    assert_eq!(c.drop_malformed.packets, 1);
+    assert_eq!(c.pass_admitted.packets, 2);
+    assert_eq!(c.pass_unsupported.packets, 0);
+}
+
+/// STUN buckets key an IPv6 source by its /64: a host that rotates through the addresses of its
+/// /64 shares one bucket; a source in another /64 has its own.
+#[test]
+fn ipv6_stun_buckets_are_per_64() {
+    require_root!("ipv6_stun_buckets_are_per_64");
+    let t = Topo::new("h64");
+    enter_netns(&t.ns_b);
+    let kp = KernelPath::open(&Options {
+        media_interface: t.b0.clone(),
+        guard: true,
+        // No refill: only the burst passes, however long the sending takes.
+        stun_rate: StunRate {
+            per_sec: 0,
+            burst: 4,
+        },
+        ..Default::default()
+    });
+    let mut kp = kp.expect("open");
+    kp.add_media_port(PORT).expect("port");
+    let stun = |src: std::net::Ipv6Addr, i: u32| {
+        udp_frame(
+            MAC_A0,
+            MAC_B0,
+            src.into(),
+            B0_V6.into(),
+            40000,
+            PORT,
+            &stun_binding_request(i),
+            FrameOpts::default(),
+        )
+    };
+    let same_64 = |last: u16| {
+        let mut seg = A_V6.segments();
+        seg[7] = last;
+        std::net::Ipv6Addr::from(seg)
+    };
+    let mut other_64 = A_V6.segments();
+    other_64[3] = 0x99;
+    let other_64 = std::net::Ipv6Addr::from(other_64);
+    // Four addresses of one /64, two requests each; then two from another /64.
+    let mut frames: Vec<Vec<u8>> = (0..8u16)
+        .map(|i| stun(same_64(0x100 + i / 2), u32::from(i)))
+        .collect();
+    frames.extend((0..2).map(|i| stun(other_64, 100 + i)));
+    send_raw(&t, frames);
+    let c = kp.guard_counters().expect("counters");
+    eprintln!("IPv6 STUN bucket counters: {c:#?}");
+    assert_eq!(
+        c.pass_stun.packets,
+        4 + 2,
+        "one burst for the /64, one for the other"
+    );
+    assert_eq!(c.drop_stun_rate_limited.packets, 4);
 }

@@ -272,6 +272,8 @@ pub struct FrameOpts {
     pub udp_len: Option<u16>,
     /// Leave the UDP checksum zero (IPv4 only).
     pub no_udp_csum: bool,
+    /// IPv6 destination options headers (8 bytes each, PadN) between the fixed header and UDP.
+    pub ipv6_dest_options: usize,
 }
 
 fn sum16(data: &[u8]) -> u32 {
@@ -371,13 +373,28 @@ pub fn udp_frame(
         }
         (IpAddr::V6(s), IpAddr::V6(d)) => {
             f.extend_from_slice(&0x86ddu16.to_be_bytes());
+            const DEST_OPTIONS: u8 = 60;
+            let ext_len = 8 * opts.ipv6_dest_options;
             let mut ip = vec![0u8; 40];
             ip[0] = 0x60;
-            ip[4..6].copy_from_slice(&(udp.len() as u16).to_be_bytes());
-            ip[6] = 17;
+            ip[4..6].copy_from_slice(&((ext_len + udp.len()) as u16).to_be_bytes());
+            ip[6] = if opts.ipv6_dest_options > 0 {
+                DEST_OPTIONS
+            } else {
+                17
+            };
             ip[7] = 64;
             ip[8..24].copy_from_slice(&s.octets());
             ip[24..40].copy_from_slice(&d.octets());
+            for i in 0..opts.ipv6_dest_options {
+                let next = if i + 1 == opts.ipv6_dest_options {
+                    17
+                } else {
+                    DEST_OPTIONS
+                };
+                // Next header, length 0 (8 bytes), one PadN option filling the rest.
+                ip.extend_from_slice(&[next, 0, 1, 4, 0, 0, 0, 0]);
+            }
             f.extend_from_slice(&ip);
         }
         _ => panic!("mixed families"),
