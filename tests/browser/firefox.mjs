@@ -5,6 +5,10 @@
 // Firefox's remote agent listens on the namespace's own loopback only (`remote.force-local`), which the test process
 // outside cannot reach. A relay started inside the namespace (`node` running RELAY below) takes connections on the
 // namespace's veth address and passes them to the agent, and the client names the agent's loopback address as Host.
+//
+// Firefox's fake devices are a camera and a microphone only: getDisplayMedia captures a real screen, even headless.
+// Where Xvfb is installed each Firefox gets its own virtual screen (its X socket is a file, reachable from inside
+// the namespace); without it screen sharing fails with NotFoundError.
 
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -30,6 +34,9 @@ export function skipWithoutFirefox(t) {
   t.skip(msg);
   return true;
 }
+
+/** Xvfb, the virtual screen that Firefox's getDisplayMedia captures, or null when it is not installed. */
+export const XVFB = ['/usr/bin/Xvfb'].find((p) => fs.existsSync(p)) ?? null;
 
 /** The port of Firefox's remote agent inside its namespace (the namespace is the test's own: any port is free). */
 const AGENT_PORT = 9222;
@@ -73,7 +80,9 @@ net.createServer((client) => {
 }).listen(Number(port), host, () => console.log('relay ready'));
 `;
 
-/** Resolves when `proc` prints a line matching `re` on `stream`, rejects when it exits first or after `ms`. */
+/**
+ * Resolves with what `proc` printed on `stream` once that matches `re`; rejects when it exits first or after `ms`.
+ */
 function waitForOutput(proc, stream, re, what, ms = 60_000) {
   return new Promise((resolve, reject) => {
     let seen = '';
@@ -82,7 +91,7 @@ function waitForOutput(proc, stream, re, what, ms = 60_000) {
       seen += d.toString();
       if (re.test(seen)) {
         clearTimeout(timer);
-        resolve();
+        resolve(seen);
       }
     });
     proc.on('exit', (code, signal) => {
@@ -90,6 +99,20 @@ function waitForOutput(proc, stream, re, what, ms = 60_000) {
       reject(new Error(`${what} exited (code ${code}, signal ${signal}):\n${seen.slice(-2000)}`));
     });
   });
+}
+
+/**
+ * Starts Xvfb with a 1280x720 screen on a free display (`-displayfd` prints the number it took), not listening on
+ * TCP. Resolves with `{display: ':N', stop}`.
+ */
+async function startScreen() {
+  const xvfb = spawn(XVFB, ['-displayfd', '1', '-screen', '0', '1280x720x24', '-nolisten', 'tcp'],
+    { stdio: ['ignore', 'pipe', 'pipe'] });
+  const number = /^(\d+)/.exec(await waitForOutput(xvfb, 'stdout', /^\d+\n/, 'Xvfb', 20_000))[1];
+  return {
+    display: `:${number}`,
+    stop: () => { if (xvfb.exitCode === null && xvfb.signalCode === null) xvfb.kill('SIGTERM'); },
+  };
 }
 
 /**
@@ -104,7 +127,9 @@ export async function launchFirefoxIn(ns) {
   const profile = fs.mkdtempSync(path.join(os.tmpdir(), `esfu-firefox-${ns.name}-`));
   fs.writeFileSync(path.join(profile, 'user.js'),
     Object.entries(PREFS).map(([k, v]) => `user_pref(${JSON.stringify(k)}, ${JSON.stringify(v)});\n`).join(''));
-  const inNs = (argv) => spawn('ip', ['netns', 'exec', ns.name, ...argv], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const screen = XVFB ? await startScreen() : null;
+  const env = screen ? { ...process.env, DISPLAY: screen.display } : process.env;
+  const inNs = (argv) => spawn('ip', ['netns', 'exec', ns.name, ...argv], { stdio: ['ignore', 'pipe', 'pipe'], env });
   const firefox = inNs([FIREFOX, '--headless', '--no-remote', '--profile', profile,
     '--remote-debugging-port', String(AGENT_PORT), 'about:blank']);
   const relay = inNs([process.execPath, '-e', RELAY, ns.nsAddress, String(AGENT_PORT)]);
@@ -114,6 +139,7 @@ export async function launchFirefoxIn(ns) {
   firefox.stderr.pipe(log, { end: false });
   const stop = () => {
     for (const p of [firefox, relay]) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+    screen?.stop();
     fs.rmSync(profile, { recursive: true, force: true });
   };
   try {
@@ -130,6 +156,8 @@ export async function launchFirefoxIn(ns) {
       headers: { Host: `127.0.0.1:${AGENT_PORT}` },
     }), { timeout: 30_000, what: 'a WebDriver BiDi session with Firefox' });
     browser.firefoxLog = logFile;
+    /** Whether getDisplayMedia has a screen to capture. */
+    browser.hasScreen = screen !== null;
     const close = browser.close.bind(browser);
     browser.close = async () => {
       await close().catch(() => {});
