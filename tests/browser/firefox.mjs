@@ -176,9 +176,11 @@ export async function launchFirefoxIn(ns) {
  * @param {import('puppeteer-core').Browser} browser
  * @param {string} url
  * @param {string} label prefix for forwarded console lines
+ * @param {{preload?: Function}} [options] `preload`: runs in the page before its own scripts
  */
-export async function openFirefoxPage(browser, url, label) {
+export async function openFirefoxPage(browser, url, label, { preload = null } = {}) {
   const page = await browser.newPage();
+  if (preload) await page.evaluateOnNewDocument(preload);
   await page.setViewport({ width: 1280, height: 720 });
   page.consoleLines = [];
   page.problems = [];

@@ -8,7 +8,8 @@
 // 3. Mute (microphone) both ways, as the other browser's page shows it.
 // 4. Firefox shares its screen; Chromium decodes it; it stops.
 // 5. Firefox publishes its camera as three simulcast layers: a Chromium viewer with a small tile decodes the low
-//    layer, one with a large tile the high layer.
+//    layer, one with a large tile the high layer. Twice: with the layers in the page's order (q;h;f, as Firefox 153
+//    lists them), and listed largest first (f;h;q, as older Firefox did): the SFU orders them by picture size.
 // 6. Firefox leaves (button) and Chromium sees it go; Chromium leaves and Firefox sees it go.
 
 import { before, after, test } from 'node:test';
@@ -81,8 +82,8 @@ async function joined(page, label) {
   }
 }
 
-async function firefoxJoins(roomName, name, options) {
-  const page = await openFirefoxPage(fx.firefox, pageUrl(roomName, name, options), `firefox/${name}`);
+async function firefoxJoins(roomName, name, options, preload = null) {
+  const page = await openFirefoxPage(fx.firefox, pageUrl(roomName, name, options), `firefox/${name}`, { preload });
   return { page, id: await joined(page, name), name };
 }
 
@@ -190,44 +191,63 @@ test('Firefox\'s screen share is decoded by Chromium', { timeout: 60_000 }, asyn
   assertNoPageProblems(fox.page, chrome.page);
 });
 
-test('Firefox simulcast: a small Chromium tile decodes the low layer, a large one the high layer', { timeout: 120_000 }, async (t) => {
-  if (skipped(t)) return;
-  const simRoom = `${room}-simulcast`;
-  const pub = await firefoxJoins(simRoom, 'foxpub', { mic: 0 });
-  const small = await chromiumJoins(simRoom, 'small', { camera: 0, mic: 0 });
-  const large = await chromiumJoins(simRoom, 'large', { camera: 0, mic: 0 });
-  t.after(async () => {
-    await pub.page.close().catch(() => {});
-    for (const v of [small, large]) await v.page.context().close().catch(() => {});
-  });
-  const explain = async (err) => {
-    for (const p of [pub, small, large]) err.message += `\n${p.name}: ${await describePage(p.page)}`;
-    err.message += `\nserver log:\n${fx.server.logTail(30)}`;
-    return err;
+/**
+ * Runs in a Firefox page before its scripts: the page's simulcast encodings are passed to `addTransceiver` largest
+ * first, so the offer lists `f;h;q` (as older Firefox releases did, and as other stacks may).
+ */
+function reverseSimulcastEncodings() {
+  const addTransceiver = RTCPeerConnection.prototype.addTransceiver;
+  RTCPeerConnection.prototype.addTransceiver = function (trackOrKind, init) {
+    const encodings = init?.sendEncodings;
+    const reversed = encodings?.length > 1 ? { ...init, sendEncodings: [...encodings].reverse() } : init;
+    return addTransceiver.call(this, trackOrKind, reversed);
   };
-  try {
-    const sdpRids = await pub.page.evaluate(() => window.edgeSfu.pc.localDescription.sdp.match(/^a=simulcast:.*$/m)?.[0]);
-    console.log(`[firefox] simulcast line of Firefox's offer: ${sdpRids}`);
-    const trackId = await poll(() => videoTrackOf(small.page, pub.id), { what: 'small receives Firefox\'s camera' });
-    await poll(() => videoTrackOf(large.page, pub.id), { what: 'large receives Firefox\'s camera' });
-    await setTileWidth(small.page, pub.id, 240);
-    await setTileWidth(large.page, pub.id, 1280);
-    const decodesAt = async (viewer, ok, what) => {
-      const start = await inboundVideo(viewer.page, trackId);
-      return poll(async () => {
-        const v = await inboundVideo(viewer.page, trackId);
-        return v && ok(v.frameWidth) && v.framesDecoded > (start?.framesDecoded ?? 0) && v;
-      }, { timeout: 45_000, what });
-    };
-    const low = await decodesAt(small, (w) => w > 0 && w <= 320, 'small decodes frames at most 320 wide');
-    const high = await decodesAt(large, (w) => w >= 1280, 'large decodes frames at least 1280 wide');
-    const layers = await publisherLayers(pub.page);
-    console.log(`[firefox] small tile decodes ${low.frameWidth}x${low.frameHeight}, large tile ${high.frameWidth}x${high.frameHeight}; Firefox sends ${JSON.stringify(layers.map((l) => [l.rid, l.frameWidth]))}`);
-  } catch (err) {
-    throw await explain(err);
-  }
-  assertNoPageProblems(pub.page, small.page, large.page);
-});
+}
+
+for (const { order, preload, simulcastLine } of [
+  { order: 'in the page\'s order', preload: null, simulcastLine: 'a=simulcast:send q;h;f' },
+  { order: 'listed largest first', preload: reverseSimulcastEncodings, simulcastLine: 'a=simulcast:send f;h;q' },
+]) {
+  test(`Firefox simulcast ${order}: a small Chromium tile decodes the low layer, a large one the high layer`, { timeout: 120_000 }, async (t) => {
+    if (skipped(t)) return;
+    const simRoom = `${room}-simulcast-${preload ? 'reversed' : 'page'}`;
+    const pub = await firefoxJoins(simRoom, 'foxpub', { mic: 0 }, preload);
+    const small = await chromiumJoins(simRoom, 'small', { camera: 0, mic: 0 });
+    const large = await chromiumJoins(simRoom, 'large', { camera: 0, mic: 0 });
+    t.after(async () => {
+      await pub.page.close().catch(() => {});
+      for (const v of [small, large]) await v.page.context().close().catch(() => {});
+    });
+    try {
+      const offered = await pub.page.evaluate(() => window.edgeSfu.pc.localDescription.sdp.match(/^a=simulcast:.*$/m)?.[0]);
+      assert.equal(offered, simulcastLine);
+      const trackId = await poll(() => videoTrackOf(small.page, pub.id), { what: 'small receives Firefox\'s camera' });
+      await poll(() => videoTrackOf(large.page, pub.id), { what: 'large receives Firefox\'s camera' });
+      await setTileWidth(small.page, pub.id, 240);
+      await setTileWidth(large.page, pub.id, 1280);
+      const decodesAt = async (viewer, ok, what) => {
+        const start = await inboundVideo(viewer.page, trackId);
+        return poll(async () => {
+          const v = await inboundVideo(viewer.page, trackId);
+          return v && ok(v.frameWidth) && v.framesDecoded > (start?.framesDecoded ?? 0) && v;
+        }, { timeout: 45_000, what });
+      };
+      const low = await decodesAt(small, (w) => w > 0 && w <= 320, 'small decodes frames at most 320 wide');
+      const high = await decodesAt(large, (w) => w >= 1280, 'large decodes frames at least 1280 wide');
+      const layers = await publisherLayers(pub.page);
+      console.log(`[firefox] ${simulcastLine}: small tile decodes ${low.frameWidth}x${low.frameHeight}, large tile ${high.frameWidth}x${high.frameHeight}; Firefox sends ${JSON.stringify(layers.map((l) => [l.rid, l.frameWidth]))}`);
+      // The SFU numbers the layers by picture size, lowest first, whatever the offer's order.
+      const stats = await pub.page.evaluate(() => window.edgeSfu.requestStats());
+      const publication = stats.publishing.find((p) => p.trackId === trackId);
+      assert.deepEqual(publication?.layers.map((l) => l.rid), ['q', 'h', 'f'], JSON.stringify(stats));
+    } catch (err) {
+      for (const p of [pub, small, large]) err.message += `\n${p.name}: ${await describePage(p.page)}`;
+      err.message += `\nserver log:\n${fx.server.logTail(30)}`;
+      throw err;
+    }
+    assertNoPageProblems(pub.page, small.page, large.page);
+  });
+}
 
 test('leaving is seen by the other browser, both ways', { timeout: 60_000 }, async (t) => {
   if (skipped(t)) return;

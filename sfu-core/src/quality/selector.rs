@@ -54,6 +54,12 @@ impl LayerSelector {
         }
     }
 
+    /// Forgets the layer forwarded, keeping the target: after the track's layers were renumbered,
+    /// the leg forwards nothing until a keyframe of its target arrives.
+    pub fn restart(&mut self) {
+        self.current = None;
+    }
+
     /// Decides on one packet of `layer` (`keyframe`: it starts a keyframe): true to forward it.
     /// Returns `Switch` when this packet is the first of a new layer (the caller resyncs the
     /// sequence and timestamp rewriting).

@@ -19,6 +19,7 @@ pub use track::{track_kind, Origin, Track, TrackKey};
 use crate::codec::CodecDescriptor;
 use crate::counters::DropReason;
 use crate::protocol::{PeerId, TrackInfo};
+use tracing::info;
 
 /// Every published track of one worker.
 #[derive(Debug, Default)]
@@ -127,7 +128,7 @@ impl Router {
         let codec = CodecDescriptor::of(&arrival.params)
             .filter(|c| c.kind == track.kind)
             .ok_or(Refusal::Dropped(DropReason::NoMatchingCodec))?;
-        let layer = track
+        let mut layer = track
             .layers
             .index_of(arrival.rid)
             .ok_or(Refusal::Dropped(DropReason::UnknownLayer))?;
@@ -135,6 +136,12 @@ impl Router {
         track
             .layers
             .on_packet(layer, arrival.at, arrival.payload.len(), keyframe);
+        // A keyframe's size may show that the offer listed the layers in another order.
+        let layers_reordered = keyframe.is_some() && track.layers.order_by_size();
+        if layers_reordered {
+            info!(track = %key.id(), "simulcast layers put in order of picture size");
+            layer = track.layers.index_of(arrival.rid).unwrap_or(layer);
+        }
         let top_layer = track.layers.count() as u8 - 1;
         // Only a simulcast track's legs switch layers and so renumber picture ids.
         let picture_ids = (top_layer > 0)
@@ -168,6 +175,7 @@ impl Router {
             codec,
             layer,
             top_layer,
+            layers_reordered,
             keyframe: keyframe.is_some(),
             picture_ids,
         };
