@@ -240,6 +240,16 @@ for (const { order, preload, simulcastLine } of [
       const stats = await pub.page.evaluate(() => window.edgeSfu.requestStats());
       const publication = stats.publishing.find((p) => p.trackId === trackId);
       assert.deepEqual(publication?.layers.map((l) => l.rid), ['q', 'h', 'f'], JSON.stringify(stats));
+      // With only the small viewer left, the SFU's layerHint pauses h and f, naming Firefox's encodings in its
+      // offer's order: q keeps going, and the small viewer keeps decoding it.
+      await large.page.context().close();
+      const encodings = () => pub.page.evaluate(() => Object.fromEntries(window.edgeSfu.pc.getTransceivers()
+        .find((tr) => tr.sender.track?.kind === 'video').sender.getParameters().encodings.map((e) => [e.rid, e.active])));
+      await poll(async () => {
+        const active = await encodings();
+        return active.q === true && active.h === false && active.f === false;
+      }, { timeout: 20_000, what: `Firefox encodes only q (last: ${JSON.stringify(await encodings())})` });
+      await decodesAt(small, (w) => w > 0 && w <= 320, 'small still decodes frames at most 320 wide');
     } catch (err) {
       for (const p of [pub, small, large]) err.message += `\n${p.name}: ${await describePage(p.page)}`;
       err.message += `\nserver log:\n${fx.server.logTail(30)}`;
