@@ -1,4 +1,4 @@
-// Firefox for the browser tests: Debian's firefox-esr, headless, with fake camera, microphone and screen, driven
+// Firefox for the browser tests: Debian's firefox-esr, headless, with fake camera and microphone, driven
 // over WebDriver BiDi by puppeteer-core (playwright cannot drive a stock Firefox), and run inside a network namespace:
 // Firefox gathers no loopback ICE candidates, and none at all without a default route, so it needs a "LAN".
 //
@@ -16,6 +16,7 @@ import os from 'node:os';
 import path from 'node:path';
 
 import { poll } from './harness.mjs';
+import { IP } from './netns.mjs';
 
 /** The Firefox the tests drive (Debian's package). */
 export const FIREFOX = process.env.FIREFOX_BIN || '/usr/bin/firefox-esr';
@@ -118,8 +119,9 @@ async function startScreen() {
 /**
  * Launches headless Firefox inside namespace `ns` (from netns.mjs `createNamespace`) with a fresh profile and
  * connects puppeteer to it over WebDriver BiDi. Certificates are not checked (edge-sfu's generated one is
- * self-signed). `browser.close()` ends Firefox, the relay and the profile.
- * @param {{name: string, nsAddress: string, exec: Function}} ns
+ * self-signed). `browser.close()` ends Firefox, the relay and the profile. Firefox's output goes to the file
+ * `browser.logFile` (kept, for failure messages).
+ * @param {{name: string, nsAddress: string}} ns
  * @returns {Promise<import('puppeteer-core').Browser>}
  */
 export async function launchFirefoxIn(ns) {
@@ -129,11 +131,11 @@ export async function launchFirefoxIn(ns) {
     Object.entries(PREFS).map(([k, v]) => `user_pref(${JSON.stringify(k)}, ${JSON.stringify(v)});\n`).join(''));
   const screen = XVFB ? await startScreen() : null;
   const env = screen ? { ...process.env, DISPLAY: screen.display } : process.env;
-  const inNs = (argv) => spawn('ip', ['netns', 'exec', ns.name, ...argv], { stdio: ['ignore', 'pipe', 'pipe'], env });
+  const inNs = (argv) => spawn(IP, ['netns', 'exec', ns.name, ...argv], { stdio: ['ignore', 'pipe', 'pipe'], env });
   const firefox = inNs([FIREFOX, '--headless', '--no-remote', '--profile', profile,
     '--remote-debugging-port', String(AGENT_PORT), 'about:blank']);
   const relay = inNs([process.execPath, '-e', RELAY, ns.nsAddress, String(AGENT_PORT)]);
-  const logFile = path.join(profile, 'firefox.log');
+  const logFile = path.join(os.tmpdir(), `firefox-${process.pid}-${Date.now()}.log`);
   const log = fs.createWriteStream(logFile);
   firefox.stdout.pipe(log, { end: false });
   firefox.stderr.pipe(log, { end: false });
@@ -155,7 +157,7 @@ export async function launchFirefoxIn(ns) {
       // The agent accepts only a loopback Host (whatever --remote-allow-hosts says): the relay's peer is loopback.
       headers: { Host: `127.0.0.1:${AGENT_PORT}` },
     }), { timeout: 30_000, what: 'a WebDriver BiDi session with Firefox' });
-    browser.firefoxLog = logFile;
+    browser.logFile = logFile;
     /** Whether getDisplayMedia has a screen to capture. */
     browser.hasScreen = screen !== null;
     const close = browser.close.bind(browser);

@@ -77,7 +77,7 @@ async function joined(page, label) {
     return await poll(() => page.evaluate(() => window.edgeSfu?.state === 'joined' && window.edgeSfu.peerId),
       { timeout: 30_000, what: `${label} joined` });
   } catch (err) {
-    err.message += `\n${label}: ${await describePage(page)}\nserver log:\n${fx.server.logTail(40)}`;
+    err.message += `\n${label}: ${await describePage(page)}\nserver log:\n${fx.server.logTail(40)}\nFirefox log: ${fx.firefox.logFile}`;
     throw err;
   }
 }
