@@ -143,4 +143,18 @@ mod tests {
         assert_eq!(s.on_packet(1, false), Decision::Drop);
         assert_eq!(s.on_packet(1, true), Decision::Switch);
     }
+
+    #[test]
+    fn a_restart_waits_for_a_keyframe_of_the_same_target() {
+        let mut s = LayerSelector::new();
+        s.set_target(Some(0));
+        s.on_packet(0, true);
+        // The layers were renumbered: index 0 names another encoding now.
+        s.restart();
+        assert_eq!(s.target(), Some(0));
+        assert!(s.awaits_keyframe());
+        assert_eq!(s.on_packet(0, false), Decision::Drop);
+        assert_eq!(s.on_packet(0, true), Decision::Switch);
+        assert_eq!(s.on_packet(0, false), Decision::Forward);
+    }
 }
