@@ -63,6 +63,9 @@ const SIMULCAST: [LayerSpec; 3] = [
     },
 ];
 
+/// The layers of [`SIMULCAST`] listed largest first, as Firefox did before release 153.
+const SIMULCAST_LARGEST_FIRST: [LayerSpec; 3] = [SIMULCAST[2], SIMULCAST[1], SIMULCAST[0]];
+
 /// The one layer of a plain (non-simulcast) VP8 track.
 const PLAIN: [LayerSpec; 1] = [LayerSpec {
     rid: None,
@@ -1736,5 +1739,62 @@ async fn lost_video_packets_are_recovered_by_nack() {
         "frames {first}..{end} ({received} video packets) all arrived; the client dropped {dropped} media datagrams; the SFU counted {nacks} NACKs"
     );
     assert!(nacks > 0, "getStats shows no NACKs on the lossy leg");
+    finish(vec![publisher], viewers).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layers_listed_largest_first_are_ordered_by_picture_size() {
+    let _serial = SERIAL.lock().await;
+    let server = Server::start();
+    let room = "largest-first";
+    let mut viewers = vec![
+        Viewer::join(&server, room, "small").await,
+        Viewer::join(&server, room, "large").await,
+    ];
+    let mut publisher =
+        Publisher::join(&server, room, "camera", false, &SIMULCAST_LARGEST_FIRST).await;
+    publisher.ctl().obey_hints = true;
+    let video = publisher.video_id();
+    for (v, (w, h)) in viewers.iter().zip([TILES[0], TILES[2]]) {
+        wait_tracks_of(&v.client, publisher.peer_id, 1).await;
+        v.tile(&video, w, h).await;
+    }
+    publisher.start(VIDEO_TICK);
+    // The packets' tags carry the publisher's own layer index: f is 0, q is 2.
+    wait_viewers(
+        &mut viewers,
+        &video,
+        Duration::from_secs(15),
+        "small to receive q (tag 2) and large f (tag 0)",
+        |vs| vs[0].layer_counts(&video)[2] >= 20 && vs[1].layer_counts(&video)[0] >= 20,
+    )
+    .await;
+    // The SFU numbers the layers lowest first: small's leg is on layer 0, 320x180.
+    let stats = viewers[0].media_stats().await;
+    let l = leg(&stats, &video);
+    assert_eq!(l.layer, Some(0), "small: stats {l:?}");
+    assert_eq!((l.width, l.height), (Some(320), Some(180)), "small: {l:?}");
+
+    // Only the small tile left visible: the hint, in the publisher's order (f, h, q), keeps q.
+    let hidden = Instant::now();
+    viewers[1].tile(&video, 0, 0).await;
+    wait_hint(
+        &mut viewers,
+        &publisher,
+        hidden,
+        |a| a == [false, false, true],
+        "layerHint [false, false, true] (only q) once the large tile is hidden",
+    )
+    .await;
+    let paused = publisher.frame_barrier();
+    wait_viewers(
+        &mut viewers,
+        &video,
+        Duration::from_secs(5),
+        "q to keep flowing to small",
+        |vs| vs[0].layer_since(&video, 2, paused).count() >= 10,
+    )
+    .await;
+    assert!(viewers.iter().all(|v| v.errors.is_empty()));
     finish(vec![publisher], viewers).await;
 }

@@ -12,7 +12,7 @@ import path from 'node:path';
 import { CHROMIUM, CHROMIUM_ARGS } from './harness.mjs';
 
 /** Where `ip` is (on PATH or in an sbin directory that a non-login PATH may lack), or null. */
-const IP = [...(process.env.PATH ?? '').split(path.delimiter).filter(Boolean), '/usr/sbin', '/sbin']
+export const IP = [...(process.env.PATH ?? '').split(path.delimiter).filter(Boolean), '/usr/sbin', '/sbin']
   .map((dir) => path.join(dir, 'ip'))
   .find((p) => fs.existsSync(p)) ?? null;
 

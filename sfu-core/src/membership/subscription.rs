@@ -194,6 +194,10 @@ impl Subscription {
             // after a hidden tile) at once, and the keyframe asked for then follows; unless it
             // carried another source before.
             let switch_point = packet.keyframe || (!packet.is_simulcast() && !self.keyframe_first);
+            if packet.layers_reordered {
+                // The layer forwarded until now has another index: start over from a keyframe.
+                self.selector.restart();
+            }
             match self.selector.on_packet(packet.layer, switch_point) {
                 Decision::Drop => return false,
                 Decision::Forward => {}

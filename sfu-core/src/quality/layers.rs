@@ -3,6 +3,11 @@
 //! when a keyframe was last asked of it. A track without simulcast has one layer, unless its
 //! one stream is scalable (SVC): then its layers are the stream's spatial layers, nested (a
 //! receiver of layer `n` takes every layer up to `n`), found from the stream's own descriptors.
+//!
+//! "Lowest first" is the offer's `a=simulcast` order until the keyframes tell the picture sizes:
+//! then the layers are put in order of size, whatever order the publisher listed them in (older
+//! Firefox and some other stacks list the largest first). Layer hints still go out in the offer's
+//! order, which is the order of the publisher's encodings.
 
 use std::time::{Duration, Instant};
 
@@ -40,6 +45,9 @@ pub struct Layer {
     keyframe_deferred: bool,
     /// When a subscriber last wanted it (for the publisher's layer hint).
     last_wanted: Option<Instant>,
+    /// Its place in the publisher's `a=simulcast` line: the index of its encoding, which layer
+    /// hints use.
+    position: u8,
 }
 
 /// The layers of one published track, lowest first.
@@ -80,9 +88,10 @@ impl TrackLayers {
             return Self::single();
         }
         let mut layers = heapless::Vec::new();
-        for rid in rids.iter().take(MAX_LAYERS) {
+        for (position, rid) in rids.iter().take(MAX_LAYERS).enumerate() {
             let _ = layers.push(Layer {
                 rid: Some(*rid),
+                position: position as u8,
                 ..Layer::default()
             });
         }
@@ -186,6 +195,39 @@ impl TrackLayers {
         }
     }
 
+    /// Puts the layers in order of picture size, smallest first, once the keyframes of every layer
+    /// told their size (ties keep the offer's order). True when the order changed: layer indices
+    /// then name other encodings, and whoever holds one must choose again.
+    pub fn order_by_size(&mut self) -> bool {
+        // A scalable stream's nested layers are in order by construction.
+        if !self.is_simulcast() {
+            return false;
+        }
+        let mut keys = heapless::Vec::<(u32, u8, usize), MAX_LAYERS>::new();
+        for (i, layer) in self.layers.iter().enumerate() {
+            let Some((w, h)) = layer.size else {
+                return false;
+            };
+            let _ = keys.push((u32::from(w) * u32::from(h), layer.position, i));
+        }
+        if keys.windows(2).all(|pair| pair[0] <= pair[1]) {
+            return false;
+        }
+        keys.sort_unstable();
+        // The hint last sent keeps its meaning: its bits move with their layers.
+        self.hinted = self.hinted.map(|mask| {
+            keys.iter()
+                .enumerate()
+                .filter(|(_, &(_, _, old))| mask & (1 << old) != 0)
+                .fold(0, |moved, (new, _)| moved | (1 << new))
+        });
+        self.layers = keys
+            .iter()
+            .map(|&(_, _, old)| self.layers[old].clone())
+            .collect();
+        true
+    }
+
     /// Whether layer `index` is arriving at `now`.
     pub fn is_active(&self, index: u8, now: Instant) -> bool {
         self.get(index)
@@ -270,11 +312,14 @@ impl TrackLayers {
         if first && active == all {
             return None;
         }
-        Some(
-            (0..self.layers.len())
-                .map(|i| active & (1 << i) != 0)
-                .collect(),
-        )
+        // In the offer's order: the publisher's encodings are in that order.
+        let mut by_position = vec![false; self.layers.len()];
+        for (i, layer) in self.layers.iter().enumerate() {
+            if let Some(slot) = by_position.get_mut(usize::from(layer.position)) {
+                *slot = active & (1 << i) != 0;
+            }
+        }
+        Some(by_position)
     }
 }
 
@@ -355,6 +400,66 @@ mod tests {
             layers.hint(0, at(6000), hold),
             Some(vec![false, false, false])
         );
+    }
+
+    fn keyframe(width: u16, height: u16) -> Option<Keyframe> {
+        Some(Keyframe {
+            width: Some(width),
+            height: Some(height),
+        })
+    }
+
+    #[test]
+    fn layers_listed_largest_first_are_put_in_order_of_size() {
+        let t0 = Instant::now();
+        let hold = Duration::from_secs(2);
+        let rid = |r: &str| Some(Rid::from(r));
+        // The offer lists f, h, q: at first the order is the offer's.
+        let mut layers = TrackLayers::simulcast(
+            &["f", "h", "q"]
+                .into_iter()
+                .map(Rid::from)
+                .collect::<Vec<_>>(),
+        );
+        assert_eq!(layers.index_of(rid("f")), Some(0));
+        assert_eq!(layers.hint(0b001, t0, hold), None);
+        layers.on_packet(0, t0, 1000, keyframe(1280, 720));
+        layers.on_packet(1, t0, 1000, keyframe(640, 360));
+        // Not before every layer's size is known.
+        assert!(!layers.order_by_size());
+        layers.on_packet(2, t0, 1000, keyframe(320, 180));
+        assert!(layers.order_by_size());
+        assert_eq!(layers.index_of(rid("q")), Some(0));
+        assert_eq!(layers.index_of(rid("h")), Some(1));
+        assert_eq!(layers.index_of(rid("f")), Some(2));
+        assert_eq!(layers.get(2).and_then(|l| l.size), Some((1280, 720)));
+        // Once in order, it stays.
+        assert!(!layers.order_by_size());
+        // Hints name the encodings in the offer's order: only q (the last one) wanted.
+        assert_eq!(
+            layers.hint(0b001, t0 + hold, hold),
+            Some(vec![false, false, true])
+        );
+    }
+
+    #[test]
+    fn layers_in_order_or_of_equal_size_keep_the_offer_order() {
+        let t0 = Instant::now();
+        let mut layers = TrackLayers::simulcast(&rids());
+        for (i, (w, h)) in [(320, 180), (640, 360), (1280, 720)]
+            .into_iter()
+            .enumerate()
+        {
+            layers.on_packet(i as u8, t0, 1000, keyframe(w, h));
+        }
+        assert!(!layers.order_by_size());
+        // A small camera: the two upper layers come out the same size.
+        let mut layers = TrackLayers::simulcast(&rids());
+        for (i, (w, h)) in [(160, 120), (320, 240), (320, 240)].into_iter().enumerate() {
+            layers.on_packet(i as u8, t0, 1000, keyframe(w, h));
+        }
+        assert!(!layers.order_by_size());
+        assert_eq!(layers.index_of(Some(Rid::from("f"))), Some(2));
     }
 
     #[test]

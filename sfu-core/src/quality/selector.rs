@@ -76,6 +76,12 @@ impl LayerSelector {
         }
     }
 
+    /// Forgets the layer forwarded, keeping the target: after the track's layers were renumbered,
+    /// the leg forwards nothing until a keyframe of its target arrives.
+    pub fn restart(&mut self) {
+        self.current = None;
+    }
+
     /// Decides on one packet of `layer` (`keyframe`: it starts a keyframe): true to forward it.
     /// Returns `Switch` when this packet is the first of a new layer (the caller resyncs the
     /// sequence and timestamp rewriting).
@@ -290,5 +296,19 @@ mod tests {
         s.set_target(Some(1));
         assert_eq!(s.on_packet(1, false), Decision::Drop);
         assert_eq!(s.on_packet(1, true), Decision::Switch);
+    }
+
+    #[test]
+    fn a_restart_waits_for_a_keyframe_of_the_same_target() {
+        let mut s = LayerSelector::new();
+        s.set_target(Some(0));
+        s.on_packet(0, true);
+        // The layers were renumbered: index 0 names another encoding now.
+        s.restart();
+        assert_eq!(s.target(), Some(0));
+        assert!(s.awaits_keyframe());
+        assert_eq!(s.on_packet(0, false), Decision::Drop);
+        assert_eq!(s.on_packet(0, true), Decision::Switch);
+        assert_eq!(s.on_packet(0, false), Decision::Forward);
     }
 }

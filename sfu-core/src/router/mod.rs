@@ -22,6 +22,7 @@ use crate::codec::dependency_descriptor::DependencyDescriptorBytes;
 use crate::codec::CodecDescriptor;
 use crate::counters::DropReason;
 use crate::protocol::{PeerId, TrackInfo};
+use tracing::info;
 
 /// Every published track of one worker.
 #[derive(Debug, Default)]
@@ -158,7 +159,7 @@ impl Router {
             let sizes = codec.svc_sizes(arrival.payload);
             track.layers.set_nested(count, sizes.as_deref());
         }
-        let layer = match svc {
+        let mut layer = match svc {
             Some(p) if track.layers.is_nested() => p.spatial.min(track.layers.count() as u8 - 1),
             _ => track
                 .layers
@@ -170,6 +171,12 @@ impl Router {
             .on_packet(layer, arrival.at, arrival.payload.len(), keyframe);
         if track.layers.take_deferred_keyframe(layer) {
             self.due_keyframes.push((key, layer));
+        }
+        // A keyframe's size may show that the offer listed the layers in another order.
+        let layers_reordered = keyframe.is_some() && track.layers.order_by_size();
+        if layers_reordered {
+            info!(track = %key.id(), "simulcast layers put in order of picture size");
+            layer = track.layers.index_of(arrival.rid).unwrap_or(layer);
         }
         let top_layer = track.layers.count() as u8 - 1;
         // Only a simulcast track's legs switch layers and so renumber picture ids.
@@ -205,6 +212,7 @@ impl Router {
             codec,
             layer,
             top_layer,
+            layers_reordered,
             keyframe: keyframe.is_some(),
             picture_ids,
             svc: svc.filter(|p| track_nested || p.layered),

@@ -52,6 +52,9 @@ pub struct RoutedPacket<'a> {
     pub layer: u8,
     /// The track's top layer.
     pub top_layer: u8,
+    /// The track's layers were just put in order of picture size: the layer indices legs hold
+    /// from before name other encodings now.
+    pub layers_reordered: bool,
     /// It starts a keyframe.
     pub keyframe: bool,
     /// The per-picture ids of a simulcast track's packet, which each leg renumbers.
