@@ -3,6 +3,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use str0m::format::Codec;
+
 /// How one core (one worker) behaves.
 #[derive(Debug, Clone)]
 pub struct CoreConfig {
@@ -27,6 +29,9 @@ pub struct CoreConfig {
     /// Rooms recorded whenever they exist (`[[record]]` in the configuration file): their
     /// creation asks the shell to start a recording.
     pub record_rooms: Vec<String>,
+    /// The video codecs rooms send, most preferred first: each publisher is asked for the first
+    /// one it and every other member of its room have (`codec/policy.rs`).
+    pub video_codecs: Vec<Codec>,
 }
 
 impl Default for CoreConfig {
@@ -40,6 +45,7 @@ impl Default for CoreConfig {
             keyframe_request_interval: Duration::from_millis(300),
             max_paths_per_peer: 8,
             record_rooms: Vec::new(),
+            video_codecs: vec![Codec::Vp8, Codec::H264],
         }
     }
 }

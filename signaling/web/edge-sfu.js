@@ -82,6 +82,22 @@ export function simulcastFromUrl(loc = globalThis.location) {
 }
 
 /**
+ * The video codecs a page accepts, from its own URL: `?codecs=h264` (a comma-separated list of RTP
+ * encoding names, e.g. `h264,vp8`) makes every video transceiver send and receive only those, as a
+ * Safari or an iPhone that decodes H.264 only would; no parameter: every codec the browser has.
+ * @param {Location|URL} [loc] the page location (defaults to `globalThis.location`)
+ * @returns {string[]|null} lowercase encoding names, or `null` for all
+ */
+export function videoCodecsFromUrl(loc = globalThis.location) {
+  const v = new URLSearchParams(loc.search).get('codecs');
+  const names = (v ?? '').split(',').map((s) => s.trim().toLowerCase()).filter(Boolean);
+  return names.length ? names : null;
+}
+
+/** Encodings that ride along with a video codec (resends, redundancy, FEC), never chosen alone. */
+const AUXILIARY_VIDEO_ENCODINGS = ['rtx', 'red', 'ulpfec', 'flexfec-03'];
+
+/**
  * The claims of a room token (a JWT), read without checking its signature: for showing the right
  * name and controls only. The SFU checks the token and enforces what it allows. Returns `null` for
  * anything that is not a JWT with a JSON object payload.
@@ -208,6 +224,12 @@ export class EdgeSfuClient extends EventTarget {
     this._rtcConfig = options.rtcConfig ?? {};
     /** Whether the camera is published with simulcast. */
     this.simulcast = options.simulcast ?? true;
+    /** @type {string[]|null} the video codecs (lowercase encoding names) this client accepts; `null`: all */
+    this.videoCodecs = options.videoCodecs ?? null;
+    /** @type {string|null} the video codec the SFU asked this client to send (`videoCodec`), lowercase */
+    this.sendCodec = null;
+    /** A `videoCodec` came and no offer made since has carried it. */
+    this._codecChangePending = false;
     /** Lifecycle: `new`, `joining`, `joined`, `closed`. */
     this.state = 'new';
     /** @type {WebSocket|null} the signaling socket */
@@ -341,6 +363,7 @@ export class EdgeSfuClient extends EventTarget {
       init.sendEncodings = [{ active: false }];
     }
     const transceiver = this.pc.addTransceiver(track, init);
+    this._applyCodecPreferences(transceiver, track.kind);
     if (track.kind === 'video' && source === 'screen') {
       try { track.contentHint = track.contentHint || 'detail'; } catch { /* not supported */ }
     }
@@ -683,6 +706,48 @@ export class EdgeSfuClient extends EventTarget {
     return e.params;
   }
 
+  /**
+   * Orders a transceiver's codecs: only the accepted ones (`videoCodecs`), the one the SFU asked
+   * for (`sendCodec`) first. Audio is left alone.
+   * @param {RTCRtpTransceiver} t
+   * @param {string} kind
+   */
+  _applyCodecPreferences(t, kind) {
+    if (kind !== 'video' || typeof t.setCodecPreferences !== 'function') return;
+    if (!this.videoCodecs && !this.sendCodec) return;
+    const sending = t.direction === 'sendonly' || t.direction === 'sendrecv';
+    const caps = (sending ? RTCRtpSender : RTCRtpReceiver).getCapabilities('video')?.codecs ?? [];
+    const name = (c) => c.mimeType.slice('video/'.length).toLowerCase();
+    const accepted = caps.filter((c) => AUXILIARY_VIDEO_ENCODINGS.includes(name(c))
+      || !this.videoCodecs || this.videoCodecs.includes(name(c)));
+    const rank = (c) => (name(c) === this.sendCodec ? 0 : 1);
+    const ordered = accepted.map((c, i) => [c, i]).sort((a, b) => rank(a[0]) - rank(b[0]) || a[1] - b[1]).map(([c]) => c);
+    try {
+      t.setCodecPreferences(ordered);
+    } catch (err) {
+      this.log('setCodecPreferences failed', err);
+    }
+  }
+
+  /**
+   * The room's codec policy asks this client to send `codec` (see docs/protocol.md): it goes first in
+   * the sending video transceivers' preferences, and a renegotiation makes it the one sent. A codec
+   * this client does not accept is ignored (the SFU never asks for one its SDP did not list).
+   * @param {string} codec an RTP encoding name
+   */
+  _onVideoCodec(codec) {
+    const wanted = String(codec).toLowerCase();
+    if (this.videoCodecs && !this.videoCodecs.includes(wanted)) return;
+    this.sendCodec = wanted;
+    this._emit('videocodec', { codec: wanted });
+    this._codecChangePending = true;
+    if (!this.pc) return;
+    for (const e of this._local.values()) {
+      if (this._transceiverUsable(e.transceiver)) this._applyCodecPreferences(e.transceiver, e.transceiver.sender.track?.kind ?? e.transceiver.receiver.track.kind);
+    }
+    this._enqueue(() => this._negotiate()).catch(() => {});
+  }
+
   _onLayerHint(mid, active) {
     if (!Array.isArray(active)) return;
     for (const e of this._local.values()) {
@@ -792,6 +857,7 @@ export class EdgeSfuClient extends EventTarget {
       case 'recording': return this._onRecording(msg);
       case 'removed': return this._onRemoved(msg.reason);
       case 'forceMuted': return this._onForceMuted(msg.mid, msg.trackId, msg.muted);
+      case 'videoCodec': return this._onVideoCodec(msg.codec);
       case 'pong': return;
       // The room token runs out in `secondsLeft`: send a fresh one with refreshToken() to stay.
       case 'tokenExpiring': return this._emit('tokenexpiring', { secondsLeft: msg.secondsLeft });
@@ -910,6 +976,7 @@ export class EdgeSfuClient extends EventTarget {
     }
     await pc.setLocalDescription();
     if (pc.signalingState !== 'have-local-offer') return;
+    this._codecChangePending = false;
     this._send({ type: 'offer', sdp: pc.localDescription.sdp, tracks: this._publishedTracks() });
     this.negotiations.offersSent++;
   }
@@ -926,6 +993,9 @@ export class EdgeSfuClient extends EventTarget {
     }
     try {
       await pc.setRemoteDescription({ type: 'offer', sdp: msg.sdp });
+      for (const t of pc.getTransceivers()) {
+        if (this._transceiverUsable(t)) this._applyCodecPreferences(t, t.receiver.track.kind);
+      }
       await pc.setLocalDescription();
     } catch (err) {
       this._negotiationFailures++;
@@ -966,6 +1036,8 @@ export class EdgeSfuClient extends EventTarget {
   /** After an offer/answer exchange: the senders' encodings as negotiated (simulcast kept or declined). */
   _afterNegotiation() {
     for (const e of this._local.values()) if (e.track) this._applyEncodings(e);
+    // A codec change that came while this exchange was under way: one more offer carries it.
+    if (this._codecChangePending) this._enqueue(() => this._negotiate()).catch(() => {});
   }
 
   /** Brings `remoteTracks` in line with the receiving transceivers and the SFU's mid → track mapping. */

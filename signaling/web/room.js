@@ -7,7 +7,7 @@
 // the microphone / camera (the join form's boxes start unticked).
 
 import {
-  EdgeSfuClient, MAX_CHAT_LENGTH, rtcConfigFromUrl, simulcastFromUrl, tokenClaims, tokenPermissions,
+  EdgeSfuClient, MAX_CHAT_LENGTH, rtcConfigFromUrl, simulcastFromUrl, tokenClaims, tokenPermissions, videoCodecsFromUrl,
 } from '/edge-sfu.js';
 
 const $ = (sel) => document.querySelector(sel);
@@ -776,6 +776,7 @@ async function join(room, name, { mic = true, camera = true } = {}) {
     const c = new EdgeSfuClient({
       rtcConfig: rtcConfigFromUrl(),
       simulcast: simulcastFromUrl(),
+      videoCodecs: videoCodecsFromUrl(),
       log: (...a) => console.debug('[edge-sfu]', ...a),
     });
     client = c;

@@ -4,6 +4,8 @@
 //! matches on codecs. A new codec (VP9, AV1) is one new file here and one entry in [`ALL`].
 
 mod h264;
+pub mod policy;
+mod sps;
 mod vp8;
 
 use str0m::format::{Codec, CodecConfig, PayloadParams};
@@ -16,7 +18,8 @@ use vp8::Vp8Ids;
 /// What the first packet of a keyframe says about the picture.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Keyframe {
-    /// Picture width in pixels, when the payload carries it (VP8 keyframes do).
+    /// Picture width in pixels, when the payload carries it (VP8 keyframes do, and H.264 ones
+    /// whose first packet has the SPS).
     pub width: Option<u16>,
     /// Picture height in pixels, as `width`.
     pub height: Option<u16>,
@@ -85,12 +88,7 @@ static H264: CodecDescriptor = CodecDescriptor {
         let f = p.spec().format;
         f.packetization_mode == Some(1) && f.profile_level_id == Some(0x42e01f)
     },
-    keyframe: Some(|payload| {
-        h264::starts_idr(payload).then_some(Keyframe {
-            width: None,
-            height: None,
-        })
-    }),
+    keyframe: Some(h264::keyframe),
     picture_ids: None,
 };
 

@@ -336,6 +336,7 @@ impl Core {
         };
         self.outbox
             .signal(id, ServerMessage::Answer { sdp: answer });
+        self.note_video_capabilities(id, sdp);
         self.update_publications(now, id, &tracks);
         self.members.mark_dirty(id);
         self.negotiate(id);
@@ -459,9 +460,14 @@ impl Core {
             return;
         };
         match peer.accept_answer(sdp) {
-            // The new subscriptions get their layers (and ask for their first keyframes) at once.
-            Ok(opened) if !opened.is_empty() => self.reallocate(now, id),
-            Ok(_) => {}
+            Ok(opened) => {
+                self.note_video_capabilities(id, sdp);
+                // The new subscriptions get their layers (and ask for their first keyframes) at
+                // once.
+                if !opened.is_empty() {
+                    self.reallocate(now, id);
+                }
+            }
             Err(e) => {
                 self.counters.drop(DropReason::BadSdp);
                 self.error(id, ErrorCode::BadSdp, &e.to_string());
@@ -686,6 +692,8 @@ impl Core {
         });
         self.close_room_if_empty(&peer.room);
         self.end_recording_if_room_gone(now, &peer.room);
+        // Its capabilities no longer hold the others back.
+        self.apply_codec_policy(&peer.room);
         for other in self.members.members_of(&peer.room) {
             if let Some(o) = self.members.get_mut(other) {
                 o.unsubscribe(|k| k.peer == id);

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use str0m::bwe::Bitrate;
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::ChannelId;
+use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, Mid, Rids};
 use str0m::net::TcpType;
 use str0m::{Candidate, Rtc, RtcConfig};
@@ -15,6 +16,7 @@ use slab::Slab;
 
 use super::signaling_channel::SignalingChannel;
 use super::subscription::{LegState, Subscription};
+use crate::codec::policy::VideoCapabilities;
 use crate::codec::CodecDescriptor;
 use crate::config::CoreConfig;
 use crate::counters::Counters;
@@ -91,6 +93,10 @@ pub struct Peer {
     pub signaling: SignalingChannel,
     /// What the SFU knows of the bandwidth toward it.
     pub bandwidth: Bandwidth,
+    /// The video codecs its SDP accepts (`None` until one had a video m-line).
+    pub video_capabilities: VideoCapabilities,
+    /// The video codec it was last asked to send (`videoCodec`).
+    pub video_codec_asked: Option<Codec>,
     /// Subscriptions removed since the router last heard (see [`Peer::take_removed`]).
     removed: Vec<(usize, TrackKey)>,
 }
@@ -167,6 +173,8 @@ impl Peer {
             permissions: Permissions::ALL,
             signaling: SignalingChannel::WebSocket,
             bandwidth: Bandwidth::default(),
+            video_capabilities: None,
+            video_codec_asked: None,
             removed: Vec::new(),
         }
     }
