@@ -230,6 +230,8 @@ export class EdgeSfuClient extends EventTarget {
     this.sendCodec = null;
     /** A `videoCodec` came and no offer made since has carried it. */
     this._codecChangePending = false;
+    /** The outstanding offer of this client carries a codec change. */
+    this._offerCarriesCodecChange = false;
     /** Lifecycle: `new`, `joining`, `joined`, `closed`. */
     this.state = 'new';
     /** @type {WebSocket|null} the signaling socket */
@@ -976,6 +978,7 @@ export class EdgeSfuClient extends EventTarget {
     }
     await pc.setLocalDescription();
     if (pc.signalingState !== 'have-local-offer') return;
+    this._offerCarriesCodecChange = this._codecChangePending;
     this._codecChangePending = false;
     this._send({ type: 'offer', sdp: pc.localDescription.sdp, tracks: this._publishedTracks() });
     this.negotiations.offersSent++;
@@ -990,6 +993,8 @@ export class EdgeSfuClient extends EventTarget {
       this.log('glare: rolling back our offer');
       this.negotiations.rollbacks++;
       await pc.setLocalDescription({ type: 'rollback' });
+      // A codec change the rolled-back offer carried is offered again after this exchange.
+      if (this._offerCarriesCodecChange) this._codecChangePending = true;
     }
     try {
       await pc.setRemoteDescription({ type: 'offer', sdp: msg.sdp });

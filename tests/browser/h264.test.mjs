@@ -34,8 +34,12 @@ async function explained(what, pages, fn) {
     const lines = [`\n--- ${what}`];
     for (const p of pages) {
       lines.push(`${p.name}: ${await describePage(p.page)}`);
+      lines.push(`${p.name} SDP m-lines: ${await p.page.evaluate(() => ['currentLocalDescription', 'currentRemoteDescription']
+        .map((d) => `${d}: ${(window.edgeSfu.pc[d]?.sdp ?? '').split('\r\n').filter((l) => l.startsWith('m=') || l.startsWith('a=rtpmap')).join(' | ')}`)
+        .join('\n')).catch((e) => e.message)}`);
       lines.push(`${p.name} videoCodec messages: ${JSON.stringify(p.page.received.filter((m) => m.type === 'videoCodec'))}`);
     }
+    lines.push(`server stats: ${JSON.stringify(await fx.server.stats().catch(() => null)).slice(0, 1500)}`);
     lines.push(`server log (${fx.server.logFile}):\n${fx.server.logTail(30)}`);
     err.message += lines.join('\n');
     throw err;
@@ -62,13 +66,16 @@ function videoCodecs(page) {
 
 /** Waits until `page` decodes video in `mime` and its encoders all send `sendMime`, frames rising. */
 async function expectCodecs(p, { decodes, sends }, pages) {
+  let last = null;
   await explained(`${p.name} decodes ${decodes} and sends ${sends}`, pages, async () => {
     const first = await poll(async () => {
       const s = await videoCodecs(p.page);
+      last = s;
       const ok = s.inbound.length > 0 && s.inbound.every((i) => i.codec === decodes && i.framesDecoded > 0)
         && s.outbound.length > 0 && s.outbound.every((o) => o.codec === sends);
       return ok && s;
-    }, { timeout: 30_000, what: `${p.name}: inbound video ${decodes} decoding, outbound ${sends}` });
+    }, { timeout: 30_000, what: `${p.name}: inbound video ${decodes} decoding, outbound ${sends}` })
+      .catch((err) => { err.message += `\nlast stats of ${p.name}: ${JSON.stringify(last)}`; throw err; });
     await poll(async () => {
       const s = await videoCodecs(p.page);
       return s.inbound.every((i) => i.codec === decodes
@@ -105,8 +112,8 @@ test('an H.264-only member and a VP8 member: the room sends H.264 while it is th
   await explained('switch to H.264', pages, () => poll(() => vp8.page.received.some((m) => m.type === 'videoCodec' && m.codec === 'H264'),
     { timeout: 20_000, what: 'vp8 asked for H264' }));
   // Both directions decoded, in H.264 only: the H.264-only page never gets VP8 (it negotiated none).
-  await expectCodecs(h264, { decodes: 'video/H264', sends: 'video/H264' }, pages);
   await expectCodecs(vp8, { decodes: 'video/H264', sends: 'video/H264' }, pages);
+  await expectCodecs(h264, { decodes: 'video/H264', sends: 'video/H264' }, pages);
   const h264Transceivers = await h264.page.evaluate(() => window.edgeSfu.pc.getTransceivers()
     .filter((tr) => tr.receiver.track.kind === 'video').map((tr) => tr.mid));
   assert.ok(h264Transceivers.length >= 2, `h264's video transceivers: ${h264Transceivers}`);

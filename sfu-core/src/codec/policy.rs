@@ -57,7 +57,7 @@ pub fn codec_for<'a>(
 pub fn video_codecs_in_sdp(sdp: &str, known: &[Codec]) -> VideoCapabilities {
     let mut common: Option<Vec<Codec>> = None;
     let mut section: Option<Vec<Codec>> = None;
-    let mut close = |section: Option<Vec<Codec>>, common: &mut Option<Vec<Codec>>| {
+    let close = |section: Option<Vec<Codec>>, common: &mut Option<Vec<Codec>>| {
         if let Some(codecs) = section {
             *common = Some(match common.take() {
                 None => codecs,
@@ -87,6 +87,39 @@ pub fn video_codecs_in_sdp(sdp: &str, known: &[Codec]) -> VideoCapabilities {
     }
     close(section, &mut common);
     common
+}
+
+/// `sdp` (the SFU's answer) with `codec`'s payload types first on each video m-line, so that the
+/// browser, which sends the first codec of the answer, sends that one. str0m writes its answers in
+/// its configuration's order whatever the offer's; the rest of the SDP is unchanged.
+pub fn prefer_codec_in_sdp(sdp: &str, codec: Codec) -> String {
+    let lines: Vec<&str> = sdp.split_inclusive('\n').collect();
+    let mut out = String::with_capacity(sdp.len());
+    for (i, line) in lines.iter().enumerate() {
+        let Some(media) = line.trim_end().strip_prefix("m=video ") else {
+            out.push_str(line);
+            continue;
+        };
+        // This m-line's payload types of `codec`, from its section's rtpmap lines.
+        let preferred: Vec<&str> = lines[i + 1..]
+            .iter()
+            .take_while(|l| !l.starts_with("m="))
+            .filter_map(|l| l.trim_end().strip_prefix("a=rtpmap:"))
+            .filter_map(|map| {
+                let (pt, encoding) = map.split_once(' ')?;
+                (Codec::from(encoding.split('/').next()?) == codec).then_some(pt)
+            })
+            .collect();
+        let mut fields: Vec<&str> = media.split(' ').collect();
+        if fields.len() > 2 {
+            // Port and protocol, then the formats: a stable sort puts `codec`'s first.
+            fields[2..].sort_by_key(|pt| !preferred.contains(pt));
+        }
+        out.push_str("m=video ");
+        out.push_str(&fields.join(" "));
+        out.push_str(&line[line.trim_end().len()..]);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -203,6 +236,34 @@ mod tests {
         assert_eq!(room.codec_of("newer"), Some(Av1));
         // An empty preference list: nothing to ask for.
         assert_eq!(codec_for(&[], &caps(&[Vp8]), std::iter::empty()), None);
+    }
+
+    #[test]
+    fn the_preferred_codec_goes_first_in_the_answer() {
+        let answer = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n\
+            m=video 9 UDP/TLS/RTP/SAVPF 96 97 102 103 104\r\na=rtpmap:96 VP8/90000\r\n\
+            a=rtpmap:97 rtx/90000\r\na=rtpmap:102 H264/90000\r\na=rtpmap:103 rtx/90000\r\n\
+            a=rtpmap:104 H264/90000\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 VP8/90000\r\n";
+        let h264 = prefer_codec_in_sdp(answer, H264);
+        assert!(
+            h264.contains("m=video 9 UDP/TLS/RTP/SAVPF 102 104 96 97 103\r\n"),
+            "{h264}"
+        );
+        assert!(
+            h264.contains("m=video 9 UDP/TLS/RTP/SAVPF 96\r\n"),
+            "{h264}"
+        );
+        assert!(
+            h264.contains("m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"),
+            "{h264}"
+        );
+        assert_eq!(h264.len(), answer.len());
+        assert_eq!(prefer_codec_in_sdp(answer, Vp8), answer);
+        // Garbage in, the same garbage out.
+        assert_eq!(
+            prefer_codec_in_sdp("m=video \na=rtpmap:x", H264),
+            "m=video \na=rtpmap:x"
+        );
     }
 
     #[test]

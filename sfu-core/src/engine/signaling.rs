@@ -8,6 +8,7 @@ use str0m::media::{MediaKind, Mid};
 use tracing::{debug, info};
 
 use super::{Core, Timer};
+use crate::codec::policy;
 use crate::counters::{DropReason, JoinRefusalReason};
 use crate::events::RoomEvent;
 use crate::membership::{Peer, SignalingChannel};
@@ -334,9 +335,15 @@ impl Core {
                 return self.error(id, ErrorCode::BadSdp, &e.to_string());
             }
         };
+        // The room's codec for this member, chosen anew with what its offer says it has, goes
+        // first in the answer: the browser sends that one.
+        self.note_video_capabilities(id, sdp);
+        let answer = match self.members.get(id).and_then(|p| p.video_codec_asked) {
+            Some(codec) => policy::prefer_codec_in_sdp(&answer, codec),
+            None => answer,
+        };
         self.outbox
             .signal(id, ServerMessage::Answer { sdp: answer });
-        self.note_video_capabilities(id, sdp);
         self.update_publications(now, id, &tracks);
         self.members.mark_dirty(id);
         self.negotiate(id);
@@ -732,6 +739,11 @@ impl Core {
             return;
         };
         if let Some((sdp, tracks)) = peer.create_offer() {
+            // As in answers: a browser answering sends the first codec of the offer it accepts.
+            let sdp = match peer.video_codec_asked {
+                Some(codec) => policy::prefer_codec_in_sdp(&sdp, codec),
+                None => sdp,
+            };
             self.outbox.signal(id, ServerMessage::Offer { sdp, tracks });
             self.members.mark_dirty(id);
         }
