@@ -742,12 +742,24 @@ export class EdgeSfuClient extends EventTarget {
     if (this.videoCodecs && !this.videoCodecs.includes(wanted)) return;
     this.sendCodec = wanted;
     this._emit('videocodec', { codec: wanted });
-    this._codecChangePending = true;
     if (!this.pc) return;
     for (const e of this._local.values()) {
-      if (this._transceiverUsable(e.transceiver)) this._applyCodecPreferences(e.transceiver, e.transceiver.sender.track?.kind ?? e.transceiver.receiver.track.kind);
+      if (this._transceiverUsable(e.transceiver)) this._applyCodecPreferences(e.transceiver, e.transceiver.receiver.track.kind);
     }
+    // The SFU's answer to the offer that told it what this client decodes often has the codec first already.
+    if (this.pc.signalingState === 'stable' && this._sendsVideoCodec(wanted)) return;
+    this._codecChangePending = true;
     this._enqueue(() => this._negotiate()).catch(() => {});
+  }
+
+  /**
+   * Whether every published video track goes out in `codec` (the first of its sender's negotiated codecs).
+   * @param {string} codec lowercase encoding name
+   */
+  _sendsVideoCodec(codec) {
+    return [...this._local.values()]
+      .filter((e) => e.track?.kind === 'video' && this._transceiverUsable(e.transceiver))
+      .every((e) => e.transceiver.sender.getParameters().codecs?.[0]?.mimeType.toLowerCase() === `video/${codec}`);
   }
 
   _onLayerHint(mid, active) {
@@ -1042,6 +1054,7 @@ export class EdgeSfuClient extends EventTarget {
   _afterNegotiation() {
     for (const e of this._local.values()) if (e.track) this._applyEncodings(e);
     // A codec change that came while this exchange was under way: one more offer carries it.
+    if (this._codecChangePending && this.sendCodec && this._sendsVideoCodec(this.sendCodec)) this._codecChangePending = false;
     if (this._codecChangePending) this._enqueue(() => this._negotiate()).catch(() => {});
   }
 
