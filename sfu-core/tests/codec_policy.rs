@@ -1,6 +1,8 @@
 //! The room's video codec policy through the real core and str0m clients, in simulated time: a
 //! member that decodes H.264 only makes the VP8 publisher switch to H.264 before it gets any of
-//! its video, never receives a VP8 packet, and once it leaves the room goes back to VP8.
+//! its video, never receives a VP8 packet, and once it leaves the room goes back to VP8. H.264
+//! reaches a viewer only in a format its answer accepted (profile and packetization mode), with
+//! its payload type.
 
 mod common;
 
@@ -11,6 +13,8 @@ use sfu_core::counters::DropReason;
 use sfu_core::protocol::{ClientMessage, ServerMessage};
 use sfu_core::str0m::format::Codec;
 use sfu_core::str0m::media::MediaKind;
+use sfu_core::str0m::RtcConfig;
+use sfu_core::Permissions;
 
 /// The codecs a client was asked to send, in order.
 fn asked(w: &World, idx: usize) -> Vec<String> {
@@ -79,4 +83,52 @@ fn members_decoding_different_codecs_each_get_what_most_decode() {
     assert!(w.client(h264_only).received_with_tag(0x74).is_empty());
     assert!(!w.client(both).received_with_tag(0x73).is_empty());
     assert!(!w.client(both).received_with_tag(0x74).is_empty());
+}
+
+/// A session configuration with Opus and these H.264 formats only: (payload type, RTX payload
+/// type, packetization mode 1 (else 0), profile-level-id).
+fn h264_formats(formats: &[(u8, u8, bool, u32)]) -> RtcConfig {
+    let mut config = RtcConfig::new().clear_codecs().enable_opus(true, false);
+    for &(pt, rtx, mode, profile) in formats {
+        config
+            .codec_config()
+            .add_h264(pt.into(), Some(rtx.into()), mode, profile);
+    }
+    config
+}
+
+#[test]
+fn h264_goes_only_to_viewers_of_the_same_profile_and_packetization_mode_with_their_payload_type() {
+    let mut w = World::new();
+    // A Main profile publisher, non-interleaved mode.
+    let main = w.join_with_config(
+        "main",
+        Permissions::ALL,
+        h264_formats(&[(100, 101, true, 0x4d001f)]),
+    );
+    // A viewer of Constrained Baseline only, one of Main in both modes at other payload types,
+    // one of Main in single NAL unit mode only.
+    let baseline = w.join_with_config(
+        "baseline",
+        Permissions::ALL,
+        h264_formats(&[(102, 103, true, 0x42e01f)]),
+    );
+    let viewer = w.join_with_config(
+        "viewer",
+        Permissions::ALL,
+        h264_formats(&[(111, 112, false, 0x4d001f), (110, 113, true, 0x4d001f)]),
+    );
+    let single_nal = w.join_with_config(
+        "single-nal",
+        Permissions::ALL,
+        h264_formats(&[(114, 115, false, 0x4d001f)]),
+    );
+    w.advance(Duration::from_secs(2));
+    w.send_media(main, MediaKind::Video, 10, 0x75);
+    let got = w.client(viewer).received_with_tag(0x75);
+    assert!(!got.is_empty());
+    // Its own payload type for Main in packetization mode 1.
+    assert!(got.iter().all(|r| r.pt == 110), "{got:?}");
+    assert!(w.client(baseline).received_with_tag(0x75).is_empty());
+    assert!(w.client(single_nal).received_with_tag(0x75).is_empty());
 }

@@ -31,6 +31,8 @@ pub struct Received {
     pub ssrc: u32,
     pub seq: u16,
     pub payload: Vec<u8>,
+    /// Its payload type.
+    pub pt: u8,
 }
 
 pub struct Client {
@@ -128,7 +130,7 @@ impl World {
     }
 
     /// [`World::join`] for a member whose session is made from `config`.
-    fn join_with_config(
+    pub fn join_with_config(
         &mut self,
         name: &str,
         permissions: Permissions,
@@ -369,6 +371,7 @@ impl Client {
                 ssrc: *p.header.ssrc,
                 seq: p.header.sequence_number,
                 payload: p.payload.to_vec(),
+                pt: *p.header.payload_type,
             }),
             Event::ChannelData(d) => self.chats.push(serde_json::from_slice(&d.data).unwrap()),
             Event::KeyframeRequest(_) => self.keyframe_requests += 1,
