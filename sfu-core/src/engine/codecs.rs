@@ -10,7 +10,8 @@ impl Core {
     /// codecs the member takes, the room's codecs are chosen again.
     pub(super) fn note_video_capabilities(&mut self, id: PeerId, sdp: &str) {
         let capabilities = policy::video_codecs_in_sdp(sdp, &self.config.video_codecs);
-        let Some(peer) = self.members.get_mut(id) else {
+        // A member that receives nothing (no subscribe permission) decodes nothing for anyone.
+        let Some(peer) = self.members.get_mut(id).filter(|p| p.permissions.subscribe) else {
             return;
         };
         // An SDP without video leaves what an earlier one said.
