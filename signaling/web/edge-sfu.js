@@ -200,6 +200,8 @@ export class EdgeSfuError extends Error {
  * - `error` — `EdgeSfuError`: the SFU refused something or the session failed.
  * - `connectionstatechange` — `{state}`: the RTCPeerConnection's `connectionState` changed.
  * - `chatopen` / `chatclose` — the chat data channel opened or closed.
+ * - `videocodec` — `{codec}`: the room's codec policy asked this client to send video in `codec` (lowercase);
+ *   it is put first in the codec preferences and renegotiated (docs/protocol.md, "Codec policy").
  * - `close` — `{code, reason, wasClean, left}`: the session is over (left, kicked or disconnected).
  * - `message` — every parsed message from the SFU, for debugging.
  */
