@@ -475,6 +475,8 @@ pub enum ErrorCode {
     TokenRevoked,
     /// The server is at one of its limits (joins in progress, peers); try again later.
     ServerBusy,
+    /// A data channel beyond the number a member may open (16 besides `chat`); it was closed.
+    TooManyChannels,
 }
 
 /// The JSON a client writes on its `chat` data channel.

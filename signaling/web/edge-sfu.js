@@ -202,6 +202,9 @@ export class EdgeSfuError extends Error {
  * - `chatopen` / `chatclose` — the chat data channel opened or closed.
  * - `videocodec` — `{codec}`: the room's codec policy asked this client to send video in `codec` (lowercase);
  *   it is put first in the codec preferences and renegotiated (docs/protocol.md, "Codec policy").
+ * - `datachannel` — `{channel, label, peerId, peer}`: the SFU opened to this client the relay of another
+ *   member's data channel (see `openChannel`); `channel` is an `RTCDataChannel` (`binaryType`
+ *   `arraybuffer`) with that channel's label and options, whose messages are the ones that member sends.
  * - `close` — `{code, reason, wasClean, left}`: the session is over (left, kicked or disconnected).
  * - `message` — every parsed message from the SFU, for debugging.
  */
@@ -573,6 +576,30 @@ export class EdgeSfuClient extends EventTarget {
    */
   localTrack(source) {
     return this._local.get(source)?.track ?? null;
+  }
+
+  /**
+   * Opens a data channel that the SFU relays to every other member, for cursors, reactions, game state
+   * (docs/protocol.md, "Any data channel"): each of them gets a `datachannel` event with a channel of
+   * the same label and options that carries this channel's text and binary messages unchanged. Any label
+   * but `chat`; at most 16 per member, messages of at most 16 KiB (the SFU answers an `error` past its
+   * limits). Call after `join`.
+   * @param {string} label
+   * @param {{ordered?: boolean, maxRetransmits?: number, maxPacketLifetime?: number}} [options] as for
+   *   `RTCPeerConnection.createDataChannel`; `ordered` defaults to `true`
+   * @returns {RTCDataChannel} the channel to send on (`binaryType` `arraybuffer`)
+   */
+  openChannel(label, options = {}) {
+    if (!this.pc) throw new EdgeSfuError('not_joined', 'join before opening data channels');
+    if (typeof label !== 'string' || label.length === 0) throw new TypeError('a data channel needs a label');
+    if (label === CHAT_CHANNEL_LABEL) throw new RangeError('`chat` is the chat channel: use sendChat');
+    const { ordered = true, maxRetransmits, maxPacketLifetime } = options;
+    const init = { ordered };
+    if (maxRetransmits !== undefined) init.maxRetransmits = maxRetransmits;
+    if (maxPacketLifetime !== undefined) init.maxPacketLifetime = maxPacketLifetime;
+    const channel = this.pc.createDataChannel(label, init);
+    channel.binaryType = 'arraybuffer';
+    return channel;
   }
 
   /**
@@ -964,6 +991,13 @@ export class EdgeSfuClient extends EventTarget {
     pc.ontrack = (ev) => {
       this.log('ontrack', ev.transceiver.mid, ev.track.kind);
       // Attached in _reconcileRemote once the answer is applied, using the offer's mid → track mapping.
+    };
+    pc.ondatachannel = (ev) => {
+      // Only relays open this way: the SFU names the sending member in the channel's protocol.
+      const channel = ev.channel;
+      const peerId = Number(channel.protocol);
+      channel.binaryType = 'arraybuffer';
+      this._emit('datachannel', { channel, label: channel.label, peerId, peer: this.peers.get(peerId) ?? null });
     };
     const dc = pc.createDataChannel(CHAT_CHANNEL_LABEL, { ordered: true });
     this.chatChannel = dc;

@@ -16,6 +16,7 @@
 
 mod admin;
 mod codecs;
+mod data_channels;
 mod footprint;
 mod isolation;
 mod plain;
@@ -580,20 +581,8 @@ impl Core {
                 info!(peer = id, "ICE disconnected");
                 self.remove_peer(now, id, Some("the WebRTC connection was lost"));
             }
-            Event::ChannelOpen(cid, label) => {
-                if let Some(p) = self.members.get_mut(id) {
-                    if label == "chat" {
-                        p.chat_channel = Some(cid);
-                    }
-                }
-            }
-            Event::ChannelClose(cid) => {
-                if let Some(p) = self.members.get_mut(id) {
-                    if p.chat_channel == Some(cid) {
-                        p.chat_channel = None;
-                    }
-                }
-            }
+            Event::ChannelOpen(cid, label) => self.on_channel_open(now, id, cid, label),
+            Event::ChannelClose(cid) => self.on_channel_close(id, cid),
             Event::ChannelData(data) => self.on_channel_data(now, id, &data),
             _ => {}
         }

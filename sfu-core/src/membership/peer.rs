@@ -14,6 +14,7 @@ use str0m::{Candidate, Rtc, RtcConfig};
 
 use slab::Slab;
 
+use super::data_channels::DataChannels;
 use super::signaling_channel::SignalingChannel;
 use super::subscription::{LegState, Subscription};
 use crate::codec::policy::VideoCapabilities;
@@ -73,6 +74,8 @@ pub struct Peer {
     pub answered_first_offer: bool,
     /// Its `chat` data channel, once open.
     pub chat_channel: Option<ChannelId>,
+    /// Its other data channels, relayed to the room, and the relays of the others' to it.
+    pub data_channels: DataChannels,
     /// ICE and DTLS are up.
     pub connected: bool,
     /// When it joined (the connect deadline counts from here).
@@ -164,6 +167,7 @@ impl Peer {
             pending_offer: None,
             answered_first_offer: false,
             chat_channel: None,
+            data_channels: DataChannels::default(),
             connected: false,
             joined_at: now,
             media_seen: false,
