@@ -153,21 +153,22 @@ test('H.264 simulcast: layer sizes from the SPS, a small viewer and a large one 
   const codecs = await videoCodecs(large.page);
   assert.ok(codecs.inbound.every((i) => i.codec === 'video/H264'), JSON.stringify(codecs));
 
-  // The SFU read each layer's size from its SPS: what the publisher encodes, not halvings of a guess.
-  const publication = await explained('layer sizes', all, () => poll(async () => {
+  // The SFU read each layer's size from its SPS: what the publisher encodes, not halvings of a guess. (Polled: an
+  // encoder that adapts its resolution sends a new SPS, which the SFU reads at that keyframe.)
+  let last = null;
+  await explained('layer sizes', all, () => poll(async () => {
     const stats = await pub.page.evaluate(() => window.edgeSfu.requestStats());
-    const p = stats.publishing.find((x) => x.trackId === trackId);
-    return p && p.layers.length === 3 && p.layers.every((l) => l.width > 0) && p;
-  }, { timeout: 20_000, what: 'every layer of pub\'s track has a size' }));
-  const encoded = await pub.page.evaluate(async () => {
-    const report = await window.edgeSfu.pc.getStats();
-    const out = {};
-    report.forEach((s) => { if (s.type === 'outbound-rtp' && s.kind === 'video') out[s.rid] = [s.frameWidth, s.frameHeight]; });
-    return out;
-  });
-  console.log(`[h264 simulcast] SFU layer sizes ${JSON.stringify(publication.layers.map((l) => [l.rid, l.width, l.height]))}, encoder ${JSON.stringify(encoded)}`);
-  for (const l of publication.layers) {
-    assert.deepEqual([l.width, l.height], encoded[l.rid], `layer ${l.rid}: SFU says ${l.width}x${l.height}, encoder ${encoded[l.rid]}`);
-  }
+    const layers = stats.publishing.find((x) => x.trackId === trackId)?.layers ?? [];
+    const encoded = await pub.page.evaluate(async () => {
+      const report = await window.edgeSfu.pc.getStats();
+      const out = {};
+      report.forEach((s) => { if (s.type === 'outbound-rtp' && s.kind === 'video') out[s.rid] = [s.frameWidth, s.frameHeight]; });
+      return out;
+    });
+    last = { sfu: layers.map((l) => [l.rid, l.width, l.height]), encoder: encoded };
+    return layers.length === 3 && layers.every((l) => l.width > 0 && `${[l.width, l.height]}` === `${encoded[l.rid]}`);
+  }, { timeout: 20_000, what: 'the SFU\'s layer sizes of pub\'s track equal the encoder\'s' })
+    .catch((err) => { err.message += `\nlast: ${JSON.stringify(last)}`; throw err; }));
+  console.log(`[h264 simulcast] layer sizes from the SPS ${JSON.stringify(last)}`);
   assertNoPageProblems(pub.page, small.page, large.page);
 });
