@@ -26,10 +26,15 @@ pub fn run(data: &[u8]) {
         rest = next;
         if let Some(keyframe) = codec.keyframe(payload) {
             assert!(codec.is_video(), "{} has no keyframes", codec.name);
-            // VP8 sizes are 14-bit fields (VP9's scalability structure has 16-bit ones).
-            if codec.name == "vp8" {
-                assert!(keyframe.width.unwrap_or(0) < 1 << 14);
-                assert!(keyframe.height.unwrap_or(0) < 1 << 14);
+            match codec.name {
+                // VP8 sizes are 14-bit fields (VP9's scalability structure has 16-bit ones).
+                "vp8" => {
+                    assert!(keyframe.width.unwrap_or(0) < 1 << 14);
+                    assert!(keyframe.height.unwrap_or(0) < 1 << 14);
+                }
+                // An H.264 SPS's size is never 0 (cropping it all away gives none).
+                "h264" => assert!(keyframe.width != Some(0) && keyframe.height != Some(0)),
+                _ => {}
             }
         }
         if let Some(svc) = codec.svc(payload) {

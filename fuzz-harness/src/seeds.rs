@@ -63,8 +63,19 @@ fn streams(call: &World) -> Vec<Vec<u8>> {
 
 /// Payloads of each codec (selector byte, then length-prefixed payloads; see
 /// [`crate::codec_descriptors`]): an Opus frame, VP8 keyframe and delta frames with picture
-/// ids, H.264 IDR slices single, in a STAP-A and in an FU-A.
+/// ids, H.264 IDR slices single, in a STAP-A and in an FU-A, and an encoder's SPS (its picture
+/// size) alone and in a STAP-A with its PPS.
 fn payloads() -> Vec<Vec<u8>> {
+    // x264's SPS for 320x180 (baseline, cropped, with emulation prevention bytes) and a PPS.
+    let sps = [
+        0x67, 0x42, 0xc0, 0x0b, 0xd9, 0x01, 0x41, 0x9f, 0x9f, 0x01, 0x10, 0x00, 0x00, 0x03, 0x00,
+        0x10, 0x00, 0x00, 0x03, 0x00, 0x20, 0xf1, 0x42, 0xa4, 0x80,
+    ];
+    let pps = [0x68, 0xce, 0x38, 0x80];
+    let mut sps_pps = vec![0x78, 0, sps.len() as u8];
+    sps_pps.extend_from_slice(&sps);
+    sps_pps.extend_from_slice(&[0, pps.len() as u8]);
+    sps_pps.extend_from_slice(&pps);
     let vp8_key = [
         0x90, 0xe0, 0x81, 0x23, 0x05, 0x20, 0x10, 0x00, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0x68,
         0x01,
@@ -90,6 +101,7 @@ fn payloads() -> Vec<Vec<u8>> {
             &[&[0x78, 0x00, 0x02, 0x67, 0x42, 0x00, 0x03, 0x65, 0x88, 0x84]],
         ),
         with_len(2, &[&[0x7c, 0x85, 0x88], &[0x7c, 0x45, 0x99]]),
+        with_len(2, &[&sps, &sps_pps, &[0x7c, 0x85, 0x88]]),
     ]
 }
 

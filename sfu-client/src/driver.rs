@@ -788,6 +788,7 @@ impl Driver {
                 self.publish_status();
                 self.emit(ClientEvent::ServerStopping);
             }
+            ServerMessage::VideoCodec { codec } => self.emit(ClientEvent::VideoCodec { codec }),
         }
         Ok(None)
     }

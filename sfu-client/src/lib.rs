@@ -486,6 +486,12 @@ pub enum ClientEvent {
     },
     /// The SFU is shutting down (`serverStopping`); the connection closes right after.
     ServerStopping,
+    /// The room's codec policy asks this client to send video in `codec` (`videoCodec`, an RTP
+    /// encoding name such as `H264`); the SFU lists it first in its answers and offers.
+    VideoCodec {
+        /// The encoding name.
+        codec: String,
+    },
     /// The SFU sent an `error` message.
     ServerError {
         /// The protocol error code.

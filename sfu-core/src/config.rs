@@ -31,7 +31,8 @@ pub struct CoreConfig {
     /// Rooms recorded whenever they exist (`[[record]]` in the configuration file): their
     /// creation asks the shell to start a recording.
     pub record_rooms: Vec<String>,
-    /// The video codecs sessions offer, most preferred first (`--video-codecs`).
+    /// The video codecs rooms send, most preferred first: each publisher is asked for the first
+    /// one it and every other member of its room have (`codec/policy.rs`).
     pub video_codecs: Vec<Codec>,
 }
 

@@ -343,6 +343,14 @@ pub enum ServerMessage {
     },
     /// The server is shutting down: the member is removed and the connection closes right after.
     ServerStopping,
+    /// To a member that may publish: send video in `codec` (an RTP encoding name as in SDP,
+    /// e.g. `VP8`, `H264`), the one the room's codec policy chose so that every other member can
+    /// decode it (see `docs/protocol.md`, "Codec policy"). The client puts that codec first in
+    /// its sending video transceivers' codec preferences and renegotiates.
+    VideoCodec {
+        /// The encoding name.
+        codec: String,
+    },
 }
 
 /// Per-leg and per-track media counters of one client, as the `mediaStats` message carries them.

@@ -97,6 +97,21 @@ export function scalabilityModeFromUrl(loc = globalThis.location) {
   return v && /^L[1-3]T[1-3](_KEY)?$/.test(v) ? v : null;
 }
 
+ * The video codecs a page accepts, from its own URL: `?codecs=h264` (a comma-separated list of RTP
+ * encoding names, e.g. `h264,vp8`) makes every video transceiver send and receive only those, as a
+ * Safari or an iPhone that decodes H.264 only would; no parameter: every codec the browser has.
+ * @param {Location|URL} [loc] the page location (defaults to `globalThis.location`)
+ * @returns {string[]|null} lowercase encoding names, or `null` for all
+ */
+export function videoCodecsFromUrl(loc = globalThis.location) {
+  const v = new URLSearchParams(loc.search).get('codecs');
+  const names = (v ?? '').split(',').map((s) => s.trim().toLowerCase()).filter(Boolean);
+  return names.length ? names : null;
+}
+
+/** Encodings that ride along with a video codec (resends, redundancy, FEC), never chosen alone. */
+const AUXILIARY_VIDEO_ENCODINGS = ['rtx', 'red', 'ulpfec', 'flexfec-03'];
+
 /**
  * The claims of a room token (a JWT), read without checking its signature: for showing the right
  * name and controls only. The SFU checks the token and enforces what it allows. Returns `null` for
@@ -200,6 +215,8 @@ export class EdgeSfuError extends Error {
  * - `error` — `EdgeSfuError`: the SFU refused something or the session failed.
  * - `connectionstatechange` — `{state}`: the RTCPeerConnection's `connectionState` changed.
  * - `chatopen` / `chatclose` — the chat data channel opened or closed.
+ * - `videocodec` — `{codec}`: the room's codec policy asked this client to send video in `codec` (lowercase);
+ *   it is put first in the codec preferences and renegotiated (docs/protocol.md, "Codec policy").
  * - `datachannel` — `{channel, label, peerId, peer}`: the SFU opened to this client the relay of another
  *   member's data channel (see `openChannel`); `channel` is an `RTCDataChannel` (`binaryType`
  *   `arraybuffer`) with that channel's label and options, whose messages are the ones that member sends.
@@ -231,6 +248,14 @@ export class EdgeSfuClient extends EventTarget {
     this.simulcast = options.simulcast ?? true;
     /** The camera's scalability mode (SVC), or null. */
     this.scalabilityMode = options.scalabilityMode ?? null;
+    /** @type {string[]|null} the video codecs (lowercase encoding names) this client accepts; `null`: all */
+    this.videoCodecs = options.videoCodecs ?? null;
+    /** @type {string|null} the video codec the SFU asked this client to send (`videoCodec`), lowercase */
+    this.sendCodec = null;
+    /** A `videoCodec` came and no offer made since has carried it. */
+    this._codecChangePending = false;
+    /** The outstanding offer of this client carries a codec change. */
+    this._offerCarriesCodecChange = false;
     /** Lifecycle: `new`, `joining`, `joined`, `closed`. */
     this.state = 'new';
     /** @type {WebSocket|null} the signaling socket */
@@ -367,6 +392,7 @@ export class EdgeSfuClient extends EventTarget {
       init.sendEncodings = [{ active: false }];
     }
     const transceiver = this.pc.addTransceiver(track, init);
+    this._applyCodecPreferences(transceiver, track.kind);
     if (track.kind === 'video' && source === 'screen') {
       try { track.contentHint = track.contentHint || 'detail'; } catch { /* not supported */ }
     }
@@ -733,6 +759,60 @@ export class EdgeSfuClient extends EventTarget {
     return e.params;
   }
 
+  /**
+   * Orders a transceiver's codecs: only the accepted ones (`videoCodecs`), the one the SFU asked
+   * for (`sendCodec`) first. Audio is left alone.
+   * @param {RTCRtpTransceiver} t
+   * @param {string} kind
+   */
+  _applyCodecPreferences(t, kind) {
+    if (kind !== 'video' || typeof t.setCodecPreferences !== 'function') return;
+    if (!this.videoCodecs && !this.sendCodec) return;
+    const sending = t.direction === 'sendonly' || t.direction === 'sendrecv';
+    const caps = (sending ? RTCRtpSender : RTCRtpReceiver).getCapabilities('video')?.codecs ?? [];
+    const name = (c) => c.mimeType.slice('video/'.length).toLowerCase();
+    const accepted = caps.filter((c) => AUXILIARY_VIDEO_ENCODINGS.includes(name(c))
+      || !this.videoCodecs || this.videoCodecs.includes(name(c)));
+    const rank = (c) => (name(c) === this.sendCodec ? 0 : 1);
+    const ordered = accepted.map((c, i) => [c, i]).sort((a, b) => rank(a[0]) - rank(b[0]) || a[1] - b[1]).map(([c]) => c);
+    try {
+      t.setCodecPreferences(ordered);
+    } catch (err) {
+      this.log('setCodecPreferences failed', err);
+    }
+  }
+
+  /**
+   * The room's codec policy asks this client to send `codec` (see docs/protocol.md): it goes first in
+   * the sending video transceivers' preferences, and a renegotiation makes it the one sent. A codec
+   * this client does not accept is ignored (the SFU never asks for one its SDP did not list).
+   * @param {string} codec an RTP encoding name
+   */
+  _onVideoCodec(codec) {
+    const wanted = String(codec).toLowerCase();
+    if (this.videoCodecs && !this.videoCodecs.includes(wanted)) return;
+    this.sendCodec = wanted;
+    this._emit('videocodec', { codec: wanted });
+    if (!this.pc) return;
+    for (const e of this._local.values()) {
+      if (this._transceiverUsable(e.transceiver)) this._applyCodecPreferences(e.transceiver, e.transceiver.receiver.track.kind);
+    }
+    // The SFU's answer to the offer that told it what this client decodes often has the codec first already.
+    if (this.pc.signalingState === 'stable' && this._sendsVideoCodec(wanted)) return;
+    this._codecChangePending = true;
+    this._enqueue(() => this._negotiate()).catch(() => {});
+  }
+
+  /**
+   * Whether every published video track goes out in `codec` (the first of its sender's negotiated codecs).
+   * @param {string} codec lowercase encoding name
+   */
+  _sendsVideoCodec(codec) {
+    return [...this._local.values()]
+      .filter((e) => e.track?.kind === 'video' && this._transceiverUsable(e.transceiver))
+      .every((e) => e.transceiver.sender.getParameters().codecs?.[0]?.mimeType.toLowerCase() === `video/${codec}`);
+  }
+
   _onLayerHint(mid, active) {
     if (!Array.isArray(active)) return;
     for (const e of this._local.values()) {
@@ -842,6 +922,7 @@ export class EdgeSfuClient extends EventTarget {
       case 'recording': return this._onRecording(msg);
       case 'removed': return this._onRemoved(msg.reason);
       case 'forceMuted': return this._onForceMuted(msg.mid, msg.trackId, msg.muted);
+      case 'videoCodec': return this._onVideoCodec(msg.codec);
       case 'pong': return;
       // The room token runs out in `secondsLeft`: send a fresh one with refreshToken() to stay.
       case 'tokenExpiring': return this._emit('tokenexpiring', { secondsLeft: msg.secondsLeft });
@@ -967,6 +1048,8 @@ export class EdgeSfuClient extends EventTarget {
     }
     await pc.setLocalDescription();
     if (pc.signalingState !== 'have-local-offer') return;
+    this._offerCarriesCodecChange = this._codecChangePending;
+    this._codecChangePending = false;
     this._send({ type: 'offer', sdp: pc.localDescription.sdp, tracks: this._publishedTracks() });
     this.negotiations.offersSent++;
   }
@@ -980,9 +1063,14 @@ export class EdgeSfuClient extends EventTarget {
       this.log('glare: rolling back our offer');
       this.negotiations.rollbacks++;
       await pc.setLocalDescription({ type: 'rollback' });
+      // A codec change the rolled-back offer carried is offered again after this exchange.
+      if (this._offerCarriesCodecChange) this._codecChangePending = true;
     }
     try {
       await pc.setRemoteDescription({ type: 'offer', sdp: msg.sdp });
+      for (const t of pc.getTransceivers()) {
+        if (this._transceiverUsable(t)) this._applyCodecPreferences(t, t.receiver.track.kind);
+      }
       await pc.setLocalDescription();
     } catch (err) {
       this._negotiationFailures++;
@@ -1023,6 +1111,9 @@ export class EdgeSfuClient extends EventTarget {
   /** After an offer/answer exchange: the senders' encodings as negotiated (simulcast kept or declined). */
   _afterNegotiation() {
     for (const e of this._local.values()) if (e.track) this._applyEncodings(e);
+    // A codec change that came while this exchange was under way: one more offer carries it.
+    if (this._codecChangePending && this.sendCodec && this._sendsVideoCodec(this.sendCodec)) this._codecChangePending = false;
+    if (this._codecChangePending) this._enqueue(() => this._negotiate()).catch(() => {});
   }
 
   /** Brings `remoteTracks` in line with the receiving transceivers and the SFU's mid → track mapping. */

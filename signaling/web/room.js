@@ -9,6 +9,7 @@
 
 import {
   EdgeSfuClient, MAX_CHAT_LENGTH, rtcConfigFromUrl, scalabilityModeFromUrl, simulcastFromUrl, tokenClaims, tokenPermissions,
+  videoCodecsFromUrl,
 } from '/edge-sfu.js';
 
 const $ = (sel) => document.querySelector(sel);
@@ -778,6 +779,7 @@ async function join(room, name, { mic = true, camera = true } = {}) {
       rtcConfig: rtcConfigFromUrl(),
       simulcast: simulcastFromUrl(),
       scalabilityMode: scalabilityModeFromUrl(),
+      videoCodecs: videoCodecsFromUrl(),
       log: (...a) => console.debug('[edge-sfu]', ...a),
     });
     client = c;

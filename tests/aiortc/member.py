@@ -247,6 +247,11 @@ class Member:
                 self.learn_track(message["peerId"], message["track"])
             elif kind == "error":
                 self.fail(f"error from the SFU: {message}")
+            elif kind == "videoCodec":
+                # The room's codec policy asks only for a codec this member's offer listed: the one
+                # its camera is forced to, so there is nothing to change.
+                if message["codec"].upper() != self.args.codec.upper():
+                    self.fail(f"asked for {message['codec']}, which the offer did not list")
             elif kind not in (
                 "pong", "trackUnpublished", "trackMuted", "activeSpeaker", "layerHint",
                 "mediaStats",

@@ -6,6 +6,8 @@
 mod av1;
 pub mod dependency_descriptor;
 mod h264;
+pub mod policy;
+mod sps;
 mod vp8;
 mod vp9;
 
@@ -21,7 +23,8 @@ pub use vp9::{Vp9Descriptor, Vp9Error};
 /// What the first packet of a keyframe says about the picture.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Keyframe {
-    /// Picture width in pixels, when the payload carries it (VP8 keyframes do).
+    /// Picture width in pixels, when the payload carries it (VP8 keyframes do, and H.264 ones
+    /// whose first packet has the SPS).
     pub width: Option<u16>,
     /// Picture height in pixels, as `width`.
     pub height: Option<u16>,
@@ -154,12 +157,7 @@ static H264: CodecDescriptor = CodecDescriptor {
         let f = p.spec().format;
         f.packetization_mode == Some(1) && f.profile_level_id == Some(0x42e01f)
     },
-    keyframe: Some(|payload| {
-        h264::starts_idr(payload).then_some(Keyframe {
-            width: None,
-            height: None,
-        })
-    }),
+    keyframe: Some(h264::keyframe),
     picture_ids: None,
     svc: None,
 };

@@ -15,6 +15,7 @@
 //! be fed next. Nothing here reads a clock, touches a socket or spawns a thread.
 
 mod admin;
+mod codecs;
 mod data_channels;
 mod footprint;
 mod isolation;

@@ -8,6 +8,7 @@ use str0m::media::{MediaKind, Mid};
 use tracing::{debug, info};
 
 use super::{Core, Timer};
+use crate::codec::policy;
 use crate::counters::{DropReason, JoinRefusalReason};
 use crate::events::RoomEvent;
 use crate::membership::{Peer, SignalingChannel};
@@ -334,6 +335,13 @@ impl Core {
                 return self.error(id, ErrorCode::BadSdp, &e.to_string());
             }
         };
+        // The room's codec for this member, chosen anew with what its offer says it has, goes
+        // first in the answer: the browser sends that one.
+        self.note_video_capabilities(id, sdp);
+        let answer = match self.members.get(id).and_then(|p| p.video_codec_asked) {
+            Some(codec) => policy::prefer_codec_in_sdp(&answer, codec),
+            None => answer,
+        };
         self.outbox
             .signal(id, ServerMessage::Answer { sdp: answer });
         self.update_publications(now, id, &tracks);
@@ -459,9 +467,14 @@ impl Core {
             return;
         };
         match peer.accept_answer(sdp) {
-            // The new subscriptions get their layers (and ask for their first keyframes) at once.
-            Ok(opened) if !opened.is_empty() => self.reallocate(now, id),
-            Ok(_) => {}
+            Ok(opened) => {
+                self.note_video_capabilities(id, sdp);
+                // The new subscriptions get their layers (and ask for their first keyframes) at
+                // once.
+                if !opened.is_empty() {
+                    self.reallocate(now, id);
+                }
+            }
             Err(e) => {
                 self.counters.drop(DropReason::BadSdp);
                 self.error(id, ErrorCode::BadSdp, &e.to_string());
@@ -689,6 +702,8 @@ impl Core {
         });
         self.close_room_if_empty(&peer.room);
         self.end_recording_if_room_gone(now, &peer.room);
+        // Its capabilities no longer hold the others back.
+        self.apply_codec_policy(&peer.room);
         for other in self.members.members_of(&peer.room) {
             if let Some(o) = self.members.get_mut(other) {
                 o.unsubscribe(|k| k.peer == id);
@@ -728,6 +743,11 @@ impl Core {
             return;
         };
         if let Some((sdp, tracks)) = peer.create_offer() {
+            // As in answers: a browser answering sends the first codec of the offer it accepts.
+            let sdp = match peer.video_codec_asked {
+                Some(codec) => policy::prefer_codec_in_sdp(&sdp, codec),
+                None => sdp,
+            };
             self.outbox.signal(id, ServerMessage::Offer { sdp, tracks });
             self.members.mark_dirty(id);
         }

@@ -88,6 +88,8 @@ impl Core {
             ));
         }
         info!(peer = id, ?follow, legs = legs.len(), "WHEP viewer joined");
+        // What it decodes counts in the room's codec policy like any member's.
+        self.note_video_capabilities(id, offer);
         self.viewers.insert(id, Viewer { follow, legs });
         self.retarget_viewer(now, id);
         Ok(answer)

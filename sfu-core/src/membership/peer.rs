@@ -18,6 +18,7 @@ use super::data_channels::DataChannels;
 use super::signaling_channel::SignalingChannel;
 use super::subscription::{LegState, Subscription};
 use crate::codec::dependency_descriptor::DependencyDescriptorExtension;
+use crate::codec::policy::VideoCapabilities;
 use crate::codec::CodecDescriptor;
 use crate::config::CoreConfig;
 use crate::counters::Counters;
@@ -99,6 +100,10 @@ pub struct Peer {
     pub signaling: SignalingChannel,
     /// What the SFU knows of the bandwidth toward it.
     pub bandwidth: Bandwidth,
+    /// The video codecs its SDP accepts (`None` until one had a video m-line).
+    pub video_capabilities: VideoCapabilities,
+    /// The video codec it was last asked to send (`videoCodec`).
+    pub video_codec_asked: Option<Codec>,
     /// Subscriptions removed since the router last heard (see [`Peer::take_removed`]).
     removed: Vec<(usize, TrackKey)>,
 }
@@ -186,6 +191,8 @@ impl Peer {
             permissions: Permissions::ALL,
             signaling: SignalingChannel::WebSocket,
             bandwidth: Bandwidth::default(),
+            video_capabilities: None,
+            video_codec_asked: None,
             removed: Vec::new(),
         }
     }

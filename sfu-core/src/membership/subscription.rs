@@ -180,7 +180,7 @@ impl Subscription {
     /// into a datagram buffer, if the m-line is open and the packet is of the layer it
     /// forwards. True when a datagram was queued.
     pub fn deliver(&mut self, rtc: &mut Rtc, packet: &RoutedPacket, egress: &mut Egress) -> bool {
-        let Some(ssrc) = self.ssrc.filter(|_| self.open_mid().is_some()) else {
+        let (Some(ssrc), Some(mid)) = (self.ssrc, self.open_mid()) else {
             return false;
         };
         let mut marker = packet.arrival.marker;
@@ -216,8 +216,13 @@ impl Subscription {
             }
         }
         let rtp = &packet.arrival;
+        // The subscriber's format closest to the publisher's (for H.264 the same profile and
+        // packetization mode), and only one its answer accepted on this m-line: a codec it did
+        // not accept is one it cannot decode (the room's codec policy is switching publishers).
         let Some(pt) = self.map_pt(rtp.pt, || {
-            rtc.codec_config().match_params(rtp.params).copied()
+            let params = rtc.codec_config().match_params(rtp.params).copied()?;
+            let accepted = rtc.media(mid)?.remote_pts().contains(&params.pt());
+            accepted.then_some(params)
         }) else {
             egress.counters.drop(DropReason::NoMatchingCodec);
             return false;

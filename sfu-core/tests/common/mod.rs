@@ -47,6 +47,8 @@ pub struct Received {
     pub seq: u16,
     pub marker: bool,
     pub payload: Vec<u8>,
+    /// Its payload type.
+    pub pt: u8,
 }
 
 pub struct Client {
@@ -135,9 +137,35 @@ impl World {
 
     /// [`World::join`] for a member who may do only what `permissions` allow.
     pub fn join_with(&mut self, name: &str, permissions: Permissions) -> usize {
+        self.join_with_config(name, permissions, RtcConfig::new())
+    }
+
+    /// [`World::join`] for a member whose session has only the video codecs in `video` (and
+    /// Opus), like a browser that decodes H.264 only.
+    pub fn join_with_video_codecs(&mut self, name: &str, video: &[Codec]) -> usize {
+        let config = video.iter().fold(
+            RtcConfig::new().clear_codecs().enable_opus(true, false),
+            |c, v| match v {
+                Codec::Vp8 => c.enable_vp8(true),
+                Codec::H264 => c.enable_h264(true),
+                Codec::Vp9 => c.enable_vp9(true),
+                Codec::Av1 => c.enable_av1(true),
+                other => panic!("no test client for {other}"),
+            },
+        );
+        self.join_with_config(name, Permissions::ALL, config)
+    }
+
+    /// [`World::join`] for a member whose session is made from `config`.
+    pub fn join_with_config(
+        &mut self,
+        name: &str,
+        permissions: Permissions,
+        config: RtcConfig,
+    ) -> usize {
         let idx = self.clients.len();
         let id = idx as PeerId + 1;
-        let rtc = RtcConfig::new().set_rtp_mode(true).build(self.now);
+        let rtc = config.set_rtp_mode(true).build(self.now);
         self.clients.push(Client {
             id,
             addr: SocketAddr::from(([127, 0, 0, 2], 5000 + idx as u16)),
@@ -298,7 +326,8 @@ impl World {
         }
     }
 
-    /// Sends `n` RTP packets on a client's track, one per 20 ms, with payload `[tag, i]`.
+    /// Sends `n` RTP packets on a client's track, one per 20 ms, with payload `[tag, i]`: video in
+    /// VP8, or the client's first video codec when it has no VP8.
     pub fn send_media(&mut self, idx: usize, kind: MediaKind, n: u16, tag: u8) {
         for i in 0..n {
             let c = &mut self.clients[idx];
@@ -308,10 +337,10 @@ impl World {
             };
             let seq = c.next_seq[slot];
             c.next_seq[slot] += 1;
-            let pt = c
-                .rtc
-                .codec_config()
+            let config = c.rtc.codec_config();
+            let pt = config
                 .find(|p| p.spec().codec == codec)
+                .or_else(|| config.find(|p| kind == MediaKind::Video && p.spec().codec.is_video()))
                 .unwrap()
                 .pt();
             let now = self.now;
@@ -373,6 +402,7 @@ impl Client {
                 seq: p.header.sequence_number,
                 marker: p.header.marker,
                 payload: p.payload.to_vec(),
+                pt: *p.header.payload_type,
             }),
             Event::ChannelData(d) if Some(d.id) == self.chat => {
                 self.chats.push(serde_json::from_slice(&d.data).unwrap())
