@@ -191,6 +191,10 @@ pub struct Cli {
     /// with `server_busy` [default: 1000].
     #[arg(long, value_name = "N")]
     pub max_peers: Option<usize>,
+
+    /// Several nodes serving the same rooms (`--cluster` and its options).
+    #[command(flatten)]
+    pub cluster: crate::cluster_options::ClusterArgs,
 }
 
 /// What `edge-sfu` does instead of serving.
@@ -330,6 +334,8 @@ pub struct Settings {
     pub server_join_limit: JoinLimit,
     /// Most members and ingests per media worker.
     pub max_peers: usize,
+    /// This node's part in a cluster, with `--cluster`.
+    pub cluster: Option<crate::cluster_options::ClusterConfig>,
 }
 
 impl Settings {
@@ -484,6 +490,7 @@ impl Cli {
                 .or(file.record_dir.map(|d| file_dir.join(d))),
             record_max_bytes: self.record_max_bytes.or(file.record_max_bytes),
             record_rooms: file.record.into_iter().map(|r| r.room).collect(),
+            cluster: self.cluster.config()?,
         })
     }
 }

@@ -767,6 +767,7 @@ impl Driver {
                 self.publish_status();
                 self.emit(ClientEvent::ServerStopping);
             }
+            ServerMessage::Reconnect { url } => self.emit(ClientEvent::Reconnect { url }),
         }
         Ok(None)
     }

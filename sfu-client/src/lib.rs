@@ -456,6 +456,11 @@ pub enum ClientEvent {
     },
     /// The SFU is shutting down (`serverStopping`); the connection closes right after.
     ServerStopping,
+    /// The node drains (`reconnect`): join the same room again at `url`, another node.
+    Reconnect {
+        /// The other node's signaling URL.
+        url: String,
+    },
     /// The SFU sent an `error` message.
     ServerError {
         /// The protocol error code.

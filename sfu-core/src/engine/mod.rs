@@ -15,6 +15,7 @@
 //! be fed next. Nothing here reads a clock, touches a socket or spawns a thread.
 
 mod admin;
+mod cluster;
 mod footprint;
 mod isolation;
 mod plain;
@@ -36,6 +37,7 @@ use str0m::net::{DatagramRecv, Protocol, Receive};
 use str0m::{Event, IceConnectionState, Input, Output as RtcOutput};
 use tracing::{debug, info, warn};
 
+use crate::cluster::RemoteMembers;
 use crate::config::CoreConfig;
 use crate::counters::{Counters, DropReason, StatsSnapshot};
 use crate::demux::{Demux, FlowChange};
@@ -125,6 +127,8 @@ pub struct Core {
     counters: Counters,
     /// WHEP viewers: what each follows, and its legs.
     viewers: Viewers,
+    /// Members of rooms on other nodes (`--cluster`); empty on a lone node.
+    remote: RemoteMembers,
     /// Events polled from a member's session, handled after its polling (reused).
     events: VecDeque<Event>,
     /// Where a member's media payload is decrypted to before its track keeps it (reused).
@@ -148,6 +152,7 @@ impl Core {
             outbox: Outbox::default(),
             counters: Counters::default(),
             viewers: Viewers::default(),
+            remote: RemoteMembers::default(),
             events: VecDeque::with_capacity(64),
             rx_payload: vec![0; RX_PAYLOAD_BYTES],
             due: Vec::new(),
@@ -731,6 +736,11 @@ impl Core {
     /// Tells `room` its dominant speaker changed.
     fn announce_speaker(&mut self, room: &str, speaker: Option<TrackKey>) {
         debug!(room, speaker = ?speaker.map(|k| k.id()), "dominant speaker");
+        self.outbox.event(RoomEvent::ActiveSpeaker {
+            room: room.to_owned(),
+            peer_id: speaker.map(|k| k.peer),
+            track_id: speaker.map(|k| k.id()),
+        });
         for member in self.members.members_of(room) {
             self.outbox
                 .signal(member, quality::speaker_message(speaker));
