@@ -95,26 +95,32 @@ pub async fn run_drain(state: Arc<AppState>) {
     };
     let drain = &node.drain.0;
     drain.requested.notified().await;
-    let target = node.view.reconnect_target();
-    info!(target = ?target, timeout = ?drain.timeout, "draining: no new joins, members sent elsewhere");
-    match &target {
-        Some(url) => {
-            for index in 0..state.dispatch.workers().len() {
-                state
-                    .dispatch
-                    .send(index, WorkerCommand::Drain { url: url.clone() });
+    info!(timeout = ?drain.timeout, "draining: no new joins, members sent elsewhere");
+    let deadline = tokio::time::Instant::now() + drain.timeout;
+    let mut told = false;
+    loop {
+        // Right after Redis came back the view may not list another node yet: members are
+        // told as soon as one is known.
+        if !told {
+            if let Some(url) = node.view.reconnect_target() {
+                info!(target = %url, "members sent to another node");
+                for index in 0..state.dispatch.workers().len() {
+                    state
+                        .dispatch
+                        .send(index, WorkerCommand::Drain { url: url.clone() });
+                }
+                told = true;
             }
         }
-        None => warn!("draining with no other live node: members are not sent anywhere"),
-    }
-    let deadline = tokio::time::Instant::now() + drain.timeout;
-    loop {
         let (stats, _) = collect_stats(&state).await;
         if stats.peers == 0 {
             info!("drained: no member left");
             break;
         }
         if tokio::time::Instant::now() >= deadline {
+            if !told {
+                warn!("no other live node was found to send the members to");
+            }
             warn!(
                 members = stats.peers,
                 "drain timeout: stopping with members left"
