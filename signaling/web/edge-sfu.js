@@ -184,6 +184,8 @@ export class EdgeSfuError extends Error {
  * - `error` — `EdgeSfuError`: the SFU refused something or the session failed.
  * - `connectionstatechange` — `{state}`: the RTCPeerConnection's `connectionState` changed.
  * - `chatopen` / `chatclose` — the chat data channel opened or closed.
+ * - `reconnect` — `{url}`: this node drains (an upgrade); join the same room at `url`, another
+ *   node of the cluster, where the same room token works.
  * - `close` — `{code, reason, wasClean, left}`: the session is over (left, kicked or disconnected).
  * - `message` — every parsed message from the SFU, for debugging.
  */
@@ -798,6 +800,8 @@ export class EdgeSfuClient extends EventTarget {
       case 'tokenRefreshed': return this._emit('tokenrefreshed', { secondsLeft: msg.secondsLeft });
       // The connection closes right after; `close` follows.
       case 'serverStopping': return this._emit('serverstopping', {});
+      // The node drains (--cluster): join the same room again at `url`, another node.
+      case 'reconnect': return this._emit('reconnect', { url: msg.url });
       default:
         this.log('unknown message type', msg.type);
     }
