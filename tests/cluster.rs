@@ -124,6 +124,15 @@ impl View {
     }
 }
 
+/// `GET /api/cluster` of the node at `addr`, parsed.
+async fn cluster_listing(addr: SocketAddr) -> serde_json::Value {
+    let (status, body) = http_get(addr, "/api/cluster")
+        .await
+        .expect("GET /api/cluster");
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).expect("JSON")
+}
+
 fn kill_9(server: &Server) {
     // SAFETY: kill(2) on the pid of a child this test started and still holds.
     let rc = unsafe { libc::kill(server.pid() as libc::pid_t, libc::SIGKILL) };
@@ -176,19 +185,22 @@ async fn one_room_across_three_nodes_survives_a_dead_node_a_redis_restart_and_a_
     })
     .await;
 
-    // /api/cluster on any node lists the three with their load.
-    let (status, body) = http_get(a.addr, "/api/cluster")
-        .await
-        .expect("GET /api/cluster");
-    assert_eq!(status, 200, "{body}");
-    let listing: serde_json::Value = serde_json::from_str(&body).expect("JSON");
-    let ids: Vec<&str> = listing["nodes"]
-        .as_array()
-        .expect("nodes")
-        .iter()
-        .map(|n| n["id"].as_str().unwrap_or_default())
-        .collect();
-    assert_eq!(ids, ["a", "b", "c"], "{body}");
+    // /api/cluster on any node lists the three with their load (as of its next heartbeat).
+    let mut ids = Vec::new();
+    for _ in 0..100 {
+        let listing = cluster_listing(a.addr).await;
+        ids = listing["nodes"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .map(|n| n["id"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        if ids == ["a", "b", "c"] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(ids, ["a", "b", "c"]);
 
     // kill -9 of node c: a and b drop carol within the TTL and a few seconds.
     kill_9(&c);
@@ -265,4 +277,32 @@ async fn one_room_across_three_nodes_survives_a_dead_node_a_redis_restart_and_a_
         },
     )
     .await;
+
+    // SIGTERM drains too: a keeps serving (its record says it drains) until alice leaves, then
+    // exits 0.
+    let mut a = a;
+    // SAFETY: kill(2) on the pid of a child this test started and still holds.
+    let rc = unsafe { libc::kill(a.pid() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
+    let mut draining = false;
+    for _ in 0..100 {
+        let listing = cluster_listing(a.addr).await;
+        draining = listing["nodes"].as_array().is_some_and(|nodes| {
+            nodes
+                .iter()
+                .any(|n| n["id"] == "a" && n["draining"] == true)
+        });
+        if draining {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(draining, "SIGTERM made a drain\n{}", a.log_tail(20));
+    alice.leave().await;
+    let status = a.wait_exit(Duration::from_secs(20));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "a exits 0 once empty: {status:?}\n{}",
+        a.log_tail(40)
+    );
 }
