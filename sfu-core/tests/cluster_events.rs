@@ -148,8 +148,7 @@ fn remote_members_reach_local_members_through_the_usual_messages() {
     for c in &w.clients {
         assert!(
             c.signals
-                .iter()
-                .any(|m| *m == ServerMessage::PeerLeft { peer_id: FAR }),
+                .contains(&ServerMessage::PeerLeft { peer_id: FAR }),
             "{} was told the remote member left",
             c.id
         );
