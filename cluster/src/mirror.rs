@@ -6,10 +6,13 @@
 use std::collections::{BTreeSet, HashMap};
 
 use sfu_core::cluster::ClusterEvent;
-use sfu_core::protocol::{PeerId, TrackInfo};
+use sfu_core::protocol::{valid_name, PeerId, TrackInfo};
 use sfu_core::RoomEvent;
 
 use crate::record::{MemberRecord, NodeEvent};
+
+/// Longest chat line another node may relay, in characters (what a member may write).
+const MAX_CHAT_CHARS: usize = 2000;
 
 /// The other nodes' members, by node and id.
 #[derive(Debug)]
@@ -29,7 +32,7 @@ impl Mirror {
 
     /// A room event another node published.
     pub fn apply(&mut self, published: NodeEvent) -> Vec<ClusterEvent> {
-        if published.node == self.own {
+        if published.node == self.own || !acceptable(&published.event) {
             return Vec::new();
         }
         let members = self.nodes.entry(published.node.clone()).or_default();
@@ -128,8 +131,11 @@ impl Mirror {
                 continue;
             }
             let old = self.nodes.remove(&node).unwrap_or_default();
-            let new: HashMap<PeerId, MemberRecord> =
-                records.into_iter().map(|r| (r.id, r)).collect();
+            let new: HashMap<PeerId, MemberRecord> = records
+                .into_iter()
+                .filter(|r| valid_name(&r.room) && valid_name(&r.name))
+                .map(|r| (r.id, r))
+                .collect();
             for (id, o) in &old {
                 diff_member(Some(o), new.get(id), &mut out);
             }
@@ -166,6 +172,18 @@ impl Mirror {
     /// Whether no member of another node is known.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// Whether another node's event is within what this node's own members may send: names as a
+/// join allows, chat lines as long as a member's. Whatever is in Redis is input like any other.
+fn acceptable(event: &RoomEvent) -> bool {
+    match event {
+        RoomEvent::ParticipantJoined { room, name, .. } => valid_name(room) && valid_name(name),
+        RoomEvent::Chat {
+            room, name, text, ..
+        } => valid_name(room) && valid_name(name) && text.chars().count() <= MAX_CHAT_CHARS,
+        _ => true,
     }
 }
 
@@ -270,6 +288,15 @@ mod tests {
         assert_eq!(m.apply(joined("b")).len(), 1);
         let snapshot = HashMap::from([("b".to_string(), vec![member("b", 9, vec![])])]);
         assert!(m.resync(snapshot, true).is_empty(), "the read agrees");
+        let long = NodeEvent {
+            node: "b".into(),
+            event: RoomEvent::ParticipantJoined {
+                room: "k".into(),
+                peer_id: 10,
+                name: "x".repeat(65),
+            },
+        };
+        assert!(m.apply(long).is_empty(), "a name no join allows is refused");
     }
 
     #[test]
