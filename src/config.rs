@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
 use serde::Deserialize;
+use sfu_core::codec::{CodecDescriptor, DEFAULT_VIDEO_CODECS};
 use sfu_core::plain::{IngestSpec, OutputTarget};
 use sfu_core::protocol::IceServer;
 use signaling::auth::{Authenticator, Secret};
@@ -16,6 +17,7 @@ use signaling::ice_servers::DEFAULT_TURN_TTL;
 use signaling::join_limit::JoinLimit;
 use signaling::server_joins::DEFAULT_SERVER_JOIN_LIMIT;
 use signaling::{IceServers, TurnRest};
+use str0m::format::Codec;
 
 use crate::tls::{HttpTransport, TlsError, TransportOptions};
 use crate::token::TokenArgs;
@@ -195,6 +197,12 @@ pub struct Cli {
     /// Several nodes serving the same rooms (`--cluster` and its options).
     #[command(flatten)]
     pub cluster: crate::cluster_options::ClusterArgs,
+
+    /// Video codecs offered to every member, most preferred first, comma-separated: any of
+    /// vp8, h264, vp9, av1 (VP9 and AV1 carry scalable layers, see docs/simulcast.md)
+    /// [default: vp8,h264].
+    #[arg(long, value_name = "CODECS", value_delimiter = ',')]
+    pub video_codecs: Vec<String>,
 }
 
 /// What `edge-sfu` does instead of serving.
@@ -243,6 +251,7 @@ pub struct FileConfig {
     server_join_burst: Option<u32>,
     server_join_rate: Option<f64>,
     max_peers: Option<usize>,
+    video_codecs: Option<Vec<String>>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     https: Option<bool>,
@@ -336,6 +345,8 @@ pub struct Settings {
     pub max_peers: usize,
     /// This node's part in a cluster, with `--cluster`.
     pub cluster: Option<crate::cluster_options::ClusterConfig>,
+    /// The video codecs sessions offer, most preferred first.
+    pub video_codecs: Vec<Codec>,
 }
 
 impl Settings {
@@ -437,6 +448,11 @@ impl Cli {
             .max_peers
             .or(file.max_peers)
             .unwrap_or(DEFAULT_MAX_PEERS_PER_WORKER);
+        let video_codecs = video_codecs(if self.video_codecs.is_empty() {
+            file.video_codecs.as_deref().unwrap_or_default()
+        } else {
+            &self.video_codecs
+        })?;
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let public_ips = if self.public_ip.is_empty() {
             file.public_ip.unwrap_or_default()
@@ -478,6 +494,7 @@ impl Cli {
             },
             server_join_limit,
             max_peers,
+            video_codecs,
             tls_cert: self.tls_cert.clone().or(file.tls_cert),
             tls_key: self.tls_key.clone().or(file.tls_key),
             https: self.https || file.https.unwrap_or(false),
@@ -493,6 +510,24 @@ impl Cli {
             cluster: self.cluster.config()?,
         })
     }
+}
+
+/// The codecs `names` name, in their order; none means the default list. An unknown name is an
+/// error worth stopping for (a typo would silently drop a codec).
+fn video_codecs(names: &[String]) -> Result<Vec<Codec>> {
+    if names.is_empty() {
+        return Ok(DEFAULT_VIDEO_CODECS.to_vec());
+    }
+    let mut codecs = Vec::new();
+    for name in names {
+        let Some(d) = CodecDescriptor::video_by_name(name) else {
+            bail!("unknown video codec {name:?} (known: vp8, h264, vp9, av1)");
+        };
+        if !codecs.contains(&d.codec) {
+            codecs.push(d.codec);
+        }
+    }
+    Ok(codecs)
 }
 
 impl Cli {
@@ -612,6 +647,27 @@ mod tests {
         assert_eq!(s.public_ips, vec!["10.0.0.1".parse::<IpAddr>().unwrap()]);
         assert_eq!(s.listen, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(s.io, IoMode::Sendmmsg);
+    }
+
+    #[test]
+    fn video_codecs_come_in_preference_order_from_the_flag_or_the_file() {
+        let defaults = Cli::parse_from(["edge-sfu"]).settings().unwrap();
+        assert_eq!(defaults.video_codecs, [Codec::Vp8, Codec::H264]);
+        let flag = Cli::parse_from(["edge-sfu", "--video-codecs", "AV1,vp9,vp8"]);
+        assert_eq!(
+            flag.settings().unwrap().video_codecs,
+            [Codec::Av1, Codec::Vp9, Codec::Vp8]
+        );
+        let dir =
+            std::env::temp_dir().join(format!("edge-sfu-config-codecs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("codecs.toml");
+        std::fs::write(&path, "video_codecs = [\"vp9\"]\n").unwrap();
+        let file = Cli::parse_from(["edge-sfu", "--config", path.to_str().unwrap()]);
+        assert_eq!(file.settings().unwrap().video_codecs, [Codec::Vp9]);
+        let typo = Cli::parse_from(["edge-sfu", "--video-codecs", "vp9,hevc"]);
+        assert!(typo.settings().is_err());
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

@@ -151,6 +151,7 @@ impl Server {
                     kernel: kernel.clone(),
                     record: record.clone(),
                     record_rooms: settings.record_rooms.clone(),
+                    video_codecs: settings.video_codecs.clone(),
                     recording_totals: recording_totals.clone(),
                     webhooks: webhook_sender.clone(),
                     cluster: cluster_events.clone(),

@@ -5,6 +5,8 @@
 //! a server killed with SIGKILL mid-recording, and a size cap that ends the recording (members
 //! are told) while the call goes on.
 
+#[path = "../recorder/tests/common/ffprobe.rs"]
+mod ffprobe;
 mod support;
 
 use std::path::{Path, PathBuf};
@@ -175,64 +177,34 @@ async fn recording(server: &Server, method: &str, room: &str) -> (u16, serde_jso
     )
 }
 
-/// ffprobe's view of `file`: the codec names of its streams and its duration in seconds.
-fn probe(file: &Path) -> (Vec<String>, f64) {
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_streams",
-            "-show_format",
-            "-of",
-            "json",
-        ])
-        .arg(file)
-        .output()
-        .expect("ffprobe is installed (scripts/test installs it)");
-    assert!(
-        out.status.success(),
-        "ffprobe {}: {}",
-        file.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let mut codecs: Vec<String> = json["streams"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["codec_name"].as_str().unwrap_or("").to_owned())
-        .collect();
+/// ffprobe's view of `file`: the codec names of its streams (sorted) and its duration in
+/// seconds.
+fn codecs_and_duration(file: &Path) -> (Vec<String>, f64) {
+    let probe = ffprobe::probe(file);
+    (sorted_codecs(&probe), ffprobe::duration_secs(&probe))
+}
+
+/// The codec names of a probed file's streams, sorted.
+fn sorted_codecs(probe: &serde_json::Value) -> Vec<String> {
+    let mut codecs = ffprobe::codec_names(probe);
     codecs.sort();
-    let duration = json["format"]["duration"]
-        .as_str()
-        .and_then(|d| d.parse().ok())
-        .unwrap_or(0.0);
-    (codecs, duration)
+    codecs
 }
 
-/// How many video frames of `file` decode.
-fn video_frames(file: &Path) -> u64 {
-    let out = Command::new("ffprobe")
-        .args(["-v", "error", "-select_streams", "v:0", "-count_frames"])
-        .args(["-show_entries", "stream=nb_read_frames", "-of", "csv=p=0"])
-        .arg(file)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0)
-}
-
-/// What `ffmpeg -v error` prints decoding all of `file` (nothing when it is clean).
-fn decode_errors(file: &Path) -> String {
-    let out = Command::new("ffmpeg")
-        .args(["-v", "error", "-i"])
-        .arg(file)
-        .args(["-f", "null", "-"])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stderr).into_owned()
+/// Waits (5 s at most between events) for `client` to be told a recording ended: the error it
+/// was given, if any; `None` when no such message came.
+async fn recording_ended(client: &mut Client) -> Option<Option<String>> {
+    while let Some(event) = client.next_event_timeout(Duration::from_secs(5)).await {
+        if let ClientEvent::Recording {
+            active: false,
+            error,
+            ..
+        } = event
+        {
+            return Some(error);
+        }
+    }
+    None
 }
 
 fn start_server(dir: &Path, extra: &[&str]) -> Server {
@@ -293,14 +265,14 @@ async fn record_and_check(tag: &str, seconds: u32, loss: u8) {
             "{}",
             file.display()
         );
-        let (codecs, duration) = probe(file);
+        let (codecs, duration) = codecs_and_duration(file);
         assert_eq!(codecs, ["opus", "vp8"], "{}", file.display());
         assert!(
             (duration - f64::from(seconds)).abs() <= f64::from(seconds) * 0.1,
             "{}: {duration} s for {seconds} s of media",
             file.display()
         );
-        let errors = decode_errors(file);
+        let errors = ffprobe::decode_errors(file);
         assert!(
             errors.is_empty(),
             "{} decodes with errors:\n{errors}",
@@ -369,14 +341,14 @@ async fn a_recording_cut_by_sigkill_leaves_decodable_files() {
         .collect();
     assert_eq!(files.len(), 1, "{files:?}");
     // No Duration was written (the process never finished the file): count what decodes.
-    let (codecs, _) = probe(&files[0]);
+    let codecs = sorted_codecs(&ffprobe::probe(&files[0]));
     assert_eq!(codecs, ["opus", "vp8"]);
-    let frames = video_frames(&files[0]);
+    let frames = ffprobe::decoded_frames(&files[0], "v:0");
     assert!(
         frames > 60,
         "most of the 4 s (120 frames) survive: {frames} frames"
     );
-    let errors = decode_errors(&files[0]);
+    let errors = ffprobe::decode_errors(&files[0]);
     assert!(errors.is_empty(), "decodes with errors:\n{errors}");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -394,13 +366,13 @@ async fn a_stopping_server_finishes_its_recordings() {
     assert_eq!(manifest["state"], "finished", "{manifest}");
     let file = rec_dir.join(manifest["files"][0]["path"].as_str().expect("a file"));
     // Finished, not cut: the Duration is in the file's header.
-    let (codecs, duration) = probe(&file);
+    let (codecs, duration) = codecs_and_duration(&file);
     assert_eq!(codecs, ["opus", "vp8"]);
     assert!(
         (duration - 4.0).abs() <= 0.4,
         "{duration} s for 4 s of media"
     );
-    let errors = decode_errors(&file);
+    let errors = ffprobe::decode_errors(&file);
     assert!(errors.is_empty(), "decodes with errors:\n{errors}");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -416,19 +388,8 @@ async fn a_size_cap_ends_the_recording_and_not_the_call() {
     assert_eq!(status, 201);
     publish(&alice, &clip, Duration::from_secs(6)).await;
     // The members are told the recording ended, with the reason.
-    let mut told = None;
-    while let Some(event) = alice.next_event_timeout(Duration::from_secs(5)).await {
-        if let ClientEvent::Recording {
-            active: false,
-            error,
-            ..
-        } = event
-        {
-            told = Some(error);
-            break;
-        }
-    }
-    let error = told
+    let error = recording_ended(&mut alice)
+        .await
         .expect("a recording message with active: false")
         .unwrap_or_default();
     assert!(error.contains("cap"), "{error}");
@@ -548,10 +509,10 @@ async fn an_h264_ingest_is_recorded_into_a_matroska_file() {
     assert_eq!(files.len(), 1, "{stopped}");
     let file = PathBuf::from(files[0].as_str().unwrap());
     assert_eq!(file.extension().unwrap(), "mkv", "H.264 goes into Matroska");
-    let (codecs, duration) = probe(&file);
+    let (codecs, duration) = codecs_and_duration(&file);
     assert_eq!(codecs, ["h264"]);
     assert!((duration - 4.0).abs() <= 0.4, "{duration} s of 4 s");
-    let errors = decode_errors(&file);
+    let errors = ffprobe::decode_errors(&file);
     assert!(errors.is_empty(), "decodes with errors:\n{errors}");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -566,20 +527,8 @@ async fn an_unwritable_directory_fails_the_start_and_the_members_are_told() {
     let mut alice = publisher(&server, "unwritable", "alice", 0).await;
     let (status, body) = recording(&server, "POST", "unwritable").await;
     assert_eq!(status, 500, "{body}");
-    let mut told = None;
-    while let Some(event) = alice.next_event_timeout(Duration::from_secs(5)).await {
-        if let ClientEvent::Recording {
-            active: false,
-            error,
-            ..
-        } = event
-        {
-            told = Some(error);
-            break;
-        }
-    }
     assert!(
-        told.flatten().is_some(),
+        recording_ended(&mut alice).await.flatten().is_some(),
         "the members were told why it stopped"
     );
     assert!(alice.is_connected(), "the call goes on");
@@ -666,11 +615,11 @@ async fn a_simulcast_track_is_recorded_from_its_top_layer() {
     let files = stopped["files"].as_array().unwrap();
     assert_eq!(files.len(), 1, "{stopped}");
     let file = PathBuf::from(files[0].as_str().unwrap());
-    let (codecs, duration) = probe(&file);
+    let (codecs, duration) = codecs_and_duration(&file);
     assert_eq!(codecs, ["vp8"]);
     assert!((duration - 3.0).abs() <= 0.3, "{duration} s of 3 s");
     assert_eq!(video_width(&file), 320, "the top layer, not the 160 px one");
-    let errors = decode_errors(&file);
+    let errors = ffprobe::decode_errors(&file);
     assert!(errors.is_empty(), "decodes with errors:\n{errors}");
     let _ = std::fs::remove_dir_all(&dir);
 }

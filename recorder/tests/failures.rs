@@ -8,9 +8,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{
-    decode_errors, decoded_frames, ebml, interleave, opus_clip, probe, video_clip, TempDir, FPS,
-};
+use common::ffprobe::{decode_errors, decoded_frames, probe};
+use common::{ebml, interleave, opus_clip, video_clip, TempDir, FPS};
 use recorder::{
     Backpressure, Codec, FileSpec, Frame, RecorderError, RecordingWriter, TrackSpec, WriterOptions,
 };

@@ -5,10 +5,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{
-    codec_names, decode_errors, decoded_frames, duration_secs, ebml, interleave, opus_clip, probe,
-    video_clip, TempDir,
-};
+use common::ffprobe::{codec_names, decode_errors, decoded_frames, duration_secs, probe};
+use common::{ebml, interleave, opus_clip, video_clip, TempDir};
 use recorder::{Codec, FileSpec, RecordingWriter, TrackSpec, WriterOptions};
 
 const SECONDS: u32 = 2;

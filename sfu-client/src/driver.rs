@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
-use str0m::channel::ChannelId;
+use str0m::channel::{ChannelData, ChannelId};
 use str0m::format::Codec;
 use str0m::media::{
     Direction, KeyframeRequestKind, MediaKind, Mid, Pt, Rid, Simulcast, SimulcastLayer,
@@ -30,6 +30,7 @@ use sfu_core::protocol::{
     TrackMapping, TrackSource,
 };
 
+use crate::channels::{ChannelOptions, Channels};
 use crate::handoff::{MediaReader, MediaSocket};
 use crate::ice_tcp::{self, TcpLinks};
 use crate::sdp::sdp_candidates;
@@ -88,6 +89,17 @@ pub(crate) enum Command {
     },
     SendSignal {
         msg: ClientMessage,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    OpenChannel {
+        label: String,
+        options: ChannelOptions,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    SendOnChannel {
+        label: String,
+        data: Vec<u8>,
+        binary: bool,
         reply: oneshot::Sender<Result<()>>,
     },
     Publish {
@@ -267,6 +279,8 @@ pub(crate) struct Driver {
     pending: Option<Pending>,
     remote: HashMap<Mid, RemoteTrack>,
     chat: ChatState,
+    /// Data channels besides `chat`: its own and the SFU's relays.
+    channels: Channels,
     early: Vec<ServerMessage>,
     ping_interval: Duration,
     deliver_rtp: bool,
@@ -357,6 +371,7 @@ impl Driver {
                 wanted: config.data_channel,
                 ..ChatState::default()
             },
+            channels: Channels::default(),
             early,
             ping_interval: config.ping_interval.max(Duration::from_millis(100)),
             deliver_rtp: config.deliver_rtp,
@@ -573,9 +588,15 @@ impl Driver {
                 self.chat.open = false;
                 self.publish_status();
             }
+            Event::ChannelOpen(id, label) => self.on_channel_open(id, label),
+            Event::ChannelClose(id) => {
+                if let Some((from, label)) = self.channels.remove(id) {
+                    self.emit(ClientEvent::ChannelClosed { label, from });
+                }
+            }
             Event::ChannelData(data) => {
                 if self.chat.id != Some(data.id) {
-                    return;
+                    return self.on_channel_data(data);
                 }
                 match serde_json::from_slice::<ChatOut>(&data.data) {
                     Ok(ChatOut { from, name, text }) => self.emit(ClientEvent::Chat {
@@ -1045,6 +1066,30 @@ impl Driver {
                 self.drain().await?;
                 let _ = reply.send(result);
             }
+            Command::OpenChannel {
+                label,
+                options,
+                reply,
+            } => {
+                let config = options.config(label.clone());
+                let id = self.rtc.direct_api().create_data_channel(config);
+                self.channels.add_own(label, id);
+                self.drain().await?;
+                let _ = reply.send(Ok(()));
+            }
+            Command::SendOnChannel {
+                label,
+                data,
+                binary,
+                reply,
+            } => {
+                let result = match self.channels.own(&label) {
+                    Some(id) => self.write_on(id, &data, binary),
+                    None => Err(ClientError::ChannelNotOpen),
+                };
+                self.drain().await?;
+                let _ = reply.send(result);
+            }
             Command::SendSignal { msg, reply } => {
                 let result = self.send_ws(&msg).await;
                 let failed = result.is_err();
@@ -1162,10 +1207,56 @@ impl Driver {
         Ok(())
     }
 
+    /// A channel besides `chat` opened: one of this client's (the SFU acknowledged it), or a
+    /// relay of another member's, named by its protocol.
+    fn on_channel_open(&mut self, id: ChannelId, label: String) {
+        let Some(config) = self.rtc.channel(id).and_then(|c| c.config().cloned()) else {
+            return;
+        };
+        let options = ChannelOptions::of(&config);
+        let from = if self.channels.own_label(id).is_some() {
+            None
+        } else {
+            match config.protocol.parse::<PeerId>().ok() {
+                Some(from) => {
+                    self.channels.add_relay(id, from, label.clone());
+                    Some(from)
+                }
+                None => {
+                    return self.emit(ClientEvent::Error(format!(
+                        "channel `{label}` opened without a sender in its protocol"
+                    )))
+                }
+            }
+        };
+        self.emit(ClientEvent::ChannelOpened {
+            label,
+            from,
+            options,
+        });
+    }
+
+    /// A message on a relay.
+    fn on_channel_data(&mut self, data: ChannelData) {
+        if let Some((from, label)) = self.channels.relay(data.id) {
+            let event = ClientEvent::ChannelMessage {
+                label: label.clone(),
+                from: *from,
+                binary: data.binary,
+                data: data.data,
+            };
+            self.emit(event);
+        }
+    }
+
     fn write_channel(&mut self, data: &[u8], binary: bool) -> Result<()> {
         let Some(id) = self.chat.id.filter(|_| self.chat.open) else {
             return Err(ClientError::ChannelNotOpen);
         };
+        self.write_on(id, data, binary)
+    }
+
+    fn write_on(&mut self, id: ChannelId, data: &[u8], binary: bool) -> Result<()> {
         let mut channel = self.rtc.channel(id).ok_or(ClientError::ChannelNotOpen)?;
         if channel.write(binary, data)? {
             Ok(())

@@ -35,6 +35,7 @@
 //! # }
 //! ```
 
+mod channels;
 mod driver;
 mod error;
 pub mod handoff;
@@ -52,6 +53,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 
+pub use channels::ChannelOptions;
 pub use error::{ClientError, Result};
 
 /// The session every simulated participant runs: full ICE (SFUs are ICE-lite), RTP mode, and only
@@ -399,6 +401,34 @@ pub enum ClientEvent {
     /// An SFU offer arrived while an own offer was pending: the own offer was dropped (rolled back)
     /// and will be made again once the SFU's offer is answered.
     Glare,
+    /// A data channel besides `chat` opened: one this client opened (`from` is `None`; it may
+    /// be written now), or the SFU's relay of member `from`'s channel.
+    ChannelOpened {
+        /// The channel's label.
+        label: String,
+        /// The member whose messages it carries (`None`: this client's own channel).
+        from: Option<PeerId>,
+        /// How it delivers.
+        options: ChannelOptions,
+    },
+    /// A message on the relay of member `from`'s channel `label`.
+    ChannelMessage {
+        /// The channel's label.
+        label: String,
+        /// The sending member.
+        from: PeerId,
+        /// Binary (or text).
+        binary: bool,
+        /// The message as sent.
+        data: Vec<u8>,
+    },
+    /// A data channel besides `chat` closed.
+    ChannelClosed {
+        /// The channel's label.
+        label: String,
+        /// The member whose messages it carried (`None`: this client's own channel).
+        from: Option<PeerId>,
+    },
     /// A chat line from another member.
     Chat {
         /// Sender id, filled in by the SFU.
@@ -912,6 +942,42 @@ impl Client {
     pub async fn send_channel_raw(&self, data: impl Into<Vec<u8>>, binary: bool) -> Result<()> {
         let (reply, rx) = oneshot::channel();
         self.command(Command::SendChannelRaw {
+            data: data.into(),
+            binary,
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| ClientError::Closed)?
+    }
+
+    /// Opens a data channel `label` (any label but `chat`) that the SFU relays to the other
+    /// members; [`ClientEvent::ChannelOpened`] with no sender says when it may be written.
+    pub async fn open_channel(
+        &self,
+        label: impl Into<String>,
+        options: ChannelOptions,
+    ) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        let label = label.into();
+        self.command(Command::OpenChannel {
+            label,
+            options,
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| ClientError::Closed)?
+    }
+
+    /// Writes a message (binary, or text) on this client's open channel `label`.
+    pub async fn send_on_channel(
+        &self,
+        label: impl Into<String>,
+        data: impl Into<Vec<u8>>,
+        binary: bool,
+    ) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.command(Command::SendOnChannel {
+            label: label.into(),
             data: data.into(),
             binary,
             reply,

@@ -3,6 +3,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use str0m::format::Codec;
+
+use crate::codec::DEFAULT_VIDEO_CODECS;
+
 /// How one core (one worker) behaves.
 #[derive(Debug, Clone)]
 pub struct CoreConfig {
@@ -27,6 +31,8 @@ pub struct CoreConfig {
     /// Rooms recorded whenever they exist (`[[record]]` in the configuration file): their
     /// creation asks the shell to start a recording.
     pub record_rooms: Vec<String>,
+    /// The video codecs sessions offer, most preferred first (`--video-codecs`).
+    pub video_codecs: Vec<Codec>,
 }
 
 impl Default for CoreConfig {
@@ -40,6 +46,7 @@ impl Default for CoreConfig {
             keyframe_request_interval: Duration::from_millis(300),
             max_paths_per_peer: 8,
             record_rooms: Vec::new(),
+            video_codecs: DEFAULT_VIDEO_CODECS.to_vec(),
         }
     }
 }

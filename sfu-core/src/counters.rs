@@ -62,14 +62,20 @@ pub enum DropReason {
     /// A member removed because handling it panicked (a bug, here or in a dependency): the
     /// worker and the other members went on.
     PeerPanicked,
-    /// A chat line not written to a member's data channel: what the channel holds unsent or
-    /// unacknowledged is at its bound (the member does not read).
+    /// A chat line or relayed data channel message not written to a member's data channel:
+    /// what the channel holds unsent or unacknowledged is at its bound (the member does not read).
     ChannelBufferFull,
+    /// A data channel message over the size a member may send; dropped.
+    ChannelTooLarge,
+    /// A data channel message past the member's message or byte rate; dropped.
+    ChannelRateLimited,
+    /// A data channel beyond the number a member may open; closed.
+    TooManyChannels,
 }
 
 impl DropReason {
     /// Every reason, in a fixed order (the order of [`Counters::drops`]).
-    pub const ALL: [DropReason; 25] = [
+    pub const ALL: [DropReason; 28] = [
         DropReason::UnknownProtocol,
         DropReason::MalformedStun,
         DropReason::UnknownUfrag,
@@ -95,6 +101,9 @@ impl DropReason {
         DropReason::SendFailed,
         DropReason::PeerPanicked,
         DropReason::ChannelBufferFull,
+        DropReason::ChannelTooLarge,
+        DropReason::ChannelRateLimited,
+        DropReason::TooManyChannels,
     ];
 
     /// The reason's name in stats output.
@@ -125,6 +134,9 @@ impl DropReason {
             DropReason::SendFailed => "send_failed",
             DropReason::PeerPanicked => "peer_panicked",
             DropReason::ChannelBufferFull => "channel_buffer_full",
+            DropReason::ChannelTooLarge => "channel_too_large",
+            DropReason::ChannelRateLimited => "channel_rate_limited",
+            DropReason::TooManyChannels => "too_many_channels",
         }
     }
 

@@ -394,6 +394,10 @@ pub struct LegStats {
     pub switches: u64,
     /// The tile size the subscriber last reported (0×0 hidden).
     pub tile: Option<(u32, u32)>,
+    /// The highest temporal layer of a scalable (SVC) stream forwarded, when the leg forwards
+    /// fewer than all (its link does not carry even the lowest layers at full frame rate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temporal_layer: Option<u8>,
 }
 
 /// What the SFU receives of one published track.
@@ -473,6 +477,8 @@ pub enum ErrorCode {
     TokenRevoked,
     /// The server is at one of its limits (joins in progress, peers); try again later.
     ServerBusy,
+    /// A data channel beyond the number a member may open (16 besides `chat`); it was closed.
+    TooManyChannels,
 }
 
 /// The JSON a client writes on its `chat` data channel.

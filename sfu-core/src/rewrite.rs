@@ -137,6 +137,20 @@ impl SeqTsRewriter {
         self.resync = true;
     }
 
+    /// A packet of the current source (`source`, extended sequence number `seq`) is not
+    /// forwarded (a layer of a scalable stream the receiver does not take): the packets after
+    /// it move down one number, so the receiver sees no gap to NACK. A packet older than the
+    /// last forwarded one changes nothing.
+    pub fn skip(&mut self, source: u32, seq: u64) {
+        let Some(mapping) = self.mapping.as_mut().filter(|m| m.source == source) else {
+            return;
+        };
+        if self.resync || seq.wrapping_add(mapping.seq_offset) <= self.last_seq {
+            return;
+        }
+        mapping.seq_offset = mapping.seq_offset.wrapping_sub(1);
+    }
+
     /// The highest outgoing sequence number written so far (0 before the first packet).
     pub fn last_seq(&self) -> u64 {
         self.last_seq
@@ -340,6 +354,24 @@ mod tests {
         // A reordered packet of the new source numbered before its first one would collide.
         assert_eq!(r.rewrite(2, 499, 0, t0, VIDEO), None);
         assert_eq!(r.rewrite(2, 501, 0, t0, VIDEO).unwrap().seq, 12);
+    }
+
+    #[test]
+    fn skipped_packets_leave_no_gap() {
+        let t0 = Instant::now();
+        let mut r = SeqTsRewriter::new();
+        assert_eq!(r.rewrite(1, 100, 0, t0, VIDEO).unwrap().seq, 100);
+        r.skip(1, 101);
+        r.skip(1, 102);
+        assert_eq!(r.rewrite(1, 103, 0, t0, VIDEO).unwrap().seq, 101);
+        // Loss upstream (104 never came) still shows as a gap.
+        assert_eq!(r.rewrite(1, 105, 0, t0, VIDEO).unwrap().seq, 103);
+        // A late skipped packet from before the last forwarded one changes nothing.
+        r.skip(1, 104);
+        assert_eq!(r.rewrite(1, 106, 0, t0, VIDEO).unwrap().seq, 104);
+        // Nor does one of another source.
+        r.skip(2, 900);
+        assert_eq!(r.rewrite(1, 107, 0, t0, VIDEO).unwrap().seq, 105);
     }
 
     #[test]

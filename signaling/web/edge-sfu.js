@@ -45,6 +45,9 @@ export const CAMERA_SIMULCAST_LAYERS = Object.freeze([
 /** Bit rate cap of a camera sent as one layer (simulcast off, or declined by the SFU). */
 export const CAMERA_SINGLE_LAYER_MAX_BITRATE = 1_500_000;
 
+/** Bit rate cap of a camera sent as one scalable (SVC) encoding: every spatial layer together. */
+export const CAMERA_SVC_MAX_BITRATE = 2_500_000;
+
 /** How long the rendered size of a tile must stay still before a `tileSize` message goes out, in milliseconds. */
 export const TILE_SIZE_DEBOUNCE_MS = 150;
 
@@ -79,6 +82,19 @@ export function rtcConfigFromUrl(loc = globalThis.location) {
 export function simulcastFromUrl(loc = globalThis.location) {
   const v = new URLSearchParams(loc.search).get('simulcast');
   return !(v != null && ['0', 'false', 'off', 'no'].includes(v.toLowerCase()));
+}
+
+/**
+ * The scalability mode a page publishes its camera with, from its own URL: `?svc=L3T3_KEY` sends one
+ * VP9 or AV1 encoding with three spatial and three temporal layers (the SFU forwards each viewer the
+ * layers it takes), `?svc=L1T3` temporal layers only; no parameter: `null` (simulcast or one layer).
+ * Only the `L<n>T<n>` and `L<n>T<n>_KEY` forms are taken.
+ * @param {Location|URL} [loc] the page location (defaults to `globalThis.location`)
+ * @returns {string|null}
+ */
+export function scalabilityModeFromUrl(loc = globalThis.location) {
+  const v = new URLSearchParams(loc.search).get('svc');
+  return v && /^L[1-3]T[1-3](_KEY)?$/.test(v) ? v : null;
 }
 
 /**
@@ -186,6 +202,9 @@ export class EdgeSfuError extends Error {
  * - `chatopen` / `chatclose` — the chat data channel opened or closed.
  * - `reconnect` — `{url}`: this node drains (an upgrade); join the same room at `url`, another
  *   node of the cluster, where the same room token works.
+ * - `datachannel` — `{channel, label, peerId, peer}`: the SFU opened to this client the relay of another
+ *   member's data channel (see `openChannel`); `channel` is an `RTCDataChannel` (`binaryType`
+ *   `arraybuffer`) with that channel's label and options, whose messages are the ones that member sends.
  * - `close` — `{code, reason, wasClean, left}`: the session is over (left, kicked or disconnected).
  * - `message` — every parsed message from the SFU, for debugging.
  */
@@ -198,6 +217,8 @@ export class EdgeSfuClient extends EventTarget {
    * @param {RTCConfiguration} [options.rtcConfig] extra RTCPeerConnection settings (`iceServers` come from `joined`)
    * @param {boolean} [options.simulcast=true] publish the camera as three simulcast layers
    *   (`CAMERA_SIMULCAST_LAYERS`); `false` sends one. Screen shares and audio always send one.
+   * @param {string|null} [options.scalabilityMode=null] publish the camera as one scalable (SVC) encoding with this
+   *   `scalabilityMode` (e.g. `L3T3_KEY`) instead, for a room whose video codec is VP9 or AV1
    */
   constructor(options = {}) {
     super();
@@ -210,6 +231,8 @@ export class EdgeSfuClient extends EventTarget {
     this._rtcConfig = options.rtcConfig ?? {};
     /** Whether the camera is published with simulcast. */
     this.simulcast = options.simulcast ?? true;
+    /** The camera's scalability mode (SVC), or null. */
+    this.scalabilityMode = options.scalabilityMode ?? null;
     /** Lifecycle: `new`, `joining`, `joined`, `closed`. */
     this.state = 'new';
     /** @type {WebSocket|null} the signaling socket */
@@ -334,8 +357,11 @@ export class EdgeSfuClient extends EventTarget {
     }
     track.enabled = !muted;
     const init = { direction: 'sendonly', streams };
-    const simulcast = this.simulcast && track.kind === 'video' && source === 'camera';
-    if (simulcast) {
+    const camera = track.kind === 'video' && source === 'camera';
+    const simulcast = this.simulcast && camera && !this.scalabilityMode;
+    if (camera && this.scalabilityMode) {
+      init.sendEncodings = [{ active: !muted, maxBitrate: CAMERA_SVC_MAX_BITRATE, scalabilityMode: this.scalabilityMode }];
+    } else if (simulcast) {
       init.sendEncodings = CAMERA_SIMULCAST_LAYERS.map((l) => ({ ...l, active: !muted }));
     } else if (track.kind === 'video' && source === 'camera') {
       init.sendEncodings = [{ active: !muted, maxBitrate: CAMERA_SINGLE_LAYER_MAX_BITRATE }];
@@ -548,6 +574,30 @@ export class EdgeSfuClient extends EventTarget {
    */
   localTrack(source) {
     return this._local.get(source)?.track ?? null;
+  }
+
+  /**
+   * Opens a data channel that the SFU relays to every other member, for cursors, reactions, game state
+   * (docs/protocol.md, "Any data channel"): each of them gets a `datachannel` event with a channel of
+   * the same label and options that carries this channel's text and binary messages unchanged. Any label
+   * but `chat`; at most 16 per member, messages of at most 16 KiB (the SFU answers an `error` past its
+   * limits). Call after `join`.
+   * @param {string} label
+   * @param {{ordered?: boolean, maxRetransmits?: number, maxPacketLifetime?: number}} [options] as for
+   *   `RTCPeerConnection.createDataChannel`; `ordered` defaults to `true`
+   * @returns {RTCDataChannel} the channel to send on (`binaryType` `arraybuffer`)
+   */
+  openChannel(label, options = {}) {
+    if (!this.pc) throw new EdgeSfuError('not_joined', 'join before opening data channels');
+    if (typeof label !== 'string' || label.length === 0) throw new TypeError('a data channel needs a label');
+    if (label === CHAT_CHANNEL_LABEL) throw new RangeError('`chat` is the chat channel: use sendChat');
+    const { ordered = true, maxRetransmits, maxPacketLifetime } = options;
+    const init = { ordered };
+    if (maxRetransmits !== undefined) init.maxRetransmits = maxRetransmits;
+    if (maxPacketLifetime !== undefined) init.maxPacketLifetime = maxPacketLifetime;
+    const channel = this.pc.createDataChannel(label, init);
+    channel.binaryType = 'arraybuffer';
+    return channel;
   }
 
   /**
@@ -886,6 +936,13 @@ export class EdgeSfuClient extends EventTarget {
     pc.ontrack = (ev) => {
       this.log('ontrack', ev.transceiver.mid, ev.track.kind);
       // Attached in _reconcileRemote once the answer is applied, using the offer's mid → track mapping.
+    };
+    pc.ondatachannel = (ev) => {
+      // Only relays open this way: the SFU names the sending member in the channel's protocol.
+      const channel = ev.channel;
+      const peerId = Number(channel.protocol);
+      channel.binaryType = 'arraybuffer';
+      this._emit('datachannel', { channel, label: channel.label, peerId, peer: this.peers.get(peerId) ?? null });
     };
     const dc = pc.createDataChannel(CHAT_CHANNEL_LABEL, { ordered: true });
     this.chatChannel = dc;

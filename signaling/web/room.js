@@ -3,11 +3,12 @@
 // `&token=...` (an invite link from `edge-sfu token`) is sent with the join; its name and
 // permissions decide the name field and which controls work (the server enforces them).
 // Media options in the URL: `&video=WxH` picks the camera capture size (default 1280x720),
-// `&simulcast=0` sends the camera as one layer instead of three, `&mic=0` / `&camera=0` join without
+// `&simulcast=0` sends the camera as one layer instead of three, `&svc=L3T3_KEY` as one scalable
+// (SVC) encoding for a VP9 or AV1 room, `&mic=0` / `&camera=0` join without
 // the microphone / camera (the join form's boxes start unticked).
 
 import {
-  EdgeSfuClient, MAX_CHAT_LENGTH, rtcConfigFromUrl, simulcastFromUrl, tokenClaims, tokenPermissions,
+  EdgeSfuClient, MAX_CHAT_LENGTH, rtcConfigFromUrl, scalabilityModeFromUrl, simulcastFromUrl, tokenClaims, tokenPermissions,
 } from '/edge-sfu.js';
 
 const $ = (sel) => document.querySelector(sel);
@@ -789,6 +790,7 @@ async function join(room, name, { mic = true, camera = true } = {}) {
     const c = new EdgeSfuClient({
       rtcConfig: rtcConfigFromUrl(),
       simulcast: simulcastFromUrl(),
+      scalabilityMode: scalabilityModeFromUrl(),
       log: (...a) => console.debug('[edge-sfu]', ...a),
     });
     client = c;

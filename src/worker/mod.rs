@@ -75,6 +75,8 @@ pub struct WorkerSpec {
     pub record: RecordSettings,
     /// Rooms recorded whenever they exist.
     pub record_rooms: Vec<String>,
+    /// The video codecs its sessions offer, most preferred first.
+    pub video_codecs: Vec<str0m::format::Codec>,
     /// The server's recording counters, which its recordings add to.
     pub recording_totals: Arc<RecordingTotals>,
     /// Where room events go, when webhooks are configured.
@@ -160,6 +162,7 @@ impl Shared {
             candidates: spec.candidates.clone(),
             tcp_candidates: spec.tcp_candidates.clone(),
             record_rooms: spec.record_rooms.clone(),
+            video_codecs: spec.video_codecs.clone(),
             ..CoreConfig::default()
         };
         Rc::new_cyclic(|me| Shared {

@@ -1,17 +1,22 @@
 //! What the SFU knows of each codec it forwards, in one place: how str0m names and negotiates
 //! it, whether it is audio or video, where its keyframes start, and which per-picture ids a layer
 //! switch must keep continuous. The router and the legs ask a [`CodecDescriptor`]; nothing else
-//! matches on codecs. A new codec (VP9, AV1) is one new file here and one entry in [`ALL`].
+//! matches on codecs. A new codec is one new file here and one entry in [`ALL`].
 
+mod av1;
+pub mod dependency_descriptor;
 mod h264;
 mod vp8;
+mod vp9;
 
 use str0m::format::{Codec, CodecConfig, PayloadParams};
 use str0m::media::MediaKind;
 use str0m::rtp::{Vp8Descriptor, Vp8Patch};
 use str0m::RtcConfig;
 
+use crate::quality::layers::MAX_LAYERS;
 use vp8::Vp8Ids;
+pub use vp9::{Vp9Descriptor, Vp9Error};
 
 /// What the first packet of a keyframe says about the picture.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +29,38 @@ pub struct Keyframe {
 
 /// Finds where a keyframe starts in a payload (see [`CodecDescriptor::keyframe`]).
 type KeyframeParser = fn(&[u8]) -> Option<Keyframe>;
+
+/// The layers one packet of a scalable (SVC) stream belongs to, from its payload descriptor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SvcPacket {
+    /// Its spatial layer (0: the smallest).
+    pub spatial: u8,
+    /// Its temporal layer (0: the base frame rate).
+    pub temporal: u8,
+    /// A receiver taking temporal layers below this one may switch up to it here.
+    pub switch_up: bool,
+    /// It starts a picture (the first packet of its lowest spatial layer).
+    pub begins_picture: bool,
+    /// It ends the frame of its spatial layer (the marker bit goes on it when that layer is the
+    /// highest a receiver takes).
+    pub ends_frame: bool,
+    /// How many spatial layers the stream has, when the packet says (keyframes do).
+    pub spatial_layers: Option<u8>,
+    /// The packet carries layer indices at all (a stream sent without layers has none).
+    pub layered: bool,
+}
+
+/// The picture sizes of a scalable stream's spatial layers, lowest first.
+pub type LayerSizes = heapless::Vec<(u16, u16), MAX_LAYERS>;
+
+/// How a codec's scalable streams say which layers a packet belongs to.
+#[derive(Debug, Clone, Copy)]
+struct SvcScheme {
+    /// The packet's layers.
+    packet: fn(&[u8]) -> Option<SvcPacket>,
+    /// The sizes of the spatial layers, lowest first, where the packet says (keyframes).
+    sizes: fn(&[u8]) -> Option<LayerSizes>,
+}
 
 /// One codec the SFU forwards.
 #[derive(Debug)]
@@ -43,6 +80,8 @@ pub struct CodecDescriptor {
     keyframe: Option<KeyframeParser>,
     /// The per-picture ids a layer switch renumbers, if the codec has any.
     picture_ids: Option<PictureIdScheme>,
+    /// Where its scalable (SVC) streams say a packet's layers, if it has them.
+    svc: Option<SvcScheme>,
 }
 
 /// Which per-picture ids a codec's payloads carry.
@@ -61,6 +100,7 @@ static OPUS: CodecDescriptor = CodecDescriptor {
     ingest_format: |_| true,
     keyframe: None,
     picture_ids: None,
+    svc: None,
 };
 
 /// VP8 (RFC 7741).
@@ -72,6 +112,35 @@ static VP8: CodecDescriptor = CodecDescriptor {
     ingest_format: |_| true,
     keyframe: Some(vp8::keyframe),
     picture_ids: Some(PictureIdScheme::Vp8),
+    svc: None,
+};
+
+/// VP9 (RFC 9628), with spatial and temporal layers (SVC) from its payload descriptor.
+static VP9: CodecDescriptor = CodecDescriptor {
+    name: "vp9",
+    codec: Codec::Vp9,
+    kind: MediaKind::Video,
+    enable: |c| c.enable_vp9(true),
+    // Profile 0 (8-bit 4:2:0): what every browser decodes.
+    ingest_format: |p| p.spec().format.profile_id == Some(0),
+    keyframe: Some(vp9::keyframe),
+    picture_ids: None,
+    svc: Some(SvcScheme {
+        packet: vp9::svc,
+        sizes: vp9::layer_sizes,
+    }),
+};
+
+/// AV1 (AOM's RTP payload format).
+static AV1: CodecDescriptor = CodecDescriptor {
+    name: "av1",
+    codec: Codec::Av1,
+    kind: MediaKind::Video,
+    enable: |c| c.enable_av1(true),
+    ingest_format: |_| true,
+    keyframe: Some(av1::keyframe),
+    picture_ids: None,
+    svc: None,
 };
 
 /// H.264 (RFC 6184).
@@ -92,11 +161,16 @@ static H264: CodecDescriptor = CodecDescriptor {
         })
     }),
     picture_ids: None,
+    svc: None,
 };
 
-/// Every codec the SFU negotiates. Opus, VP8 and H.264 are what every browser can both send and
-/// receive, so any publisher's codec can be forwarded to any subscriber.
-pub static ALL: [&CodecDescriptor; 3] = [&OPUS, &VP8, &H264];
+/// Every codec the SFU forwards. Opus, VP8 and H.264 are what every browser can both send and
+/// receive, so any publisher's codec can be forwarded to any subscriber; VP9 and AV1 are offered
+/// only where the server's video codec list names them.
+pub static ALL: [&CodecDescriptor; 5] = [&OPUS, &VP8, &H264, &VP9, &AV1];
+
+/// The video codecs a server offers unless told otherwise, in order of preference.
+pub const DEFAULT_VIDEO_CODECS: [Codec; 2] = [Codec::Vp8, Codec::H264];
 
 impl CodecDescriptor {
     /// The descriptor of the codec behind a negotiated payload format, if the SFU forwards it.
@@ -105,9 +179,23 @@ impl CodecDescriptor {
         ALL.iter().copied().find(|d| d.codec == codec)
     }
 
-    /// A session configuration offering every codec of [`ALL`] and nothing else.
-    pub fn configure(config: RtcConfig) -> RtcConfig {
-        ALL.iter().fold(config.clear_codecs(), |c, d| (d.enable)(c))
+    /// The video codec the SFU forwards named `name` (`vp8`, `vp9`, `av1`, `h264`; any case).
+    pub fn video_by_name(name: &str) -> Option<&'static CodecDescriptor> {
+        ALL.iter()
+            .copied()
+            .find(|d| d.is_video() && d.name.eq_ignore_ascii_case(name.trim()))
+    }
+
+    /// A session configuration offering Opus and the video codecs of `video`, in that order of
+    /// preference, and nothing else.
+    pub fn configure(config: RtcConfig, video: &[Codec]) -> RtcConfig {
+        let audio = ALL.iter().filter(|d| !d.is_video());
+        let video = video
+            .iter()
+            .filter_map(|codec| ALL.iter().find(|d| d.is_video() && d.codec == *codec));
+        audio
+            .chain(video)
+            .fold(config.clear_codecs(), |c, d| (d.enable)(c))
     }
 
     /// The payload format a plain RTP ingest of this codec takes, from str0m's defaults.
@@ -134,6 +222,17 @@ impl CodecDescriptor {
         match self.picture_ids? {
             PictureIdScheme::Vp8 => Vp8Descriptor::parse(payload).ok().map(PictureIds::Vp8),
         }
+    }
+
+    /// The spatial and temporal layer of a packet of a scalable stream; `None` for codecs without
+    /// layers in their payload, or a malformed descriptor.
+    pub fn svc(&self, payload: &[u8]) -> Option<SvcPacket> {
+        self.svc.and_then(|s| (s.packet)(payload))
+    }
+
+    /// The spatial layers' sizes a keyframe of a scalable stream announces, lowest first.
+    pub fn svc_sizes(&self, payload: &[u8]) -> Option<LayerSizes> {
+        self.svc.and_then(|s| (s.sizes)(payload))
     }
 }
 
@@ -179,7 +278,12 @@ mod tests {
 
     #[test]
     fn every_negotiated_codec_has_a_descriptor_and_an_ingest_format() {
-        let mut config = CodecDescriptor::configure(RtcConfig::new());
+        let every_video: Vec<Codec> = ALL
+            .iter()
+            .filter(|d| d.is_video())
+            .map(|d| d.codec)
+            .collect();
+        let mut config = CodecDescriptor::configure(RtcConfig::new(), &every_video);
         for params in config.codec_config().params() {
             let d = CodecDescriptor::of(params);
             assert!(d.is_some(), "{:?} has no descriptor", params.spec().codec);
@@ -200,5 +304,24 @@ mod tests {
         assert!(OPUS.picture_ids(&[0x90, 0x80, 0x81, 0x23]).is_none());
         assert!(H264.picture_ids(&[0x65, 0x88]).is_none());
         assert!(H264.keyframe(&[0x65, 0x88]).is_some());
+    }
+
+    #[test]
+    fn the_video_codec_list_chooses_what_is_offered() {
+        let mut config = CodecDescriptor::configure(RtcConfig::new(), &[Codec::Vp9]);
+        let offered: Vec<Codec> = config
+            .codec_config()
+            .params()
+            .iter()
+            .map(|p| p.spec().codec)
+            .collect();
+        assert!(offered.contains(&Codec::Opus) && offered.contains(&Codec::Vp9));
+        assert!(!offered.contains(&Codec::Vp8) && !offered.contains(&Codec::H264));
+        assert_eq!(
+            CodecDescriptor::video_by_name("AV1").unwrap().codec,
+            Codec::Av1
+        );
+        assert!(CodecDescriptor::video_by_name("opus").is_none());
+        assert!(CodecDescriptor::video_by_name("theora").is_none());
     }
 }

@@ -16,6 +16,7 @@
 
 mod admin;
 mod cluster;
+mod data_channels;
 mod footprint;
 mod isolation;
 mod plain;
@@ -584,20 +585,8 @@ impl Core {
                 info!(peer = id, "ICE disconnected");
                 self.remove_peer(now, id, Some("the WebRTC connection was lost"));
             }
-            Event::ChannelOpen(cid, label) => {
-                if let Some(p) = self.members.get_mut(id) {
-                    if label == "chat" {
-                        p.chat_channel = Some(cid);
-                    }
-                }
-            }
-            Event::ChannelClose(cid) => {
-                if let Some(p) = self.members.get_mut(id) {
-                    if p.chat_channel == Some(cid) {
-                        p.chat_channel = None;
-                    }
-                }
-            }
+            Event::ChannelOpen(cid, label) => self.on_channel_open(now, id, cid, label),
+            Event::ChannelClose(cid) => self.on_channel_close(id, cid),
             Event::ChannelData(data) => self.on_channel_data(now, id, &data),
             _ => {}
         }
@@ -646,6 +635,9 @@ impl Core {
             },
         };
         let routed = self.router.route(key, arrival, &mut sinks);
+        while let Some((track, layer)) = self.router.next_due_keyframe() {
+            self.request_keyframe(at, track, layer);
+        }
         self.request_recorder_keyframes(at);
         let codec = match routed {
             Ok(codec) => codec,
@@ -690,19 +682,25 @@ impl Core {
         let Some(track) = self.router.track_mut(source) else {
             return;
         };
-        if track.origin != Origin::Member
-            || track.kind != MediaKind::Video
-            || !track.layers.claim_keyframe_request(layer, now, interval)
-        {
+        if track.origin != Origin::Member || track.kind != MediaKind::Video {
             return;
         }
         let rid = track.layers.get(layer).and_then(|l| l.rid);
         let Some(publisher) = self.members.get_mut(source.peer) else {
             return;
         };
-        if let Some(rx) = publisher.rtc.direct_api().stream_rx_by_mid(source.mid, rid) {
-            rx.request_keyframe(KeyframeRequestKind::Pli);
+        // No stream yet (nothing of that layer received): nobody to ask now, so the router
+        // asks on the layer's first packet (a leg without simulcast starts at once and would
+        // otherwise wait for the publisher's next periodic keyframe).
+        let mut api = publisher.rtc.direct_api();
+        let Some(rx) = api.stream_rx_by_mid(source.mid, rid) else {
+            track.layers.defer_keyframe_request(layer);
+            return;
+        };
+        if !track.layers.claim_keyframe_request(layer, now, interval) {
+            return;
         }
+        rx.request_keyframe(KeyframeRequestKind::Pli);
         self.members.mark_dirty(source.peer);
     }
 

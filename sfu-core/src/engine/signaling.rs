@@ -577,13 +577,16 @@ impl Core {
     }
 
     /// Data arrived on one of member `id`'s data channels: a chat line, if it is the chat
-    /// channel's and parses.
-    pub(super) fn on_channel_data(&mut self, _now: Instant, id: PeerId, data: &ChannelData) {
+    /// channel's and parses; otherwise a message to relay (`data_channels.rs`).
+    pub(super) fn on_channel_data(&mut self, now: Instant, id: PeerId, data: &ChannelData) {
         let is_chat = self
             .members
             .get(id)
             .is_some_and(|p| p.chat_channel == Some(data.id));
-        let line = (is_chat && data.data.len() <= MAX_CHANNEL_MESSAGE)
+        if !is_chat {
+            return self.on_relayed_data(now, id, data);
+        }
+        let line = (data.data.len() <= MAX_CHANNEL_MESSAGE)
             .then(|| serde_json::from_slice::<ChatIn>(&data.data).ok())
             .flatten();
         match line {
@@ -713,6 +716,7 @@ impl Core {
             if let Some(o) = self.members.get_mut(other) {
                 o.unsubscribe(|k| k.peer == id);
             }
+            self.close_relays_from(other, id);
             self.outbox
                 .signal(other, ServerMessage::PeerLeft { peer_id: id });
             self.negotiate(other);

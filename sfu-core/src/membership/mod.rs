@@ -2,6 +2,8 @@
 //! its subscriptions. Members are polled when something happened to their session; this part
 //! keeps the list of those ("dirty") members.
 
+pub(crate) mod data_channels;
+mod message_rate;
 mod peer;
 mod resend_log;
 mod room;
@@ -11,6 +13,7 @@ mod subscription;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+pub use data_channels::DataChannels;
 pub use peer::{Bandwidth, Peer, SdpError};
 pub use room::Room;
 pub use signaling_channel::SignalingChannel;

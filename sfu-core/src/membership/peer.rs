@@ -7,14 +7,17 @@ use std::time::{Duration, Instant};
 use str0m::bwe::Bitrate;
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::ChannelId;
+use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, Mid, Rids};
 use str0m::net::TcpType;
 use str0m::{Candidate, Rtc, RtcConfig};
 
 use slab::Slab;
 
+use super::data_channels::DataChannels;
 use super::signaling_channel::SignalingChannel;
 use super::subscription::{LegState, Subscription};
+use crate::codec::dependency_descriptor::DependencyDescriptorExtension;
 use crate::codec::CodecDescriptor;
 use crate::config::CoreConfig;
 use crate::counters::Counters;
@@ -34,6 +37,9 @@ const AUDIO_SEND_CACHE: usize = 1;
 /// The bandwidth estimate toward a new subscriber before any feedback: enough for the middle
 /// layer of a 720p camera and a few small tiles; probing finds more within seconds.
 const INITIAL_ESTIMATE_KBPS: u64 = 1000;
+/// The dependency descriptor's id in the SDPs the SFU writes (str0m's standard map leaves 12
+/// free; a browser's offer brings its own id).
+const DEPENDENCY_DESCRIPTOR_EXTENSION_ID: u8 = 12;
 
 /// How often the session reports its per-leg counters (NACKs, keyframe requests).
 const STATS_INTERVAL: Duration = Duration::from_secs(1);
@@ -71,6 +77,8 @@ pub struct Peer {
     pub answered_first_offer: bool,
     /// Its `chat` data channel, once open.
     pub chat_channel: Option<ChannelId>,
+    /// Its other data channels, relayed to the room, and the relays of the others' to it.
+    pub data_channels: DataChannels,
     /// ICE and DTLS are up.
     pub connected: bool,
     /// When it joined (the connect deadline counts from here).
@@ -122,7 +130,17 @@ impl Peer {
         config: &CoreConfig,
         now: Instant,
     ) -> Self {
-        let config_with_codecs = CodecDescriptor::configure(RtcConfig::new());
+        let config_with_codecs = CodecDescriptor::configure(RtcConfig::new(), &config.video_codecs);
+        // AV1's layers are in the dependency descriptor extension: read from publishers where
+        // AV1 is offered (other codecs say theirs in the payload).
+        let config_with_codecs = if config.video_codecs.contains(&Codec::Av1) {
+            config_with_codecs.set_extension(
+                DEPENDENCY_DESCRIPTOR_EXTENSION_ID,
+                DependencyDescriptorExtension::extension(),
+            )
+        } else {
+            config_with_codecs
+        };
         let mut rtc = config_with_codecs
             .set_ice_lite(true)
             .set_rtp_mode(true)
@@ -158,6 +176,7 @@ impl Peer {
             pending_offer: None,
             answered_first_offer: false,
             chat_channel: None,
+            data_channels: DataChannels::default(),
             connected: false,
             joined_at: now,
             media_seen: false,

@@ -11,7 +11,7 @@ use str0m::Rtc;
 use tracing::info;
 
 use super::resend_log::{ResendLog, Sent};
-use crate::codec::{PayloadPatch, PictureIdRewriter};
+use crate::codec::{PayloadPatch, PictureIdRewriter, SvcPacket};
 use crate::counters::DropReason;
 use crate::outbox::{Egress, Transmit};
 use crate::quality::rate::RateMeter;
@@ -183,7 +183,13 @@ impl Subscription {
         let Some(ssrc) = self.ssrc.filter(|_| self.open_mid().is_some()) else {
             return false;
         };
-        if self.kind == MediaKind::Video {
+        let mut marker = packet.arrival.marker;
+        if let Some(svc) = packet.svc {
+            match self.svc_marker(packet, svc) {
+                Some(m) => marker = m,
+                None => return false,
+            }
+        } else if self.kind == MediaKind::Video {
             // Without simulcast there is nothing to switch between: the leg starts (or resumes
             // after a hidden tile) at once, and the keyframe asked for then follows; unless it
             // carried another source before.
@@ -225,7 +231,7 @@ impl Subscription {
             packet: packet.index,
             timestamp: out.timestamp,
             pt,
-            marker: rtp.marker,
+            marker,
             patch,
         };
         if !seal(
@@ -250,6 +256,42 @@ impl Subscription {
         self.stats.packets += 1;
         self.stats.rate.add(rtp.at, len);
         true
+    }
+
+    /// Decides on one packet of a scalable (SVC) stream: `None` to drop it (a spatial or
+    /// temporal layer above the ones the leg takes; the numbers after it close up), else the
+    /// marker bit it goes with: set on the end of the highest forwarded spatial layer's frame,
+    /// which ends the picture for this receiver.
+    fn svc_marker(&mut self, packet: &RoutedPacket, svc: SvcPacket) -> Option<bool> {
+        if svc.begins_picture {
+            let before = self.selector.current();
+            if self.selector.on_picture(packet.keyframe) == Decision::Switch {
+                self.keyframe_first = false;
+                self.resync();
+            }
+            if self.selector.current() != before {
+                info!(
+                    track = %packet.track.id(),
+                    from = ?before,
+                    layer = ?self.selector.current(),
+                    switches = self.selector.switches,
+                    "spatial layer switch"
+                );
+            }
+            self.selector
+                .on_temporal(svc.temporal, svc.switch_up, packet.keyframe);
+        }
+        let rtp = &packet.arrival;
+        if !self.selector.forwards_nested(svc.spatial)
+            || !self.selector.forwards_temporal(svc.temporal)
+        {
+            if self.selector.current().is_some() {
+                self.rewriter.skip(rtp.ssrc, rtp.seq);
+            }
+            return None;
+        }
+        let top = self.selector.current() == Some(svc.spatial);
+        Some(rtp.marker || (top && svc.ends_frame))
     }
 
     /// Resends what the subscriber NACKed since the last call, as RTX, from the track's history

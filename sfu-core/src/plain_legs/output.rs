@@ -106,7 +106,7 @@ impl PlainOutput {
     /// Copies one packet of its track: one datagram per receiver, or one for the kernel to copy.
     /// A recorder or relay takes one layer of a simulcast track: the best.
     pub fn deliver(&mut self, packet: &RoutedPacket, egress: &mut Egress) {
-        if packet.layer != packet.top_layer {
+        if !packet.serves_top_layer() {
             return;
         }
         let len = packet.arrival.payload.len() as u64;

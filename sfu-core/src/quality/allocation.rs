@@ -10,6 +10,8 @@
 //! - The rest of the budget upgrades tiles one layer at a time, largest tile first, round-robin.
 //!   Keeping the layer a leg already has costs its rate; moving above it costs its rate plus
 //!   [`UPGRADE_HEADROOM_PERCENT`], so an estimate hovering at a layer's rate does not flap.
+//! - Below the floors: when even the lowest layers do not fit, the legs of scalable (SVC) streams
+//!   drop to their base temporal layer (a lower frame rate), see [`temporal_cap`].
 
 use super::layers::MAX_LAYERS;
 
@@ -80,6 +82,27 @@ pub fn assumed_bps(index: u8, count: usize) -> u64 {
         .saturating_sub(1 + usize::from(index))
         .min(MAX_LAYERS - 1);
     ASSUMED_BPS_FROM_TOP[from_top]
+}
+
+/// Lifting a temporal cap needs the floors to fit with this much to spare (percent). Less than
+/// an upgrade's headroom: the estimator probes up to what the allocation would take with the
+/// upgrade headroom, so a cap lifted only at that point would be reached by chance.
+const TEMPORAL_HEADROOM_PERCENT: u64 = 10;
+
+/// The highest temporal layer the legs of scalable streams forward (`None`: all), given the
+/// allocation's `spent` rate within `budget` and whether they are `capped` now. The allocation
+/// gives every visible tile at least its lowest layer, so spending more than the budget means
+/// even those floors do not fit: then only the base temporal layer goes (a lower frame rate
+/// rather than a frozen picture). The cap is lifted once the floors fit with
+/// [`TEMPORAL_HEADROOM_PERCENT`] to spare, so an estimate hovering at the floors does not flap.
+pub fn temporal_cap(budget: Option<u64>, spent: u64, capped: bool) -> Option<u8> {
+    let budget = budget?;
+    let needed = if capped {
+        spent * (100 + TEMPORAL_HEADROOM_PERCENT) / 100
+    } else {
+        spent
+    };
+    (needed > budget).then_some(0)
 }
 
 /// Chooses each leg's layer within `budget` bits per second (`None`: no estimate, every leg gets
@@ -155,6 +178,16 @@ fn rate(leg: &LegDemand, layer: u8) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn temporal_layers_are_cut_only_below_the_floors_with_hysteresis() {
+        assert_eq!(temporal_cap(None, 5_000_000, false), None, "no estimate");
+        assert_eq!(temporal_cap(Some(1_000_000), 900_000, false), None);
+        assert_eq!(temporal_cap(Some(1_000_000), 1_100_000, false), Some(0));
+        // Back within the budget, but not by the headroom yet: stays capped.
+        assert_eq!(temporal_cap(Some(1_000_000), 950_000, true), Some(0));
+        assert_eq!(temporal_cap(Some(1_000_000), 900_000, true), None);
+    }
 
     const RATES: [u64; 3] = [150_000, 500_000, 1_500_000];
 

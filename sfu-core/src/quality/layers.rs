@@ -1,6 +1,8 @@
 //! The layers of one published video track as the SFU receives them: which simulcast encodings
 //! exist (by RID, lowest first), how fast each arrives, what size its keyframes say it is, and
-//! when a keyframe was last asked of it. A track without simulcast has one layer.
+//! when a keyframe was last asked of it. A track without simulcast has one layer, unless its
+//! one stream is scalable (SVC): then its layers are the stream's spatial layers, nested (a
+//! receiver of layer `n` takes every layer up to `n`), found from the stream's own descriptors.
 
 use std::time::{Duration, Instant};
 
@@ -33,6 +35,9 @@ pub struct Layer {
     pub size: Option<(u16, u16)>,
     /// When a keyframe was last asked of it.
     pub last_keyframe_request: Option<Instant>,
+    /// A keyframe was wanted before the layer's first packet (no stream to ask yet): it is
+    /// asked for when that packet arrives.
+    keyframe_deferred: bool,
     /// When a subscriber last wanted it (for the publisher's layer hint).
     last_wanted: Option<Instant>,
 }
@@ -48,6 +53,8 @@ pub struct TrackLayers {
     /// When hints were first computed: every layer counts as wanted for a hold from then, so a
     /// new publication is not paused before its first viewers ask.
     hints_since: Option<Instant>,
+    /// The layers are the nested spatial layers of one scalable stream (SVC).
+    nested: bool,
 }
 
 impl TrackLayers {
@@ -61,6 +68,7 @@ impl TrackLayers {
             keyframe_requests: 0,
             hinted: None,
             hints_since: None,
+            nested: false,
         }
     }
 
@@ -83,6 +91,7 @@ impl TrackLayers {
             keyframe_requests: 0,
             hinted: None,
             hints_since: None,
+            nested: false,
         }
     }
 
@@ -91,9 +100,44 @@ impl TrackLayers {
         self.layers.len()
     }
 
-    /// Whether there is more than one layer.
+    /// Whether there is more than one layer, each its own stream.
     pub fn is_simulcast(&self) -> bool {
-        self.layers.len() > 1
+        self.layers.len() > 1 && !self.nested
+    }
+
+    /// Whether the layers are the nested spatial layers of one scalable stream.
+    pub fn is_nested(&self) -> bool {
+        self.nested
+    }
+
+    /// The track's one stream turns out scalable with `count` spatial layers (its keyframe
+    /// said): its layers become those, their sizes `sizes` where known. Nothing changes when
+    /// they already are (rates and requests go on); a simulcast track stays as it is.
+    pub fn set_nested(&mut self, count: u8, sizes: Option<&[(u16, u16)]>) {
+        if self.is_simulcast() {
+            return;
+        }
+        let count = usize::from(count).clamp(1, MAX_LAYERS);
+        if self.layers.len() != count {
+            self.layers.clear();
+            for _ in 0..count {
+                let _ = self.layers.push(Layer::default());
+            }
+            self.nested = count > 1;
+        }
+        for (layer, size) in self.layers.iter_mut().zip(sizes.unwrap_or_default()) {
+            layer.size = Some(*size);
+        }
+    }
+
+    /// What forwarding layer `index` costs, bits per second: its own rate, plus the layers
+    /// below it when they are nested.
+    pub fn forwarded_bps(&self, index: u8, rate_of: impl Fn(u8) -> u64) -> u64 {
+        if self.nested {
+            (0..=index).map(rate_of).sum()
+        } else {
+            rate_of(index)
+        }
     }
 
     /// The index of the layer a packet with `rid` belongs to. A single-layer track takes any
@@ -181,6 +225,22 @@ impl TrackLayers {
         self.keyframe_requests += 1;
         true
     }
+
+    /// Notes that a keyframe of layer `index` was wanted while the publisher had no stream of it
+    /// yet, so that [`TrackLayers::take_deferred_keyframe`] asks on its first packet.
+    pub fn defer_keyframe_request(&mut self, index: u8) {
+        if let Some(layer) = self.layers.get_mut(usize::from(index)) {
+            layer.keyframe_deferred = true;
+        }
+    }
+
+    /// Whether a keyframe of layer `index` was deferred (see
+    /// [`TrackLayers::defer_keyframe_request`]); the note is cleared.
+    pub fn take_deferred_keyframe(&mut self, index: u8) -> bool {
+        self.layers
+            .get_mut(usize::from(index))
+            .is_some_and(|l| std::mem::take(&mut l.keyframe_deferred))
+    }
 }
 
 impl TrackLayers {
@@ -253,6 +313,18 @@ mod tests {
     }
 
     #[test]
+    fn a_deferred_keyframe_request_is_taken_once() {
+        let mut layers = TrackLayers::simulcast(&rids());
+        assert!(!layers.take_deferred_keyframe(1));
+        layers.defer_keyframe_request(1);
+        assert!(!layers.take_deferred_keyframe(0), "another layer's note");
+        assert!(layers.take_deferred_keyframe(1));
+        assert!(!layers.take_deferred_keyframe(1), "asked once");
+        layers.defer_keyframe_request(7);
+        assert!(!layers.take_deferred_keyframe(7), "no such layer");
+    }
+
+    #[test]
     fn hints_pause_unwanted_layers_after_the_hold_and_resume_at_once() {
         let t0 = Instant::now();
         let hold = Duration::from_secs(2);
@@ -283,6 +355,25 @@ mod tests {
             layers.hint(0, at(6000), hold),
             Some(vec![false, false, false])
         );
+    }
+
+    #[test]
+    fn a_scalable_stream_becomes_nested_layers_with_cumulative_cost() {
+        let mut layers = TrackLayers::single();
+        layers.set_nested(3, Some(&[(320, 180), (640, 360), (1280, 720)]));
+        assert!(layers.is_nested() && !layers.is_simulcast());
+        assert_eq!(layers.count(), 3);
+        assert_eq!(layers.get(2).unwrap().size, Some((1280, 720)));
+        assert_eq!(layers.forwarded_bps(2, |l| 100 << l), 700);
+        // The next keyframe's structure changes nothing but sizes.
+        let t0 = Instant::now();
+        layers.on_packet(1, t0, 1000, None);
+        layers.set_nested(3, None);
+        assert!(layers.is_active(1, t0));
+        // A simulcast track is never made nested.
+        let mut simulcast = TrackLayers::simulcast(&rids());
+        simulcast.set_nested(2, None);
+        assert!(simulcast.is_simulcast() && simulcast.count() == 3);
     }
 
     #[test]

@@ -16,7 +16,9 @@ use str0m::bwe::{Bitrate, BweKind};
 use str0m::media::MediaKind;
 use tracing::{debug, info};
 
-use allocation::{allocate, assumed_bps, layer_for_tile, LegDemand, UPGRADE_HEADROOM_PERCENT};
+use allocation::{
+    allocate, assumed_bps, layer_for_tile, temporal_cap, LegDemand, UPGRADE_HEADROOM_PERCENT,
+};
 use layers::{TrackLayers, MAX_LAYERS};
 
 use crate::membership::Peer;
@@ -144,6 +146,17 @@ impl Quality {
             let Some(sub) = peer.subscriptions.get_mut(slot) else {
                 continue;
             };
+            let capped = sub.selector.temporal_target().is_some();
+            let temporal = temporal_cap(budget, allocated, capped);
+            if sub.selector.is_scalable() && sub.selector.set_temporal_target(temporal) {
+                info!(
+                    subscriber = id,
+                    track = %sub.source.id(),
+                    temporal = ?temporal,
+                    estimate_bps = ?estimate,
+                    "temporal layer target"
+                );
+            }
             let before = sub.selector.target();
             let changed = sub.selector.set_target(*target);
             // Down while the tile still wants the current layer: the link cannot carry it.
@@ -235,7 +248,7 @@ fn demands(
     // A layer that just (re)started is still ramping up: until its rate is measured over a whole
     // window it counts at least at the rate such a layer usually settles at, or the allocation
     // would take it cheaply and drop it a second later.
-    let rate_of = |l: u8| {
+    let layer_rate = |l: u8| {
         let measured = layers.bps(l, now);
         if layers.is_settled(l, now) && measured > 0 {
             measured
@@ -243,6 +256,8 @@ fn demands(
             measured.max(assumed_bps(l, layers.count()))
         }
     };
+    // Nested (SVC) layers cost the layers below them too.
+    let rate_of = |l: u8| layers.forwarded_bps(l, layer_rate);
     let n = layers.count() as u8;
     // A track without simulcast has nothing to fall back to: its one layer is taken whether or
     // not it is sending right now.
@@ -393,6 +408,9 @@ pub fn media_stats(peer: &Peer, router: &Router, now: Instant) -> MediaStats {
                 plis: sub.stats.plis,
                 switches: sub.selector.switches,
                 tile: sub.tile,
+                // While a cap is wanted; once lifted, the cap rises at the stream's switching
+                // points and its last value says nothing.
+                temporal_layer: sub.selector.temporal_target().and(sub.selector.temporal()),
             }
         })
         .collect();

@@ -192,28 +192,22 @@ impl Recordings {
             let Some(mut track) = recording.tracks.remove(&key) else {
                 continue;
             };
-            let mut emit = Emit {
-                room: &recording.room,
-                out: &mut self.outputs,
-                next_file: &mut recording.next_file,
+            let mut frames = FrameWork {
+                started: recording.started,
+                participants: &mut recording.participants,
+                emit: Emit {
+                    room: &recording.room,
+                    out: &mut self.outputs,
+                    next_file: &mut recording.next_file,
+                },
+                assembled: &mut self.assembled,
+                keyframes: &mut self.keyframes,
             };
-            let released = track.jitter.drain();
-            for r in released {
-                work(
-                    &mut track,
-                    key,
-                    r,
-                    recording.started,
-                    &mut recording.participants,
-                    &mut emit,
-                    &mut self.assembled,
-                    &mut self.keyframes,
-                );
-            }
-            if let Some(p) = recording.participants.get_mut(&track.publisher) {
+            frames.drain(&mut track, key);
+            if let Some(p) = frames.participants.get_mut(&track.publisher) {
                 if p.remove_track(key) {
-                    p.close(&mut emit);
-                    recording.participants.remove(&track.publisher);
+                    p.close(&mut frames.emit);
+                    frames.participants.remove(&track.publisher);
                 }
             }
         }
@@ -229,31 +223,26 @@ impl Recordings {
         let Some(mut recording) = self.by_number.remove(&number) else {
             return Err(RecordingError::NotRecording(room.to_owned()));
         };
-        let mut emit = Emit {
-            room: &recording.room,
-            out: &mut self.outputs,
-            next_file: &mut recording.next_file,
+        let mut frames = FrameWork {
+            started: recording.started,
+            participants: &mut recording.participants,
+            emit: Emit {
+                room: &recording.room,
+                out: &mut self.outputs,
+                next_file: &mut recording.next_file,
+            },
+            assembled: &mut self.assembled,
+            keyframes: &mut self.keyframes,
         };
         let mut skipped = 0;
         let mut late = 0;
         for (key, mut track) in recording.tracks.drain() {
-            for r in track.jitter.drain() {
-                work(
-                    &mut track,
-                    key,
-                    r,
-                    recording.started,
-                    &mut recording.participants,
-                    &mut emit,
-                    &mut self.assembled,
-                    &mut self.keyframes,
-                );
-            }
+            frames.drain(&mut track, key);
             skipped += track.unpack.as_ref().map_or(0, |(a, _)| a.skipped());
             late += track.jitter.late();
         }
-        for participant in recording.participants.values_mut() {
-            participant.close(&mut emit);
+        for participant in frames.participants.values_mut() {
+            participant.close(&mut frames.emit);
         }
         info!(room, id = %recording.id, skipped_frames = skipped, late_packets = late, error = ?error, "recording ended");
         self.outputs.push_back(RecordingOutput::Ended {
@@ -275,17 +264,23 @@ impl Recordings {
             return Delivery::Gone;
         };
         // The recorder takes the top layer only.
-        if packet.layer != packet.top_layer {
+        if !packet.serves_top_layer() {
             return Delivery::Done;
         }
         let key = packet.track;
         let Some(track) = recording.tracks.get_mut(&key) else {
             return Delivery::Gone;
         };
-        let mut emit = Emit {
-            room: &recording.room,
-            out: &mut self.outputs,
-            next_file: &mut recording.next_file,
+        let mut frames = FrameWork {
+            started: recording.started,
+            participants: &mut recording.participants,
+            emit: Emit {
+                room: &recording.room,
+                out: &mut self.outputs,
+                next_file: &mut recording.next_file,
+            },
+            assembled: &mut self.assembled,
+            keyframes: &mut self.keyframes,
         };
         let arrival = &packet.arrival;
         track.layer = packet.top_layer;
@@ -295,18 +290,7 @@ impl Recordings {
             .is_some_and(|(a, _)| a.codec().codec != packet.codec.codec);
         if track.ssrc != Some(arrival.ssrc) || codec_changed {
             // Another stream behind the track: what the old one left is written first.
-            for r in track.jitter.drain() {
-                work(
-                    track,
-                    key,
-                    r,
-                    recording.started,
-                    &mut recording.participants,
-                    &mut emit,
-                    &mut self.assembled,
-                    &mut self.keyframes,
-                );
-            }
+            frames.drain(track, key);
             let latency = match packet.codec.kind {
                 MediaKind::Audio => AUDIO_LATENCY,
                 MediaKind::Video => VIDEO_LATENCY,
@@ -336,16 +320,7 @@ impl Recordings {
             payload: arrival.payload.to_vec(),
         });
         while let Some(r) = track.jitter.pop(arrival.at) {
-            work(
-                track,
-                key,
-                r,
-                recording.started,
-                &mut recording.participants,
-                &mut emit,
-                &mut self.assembled,
-                &mut self.keyframes,
-            );
+            frames.release(track, key, r);
         }
         Delivery::Done
     }
@@ -366,59 +341,70 @@ impl Recordings {
     }
 }
 
-/// Works one released packet (or gap) of `track` through its assembler, and the frames it
-/// completes into its participant's file.
-#[allow(clippy::too_many_arguments)]
-fn work(
-    track: &mut RecordedTrackState,
-    key: TrackKey,
-    released: Released,
+/// What working a recording's released packets touches besides the track itself: its
+/// participants' files, the shell's outputs, and the recorder's scratch and keyframe requests.
+struct FrameWork<'a> {
+    /// When the recording started: frame times count from it.
     started: Instant,
-    participants: &mut HashMap<PeerId, ParticipantFile>,
-    emit: &mut Emit<'_>,
-    assembled: &mut Vec<Assembled>,
-    keyframes: &mut Vec<(TrackKey, u8)>,
-) {
-    let Some((assembler, clock)) = &mut track.unpack else {
-        return;
-    };
-    match released {
-        Released::Gap(_) => return assembler.gap(),
-        Released::Packet(packet) => assembler.push(packet, assembled),
-    }
-    let codec = assembler.codec();
-    let ssrc = track.ssrc.unwrap_or_default();
-    for a in assembled.drain(..) {
-        let frame = match a {
-            Assembled::Frame(frame) => frame,
-            Assembled::Skipped => {
-                want_keyframe(keyframes, key, track.layer);
-                continue;
-            }
-        };
-        let arrival = frame.at.saturating_duration_since(started);
-        let time = clock.time(ssrc, frame.timestamp, arrival);
-        let video = codec.is_video();
-        let spec = track
-            .spec
-            .get_or_insert_with(|| track_spec(key, codec.codec, frame.size));
-        if let (Some((w, h)), true) = (frame.size, video) {
-            spec.width = u32::from(w);
-            spec.height = u32::from(h);
+    participants: &'a mut HashMap<PeerId, ParticipantFile>,
+    emit: Emit<'a>,
+    assembled: &'a mut Vec<Assembled>,
+    keyframes: &'a mut Vec<(TrackKey, u8)>,
+}
+
+impl FrameWork<'_> {
+    /// Writes everything `track`'s jitter buffer still holds (the track ends, or another stream
+    /// replaces it).
+    fn drain(&mut self, track: &mut RecordedTrackState, key: TrackKey) {
+        for released in track.jitter.drain() {
+            self.release(track, key, released);
         }
-        let timed = TimedFrame {
-            key,
-            spec: spec.clone(),
-            time,
-            keyframe: frame.keyframe,
-            video,
-            data: frame.data,
+    }
+
+    /// Works one released packet (or gap) of `track` through its assembler, and the frames it
+    /// completes into its participant's file.
+    fn release(&mut self, track: &mut RecordedTrackState, key: TrackKey, released: Released) {
+        let Some((assembler, clock)) = &mut track.unpack else {
+            return;
         };
-        let Some(participant) = participants.get_mut(&track.publisher) else {
-            continue;
-        };
-        if !participant.on_frame(timed, emit) {
-            want_keyframe(keyframes, key, track.layer);
+        match released {
+            Released::Gap(_) => return assembler.gap(),
+            Released::Packet(packet) => assembler.push(packet, self.assembled),
+        }
+        let codec = assembler.codec();
+        let ssrc = track.ssrc.unwrap_or_default();
+        for a in self.assembled.drain(..) {
+            let frame = match a {
+                Assembled::Frame(frame) => frame,
+                Assembled::Skipped => {
+                    want_keyframe(self.keyframes, key, track.layer);
+                    continue;
+                }
+            };
+            let arrival = frame.at.saturating_duration_since(self.started);
+            let time = clock.time(ssrc, frame.timestamp, arrival);
+            let video = codec.is_video();
+            let spec = track
+                .spec
+                .get_or_insert_with(|| track_spec(key, codec.codec, frame.size));
+            if let (Some((w, h)), true) = (frame.size, video) {
+                spec.width = u32::from(w);
+                spec.height = u32::from(h);
+            }
+            let timed = TimedFrame {
+                key,
+                spec: spec.clone(),
+                time,
+                keyframe: frame.keyframe,
+                video,
+                data: frame.data,
+            };
+            let Some(participant) = self.participants.get_mut(&track.publisher) else {
+                continue;
+            };
+            if !participant.on_frame(timed, &mut self.emit) {
+                want_keyframe(self.keyframes, key, track.layer);
+            }
         }
     }
 }

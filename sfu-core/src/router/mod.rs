@@ -11,11 +11,14 @@ mod track;
 
 use std::collections::HashMap;
 
+use str0m::format::Codec;
+
 pub use history::PacketIndex;
 pub use packet::{Arrival, RoutedPacket};
 pub use sink::{Delivery, SinkRef, SinkSet};
 pub use track::{track_kind, Origin, Track, TrackKey};
 
+use crate::codec::dependency_descriptor::DependencyDescriptorBytes;
 use crate::codec::CodecDescriptor;
 use crate::counters::DropReason;
 use crate::protocol::{PeerId, TrackInfo};
@@ -24,6 +27,9 @@ use crate::protocol::{PeerId, TrackInfo};
 #[derive(Debug, Default)]
 pub struct Router {
     tracks: HashMap<TrackKey, Track>,
+    /// Keyframe requests that were deferred until a layer's first packet and are due now
+    /// (track and layer), for the core to send (see [`Router::next_due_keyframe`]).
+    due_keyframes: Vec<(TrackKey, u8)>,
 }
 
 /// Why the router did not route a packet.
@@ -103,6 +109,11 @@ impl Router {
         }
     }
 
+    /// A keyframe request that was deferred until its layer's first packet, which has come.
+    pub fn next_due_keyframe(&mut self) -> Option<(TrackKey, u8)> {
+        self.due_keyframes.pop()
+    }
+
     /// Removes `sink` from track `key`'s sinks.
     pub fn detach(&mut self, key: TrackKey, sink: SinkRef) {
         if let Some(track) = self.tracks.get_mut(&key) {
@@ -127,14 +138,39 @@ impl Router {
         let codec = CodecDescriptor::of(&arrival.params)
             .filter(|c| c.kind == track.kind)
             .ok_or(Refusal::Dropped(DropReason::NoMatchingCodec))?;
-        let layer = track
-            .layers
-            .index_of(arrival.rid)
-            .ok_or(Refusal::Dropped(DropReason::UnknownLayer))?;
         let keyframe = codec.keyframe(arrival.payload);
+        // A scalable stream's layers: from its dependency descriptors (AV1), or its payload
+        // descriptors (VP9). Its spatial layers become the track's layers.
+        let descriptor = arrival
+            .ext
+            .user_values
+            .get::<DependencyDescriptorBytes>()
+            .filter(|_| codec.codec == Codec::Av1);
+        let svc = match descriptor {
+            Some(bytes) => track.frame_layers(&bytes.0),
+            None => codec.svc(arrival.payload),
+        }
+        .filter(|_| !track.layers.is_simulcast());
+        if let Some(count) = svc
+            .and_then(|p| p.spatial_layers)
+            .filter(|_| keyframe.is_some())
+        {
+            let sizes = codec.svc_sizes(arrival.payload);
+            track.layers.set_nested(count, sizes.as_deref());
+        }
+        let layer = match svc {
+            Some(p) if track.layers.is_nested() => p.spatial.min(track.layers.count() as u8 - 1),
+            _ => track
+                .layers
+                .index_of(arrival.rid)
+                .ok_or(Refusal::Dropped(DropReason::UnknownLayer))?,
+        };
         track
             .layers
             .on_packet(layer, arrival.at, arrival.payload.len(), keyframe);
+        if track.layers.take_deferred_keyframe(layer) {
+            self.due_keyframes.push((key, layer));
+        }
         let top_layer = track.layers.count() as u8 - 1;
         // Only a simulcast track's legs switch layers and so renumber picture ids.
         let picture_ids = (top_layer > 0)
@@ -144,6 +180,7 @@ impl Router {
             .history
             .push(arrival.payload)
             .ok_or(Refusal::Dropped(DropReason::Oversized))?;
+        let track_nested = track.layers.is_nested();
         let Track {
             history,
             sinks: track_sinks,
@@ -170,6 +207,7 @@ impl Router {
             top_layer,
             keyframe: keyframe.is_some(),
             picture_ids,
+            svc: svc.filter(|p| track_nested || p.layered),
         };
         track_sinks.retain(|&sink| sinks.deliver(sink, &packet) == Delivery::Done);
         Ok(codec)

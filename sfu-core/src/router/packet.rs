@@ -9,7 +9,7 @@ use str0m::rtp::ExtensionValues;
 
 use super::history::PacketIndex;
 use super::track::TrackKey;
-use crate::codec::{CodecDescriptor, PictureIds};
+use crate::codec::{CodecDescriptor, PictureIds, SvcPacket};
 use crate::rewrite::{Rewritten, SeqTsRewriter};
 
 /// One RTP packet as a source received it, whichever kind of source.
@@ -56,6 +56,9 @@ pub struct RoutedPacket<'a> {
     pub keyframe: bool,
     /// The per-picture ids of a simulcast track's packet, which each leg renumbers.
     pub picture_ids: Option<PictureIds>,
+    /// The layers of a packet of a scalable (SVC) stream (spatial, temporal or both), whose
+    /// legs forward the layers up to the ones they take.
+    pub svc: Option<SvcPacket>,
 }
 
 impl Arrival<'_> {
@@ -68,9 +71,16 @@ impl Arrival<'_> {
 }
 
 impl RoutedPacket<'_> {
-    /// Whether the track has more than one layer (legs switch between them at keyframes).
+    /// Whether the track has more than one layer, each its own stream (legs switch between
+    /// them at keyframes).
     pub fn is_simulcast(&self) -> bool {
-        self.top_layer > 0
+        self.top_layer > 0 && self.svc.is_none()
+    }
+
+    /// Whether a sink that takes a track's top layer takes this packet: one of the top simulcast
+    /// layer, or any of a scalable stream (its top spatial layer is decoded from those below).
+    pub fn serves_top_layer(&self) -> bool {
+        self.layer == self.top_layer || self.svc.is_some()
     }
 
     /// Whether subscribers may ask for it again (video; browsers do not NACK audio).

@@ -6,6 +6,8 @@ use str0m::media::{MediaKind, Mid};
 
 use super::history::PacketHistory;
 use super::sink::SinkRef;
+use crate::codec::dependency_descriptor::{DependencyDescriptor, FrameTemplates};
+use crate::codec::SvcPacket;
 use crate::protocol::{PeerId, TrackInfo, TrackKind, TrackSource};
 use crate::quality::layers::TrackLayers;
 
@@ -65,6 +67,8 @@ pub struct Track {
     pub(super) sinks: Vec<SinkRef>,
     /// Its recent packets, kept once for every sink.
     pub(super) history: PacketHistory,
+    /// The frame templates of its dependency descriptors (AV1), from the last keyframe's.
+    pub(super) frame_templates: Option<FrameTemplates>,
 }
 
 /// Payload bytes a video track keeps for retransmissions: about a second at 3 Mbit/s, more
@@ -93,6 +97,7 @@ impl Track {
             admin_muted: false,
             layers,
             sinks: Vec::new(),
+            frame_templates: None,
             history: PacketHistory::new(match kind {
                 MediaKind::Audio => AUDIO_HISTORY_BYTES,
                 MediaKind::Video => VIDEO_HISTORY_BYTES,
@@ -108,6 +113,16 @@ impl Track {
             source: self.source,
             muted: self.muted,
         }
+    }
+
+    /// The layers of a packet whose dependency descriptor is `descriptor`, keeping the template
+    /// structure it carries; `None` for a malformed descriptor or before any structure.
+    pub fn frame_layers(&mut self, descriptor: &[u8]) -> Option<SvcPacket> {
+        let d = DependencyDescriptor::new_checked(descriptor).ok()?;
+        if let Some(structure) = &d.structure {
+            self.frame_templates = Some(structure.clone());
+        }
+        d.svc_packet(self.frame_templates.as_ref()?)
     }
 
     /// Where its packets go now.

@@ -15,7 +15,7 @@ use sfu_core::protocol::{
 };
 use sfu_core::recording::RecordingOutput;
 use sfu_core::str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
-use sfu_core::str0m::channel::ChannelId;
+use sfu_core::str0m::channel::{ChannelConfig, ChannelId};
 use sfu_core::str0m::format::Codec;
 use sfu_core::str0m::media::{Direction, MediaKind, Mid};
 use sfu_core::str0m::net::{Protocol, Receive};
@@ -25,11 +25,27 @@ use sfu_core::{Action, Core, CoreConfig, Permissions, RoomEvent};
 
 pub const SERVER: &str = "127.0.0.1:4000";
 
+/// A data channel the SFU opened to a client (a relay of another member's channel).
+#[derive(Debug, Clone)]
+pub struct OpenedToMe {
+    pub id: ChannelId,
+    pub config: ChannelConfig,
+}
+
+/// A message that arrived on a data channel other than the client's chat channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelMessage {
+    pub channel: ChannelId,
+    pub binary: bool,
+    pub data: Vec<u8>,
+}
+
 /// What a client received over RTP.
 #[derive(Debug, Clone)]
 pub struct Received {
     pub ssrc: u32,
     pub seq: u16,
+    pub marker: bool,
     pub payload: Vec<u8>,
 }
 
@@ -46,6 +62,12 @@ pub struct Client {
     pub signals: Vec<ServerMessage>,
     pub received: Vec<Received>,
     pub chats: Vec<ChatOut>,
+    /// Data channels that opened, other than its chat channel (with their configuration).
+    pub channels: Vec<OpenedToMe>,
+    /// Data channels that closed.
+    pub closed_channels: Vec<ChannelId>,
+    /// Messages on data channels other than its chat channel.
+    pub channel_messages: Vec<ChannelMessage>,
     pub mappings: Vec<TrackMapping>,
     /// Keyframe requests (PLI/FIR) the SFU sent this client.
     pub keyframe_requests: usize,
@@ -82,9 +104,14 @@ pub fn server_addr() -> SocketAddr {
 
 impl World {
     pub fn new() -> Self {
+        Self::with_config(CoreConfig::default())
+    }
+
+    /// A world whose core has `config`, announcing the simulated server address.
+    pub fn with_config(config: CoreConfig) -> Self {
         let config = CoreConfig {
             candidates: vec![server_addr()],
-            ..CoreConfig::default()
+            ..config
         };
         World {
             now: Instant::now(),
@@ -123,6 +150,9 @@ impl World {
             signals: Vec::new(),
             received: Vec::new(),
             chats: Vec::new(),
+            channels: Vec::new(),
+            closed_channels: Vec::new(),
+            channel_messages: Vec::new(),
             mappings: Vec::new(),
             keyframe_requests: 0,
             crashed: false,
@@ -341,9 +371,25 @@ impl Client {
             Event::RtpPacket(p) => self.received.push(Received {
                 ssrc: *p.header.ssrc,
                 seq: p.header.sequence_number,
+                marker: p.header.marker,
                 payload: p.payload.to_vec(),
             }),
-            Event::ChannelData(d) => self.chats.push(serde_json::from_slice(&d.data).unwrap()),
+            Event::ChannelData(d) if Some(d.id) == self.chat => {
+                self.chats.push(serde_json::from_slice(&d.data).unwrap())
+            }
+            Event::ChannelData(d) => self.channel_messages.push(ChannelMessage {
+                channel: d.id,
+                binary: d.binary,
+                data: d.data,
+            }),
+            Event::ChannelOpen(id, _) if Some(id) != self.chat => {
+                let config = self.rtc.channel(id).and_then(|c| c.config().cloned());
+                self.channels.push(OpenedToMe {
+                    id,
+                    config: config.expect("an open channel has its configuration"),
+                });
+            }
+            Event::ChannelClose(id) => self.closed_channels.push(id),
             Event::KeyframeRequest(_) => self.keyframe_requests += 1,
             _ => {}
         }
