@@ -196,6 +196,10 @@ pub struct Cli {
     #[arg(long, value_name = "N")]
     pub max_peers: Option<usize>,
 
+    /// Several nodes serving the same rooms (`--cluster` and its options).
+    #[command(flatten)]
+    pub cluster: crate::cluster_options::ClusterArgs,
+
     /// Video codecs offered to every member, most preferred first, comma-separated: any of
     /// vp8, h264, vp9, av1 (VP9 and AV1 carry scalable layers, see docs/simulcast.md)
     /// [default: vp8,h264].
@@ -341,6 +345,8 @@ pub struct Settings {
     pub server_join_limit: JoinLimit,
     /// Most members and ingests per media worker.
     pub max_peers: usize,
+    /// This node's part in a cluster, with `--cluster`.
+    pub cluster: Option<crate::cluster_options::ClusterConfig>,
     /// The video codecs sessions offer, most preferred first.
     pub video_codecs: Vec<Codec>,
 }
@@ -503,6 +509,7 @@ impl Cli {
                 .or(file.record_dir.map(|d| file_dir.join(d))),
             record_max_bytes: self.record_max_bytes.or(file.record_max_bytes),
             record_rooms: file.record.into_iter().map(|r| r.room).collect(),
+            cluster: self.cluster.config()?,
         })
     }
 }

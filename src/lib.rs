@@ -10,6 +10,7 @@
 //! ([`tls`], [`certificate`]); `--lan` serves the local network ([`lan`]).
 
 pub mod certificate;
+pub mod cluster_options;
 pub mod config;
 mod gso;
 mod kernel;
@@ -30,6 +31,8 @@ use std::thread::JoinHandle;
 
 use anyhow::{anyhow, Context, Result};
 use axum::serve::ListenerExt;
+use signaling::cluster_api::{ClusterNode, DrainHandle};
+use signaling::dispatch::WorkerCommand;
 use signaling::webhooks::Webhooks;
 use signaling::{AppState, Dispatch, WorkerHandle};
 use tokio::sync::{mpsc, oneshot};
@@ -52,6 +55,8 @@ pub struct Server {
     shutdown: Option<oneshot::Sender<()>>,
     signaling: Option<JoinHandle<Result<()>>>,
     workers: Vec<JoinHandle<()>>,
+    /// The node's drain, with `--cluster`.
+    drain: Option<DrainHandle>,
 }
 
 impl Server {
@@ -112,6 +117,13 @@ impl Server {
         };
         let (webhook_sender, webhooks) = open_webhooks(settings)?.unzip();
         let recording_totals = Arc::new(recording_totals::RecordingTotals::default());
+        let (cluster_events, cluster_rx) = match &settings.cluster {
+            Some(_) => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                (Some(tx), Some(rx))
+            }
+            None => (None, None),
+        };
         let mut handles = Vec::with_capacity(settings.workers);
         let mut workers = Vec::with_capacity(settings.workers);
         let mut io = settings.io;
@@ -142,6 +154,7 @@ impl Server {
                     video_codecs: settings.video_codecs.clone(),
                     recording_totals: recording_totals.clone(),
                     webhooks: webhook_sender.clone(),
+                    cluster: cluster_events.clone(),
                 },
                 settings.io,
             )?;
@@ -153,9 +166,23 @@ impl Server {
                 ice_tcp_port,
             });
         }
-        let media_ports = handles.iter().map(|h| h.media_port).collect();
-        let dispatch = Dispatch::new(handles).with_max_peers_per_worker(settings.max_peers);
+        let media_ports: Vec<u16> = handles.iter().map(|h| h.media_port).collect();
+        let worker_queues: Vec<_> = handles.iter().map(|h| h.commands.clone()).collect();
+        let mut dispatch = Dispatch::new(handles).with_max_peers_per_worker(settings.max_peers);
+        let cluster_view = settings
+            .cluster
+            .as_ref()
+            .map(|c| cluster::ClusterView::new(&c.node_id));
+        if cluster_view.is_some() {
+            dispatch = dispatch.with_first_peer_id(crate::cluster_options::first_peer_id());
+        }
         let mut state = app_state(settings, dispatch)?;
+        let mut drain = None;
+        if let (Some(c), Some(view)) = (&settings.cluster, &cluster_view) {
+            let node = ClusterNode::new(view.clone(), c.drain_timeout);
+            drain = Some(node.drain.clone());
+            state = state.with_cluster(node);
+        }
         if let Some(sender) = webhook_sender {
             state = state.with_webhooks(sender);
         }
@@ -175,11 +202,49 @@ impl Server {
                 Ok::<_, anyhow::Error>(l)
             })
             .transpose()?;
+        let local_addr = listener.local_addr()?;
+        let shown = if local_addr.ip().is_unspecified() {
+            SocketAddr::from(([127, 0, 0, 1], local_addr.port()))
+        } else {
+            local_addr
+        };
+        let directory = match (&settings.cluster, cluster_view, cluster_rx) {
+            (Some(c), Some(view), Some(events)) => {
+                let first_media = SocketAddr::new(
+                    ips.first()
+                        .copied()
+                        .unwrap_or(std::net::Ipv4Addr::LOCALHOST.into()),
+                    media_ports.first().copied().unwrap_or(0),
+                );
+                let settings = cluster::ClusterSettings {
+                    redis_url: c.redis_url.clone(),
+                    password: c.password.clone(),
+                    node_id: c.node_id.clone(),
+                    node_url: c
+                        .node_url
+                        .clone()
+                        .unwrap_or_else(|| format!("{}://{shown}", scheme(certificate.is_some()))),
+                    trunk_address: c.trunk_address.unwrap_or(first_media).to_string(),
+                    ttl: c.ttl,
+                };
+                // What other nodes did goes to every worker: each keeps the remote members of
+                // every room, so a room's first local member sees who is elsewhere.
+                let deliver: cluster::directory::Deliver = Box::new(move |event| {
+                    for queue in &worker_queues {
+                        let _ = queue.send(WorkerCommand::Cluster {
+                            event: event.clone(),
+                        });
+                    }
+                });
+                Some(cluster::Directory::new(settings, view, events, deliver))
+            }
+            _ => None,
+        };
         let side = SideTasks {
             metrics: metrics_listener,
             webhooks,
+            directory,
         };
-        let local_addr = listener.local_addr()?;
         let (shutdown, shutdown_rx) = oneshot::channel();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let plain = (settings.ingests.clone(), settings.outputs.clone());
@@ -205,11 +270,6 @@ impl Server {
             }
             Err(_) => return Err(anyhow!("the signaling thread stopped while starting")),
         }
-        let shown = if local_addr.ip().is_unspecified() {
-            SocketAddr::from(([127, 0, 0, 1], local_addr.port()))
-        } else {
-            local_addr
-        };
         if let Some(cert) = &certificate {
             info!(
                 fingerprint = %cert.fingerprint(),
@@ -228,6 +288,7 @@ impl Server {
             shutdown: Some(shutdown),
             signaling: Some(signaling),
             workers,
+            drain,
         })
     }
 
@@ -262,6 +323,11 @@ impl Server {
         let fingerprint = certificate.reload()?;
         info!(%fingerprint, path = %certificate.cert_path().display(), "HTTPS certificate reloaded");
         Ok(fingerprint)
+    }
+
+    /// The node's drain, with `--cluster` (SIGTERM starts it; the server stops once it is over).
+    pub fn drain(&self) -> Option<&DrainHandle> {
+        self.drain.as_ref()
     }
 
     /// The address the HTTP/WebSocket server listens on.
@@ -344,6 +410,8 @@ struct SideTasks {
     metrics: Option<std::net::TcpListener>,
     /// The webhook delivery task.
     webhooks: Option<Webhooks>,
+    /// The cluster directory task, with `--cluster`.
+    directory: Option<cluster::Directory>,
 }
 
 /// The signaling state: room tokens (when a key is configured), the join limit and the ICE servers
@@ -440,6 +508,10 @@ fn serve(
     runtime.block_on(async move {
         if let Some(webhooks) = side.webhooks {
             tokio::spawn(webhooks.run());
+        }
+        if let Some(directory) = side.directory {
+            tokio::spawn(directory.run());
+            tokio::spawn(signaling::cluster_api::run_drain(state.clone()));
         }
         let started = async {
             if let Some(metrics) = side.metrics {

@@ -93,10 +93,29 @@ fn run_until_stopped(server: &Server) -> Result<()> {
     runtime.block_on(async {
         let mut term = signal(SignalKind::terminate())?;
         let mut hangup = signal(SignalKind::hangup())?;
+        // With --cluster, SIGTERM drains (members move to other nodes) and the server stops
+        // once the drain is over, whether SIGTERM or POST /api/drain began it.
+        let mut drained = server.drain().map(|d| d.drained());
+        let drain_over = async {
+            match drained.as_mut() {
+                Some(rx) => {
+                    let _ = rx.wait_for(|done| *done).await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(drain_over);
         loop {
             tokio::select! {
                 r = tokio::signal::ctrl_c() => return r,
-                _ = term.recv() => return Ok(()),
+                _ = &mut drain_over => return Ok(()),
+                _ = term.recv() => match server.drain() {
+                    Some(drain) if !drain.draining() => {
+                        info!("SIGTERM: draining before stopping");
+                        drain.begin();
+                    }
+                    _ => return Ok(()),
+                },
                 _ = hangup.recv() => {
                     // Reading two small files: blocking this thread briefly is fine, it only
                     // waits for signals.

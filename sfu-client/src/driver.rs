@@ -789,6 +789,7 @@ impl Driver {
                 self.emit(ClientEvent::ServerStopping);
             }
             ServerMessage::VideoCodec { codec } => self.emit(ClientEvent::VideoCodec { codec }),
+            ServerMessage::Reconnect { url } => self.emit(ClientEvent::Reconnect { url }),
         }
         Ok(None)
     }

@@ -492,6 +492,11 @@ pub enum ClientEvent {
         /// The encoding name.
         codec: String,
     },
+    /// The node drains (`reconnect`): join the same room again at `url`, another node.
+    Reconnect {
+        /// The other node's signaling URL.
+        url: String,
+    },
     /// The SFU sent an `error` message.
     ServerError {
         /// The protocol error code.

@@ -2,12 +2,12 @@
 //! finishing, members joining and leaving, tracks published and unpublished. The core queues them
 //! as [`Action::RoomEvent`](crate::Action::RoomEvent); the shell decides where they go.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::protocol::{PeerId, TrackKind, TrackSource};
 
 /// One thing that happened in a room. Serialized with `"event": "<snake_case name>"`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(
     tag = "event",
     rename_all = "snake_case",
@@ -64,4 +64,47 @@ pub enum RoomEvent {
         /// The track's id.
         track_id: String,
     },
+    /// A member muted or unmuted a track (for other nodes of a cluster, not for webhooks).
+    TrackMuted {
+        /// The room.
+        room: String,
+        /// The publisher.
+        peer_id: PeerId,
+        /// The track's id.
+        track_id: String,
+        /// New state.
+        muted: bool,
+    },
+    /// A member wrote a chat line (for other nodes of a cluster, not for webhooks).
+    Chat {
+        /// The room.
+        room: String,
+        /// The sender.
+        peer_id: PeerId,
+        /// Its display name.
+        name: String,
+        /// The text.
+        text: String,
+    },
+    /// The room's dominant speaker changed (for other nodes of a cluster, not for webhooks).
+    ActiveSpeaker {
+        /// The room.
+        room: String,
+        /// The member speaking, or `None`.
+        peer_id: Option<PeerId>,
+        /// Its audio track.
+        track_id: Option<String>,
+    },
+}
+
+impl RoomEvent {
+    /// Whether webhook receivers hear of it: mute changes, chat lines and speaker changes are
+    /// only for the other nodes of a cluster (a chat line is the members' business, and speaker
+    /// changes come several times a second).
+    pub fn for_webhooks(&self) -> bool {
+        !matches!(
+            self,
+            RoomEvent::TrackMuted { .. } | RoomEvent::Chat { .. } | RoomEvent::ActiveSpeaker { .. }
+        )
+    }
 }

@@ -10,6 +10,7 @@
 //! codec knowledge in [`codec`]; [`recording`] turns a room's tracks into files' frames.
 
 pub mod admin;
+pub mod cluster;
 pub mod codec;
 pub mod config;
 pub mod counters;

@@ -351,6 +351,12 @@ pub enum ServerMessage {
         /// The encoding name.
         codec: String,
     },
+    /// The node is draining (an upgrade, `--cluster`): the member should leave and join the same
+    /// room at `url`, another node of the cluster, which it can reach with the same room token.
+    Reconnect {
+        /// The other node's signaling URL (`https://host:port`, no path).
+        url: String,
+    },
 }
 
 /// Per-leg and per-track media counters of one client, as the `mediaStats` message carries them.

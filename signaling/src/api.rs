@@ -62,6 +62,9 @@ pub enum ApiError {
     /// The worker that would hold it holds its most connections (`--max-peers`).
     #[error("the server is full (--max-peers)")]
     Full,
+    /// A cluster request to a node started without `--cluster`.
+    #[error("this node is not part of a cluster (--cluster)")]
+    NoCluster,
 }
 
 #[derive(Serialize)]
@@ -80,6 +83,7 @@ impl IntoResponse for ApiError {
                 | PlainError::UnknownTrack(..),
             )
             | ApiError::UnknownRoom(_)
+            | ApiError::NoCluster
             | ApiError::Admin(_) => StatusCode::NOT_FOUND,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Plain(PlainError::SourceInUse(_)) => StatusCode::CONFLICT,

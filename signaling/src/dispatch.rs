@@ -140,6 +140,16 @@ pub enum WorkerCommand {
         /// Where to answer: the track as it now is.
         reply: oneshot::Sender<Result<TrackListing, AdminError>>,
     },
+    /// Something happened on another node of the cluster ([`sfu_core::Core::handle_cluster_event`]).
+    Cluster {
+        /// What.
+        event: sfu_core::cluster::ClusterEvent,
+    },
+    /// The node drains: tell every member to join again at `url` ([`sfu_core::Core::drain`]).
+    Drain {
+        /// Another node's signaling URL.
+        url: String,
+    },
 }
 
 /// A join over HTTP (a WHIP publisher's or a WHEP viewer's): its room, name and SDP offer.
@@ -261,6 +271,13 @@ impl Dispatch {
     /// Lets each worker hold at most `max` connections (members and ingests).
     pub fn with_max_peers_per_worker(mut self, max: usize) -> Self {
         self.max_per_worker = max;
+        self
+    }
+
+    /// Draws peer ids from `first` on: each node of a cluster draws from its own range, so ids
+    /// stay unique across nodes.
+    pub fn with_first_peer_id(self, first: PeerId) -> Self {
+        self.next_peer.store(first, Ordering::Relaxed);
         self
     }
 

@@ -10,6 +10,7 @@ pub mod admin;
 pub mod api;
 pub mod assets;
 pub mod auth;
+pub mod cluster_api;
 pub mod dispatch;
 pub mod ice_servers;
 pub mod join_limit;

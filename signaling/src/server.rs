@@ -125,6 +125,8 @@ pub struct AppState {
     pub revocations: Revocations,
     /// Whether the server is stopping ([`crate::shutdown::stop`]).
     pub stopping: Stopping,
+    /// This node's part in a cluster (`--cluster`).
+    pub cluster: Option<crate::cluster_api::ClusterNode>,
 }
 
 /// Where a plain RTP leg lives.
@@ -153,12 +155,20 @@ impl AppState {
             server_joins: ServerJoins::new(DEFAULT_SERVER_JOIN_LIMIT, Instant::now()),
             revocations: Revocations::default(),
             stopping: Stopping::default(),
+            cluster: None,
         }
     }
 
     /// Adds `source`'s counters to `/metrics`.
     pub fn with_metrics_source(mut self, source: Arc<dyn MetricsSource>) -> Self {
         self.metrics_sources.push(source);
+        self
+    }
+
+    /// Makes the server a node of a cluster: `/api/cluster`, `/api/drain`, joins refused while
+    /// it drains.
+    pub fn with_cluster(mut self, node: crate::cluster_api::ClusterNode) -> Self {
+        self.cluster = Some(node);
         self
     }
 
@@ -241,6 +251,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(crate::admin::routes())
         .merge(crate::metrics::routes())
         .merge(crate::revoke_api::routes())
+        .merge(crate::cluster_api::routes())
         .fallback(get(asset))
         .with_state(state)
 }
@@ -552,6 +563,18 @@ impl Connection {
             return self.refuse(
                 ErrorCode::JoinRateLimited,
                 "too many join attempts from your address: wait a few seconds and try again",
+            );
+        }
+        if self
+            .state
+            .cluster
+            .as_ref()
+            .is_some_and(|c| c.drain.draining())
+        {
+            info!("join refused: this node drains");
+            return self.refuse(
+                ErrorCode::ServerBusy,
+                "this node is draining: join another node of the cluster",
             );
         }
         if !self.state.server_joins.allow(Instant::now()) {

@@ -217,6 +217,8 @@ export class EdgeSfuError extends Error {
  * - `chatopen` / `chatclose` — the chat data channel opened or closed.
  * - `videocodec` — `{codec}`: the room's codec policy asked this client to send video in `codec` (lowercase);
  *   it is put first in the codec preferences and renegotiated (docs/protocol.md, "Codec policy").
+ * - `reconnect` — `{url}`: this node drains (an upgrade); join the same room at `url`, another
+ *   node of the cluster, where the same room token works.
  * - `datachannel` — `{channel, label, peerId, peer}`: the SFU opened to this client the relay of another
  *   member's data channel (see `openChannel`); `channel` is an `RTCDataChannel` (`binaryType`
  *   `arraybuffer`) with that channel's label and options, whose messages are the ones that member sends.
@@ -929,6 +931,8 @@ export class EdgeSfuClient extends EventTarget {
       case 'tokenRefreshed': return this._emit('tokenrefreshed', { secondsLeft: msg.secondsLeft });
       // The connection closes right after; `close` follows.
       case 'serverStopping': return this._emit('serverstopping', {});
+      // The node drains (--cluster): join the same room again at `url`, another node.
+      case 'reconnect': return this._emit('reconnect', { url: msg.url });
       default:
         this.log('unknown message type', msg.type);
     }

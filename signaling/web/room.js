@@ -734,6 +734,19 @@ function wireClient(c) {
   c.addEventListener('serverstopping', () => {
     addChatLine({ text: 'The server is stopping.', system: true });
   });
+  // The node drains: the same page (room, name, token) on the node it names. Only http(s) URLs
+  // are followed, whatever the message says.
+  c.addEventListener('reconnect', ({ detail: { url } }) => {
+    let next;
+    try {
+      next = new URL(location.pathname + location.search + location.hash, url);
+    } catch {
+      return;
+    }
+    if (next.protocol !== 'https:' && next.protocol !== 'http:') return;
+    addChatLine({ text: `This server is going down for maintenance: moving to ${next.host}.`, system: true });
+    location.assign(next.href);
+  });
   c.addEventListener('error', ({ detail: err }) => {
     console.warn('edge-sfu error', err.code, err.message);
     if (c.state === 'joined') addChatLine({ text: `Error: ${err.message}`, system: true });

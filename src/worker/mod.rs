@@ -31,6 +31,9 @@ use sfu_core::protocol::{PeerId, ServerMessage};
 use sfu_core::str0m::net::Protocol;
 use sfu_core::{Action, Core, CoreConfig, DropReason, JoinRefusal, Transmit};
 use signaling::webhooks::WebhookSender;
+
+/// Where a worker hands its room events for the cluster directory.
+pub type ClusterEvents = tokio::sync::mpsc::UnboundedSender<sfu_core::RoomEvent>;
 use signaling::{PlainReply, PlainRequest, RecordingRequest, WorkerCommand};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot, Notify};
@@ -78,6 +81,8 @@ pub struct WorkerSpec {
     pub recording_totals: Arc<RecordingTotals>,
     /// Where room events go, when webhooks are configured.
     pub webhooks: Option<WebhookSender>,
+    /// Where room events go for the other nodes, with `--cluster`.
+    pub cluster: Option<ClusterEvents>,
 }
 
 /// Starts the worker thread; returns the shell in use once its runtime is up.
@@ -148,6 +153,7 @@ struct Shared {
     /// ICE-TCP connections accepted since start.
     tcp_accepted: Cell<u64>,
     webhooks: Option<WebhookSender>,
+    cluster: Option<ClusterEvents>,
 }
 
 impl Shared {
@@ -178,6 +184,7 @@ impl Shared {
             )),
             tcp_accepted: Cell::new(0),
             webhooks: spec.webhooks.clone(),
+            cluster: spec.cluster.clone(),
         })
     }
 
@@ -322,7 +329,13 @@ impl Shared {
                         requested.extend(self.recorders.borrow_mut().handle(output));
                     }
                     Action::RoomEvent(event) => {
-                        if let Some(webhooks) = &self.webhooks {
+                        if let Some(cluster) = &self.cluster {
+                            // The directory task reads until the server stops.
+                            let _ = cluster.send(event.clone());
+                        }
+                        if let Some(webhooks) =
+                            self.webhooks.as_ref().filter(|_| event.for_webhooks())
+                        {
                             webhooks.notify(event);
                         }
                     }
@@ -570,6 +583,14 @@ async fn command_loop(shared: Rc<Shared>, mut rx: mpsc::UnboundedReceiver<Worker
                     .force_mute(now, &room, peer, &track, muted);
                 shared.flush();
                 let _ = reply.send(result);
+            }
+            WorkerCommand::Cluster { event } => {
+                shared.core.borrow_mut().handle_cluster_event(now, event);
+                shared.flush();
+            }
+            WorkerCommand::Drain { url } => {
+                shared.core.borrow_mut().drain(&url);
+                shared.flush();
             }
         }
     }

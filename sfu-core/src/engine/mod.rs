@@ -16,6 +16,7 @@
 
 mod admin;
 mod codecs;
+mod cluster;
 mod data_channels;
 mod footprint;
 mod isolation;
@@ -38,6 +39,7 @@ use str0m::net::{DatagramRecv, Protocol, Receive};
 use str0m::{Event, IceConnectionState, Input, Output as RtcOutput};
 use tracing::{debug, info, warn};
 
+use crate::cluster::RemoteMembers;
 use crate::config::CoreConfig;
 use crate::counters::{Counters, DropReason, StatsSnapshot};
 use crate::demux::{Demux, FlowChange};
@@ -127,6 +129,8 @@ pub struct Core {
     counters: Counters,
     /// WHEP viewers: what each follows, and its legs.
     viewers: Viewers,
+    /// Members of rooms on other nodes (`--cluster`); empty on a lone node.
+    remote: RemoteMembers,
     /// Events polled from a member's session, handled after its polling (reused).
     events: VecDeque<Event>,
     /// Where a member's media payload is decrypted to before its track keeps it (reused).
@@ -150,6 +154,7 @@ impl Core {
             outbox: Outbox::default(),
             counters: Counters::default(),
             viewers: Viewers::default(),
+            remote: RemoteMembers::default(),
             events: VecDeque::with_capacity(64),
             rx_payload: vec![0; RX_PAYLOAD_BYTES],
             due: Vec::new(),
@@ -730,6 +735,11 @@ impl Core {
     /// Tells `room` its dominant speaker changed.
     fn announce_speaker(&mut self, room: &str, speaker: Option<TrackKey>) {
         debug!(room, speaker = ?speaker.map(|k| k.id()), "dominant speaker");
+        self.outbox.event(RoomEvent::ActiveSpeaker {
+            room: room.to_owned(),
+            peer_id: speaker.map(|k| k.peer),
+            track_id: speaker.map(|k| k.id()),
+        });
         for member in self.members.members_of(room) {
             self.outbox
                 .signal(member, quality::speaker_message(speaker));

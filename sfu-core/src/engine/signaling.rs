@@ -229,6 +229,7 @@ impl Core {
             .map(|r| r.ingests.clone())
             .unwrap_or_default();
         others.extend(ingests.into_iter().filter_map(|i| self.peer_info(i)));
+        others.extend(self.remote.infos(&room));
         let info = PeerInfo {
             id,
             name: peer.name.clone(),
@@ -527,6 +528,12 @@ impl Core {
         };
         let key = TrackKey { peer: id, mid };
         let track_id = key.id();
+        self.outbox.event(RoomEvent::TrackMuted {
+            room: room.to_string(),
+            peer_id: id,
+            track_id: track_id.clone(),
+            muted,
+        });
         for other in self.members.members_except(&room, id) {
             self.mute_subscriptions(now, other, key, muted);
             self.outbox.signal(
@@ -627,10 +634,26 @@ impl Core {
             text,
         };
         let room = peer.room.clone();
+        self.outbox.event(RoomEvent::Chat {
+            room: room.to_string(),
+            peer_id: id,
+            name: line.name.clone(),
+            text: line.text.clone(),
+        });
+        self.relay_chat(&room, Some(id), line);
+    }
+
+    /// Hands chat `line` to every member of `room` but `except`: on its chat data channel when
+    /// open, else as a `chat` message.
+    pub(super) fn relay_chat(&mut self, room: &str, except: Option<PeerId>, line: ChatOut) {
         let Ok(json) = serde_json::to_string(&line) else {
             return;
         };
-        for other in self.members.members_except(&room, id) {
+        let to = match except {
+            Some(id) => self.members.members_except(room, id),
+            None => self.members.members_of(room),
+        };
+        for other in to {
             let Some(o) = self.members.get_mut(other) else {
                 continue;
             };

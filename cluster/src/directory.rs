@@ -1,0 +1,317 @@
+//! The one task that talks to Redis: it registers the node, keeps its record alive, writes its
+//! members as they change, publishes its room events, reads the other nodes' and hands what
+//! changed to the workers. Redis going away stops none of that locally: the task keeps the
+//! node's members up to date in memory, retries every second, and on return registers again
+//! and reads everything (a resynchronisation), so calls never wait for Redis.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncCommands, IntoConnectionInfo};
+use sfu_core::cluster::ClusterEvent;
+use sfu_core::RoomEvent;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use crate::keys;
+use crate::local::{Change, LocalMembers};
+use crate::mirror::Mirror;
+use crate::record::{MemberRecord, NodeEvent, NodeRecord};
+use crate::view::ClusterView;
+
+/// How long one Redis round trip may take before the connection counts as lost.
+const OP_TIMEOUT: Duration = Duration::from_secs(2);
+/// The wait between two connection attempts.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// How this node joins the cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    /// `redis://HOST:PORT[/DB]` (a password may be in it).
+    pub redis_url: String,
+    /// The password, when not in the URL (`--cluster-password-file`).
+    pub password: Option<String>,
+    /// This node's id (`--node-id`).
+    pub node_id: String,
+    /// Where clients reach this node's signaling server.
+    pub node_url: String,
+    /// Where other nodes reach this node for trunks (`--trunk-address`).
+    pub trunk_address: String,
+    /// How long the node's record lives without a heartbeat (`--cluster-ttl`); the heartbeat
+    /// runs three times per TTL.
+    pub ttl: Duration,
+}
+
+/// Why the directory could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DirectoryError {
+    /// Redis refused or failed a command, or the connection broke.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// Redis did not answer within the time allowed.
+    #[error("redis did not answer within {OP_TIMEOUT:?}")]
+    Timeout,
+    /// The subscription to the other nodes' events ended.
+    #[error("the event subscription ended")]
+    SubscriptionEnded,
+}
+
+/// Where the directory hands what other nodes did: every worker of this node.
+pub type Deliver = Box<dyn Fn(ClusterEvent) + Send + Sync>;
+
+/// The directory task's state.
+pub struct Directory {
+    settings: ClusterSettings,
+    local: LocalMembers,
+    mirror: Mirror,
+    view: ClusterView,
+    events: mpsc::UnboundedReceiver<RoomEvent>,
+    deliver: Deliver,
+}
+
+impl Directory {
+    /// The task for `settings`, reading the workers' room events from `events`, handing other
+    /// nodes' to `deliver` and what it reads to `view`.
+    pub fn new(
+        settings: ClusterSettings,
+        view: ClusterView,
+        events: mpsc::UnboundedReceiver<RoomEvent>,
+        deliver: Deliver,
+    ) -> Self {
+        Directory {
+            local: LocalMembers::new(&settings.node_id),
+            mirror: Mirror::new(&settings.node_id),
+            settings,
+            view,
+            events,
+            deliver,
+        }
+    }
+
+    /// Runs until the workers are gone, reconnecting to Redis whenever it is lost.
+    pub async fn run(mut self) {
+        let mut was_connected = false;
+        loop {
+            match self.session().await {
+                Ok(()) => return,
+                Err(e) if was_connected || self.view.connected() => {
+                    warn!(error = %e, "cluster directory lost: calls go on, retrying every second");
+                }
+                Err(e) => warn!(error = %e, "cluster directory unreachable: retrying"),
+            }
+            was_connected = self.view.connected();
+            self.view.set_connected(false);
+            let retry = tokio::time::sleep(RETRY);
+            tokio::pin!(retry);
+            loop {
+                tokio::select! {
+                    _ = &mut retry => break,
+                    event = self.events.recv() => match event {
+                        Some(event) => { self.local.apply(&event); }
+                        None => return,
+                    },
+                }
+            }
+        }
+    }
+
+    /// One connection to Redis, for as long as it works. `Ok` when the workers are gone.
+    async fn session(&mut self) -> Result<(), DirectoryError> {
+        let mut info = self.settings.redis_url.as_str().into_connection_info()?;
+        if let Some(password) = &self.settings.password {
+            let redis = info.redis_settings().clone().set_password(password);
+            info = info.set_redis_settings(redis);
+        }
+        let client = redis::Client::open(info)?;
+        let mut conn = timed(client.get_multiplexed_async_connection()).await?;
+        let pubsub = timed(client.get_async_pubsub()).await?;
+        // The sink is kept for as long as the stream is read: the subscription lives with both.
+        let (mut sink, mut messages) = pubsub.split();
+        timed(sink.subscribe(keys::events())).await?;
+        self.register(&mut conn).await?;
+        self.view.set_connected(true);
+        info!(node = %self.settings.node_id, "registered in the cluster directory");
+        let connected_at = Instant::now();
+        self.heartbeat(&mut conn, false).await?;
+        let mut tick = tokio::time::interval(self.settings.ttl / 3);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    // Right after (re)connecting, other nodes may still be registering again:
+                    // a node counts as gone only once this one has been connected a whole TTL.
+                    let settled = connected_at.elapsed() >= self.settings.ttl;
+                    self.heartbeat(&mut conn, settled).await?;
+                }
+                message = messages.next() => {
+                    let Some(message) = message else {
+                        return Err(DirectoryError::SubscriptionEnded);
+                    };
+                    self.on_published(message.get_payload_bytes());
+                }
+                event = self.events.recv() => match event {
+                    Some(event) => self.publish(&mut conn, event).await?,
+                    None => return Ok(()),
+                },
+            }
+        }
+    }
+
+    /// Writes the node's record and all its members, replacing whatever an earlier run left.
+    async fn register(&mut self, conn: &mut MultiplexedConnection) -> Result<(), DirectoryError> {
+        let id = &self.settings.node_id;
+        let members = keys::members(id);
+        let mut pipe = redis::pipe();
+        pipe.atomic().del(&members).ignore();
+        for record in self.local.records() {
+            pipe.hset(&members, record.id, json(record)).ignore();
+        }
+        pipe.pexpire(&members, self.ttl_ms()).ignore();
+        self.write_record(&mut pipe);
+        timed(pipe.query_async::<()>(conn)).await
+    }
+
+    /// The node's record with its TTL, and its place in the node set.
+    fn write_record(&self, pipe: &mut redis::Pipeline) {
+        let id = &self.settings.node_id;
+        let record = NodeRecord {
+            id: id.clone(),
+            url: self.settings.node_url.clone(),
+            trunk_address: self.settings.trunk_address.clone(),
+            peers: self.local.len(),
+            rooms: self.local.rooms(),
+            draining: self.view.draining(),
+        };
+        pipe.cmd("SET")
+            .arg(keys::node(id))
+            .arg(json(&record))
+            .arg("PX")
+            .arg(self.ttl_ms())
+            .ignore();
+        pipe.sadd(keys::nodes(), id).ignore();
+    }
+
+    /// Refreshes the node's record and members, then reads every node's: hands the differences
+    /// to the workers (members of nodes that are gone leave, with `forget_missing`).
+    async fn heartbeat(
+        &mut self,
+        conn: &mut MultiplexedConnection,
+        forget_missing: bool,
+    ) -> Result<(), DirectoryError> {
+        let mut pipe = redis::pipe();
+        self.write_record(&mut pipe);
+        pipe.pexpire(keys::members(&self.settings.node_id), self.ttl_ms())
+            .ignore();
+        timed(pipe.query_async::<()>(conn)).await?;
+
+        let ids: Vec<String> = timed(conn.smembers(keys::nodes())).await?;
+        let node_keys: Vec<String> = ids.iter().map(|id| keys::node(id)).collect();
+        let records: Vec<Option<String>> = if ids.is_empty() {
+            Vec::new()
+        } else {
+            timed(redis::cmd("MGET").arg(&node_keys).query_async(conn)).await?
+        };
+        let mut live = Vec::new();
+        let mut gone = Vec::new();
+        for (id, record) in ids.into_iter().zip(records) {
+            match record.as_deref().map(serde_json::from_str::<NodeRecord>) {
+                Some(Ok(record)) => live.push(record),
+                Some(Err(e)) => warn!(node = id, error = %e, "unreadable node record: ignored"),
+                None => gone.push(id),
+            }
+        }
+        if forget_missing && !gone.is_empty() {
+            timed(conn.srem::<_, _, ()>(keys::nodes(), &gone)).await?;
+        }
+        let mut pipe = redis::pipe();
+        for node in &live {
+            pipe.hgetall(keys::members(&node.id));
+        }
+        let hashes: Vec<HashMap<String, String>> = timed(pipe.query_async(conn)).await?;
+        let mut snapshot = HashMap::new();
+        for (node, hash) in live.iter().zip(hashes) {
+            let members = hash
+                .values()
+                .filter_map(|v| match serde_json::from_str::<MemberRecord>(v) {
+                    Ok(m) => Some(m),
+                    Err(e) => {
+                        warn!(node = node.id, error = %e, "unreadable member record: ignored");
+                        None
+                    }
+                })
+                .collect();
+            snapshot.insert(node.id.clone(), members);
+        }
+        for event in self.mirror.resync(snapshot, forget_missing) {
+            (self.deliver)(event);
+        }
+        self.view.set_nodes(live);
+        Ok(())
+    }
+
+    /// Writes what a local room event changed and publishes it for the other nodes.
+    async fn publish(
+        &mut self,
+        conn: &mut MultiplexedConnection,
+        event: RoomEvent,
+    ) -> Result<(), DirectoryError> {
+        if matches!(
+            event,
+            RoomEvent::RoomStarted { .. } | RoomEvent::RoomFinished { .. }
+        ) {
+            // Rooms are where members are: nothing to write or tell.
+            return Ok(());
+        }
+        let members = keys::members(&self.settings.node_id);
+        let mut pipe = redis::pipe();
+        match self.local.apply(&event) {
+            Change::Member(record) => {
+                pipe.hset(&members, record.id, json(&record)).ignore();
+                pipe.pexpire(&members, self.ttl_ms()).ignore();
+            }
+            Change::Gone(id) => {
+                pipe.hdel(&members, id).ignore();
+            }
+            Change::Nothing => {}
+        }
+        let published = NodeEvent {
+            node: self.settings.node_id.clone(),
+            event,
+        };
+        pipe.publish(keys::events(), json(&published)).ignore();
+        timed(pipe.query_async::<()>(conn)).await
+    }
+
+    /// A message on the events channel: another node's room event (or garbage, ignored).
+    fn on_published(&mut self, payload: &[u8]) {
+        match serde_json::from_slice::<NodeEvent>(payload) {
+            Ok(published) => {
+                for event in self.mirror.apply(published) {
+                    (self.deliver)(event);
+                }
+            }
+            Err(e) => warn!(error = %e, "unreadable cluster event: ignored"),
+        }
+    }
+
+    fn ttl_ms(&self) -> i64 {
+        i64::try_from(self.settings.ttl.as_millis()).unwrap_or(i64::MAX)
+    }
+}
+
+/// A Redis round trip, failed when it takes longer than [`OP_TIMEOUT`].
+async fn timed<T>(
+    op: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Result<T, DirectoryError> {
+    match tokio::time::timeout(OP_TIMEOUT, op).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(DirectoryError::Timeout),
+    }
+}
+
+/// A record as JSON (they are plain data: serialising cannot fail).
+fn json(value: &impl serde::Serialize) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}

@@ -1,0 +1,70 @@
+//! What the directory stores and publishes, as JSON.
+
+use serde::{Deserialize, Serialize};
+use sfu_core::protocol::{PeerId, PeerInfo, TrackInfo};
+use sfu_core::RoomEvent;
+
+/// One node, as its heartbeat writes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeRecord {
+    /// Its `--node-id`.
+    pub id: String,
+    /// Where clients reach its signaling server (`https://host:port`).
+    pub url: String,
+    /// Where other nodes reach it for trunks (`--trunk-address`).
+    pub trunk_address: String,
+    /// Members connected to it.
+    pub peers: usize,
+    /// Its rooms and how many of their members are on it.
+    pub rooms: Vec<RoomLoad>,
+    /// Whether it is draining (it takes no new members).
+    pub draining: bool,
+}
+
+/// A room on one node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomLoad {
+    /// The room's name.
+    pub room: String,
+    /// Its members on that node.
+    pub members: usize,
+}
+
+/// One member of a room, in its node's members hash.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberRecord {
+    /// The room.
+    pub room: String,
+    /// The member's id (unique in the cluster: each node draws its own range).
+    pub id: PeerId,
+    /// Its display name.
+    pub name: String,
+    /// The node it is connected to.
+    pub node: String,
+    /// The tracks it publishes.
+    pub tracks: Vec<TrackInfo>,
+}
+
+impl MemberRecord {
+    /// The member as the protocol shows it.
+    pub fn info(&self) -> PeerInfo {
+        PeerInfo {
+            id: self.id,
+            name: self.name.clone(),
+            tracks: self.tracks.clone(),
+        }
+    }
+}
+
+/// A room event one node publishes for the others.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeEvent {
+    /// The node it happened on.
+    pub node: String,
+    /// What happened (the core's own room event).
+    pub event: RoomEvent,
+}

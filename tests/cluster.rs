@@ -1,0 +1,308 @@
+//! Regional nodes (`--cluster`): three real edge-sfu processes share a real Redis (Debian's
+//! `redis-server`, started here on a free loopback port without persistence) and one room, with
+//! str0m participants spread over them. Membership lists agree across nodes, chat crosses nodes,
+//! a `kill -9`ed node's members leave the others' rooms within its TTL, a Redis restart
+//! mid-call loses nobody and a member who joins after it sees everyone, and a drained node sends
+//! its members to another node and exits 0. Media across nodes is the trunk's (not here).
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sfu_client::{Client, ClientEvent, PeerId};
+use support::{http, http_get, join, until, Server};
+
+/// The nodes' TTL: short, so a dead node is noticed within seconds.
+const TTL_SECONDS: &str = "2";
+
+/// A `redis-server` on a free loopback port, with no persistence; killed on drop.
+struct Redis {
+    child: Child,
+    port: u16,
+}
+
+impl Redis {
+    /// Starts one on `port` (0: a free one); `None` when the binary is not installed.
+    fn start(port: u16) -> Option<Redis> {
+        let port = match port {
+            0 => TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port(),
+            p => p,
+        };
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        let child = match child {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => panic!("starting redis-server: {e}"),
+        };
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(Redis { child, port })
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// `kill -9`, and waits for it.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A node `id` of the cluster at `redis`.
+fn node(redis: &str, id: &str) -> Server {
+    Server::start_with(&[
+        "--cluster",
+        redis,
+        "--node-id",
+        id,
+        "--cluster-ttl",
+        TTL_SECONDS,
+        "--drain-timeout",
+        "20",
+    ])
+}
+
+/// What one participant learned of the room: who is in it (from `joined` and the later
+/// `peerJoined`/`peerLeft`), chat lines, and where it was told to reconnect.
+#[derive(Default)]
+struct View {
+    members: BTreeSet<PeerId>,
+    left: Vec<PeerId>,
+    chats: Vec<(PeerId, String)>,
+    reconnect: Option<String>,
+}
+
+impl View {
+    fn of(client: &Client) -> View {
+        View {
+            members: client.initial_peers().iter().map(|p| p.id).collect(),
+            ..View::default()
+        }
+    }
+
+    fn pump(&mut self, client: &mut Client) {
+        while let Some(event) = client.try_next_event() {
+            match event {
+                ClientEvent::PeerJoined(p) => {
+                    self.members.insert(p.id);
+                }
+                ClientEvent::PeerLeft(id) => {
+                    self.members.remove(&id);
+                    self.left.push(id);
+                }
+                ClientEvent::Chat { from, text, .. } => self.chats.push((from, text)),
+                ClientEvent::Reconnect { url } => self.reconnect = Some(url),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// `GET /api/cluster` of the node at `addr`, parsed.
+async fn cluster_listing(addr: SocketAddr) -> serde_json::Value {
+    let (status, body) = http_get(addr, "/api/cluster")
+        .await
+        .expect("GET /api/cluster");
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).expect("JSON")
+}
+
+fn kill_9(server: &Server) {
+    // SAFETY: kill(2) on the pid of a child this test started and still holds.
+    let rc = unsafe { libc::kill(server.pid() as libc::pid_t, libc::SIGKILL) };
+    assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_room_across_three_nodes_survives_a_dead_node_a_redis_restart_and_a_drain() {
+    let Some(mut redis) = Redis::start(0) else {
+        eprintln!("SKIPPED: redis-server is not installed (scripts/test installs it)");
+        return;
+    };
+    let url = redis.url();
+    let a = node(&url, "a");
+    let mut b = node(&url, "b");
+    let c = node(&url, "c");
+    let room = "kitchen";
+
+    // Membership: each sees the other two, whichever node they are on.
+    let mut alice = join(&a, room, "alice", true, false).await;
+    let mut bob = join(&b, room, "bob", false, false).await;
+    let mut carol = join(&c, room, "carol", false, false).await;
+    let (ia, ib, ic) = (alice.peer_id(), bob.peer_id(), carol.peer_id());
+    assert!(
+        ia != ib && ib != ic && ia != ic,
+        "peer ids are unique across nodes"
+    );
+    let (mut va, mut vb, mut vc) = (View::of(&alice), View::of(&bob), View::of(&carol));
+    until(
+        Duration::from_secs(10),
+        "every member listing the other two",
+        || {
+            va.pump(&mut alice);
+            vb.pump(&mut bob);
+            vc.pump(&mut carol);
+            va.members == BTreeSet::from([ib, ic])
+                && vb.members == BTreeSet::from([ia, ic])
+                && vc.members == BTreeSet::from([ia, ib])
+        },
+    )
+    .await;
+
+    // Chat crosses nodes (carol has no other member on her node).
+    carol.send_chat("hello from c").await.expect("carol's chat");
+    until(Duration::from_secs(10), "carol's line on a and b", || {
+        va.pump(&mut alice);
+        vb.pump(&mut bob);
+        let has = |v: &View| v.chats.iter().any(|(f, t)| *f == ic && t == "hello from c");
+        has(&va) && has(&vb)
+    })
+    .await;
+
+    // /api/cluster on any node lists the three with their load (as of its next heartbeat).
+    let mut ids = Vec::new();
+    for _ in 0..100 {
+        let listing = cluster_listing(a.addr).await;
+        ids = listing["nodes"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .map(|n| n["id"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        if ids == ["a", "b", "c"] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(ids, ["a", "b", "c"]);
+
+    // kill -9 of node c: a and b drop carol within the TTL and a few seconds.
+    kill_9(&c);
+    let killed = Instant::now();
+    until(
+        Duration::from_secs(10),
+        "carol's peerLeft on a and b",
+        || {
+            va.pump(&mut alice);
+            vb.pump(&mut bob);
+            va.left.contains(&ic) && vb.left.contains(&ic)
+        },
+    )
+    .await;
+    eprintln!("dead node noticed after {:?}", killed.elapsed());
+    drop(carol);
+
+    // Redis restarted mid-call: nobody leaves, and after it returns a new member on b sees
+    // everyone and is seen by everyone.
+    let port = redis.port;
+    redis.kill();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let _redis = Redis::start(port).expect("redis-server again");
+    let mut dave = join(&b, room, "dave", false, false).await;
+    let id_d = dave.peer_id();
+    let mut vd = View::of(&dave);
+    until(
+        Duration::from_secs(15),
+        "dave (joined after the restart) and the others seeing each other",
+        || {
+            va.pump(&mut alice);
+            vb.pump(&mut bob);
+            vd.pump(&mut dave);
+            vd.members == BTreeSet::from([ia, ib]) && va.members.contains(&id_d)
+        },
+    )
+    .await;
+    assert!(
+        !va.left.contains(&ib) && !vb.left.contains(&ia),
+        "nobody left while Redis was away"
+    );
+
+    // Drain b: its members are told to reconnect to a, then leave; b exits 0.
+    let (status, body) = http(b.addr, "POST", "/api/drain", None)
+        .await
+        .expect("POST /api/drain");
+    assert_eq!(status, 200, "{body}");
+    let a_url = format!("http://{}", a.addr);
+    until(
+        Duration::from_secs(10),
+        "bob and dave told to reconnect to a",
+        || {
+            vb.pump(&mut bob);
+            vd.pump(&mut dave);
+            vb.reconnect.as_deref() == Some(a_url.as_str())
+                && vd.reconnect.as_deref() == Some(a_url.as_str())
+        },
+    )
+    .await;
+    bob.leave().await;
+    dave.leave().await;
+    let status = b.wait_exit(Duration::from_secs(20));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the drained node exits 0 once empty: {status:?}\n{}",
+        b.log_tail(40)
+    );
+    until(
+        Duration::from_secs(10),
+        "bob and dave gone from alice's room",
+        || {
+            va.pump(&mut alice);
+            va.members.is_empty()
+        },
+    )
+    .await;
+
+    // SIGTERM drains too: a keeps serving (its record says it drains) until alice leaves, then
+    // exits 0.
+    let mut a = a;
+    // SAFETY: kill(2) on the pid of a child this test started and still holds.
+    let rc = unsafe { libc::kill(a.pid() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
+    let mut draining = false;
+    for _ in 0..100 {
+        let listing = cluster_listing(a.addr).await;
+        draining = listing["nodes"].as_array().is_some_and(|nodes| {
+            nodes
+                .iter()
+                .any(|n| n["id"] == "a" && n["draining"] == true)
+        });
+        if draining {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(draining, "SIGTERM made a drain\n{}", a.log_tail(20));
+    alice.leave().await;
+    let status = a.wait_exit(Duration::from_secs(20));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "a exits 0 once empty: {status:?}\n{}",
+        a.log_tail(40)
+    );
+}
