@@ -15,8 +15,8 @@
 //! be fed next. Nothing here reads a clock, touches a socket or spawns a thread.
 
 mod admin;
-mod codecs;
 mod cluster;
+mod codecs;
 mod data_channels;
 mod footprint;
 mod isolation;
