@@ -271,6 +271,9 @@ pub struct StatsSnapshot {
     /// Plain RTP outputs.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub outputs: Vec<crate::plain::OutputInfo>,
+    /// Trunks to other nodes, with what each carried.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub trunks: Vec<crate::trunk::TrunkInfo>,
 }
 
 impl StatsSnapshot {
@@ -302,6 +305,7 @@ impl StatsSnapshot {
             ice_tcp_accepted: 0,
             ingests: Vec::new(),
             outputs: Vec::new(),
+            trunks: Vec::new(),
         }
     }
 
@@ -326,6 +330,7 @@ impl StatsSnapshot {
         }
         self.ingests.extend(other.ingests.iter().cloned());
         self.outputs.extend(other.outputs.iter().cloned());
+        self.trunks.extend(other.trunks.iter().cloned());
     }
 }
 

@@ -21,6 +21,7 @@ mod plain;
 mod recording;
 mod signaling;
 mod stop;
+mod trunk;
 mod whep;
 mod whip;
 
@@ -50,6 +51,7 @@ use crate::router::{
     Arrival, Delivery, Origin, Refusal, RoutedPacket, Router, SinkRef, SinkSet, TrackKey,
 };
 use crate::timers::Deadlines;
+use crate::trunk::{TrunkId, Trunks};
 use crate::viewers::Viewers;
 use crate::wire::{classify, DatagramKind, RtpPacket, StunPacket};
 
@@ -82,6 +84,8 @@ enum Route {
     Member(PeerId, DatagramKind),
     /// A plain RTP ingest.
     Ingest(PeerId),
+    /// A trunk to another node.
+    Trunk(TrunkId),
 }
 
 /// How soon a member's session gets time after media arrived from it, at the latest: its
@@ -125,6 +129,8 @@ pub struct Core {
     counters: Counters,
     /// WHEP viewers: what each follows, and its legs.
     viewers: Viewers,
+    /// Trunks to other nodes, and the members of those nodes in this node's rooms.
+    trunks: Trunks,
     /// Events polled from a member's session, handled after its polling (reused).
     events: VecDeque<Event>,
     /// Where a member's media payload is decrypted to before its track keeps it (reused).
@@ -148,6 +154,7 @@ impl Core {
             outbox: Outbox::default(),
             counters: Counters::default(),
             viewers: Viewers::default(),
+            trunks: Trunks::default(),
             events: VecDeque::with_capacity(64),
             rx_payload: vec![0; RX_PAYLOAD_BYTES],
             due: Vec::new(),
@@ -169,6 +176,7 @@ impl Core {
         );
         stats.ingests = self.ingest_infos();
         stats.outputs = self.output_infos();
+        stats.trunks = self.trunk_infos();
         stats
     }
 
@@ -241,6 +249,7 @@ impl Core {
             }
         }
         self.due = due;
+        self.trunk_timeouts(now);
         if self.quality.tick_due(now, !self.members.is_empty()) {
             self.quality_tick(now);
         }
@@ -294,10 +303,14 @@ impl Core {
 
     /// When [`Core::handle_timeout`] must be called next, or `None` with nothing to wait for.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.timers.next(), self.quality.next_tick()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.timers.next(),
+            self.quality.next_tick(),
+            self.trunks.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     fn receive(
@@ -320,6 +333,9 @@ impl Core {
                 }
                 self.drive(now);
                 return;
+            }
+            Some(Route::Trunk(id)) => {
+                return self.receive_trunk(now, id, proto, (source, destination), buf);
             }
             None => return,
         };
@@ -441,6 +457,9 @@ impl Core {
             return None;
         }
         let tuple = (source, destination);
+        if let Some(trunk) = self.trunks.route(proto, tuple, buf) {
+            return Some(Route::Trunk(trunk));
+        }
         let kind = classify(buf);
         let (found, miss) = match kind {
             DatagramKind::Stun => {
@@ -505,8 +524,15 @@ impl Core {
 
     /// Polls every dirty member's session until it has nothing more, acting on its events.
     fn drive(&mut self, now: Instant) {
-        while let Some(id) = self.members.next_dirty() {
-            self.isolated(now, id, |core| core.drive_member(now, id));
+        loop {
+            while let Some(id) = self.members.next_dirty() {
+                self.isolated(now, id, |core| core.drive_member(now, id));
+            }
+            // A trunk's events may touch members (a far track to offer), and members' the
+            // trunks (a keyframe request).
+            if !self.drive_trunks(now) {
+                return;
+            }
         }
     }
 
@@ -634,6 +660,7 @@ impl Core {
             members: &mut self.members,
             plain: &mut self.plain,
             recordings: &mut self.recordings,
+            trunks: &mut self.trunks,
             egress: Egress {
                 outbox: &mut self.outbox,
                 counters: &mut self.counters,
@@ -685,11 +712,14 @@ impl Core {
         let Some(track) = self.router.track_mut(source) else {
             return;
         };
-        if track.origin != Origin::Member
+        if !matches!(track.origin, Origin::Member | Origin::Trunk(_))
             || track.kind != MediaKind::Video
             || !track.layers.claim_keyframe_request(layer, now, interval)
         {
             return;
+        }
+        if let Origin::Trunk(trunk) = track.origin {
+            return self.request_trunk_keyframe(trunk, source, layer);
         }
         let rid = track.layers.get(layer).and_then(|l| l.rid);
         let Some(publisher) = self.members.get_mut(source.peer) else {
@@ -723,6 +753,7 @@ impl Core {
         for id in self.members.ids() {
             self.reallocate(now, id);
         }
+        self.trunk_demands();
         for (peer, msg) in self.quality.layer_hints(now, &mut self.router) {
             self.outbox.signal(peer, msg);
         }
@@ -796,6 +827,7 @@ struct CoreSinks<'a> {
     members: &'a mut Members,
     plain: &'a mut PlainLegs,
     recordings: &'a mut Recordings,
+    trunks: &'a mut Trunks,
     egress: Egress<'a>,
 }
 
@@ -808,6 +840,7 @@ impl SinkSet for CoreSinks<'_> {
             }
             SinkRef::PlainOutput(id) => self.plain.deliver(id, packet, &mut self.egress),
             SinkRef::Recorder(number) => self.recordings.deliver(number, packet),
+            SinkRef::Trunk(id) => self.trunks.deliver(id, packet, &mut self.egress),
         }
     }
 }

@@ -12,8 +12,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 pub use peer::{Bandwidth, Peer, SdpError};
+pub(crate) use resend_log::{ResendLog, Sent};
 pub use room::Room;
 pub use signaling_channel::SignalingChannel;
+pub(crate) use subscription::seal;
 pub use subscription::{LegCounters, LegState, Subscription};
 
 use crate::outbox::Egress;
