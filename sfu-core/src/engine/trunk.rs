@@ -400,16 +400,13 @@ impl Core {
                 info!(node = %trunk.node, "trunk connected");
                 trunk.connected = true;
             }
-            Event::ChannelOpen(cid, label) => {
-                if trunk.on_channel_open(cid, &label) {
-                    trunk.dirty = true;
-                    let node = trunk.node.clone();
-                    for room in self.members.room_names() {
-                        if self.trunks.shares(id, &room) {
-                            self.share_room(id, &room);
-                        }
+            Event::ChannelOpen(cid, label) if trunk.on_channel_open(cid, &label) => {
+                trunk.dirty = true;
+                debug!(node = %trunk.node, "trunk control channel open");
+                for room in self.members.room_names() {
+                    if self.trunks.shares(id, &room) {
+                        self.share_room(id, &room);
                     }
-                    debug!(node, "trunk control channel open");
                 }
             }
             Event::ChannelData(data) if trunk.is_control(data.id) => {

@@ -248,7 +248,8 @@ mod tests {
 
     #[test]
     fn hostile_messages_are_refused_with_a_reason() {
-        let cases: Vec<(Vec<u8>, fn(&ControlError) -> bool)> = vec![
+        type Expected = fn(&ControlError) -> bool;
+        let cases: Vec<(Vec<u8>, Expected)> = vec![
             (vec![b' '; MAX_CONTROL_MESSAGE + 1], |e| {
                 matches!(e, ControlError::TooLarge(_))
             }),
@@ -284,44 +285,45 @@ mod tests {
         }
     }
 
+    fn layers(m: &mut ControlMessage) -> &mut Vec<LayerStream> {
+        match m {
+            ControlMessage::Publish { layers, .. } => layers,
+            _ => unreachable!("a publication"),
+        }
+    }
+
     #[test]
     fn publications_with_inconsistent_layers_are_refused() {
-        let with = |change: fn(&mut ControlMessage)| {
+        let with = |change: &dyn Fn(&mut ControlMessage)| {
             let mut m = publish();
             change(&mut m);
             ControlMessage::parse(&m.emit()).expect_err("refused")
         };
-        let layers = |m: &mut ControlMessage| -> &mut Vec<LayerStream> {
-            match m {
-                ControlMessage::Publish { layers, .. } => layers,
-                _ => unreachable!(),
-            }
-        };
         assert_eq!(
-            with(|m| layers(m).clear()),
+            with(&|m| layers(m).clear()),
             ControlError::Invalid("layer count")
         );
         assert_eq!(
-            with(|m| {
+            with(&|m| {
                 let l = layers(m);
                 l.extend(l.clone());
             }),
             ControlError::Invalid("layer count")
         );
         assert_eq!(
-            with(|m| layers(m)[1].ssrc = 10),
+            with(&|m| layers(m)[1].ssrc = 10),
             ControlError::Invalid("ssrc or rid repeated")
         );
         assert_eq!(
-            with(|m| layers(m)[1].rtx = Some(12)),
+            with(&|m| layers(m)[1].rtx = Some(12)),
             ControlError::Invalid("ssrc or rid repeated")
         );
         assert_eq!(
-            with(|m| layers(m)[1].rid = None),
+            with(&|m| layers(m)[1].rid = None),
             ControlError::Invalid("rid")
         );
         assert_eq!(
-            with(|m| {
+            with(&|m| {
                 if let ControlMessage::Publish { kind, .. } = m {
                     *kind = TrackKind::Audio;
                 }
@@ -329,7 +331,7 @@ mod tests {
             ControlError::Invalid("audio layers")
         );
         assert_eq!(
-            with(|m| {
+            with(&|m| {
                 if let ControlMessage::Publish { room, .. } = m {
                     room.clear();
                 }

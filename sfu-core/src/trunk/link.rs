@@ -67,6 +67,8 @@ struct OutTrack {
 pub struct InTrack {
     /// Its key in this node's router.
     pub key: TrackKey,
+    /// The trunk media its streams belong to.
+    pub mid: Mid,
     /// The SSRC of each of its layers on the trunk, lowest first.
     pub ssrcs: Vec<Ssrc>,
     /// The layers last asked of the far node.
@@ -103,6 +105,9 @@ pub struct Trunk {
     by_ssrc: HashMap<Ssrc, (TrackKey, u8)>,
     /// The next trunk media number this side gives a track.
     next_mid: u32,
+    /// What the mids this side gives start with (the two sides' differ, so the media each
+    /// declares for its own tracks never meets one the other announces).
+    mid_prefix: char,
 }
 
 impl Trunk {
@@ -129,6 +134,7 @@ impl Trunk {
             incoming: HashMap::new(),
             by_ssrc: HashMap::new(),
             next_mid: 0,
+            mid_prefix: if awaiting_answer { 'd' } else { 'a' },
         }
     }
 
@@ -182,7 +188,7 @@ impl Trunk {
         if self.out.contains_key(&key) {
             return;
         }
-        let mid = Mid::from(format!("t{}", self.next_mid).as_str());
+        let mid = Mid::from(format!("{}{}", self.mid_prefix, self.next_mid).as_str());
         self.next_mid += 1;
         let mut api = self.rtc.direct_api();
         api.declare_media(mid, track.kind);
@@ -362,14 +368,13 @@ impl Trunk {
         {
             return false;
         }
-        match self.rtc.media(trunk_mid).map(|m| m.kind()) {
-            Some(k) if k != kind => return false,
-            Some(_) => {}
-            None => {
-                self.rtc.direct_api().declare_media(trunk_mid, kind);
-            }
+        // Each far track has its own media, named by the far side: one this side already has
+        // (its own, or another far track's) is refused.
+        if self.rtc.media(trunk_mid).is_some() {
+            return false;
         }
         let mut api = self.rtc.direct_api();
+        api.declare_media(trunk_mid, kind);
         let mut ssrcs = Vec::new();
         for (i, l) in layers.iter().enumerate() {
             let ssrc = Ssrc::from(l.ssrc);
@@ -382,6 +387,7 @@ impl Trunk {
             far,
             InTrack {
                 key,
+                mid: trunk_mid,
                 ssrcs,
                 demand: 0,
             },
@@ -394,8 +400,8 @@ impl Trunk {
         let track = self.incoming.remove(far)?;
         for ssrc in &track.ssrcs {
             self.by_ssrc.remove(ssrc);
-            self.rtc.direct_api().remove_stream_rx(*ssrc);
         }
+        self.rtc.direct_api().remove_media(track.mid);
         Some(track.key)
     }
 

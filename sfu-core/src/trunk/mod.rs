@@ -146,7 +146,6 @@ impl Trunks {
             fingerprint: api.local_dtls_fingerprint().to_string(),
             address: local,
         };
-        drop(api);
         let mut trunk = Trunk::new(node.to_owned(), rtc, dials);
         if let Some(remote) = remote {
             start(&mut trunk.rtc, remote, false)?;
