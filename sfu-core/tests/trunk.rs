@@ -10,7 +10,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::Client;
-use sfu_core::protocol::{ClientMessage, PeerId, PublishedTrack, TrackSource, PROTOCOL_VERSION};
+use sfu_core::protocol::{
+    ClientMessage, PeerId, PublishedTrack, ServerMessage, TrackSource, PROTOCOL_VERSION,
+};
 use sfu_core::str0m::format::Codec;
 use sfu_core::str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid};
 use sfu_core::str0m::net::{Protocol, Receive};
@@ -421,4 +423,43 @@ fn loss_on_the_trunk_is_repaired_by_nack() {
     for viewer in 1..4 {
         assert_complete(&c, viewer, 0xA0, 200);
     }
+}
+
+#[test]
+fn far_members_and_their_tracks_come_and_go_as_the_control_plane_and_the_trunk_say() {
+    let mut c = cluster();
+    let publisher = ALIAS + 1;
+    let viewer = c.client(1);
+    assert!(
+        viewer.saw(|m| matches!(m, ServerMessage::Joined { peers, .. }
+            if peers.iter().any(|p| p.id == publisher && p.name == "publisher"))),
+        "a viewer joining b sees the member of a"
+    );
+    assert!(viewer.saw(
+        |m| matches!(m, ServerMessage::TrackPublished { peer_id, .. } if *peer_id == publisher)
+    ));
+    assert!(
+        c.client(0)
+            .saw(|m| matches!(m, ServerMessage::PeerJoined { peer } if peer.id == ALIAS + 4)),
+        "a's member sees b's members join"
+    );
+
+    // The publisher leaves a: its tracks leave b over the trunk.
+    c.cores[0].disconnect(c.now, 1);
+    c.advance(Duration::from_millis(500));
+    assert!(c.client(1).saw(
+        |m| matches!(m, ServerMessage::TrackUnpublished { peer_id, .. } if *peer_id == publisher)
+    ));
+    assert_eq!(c.trunk(0).tracks_out, 0);
+    assert_eq!(c.trunk(1).tracks_in, 0);
+
+    // The control plane says it left.
+    assert!(c.cores[1].remove_remote_member(c.now, publisher));
+    c.pump();
+    for viewer in 1..4 {
+        assert!(c
+            .client(viewer)
+            .saw(|m| matches!(m, ServerMessage::PeerLeft { peer_id } if *peer_id == publisher)));
+    }
+    assert!(!c.cores[1].remove_remote_member(c.now, publisher), "once");
 }
