@@ -14,7 +14,9 @@ use sfu_core::protocol::{
     ClientMessage, PeerId, PublishedTrack, ServerMessage, TrackSource, PROTOCOL_VERSION,
 };
 use sfu_core::str0m::format::Codec;
-use sfu_core::str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid};
+use sfu_core::str0m::media::{
+    Direction, KeyframeRequestKind, MediaKind, Mid, Rid, Simulcast, SimulcastLayer,
+};
 use sfu_core::str0m::net::{Protocol, Receive};
 use sfu_core::str0m::rtp::{RtpWrite, SeqNo};
 use sfu_core::str0m::{Candidate, Input, Output as RtcOutput, RtcConfig};
@@ -70,6 +72,11 @@ impl Cluster {
     /// Joins a client to room `kitchen` on `node`, publishing audio and video; every other node
     /// is told of it as a remote member (what the control plane does).
     fn join(&mut self, node: usize, name: &str) -> usize {
+        self.join_with(node, name, &[])
+    }
+
+    /// [`Cluster::join`] with a video track sent as simulcast layers `rids` (lowest first).
+    fn join_with(&mut self, node: usize, name: &str, rids: &[&str]) -> usize {
         let idx = self.clients.len();
         let id = idx as PeerId + 1;
         let mut rtc = RtcConfig::new().set_rtp_mode(true).build(self.now);
@@ -104,7 +111,14 @@ impl Cluster {
         );
         let mut api = client.rtc.sdp_api();
         let audio = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
-        let video = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+        let simulcast = (!rids.is_empty()).then(|| {
+            let mut simulcast = Simulcast::new();
+            for rid in rids {
+                simulcast.add_send_layer(SimulcastLayer::new(rid));
+            }
+            simulcast
+        });
+        let video = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, simulcast);
         let (offer, pending) = api.apply().unwrap();
         client.pending = Some(pending);
         client.audio = Some(audio);
@@ -301,6 +315,63 @@ impl Cluster {
         }
     }
 
+    /// Sends `n` VP8 keyframes on each simulcast layer of a client's video, one per 20 ms, layer
+    /// `l` of `sizes[l]`; the payload ends with `[tag, l, i, i]`.
+    fn send_simulcast(&mut self, idx: usize, rids: &[&str], sizes: &[(u16, u16)], n: u16, tag: u8) {
+        for i in 0..n {
+            let c = &mut self.clients[idx].1;
+            let mid = c.video.unwrap();
+            let seq = c.next_seq[1];
+            c.next_seq[1] += 1;
+            let pt = c
+                .rtc
+                .codec_config()
+                .find(|p| p.spec().codec == Codec::Vp8)
+                .unwrap()
+                .pt();
+            let now = self.now;
+            for (l, (rid, (w, h))) in rids.iter().zip(sizes).enumerate() {
+                let mut api = c.rtc.direct_api();
+                let tx = api.stream_tx_by_mid(mid, Some(Rid::from(*rid))).unwrap();
+                let [w0, w1] = w.to_le_bytes();
+                let [h0, h1] = h.to_le_bytes();
+                let payload = vec![
+                    0x10,
+                    0x10,
+                    0,
+                    0,
+                    0x9d,
+                    0x01,
+                    0x2a,
+                    w0,
+                    w1,
+                    h0,
+                    h1,
+                    tag,
+                    l as u8,
+                    (i >> 8) as u8,
+                    i as u8,
+                ];
+                tx.write_rtp(
+                    RtpWrite::new(pt, SeqNo::from(seq), seq as u32 * 3000, now, payload)
+                        .marker(true)
+                        .nackable(true),
+                );
+            }
+            self.advance(Duration::from_millis(20));
+        }
+    }
+
+    /// The simulcast layers of track `tag` viewer `idx` received, in order.
+    fn layers_received(&self, idx: usize, tag: u8) -> Vec<u8> {
+        self.client(idx)
+            .received
+            .iter()
+            .filter(|r| r.payload.get(11) == Some(&tag))
+            .map(|r| r.payload[12])
+            .collect()
+    }
+
     fn client(&self, idx: usize) -> &Client {
         &self.clients[idx].1
     }
@@ -462,4 +533,80 @@ fn far_members_and_their_tracks_come_and_go_as_the_control_plane_and_the_trunk_s
             .saw(|m| matches!(m, ServerMessage::PeerLeft { peer_id } if *peer_id == publisher)));
     }
     assert!(!c.cores[1].remove_remote_member(c.now, publisher), "once");
+}
+
+#[test]
+fn far_viewers_choose_their_layers_and_only_the_layers_they_take_cross() {
+    let rids = ["l", "h"];
+    let sizes = [(320, 180), (1280, 720)];
+    let mut c = Cluster::new();
+    c.join_with(0, "publisher", &rids);
+    for i in 0..3 {
+        c.join(1, &format!("viewer{i}"));
+    }
+    c.connect_trunk();
+    c.advance(Duration::from_secs(1));
+    let track_id = format!("{}:{}", ALIAS + 1, c.client(0).video.unwrap());
+    let tile = |c: &mut Cluster, viewer: usize, width, height| {
+        let id = c.client(viewer).id;
+        c.to_core.push_back((
+            1,
+            id,
+            ClientMessage::TileSize {
+                track_id: track_id.clone(),
+                width,
+                height,
+            },
+        ));
+        c.pump();
+    };
+    for viewer in 1..4 {
+        tile(&mut c, viewer, 320, 180);
+    }
+    c.advance(Duration::from_millis(500));
+    c.send_simulcast(0, &rids, &sizes, 100, 0xC0);
+    for viewer in 1..4 {
+        let got = c.layers_received(viewer, 0xC0);
+        assert!(
+            got.len() > 50,
+            "viewer {viewer} gets the picture: {}",
+            got.len()
+        );
+        assert!(
+            got.iter().all(|l| *l == 0),
+            "small tiles take the low layer"
+        );
+    }
+    let a = c.trunk(0);
+    assert_eq!(
+        a.layers_out, 2,
+        "the audio and only the low video layer are demanded"
+    );
+    assert!(
+        a.counters.packets_out <= 100,
+        "the high layer did not cross: {}",
+        a.counters.packets_out
+    );
+
+    tile(&mut c, 2, 1280, 720);
+    c.send_simulcast(0, &rids, &sizes, 250, 0xC1);
+    assert_eq!(
+        c.trunk(0).layers_out,
+        3,
+        "the big tile's layer is demanded too"
+    );
+    let crossed = c.trunk(0).counters.packets_out - a.counters.packets_out;
+    assert!(
+        crossed > 250 && crossed <= 500,
+        "the low layer and then the high one crossed once each: {crossed}"
+    );
+    let big = c.layers_received(2, 0xC1);
+    assert_eq!(big.last(), Some(&1), "the big tile moved to the high layer");
+    for viewer in [1, 3] {
+        let got = c.layers_received(viewer, 0xC1);
+        assert!(
+            got.iter().all(|l| *l == 0),
+            "small tiles stay on the low layer"
+        );
+    }
 }
