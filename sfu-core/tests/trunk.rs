@@ -515,6 +515,24 @@ fn far_members_and_their_tracks_come_and_go_as_the_control_plane_and_the_trunk_s
         "a's member sees b's members join"
     );
 
+    // The publisher mutes its camera on a: b's viewers are told.
+    let video = c.client(0).video.unwrap().to_string();
+    c.to_core.push_back((
+        0,
+        1,
+        ClientMessage::Mute {
+            mid: video.clone(),
+            muted: true,
+        },
+    ));
+    c.advance(Duration::from_millis(200));
+    let muted_id = format!("{publisher}:{video}");
+    for viewer in 1..4 {
+        assert!(c.client(viewer).saw(|m| matches!(m,
+            ServerMessage::TrackMuted { peer_id, track_id, muted: true }
+                if *peer_id == publisher && *track_id == muted_id)));
+    }
+
     // The publisher leaves a: its tracks leave b over the trunk.
     c.cores[0].disconnect(c.now, 1);
     c.advance(Duration::from_millis(500));

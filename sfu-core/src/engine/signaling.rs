@@ -535,10 +535,15 @@ impl Core {
 
     /// Tells the room a track was muted or unmuted, and pauses or resumes its subscriptions.
     pub(super) fn announce_mute(&mut self, now: Instant, id: PeerId, mid: Mid, muted: bool) {
-        let Some(room) = self.members.get(id).map(|p| p.room.clone()) else {
-            return;
+        let room = match self.members.get(id) {
+            Some(p) => p.room.clone(),
+            None => match self.trunks.member(id) {
+                Some(remote) => remote.room.clone(),
+                None => return,
+            },
         };
         let key = TrackKey { peer: id, mid };
+        self.trunk_track_muted(key, muted);
         let track_id = key.id();
         for other in self.members.members_except(&room, id) {
             self.mute_subscriptions(now, other, key, muted);

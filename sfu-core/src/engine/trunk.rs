@@ -243,6 +243,20 @@ impl Core {
         }
     }
 
+    /// Local track `key` was muted or unmuted: the trunks it crosses tell their far nodes.
+    pub(super) fn trunk_track_muted(&mut self, key: TrackKey, muted: bool) {
+        for id in self.trunks.ids() {
+            if let Some(trunk) = self.trunks.get_mut(id).filter(|t| t.carries(key)) {
+                trunk.send_control(&ControlMessage::Mute {
+                    peer: key.peer,
+                    mid: key.mid.to_string(),
+                    muted,
+                });
+                trunk.dirty = true;
+            }
+        }
+    }
+
     /// A datagram for trunk `id`: media straight to the router, anything else to its session.
     pub(super) fn receive_trunk(
         &mut self,
@@ -494,6 +508,23 @@ impl Core {
                 match self.trunks.get_mut(id).and_then(|t| t.forget(&far)) {
                     Some(key) => self.unpublish(key),
                     None => self.refuse_control(id, "unknown track"),
+                }
+            }
+            ControlMessage::Mute { peer, mid, muted } => {
+                let far = (peer, Mid::from(mid.as_str()));
+                let key = self
+                    .trunks
+                    .get(id)
+                    .and_then(|t| t.incoming.get(&far))
+                    .map(|t| t.key);
+                let Some(track) = key.and_then(|k| self.router.track_mut(k)) else {
+                    return self.refuse_control(id, "mute of an unknown track");
+                };
+                if track.muted != muted {
+                    track.muted = muted;
+                    if let Some(key) = key {
+                        self.announce_mute(now, key.peer, key.mid, muted);
+                    }
                 }
             }
             ControlMessage::Demand { peer, mid, layers } => {

@@ -71,6 +71,16 @@ pub enum ControlMessage {
         /// The mid of its m-line.
         mid: String,
     },
+    /// A track announced with [`ControlMessage::Publish`] was muted or unmuted.
+    #[serde(rename_all = "camelCase")]
+    Mute {
+        /// The publisher, as its own node numbers it.
+        peer: PeerId,
+        /// The mid of its m-line.
+        mid: String,
+        /// Muted now.
+        muted: bool,
+    },
     /// The layers of a track the sender's node takes now (bit n: layer n); 0 stops the track.
     #[serde(rename_all = "camelCase")]
     Demand {
@@ -184,7 +194,9 @@ impl ControlMessage {
                 }
                 Ok(())
             }
-            ControlMessage::Unpublish { mid, .. } | ControlMessage::Demand { mid, .. } => {
+            ControlMessage::Unpublish { mid, .. }
+            | ControlMessage::Mute { mid, .. }
+            | ControlMessage::Demand { mid, .. } => {
                 if id_ok(mid) {
                     Ok(())
                 } else {
@@ -235,6 +247,11 @@ mod tests {
                 peer: 7,
                 mid: "1".into(),
                 layers: 0b10,
+            },
+            ControlMessage::Mute {
+                peer: 7,
+                mid: "1".into(),
+                muted: true,
             },
         ];
         for m in messages {
