@@ -278,15 +278,6 @@ impl Trunks {
         self.aliases.get(&(node.to_owned(), remote_id)).copied()
     }
 
-    /// The remote members of `node`.
-    pub fn members_of_node(&self, node: &str) -> Vec<PeerId> {
-        self.members
-            .iter()
-            .filter(|(_, m)| m.node == node)
-            .map(|(id, _)| *id)
-            .collect()
-    }
-
     /// Whether trunk `id`'s node has a member in `room` (the room is shared with it).
     pub fn shares(&self, id: TrunkId, room: &str) -> bool {
         let Some(trunk) = self.trunks.get(&id) else {
