@@ -283,6 +283,9 @@ pub struct StatsSnapshot {
     /// Plain RTP outputs.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub outputs: Vec<crate::plain::OutputInfo>,
+    /// Trunks to other nodes, with what each carried.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub trunks: Vec<crate::trunk::TrunkInfo>,
 }
 
 impl StatsSnapshot {
@@ -314,6 +317,7 @@ impl StatsSnapshot {
             ice_tcp_accepted: 0,
             ingests: Vec::new(),
             outputs: Vec::new(),
+            trunks: Vec::new(),
         }
     }
 
@@ -338,6 +342,7 @@ impl StatsSnapshot {
         }
         self.ingests.extend(other.ingests.iter().cloned());
         self.outputs.extend(other.outputs.iter().cloned());
+        self.trunks.extend(other.trunks.iter().cloned());
     }
 }
 

@@ -30,6 +30,7 @@ pub mod recording;
 pub mod rewrite;
 pub mod router;
 mod timers;
+pub mod trunk;
 pub mod viewers;
 pub mod wire;
 

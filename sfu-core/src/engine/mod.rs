@@ -24,6 +24,7 @@ mod plain;
 mod recording;
 mod signaling;
 mod stop;
+mod trunk;
 mod whep;
 mod whip;
 
@@ -54,6 +55,7 @@ use crate::router::{
     Arrival, Delivery, Origin, Refusal, RoutedPacket, Router, SinkRef, SinkSet, TrackKey,
 };
 use crate::timers::Deadlines;
+use crate::trunk::{TrunkId, Trunks};
 use crate::viewers::Viewers;
 use crate::wire::{classify, DatagramKind, RtpPacket, StunPacket};
 
@@ -86,6 +88,8 @@ enum Route {
     Member(PeerId, DatagramKind),
     /// A plain RTP ingest.
     Ingest(PeerId),
+    /// A trunk to another node.
+    Trunk(TrunkId),
 }
 
 /// How soon a member's session gets time after media arrived from it, at the latest: its
@@ -131,6 +135,8 @@ pub struct Core {
     viewers: Viewers,
     /// Members of rooms on other nodes (`--cluster`); empty on a lone node.
     remote: RemoteMembers,
+    /// Trunks to other nodes, and the members of those nodes in this node's rooms.
+    trunks: Trunks,
     /// Events polled from a member's session, handled after its polling (reused).
     events: VecDeque<Event>,
     /// Where a member's media payload is decrypted to before its track keeps it (reused).
@@ -155,6 +161,7 @@ impl Core {
             counters: Counters::default(),
             viewers: Viewers::default(),
             remote: RemoteMembers::default(),
+            trunks: Trunks::default(),
             events: VecDeque::with_capacity(64),
             rx_payload: vec![0; RX_PAYLOAD_BYTES],
             due: Vec::new(),
@@ -176,6 +183,7 @@ impl Core {
         );
         stats.ingests = self.ingest_infos();
         stats.outputs = self.output_infos();
+        stats.trunks = self.trunk_infos();
         stats
     }
 
@@ -248,6 +256,7 @@ impl Core {
             }
         }
         self.due = due;
+        self.trunk_timeouts(now);
         if self.quality.tick_due(now, !self.members.is_empty()) {
             self.quality_tick(now);
         }
@@ -301,10 +310,14 @@ impl Core {
 
     /// When [`Core::handle_timeout`] must be called next, or `None` with nothing to wait for.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.timers.next(), self.quality.next_tick()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.timers.next(),
+            self.quality.next_tick(),
+            self.trunks.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     fn receive(
@@ -327,6 +340,9 @@ impl Core {
                 }
                 self.drive(now);
                 return;
+            }
+            Some(Route::Trunk(id)) => {
+                return self.receive_trunk(now, id, proto, (source, destination), buf);
             }
             None => return,
         };
@@ -448,6 +464,9 @@ impl Core {
             return None;
         }
         let tuple = (source, destination);
+        if let Some(trunk) = self.trunks.route(proto, tuple, buf) {
+            return Some(Route::Trunk(trunk));
+        }
         let kind = classify(buf);
         let (found, miss) = match kind {
             DatagramKind::Stun => {
@@ -512,8 +531,15 @@ impl Core {
 
     /// Polls every dirty member's session until it has nothing more, acting on its events.
     fn drive(&mut self, now: Instant) {
-        while let Some(id) = self.members.next_dirty() {
-            self.isolated(now, id, |core| core.drive_member(now, id));
+        loop {
+            while let Some(id) = self.members.next_dirty() {
+                self.isolated(now, id, |core| core.drive_member(now, id));
+            }
+            // A trunk's events may touch members (a far track to offer), and members' the
+            // trunks (a keyframe request).
+            if !self.drive_trunks(now) {
+                return;
+            }
         }
     }
 
@@ -629,6 +655,7 @@ impl Core {
             members: &mut self.members,
             plain: &mut self.plain,
             recordings: &mut self.recordings,
+            trunks: &mut self.trunks,
             egress: Egress {
                 outbox: &mut self.outbox,
                 counters: &mut self.counters,
@@ -683,7 +710,15 @@ impl Core {
         let Some(track) = self.router.track_mut(source) else {
             return;
         };
-        if track.origin != Origin::Member || track.kind != MediaKind::Video {
+        if !matches!(track.origin, Origin::Member | Origin::Trunk(_))
+            || track.kind != MediaKind::Video
+        {
+            return;
+        }
+        if let Origin::Trunk(trunk) = track.origin {
+            if track.layers.claim_keyframe_request(layer, now, interval) {
+                self.request_trunk_keyframe(trunk, source, layer);
+            }
             return;
         }
         let rid = track.layers.get(layer).and_then(|l| l.rid);
@@ -727,6 +762,7 @@ impl Core {
         for id in self.members.ids() {
             self.reallocate(now, id);
         }
+        self.trunk_demands();
         for (peer, msg) in self.quality.layer_hints(now, &mut self.router) {
             self.outbox.signal(peer, msg);
         }
@@ -805,6 +841,7 @@ struct CoreSinks<'a> {
     members: &'a mut Members,
     plain: &'a mut PlainLegs,
     recordings: &'a mut Recordings,
+    trunks: &'a mut Trunks,
     egress: Egress<'a>,
 }
 
@@ -817,6 +854,7 @@ impl SinkSet for CoreSinks<'_> {
             }
             SinkRef::PlainOutput(id) => self.plain.deliver(id, packet, &mut self.egress),
             SinkRef::Recorder(number) => self.recordings.deliver(number, packet),
+            SinkRef::Trunk(id) => self.trunks.deliver(id, packet, &mut self.egress),
         }
     }
 }

@@ -67,6 +67,7 @@ impl Core {
             self.on_room_created(&room);
         }
         self.record_new_track(now, key);
+        self.trunk_new_track(key);
         self.drive(now);
         self.ingest_info(id).ok_or(PlainError::UnknownIngest(id))
     }
@@ -81,6 +82,7 @@ impl Core {
         self.remove_outputs_of(|k| k.peer == id);
         self.router.unpublish(Ingest::track(id));
         self.end_recorded_track(Ingest::track(id));
+        self.trunk_track_gone(Ingest::track(id));
         if let Some(room) = self.members.room_mut(&ingest.room) {
             room.ingests.retain(|i| *i != id);
         }

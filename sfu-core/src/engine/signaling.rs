@@ -230,6 +230,12 @@ impl Core {
             .unwrap_or_default();
         others.extend(ingests.into_iter().filter_map(|i| self.peer_info(i)));
         others.extend(self.remote.infos(&room));
+        let remote = self
+            .members
+            .room(&room)
+            .map(|r| r.remote_members.clone())
+            .unwrap_or_default();
+        others.extend(remote.into_iter().filter_map(|m| self.peer_info(m)));
         let info = PeerInfo {
             id,
             name: peer.name.clone(),
@@ -277,7 +283,10 @@ impl Core {
     pub(super) fn peer_info(&self, id: PeerId) -> Option<PeerInfo> {
         let name = match self.members.get(id) {
             Some(p) => p.name.clone(),
-            None => self.plain.ingest(id)?.name.clone(),
+            None => match self.plain.ingest(id) {
+                Some(ingest) => ingest.name.clone(),
+                None => self.trunks.member(id)?.name.clone(),
+            },
         };
         Some(PeerInfo {
             id,
@@ -417,25 +426,41 @@ impl Core {
             self.unpublish(TrackKey { peer: id, mid });
         }
         for mid in added {
-            let key = TrackKey { peer: id, mid };
-            let Some(track) = self.router.track(key).map(|t| t.info(key)) else {
-                continue;
-            };
-            info!(peer = id, track = %track.id, source = ?track.source, "published");
-            self.outbox.event(RoomEvent::TrackPublished {
-                room: room.to_string(),
-                peer_id: id,
-                track_id: track.id.clone(),
-                kind: track.kind,
-                source: track.source,
-            });
-            let message = ServerMessage::TrackPublished { peer_id: id, track };
-            self.offer_track_to_room(&room, id, key, &message);
-            self.record_new_track(now, key);
+            self.announce_published(now, &room, id, TrackKey { peer: id, mid });
         }
         for (mid, muted) in mute_changes {
             self.announce_mute(now, id, mid, muted);
         }
+    }
+
+    /// Tells `room` that `publisher` published track `key` (a member's, or a remote member's
+    /// over a trunk): its members get a subscription, the recording and the trunks sharing the
+    /// room take it.
+    pub(super) fn announce_published(
+        &mut self,
+        now: Instant,
+        room: &str,
+        publisher: PeerId,
+        key: TrackKey,
+    ) {
+        let Some(track) = self.router.track(key).map(|t| t.info(key)) else {
+            return;
+        };
+        info!(peer = publisher, track = %track.id, source = ?track.source, "published");
+        self.outbox.event(RoomEvent::TrackPublished {
+            room: room.to_string(),
+            peer_id: publisher,
+            track_id: track.id.clone(),
+            kind: track.kind,
+            source: track.source,
+        });
+        let message = ServerMessage::TrackPublished {
+            peer_id: publisher,
+            track,
+        };
+        self.offer_track_to_room(room, publisher, key, &message);
+        self.record_new_track(now, key);
+        self.trunk_new_track(key);
     }
 
     /// Unpublishes track `key`: its subscriptions and outputs go, the room is told.
@@ -445,6 +470,7 @@ impl Core {
         };
         info!(peer = key.peer, track = %key.id(), "unpublished");
         self.end_recorded_track(key);
+        self.trunk_track_gone(key);
         self.announce_unpublished(&track.room, key);
         self.forget_speaker(&track.room, key);
         self.remove_outputs_of(|k| *k == key);
@@ -523,10 +549,15 @@ impl Core {
 
     /// Tells the room a track was muted or unmuted, and pauses or resumes its subscriptions.
     pub(super) fn announce_mute(&mut self, now: Instant, id: PeerId, mid: Mid, muted: bool) {
-        let Some(room) = self.members.get(id).map(|p| p.room.clone()) else {
-            return;
+        let room = match self.members.get(id) {
+            Some(p) => p.room.clone(),
+            None => match self.trunks.member(id) {
+                Some(remote) => remote.room.clone(),
+                None => return,
+            },
         };
         let key = TrackKey { peer: id, mid };
+        self.trunk_track_muted(key, muted);
         let track_id = key.id();
         self.outbox.event(RoomEvent::TrackMuted {
             room: room.to_string(),
@@ -715,6 +746,7 @@ impl Core {
         for key in self.router.keys_of(id) {
             self.router.unpublish(key);
             self.end_recorded_track(key);
+            self.trunk_track_gone(key);
             self.announce_unpublished(&peer.room, key);
             self.forget_speaker(&peer.room, key);
         }

@@ -15,8 +15,10 @@ use std::sync::Arc;
 
 pub use data_channels::DataChannels;
 pub use peer::{Bandwidth, Peer, SdpError};
+pub(crate) use resend_log::{ResendLog, Sent};
 pub use room::Room;
 pub use signaling_channel::SignalingChannel;
+pub(crate) use subscription::seal;
 pub use subscription::{LegCounters, LegState, Subscription};
 
 use crate::outbox::Egress;

@@ -14,6 +14,9 @@ pub struct Room {
     pub ingests: Vec<PeerId>,
     /// Who speaks.
     pub speaker: SpeakerDetector,
+    /// Members of other nodes in it (their media comes over trunks; not counted against
+    /// capacity).
+    pub remote_members: Vec<PeerId>,
 }
 
 impl Room {
@@ -23,13 +26,14 @@ impl Room {
             capacity,
             members: Vec::new(),
             ingests: Vec::new(),
+            remote_members: Vec::new(),
             speaker: SpeakerDetector::new(),
         }
     }
 
     /// Whether nobody and nothing is left in it.
     pub fn is_empty(&self) -> bool {
-        self.members.is_empty() && self.ingests.is_empty()
+        self.members.is_empty() && self.ingests.is_empty() && self.remote_members.is_empty()
     }
 
     /// Whether another member fits.

@@ -344,7 +344,7 @@ impl Subscription {
 /// Seals one packet as `sent` says (a resend of `resend_of`, if set) on stream `ssrc` of `rtc`
 /// into a pooled buffer and queues it; false when the session could not send it.
 #[allow(clippy::too_many_arguments)] // one packet's parts, and where it goes
-fn seal(
+pub(crate) fn seal(
     rtc: &mut Rtc,
     ssrc: Ssrc,
     sent: &Sent,

@@ -95,6 +95,20 @@ impl Quality {
         due
     }
 
+    /// The layers of `key` this node's subscribers wished for since the last tick (bit n: layer
+    /// n).
+    pub fn demand_of(&self, key: TrackKey) -> u8 {
+        self.layer_demand.get(&key).copied().unwrap_or(0)
+    }
+
+    /// Adds layers of `key` that something other than a subscription of this node takes (a
+    /// trunk's far node), so the publisher keeps sending them.
+    pub fn add_demand(&mut self, key: TrackKey, layers: u8) {
+        if layers != 0 {
+            *self.layer_demand.entry(key).or_insert(0) |= layers;
+        }
+    }
+
     /// Chooses the layer of each of `peer`'s video subscriptions from its tiles and its bandwidth
     /// estimate, and tells its estimator what to probe for. Returns the keyframes the changes
     /// need.

@@ -83,6 +83,15 @@ impl Router {
             .collect()
     }
 
+    /// The tracks `wanted` selects (a scan: for trunks opening and closing, not for packets).
+    pub fn keys_where(&self, wanted: impl Fn(&Track) -> bool) -> Vec<TrackKey> {
+        self.tracks
+            .iter()
+            .filter(|(_, t)| wanted(t))
+            .map(|(k, _)| *k)
+            .collect()
+    }
+
     /// The tracks published in `room` (a scan: for joins, not for packets).
     pub fn keys_in_room(&self, room: &str) -> Vec<TrackKey> {
         self.tracks

@@ -23,11 +23,14 @@ pub enum SinkRef {
     PlainOutput(u64),
     /// A room's recording (its number in [`Recordings`](crate::recording::Recordings)).
     Recorder(u64),
+    /// A trunk to another node: the layers that node takes, each once.
+    Trunk(crate::trunk::TrunkId),
 }
 
 impl SinkRef {
     /// Whether this sink takes a simulcast track's top layer whatever anybody else wants
-    /// (recorders and relays want the best picture; subscriptions choose their own layer).
+    /// (recorders and relays want the best picture; subscriptions choose their own layer, and
+    /// a trunk takes the layers its far node's subscriptions choose).
     pub fn takes_top_layer(&self) -> bool {
         matches!(self, SinkRef::PlainOutput(_) | SinkRef::Recorder(_))
     }

@@ -44,6 +44,8 @@ pub enum Origin {
     Member,
     /// A plain RTP ingest: it cannot be asked for keyframes.
     PlainIngest,
+    /// Another node, over a trunk: keyframe requests go back over it to the publisher's node.
+    Trunk(crate::trunk::TrunkId),
 }
 
 /// A published track.

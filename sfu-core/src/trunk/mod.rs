@@ -1,0 +1,371 @@
+//! Trunks: the media sessions between this node and the other nodes that share a room with it.
+//! One [`Trunk`] per remote node carries every shared track once, whatever the number of
+//! subscribers on the far side: it is a sink of the router for this node's tracks
+//! ([`SinkRef::Trunk`](crate::router::SinkRef::Trunk)) and the source of the far node's tracks
+//! ([`Origin::Trunk`](crate::router::Origin::Trunk)). The members of other nodes are known here
+//! as [`RemoteMember`]s, told by the control plane; a room is shared with a node while one of its
+//! members is in it. See `docs/trunks.md`.
+
+pub mod control;
+mod description;
+mod link;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use str0m::config::Fingerprint;
+use str0m::format::Codec;
+use str0m::net::Protocol;
+use str0m::{Candidate, IceCreds, Rtc, RtcConfig};
+
+pub use control::{ControlError, ControlMessage, LayerStream};
+pub use description::{TrunkDescription, TrunkError};
+pub use link::{InTrack, Trunk, TrunkCounters};
+
+use crate::codec::CodecDescriptor;
+use crate::outbox::Egress;
+use crate::protocol::PeerId;
+use crate::router::{Delivery, RoutedPacket};
+use crate::wire::{classify, DatagramKind, StunPacket};
+
+/// Names one trunk in the router's sink and origin lists.
+pub type TrunkId = u32;
+
+/// Packets each video send stream of a trunk caches for resends: none, the tracks keep their
+/// history (as for subscriptions).
+/// The video codecs a trunk session carries: every one a room may use (`--video-codecs`), so
+/// that both nodes map payload types alike whatever each was told to offer its members.
+const TRUNK_VIDEO_CODECS: [Codec; 4] = [Codec::Vp8, Codec::H264, Codec::Vp9, Codec::Av1];
+
+const VIDEO_SEND_CACHE: usize = 0;
+/// The same for audio: the least str0m allows.
+const AUDIO_SEND_CACHE: usize = 1;
+
+/// A member of another node, in a room this node shares with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteMember {
+    /// The node it is connected to.
+    pub node: String,
+    /// Its id on that node.
+    pub remote_id: PeerId,
+    /// Its room.
+    pub room: Arc<str>,
+    /// Its display name.
+    pub name: String,
+}
+
+/// The API's view of one trunk.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TrunkInfo {
+    /// The other node.
+    pub node: String,
+    /// ICE and DTLS are up.
+    pub connected: bool,
+    /// Local tracks crossing to the other node.
+    pub tracks_out: usize,
+    /// Layers of those the other node takes now (each crosses once).
+    pub layers_out: usize,
+    /// The other node's tracks published here.
+    pub tracks_in: usize,
+    /// What it carried.
+    #[serde(flatten)]
+    pub counters: TrunkCounters,
+}
+
+/// The trunks of one worker, and the remote members of its rooms.
+#[derive(Default)]
+pub struct Trunks {
+    trunks: HashMap<TrunkId, Trunk>,
+    by_node: HashMap<String, TrunkId>,
+    /// Which trunk a STUN request naming a local ufrag is for.
+    by_ufrag: HashMap<String, TrunkId>,
+    /// Which trunk a datagram of a 5-tuple is for.
+    by_tuple: HashMap<(SocketAddr, SocketAddr), TrunkId>,
+    next_id: TrunkId,
+    /// Remote members by their id here.
+    members: HashMap<PeerId, RemoteMember>,
+    /// Their ids here, by node and id there.
+    aliases: HashMap<(String, PeerId), PeerId>,
+    /// Publications of far tracks whose member the control plane has not told of yet.
+    parked: Vec<(TrunkId, ControlMessage)>,
+}
+
+impl Trunks {
+    /// Whether there is no trunk.
+    pub fn is_empty(&self) -> bool {
+        self.trunks.is_empty()
+    }
+
+    /// The trunk to `node`.
+    pub fn id_of(&self, node: &str) -> Option<TrunkId> {
+        self.by_node.get(node).copied()
+    }
+
+    /// Trunk `id`.
+    pub fn get(&self, id: TrunkId) -> Option<&Trunk> {
+        self.trunks.get(&id)
+    }
+
+    /// Trunk `id`, to change.
+    pub fn get_mut(&mut self, id: TrunkId) -> Option<&mut Trunk> {
+        self.trunks.get_mut(&id)
+    }
+
+    /// Every trunk id.
+    pub fn ids(&self) -> Vec<TrunkId> {
+        self.trunks.keys().copied().collect()
+    }
+
+    /// Creates the trunk to `node` on `local` (the media address of this worker): the dialling
+    /// side (full ICE, controlling, DTLS client) when `remote` is given, the answering side
+    /// (ICE-lite, DTLS server) when not. Returns its id and this side's description.
+    pub fn create(
+        &mut self,
+        now: Instant,
+        node: &str,
+        local: SocketAddr,
+        remote: Option<&TrunkDescription>,
+    ) -> Result<(TrunkId, TrunkDescription), TrunkError> {
+        if self.by_node.contains_key(node) {
+            return Err(TrunkError::Exists(node.to_owned()));
+        }
+        let dials = remote.is_none();
+        let mut rtc = CodecDescriptor::configure(RtcConfig::new(), &TRUNK_VIDEO_CODECS)
+            .set_ice_lite(!dials)
+            .set_rtp_mode(true)
+            .set_send_buffer_audio(AUDIO_SEND_CACHE)
+            .set_send_buffer_video(VIDEO_SEND_CACHE)
+            .build(now);
+        let candidate = Candidate::host(local, "udp")
+            .map_err(|e| TrunkError::Invalid(format!("local address {local}: {e}")))?;
+        rtc.add_local_candidate(candidate);
+        let mut api = rtc.direct_api();
+        api.set_ice_controlling(dials);
+        let creds = api.local_ice_credentials();
+        let description = TrunkDescription {
+            ufrag: creds.ufrag.clone(),
+            pwd: creds.pass,
+            fingerprint: api.local_dtls_fingerprint().to_string(),
+            address: local,
+        };
+        let mut trunk = Trunk::new(node.to_owned(), rtc, dials);
+        if let Some(remote) = remote {
+            start(&mut trunk.rtc, remote, false)?;
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        self.by_ufrag.insert(creds.ufrag, id);
+        self.by_node.insert(node.to_owned(), id);
+        self.trunks.insert(id, trunk);
+        Ok((id, description))
+    }
+
+    /// The far node answered the trunk this side dialled: ICE checks and DTLS start.
+    /// `local` is this worker's media address the checks leave from.
+    pub fn answered(
+        &mut self,
+        node: &str,
+        local: SocketAddr,
+        answer: &TrunkDescription,
+    ) -> Result<TrunkId, TrunkError> {
+        let unknown = || TrunkError::Unknown(node.to_owned());
+        let id = self.id_of(node).ok_or_else(unknown)?;
+        let trunk = self.trunks.get_mut(&id).ok_or_else(unknown)?;
+        if !trunk.awaiting_answer {
+            return Err(unknown());
+        }
+        start(&mut trunk.rtc, answer, true)?;
+        trunk.awaiting_answer = false;
+        trunk.dirty = true;
+        self.by_tuple.insert((answer.address, local), id);
+        Ok(id)
+    }
+
+    /// Removes the trunk to `node`.
+    pub fn remove(&mut self, node: &str) -> Option<(TrunkId, Trunk)> {
+        let id = self.by_node.remove(node)?;
+        self.by_ufrag.retain(|_, t| *t != id);
+        self.by_tuple.retain(|_, t| *t != id);
+        self.parked.retain(|(t, _)| *t != id);
+        self.trunks.remove(&id).map(|t| (id, t))
+    }
+
+    /// The trunk a datagram is for: its 5-tuple is a trunk's, or it is a STUN request naming a
+    /// trunk's ufrag (the 5-tuple is learnt then). UDP only.
+    pub fn route(
+        &mut self,
+        proto: Protocol,
+        tuple: (SocketAddr, SocketAddr),
+        buf: &[u8],
+    ) -> Option<TrunkId> {
+        if self.trunks.is_empty() || proto != Protocol::Udp {
+            return None;
+        }
+        if let Some(id) = self.by_tuple.get(&tuple) {
+            return Some(*id);
+        }
+        if classify(buf) != DatagramKind::Stun {
+            return None;
+        }
+        let stun = StunPacket::new_checked(buf).ok()?;
+        let ufrag = std::str::from_utf8(stun.local_ufrag()?).ok()?;
+        let id = *self.by_ufrag.get(ufrag)?;
+        self.by_tuple.insert(tuple, id);
+        Some(id)
+    }
+
+    /// The trunks to poll now (their flag is cleared).
+    pub fn take_dirty(&mut self) -> Vec<TrunkId> {
+        let mut dirty = Vec::new();
+        for (id, t) in &mut self.trunks {
+            if std::mem::take(&mut t.dirty) {
+                dirty.push(*id);
+            }
+        }
+        dirty
+    }
+
+    /// When the earliest trunk wants time.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.trunks.values().filter_map(|t| t.deadline).min()
+    }
+
+    /// The trunks whose deadline passed.
+    pub fn due(&self, now: Instant) -> Vec<TrunkId> {
+        self.trunks
+            .iter()
+            .filter(|(_, t)| t.deadline.is_some_and(|d| d <= now))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Sends one packet to the far node of trunk `id`.
+    pub fn deliver(&mut self, id: TrunkId, packet: &RoutedPacket, egress: &mut Egress) -> Delivery {
+        match self.trunks.get_mut(&id) {
+            Some(trunk) if trunk.carries(packet.track) => {
+                trunk.deliver(packet, egress);
+                trunk.dirty = true;
+                Delivery::Done
+            }
+            _ => Delivery::Gone,
+        }
+    }
+
+    /// Adds remote member `member` as `id` here; false when `id` or the member is known already.
+    pub fn add_member(&mut self, id: PeerId, member: RemoteMember) -> bool {
+        let alias = (member.node.clone(), member.remote_id);
+        if self.members.contains_key(&id) || self.aliases.contains_key(&alias) {
+            return false;
+        }
+        self.aliases.insert(alias, id);
+        self.members.insert(id, member);
+        true
+    }
+
+    /// Removes remote member `id`.
+    pub fn remove_member(&mut self, id: PeerId) -> Option<RemoteMember> {
+        let member = self.members.remove(&id)?;
+        self.aliases
+            .remove(&(member.node.clone(), member.remote_id));
+        Some(member)
+    }
+
+    /// Remote member `id`.
+    pub fn member(&self, id: PeerId) -> Option<&RemoteMember> {
+        self.members.get(&id)
+    }
+
+    /// The id here of member `remote_id` of `node`.
+    pub fn alias(&self, node: &str, remote_id: PeerId) -> Option<PeerId> {
+        self.aliases.get(&(node.to_owned(), remote_id)).copied()
+    }
+
+    /// Whether trunk `id`'s node has a member in `room` (the room is shared with it).
+    pub fn shares(&self, id: TrunkId, room: &str) -> bool {
+        let Some(trunk) = self.trunks.get(&id) else {
+            return false;
+        };
+        self.members
+            .values()
+            .any(|m| m.node == trunk.node && &*m.room == room)
+    }
+
+    /// The trunks that share `room`.
+    pub fn sharing(&self, room: &str) -> Vec<TrunkId> {
+        self.trunks
+            .keys()
+            .copied()
+            .filter(|id| self.shares(*id, room))
+            .collect()
+    }
+
+    /// Keeps a publication whose member is not known yet.
+    pub fn park(&mut self, id: TrunkId, message: ControlMessage) {
+        const MAX_PARKED: usize = 256;
+        if self.parked.len() < MAX_PARKED {
+            self.parked.push((id, message));
+        }
+    }
+
+    /// Takes the parked publications of member `remote_id` of `node`.
+    pub fn unpark(&mut self, node: &str, remote_id: PeerId) -> Vec<(TrunkId, ControlMessage)> {
+        let Some(id) = self.id_of(node) else {
+            return Vec::new();
+        };
+        let (mine, rest) = std::mem::take(&mut self.parked)
+            .into_iter()
+            .partition(|(t, m)| {
+                *t == id && matches!(m, ControlMessage::Publish { peer, .. } if *peer == remote_id)
+            });
+        self.parked = rest;
+        mine
+    }
+
+    /// The API's view of every trunk.
+    pub fn infos(&self) -> Vec<TrunkInfo> {
+        let mut infos: Vec<TrunkInfo> = self
+            .trunks
+            .values()
+            .map(|t| TrunkInfo {
+                node: t.node.clone(),
+                connected: t.connected,
+                tracks_out: t.demands().count(),
+                layers_out: t.demands().map(|(_, d)| d.count_ones() as usize).sum(),
+                tracks_in: t.incoming.len(),
+                counters: t.counters.clone(),
+            })
+            .collect();
+        infos.sort_by(|a, b| a.node.cmp(&b.node));
+        infos
+    }
+}
+
+/// Gives `rtc` the far side's credentials and fingerprint and starts ICE, DTLS and SCTP; the
+/// dialling side (`dials`) also checks the far side's address.
+fn start(rtc: &mut Rtc, remote: &TrunkDescription, dials: bool) -> Result<(), TrunkError> {
+    let fingerprint: Fingerprint = remote
+        .fingerprint
+        .parse()
+        .map_err(|_| TrunkError::Invalid("fingerprint".into()))?;
+    if remote.ufrag.is_empty() || remote.pwd.is_empty() {
+        return Err(TrunkError::Invalid("ICE credentials".into()));
+    }
+    if dials {
+        let candidate = Candidate::host(remote.address, "udp")
+            .map_err(|e| TrunkError::Invalid(format!("address: {e}")))?;
+        rtc.add_remote_candidate(candidate);
+    }
+    let mut api = rtc.direct_api();
+    api.set_remote_ice_credentials(IceCreds {
+        ufrag: remote.ufrag.clone(),
+        pass: remote.pwd.clone(),
+    });
+    api.set_remote_fingerprint(fingerprint);
+    api.start_dtls(dials)
+        .map_err(|e| TrunkError::Invalid(format!("DTLS: {e}")))?;
+    api.start_sctp(dials);
+    Ok(())
+}

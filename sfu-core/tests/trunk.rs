@@ -1,0 +1,633 @@
+//! Two nodes (two `Core`s) sharing a room over a trunk, with str0m participants on each, over an
+//! in-memory network with simulated time: media crosses the trunk once whatever the number of
+//! far subscribers, keyframe requests travel back to the publisher's node, and loss on the
+//! trunk is repaired by NACK.
+
+mod common;
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::Client;
+use sfu_core::protocol::{
+    ClientMessage, PeerId, PublishedTrack, ServerMessage, TrackSource, PROTOCOL_VERSION,
+};
+use sfu_core::str0m::format::Codec;
+use sfu_core::str0m::media::{
+    Direction, KeyframeRequestKind, MediaKind, Mid, Rid, Simulcast, SimulcastLayer,
+};
+use sfu_core::str0m::net::{Protocol, Receive};
+use sfu_core::str0m::rtp::{RtpWrite, SeqNo};
+use sfu_core::str0m::{Candidate, Input, Output as RtcOutput, RtcConfig};
+use sfu_core::trunk::{RemoteMember, TrunkInfo};
+use sfu_core::wire::{classify, DatagramKind};
+use sfu_core::{Action, Core, CoreConfig};
+
+/// Where the nodes' media sockets are.
+const NODES: [&str; 2] = ["127.0.0.1:4000", "127.0.0.9:4000"];
+/// The node ids.
+const NAMES: [&str; 2] = ["a", "b"];
+/// A remote member's id on the node that is not its own: its id there plus this.
+const ALIAS: PeerId = 1000;
+
+fn node_addr(node: usize) -> SocketAddr {
+    NODES[node].parse().unwrap()
+}
+
+/// Two nodes and their participants.
+struct Cluster {
+    now: Instant,
+    cores: Vec<Core>,
+    /// Each client and the node it is connected to.
+    clients: Vec<(usize, Client)>,
+    to_core: VecDeque<(usize, PeerId, ClientMessage)>,
+    /// Drops every n-th RTP datagram from node a to node b (0: none).
+    trunk_loss_every: usize,
+    trunk_rtp_seen: usize,
+    trunk_rtp_dropped: usize,
+}
+
+impl Cluster {
+    fn new() -> Self {
+        let cores = (0..2)
+            .map(|n| {
+                Core::new(CoreConfig {
+                    candidates: vec![node_addr(n)],
+                    ..CoreConfig::default()
+                })
+            })
+            .collect();
+        Cluster {
+            now: Instant::now(),
+            cores,
+            clients: Vec::new(),
+            to_core: VecDeque::new(),
+            trunk_loss_every: 0,
+            trunk_rtp_seen: 0,
+            trunk_rtp_dropped: 0,
+        }
+    }
+
+    /// Joins a client to room `kitchen` on `node`, publishing audio and video; every other node
+    /// is told of it as a remote member (what the control plane does).
+    fn join(&mut self, node: usize, name: &str) -> usize {
+        self.join_with(node, name, &[])
+    }
+
+    /// [`Cluster::join`] with a video track sent as simulcast layers `rids` (lowest first).
+    fn join_with(&mut self, node: usize, name: &str, rids: &[&str]) -> usize {
+        let idx = self.clients.len();
+        let id = idx as PeerId + 1;
+        let mut rtc = RtcConfig::new().set_rtp_mode(true).build(self.now);
+        let addr = SocketAddr::from(([127, 0, 0, 2], 5000 + idx as u16));
+        rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
+        let mut client = Client {
+            id,
+            addr,
+            rtc,
+            pending: None,
+            audio: None,
+            video: None,
+            next_seq: [100, 100],
+            chat: None,
+            signals: Vec::new(),
+            received: Vec::new(),
+            chats: Vec::new(),
+            mappings: Vec::new(),
+            keyframe_requests: 0,
+            crashed: false,
+            channels: Vec::new(),
+            closed_channels: Vec::new(),
+            channel_messages: Vec::new(),
+        };
+        self.cores[node].handle_message(
+            self.now,
+            id,
+            ClientMessage::Join {
+                version: PROTOCOL_VERSION,
+                room: "kitchen".into(),
+                name: name.into(),
+                capacity: None,
+                token: None,
+            },
+        );
+        let mut api = client.rtc.sdp_api();
+        let audio = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+        let simulcast = (!rids.is_empty()).then(|| {
+            let mut simulcast = Simulcast::new();
+            for rid in rids {
+                simulcast.add_send_layer(SimulcastLayer::new(rid));
+            }
+            simulcast
+        });
+        let video = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, simulcast);
+        let (offer, pending) = api.apply().unwrap();
+        client.pending = Some(pending);
+        client.audio = Some(audio);
+        client.video = Some(video);
+        let tracks = vec![
+            PublishedTrack {
+                mid: audio.to_string(),
+                source: TrackSource::Mic,
+                muted: false,
+            },
+            PublishedTrack {
+                mid: video.to_string(),
+                source: TrackSource::Camera,
+                muted: false,
+            },
+        ];
+        self.clients.push((node, client));
+        self.to_core.push_back((
+            node,
+            id,
+            ClientMessage::Offer {
+                sdp: offer.to_sdp_string(),
+                tracks,
+            },
+        ));
+        for other in (0..self.cores.len()).filter(|n| *n != node) {
+            let member = RemoteMember {
+                node: NAMES[node].into(),
+                remote_id: id,
+                room: "kitchen".into(),
+                name: name.into(),
+            };
+            self.cores[other]
+                .add_remote_member(self.now, id + ALIAS, member)
+                .unwrap();
+        }
+        self.pump();
+        idx
+    }
+
+    /// Sets up the trunk between the two nodes as the control plane would: `a` (the lower id)
+    /// dials, `b` answers.
+    fn connect_trunk(&mut self) {
+        let offer = self.cores[0].open_trunk(self.now, NAMES[1]).unwrap();
+        let answer = self.cores[1]
+            .accept_trunk(self.now, NAMES[0], &offer)
+            .unwrap();
+        self.cores[0]
+            .trunk_answer(self.now, NAMES[1], &answer)
+            .unwrap();
+        self.pump();
+    }
+
+    fn pump(&mut self) {
+        for _ in 0..100_000 {
+            let mut moved = false;
+            while let Some((node, peer, msg)) = self.to_core.pop_front() {
+                self.cores[node].handle_message(self.now, peer, msg);
+                moved = true;
+            }
+            for node in 0..self.cores.len() {
+                while let Some(out) = self.cores[node].poll_output() {
+                    moved = true;
+                    match out {
+                        Action::Transmit(t) => {
+                            if let Some(far) = (0..2).find(|n| node_addr(*n) == t.destination) {
+                                let rtp = classify(&t.contents) == DatagramKind::Rtp;
+                                let lost = rtp && node == 0 && self.lose_trunk_packet();
+                                if !lost {
+                                    self.cores[far].handle_datagram(
+                                        self.now,
+                                        t.source,
+                                        t.destination,
+                                        &t.contents,
+                                    );
+                                }
+                            } else if let Some((_, c)) = self
+                                .clients
+                                .iter_mut()
+                                .find(|(_, c)| c.addr == t.destination)
+                            {
+                                let input = Input::Receive(
+                                    self.now,
+                                    Receive::new(
+                                        Protocol::Udp,
+                                        t.source,
+                                        t.destination,
+                                        &t.contents,
+                                    )
+                                    .unwrap(),
+                                );
+                                c.rtc.handle_input(input).unwrap();
+                            }
+                            self.cores[node].recycle(t.contents);
+                        }
+                        Action::Signal(peer, msg) => {
+                            if let Some((_, c)) = self
+                                .clients
+                                .iter_mut()
+                                .find(|(n, c)| *n == node && c.id == peer)
+                            {
+                                if let Some(reply) = c.on_signal(msg) {
+                                    self.to_core.push_back((node, peer, reply));
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            for (node, c) in &mut self.clients {
+                loop {
+                    match c.rtc.poll_output().unwrap() {
+                        RtcOutput::Timeout(_) => break,
+                        RtcOutput::Transmit(t) => {
+                            moved = true;
+                            let data = t.contents.to_vec();
+                            self.cores[*node].handle_datagram(
+                                self.now,
+                                t.source,
+                                node_addr(*node),
+                                &data,
+                            );
+                        }
+                        RtcOutput::Event(e) => {
+                            moved = true;
+                            c.on_event(e);
+                        }
+                    }
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+        panic!("the simulated network never settled");
+    }
+
+    /// Whether this RTP datagram on the trunk is lost.
+    fn lose_trunk_packet(&mut self) -> bool {
+        self.trunk_rtp_seen += 1;
+        let lost =
+            self.trunk_loss_every > 0 && self.trunk_rtp_seen.is_multiple_of(self.trunk_loss_every);
+        self.trunk_rtp_dropped += lost as usize;
+        lost
+    }
+
+    fn advance(&mut self, total: Duration) {
+        let step = Duration::from_millis(10);
+        let end = self.now + total;
+        while self.now < end {
+            self.now += step;
+            for core in &mut self.cores {
+                core.handle_timeout(self.now);
+            }
+            for (_, c) in &mut self.clients {
+                c.rtc.handle_input(Input::Timeout(self.now)).unwrap();
+            }
+            self.pump();
+        }
+    }
+
+    /// Sends `n` packets on a client's track, one per 20 ms, with payload `[tag, i, i, ..]`.
+    fn send_media(&mut self, idx: usize, kind: MediaKind, n: u16, tag: u8) {
+        for i in 0..n {
+            let c = &mut self.clients[idx].1;
+            let (mid, codec, step, slot) = match kind {
+                MediaKind::Audio => (c.audio.unwrap(), Codec::Opus, 960, 0),
+                MediaKind::Video => (c.video.unwrap(), Codec::Vp8, 3000, 1),
+            };
+            let seq = c.next_seq[slot];
+            c.next_seq[slot] += 1;
+            let pt = c
+                .rtc
+                .codec_config()
+                .find(|p| p.spec().codec == codec)
+                .unwrap()
+                .pt();
+            let now = self.now;
+            let mut api = c.rtc.direct_api();
+            let tx = api.stream_tx_by_mid(mid, None).unwrap();
+            tx.write_rtp(
+                RtpWrite::new(
+                    pt,
+                    SeqNo::from(seq),
+                    seq as u32 * step,
+                    now,
+                    payload(tag, i),
+                )
+                .marker(true)
+                .nackable(kind == MediaKind::Video),
+            );
+            self.advance(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends `n` VP8 keyframes on each simulcast layer of a client's video, one per 20 ms, layer
+    /// `l` of `sizes[l]`; the payload ends with `[tag, l, i, i]`.
+    fn send_simulcast(&mut self, idx: usize, rids: &[&str], sizes: &[(u16, u16)], n: u16, tag: u8) {
+        for i in 0..n {
+            let c = &mut self.clients[idx].1;
+            let mid = c.video.unwrap();
+            let seq = c.next_seq[1];
+            c.next_seq[1] += 1;
+            let pt = c
+                .rtc
+                .codec_config()
+                .find(|p| p.spec().codec == Codec::Vp8)
+                .unwrap()
+                .pt();
+            let now = self.now;
+            for (l, (rid, (w, h))) in rids.iter().zip(sizes).enumerate() {
+                let mut api = c.rtc.direct_api();
+                let tx = api.stream_tx_by_mid(mid, Some(Rid::from(*rid))).unwrap();
+                let [w0, w1] = w.to_le_bytes();
+                let [h0, h1] = h.to_le_bytes();
+                let payload = vec![
+                    0x10,
+                    0x10,
+                    0,
+                    0,
+                    0x9d,
+                    0x01,
+                    0x2a,
+                    w0,
+                    w1,
+                    h0,
+                    h1,
+                    tag,
+                    l as u8,
+                    (i >> 8) as u8,
+                    i as u8,
+                ];
+                tx.write_rtp(
+                    RtpWrite::new(pt, SeqNo::from(seq), seq as u32 * 3000, now, payload)
+                        .marker(true)
+                        .nackable(true),
+                );
+            }
+            self.advance(Duration::from_millis(20));
+        }
+    }
+
+    /// The simulcast layers of track `tag` viewer `idx` received, in order.
+    fn layers_received(&self, idx: usize, tag: u8) -> Vec<u8> {
+        self.client(idx)
+            .received
+            .iter()
+            .filter(|r| r.payload.get(11) == Some(&tag))
+            .map(|r| r.payload[12])
+            .collect()
+    }
+
+    fn client(&self, idx: usize) -> &Client {
+        &self.clients[idx].1
+    }
+
+    fn trunk(&self, node: usize) -> TrunkInfo {
+        let mut trunks = self.cores[node].stats().trunks;
+        assert_eq!(trunks.len(), 1, "one trunk");
+        trunks.remove(0)
+    }
+}
+
+fn payload(tag: u8, i: u16) -> Vec<u8> {
+    vec![tag, (i >> 8) as u8, i as u8, 0x90, 0x90]
+}
+
+/// A publisher on node a, three subscribers on node b, the trunk up.
+fn cluster() -> Cluster {
+    let mut c = Cluster::new();
+    c.join(0, "publisher");
+    for i in 0..3 {
+        c.join(1, &format!("viewer{i}"));
+    }
+    c.connect_trunk();
+    c.advance(Duration::from_secs(3));
+    c
+}
+
+/// Asserts subscriber `idx` got packets `0..n` of track `tag` once each, byte-identical, with
+/// gap-free sequence numbers.
+fn assert_complete(c: &Cluster, idx: usize, tag: u8, n: u16) {
+    let mut got: Vec<_> = c.client(idx).received_with_tag(tag);
+    got.sort_by_key(|r| u16::from_be_bytes([r.payload[1], r.payload[2]]));
+    let payloads: Vec<Vec<u8>> = got.iter().map(|r| r.payload.clone()).collect();
+    let expected: Vec<Vec<u8>> = (0..n).map(|i| payload(tag, i)).collect();
+    assert_eq!(
+        payloads, expected,
+        "subscriber {idx}: every packet of {tag:#x} once, as sent"
+    );
+    for pair in got.windows(2) {
+        assert_eq!(
+            pair[1].seq,
+            pair[0].seq.wrapping_add(1),
+            "gap-free sequence numbers"
+        );
+        assert_eq!(pair[0].ssrc, pair[1].ssrc);
+    }
+}
+
+#[test]
+fn each_track_crosses_the_trunk_once_and_reaches_every_far_subscriber() {
+    let mut c = cluster();
+    assert!(c.trunk(0).connected && c.trunk(1).connected, "trunk up");
+    assert_eq!(c.trunk(1).tracks_in, 2, "a's two tracks are published on b");
+    assert_eq!(
+        c.trunk(0).tracks_in,
+        6,
+        "b's members' tracks are published on a"
+    );
+    c.send_media(0, MediaKind::Video, 200, 0xA0);
+    c.send_media(0, MediaKind::Audio, 100, 0xB0);
+    for viewer in 1..4 {
+        assert_complete(&c, viewer, 0xA0, 200);
+        assert_complete(&c, viewer, 0xB0, 100);
+    }
+    let a = c.trunk(0);
+    assert_eq!(
+        a.counters.packets_out, 300,
+        "each packet crossed once, not once per viewer"
+    );
+    assert_eq!(c.trunk(1).counters.packets_in, 300);
+    assert_eq!(
+        c.cores[1].counters().forwarded_packets,
+        3 * 300,
+        "b fanned out to its three viewers"
+    );
+}
+
+#[test]
+fn a_far_subscribers_keyframe_request_reaches_the_publisher() {
+    let mut c = cluster();
+    c.send_media(0, MediaKind::Video, 20, 0xA0);
+    c.advance(Duration::from_secs(1));
+    let before = c.client(0).keyframe_requests;
+    let mapping = c
+        .client(1)
+        .mappings
+        .iter()
+        .find(|m| {
+            m.peer_id == ALIAS + 1
+                && m.track_id
+                    .ends_with(&c.client(0).video.unwrap().to_string())
+        })
+        .expect("viewer's m-line of the publisher's video")
+        .clone();
+    let mid = Mid::from(mapping.mid.as_str());
+    c.clients[1]
+        .1
+        .rtc
+        .direct_api()
+        .stream_rx_by_mid(mid, None)
+        .expect("the viewer receives the video")
+        .request_keyframe(KeyframeRequestKind::Pli);
+    c.advance(Duration::from_millis(500));
+    assert!(
+        c.client(0).keyframe_requests > before,
+        "the PLI crossed the trunk back to the publisher"
+    );
+    assert!(c.trunk(0).counters.keyframe_requests_in >= 1);
+}
+
+#[test]
+fn loss_on_the_trunk_is_repaired_by_nack() {
+    let mut c = cluster();
+    c.trunk_loss_every = 7;
+    c.send_media(0, MediaKind::Video, 200, 0xA0);
+    c.trunk_loss_every = 0;
+    c.advance(Duration::from_secs(1));
+    assert!(c.trunk_rtp_dropped > 10, "the trunk lost packets");
+    assert!(c.trunk(0).counters.resent_out > 0, "a resent what b NACKed");
+    for viewer in 1..4 {
+        assert_complete(&c, viewer, 0xA0, 200);
+    }
+}
+
+#[test]
+fn far_members_and_their_tracks_come_and_go_as_the_control_plane_and_the_trunk_say() {
+    let mut c = cluster();
+    let publisher = ALIAS + 1;
+    let viewer = c.client(1);
+    assert!(
+        viewer.saw(|m| matches!(m, ServerMessage::Joined { peers, .. }
+            if peers.iter().any(|p| p.id == publisher && p.name == "publisher"))),
+        "a viewer joining b sees the member of a"
+    );
+    assert!(viewer.saw(
+        |m| matches!(m, ServerMessage::TrackPublished { peer_id, .. } if *peer_id == publisher)
+    ));
+    assert!(
+        c.client(0)
+            .saw(|m| matches!(m, ServerMessage::PeerJoined { peer } if peer.id == ALIAS + 4)),
+        "a's member sees b's members join"
+    );
+
+    // The publisher mutes its camera on a: b's viewers are told.
+    let video = c.client(0).video.unwrap().to_string();
+    c.to_core.push_back((
+        0,
+        1,
+        ClientMessage::Mute {
+            mid: video.clone(),
+            muted: true,
+        },
+    ));
+    c.advance(Duration::from_millis(200));
+    let muted_id = format!("{publisher}:{video}");
+    for viewer in 1..4 {
+        assert!(c.client(viewer).saw(|m| matches!(m,
+            ServerMessage::TrackMuted { peer_id, track_id, muted: true }
+                if *peer_id == publisher && *track_id == muted_id)));
+    }
+
+    // The publisher leaves a: its tracks leave b over the trunk.
+    c.cores[0].disconnect(c.now, 1);
+    c.advance(Duration::from_millis(500));
+    assert!(c.client(1).saw(
+        |m| matches!(m, ServerMessage::TrackUnpublished { peer_id, .. } if *peer_id == publisher)
+    ));
+    assert_eq!(c.trunk(0).tracks_out, 0);
+    assert_eq!(c.trunk(1).tracks_in, 0);
+
+    // The control plane says it left.
+    assert!(c.cores[1].remove_remote_member(c.now, publisher));
+    c.pump();
+    for viewer in 1..4 {
+        assert!(c
+            .client(viewer)
+            .saw(|m| matches!(m, ServerMessage::PeerLeft { peer_id } if *peer_id == publisher)));
+    }
+    assert!(!c.cores[1].remove_remote_member(c.now, publisher), "once");
+}
+
+#[test]
+fn far_viewers_choose_their_layers_and_only_the_layers_they_take_cross() {
+    let rids = ["l", "h"];
+    let sizes = [(320, 180), (1280, 720)];
+    let mut c = Cluster::new();
+    c.join_with(0, "publisher", &rids);
+    for i in 0..3 {
+        c.join(1, &format!("viewer{i}"));
+    }
+    c.connect_trunk();
+    c.advance(Duration::from_secs(1));
+    let track_id = format!("{}:{}", ALIAS + 1, c.client(0).video.unwrap());
+    let tile = |c: &mut Cluster, viewer: usize, width, height| {
+        let id = c.client(viewer).id;
+        c.to_core.push_back((
+            1,
+            id,
+            ClientMessage::TileSize {
+                track_id: track_id.clone(),
+                width,
+                height,
+            },
+        ));
+        c.pump();
+    };
+    for viewer in 1..4 {
+        tile(&mut c, viewer, 320, 180);
+    }
+    c.advance(Duration::from_millis(500));
+    c.send_simulcast(0, &rids, &sizes, 100, 0xC0);
+    for viewer in 1..4 {
+        let got = c.layers_received(viewer, 0xC0);
+        assert!(
+            got.len() > 50,
+            "viewer {viewer} gets the picture: {}",
+            got.len()
+        );
+        assert!(
+            got.iter().all(|l| *l == 0),
+            "small tiles take the low layer"
+        );
+    }
+    let a = c.trunk(0);
+    assert_eq!(
+        a.layers_out, 2,
+        "the audio and only the low video layer are demanded"
+    );
+    assert!(
+        a.counters.packets_out <= 100,
+        "the high layer did not cross: {}",
+        a.counters.packets_out
+    );
+
+    tile(&mut c, 2, 1280, 720);
+    c.send_simulcast(0, &rids, &sizes, 250, 0xC1);
+    assert_eq!(
+        c.trunk(0).layers_out,
+        3,
+        "the big tile's layer is demanded too"
+    );
+    let crossed = c.trunk(0).counters.packets_out - a.counters.packets_out;
+    assert!(
+        crossed > 250 && crossed <= 500,
+        "the low layer and then the high one crossed once each: {crossed}"
+    );
+    let big = c.layers_received(2, 0xC1);
+    assert_eq!(big.last(), Some(&1), "the big tile moved to the high layer");
+    for viewer in [1, 3] {
+        let got = c.layers_received(viewer, 0xC1);
+        assert!(
+            got.iter().all(|l| *l == 0),
+            "small tiles stay on the low layer"
+        );
+    }
+}
