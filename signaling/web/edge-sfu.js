@@ -97,6 +97,7 @@ export function scalabilityModeFromUrl(loc = globalThis.location) {
   return v && /^L[1-3]T[1-3](_KEY)?$/.test(v) ? v : null;
 }
 
+/**
  * The video codecs a page accepts, from its own URL: `?codecs=h264` (a comma-separated list of RTP
  * encoding names, e.g. `h264,vp8`) makes every video transceiver send and receive only those, as a
  * Safari or an iPhone that decodes H.264 only would; no parameter: every codec the browser has.

@@ -15,8 +15,12 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
-import { poll } from './harness.mjs';
-import { IP } from './netns.mjs';
+import { after, before } from 'node:test';
+
+import {
+  chromiumPresent, describePage, launchChromium, openPage, poll, roomUrl, skipWithoutChromium, spkiHash, startServer,
+} from './harness.mjs';
+import { createNamespace, IP, rootAvailable, skipWithoutRoot } from './netns.mjs';
 
 /** The Firefox the tests drive (Debian's package). */
 export const FIREFOX = process.env.FIREFOX_BIN || '/usr/bin/firefox-esr';
@@ -122,13 +126,15 @@ async function startScreen() {
  * self-signed). `browser.close()` ends Firefox, the relay and the profile. Firefox's output goes to the file
  * `browser.logFile` (kept, for failure messages).
  * @param {{name: string, nsAddress: string}} ns
+ * @param {{prefs?: Record<string, boolean | number | string>}} [options] `prefs`: profile preferences beyond (or
+ *   overriding) the usual ones
  * @returns {Promise<import('puppeteer-core').Browser>}
  */
-export async function launchFirefoxIn(ns) {
+export async function launchFirefoxIn(ns, { prefs = {} } = {}) {
   const puppeteer = (await import('puppeteer-core')).default;
   const profile = fs.mkdtempSync(path.join(os.tmpdir(), `esfu-firefox-${ns.name}-`));
   fs.writeFileSync(path.join(profile, 'user.js'),
-    Object.entries(PREFS).map(([k, v]) => `user_pref(${JSON.stringify(k)}, ${JSON.stringify(v)});\n`).join(''));
+    Object.entries({ ...PREFS, ...prefs }).map(([k, v]) => `user_pref(${JSON.stringify(k)}, ${JSON.stringify(v)});\n`).join(''));
   const screen = XVFB ? await startScreen() : null;
   const env = screen ? { ...process.env, DISPLAY: screen.display } : process.env;
   const inNs = (argv) => spawn(IP, ['netns', 'exec', ns.name, ...argv], { stdio: ['ignore', 'pipe', 'pipe'], env });
@@ -201,4 +207,64 @@ export async function openFirefoxPage(browser, url, label, { preload = null } = 
   });
   await page.goto(url);
   return page;
+}
+
+/**
+ * The fixture of a test file with Firefox and Chromium in rooms, started before its tests (when Chromium, Firefox and
+ * root are there) and stopped after them: network namespace `tag` (`nsIndex`: the third octet of its addresses, one per
+ * test file) holding Firefox, edge-sfu listening on the host end of its veth (HTTPS, with the certificate it generates,
+ * announcing that address), and Chromium on the host trusting that certificate. Read `server`, `chromium`, `firefox`
+ * and `ns` inside tests; `skipped(t)` skips a test (loudly) that cannot run here; `joinFirefox` and `joinChromium` open
+ * a participant's room page and wait until it joined, resolving with `{page, id, name}`.
+ * @param {string} tag
+ * @param {number} nsIndex
+ * @param {{firefoxPrefs?: Record<string, boolean | number | string>}} [options] extra Firefox profile preferences
+ */
+export function firefoxAndChromium(tag, nsIndex, { firefoxPrefs = {} } = {}) {
+  const fixture = {
+    ns: null, server: null, chromium: null, firefox: null, dataDir: null,
+    skipped: (t) => skipWithoutChromium(t) || skipWithoutRoot(t) || skipWithoutFirefox(t),
+    async joinFirefox(room, name, options = {}, preload = null) {
+      const page = await openFirefoxPage(fixture.firefox, roomUrl(fixture.server.url, room, name, options), `firefox/${name}`,
+        { preload });
+      return { page, id: await joined(page, name), name };
+    },
+    async joinChromium(room, name, options = {}) {
+      const page = await openPage(fixture.chromium, roomUrl(fixture.server.url, room, name, options), `chromium/${name}`);
+      return { page, id: await joined(page, name), name };
+    },
+  };
+  /** Waits until the page's client joined (playwright and puppeteer pages alike); returns its peer id. */
+  async function joined(page, label) {
+    try {
+      return await poll(() => page.evaluate(() => window.edgeSfu?.state === 'joined' && window.edgeSfu.peerId),
+        { timeout: 30_000, what: `${label} joined` });
+    } catch (err) {
+      err.message += `\n${label}: ${await describePage(page)}\nserver log:\n${fixture.server.logTail(40)}\nFirefox log: ${fixture.firefox.logFile}`;
+      throw err;
+    }
+  }
+  before(async () => {
+    if (!(chromiumPresent && firefoxPresent && rootAvailable)) return;
+    fixture.ns = await createNamespace(tag, nsIndex);
+    fixture.dataDir = fs.mkdtempSync(path.join(os.tmpdir(), `edge-sfu-${tag}-`));
+    const certFile = path.join(fixture.dataDir, 'https-certificate.pem');
+    // Beyond loopback the server speaks HTTPS, with a certificate it generates into the data directory.
+    fixture.server = await startServer({
+      name: `edge-sfu-${tag}`,
+      baseArgs: ['--listen', `${fixture.ns.hostAddress}:0`, '--workers', '2', '--public-ip', fixture.ns.hostAddress],
+      args: ['--data-dir', fixture.dataDir],
+      caFile: certFile,
+    });
+    fixture.chromium = await launchChromium([`--ignore-certificate-errors-spki-list=${spkiHash(fs.readFileSync(certFile, 'utf8'))}`]);
+    fixture.firefox = await launchFirefoxIn(fixture.ns, { prefs: firefoxPrefs });
+  });
+  after(async () => {
+    await fixture.firefox?.close();
+    await fixture.chromium?.close().catch(() => {});
+    await fixture.server?.stop();
+    await fixture.ns?.remove();
+    if (fixture.dataDir) fs.rmSync(fixture.dataDir, { recursive: true, force: true });
+  });
+  return fixture;
 }

@@ -12,85 +12,25 @@
 //    lists them), and listed largest first (f;h;q, as older Firefox did): the SFU orders them by picture size.
 // 6. Firefox leaves (button) and Chromium sees it go; Chromium leaves and Firefox sees it go.
 
-import { before, after, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 
-import {
-  assertNoPageProblems, chromiumPresent, describePage, expectMediaFrom, launchChromium, openPage, poll, roomUrl,
-  skipWithoutChromium, spkiHash, startServer,
-} from './harness.mjs';
-import { firefoxPresent, launchFirefoxIn, openFirefoxPage, skipWithoutFirefox } from './firefox.mjs';
-import { createNamespace, rootAvailable, skipWithoutRoot } from './netns.mjs';
+import { assertNoPageProblems, describePage, expectMediaFrom, poll } from './harness.mjs';
+import { firefoxAndChromium } from './firefox.mjs';
 import { inboundVideo, publisherLayers, setTileWidth, videoTrackOf } from './quality.mjs';
 
-/** The third octet of this test's veth addresses (lan.test.mjs uses 11, reach.test.mjs 31, shaped.test.mjs 41). */
+/**
+ * The third octet of this test's veth addresses (lan.test.mjs uses 11, reach.test.mjs 31, shaped.test.mjs 41,
+ * svc.test.mjs 53, mixed.test.mjs 55).
+ */
 const NS_INDEX = 51;
 
-const ready = chromiumPresent && firefoxPresent && rootAvailable;
-const fx = { ns: null, server: null, chromium: null, firefox: null, dataDir: null };
+const fx = firefoxAndChromium('firefox', NS_INDEX);
+const { skipped } = fx;
 const room = `firefox-${process.pid}`;
 /** `{page, id, name}` of the two main participants, set by the first test. */
 let fox;
 let chrome;
-
-before(async () => {
-  if (!ready) return;
-  fx.ns = await createNamespace('firefox', NS_INDEX);
-  fx.dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'edge-sfu-firefox-'));
-  const certFile = path.join(fx.dataDir, 'https-certificate.pem');
-  // Beyond loopback the server speaks HTTPS, with a certificate it generates into the data directory.
-  fx.server = await startServer({
-    name: 'edge-sfu-firefox',
-    baseArgs: ['--listen', `${fx.ns.hostAddress}:0`, '--workers', '2', '--public-ip', fx.ns.hostAddress],
-    args: ['--data-dir', fx.dataDir],
-    caFile: certFile,
-  });
-  fx.chromium = await launchChromium([`--ignore-certificate-errors-spki-list=${spkiHash(fs.readFileSync(certFile, 'utf8'))}`]);
-  fx.firefox = await launchFirefoxIn(fx.ns);
-});
-
-after(async () => {
-  await fx.firefox?.close();
-  await fx.chromium?.close().catch(() => {});
-  await fx.server?.stop();
-  await fx.ns?.remove();
-  if (fx.dataDir) fs.rmSync(fx.dataDir, { recursive: true, force: true });
-});
-
-function skipped(t) {
-  return skipWithoutChromium(t) || skipWithoutRoot(t) || skipWithoutFirefox(t);
-}
-
-/** The room page URL of `name` in `roomName`, with extra page options. */
-function pageUrl(roomName, name, options = {}) {
-  const u = new URL(roomUrl(fx.server.url, roomName, name));
-  for (const [k, v] of Object.entries(options)) u.searchParams.set(k, String(v));
-  return u.href;
-}
-
-/** Waits until the page's client joined (works with playwright and puppeteer pages); returns its peer id. */
-async function joined(page, label) {
-  try {
-    return await poll(() => page.evaluate(() => window.edgeSfu?.state === 'joined' && window.edgeSfu.peerId),
-      { timeout: 30_000, what: `${label} joined` });
-  } catch (err) {
-    err.message += `\n${label}: ${await describePage(page)}\nserver log:\n${fx.server.logTail(40)}\nFirefox log: ${fx.firefox.logFile}`;
-    throw err;
-  }
-}
-
-async function firefoxJoins(roomName, name, options, preload = null) {
-  const page = await openFirefoxPage(fx.firefox, pageUrl(roomName, name, options), `firefox/${name}`, { preload });
-  return { page, id: await joined(page, name), name };
-}
-
-async function chromiumJoins(roomName, name, options) {
-  const page = await openPage(fx.chromium, pageUrl(roomName, name, options), `chromium/${name}`);
-  return { page, id: await joined(page, name), name };
-}
 
 /** Polls `page` until `fn(arg)` (run in the page) is truthy. */
 function pageShows(page, fn, arg, what, timeout = 15_000) {
@@ -104,8 +44,8 @@ function peerGone(page, id, what) {
 
 test('Firefox and Chromium decode each other\'s camera and receive each other\'s microphone', { timeout: 120_000 }, async (t) => {
   if (skipped(t)) return;
-  fox = await firefoxJoins(room, 'fox');
-  chrome = await chromiumJoins(room, 'chrome');
+  fox = await fx.joinFirefox(room, 'fox');
+  chrome = await fx.joinChromium(room, 'chrome');
   await expectMediaFrom(chrome.page, [fox.id], { label: 'chromium', timeout: 45_000 });
   await expectMediaFrom(fox.page, [chrome.id], { label: 'firefox', timeout: 45_000 });
   // Firefox's media crossed the veth: its selected pair's remote end is the SFU's address there.
@@ -211,9 +151,9 @@ for (const { order, preload, simulcastLine } of [
   test(`Firefox simulcast ${order}: a small Chromium tile decodes the low layer, a large one the high layer`, { timeout: 120_000 }, async (t) => {
     if (skipped(t)) return;
     const simRoom = `${room}-simulcast-${preload ? 'reversed' : 'page'}`;
-    const pub = await firefoxJoins(simRoom, 'foxpub', { mic: 0 }, preload);
-    const small = await chromiumJoins(simRoom, 'small', { camera: 0, mic: 0 });
-    const large = await chromiumJoins(simRoom, 'large', { camera: 0, mic: 0 });
+    const pub = await fx.joinFirefox(simRoom, 'foxpub', { mic: 0 }, preload);
+    const small = await fx.joinChromium(simRoom, 'small', { camera: 0, mic: 0 });
+    const large = await fx.joinChromium(simRoom, 'large', { camera: 0, mic: 0 });
     t.after(async () => {
       await pub.page.close().catch(() => {});
       for (const v of [small, large]) await v.page.context().close().catch(() => {});
@@ -265,7 +205,7 @@ test('leaving is seen by the other browser, both ways', { timeout: 60_000 }, asy
   await fox.page.click('#leave');
   await peerGone(chrome.page, fox.id, 'Firefox gone from Chromium\'s page');
   // Back in, then Chromium leaves.
-  fox = await firefoxJoins(room, 'fox2');
+  fox = await fx.joinFirefox(room, 'fox2');
   await expectMediaFrom(fox.page, [chrome.id], { label: 'firefox after rejoining' });
   await chrome.page.click('#leave');
   await peerGone(fox.page, chrome.id, 'Chromium gone from Firefox\'s page');

@@ -10,14 +10,13 @@ import {
   assertNoPageProblems, describePage, openPage, poll, roomUrl, serverAndBrowser, skipWithoutChromium, waitJoined,
 } from './harness.mjs';
 import { inboundVideo, setTileWidth, videoTrackOf } from './quality.mjs';
+import { lists, videoCapabilities, videoCodecs } from './codecs.mjs';
 
 const fx = serverAndBrowser('edge-sfu-h264');
 
 /** Opens participant `name` in `room` with the room page's URL options (`video`, `mic`, `camera`, `codecs`). */
 async function participant(room, name, options = {}) {
-  const u = new URL(roomUrl(fx.server.url, room, name));
-  for (const [k, v] of Object.entries(options)) u.searchParams.set(k, String(v));
-  const page = await openPage(fx.browser, u.href, `${room}/${name}`);
+  const page = await openPage(fx.browser, roomUrl(fx.server.url, room, name, options), `${room}/${name}`);
   const id = await waitJoined(page);
   return { page, id, name };
 }
@@ -46,24 +45,6 @@ async function explained(what, pages, fn) {
   }
 }
 
-/** The codec (mimeType) and frames of the page's inbound and outbound video streams, from getStats. */
-function videoCodecs(page) {
-  return page.evaluate(async () => {
-    const pc = window.edgeSfu?.pc;
-    if (!pc) return { inbound: [], outbound: [] };
-    const report = await pc.getStats();
-    const codecOf = (s) => report.get(s.codecId)?.mimeType ?? null;
-    const inbound = [];
-    const outbound = [];
-    report.forEach((s) => {
-      if (s.kind !== 'video') return;
-      if (s.type === 'inbound-rtp') inbound.push({ mid: s.mid, codec: codecOf(s), framesDecoded: s.framesDecoded ?? 0 });
-      if (s.type === 'outbound-rtp') outbound.push({ rid: s.rid ?? null, codec: codecOf(s), framesEncoded: s.framesEncoded ?? 0 });
-    });
-    return { inbound, outbound };
-  });
-}
-
 /** Waits until `page` decodes video in `mime` and its encoders all send `sendMime`, frames rising. */
 async function expectCodecs(p, { decodes, sends }, pages) {
   let last = null;
@@ -88,13 +69,10 @@ test('Chromium lists H.264 among its send and receive codecs', { timeout: 60_000
   if (skipWithoutChromium(t)) return;
   const page = await openPage(fx.browser, new URL('/', fx.server.url).href, 'capabilities');
   t.after(() => page.context().close().catch(() => {}));
-  const caps = await page.evaluate(() => ({
-    send: RTCRtpSender.getCapabilities('video').codecs.map((c) => `${c.mimeType} ${c.sdpFmtpLine ?? ''}`),
-    recv: RTCRtpReceiver.getCapabilities('video').codecs.map((c) => `${c.mimeType} ${c.sdpFmtpLine ?? ''}`),
-  }));
-  console.log(`[h264] Chromium ${fx.browser.version()} H.264 send formats: ${caps.send.filter((c) => c.startsWith('video/H264')).join('; ')}`);
-  assert.ok(caps.send.some((c) => c.startsWith('video/H264')), `send codecs: ${caps.send}`);
-  assert.ok(caps.recv.some((c) => c.startsWith('video/H264')), `receive codecs: ${caps.recv}`);
+  const caps = await videoCapabilities(page);
+  console.log(`[h264] Chromium ${fx.browser.version()} H.264 send formats: ${caps.send.filter((c) => lists([c], 'video/H264')).join('; ')}`);
+  assert.ok(lists(caps.send, 'video/H264'), `send codecs: ${caps.send}`);
+  assert.ok(lists(caps.recv, 'video/H264'), `receive codecs: ${caps.recv}`);
 });
 
 test('an H.264-only member and a VP8 member: the room sends H.264 while it is there, VP8 after', { timeout: 150_000 }, async (t) => {

@@ -391,12 +391,13 @@ export async function expectMediaFrom(page, peerIds, { audio = true, timeout = 3
   }
 }
 
-/** Room page URL that joins without a click. */
-export function roomUrl(base, room, name) {
+/** Room page URL that joins without a click, with the page's URL `options` (`video`, `mic`, `camera`, `codecs`, …). */
+export function roomUrl(base, room, name, options = {}) {
   const u = new URL('/', base);
   u.searchParams.set('room', room);
   u.searchParams.set('name', name);
   u.searchParams.set('autojoin', '1');
+  for (const [k, v] of Object.entries(options)) u.searchParams.set(k, String(v));
   return u.href;
 }
 
