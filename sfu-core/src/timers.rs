@@ -47,6 +47,16 @@ impl<K: Ord + Hash + Copy> Deadlines<K> {
         self.by_key.contains_key(key)
     }
 
+    /// How many keys have a deadline.
+    pub fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
+    /// Whether no key has a deadline.
+    pub fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+
     /// The earliest deadline.
     pub fn next(&self) -> Option<Instant> {
         self.by_time.first().map(|(at, _)| *at)
@@ -81,11 +91,13 @@ mod tests {
         d.set(2, at(40));
         d.set(3, at(20));
         assert_eq!(d.next(), Some(at(20)));
+        assert_eq!(d.len(), 3);
         d.clear(3);
         assert_eq!(d.pop_due(at(25)), None);
         assert_eq!(d.pop_due(at(35)), Some(1));
         assert_eq!(d.pop_due(at(35)), None);
         assert_eq!(d.pop_due(at(40)), Some(2));
         assert_eq!(d.next(), None);
+        assert!(d.is_empty());
     }
 }

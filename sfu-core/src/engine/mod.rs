@@ -169,6 +169,7 @@ impl Core {
         );
         stats.ingests = self.ingest_infos();
         stats.outputs = self.output_infos();
+        stats.timers = self.timers.len();
         stats
     }
 
