@@ -52,11 +52,6 @@ impl<K: Ord + Hash + Copy> Deadlines<K> {
         self.by_key.len()
     }
 
-    /// Whether no key has a deadline.
-    pub fn is_empty(&self) -> bool {
-        self.by_key.is_empty()
-    }
-
     /// The earliest deadline.
     pub fn next(&self) -> Option<Instant> {
         self.by_time.first().map(|(at, _)| *at)
@@ -98,6 +93,6 @@ mod tests {
         assert_eq!(d.pop_due(at(35)), None);
         assert_eq!(d.pop_due(at(40)), Some(2));
         assert_eq!(d.next(), None);
-        assert!(d.is_empty());
+        assert_eq!(d.len(), 0);
     }
 }
