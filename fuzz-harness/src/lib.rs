@@ -8,15 +8,18 @@
 
 #![deny(missing_docs)]
 
+pub mod admin_bodies;
 pub mod api_bodies;
 pub mod classify;
 pub mod client_message;
 pub mod codec_descriptors;
 pub mod config_toml;
 pub mod core;
+pub mod offers;
 pub mod room_token;
 pub mod seeds;
 pub mod tcp_framing;
+pub mod whip_whep;
 
 /// A target's body: takes any bytes, panics only on a bug.
 pub type Body = fn(&[u8]);
@@ -32,4 +35,6 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("config_toml", config_toml::run),
     ("room_token", room_token::run),
     ("core", core::run),
+    ("whip_whep", whip_whep::run),
+    ("admin_bodies", admin_bodies::run),
 ];

@@ -13,6 +13,7 @@ use sfu_core::{Core, CoreConfig, Permissions};
 use signaling::auth::{mint_hs256, Claims, Secret};
 
 use crate::core::World;
+use crate::offers;
 use crate::room_token;
 
 /// Seeds of one target: its name and its inputs.
@@ -30,6 +31,8 @@ pub fn all() -> Vec<Seeds> {
         ("config_toml", configs()),
         ("room_token", tokens()),
         ("core", core_inputs()),
+        ("whip_whep", http_offers()),
+        ("admin_bodies", admin_bodies()),
     ]
 }
 
@@ -128,6 +131,9 @@ fn messages(call: &World) -> Vec<Vec<u8>> {
         },
         ClientMessage::Leave,
         ClientMessage::Ping,
+        ClientMessage::Refresh {
+            token: String::from_utf8(tokens().swap_remove(0)).expect("a token is ASCII"),
+        },
     ]);
     all.iter()
         .map(|m| serde_json::to_vec(m).expect("messages serialize"))
@@ -170,6 +176,40 @@ fn api_bodies() -> Vec<Vec<u8>> {
         body(0, serde_json::to_vec(&ingest).expect("serializes")),
         body(1, serde_json::to_vec(&output).expect("serializes")),
         body(2, serde_json::to_vec(&targets).expect("serializes")),
+    ]
+}
+
+/// The real WHIP and WHEP offers at each endpoint (selector byte, then the offer; see
+/// [`crate::whip_whep`]): each where it belongs, and a WHEP offer sent to WHIP.
+fn http_offers() -> Vec<Vec<u8>> {
+    let at = |selector: u8, offer: &str| [&[selector], offer.as_bytes()].concat();
+    vec![
+        at(0, offers::whip()),
+        at(1, offers::whep()),
+        at(2, offers::whep()),
+        at(0, offers::whep()),
+    ]
+}
+
+/// The admin API's examples (selector byte, then the body; see [`crate::admin_bodies`]): a
+/// revocation with and without `exp`, a mute by track id and one by mid of the real WHIP offer's
+/// first m-line, and recording rooms, the publisher's and one that tries to climb.
+fn admin_bodies() -> Vec<Vec<u8>> {
+    let mid = offers::whip()
+        .lines()
+        .find_map(|l| l.strip_prefix("a=mid:"))
+        .expect("an offer has mids");
+    let body = |selector: u8, text: &str| [&[selector], text.as_bytes()].concat();
+    vec![
+        body(
+            0,
+            r#"{"jti": "0b6f3a9e-4c1d-4e8a-9f2b-7d5c3e1a6b90", "exp": 1767225600}"#,
+        ),
+        body(0, r#"{"jti": "a1"}"#),
+        body(1, &format!(r#"{{"trackId": "1:{mid}", "muted": true}}"#)),
+        body(1, &format!(r#"{{"mid": "{mid}", "muted": false}}"#)),
+        body(2, "r"),
+        body(2, "../../etc"),
     ]
 }
 

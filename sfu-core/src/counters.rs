@@ -277,6 +277,8 @@ pub struct StatsSnapshot {
     pub ice_tcp_connections: usize,
     /// ICE-TCP connections accepted since start (filled in by the I/O shell).
     pub ice_tcp_accepted: u64,
+    /// Pending member deadlines (session and liveness timers): none once every member left.
+    pub timers: usize,
     /// Plain RTP ingests.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ingests: Vec<crate::plain::IngestInfo>,
@@ -315,6 +317,7 @@ impl StatsSnapshot {
             join_to_media: counters.join_to_media.clone(),
             ice_tcp_connections: 0,
             ice_tcp_accepted: 0,
+            timers: 0,
             ingests: Vec::new(),
             outputs: Vec::new(),
             trunks: Vec::new(),
@@ -332,6 +335,7 @@ impl StatsSnapshot {
         self.received_packets += other.received_packets;
         self.ice_tcp_connections += other.ice_tcp_connections;
         self.ice_tcp_accepted += other.ice_tcp_accepted;
+        self.timers += other.timers;
         self.joins += other.joins;
         self.join_to_media.merge(&other.join_to_media);
         for (reason, n) in &other.drops {

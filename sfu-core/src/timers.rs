@@ -47,6 +47,11 @@ impl<K: Ord + Hash + Copy> Deadlines<K> {
         self.by_key.contains_key(key)
     }
 
+    /// How many keys have a deadline.
+    pub fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
     /// The earliest deadline.
     pub fn next(&self) -> Option<Instant> {
         self.by_time.first().map(|(at, _)| *at)
@@ -81,11 +86,13 @@ mod tests {
         d.set(2, at(40));
         d.set(3, at(20));
         assert_eq!(d.next(), Some(at(20)));
+        assert_eq!(d.len(), 3);
         d.clear(3);
         assert_eq!(d.pop_due(at(25)), None);
         assert_eq!(d.pop_due(at(35)), Some(1));
         assert_eq!(d.pop_due(at(35)), None);
         assert_eq!(d.pop_due(at(40)), Some(2));
         assert_eq!(d.next(), None);
+        assert_eq!(d.len(), 0);
     }
 }

@@ -79,6 +79,20 @@ fn join_to_media_is_counted_once_per_member() {
 }
 
 #[test]
+fn stats_count_the_members_timers_until_they_leave() {
+    let mut w = connected_room(2);
+    assert!(
+        w.core.stats().timers >= 2,
+        "each connected member has a session timer"
+    );
+    let now = w.now;
+    w.core.disconnect(now, w.client(0).id);
+    w.core.disconnect(now, w.client(1).id);
+    let stats = w.core.stats();
+    assert_eq!((stats.peers, stats.timers), (0, 0));
+}
+
+#[test]
 fn the_listing_shows_members_and_tracks() {
     let w = connected_room(2);
     let rooms = w.core.room_listing();

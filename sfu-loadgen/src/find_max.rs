@@ -448,6 +448,7 @@ mod tests {
             }),
             generator: None,
             lean_rx: None,
+            continuity: Default::default(),
             receivers: Vec::new(),
         }
     }

@@ -15,6 +15,7 @@
 
 #![deny(missing_docs)]
 
+pub mod continuity;
 pub mod error;
 pub mod find_max;
 pub mod http;

@@ -276,6 +276,7 @@ async fn pc_loop(mut p: PcLoop) {
                                 stamp,
                                 len: pkt.payload.len(),
                                 at: pkt.timestamp,
+                                marker: pkt.header.marker,
                             };
                             if tx.try_send(a).is_err() {
                                 p.dropped.fetch_add(1, Ordering::Relaxed);

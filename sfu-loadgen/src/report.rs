@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use crate::continuity::ContinuityReport;
 use crate::lean_rx::LeanCounts;
 use crate::scenario::Scenario;
 
@@ -193,6 +194,9 @@ pub struct Report {
     /// What the lean receive path counted besides measured packets (duplicates, authentication
     /// failures, socket drops...), summed over the receivers; `None` on the full path.
     pub lean_rx: Option<LeanCounts>,
+    /// Per kind, over every receiver that joined (churning ones too): packets missing from each
+    /// stream's first received packet on, and freezes between video frames.
+    pub continuity: ContinuityReport,
     /// Per stable receiver: what it should have received in the window and what it did.
     pub receivers: Vec<ReceiverSummary>,
 }
@@ -285,6 +289,21 @@ impl Report {
                 self.received_packets,
                 self.lost_packets,
                 self.loss_pct
+            ),
+        );
+        let c = &self.continuity;
+        row(
+            "per stream",
+            format!(
+                "missing from each stream's first packet: audio {:.3} % of {}, video {:.3} % of {}; \
+                 {} of {} video streams froze over 1 s (longest wait {:.0} ms)",
+                c.audio_missing_pct,
+                c.audio_expected,
+                c.video_missing_pct,
+                c.video_expected,
+                c.freezes_over_1s,
+                c.video_streams,
+                c.longest_frame_gap_ms
             ),
         );
         let l = &self.latency_us;

@@ -24,6 +24,7 @@ use sfu_client::handoff::MediaReader;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::continuity::ContinuityReport;
 use crate::error::Result;
 use crate::http;
 use crate::lean_rx::{LeanCounts, LeanReceiver, LeanRx};
@@ -505,6 +506,7 @@ fn build_report(i: ReportInputs<'_>) -> Report {
     let mut failures = Vec::new();
     let mut attempted = 0u64;
     let mut churn_joins = 0u64;
+    let mut continuity = ContinuityReport::default();
     for r in &i.results {
         attempted += 1;
         if !r.stable {
@@ -515,6 +517,9 @@ fn build_report(i: ReportInputs<'_>) -> Report {
             continue;
         }
         let t = &r.tally;
+        for (track, stream) in r.expected.iter().zip(&t.streams) {
+            continuity.add(track % 2 == 1, stream);
+        }
         let _ = latency.add(&t.latency_audio);
         let _ = latency.add(&t.latency_video);
         let _ = latency_audio.add(&t.latency_audio);
@@ -682,6 +687,7 @@ fn build_report(i: ReportInputs<'_>) -> Report {
         server,
         generator,
         lean_rx: i.shared.lean.is_some().then_some(lean),
+        continuity,
         receivers,
     }
 }

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use hdrhistogram::Histogram;
 
+use crate::continuity::StreamContinuity;
 use crate::lean_rx::LeanCounts;
 use crate::transport::Arrival;
 
@@ -40,6 +41,8 @@ pub struct Tally {
     /// Per expected track: whether a packet of it arrived.
     seen: Vec<bool>,
     unseen: usize,
+    /// Per expected track: its continuity from this receiver's first packet of it on.
+    pub streams: Vec<StreamContinuity>,
     /// Seconds from the start of the join to the first generator packet.
     pub first_media_s: Option<f64>,
     /// Measured packets received (once each: the lean path drops duplicates before counting).
@@ -69,6 +72,7 @@ impl Tally {
             stable,
             counters,
             seen: vec![false; expected.len()],
+            streams: vec![StreamContinuity::default(); expected.len()],
             unseen: expected.len(),
             expected,
             first_media_s: None,
@@ -91,6 +95,7 @@ impl Tally {
         let Some(pos) = self.expected.iter().position(|t| *t == a.stamp.track) else {
             return;
         };
+        self.streams[pos].record(a);
         if !self.seen[pos] {
             self.seen[pos] = true;
             self.unseen -= 1;
@@ -128,6 +133,7 @@ mod tests {
             },
             len: 100,
             at: epoch + Duration::from_micros(at_us),
+            marker: false,
         }
     }
 

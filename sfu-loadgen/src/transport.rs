@@ -64,6 +64,8 @@ pub struct Arrival {
     pub len: usize,
     /// When the datagram carrying it was read.
     pub at: Instant,
+    /// The RTP marker bit: the last packet of a video frame.
+    pub marker: bool,
 }
 
 /// What [`Conn::recv`] returns.
@@ -213,6 +215,7 @@ impl Conn {
                         stamp,
                         len: rtp.payload.len(),
                         at: rtp.received_at,
+                        marker: rtp.marker,
                     }),
                     None => Received::Other,
                 },
@@ -315,6 +318,7 @@ impl UdpConn {
                         stamp,
                         len: n - 12,
                         at,
+                        marker: self.buf[1] & 0x80 != 0,
                     }),
                     None => Received::Other,
                 }

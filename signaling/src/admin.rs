@@ -65,10 +65,13 @@ impl Reason {
 /// The body of a mute request: the track by its id (`"<peerId>:<mid>"`) or its mid.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct MuteRequest {
-    track_id: Option<String>,
-    mid: Option<String>,
-    muted: bool,
+pub struct MuteRequest {
+    /// The track's id, `"<peerId>:<mid>"`.
+    pub track_id: Option<String>,
+    /// The track's mid (when `track_id` is absent).
+    pub mid: Option<String>,
+    /// Mute (true) or unmute.
+    pub muted: bool,
 }
 
 /// Sends the command `make` builds to `worker` and waits for its answer.

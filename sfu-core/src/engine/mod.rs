@@ -184,6 +184,7 @@ impl Core {
         stats.ingests = self.ingest_infos();
         stats.outputs = self.output_infos();
         stats.trunks = self.trunk_infos();
+        stats.timers = self.timers.len();
         stats
     }
 

@@ -415,6 +415,7 @@ fn on_rtp(s: &mut Socket, tally: &mut Tally, d: &[u8], h: RtpHeader, at: Instant
             stamp,
             len: payload.len(),
             at,
+            marker: d[1] & 0x80 != 0,
         }),
         None if payload.is_empty() => tally.lean.padding_only += 1,
         None => tally.lean.unstamped += 1,
