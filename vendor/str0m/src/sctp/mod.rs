@@ -875,9 +875,17 @@ impl RtcSctp {
                                 let n = dcep.marshal_to(&mut buf);
                                 buf.truncate(n);
 
+                                // edge-sfu: RFC 8832 section 6: DCEP messages are sent ordered and
+                                // reliably. sctp-proto gives every chunk the stream's reliability,
+                                // so a channel with maxRetransmits 0 would send its OPEN once and
+                                // never again if it is lost: the OPEN goes out reliable, and the
+                                // channel's own reliability is set after it.
+                                let _ = s.set_reliability_params(false, ReliabilityType::Reliable, 0);
                                 match s.write_with_ppi(&buf, PayloadProtocolIdentifier::Dcep) {
                                     Ok(l) => {
                                         assert!(n == l);
+                                        // A failure marks the channel for closing.
+                                        let _ = entry.configure_reliability(&mut s);
                                         entry.set_state(StreamEntryState::AwaitDcepAck);
 
                                         // Start over with polling, since we might have caused
