@@ -98,11 +98,43 @@ struct RecordedTrackState {
 #[derive(Debug)]
 struct RoomRecording {
     id: String,
-    room: Arc<str>,
-    started: Instant,
     tracks: HashMap<TrackKey, RecordedTrackState>,
+    files: RoomFiles,
+}
+
+/// What a room's recorded frames are written into: its participants' files.
+#[derive(Debug)]
+struct RoomFiles {
+    room: Arc<str>,
+    /// When the recording started: frame times count from it.
+    started: Instant,
     participants: HashMap<PeerId, ParticipantFile>,
     next_file: u64,
+}
+
+impl RoomFiles {
+    /// The participants' files, and where their writing goes (the room, the shell's `out`).
+    fn split<'a>(
+        &'a mut self,
+        out: &'a mut VecDeque<RecordingOutput>,
+    ) -> (&'a mut HashMap<PeerId, ParticipantFile>, Emit<'a>) {
+        let emit = Emit {
+            room: &self.room,
+            out,
+            next_file: &mut self.next_file,
+        };
+        (&mut self.participants, emit)
+    }
+}
+
+/// What working any recording's packets queues or reuses.
+#[derive(Debug, Default)]
+struct WorkQueues {
+    outputs: VecDeque<RecordingOutput>,
+    /// Tracks (and their layer) whose publisher should be asked for a keyframe.
+    keyframes: Vec<(TrackKey, u8)>,
+    /// Scratch for what one packet assembles (reused).
+    assembled: Vec<Assembled>,
 }
 
 /// Every recording of one worker, by sink number.
@@ -111,11 +143,7 @@ pub struct Recordings {
     by_number: HashMap<u64, RoomRecording>,
     by_room: HashMap<Arc<str>, u64>,
     next_number: u64,
-    outputs: VecDeque<RecordingOutput>,
-    /// Tracks (and their layer) whose publisher should be asked for a keyframe.
-    keyframes: Vec<(TrackKey, u8)>,
-    /// Scratch for what one packet assembles (reused).
-    assembled: Vec<Assembled>,
+    queues: WorkQueues,
 }
 
 impl Recordings {
@@ -136,11 +164,13 @@ impl Recordings {
             number,
             RoomRecording {
                 id,
-                room,
-                started: now,
                 tracks: HashMap::new(),
-                participants: HashMap::new(),
-                next_file: 0,
+                files: RoomFiles {
+                    room,
+                    started: now,
+                    participants: HashMap::new(),
+                    next_file: 0,
+                },
             },
         );
         Ok(number)
@@ -179,6 +209,7 @@ impl Recordings {
             spec: None,
         });
         recording
+            .files
             .participants
             .entry(key.peer)
             .or_insert_with(|| ParticipantFile::new(key.peer, name.to_owned()))
@@ -193,23 +224,11 @@ impl Recordings {
                 continue;
             };
             let mut frames = FrameWork {
-                started: recording.started,
-                participants: &mut recording.participants,
-                emit: Emit {
-                    room: &recording.room,
-                    out: &mut self.outputs,
-                    next_file: &mut recording.next_file,
-                },
-                assembled: &mut self.assembled,
-                keyframes: &mut self.keyframes,
+                files: &mut recording.files,
+                queues: &mut self.queues,
             };
             frames.drain(&mut track, key);
-            if let Some(p) = frames.participants.get_mut(&track.publisher) {
-                if p.remove_track(key) {
-                    p.close(&mut frames.emit);
-                    frames.participants.remove(&track.publisher);
-                }
-            }
+            frames.end_track(track.publisher, key);
         }
     }
 
@@ -224,15 +243,8 @@ impl Recordings {
             return Err(RecordingError::NotRecording(room.to_owned()));
         };
         let mut frames = FrameWork {
-            started: recording.started,
-            participants: &mut recording.participants,
-            emit: Emit {
-                room: &recording.room,
-                out: &mut self.outputs,
-                next_file: &mut recording.next_file,
-            },
-            assembled: &mut self.assembled,
-            keyframes: &mut self.keyframes,
+            files: &mut recording.files,
+            queues: &mut self.queues,
         };
         let mut skipped = 0;
         let mut late = 0;
@@ -241,12 +253,10 @@ impl Recordings {
             skipped += track.unpack.as_ref().map_or(0, |(a, _)| a.skipped());
             late += track.jitter.late();
         }
-        for participant in frames.participants.values_mut() {
-            participant.close(&mut frames.emit);
-        }
+        frames.close_all();
         info!(room, id = %recording.id, skipped_frames = skipped, late_packets = late, error = ?error, "recording ended");
-        self.outputs.push_back(RecordingOutput::Ended {
-            room: recording.room.clone(),
+        self.queues.outputs.push_back(RecordingOutput::Ended {
+            room: recording.files.room.clone(),
             id: recording.id.clone(),
             error,
         });
@@ -255,7 +265,9 @@ impl Recordings {
 
     /// Asks the shell to start recording `room` (see [`RecordingOutput::Requested`]).
     pub fn request(&mut self, room: Arc<str>) {
-        self.outputs.push_back(RecordingOutput::Requested { room });
+        self.queues
+            .outputs
+            .push_back(RecordingOutput::Requested { room });
     }
 
     /// Hands one packet to recording `number`: [`Delivery::Gone`] when it no longer exists.
@@ -272,15 +284,8 @@ impl Recordings {
             return Delivery::Gone;
         };
         let mut frames = FrameWork {
-            started: recording.started,
-            participants: &mut recording.participants,
-            emit: Emit {
-                room: &recording.room,
-                out: &mut self.outputs,
-                next_file: &mut recording.next_file,
-            },
-            assembled: &mut self.assembled,
-            keyframes: &mut self.keyframes,
+            files: &mut recording.files,
+            queues: &mut self.queues,
         };
         let arrival = &packet.arrival;
         track.layer = packet.top_layer;
@@ -327,32 +332,49 @@ impl Recordings {
 
     /// The next output for the shell.
     pub fn next_output(&mut self) -> Option<RecordingOutput> {
-        self.outputs.pop_front()
+        self.queues.outputs.pop_front()
     }
 
     /// The tracks whose publishers should be asked for a keyframe now (each with its layer).
     pub fn take_keyframe_requests(&mut self) -> impl Iterator<Item = (TrackKey, u8)> + '_ {
-        self.keyframes.drain(..)
+        self.queues.keyframes.drain(..)
     }
 
     /// Whether any track waits for a keyframe request.
     pub fn wants_keyframes(&self) -> bool {
-        !self.keyframes.is_empty()
+        !self.queues.keyframes.is_empty()
     }
 }
 
 /// What working a recording's released packets touches besides the track itself: its
 /// participants' files, the shell's outputs, and the recorder's scratch and keyframe requests.
 struct FrameWork<'a> {
-    /// When the recording started: frame times count from it.
-    started: Instant,
-    participants: &'a mut HashMap<PeerId, ParticipantFile>,
-    emit: Emit<'a>,
-    assembled: &'a mut Vec<Assembled>,
-    keyframes: &'a mut Vec<(TrackKey, u8)>,
+    files: &'a mut RoomFiles,
+    queues: &'a mut WorkQueues,
 }
 
 impl FrameWork<'_> {
+    /// Track `key` of `publisher` ended: its participant's file is closed when it was the
+    /// participant's last track.
+    fn end_track(&mut self, publisher: PeerId, key: TrackKey) {
+        let (participants, mut emit) = self.files.split(&mut self.queues.outputs);
+        let Some(participant) = participants.get_mut(&publisher) else {
+            return;
+        };
+        if participant.remove_track(key) {
+            participant.close(&mut emit);
+            participants.remove(&publisher);
+        }
+    }
+
+    /// Closes every participant's file (the recording stops).
+    fn close_all(&mut self) {
+        let (participants, mut emit) = self.files.split(&mut self.queues.outputs);
+        for participant in participants.values_mut() {
+            participant.close(&mut emit);
+        }
+    }
+
     /// Writes everything `track`'s jitter buffer still holds (the track ends, or another stream
     /// replaces it).
     fn drain(&mut self, track: &mut RecordedTrackState, key: TrackKey) {
@@ -369,19 +391,19 @@ impl FrameWork<'_> {
         };
         match released {
             Released::Gap(_) => return assembler.gap(),
-            Released::Packet(packet) => assembler.push(packet, self.assembled),
+            Released::Packet(packet) => assembler.push(packet, &mut self.queues.assembled),
         }
         let codec = assembler.codec();
         let ssrc = track.ssrc.unwrap_or_default();
-        for a in self.assembled.drain(..) {
+        for a in self.queues.assembled.drain(..) {
             let frame = match a {
                 Assembled::Frame(frame) => frame,
                 Assembled::Skipped => {
-                    want_keyframe(self.keyframes, key, track.layer);
+                    want_keyframe(&mut self.queues.keyframes, key, track.layer);
                     continue;
                 }
             };
-            let arrival = frame.at.saturating_duration_since(self.started);
+            let arrival = frame.at.saturating_duration_since(self.files.started);
             let time = clock.time(ssrc, frame.timestamp, arrival);
             let video = codec.is_video();
             let spec = track
@@ -399,11 +421,12 @@ impl FrameWork<'_> {
                 video,
                 data: frame.data,
             };
-            let Some(participant) = self.participants.get_mut(&track.publisher) else {
+            let (participants, mut emit) = self.files.split(&mut self.queues.outputs);
+            let Some(participant) = participants.get_mut(&track.publisher) else {
                 continue;
             };
-            if !participant.on_frame(timed, &mut self.emit) {
-                want_keyframe(self.keyframes, key, track.layer);
+            if !participant.on_frame(timed, &mut emit) {
+                want_keyframe(&mut self.queues.keyframes, key, track.layer);
             }
         }
     }
