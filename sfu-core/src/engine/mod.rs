@@ -404,34 +404,14 @@ impl Core {
             match peer.rtc.codec_config().find(|p| p.pt() == pt).copied() {
                 Some(params) => {
                     let level = rx.header.ext_vals.audio_level;
-                    let mut ext = rx.header.ext_vals;
-                    // These name the publisher's m-line and transport; each subscriber's session
-                    // sets its own.
-                    ext.mid = None;
-                    ext.rid = None;
-                    ext.rid_repair = None;
-                    ext.transport_cc = None;
-                    let arrival = Arrival {
-                        ssrc: *rx.header.ssrc,
-                        seq: *rx.seq_no,
-                        timestamp: rx.header.timestamp,
-                        marker: rx.header.marker,
-                        at: now,
-                        payload: &payload[..rx.payload_len],
-                        pt,
-                        params,
-                        ext,
-                        rid: rx.rid,
+                    let key = TrackKey {
+                        peer: id,
+                        mid: rx.mid,
                     };
+                    let rid = rx.rid;
+                    let arrival = Arrival::received(rx, &payload, params, rid, now);
                     self.service_session(now, id);
-                    self.route_packet(
-                        TrackKey {
-                            peer: id,
-                            mid: rx.mid,
-                        },
-                        arrival,
-                        level,
-                    );
+                    self.route_packet(key, arrival, level);
                 }
                 None => self.counters.drop(DropReason::NoMatchingCodec),
             }

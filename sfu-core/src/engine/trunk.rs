@@ -325,23 +325,7 @@ impl Core {
                     .and_then(|t| t.layers.get(layer))
                     .and_then(|l| l.rid);
                 let level = rx.header.ext_vals.audio_level;
-                let mut ext = rx.header.ext_vals;
-                ext.mid = None;
-                ext.rid = None;
-                ext.rid_repair = None;
-                ext.transport_cc = None;
-                let arrival = Arrival {
-                    ssrc: *rx.header.ssrc,
-                    seq: *rx.seq_no,
-                    timestamp: rx.header.timestamp,
-                    marker: rx.header.marker,
-                    at: now,
-                    payload: &payload[..rx.payload_len],
-                    pt: rx.header.payload_type,
-                    params,
-                    ext,
-                    rid,
-                };
+                let arrival = Arrival::received(rx, &payload, params, rid, now);
                 self.route_packet(key, arrival, level);
             }
             None => self.counters.drop(DropReason::UnknownSource),

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use str0m::format::PayloadParams;
 use str0m::media::{Pt, Rid};
-use str0m::rtp::ExtensionValues;
+use str0m::rtp::{DirectReceived, ExtensionValues};
 
 use super::history::PacketIndex;
 use super::track::TrackKey;
@@ -35,6 +35,38 @@ pub struct Arrival<'a> {
     pub ext: ExtensionValues,
     /// The simulcast encoding it belongs to, if the source sends several.
     pub rid: Option<Rid>,
+}
+
+impl<'a> Arrival<'a> {
+    /// What a WebRTC session (a member's or a trunk's) received at `at`: its header from `rx`,
+    /// its decrypted `payload`, its payload format `params`, simulcast encoding `rid`. The
+    /// extensions that name the sender's m-line and transport are dropped: each receiving
+    /// session sets its own.
+    pub fn received(
+        rx: DirectReceived,
+        payload: &'a [u8],
+        params: PayloadParams,
+        rid: Option<Rid>,
+        at: Instant,
+    ) -> Self {
+        let mut ext = rx.header.ext_vals;
+        ext.mid = None;
+        ext.rid = None;
+        ext.rid_repair = None;
+        ext.transport_cc = None;
+        Arrival {
+            ssrc: *rx.header.ssrc,
+            seq: *rx.seq_no,
+            timestamp: rx.header.timestamp,
+            marker: rx.header.marker,
+            at,
+            payload: &payload[..rx.payload_len],
+            pt: rx.header.payload_type,
+            params,
+            ext,
+            rid,
+        }
+    }
 }
 
 /// One packet of a published track, ready for the sinks.
