@@ -36,8 +36,9 @@ pub struct ClusterArgs {
     #[arg(long, value_name = "URL")]
     pub node_url: Option<String>,
 
-    /// Where other nodes reach this node's media for trunks [default: the first worker's media
-    /// address].
+    /// Where other nodes reach this node's first worker for trunks, when not at its own media
+    /// address (a forwarded port); worker n is reached at PORT+n [default: each worker's own
+    /// media address].
     #[arg(long, value_name = "IP:PORT")]
     pub trunk_address: Option<SocketAddr>,
 
@@ -129,4 +130,11 @@ pub fn first_peer_id() -> PeerId {
             .map_or(0, |d| d.as_nanos()),
     );
     ((hasher.finish() & 0xF_FFFF) << 32) + 1
+}
+
+/// Where other nodes reach worker `index` for trunks, given `--trunk-address` (the first
+/// worker's): the port after it for each further worker, as the media ports are laid out.
+pub fn worker_trunk_address(first: SocketAddr, index: usize) -> SocketAddr {
+    let port = u16::try_from(usize::from(first.port()) + index).unwrap_or(first.port());
+    SocketAddr::new(first.ip(), port)
 }

@@ -44,6 +44,7 @@ use crate::kernel::Kernel;
 use crate::tls::{HttpTransport, ServerCertificate};
 use crate::worker::WorkerSpec;
 use sfu_core::plain::{IngestSpec, OutputSpec};
+use sfu_core::trunk::TrunkEndpoint;
 
 /// A running edge-sfu: signaling and media workers. Dropping it shuts it down.
 pub struct Server {
@@ -155,6 +156,12 @@ impl Server {
                     recording_totals: recording_totals.clone(),
                     webhooks: webhook_sender.clone(),
                     cluster: cluster_events.clone(),
+                    trunk_endpoint: settings.cluster.as_ref().map(|c| TrunkEndpoint {
+                        name: cluster::endpoint::name(&c.node_id, index),
+                        advertised: c
+                            .trunk_address
+                            .map(|a| cluster_options::worker_trunk_address(a, index)),
+                    }),
                 },
                 settings.io,
             )?;
@@ -228,14 +235,26 @@ impl Server {
                     ttl: c.ttl,
                 };
                 // What other nodes did goes to every worker: each keeps the remote members of
-                // every room, so a room's first local member sees who is elsewhere.
-                let deliver: cluster::directory::Deliver = Box::new(move |event| {
-                    for queue in &worker_queues {
-                        let _ = queue.send(WorkerCommand::Cluster {
-                            event: event.clone(),
-                        });
-                    }
-                });
+                // every room, so a room's first local member sees who is elsewhere. A trunk
+                // description goes to the worker it names.
+                let deliver: cluster::directory::Deliver =
+                    Box::new(move |delivery| match delivery {
+                        cluster::ToWorkers::Everyone(event) => {
+                            for queue in &worker_queues {
+                                let _ = queue.send(WorkerCommand::Cluster {
+                                    event: event.clone(),
+                                });
+                            }
+                        }
+                        cluster::ToWorkers::One(worker, signal) => {
+                            match worker_queues.get(worker) {
+                                Some(queue) => {
+                                    let _ = queue.send(WorkerCommand::Trunk { signal });
+                                }
+                                None => warn!(worker, "trunk description for no worker"),
+                            }
+                        }
+                    });
                 Some(cluster::Directory::new(settings, view, events, deliver))
             }
             _ => None,

@@ -3,7 +3,9 @@
 //! str0m participants spread over them. Membership lists agree across nodes, chat crosses nodes,
 //! a `kill -9`ed node's members leave the others' rooms within its TTL, a Redis restart
 //! mid-call loses nobody and a member who joins after it sees everyone, and a drained node sends
-//! its members to another node and exits 0. Media across nodes is the trunk's (not here).
+//! its members to another node and exits 0. Media crosses nodes on trunks: every packet reaches
+//! every far subscriber byte-identical and gap-free, each track crosses each trunk once whatever
+//! the far node's subscriber count, and media between the survivors of a `kill -9` goes on.
 
 mod support;
 
@@ -12,8 +14,10 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sfu_client::{Client, ClientEvent, PeerId};
-use support::{http, http_get, join, until, Server};
+use sfu_client::{Client, ClientEvent, PeerId, TrackKind};
+use support::{
+    http, http_get, join, try_until, until, vp8_keyframe_payload, wait_tracks_of, Seen, Server,
+};
 
 /// The nodes' TTL: short, so a dead node is noticed within seconds.
 const TTL_SECONDS: &str = "2";
@@ -305,4 +309,240 @@ async fn one_room_across_three_nodes_survives_a_dead_node_a_redis_restart_and_a_
         "a exits 0 once empty: {status:?}\n{}",
         a.log_tail(40)
     );
+}
+
+/// Packets per track in the measured runs of the media test.
+const N: usize = 200;
+
+/// A packet of the measured run `run`: its number and filler that differs per packet.
+fn measured_payload(run: &str, kind: TrackKind, i: usize) -> Vec<u8> {
+    let text = format!("cluster {run} {kind:?} #{i:04}|");
+    match kind {
+        TrackKind::Audio => {
+            let mut p = text.into_bytes();
+            p.extend((0..(40 + i % 90)).map(|j| ((i * 31 + j * 7) % 256) as u8));
+            p
+        }
+        TrackKind::Video => vp8_keyframe_payload(&text, 200 + (i * 13) % 700),
+    }
+}
+
+/// The trunk counters of the node at `server` towards the node whose id is `far`.
+async fn trunk_towards(server: &Server, far: &str) -> serde_json::Value {
+    let stats = server.stats().await;
+    let trunks = stats.raw["trunks"].as_array().cloned().unwrap_or_default();
+    let towards: Vec<_> = trunks
+        .into_iter()
+        .filter(|t| {
+            t["node"]
+                .as_str()
+                .is_some_and(|n| n.starts_with(&format!("{far}/")))
+        })
+        .collect();
+    assert_eq!(towards.len(), 1, "one trunk towards {far}: {towards:?}");
+    towards[0].clone()
+}
+
+/// Sends run `run` of `n` packets on each of `publisher`'s tracks and waits until each of
+/// `viewers` got every one of them, byte-identical, with gap-free sequence numbers.
+async fn measured_run(run: &str, publisher: &Client, viewers: &mut [(&mut Client, &mut Seen)]) {
+    let pub_id = publisher.peer_id();
+    let tracks = publisher.local_tracks();
+    let mut sent = Vec::new();
+    for i in 0..N {
+        for t in &tracks {
+            let payload = measured_payload(run, t.kind, i);
+            publisher
+                .send_rtp(t.id, payload.clone(), true)
+                .await
+                .expect("sending");
+            sent.push((t.server_track_id(pub_id).expect("mid"), payload));
+        }
+        if i % 10 == 9 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let tag = format!("cluster {run} ");
+    let measured = |p: &[u8]| p.windows(tag.len()).any(|w| w == tag.as_bytes());
+    let complete = try_until(Duration::from_secs(20), || {
+        viewers.iter_mut().all(|(client, seen)| {
+            seen.pump(client);
+            tracks.iter().all(|t| {
+                let tid = t.server_track_id(pub_id).expect("mid");
+                seen.rtp_of(&tid)
+                    .iter()
+                    .filter(|p| measured(&p.payload))
+                    .count()
+                    >= N
+            })
+        })
+    })
+    .await;
+    for (client, seen) in viewers.iter() {
+        for t in &tracks {
+            let tid = t.server_track_id(pub_id).expect("mid");
+            let mut got: Vec<_> = seen
+                .rtp_of(&tid)
+                .into_iter()
+                .filter(|p| measured(&p.payload))
+                .collect();
+            assert!(
+                complete,
+                "{} got {} of {N} packets of {tid} in run {run}",
+                client.name(),
+                got.len()
+            );
+            got.sort_by_key(|p| p.ext_seq);
+            let expected: Vec<&Vec<u8>> = sent
+                .iter()
+                .filter(|(id, _)| *id == tid)
+                .map(|(_, p)| p)
+                .collect();
+            let payloads: Vec<&[u8]> = got.iter().map(|p| &*p.payload).collect();
+            assert!(
+                payloads.len() == expected.len()
+                    && payloads
+                        .iter()
+                        .zip(&expected)
+                        .all(|(a, b)| *a == b.as_slice()),
+                "{}: every packet of {tid} once, byte-identical, in order",
+                client.name()
+            );
+            for w in got.windows(2) {
+                assert_eq!(
+                    w[1].ext_seq,
+                    w[0].ext_seq + 1,
+                    "{}: gap-free",
+                    client.name()
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_crosses_each_trunk_once_and_survives_a_dead_node() {
+    let Some(redis) = Redis::start(0) else {
+        eprintln!("SKIPPED: redis-server is not installed (scripts/test installs it)");
+        return;
+    };
+    let url = redis.url();
+    let (a, b, c) = (node(&url, "a"), node(&url, "b"), node(&url, "c"));
+    let room = "kitchen";
+    let mut alice_rx = join(&a, room, "alice", true, true).await;
+    let mut bob1 = join(&b, room, "bob1", false, false).await;
+    let mut bob2 = join(&b, room, "bob2", false, false).await;
+    let mut carol = join(&c, room, "carol", true, false).await;
+    let (ia, ic) = (alice_rx.peer_id(), carol.peer_id());
+    for viewer in [&bob1, &bob2, &carol] {
+        wait_tracks_of(viewer, ia, 2).await;
+    }
+    wait_tracks_of(&alice_rx, ic, 1).await;
+
+    // Warm-up: until every far viewer gets each track (a leg starts at a keyframe).
+    let (mut s1, mut s2, mut sc, mut sa) = (
+        Seen::default(),
+        Seen::default(),
+        Seen::default(),
+        Seen::default(),
+    );
+    let alice_tracks = alice_rx.local_tracks();
+    let carol_mic = carol.local_tracks()[0].clone();
+    let carol_tid = carol_mic.server_track_id(ic).expect("mid");
+    let mut warm = 0;
+    let flowing = try_until(Duration::from_secs(20), || {
+        for t in &alice_tracks {
+            let payload = match t.kind {
+                TrackKind::Audio => format!("warm-up {warm}").into_bytes(),
+                TrackKind::Video => vp8_keyframe_payload(&format!("warm-up {warm}"), 100),
+            };
+            let _ = alice_rx.queue_rtp(t.id, payload, true);
+        }
+        let _ = carol.queue_rtp(carol_mic.id, format!("warm-up {warm}").into_bytes(), true);
+        warm += 1;
+        let mut all = true;
+        for (client, seen) in [
+            (&mut bob1, &mut s1),
+            (&mut bob2, &mut s2),
+            (&mut carol, &mut sc),
+        ] {
+            seen.pump(client);
+            for t in &alice_tracks {
+                all &= !seen.rtp_of(&t.server_track_id(ia).unwrap()).is_empty();
+            }
+        }
+        sa.pump(&mut alice_rx);
+        all && !sa.rtp_of(&carol_tid).is_empty()
+    })
+    .await;
+    assert!(
+        flowing,
+        "media flowing across nodes after {warm} warm-up packets"
+    );
+
+    measured_run(
+        "one",
+        &alice_rx,
+        &mut [
+            (&mut bob1, &mut s1),
+            (&mut bob2, &mut s2),
+            (&mut carol, &mut sc),
+        ],
+    )
+    .await;
+    let sent_by_alice = 2 * (warm + N) as u64;
+    let to_b = trunk_towards(&a, "b").await;
+    let from_a = trunk_towards(&b, "a").await;
+    let crossed = to_b["packetsOut"].as_u64().unwrap_or_default();
+    assert!(
+        crossed >= 2 * N as u64 && crossed <= sent_by_alice,
+        "each of alice's packets crossed to b once, not once per viewer there: {crossed} of \
+         {sent_by_alice} sent\n{to_b}"
+    );
+    assert_eq!(from_a["packetsIn"], to_b["packetsOut"], "{from_a}");
+    assert_eq!(from_a["tracksIn"], 2, "{from_a}");
+    let to_c = trunk_towards(&a, "c").await;
+    assert!(to_c["packetsOut"].as_u64().unwrap_or_default() <= sent_by_alice);
+    let carol_to_a = trunk_towards(&c, "a").await;
+    assert!(
+        carol_to_a["packetsOut"].as_u64().unwrap_or_default() > 0,
+        "{carol_to_a}"
+    );
+
+    eprintln!("after run one, a towards b: {to_b}\nb from a: {from_a}\na towards c: {to_c}");
+
+    // kill -9 of node c: media between a and b never stops.
+    kill_9(&c);
+    let killed = Instant::now();
+    measured_run(
+        "two",
+        &alice_rx,
+        &mut [(&mut bob1, &mut s1), (&mut bob2, &mut s2)],
+    )
+    .await;
+    // Its trunks go silent and close (15 s without a datagram); the one to b stays.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let stats = a.stats().await;
+        let ends: Vec<String> = stats.raw["trunks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t["node"].as_str().map(str::to_owned))
+            .collect();
+        if ends.iter().all(|e| !e.starts_with("c/")) {
+            assert!(ends.iter().any(|e| e.starts_with("b/")), "{ends:?}");
+            eprintln!(
+                "a's trunk to c closed {:?} after the kill",
+                killed.elapsed()
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a's trunk to c still open: {ends:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(redis);
 }

@@ -11,10 +11,12 @@ use futures_util::StreamExt;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncCommands, IntoConnectionInfo};
 use sfu_core::cluster::ClusterEvent;
+use sfu_core::trunk::TrunkSignal;
 use sfu_core::RoomEvent;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
+use crate::endpoint;
 use crate::keys;
 use crate::local::{Change, LocalMembers};
 use crate::mirror::Mirror;
@@ -58,8 +60,31 @@ pub enum DirectoryError {
     SubscriptionEnded,
 }
 
-/// Where the directory hands what other nodes did: every worker of this node.
-pub type Deliver = Box<dyn Fn(ClusterEvent) + Send + Sync>;
+/// What a worker hands the directory.
+#[derive(Debug)]
+pub enum FromWorker {
+    /// A room event of worker `worker`: written to Redis and published for the other nodes.
+    Room {
+        /// The worker's index.
+        worker: usize,
+        /// What happened.
+        event: RoomEvent,
+    },
+    /// A trunk description for another node's worker: published on that node's channel.
+    Trunk(TrunkSignal),
+}
+
+/// What the directory hands this node's workers.
+#[derive(Debug, Clone)]
+pub enum ToWorkers {
+    /// What another node did: for every worker (each keeps the members of every room).
+    Everyone(ClusterEvent),
+    /// A trunk description for worker `.0`.
+    One(usize, TrunkSignal),
+}
+
+/// Where the directory hands what it has for this node's workers.
+pub type Deliver = Box<dyn Fn(ToWorkers) + Send + Sync>;
 
 /// The directory task's state.
 pub struct Directory {
@@ -67,17 +92,17 @@ pub struct Directory {
     local: LocalMembers,
     mirror: Mirror,
     view: ClusterView,
-    events: mpsc::UnboundedReceiver<RoomEvent>,
+    events: mpsc::UnboundedReceiver<FromWorker>,
     deliver: Deliver,
 }
 
 impl Directory {
-    /// The task for `settings`, reading the workers' room events from `events`, handing other
-    /// nodes' to `deliver` and what it reads to `view`.
+    /// The task for `settings`, reading what the workers hand it from `events`, handing what
+    /// other nodes did and sent to `deliver` and what it reads to `view`.
     pub fn new(
         settings: ClusterSettings,
         view: ClusterView,
-        events: mpsc::UnboundedReceiver<RoomEvent>,
+        events: mpsc::UnboundedReceiver<FromWorker>,
         deliver: Deliver,
     ) -> Self {
         Directory {
@@ -109,7 +134,12 @@ impl Directory {
                 tokio::select! {
                     _ = &mut retry => break,
                     event = self.events.recv() => match event {
-                        Some(event) => { self.local.apply(&event); }
+                        Some(FromWorker::Room { worker, event }) => {
+                            self.local.apply(&self.trunk_end(worker), &event);
+                        }
+                        Some(FromWorker::Trunk(signal)) => {
+                            warn!(to = %signal.to, "trunk description dropped: no directory");
+                        }
                         None => return,
                     },
                 }
@@ -130,6 +160,8 @@ impl Directory {
         // The sink is kept for as long as the stream is read: the subscription lives with both.
         let (mut sink, mut messages) = pubsub.split();
         timed(sink.subscribe(keys::events())).await?;
+        let signals = keys::trunk_signals(&self.settings.node_id);
+        timed(sink.subscribe(&signals)).await?;
         self.register(&mut conn).await?;
         self.view.set_connected(true);
         info!(node = %self.settings.node_id, "registered in the cluster directory");
@@ -149,10 +181,17 @@ impl Directory {
                     let Some(message) = message else {
                         return Err(DirectoryError::SubscriptionEnded);
                     };
-                    self.on_published(message.get_payload_bytes());
+                    if message.get_channel_name() == signals {
+                        self.on_trunk_signal(message.get_payload_bytes());
+                    } else {
+                        self.on_published(message.get_payload_bytes());
+                    }
                 }
                 event = self.events.recv() => match event {
-                    Some(event) => self.publish(&mut conn, event).await?,
+                    Some(FromWorker::Room { worker, event }) => {
+                        self.publish(&mut conn, worker, event).await?
+                    }
+                    Some(FromWorker::Trunk(signal)) => self.send_signal(&mut conn, signal).await?,
                     None => return Ok(()),
                 },
             }
@@ -245,16 +284,18 @@ impl Directory {
             snapshot.insert(node.id.clone(), members);
         }
         for event in self.mirror.resync(snapshot, forget_missing) {
-            (self.deliver)(event);
+            (self.deliver)(ToWorkers::Everyone(event));
         }
         self.view.set_nodes(live);
         Ok(())
     }
 
-    /// Writes what a local room event changed and publishes it for the other nodes.
+    /// Writes what a room event of worker `worker` changed and publishes it for the other
+    /// nodes.
     async fn publish(
         &mut self,
         conn: &mut MultiplexedConnection,
+        worker: usize,
         event: RoomEvent,
     ) -> Result<(), DirectoryError> {
         if matches!(
@@ -266,7 +307,8 @@ impl Directory {
         }
         let members = keys::members(&self.settings.node_id);
         let mut pipe = redis::pipe();
-        match self.local.apply(&event) {
+        let trunk = self.trunk_end(worker);
+        match self.local.apply(&trunk, &event) {
             Change::Member(record) => {
                 pipe.hset(&members, record.id, json(&record)).ignore();
                 pipe.pexpire(&members, self.ttl_ms()).ignore();
@@ -278,6 +320,7 @@ impl Directory {
         }
         let published = NodeEvent {
             node: self.settings.node_id.clone(),
+            trunk,
             event,
         };
         pipe.publish(keys::events(), json(&published)).ignore();
@@ -289,11 +332,46 @@ impl Directory {
         match serde_json::from_slice::<NodeEvent>(payload) {
             Ok(published) => {
                 for event in self.mirror.apply(published) {
-                    (self.deliver)(event);
+                    (self.deliver)(ToWorkers::Everyone(event));
                 }
             }
             Err(e) => warn!(error = %e, "unreadable cluster event: ignored"),
         }
+    }
+
+    /// Publishes a trunk description on the channel of the node it is for. Lost when that node
+    /// is not subscribed: the dialling end tries again when its trunk stays silent.
+    async fn send_signal(
+        &mut self,
+        conn: &mut MultiplexedConnection,
+        signal: TrunkSignal,
+    ) -> Result<(), DirectoryError> {
+        let Some((node, _)) = endpoint::parse(&signal.to) else {
+            warn!(to = %signal.to, "trunk description for no node: dropped");
+            return Ok(());
+        };
+        let channel = keys::trunk_signals(node);
+        timed(conn.publish::<_, _, ()>(channel, json(&signal))).await
+    }
+
+    /// A message on this node's trunk channel: a description for one of its workers (or
+    /// garbage, ignored).
+    fn on_trunk_signal(&mut self, payload: &[u8]) {
+        let signal = match serde_json::from_slice::<TrunkSignal>(payload) {
+            Ok(signal) => signal,
+            Err(e) => return warn!(error = %e, "unreadable trunk description: ignored"),
+        };
+        match endpoint::parse(&signal.to) {
+            Some((node, worker)) if node == self.settings.node_id => {
+                (self.deliver)(ToWorkers::One(worker, signal));
+            }
+            _ => warn!(to = %signal.to, "trunk description for another end: ignored"),
+        }
+    }
+
+    /// The trunk end of this node's worker `worker`.
+    fn trunk_end(&self, worker: usize) -> String {
+        endpoint::name(&self.settings.node_id, worker)
     }
 
     fn ttl_ms(&self) -> i64 {

@@ -27,3 +27,9 @@ pub fn members(id: &str) -> String {
 pub fn events() -> String {
     format!("{PREFIX}:events")
 }
+
+/// The pub/sub channel trunk descriptions for node `id`'s workers are published on (JSON
+/// [`sfu_core::trunk::TrunkSignal`]); only that node subscribes to it.
+pub fn trunk_signals(id: &str) -> String {
+    format!("{PREFIX}:node:{id}:trunk")
+}

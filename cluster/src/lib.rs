@@ -9,17 +9,20 @@
 //!   change of it means for the workers;
 //! - [`directory`]: the one task that talks to Redis (register, heartbeat, publish, subscribe,
 //!   resynchronise), reconnecting for as long as it runs;
-//! - [`view`]: the nodes as last read, for `GET /api/cluster` and the drain's choice of node.
+//! - [`view`]: the nodes as last read, for `GET /api/cluster` and the drain's choice of node;
+//! - [`endpoint`]: how a worker is named as a trunk end (`node/index`).
 //!
-//! Media does not cross nodes here: that is the trunk's job (see `sfu_core::cluster`).
+//! Media does not cross nodes here: the trunks between workers carry it (`sfu_core::trunk`);
+//! the directory only carries their descriptions from one end to the other.
 
 pub mod directory;
+pub mod endpoint;
 pub mod keys;
 pub mod local;
 pub mod mirror;
 pub mod record;
 pub mod view;
 
-pub use directory::{ClusterSettings, Directory};
+pub use directory::{ClusterSettings, Directory, FromWorker, ToWorkers};
 pub use sfu_core::cluster::ClusterEvent;
 pub use view::ClusterView;

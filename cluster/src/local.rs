@@ -35,8 +35,8 @@ impl LocalMembers {
         }
     }
 
-    /// Applies a room event of one of this node's workers.
-    pub fn apply(&mut self, event: &RoomEvent) -> Change {
+    /// Applies a room event of the worker whose trunk end is `trunk`.
+    pub fn apply(&mut self, trunk: &str, event: &RoomEvent) -> Change {
         match event {
             RoomEvent::ParticipantJoined {
                 room,
@@ -48,6 +48,7 @@ impl LocalMembers {
                     id: *peer_id,
                     name: name.clone(),
                     node: self.node.clone(),
+                    trunk: trunk.to_owned(),
                     tracks: Vec::new(),
                 };
                 self.members.insert(*peer_id, record.clone());
@@ -142,25 +143,36 @@ mod tests {
     #[test]
     fn members_follow_their_events() {
         let mut l = LocalMembers::new("a");
-        let joined = l.apply(&RoomEvent::ParticipantJoined {
-            room: "k".into(),
-            peer_id: 5,
-            name: "ana".into(),
-        });
-        assert!(matches!(joined, Change::Member(ref m) if m.node == "a" && m.id == 5));
-        l.apply(&RoomEvent::TrackPublished {
-            room: "k".into(),
-            peer_id: 5,
-            track_id: "5:0".into(),
-            kind: TrackKind::Audio,
-            source: TrackSource::Mic,
-        });
-        let muted = l.apply(&RoomEvent::TrackMuted {
-            room: "k".into(),
-            peer_id: 5,
-            track_id: "5:0".into(),
-            muted: true,
-        });
+        let joined = l.apply(
+            "a/0",
+            &RoomEvent::ParticipantJoined {
+                room: "k".into(),
+                peer_id: 5,
+                name: "ana".into(),
+            },
+        );
+        assert!(
+            matches!(joined, Change::Member(ref m) if m.node == "a" && m.trunk == "a/0" && m.id == 5)
+        );
+        l.apply(
+            "a/0",
+            &RoomEvent::TrackPublished {
+                room: "k".into(),
+                peer_id: 5,
+                track_id: "5:0".into(),
+                kind: TrackKind::Audio,
+                source: TrackSource::Mic,
+            },
+        );
+        let muted = l.apply(
+            "a/0",
+            &RoomEvent::TrackMuted {
+                room: "k".into(),
+                peer_id: 5,
+                track_id: "5:0".into(),
+                muted: true,
+            },
+        );
         assert!(matches!(muted, Change::Member(ref m) if m.tracks[0].muted));
         assert_eq!(
             l.rooms(),
@@ -169,11 +181,14 @@ mod tests {
                 members: 1
             }]
         );
-        let left = l.apply(&RoomEvent::ParticipantLeft {
-            room: "k".into(),
-            peer_id: 5,
-            name: "ana".into(),
-        });
+        let left = l.apply(
+            "a/0",
+            &RoomEvent::ParticipantLeft {
+                room: "k".into(),
+                peer_id: 5,
+                name: "ana".into(),
+            },
+        );
         assert_eq!(left, Change::Gone(5));
         assert!(l.is_empty());
     }

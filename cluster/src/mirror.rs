@@ -1,12 +1,13 @@
 //! What this node knows of the other nodes' members, and what each change of it means for the
 //! workers ([`ClusterEvent`]s). Fed from two places: the other nodes' published room events (as
 //! they happen) and full reads of their members (on every heartbeat, and when Redis comes back),
-//! so a lost event is repaired at the next read and a repeated one changes nothing.
+//! so a lost event is repaired at the next read and a repeated one changes nothing. Tracks,
+//! mutes and the active speaker are not handed on: they cross on the trunks, with the media.
 
 use std::collections::{BTreeSet, HashMap};
 
 use sfu_core::cluster::ClusterEvent;
-use sfu_core::protocol::{valid_name, PeerId, TrackInfo};
+use sfu_core::protocol::{valid_name, PeerId};
 use sfu_core::RoomEvent;
 
 use crate::record::{MemberRecord, NodeEvent};
@@ -48,49 +49,19 @@ impl Mirror {
                     id: peer_id,
                     name,
                     node: published.node,
+                    trunk: published.trunk,
                     tracks: Vec::new(),
                 };
-                diff_member(None, Some(&record), &mut out);
-                members.entry(peer_id).or_insert(record);
+                if let std::collections::hash_map::Entry::Vacant(slot) = members.entry(peer_id) {
+                    diff_member(None, Some(&record), &mut out);
+                    slot.insert(record);
+                }
             }
             RoomEvent::ParticipantLeft { peer_id, .. } => {
                 if let Some(old) = members.remove(&peer_id) {
                     diff_member(Some(&old), None, &mut out);
                 }
             }
-            RoomEvent::TrackPublished {
-                peer_id,
-                track_id,
-                kind,
-                source,
-                ..
-            } => {
-                let track = TrackInfo {
-                    id: track_id,
-                    kind,
-                    source,
-                    muted: false,
-                };
-                change_tracks(members, peer_id, &mut out, |tracks| {
-                    tracks.retain(|t| t.id != track.id);
-                    tracks.push(track);
-                });
-            }
-            RoomEvent::TrackUnpublished {
-                peer_id, track_id, ..
-            } => change_tracks(members, peer_id, &mut out, |tracks| {
-                tracks.retain(|t| t.id != track_id)
-            }),
-            RoomEvent::TrackMuted {
-                peer_id,
-                track_id,
-                muted,
-                ..
-            } => change_tracks(members, peer_id, &mut out, |tracks| {
-                if let Some(t) = tracks.iter_mut().find(|t| t.id == track_id) {
-                    t.muted = muted;
-                }
-            }),
             RoomEvent::Chat {
                 room,
                 peer_id,
@@ -102,16 +73,12 @@ impl Mirror {
                 name,
                 text,
             }),
-            RoomEvent::ActiveSpeaker {
-                room,
-                peer_id,
-                track_id,
-            } => out.push(ClusterEvent::ActiveSpeaker {
-                room,
-                peer_id,
-                track_id,
-            }),
-            RoomEvent::RoomStarted { .. } | RoomEvent::RoomFinished { .. } => {}
+            RoomEvent::TrackPublished { .. }
+            | RoomEvent::TrackUnpublished { .. }
+            | RoomEvent::TrackMuted { .. }
+            | RoomEvent::ActiveSpeaker { .. }
+            | RoomEvent::RoomStarted { .. }
+            | RoomEvent::RoomFinished { .. } => {}
         }
         out
     }
@@ -187,63 +154,27 @@ fn acceptable(event: &RoomEvent) -> bool {
     }
 }
 
-/// Applies `change` to a known member's tracks and reports the difference.
-fn change_tracks(
-    members: &mut HashMap<PeerId, MemberRecord>,
-    peer: PeerId,
-    out: &mut Vec<ClusterEvent>,
-    change: impl FnOnce(&mut Vec<TrackInfo>),
-) {
-    let Some(member) = members.get_mut(&peer) else {
-        return;
-    };
-    let before = member.clone();
-    change(&mut member.tracks);
-    diff_member(Some(&before), Some(member), out);
-}
-
-/// The events that turn member `old` into `new` (either may be absent).
+/// The events that turn member `old` into `new` (either may be absent). A member whose room or
+/// trunk end changed left and joined again.
 fn diff_member(
     old: Option<&MemberRecord>,
     new: Option<&MemberRecord>,
     out: &mut Vec<ClusterEvent>,
 ) {
     match (old, new) {
-        (None, None) => {}
-        (None, Some(n)) => out.push(ClusterEvent::MemberJoined {
-            room: n.room.clone(),
-            peer: n.info(),
-        }),
-        (Some(o), None) => out.push(ClusterEvent::MemberLeft {
-            room: o.room.clone(),
-            peer_id: o.id,
-        }),
-        (Some(o), Some(n)) => {
-            let room = &n.room;
-            for t in &o.tracks {
-                if !n.tracks.iter().any(|nt| nt.id == t.id) {
-                    out.push(ClusterEvent::TrackUnpublished {
-                        room: room.clone(),
-                        peer_id: n.id,
-                        track_id: t.id.clone(),
-                    });
-                }
+        (Some(o), Some(n)) if o.room == n.room && o.trunk == n.trunk && o.name == n.name => {}
+        _ => {
+            if let Some(o) = old {
+                out.push(ClusterEvent::MemberLeft {
+                    room: o.room.clone(),
+                    peer_id: o.id,
+                });
             }
-            for t in &n.tracks {
-                match o.tracks.iter().find(|ot| ot.id == t.id) {
-                    None => out.push(ClusterEvent::TrackPublished {
-                        room: room.clone(),
-                        peer_id: n.id,
-                        track: t.clone(),
-                    }),
-                    Some(ot) if ot.muted != t.muted => out.push(ClusterEvent::TrackMuted {
-                        room: room.clone(),
-                        peer_id: n.id,
-                        track_id: t.id.clone(),
-                        muted: t.muted,
-                    }),
-                    Some(_) => {}
-                }
+            if let Some(n) = new {
+                out.push(ClusterEvent::MemberJoined {
+                    room: n.room.clone(),
+                    member: n.member(),
+                });
             }
         }
     }
@@ -252,24 +183,16 @@ fn diff_member(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sfu_core::protocol::{TrackKind, TrackSource};
+    use sfu_core::cluster::ClusterMember;
 
-    fn member(node: &str, id: PeerId, tracks: Vec<TrackInfo>) -> MemberRecord {
+    fn member(node: &str, id: PeerId, trunk: &str) -> MemberRecord {
         MemberRecord {
             room: "k".into(),
             id,
             name: format!("p{id}"),
             node: node.into(),
-            tracks,
-        }
-    }
-
-    fn mic(id: &str, muted: bool) -> TrackInfo {
-        TrackInfo {
-            id: id.into(),
-            kind: TrackKind::Audio,
-            source: TrackSource::Mic,
-            muted,
+            trunk: trunk.into(),
+            tracks: Vec::new(),
         }
     }
 
@@ -278,18 +201,31 @@ mod tests {
         let mut m = Mirror::new("a");
         let joined = |node: &str| NodeEvent {
             node: node.into(),
+            trunk: format!("{node}/1"),
             event: RoomEvent::ParticipantJoined {
                 room: "k".into(),
                 peer_id: 9,
-                name: "bo".into(),
+                name: "p9".into(),
             },
         };
         assert!(m.apply(joined("a")).is_empty());
-        assert_eq!(m.apply(joined("b")).len(), 1);
-        let snapshot = HashMap::from([("b".to_string(), vec![member("b", 9, vec![])])]);
+        assert_eq!(
+            m.apply(joined("b")),
+            vec![ClusterEvent::MemberJoined {
+                room: "k".into(),
+                member: ClusterMember {
+                    id: 9,
+                    name: "p9".into(),
+                    trunk: "b/1".into()
+                }
+            }]
+        );
+        assert!(m.apply(joined("b")).is_empty(), "heard twice");
+        let snapshot = HashMap::from([("b".to_string(), vec![member("b", 9, "b/1")])]);
         assert!(m.resync(snapshot, true).is_empty(), "the read agrees");
         let long = NodeEvent {
             node: "b".into(),
+            trunk: "b/0".into(),
             event: RoomEvent::ParticipantJoined {
                 room: "k".into(),
                 peer_id: 10,
@@ -303,27 +239,25 @@ mod tests {
     fn a_read_repairs_what_events_missed_and_forgets_gone_nodes() {
         let mut m = Mirror::new("a");
         let snapshot = HashMap::from([
-            (
-                "b".to_string(),
-                vec![member("b", 9, vec![mic("9:0", false)])],
-            ),
-            ("c".to_string(), vec![member("c", 4, vec![])]),
+            ("b".to_string(), vec![member("b", 9, "b/0")]),
+            ("c".to_string(), vec![member("c", 4, "c/0")]),
         ]);
         assert_eq!(m.resync(snapshot, true).len(), 2);
-        let snapshot = HashMap::from([(
-            "b".to_string(),
-            vec![member("b", 9, vec![mic("9:0", true)])],
-        )]);
+        let snapshot = HashMap::from([("b".to_string(), vec![member("b", 9, "b/1")])]);
         let during_outage = m.resync(snapshot.clone(), false);
         assert_eq!(
             during_outage,
-            vec![ClusterEvent::TrackMuted {
-                room: "k".into(),
-                peer_id: 9,
-                track_id: "9:0".into(),
-                muted: true
-            }],
-            "c is kept while nodes may still be registering again"
+            vec![
+                ClusterEvent::MemberLeft {
+                    room: "k".into(),
+                    peer_id: 9
+                },
+                ClusterEvent::MemberJoined {
+                    room: "k".into(),
+                    member: member("b", 9, "b/1").member()
+                }
+            ],
+            "a member on another worker moved; c is kept while nodes may still be registering"
         );
         assert_eq!(
             m.resync(snapshot, true),

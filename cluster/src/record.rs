@@ -1,7 +1,8 @@
 //! What the directory stores and publishes, as JSON.
 
 use serde::{Deserialize, Serialize};
-use sfu_core::protocol::{PeerId, PeerInfo, TrackInfo};
+use sfu_core::cluster::ClusterMember;
+use sfu_core::protocol::{PeerId, TrackInfo};
 use sfu_core::RoomEvent;
 
 /// One node, as its heartbeat writes it.
@@ -44,17 +45,22 @@ pub struct MemberRecord {
     pub name: String,
     /// The node it is connected to.
     pub node: String,
-    /// The tracks it publishes.
+    /// The trunk end of the worker its room lives on there (`node/index`); its media comes
+    /// over the trunk to that end. Empty in a record of a node without trunks.
+    #[serde(default)]
+    pub trunk: String,
+    /// The tracks it publishes (for people reading the directory: their media and state cross
+    /// on trunks).
     pub tracks: Vec<TrackInfo>,
 }
 
 impl MemberRecord {
-    /// The member as the protocol shows it.
-    pub fn info(&self) -> PeerInfo {
-        PeerInfo {
+    /// The member as a worker's roster keeps it.
+    pub fn member(&self) -> ClusterMember {
+        ClusterMember {
             id: self.id,
             name: self.name.clone(),
-            tracks: self.tracks.clone(),
+            trunk: self.trunk.clone(),
         }
     }
 }
@@ -65,6 +71,9 @@ impl MemberRecord {
 pub struct NodeEvent {
     /// The node it happened on.
     pub node: String,
+    /// The trunk end of the worker it happened on (`node/index`).
+    #[serde(default)]
+    pub trunk: String,
     /// What happened (the core's own room event).
     pub event: RoomEvent,
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use str0m::format::Codec;
 
 use crate::codec::DEFAULT_VIDEO_CODECS;
+use crate::trunk::TrunkEndpoint;
 
 /// How one core (one worker) behaves.
 #[derive(Debug, Clone)]
@@ -34,6 +35,9 @@ pub struct CoreConfig {
     /// The video codecs rooms send, most preferred first: each publisher is asked for the first
     /// one it and every other member of its room have (`codec/policy.rs`).
     pub video_codecs: Vec<Codec>,
+    /// This worker's end of the trunks to other nodes (`--cluster`); `None` on a lone node,
+    /// which then never dials a trunk by itself.
+    pub trunk_endpoint: Option<TrunkEndpoint>,
 }
 
 impl Default for CoreConfig {
@@ -48,6 +52,7 @@ impl Default for CoreConfig {
             max_paths_per_peer: 8,
             record_rooms: Vec::new(),
             video_codecs: DEFAULT_VIDEO_CODECS.to_vec(),
+            trunk_endpoint: None,
         }
     }
 }

@@ -1,7 +1,10 @@
 //! Two nodes (two `Core`s) sharing a room over a trunk, with str0m participants on each, over an
-//! in-memory network with simulated time: media crosses the trunk once whatever the number of
-//! far subscribers, keyframe requests travel back to the publisher's node, and loss on the
-//! trunk is repaired by NACK.
+//! in-memory network with simulated time. The test plays the control plane the way the binary's
+//! directory does: each node's member events reach the other as [`ClusterEvent`]s, and the
+//! trunk descriptions the cores queue are carried to the end they name; the trunk sets itself
+//! up from there. Media crosses the trunk once whatever the number of far subscribers, keyframe
+//! requests travel back to the publisher's node, loss on the trunk is repaired by NACK, and a
+//! trunk whose far end goes silent is closed and dialled again.
 
 mod common;
 
@@ -10,6 +13,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::Client;
+use sfu_core::cluster::{ClusterEvent, ClusterMember};
 use sfu_core::protocol::{
     ClientMessage, PeerId, PublishedTrack, ServerMessage, TrackSource, PROTOCOL_VERSION,
 };
@@ -20,16 +24,14 @@ use sfu_core::str0m::media::{
 use sfu_core::str0m::net::{Protocol, Receive};
 use sfu_core::str0m::rtp::{RtpWrite, SeqNo};
 use sfu_core::str0m::{Candidate, Input, Output as RtcOutput, RtcConfig};
-use sfu_core::trunk::{RemoteMember, TrunkInfo};
+use sfu_core::trunk::{TrunkEndpoint, TrunkInfo};
 use sfu_core::wire::{classify, DatagramKind};
-use sfu_core::{Action, Core, CoreConfig};
+use sfu_core::{Action, Core, CoreConfig, RoomEvent};
 
 /// Where the nodes' media sockets are.
 const NODES: [&str; 2] = ["127.0.0.1:4000", "127.0.0.9:4000"];
-/// The node ids.
-const NAMES: [&str; 2] = ["a", "b"];
-/// A remote member's id on the node that is not its own: its id there plus this.
-const ALIAS: PeerId = 1000;
+/// The trunk end of each node's one worker.
+const NAMES: [&str; 2] = ["a/0", "b/0"];
 
 fn node_addr(node: usize) -> SocketAddr {
     NODES[node].parse().unwrap()
@@ -46,6 +48,8 @@ struct Cluster {
     trunk_loss_every: usize,
     trunk_rtp_seen: usize,
     trunk_rtp_dropped: usize,
+    /// Nothing reaches node b from node a (a's process is stopped, say).
+    a_cut_off: bool,
 }
 
 impl Cluster {
@@ -54,6 +58,10 @@ impl Cluster {
             .map(|n| {
                 Core::new(CoreConfig {
                     candidates: vec![node_addr(n)],
+                    trunk_endpoint: Some(TrunkEndpoint {
+                        name: NAMES[n].into(),
+                        advertised: None,
+                    }),
                     ..CoreConfig::default()
                 })
             })
@@ -66,11 +74,12 @@ impl Cluster {
             trunk_loss_every: 0,
             trunk_rtp_seen: 0,
             trunk_rtp_dropped: 0,
+            a_cut_off: false,
         }
     }
 
-    /// Joins a client to room `kitchen` on `node`, publishing audio and video; every other node
-    /// is told of it as a remote member (what the control plane does).
+    /// Joins a client to room `kitchen` on `node`, publishing audio and video; the other node
+    /// hears of it through the control plane.
     fn join(&mut self, node: usize, name: &str) -> usize {
         self.join_with(node, name, &[])
     }
@@ -147,32 +156,8 @@ impl Cluster {
                 tracks,
             },
         ));
-        for other in (0..self.cores.len()).filter(|n| *n != node) {
-            let member = RemoteMember {
-                node: NAMES[node].into(),
-                remote_id: id,
-                room: "kitchen".into(),
-                name: name.into(),
-            };
-            self.cores[other]
-                .add_remote_member(self.now, id + ALIAS, member)
-                .unwrap();
-        }
         self.pump();
         idx
-    }
-
-    /// Sets up the trunk between the two nodes as the control plane would: `a` (the lower id)
-    /// dials, `b` answers.
-    fn connect_trunk(&mut self) {
-        let offer = self.cores[0].open_trunk(self.now, NAMES[1]).unwrap();
-        let answer = self.cores[1]
-            .accept_trunk(self.now, NAMES[0], &offer)
-            .unwrap();
-        self.cores[0]
-            .trunk_answer(self.now, NAMES[1], &answer)
-            .unwrap();
-        self.pump();
     }
 
     fn pump(&mut self) {
@@ -189,7 +174,8 @@ impl Cluster {
                         Action::Transmit(t) => {
                             if let Some(far) = (0..2).find(|n| node_addr(*n) == t.destination) {
                                 let rtp = classify(&t.contents) == DatagramKind::Rtp;
-                                let lost = rtp && node == 0 && self.lose_trunk_packet();
+                                let lost = node == 0
+                                    && (self.a_cut_off || (rtp && self.lose_trunk_packet()));
                                 if !lost {
                                     self.cores[far].handle_datagram(
                                         self.now,
@@ -228,6 +214,11 @@ impl Cluster {
                                 }
                             }
                         }
+                        Action::RoomEvent(event) => self.tell_other_node(node, event),
+                        Action::TrunkSignal(signal) => {
+                            let far = NAMES.iter().position(|n| *n == signal.to).unwrap();
+                            self.cores[far].handle_trunk_signal(self.now, signal);
+                        }
                         _ => {}
                     }
                 }
@@ -258,6 +249,30 @@ impl Cluster {
             }
         }
         panic!("the simulated network never settled");
+    }
+
+    /// What the directory does with a member event of `node`: the other node is told.
+    fn tell_other_node(&mut self, node: usize, event: RoomEvent) {
+        let other = 1 - node;
+        let told = match event {
+            RoomEvent::ParticipantJoined {
+                room,
+                peer_id,
+                name,
+            } => ClusterEvent::MemberJoined {
+                room,
+                member: ClusterMember {
+                    id: peer_id,
+                    name,
+                    trunk: NAMES[node].into(),
+                },
+            },
+            RoomEvent::ParticipantLeft { room, peer_id, .. } => {
+                ClusterEvent::MemberLeft { room, peer_id }
+            }
+            _ => return,
+        };
+        self.cores[other].handle_cluster_event(self.now, told);
     }
 
     /// Whether this RTP datagram on the trunk is lost.
@@ -397,7 +412,6 @@ fn cluster() -> Cluster {
     for i in 0..3 {
         c.join(1, &format!("viewer{i}"));
     }
-    c.connect_trunk();
     c.advance(Duration::from_secs(3));
     c
 }
@@ -463,7 +477,7 @@ fn a_far_subscribers_keyframe_request_reaches_the_publisher() {
         .mappings
         .iter()
         .find(|m| {
-            m.peer_id == ALIAS + 1
+            m.peer_id == 1
                 && m.track_id
                     .ends_with(&c.client(0).video.unwrap().to_string())
         })
@@ -502,7 +516,7 @@ fn loss_on_the_trunk_is_repaired_by_nack() {
 #[test]
 fn far_members_and_their_tracks_come_and_go_as_the_control_plane_and_the_trunk_say() {
     let mut c = cluster();
-    let publisher = ALIAS + 1;
+    let publisher = 1;
     let viewer = c.client(1);
     assert!(
         viewer.saw(|m| matches!(m, ServerMessage::Joined { peers, .. }
@@ -514,7 +528,7 @@ fn far_members_and_their_tracks_come_and_go_as_the_control_plane_and_the_trunk_s
     ));
     assert!(
         c.client(0)
-            .saw(|m| matches!(m, ServerMessage::PeerJoined { peer } if peer.id == ALIAS + 4)),
+            .saw(|m| matches!(m, ServerMessage::PeerJoined { peer } if peer.id == 4)),
         "a's member sees b's members join"
     );
 
@@ -545,15 +559,17 @@ fn far_members_and_their_tracks_come_and_go_as_the_control_plane_and_the_trunk_s
     assert_eq!(c.trunk(0).tracks_out, 0);
     assert_eq!(c.trunk(1).tracks_in, 0);
 
-    // The control plane says it left.
-    assert!(c.cores[1].remove_remote_member(c.now, publisher));
-    c.pump();
+    // The control plane said it left.
     for viewer in 1..4 {
-        assert!(c
+        let left = c
             .client(viewer)
-            .saw(|m| matches!(m, ServerMessage::PeerLeft { peer_id } if *peer_id == publisher)));
+            .signals
+            .iter()
+            .filter(|m| matches!(m, ServerMessage::PeerLeft { peer_id } if *peer_id == publisher))
+            .count();
+        assert_eq!(left, 1, "viewer {viewer} was told once");
     }
-    assert!(!c.cores[1].remove_remote_member(c.now, publisher), "once");
+    assert!(!c.cores[1].remove_remote_member(c.now, publisher), "gone");
 }
 
 #[test]
@@ -565,9 +581,8 @@ fn far_viewers_choose_their_layers_and_only_the_layers_they_take_cross() {
     for i in 0..3 {
         c.join(1, &format!("viewer{i}"));
     }
-    c.connect_trunk();
     c.advance(Duration::from_secs(1));
-    let track_id = format!("{}:{}", ALIAS + 1, c.client(0).video.unwrap());
+    let track_id = format!("{}:{}", 1, c.client(0).video.unwrap());
     let tile = |c: &mut Cluster, viewer: usize, width, height| {
         let id = c.client(viewer).id;
         c.to_core.push_back((
@@ -629,5 +644,31 @@ fn far_viewers_choose_their_layers_and_only_the_layers_they_take_cross() {
             got.iter().all(|l| *l == 0),
             "small tiles stay on the low layer"
         );
+    }
+}
+
+#[test]
+fn a_trunk_that_goes_silent_is_closed_and_dialled_again() {
+    let mut c = cluster();
+    c.send_media(0, MediaKind::Video, 20, 0xA0);
+    // Nothing from node a reaches node b for longer than a trunk may stay silent.
+    // b closes its end once a has been silent for 15 s; a then hears nothing from b either,
+    // closes its own 15 s after b's last datagram and dials again.
+    c.a_cut_off = true;
+    c.advance(Duration::from_secs(20));
+    c.a_cut_off = false;
+    c.advance(Duration::from_secs(15));
+    assert!(
+        c.trunk(0).connected && c.trunk(1).connected,
+        "a, the end that dials, set the trunk up again"
+    );
+    assert_eq!(
+        c.trunk(1).tracks_in,
+        2,
+        "a's tracks are published on b again"
+    );
+    c.send_media(0, MediaKind::Video, 100, 0xA1);
+    for viewer in 1..4 {
+        assert_complete(&c, viewer, 0xA1, 100);
     }
 }

@@ -145,6 +145,11 @@ pub enum WorkerCommand {
         /// What.
         event: sfu_core::cluster::ClusterEvent,
     },
+    /// A trunk description from another node's worker ([`sfu_core::Core::handle_trunk_signal`]).
+    Trunk {
+        /// What it sent.
+        signal: sfu_core::trunk::TrunkSignal,
+    },
     /// The node drains: tell every member to join again at `url` ([`sfu_core::Core::drain`]).
     Drain {
         /// Another node's signaling URL.

@@ -32,8 +32,8 @@ use sfu_core::str0m::net::Protocol;
 use sfu_core::{Action, Core, CoreConfig, DropReason, JoinRefusal, Transmit};
 use signaling::webhooks::WebhookSender;
 
-/// Where a worker hands its room events for the cluster directory.
-pub type ClusterEvents = tokio::sync::mpsc::UnboundedSender<sfu_core::RoomEvent>;
+/// Where a worker hands its room events and trunk descriptions for the cluster directory.
+pub type ClusterEvents = tokio::sync::mpsc::UnboundedSender<cluster::FromWorker>;
 use signaling::{PlainReply, PlainRequest, RecordingRequest, WorkerCommand};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot, Notify};
@@ -83,6 +83,8 @@ pub struct WorkerSpec {
     pub webhooks: Option<WebhookSender>,
     /// Where room events go for the other nodes, with `--cluster`.
     pub cluster: Option<ClusterEvents>,
+    /// Its end of the trunks to other nodes, with `--cluster`.
+    pub trunk_endpoint: Option<sfu_core::trunk::TrunkEndpoint>,
 }
 
 /// Starts the worker thread; returns the shell in use once its runtime is up.
@@ -154,6 +156,8 @@ struct Shared {
     tcp_accepted: Cell<u64>,
     webhooks: Option<WebhookSender>,
     cluster: Option<ClusterEvents>,
+    /// Its index, which names it to the cluster directory.
+    index: usize,
 }
 
 impl Shared {
@@ -163,6 +167,7 @@ impl Shared {
             tcp_candidates: spec.tcp_candidates.clone(),
             record_rooms: spec.record_rooms.clone(),
             video_codecs: spec.video_codecs.clone(),
+            trunk_endpoint: spec.trunk_endpoint.clone(),
             ..CoreConfig::default()
         };
         Rc::new_cyclic(|me| Shared {
@@ -185,6 +190,7 @@ impl Shared {
             tcp_accepted: Cell::new(0),
             webhooks: spec.webhooks.clone(),
             cluster: spec.cluster.clone(),
+            index: spec.index,
         })
     }
 
@@ -331,7 +337,10 @@ impl Shared {
                     Action::RoomEvent(event) => {
                         if let Some(cluster) = &self.cluster {
                             // The directory task reads until the server stops.
-                            let _ = cluster.send(event.clone());
+                            let _ = cluster.send(cluster::FromWorker::Room {
+                                worker: self.index,
+                                event: event.clone(),
+                            });
                         }
                         if let Some(webhooks) =
                             self.webhooks.as_ref().filter(|_| event.for_webhooks())
@@ -339,6 +348,12 @@ impl Shared {
                             webhooks.notify(event);
                         }
                     }
+                    Action::TrunkSignal(signal) => match &self.cluster {
+                        Some(cluster) => {
+                            let _ = cluster.send(cluster::FromWorker::Trunk(signal));
+                        }
+                        None => warn!(to = %signal.to, "trunk description without a cluster"),
+                    },
                 }
             }
         }
@@ -586,6 +601,10 @@ async fn command_loop(shared: Rc<Shared>, mut rx: mpsc::UnboundedReceiver<Worker
             }
             WorkerCommand::Cluster { event } => {
                 shared.core.borrow_mut().handle_cluster_event(now, event);
+                shared.flush();
+            }
+            WorkerCommand::Trunk { signal } => {
+                shared.core.borrow_mut().handle_trunk_signal(now, signal);
                 shared.flush();
             }
             WorkerCommand::Drain { url } => {

@@ -341,11 +341,13 @@ impl World {
                     client.gone = true;
                 }
             }
-            // For the kernel path, a recording's writer and webhooks: none of them here.
+            // For the kernel path, a recording's writer, webhooks and a cluster's control plane:
+            // none of them here.
             Action::Flow(_)
             | Action::PlainOutputClosed(_)
             | Action::Record(_)
-            | Action::RoomEvent(_) => {}
+            | Action::RoomEvent(_)
+            | Action::TrunkSignal(_) => {}
         }
     }
 

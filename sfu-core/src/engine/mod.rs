@@ -40,7 +40,7 @@ use str0m::net::{DatagramRecv, Protocol, Receive};
 use str0m::{Event, IceConnectionState, Input, Output as RtcOutput};
 use tracing::{debug, info, warn};
 
-use crate::cluster::RemoteMembers;
+use crate::cluster::ClusterRoster;
 use crate::config::CoreConfig;
 use crate::counters::{Counters, DropReason, StatsSnapshot};
 use crate::demux::{Demux, FlowChange};
@@ -55,7 +55,7 @@ use crate::router::{
     Arrival, Delivery, Origin, Refusal, RoutedPacket, Router, SinkRef, SinkSet, TrackKey,
 };
 use crate::timers::Deadlines;
-use crate::trunk::{TrunkId, Trunks};
+use crate::trunk::{TrunkId, TrunkSignal, Trunks};
 use crate::viewers::Viewers;
 use crate::wire::{classify, DatagramKind, RtpPacket, StunPacket};
 
@@ -78,8 +78,11 @@ pub enum Action {
     /// A recording wants something of the shell's writer (or a recording to be started).
     Record(RecordingOutput),
     /// Something happened in a room that the world outside the call may want to hear of
-    /// (webhooks).
+    /// (webhooks, and the other nodes of a cluster).
     RoomEvent(RoomEvent),
+    /// A trunk description for another node's worker: the control plane carries it there
+    /// ([`Core::handle_trunk_signal`] on that side).
+    TrunkSignal(TrunkSignal),
 }
 
 /// Who a datagram is for.
@@ -133,8 +136,8 @@ pub struct Core {
     counters: Counters,
     /// WHEP viewers: what each follows, and its legs.
     viewers: Viewers,
-    /// Members of rooms on other nodes (`--cluster`); empty on a lone node.
-    remote: RemoteMembers,
+    /// Members of other nodes (`--cluster`), by room; empty on a lone node.
+    roster: ClusterRoster,
     /// Trunks to other nodes, and the members of those nodes in this node's rooms.
     trunks: Trunks,
     /// Events polled from a member's session, handled after its polling (reused).
@@ -160,7 +163,7 @@ impl Core {
             outbox: Outbox::default(),
             counters: Counters::default(),
             viewers: Viewers::default(),
-            remote: RemoteMembers::default(),
+            roster: ClusterRoster::default(),
             trunks: Trunks::default(),
             events: VecDeque::with_capacity(64),
             rx_payload: vec![0; RX_PAYLOAD_BYTES],
@@ -305,6 +308,9 @@ impl Core {
         }
         if let Some(event) = self.outbox.next_event() {
             return Some(Action::RoomEvent(event));
+        }
+        if let Some(signal) = self.trunks.next_signal() {
+            return Some(Action::TrunkSignal(signal));
         }
         self.outbox.next_closed_peer().map(Action::PeerClosed)
     }

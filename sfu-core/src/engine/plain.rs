@@ -86,6 +86,7 @@ impl Core {
         if let Some(room) = self.members.room_mut(&ingest.room) {
             room.ingests.retain(|i| *i != id);
         }
+        self.release_roster(now, &ingest.room);
         self.close_room_if_empty(&ingest.room);
         self.end_recording_if_room_gone(now, &ingest.room);
         self.drop_ingest_from_room(&ingest.room, id);

@@ -203,6 +203,8 @@ impl Core {
         }
         let created = self.members.room(&join.room).is_none();
         let room = self.open_room(&join.room, capacity);
+        // Members of other nodes already in the room come first, so `joined` lists them.
+        self.admit_roster(now, &room);
         let existing = self.members.members_of(&room);
         let mut peer = Peer::new(id, join.name, room.clone(), &self.config, now);
         peer.permissions = permissions;
@@ -229,7 +231,6 @@ impl Core {
             .map(|r| r.ingests.clone())
             .unwrap_or_default();
         others.extend(ingests.into_iter().filter_map(|i| self.peer_info(i)));
-        others.extend(self.remote.infos(&room));
         let remote = self
             .members
             .room(&room)
@@ -755,6 +756,7 @@ impl Core {
             peer_id: id,
             name: peer.name.clone(),
         });
+        self.release_roster(now, &peer.room);
         self.close_room_if_empty(&peer.room);
         self.end_recording_if_room_gone(now, &peer.room);
         // Its capabilities no longer hold the others back.

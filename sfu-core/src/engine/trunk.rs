@@ -20,7 +20,8 @@ use crate::protocol::{PeerId, ServerMessage, TrackKind};
 use crate::quality::layers::TrackLayers;
 use crate::router::{Arrival, Origin, SinkRef, Track, TrackKey};
 use crate::trunk::{
-    ControlMessage, RemoteMember, TrunkDescription, TrunkError, TrunkId, TrunkInfo,
+    ControlMessage, RemoteMember, SignalKind, TrunkDescription, TrunkError, TrunkId, TrunkInfo,
+    TrunkSignal,
 };
 use crate::wire::DatagramKind;
 
@@ -28,12 +29,18 @@ use crate::wire::DatagramKind;
 /// report state moved), as for members.
 const TRUNK_SERVICE: Duration = Duration::from_millis(20);
 
+/// A trunk from which nothing arrived for this long is closed: its far end is gone, restarted
+/// or never answered. The dialling side keeps ICE alive with a check every few seconds, and
+/// the end that dials sets it up again when its rooms still need it.
+const TRUNK_SILENCE: Duration = Duration::from_secs(15);
+
 impl Core {
     /// Dials a trunk to `node` (the node whose id sorts lower dials): returns this side's
     /// description, for the control plane to hand to `node`'s [`Core::accept_trunk`].
     pub fn open_trunk(&mut self, now: Instant, node: &str) -> Result<TrunkDescription, TrunkError> {
         let local = self.trunk_address()?;
-        let (_, description) = self.trunks.create(now, node, local, None)?;
+        let advertised = self.advertised_trunk_address();
+        let (_, description) = self.trunks.create(now, node, local, advertised, None)?;
         info!(node, "trunk dialled");
         Ok(description)
     }
@@ -47,7 +54,10 @@ impl Core {
         offer: &TrunkDescription,
     ) -> Result<TrunkDescription, TrunkError> {
         let local = self.trunk_address()?;
-        let (id, description) = self.trunks.create(now, node, local, Some(offer))?;
+        let advertised = self.advertised_trunk_address();
+        let (id, description) = self
+            .trunks
+            .create(now, node, local, advertised, Some(offer))?;
         info!(node, "trunk accepted");
         self.drive_trunk(now, id);
         Ok(description)
@@ -69,6 +79,13 @@ impl Core {
     /// Closes the trunk to `node`: the tracks it brought are unpublished here (its members
     /// stay until the control plane removes them). False when there was none.
     pub fn close_trunk(&mut self, now: Instant, node: &str) -> bool {
+        let closed = self.forget_trunk(node);
+        self.drive(now);
+        closed
+    }
+
+    /// [`Core::close_trunk`] without driving the sessions it touched.
+    fn forget_trunk(&mut self, node: &str) -> bool {
         let Some((id, mut trunk)) = self.trunks.remove(node) else {
             return false;
         };
@@ -80,7 +97,6 @@ impl Core {
         for (key, _) in trunk.demands() {
             self.router.detach(key, SinkRef::Trunk(id));
         }
-        self.drive(now);
         true
     }
 
@@ -94,6 +110,18 @@ impl Core {
     /// appear as the trunk to its node announces them. The room is shared with that node from
     /// now on: this node's tracks in it cross the trunk.
     pub fn add_remote_member(
+        &mut self,
+        now: Instant,
+        id: PeerId,
+        member: RemoteMember,
+    ) -> Result<(), TrunkError> {
+        let added = self.insert_remote_member(now, id, member);
+        self.drive(now);
+        added
+    }
+
+    /// [`Core::add_remote_member`] without driving the sessions it touched.
+    pub(super) fn insert_remote_member(
         &mut self,
         now: Instant,
         id: PeerId,
@@ -135,12 +163,18 @@ impl Core {
         for (trunk, message) in self.trunks.unpark(&node, remote_id) {
             self.on_control(now, trunk, message);
         }
-        self.drive(now);
         Ok(())
     }
 
     /// Removes remote member `id`: its tracks are unpublished here, its room told it left.
     pub fn remove_remote_member(&mut self, now: Instant, id: PeerId) -> bool {
+        let removed = self.forget_remote_member(now, id);
+        self.drive(now);
+        removed
+    }
+
+    /// [`Core::remove_remote_member`] without driving the sessions it touched.
+    pub(super) fn forget_remote_member(&mut self, now: Instant, id: PeerId) -> bool {
         let Some(member) = self.trunks.remove_member(id) else {
             return false;
         };
@@ -169,7 +203,6 @@ impl Core {
         }
         self.close_room_if_empty(&member.room);
         self.end_recording_if_room_gone(now, &member.room);
-        self.drive(now);
         true
     }
 
@@ -180,6 +213,70 @@ impl Core {
             .first()
             .copied()
             .ok_or(TrunkError::NoAddress)
+    }
+
+    /// The address other nodes are told to send trunk media to, when not the worker's own.
+    fn advertised_trunk_address(&self) -> Option<SocketAddr> {
+        self.config
+            .trunk_endpoint
+            .as_ref()
+            .and_then(|e| e.advertised)
+    }
+
+    /// Makes sure a trunk to end `far` exists or is on its way: the end whose name sorts lower
+    /// dials, queueing its offer for the control plane ([`Action::TrunkSignal`]); the other
+    /// waits for that offer.
+    ///
+    /// [`Action::TrunkSignal`]: super::Action::TrunkSignal
+    pub(super) fn dial_trunk(&mut self, now: Instant, far: &str) {
+        let Some(own) = self.config.trunk_endpoint.as_ref().map(|e| e.name.clone()) else {
+            return;
+        };
+        if self.trunks.id_of(far).is_some() || own.as_str() >= far {
+            return;
+        }
+        match self.open_trunk(now, far) {
+            Ok(description) => self.trunks.queue_signal(TrunkSignal {
+                from: own,
+                to: far.to_owned(),
+                kind: SignalKind::Offer,
+                description,
+            }),
+            Err(e) => warn!(far, error = %e, "trunk not dialled"),
+        }
+    }
+
+    /// A trunk description another end sent this one through the control plane. An offer is
+    /// answered (replacing any trunk to that end: it restarted, or gave up on the old one); an
+    /// answer starts the trunk this end dialled. One for another end, or one this end cannot
+    /// use, is logged and dropped.
+    pub fn handle_trunk_signal(&mut self, now: Instant, signal: TrunkSignal) {
+        let Some(own) = self.config.trunk_endpoint.as_ref().map(|e| e.name.clone()) else {
+            return warn!(from = %signal.from, "trunk signal without a trunk end here: dropped");
+        };
+        if signal.to != own {
+            return warn!(to = %signal.to, own, "trunk signal for another end: dropped");
+        }
+        match signal.kind {
+            SignalKind::Offer => {
+                self.forget_trunk(&signal.from);
+                match self.accept_trunk(now, &signal.from, &signal.description) {
+                    Ok(description) => self.trunks.queue_signal(TrunkSignal {
+                        from: own,
+                        to: signal.from,
+                        kind: SignalKind::Answer,
+                        description,
+                    }),
+                    Err(e) => warn!(from = %signal.from, error = %e, "trunk offer refused"),
+                }
+            }
+            SignalKind::Answer => {
+                if let Err(e) = self.trunk_answer(now, &signal.from, &signal.description) {
+                    warn!(from = %signal.from, error = %e, "trunk answer refused");
+                }
+            }
+        }
+        self.drive(now);
     }
 
     /// Announces every track of this node in `room` on trunk `id` and attaches the trunk to
@@ -266,6 +363,9 @@ impl Core {
         tuple: (SocketAddr, SocketAddr),
         buf: &[u8],
     ) {
+        if let Some(trunk) = self.trunks.get_mut(id) {
+            trunk.heard = now;
+        }
         if crate::wire::classify(buf) == DatagramKind::Rtp {
             self.receive_trunk_media(now, id, buf);
         } else if let Some(trunk) = self.trunks.get_mut(id) {
@@ -333,8 +433,20 @@ impl Core {
         self.rx_payload = payload;
     }
 
-    /// Feeds time to the trunks whose deadline passed.
+    /// Closes the trunks nothing came from for [`TRUNK_SILENCE`] (dialling again those this end
+    /// dials and its rooms still need), and feeds time to those whose deadline passed.
     pub(super) fn trunk_timeouts(&mut self, now: Instant) {
+        let silent = now
+            .checked_sub(TRUNK_SILENCE)
+            .map(|since| self.trunks.silent_since(since))
+            .unwrap_or_default();
+        for far in silent {
+            warn!(far, "trunk silent for {TRUNK_SILENCE:?}: closed");
+            self.forget_trunk(&far);
+            if self.trunks.serves(&far) {
+                self.dial_trunk(now, &far);
+            }
+        }
         for id in self.trunks.due(now) {
             if let Some(trunk) = self.trunks.get_mut(id) {
                 trunk.deadline = None;

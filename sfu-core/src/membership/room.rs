@@ -36,6 +36,11 @@ impl Room {
         self.members.is_empty() && self.ingests.is_empty() && self.remote_members.is_empty()
     }
 
+    /// Whether a member or ingest of this worker is in it (not only members of other nodes).
+    pub fn has_local(&self) -> bool {
+        !self.members.is_empty() || !self.ingests.is_empty()
+    }
+
     /// Whether another member fits.
     pub fn is_full(&self) -> bool {
         self.members.len() >= self.capacity

@@ -89,6 +89,8 @@ pub struct Trunk {
     pub awaiting_answer: bool,
     /// To be polled in the current drive.
     pub dirty: bool,
+    /// When a datagram last arrived from the far node (when the trunk was created, before).
+    pub heard: Instant,
     /// What it carried.
     pub counters: TrunkCounters,
     /// The control channel once open.
@@ -113,7 +115,7 @@ pub struct Trunk {
 impl Trunk {
     /// A trunk over `rtc` to `node`; the control channel is declared at once (out of band, so
     /// both sides open it without a round trip).
-    pub fn new(node: String, mut rtc: Rtc, awaiting_answer: bool) -> Self {
+    pub fn new(node: String, mut rtc: Rtc, awaiting_answer: bool, now: Instant) -> Self {
         rtc.direct_api().create_data_channel(ChannelConfig {
             label: CONTROL_LABEL.into(),
             negotiated: Some(CONTROL_STREAM),
@@ -126,6 +128,7 @@ impl Trunk {
             deadline: None,
             awaiting_answer,
             dirty: true,
+            heard: now,
             counters: TrunkCounters::default(),
             control: None,
             queued: VecDeque::new(),

@@ -9,8 +9,9 @@
 pub mod control;
 mod description;
 mod link;
+mod signal;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -23,6 +24,7 @@ use str0m::{Candidate, IceCreds, Rtc, RtcConfig};
 pub use control::{ControlError, ControlMessage, LayerStream};
 pub use description::{TrunkDescription, TrunkError};
 pub use link::{InTrack, Trunk, TrunkCounters};
+pub use signal::{SignalKind, TrunkEndpoint, TrunkSignal};
 
 use crate::codec::CodecDescriptor;
 use crate::outbox::Egress;
@@ -91,6 +93,8 @@ pub struct Trunks {
     aliases: HashMap<(String, PeerId), PeerId>,
     /// Publications of far tracks whose member the control plane has not told of yet.
     parked: Vec<(TrunkId, ControlMessage)>,
+    /// Descriptions for other ends, waiting for the control plane to carry them.
+    signals: VecDeque<TrunkSignal>,
 }
 
 impl Trunks {
@@ -120,13 +124,15 @@ impl Trunks {
     }
 
     /// Creates the trunk to `node` on `local` (the media address of this worker): the dialling
-    /// side (full ICE, controlling, DTLS client) when `remote` is given, the answering side
-    /// (ICE-lite, DTLS server) when not. Returns its id and this side's description.
+    /// side (full ICE, controlling, DTLS client) when `remote` is not given, the answering side
+    /// (ICE-lite, DTLS server) when it is. Returns its id and this side's description, which
+    /// names `advertised` as the address to reach it on when given, `local` when not.
     pub fn create(
         &mut self,
         now: Instant,
         node: &str,
         local: SocketAddr,
+        advertised: Option<SocketAddr>,
         remote: Option<&TrunkDescription>,
     ) -> Result<(TrunkId, TrunkDescription), TrunkError> {
         if self.by_node.contains_key(node) {
@@ -149,9 +155,9 @@ impl Trunks {
             ufrag: creds.ufrag.clone(),
             pwd: creds.pass,
             fingerprint: api.local_dtls_fingerprint().to_string(),
-            address: local,
+            address: advertised.unwrap_or(local),
         };
-        let mut trunk = Trunk::new(node.to_owned(), rtc, dials);
+        let mut trunk = Trunk::new(node.to_owned(), rtc, dials, now);
         if let Some(remote) = remote {
             start(&mut trunk.rtc, remote, false)?;
         }
@@ -231,6 +237,30 @@ impl Trunks {
     /// When the earliest trunk wants time.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.trunks.values().filter_map(|t| t.deadline).min()
+    }
+
+    /// The far ends of the trunks nothing arrived from since `since`.
+    pub fn silent_since(&self, since: Instant) -> Vec<String> {
+        self.trunks
+            .values()
+            .filter(|t| t.heard < since)
+            .map(|t| t.node.clone())
+            .collect()
+    }
+
+    /// Queues a description for the control plane to carry to another end.
+    pub fn queue_signal(&mut self, signal: TrunkSignal) {
+        self.signals.push_back(signal);
+    }
+
+    /// The next description for the control plane to carry.
+    pub fn next_signal(&mut self) -> Option<TrunkSignal> {
+        self.signals.pop_front()
+    }
+
+    /// Whether a remote member here is on far end `node`.
+    pub fn serves(&self, node: &str) -> bool {
+        self.members.values().any(|m| m.node == node)
     }
 
     /// The trunks whose deadline passed.

@@ -98,6 +98,8 @@ pub struct World {
     pub recorded: Vec<RecordingOutput>,
     /// Room events the core reported, in order.
     pub events: Vec<RoomEvent>,
+    /// Trunk descriptions the core queued for the control plane.
+    pub trunk_signals: Vec<sfu_core::trunk::TrunkSignal>,
 }
 
 pub fn server_addr() -> SocketAddr {
@@ -127,6 +129,7 @@ impl World {
             closed_peers: Vec::new(),
             recorded: Vec::new(),
             events: Vec::new(),
+            trunk_signals: Vec::new(),
         }
     }
 
@@ -282,6 +285,7 @@ impl World {
                     Action::PlainOutputClosed(id) => self.closed_outputs.push(id),
                     Action::Record(output) => self.recorded.push(output),
                     Action::RoomEvent(event) => self.events.push(event),
+                    Action::TrunkSignal(signal) => self.trunk_signals.push(signal),
                 }
             }
             for i in 0..self.clients.len() {

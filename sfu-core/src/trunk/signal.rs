@@ -1,0 +1,44 @@
+//! How a worker names its end of trunks, and the descriptions that two ends exchange through
+//! the control plane to set a trunk up.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use super::TrunkDescription;
+
+/// This worker's end of trunks: the name other nodes know it by, and where they reach it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrunkEndpoint {
+    /// Unique in the cluster (the control plane names a worker `node/index`); of two ends, the
+    /// one whose name sorts lower dials.
+    pub name: String,
+    /// The address other nodes send to, when it is not the worker's own media address (a
+    /// forwarded port, `--trunk-address`); trunks still run on the worker's own address.
+    pub advertised: Option<SocketAddr>,
+}
+
+/// Which half of a trunk's setup a [`TrunkSignal`] carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum SignalKind {
+    /// The dialling end's description: the receiver answers it.
+    Offer,
+    /// The answering end's description: ICE, DTLS and SCTP start on the dialling end.
+    Answer,
+}
+
+/// A trunk description on its way from one trunk end to another, through the control plane
+/// (which reads `to` to find the node and worker).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TrunkSignal {
+    /// The end it is from.
+    pub from: String,
+    /// The end it is for.
+    pub to: String,
+    /// Offer or answer.
+    pub kind: SignalKind,
+    /// The sender's ICE credentials, DTLS fingerprint and address.
+    pub description: TrunkDescription,
+}
