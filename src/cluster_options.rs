@@ -4,10 +4,11 @@
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use serde::Deserialize;
 use sfu_core::protocol::PeerId;
 
 /// How long a node's record lives without a heartbeat when `--cluster-ttl` is not given.
@@ -53,6 +54,26 @@ pub struct ClusterArgs {
     pub drain_timeout: Option<u64>,
 }
 
+/// The `[cluster]` table of the TOML file: the same settings as the flags, which win over it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterFile {
+    /// `--cluster`.
+    redis: Option<String>,
+    /// `--cluster-password-file`, relative to the TOML file.
+    password_file: Option<PathBuf>,
+    /// `--node-id`.
+    node_id: Option<String>,
+    /// `--node-url`.
+    node_url: Option<String>,
+    /// `--trunk-address`.
+    trunk_address: Option<SocketAddr>,
+    /// `--cluster-ttl`, seconds.
+    ttl: Option<u64>,
+    /// `--drain-timeout`, seconds.
+    drain_timeout: Option<u64>,
+}
+
 /// The cluster settings in force.
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
@@ -73,16 +94,20 @@ pub struct ClusterConfig {
 }
 
 impl ClusterArgs {
-    /// The settings, or `None` without `--cluster`.
-    pub fn config(&self) -> Result<Option<ClusterConfig>> {
-        let Some(redis_url) = &self.cluster else {
+    /// The settings, from these flags over `file` (the TOML file's `[cluster]`, whose paths are
+    /// relative to `file_dir`), or `None` when neither names a Redis.
+    pub fn config(&self, file: ClusterFile, file_dir: &Path) -> Result<Option<ClusterConfig>> {
+        let Some(redis_url) = self.cluster.clone().or(file.redis) else {
             return Ok(None);
         };
         if !redis_url.starts_with("redis://") {
             bail!("--cluster wants redis://HOST:PORT[/DB], not {redis_url:?}");
         }
-        let password = self
+        let password_file = self
             .cluster_password_file
+            .clone()
+            .or(file.password_file.map(|p| file_dir.join(p)));
+        let password = password_file
             .as_ref()
             .map(|path| {
                 std::fs::read_to_string(path)
@@ -90,23 +115,25 @@ impl ClusterArgs {
                     .with_context(|| format!("--cluster-password-file {}", path.display()))
             })
             .transpose()?;
-        let node_id = match &self.node_id {
-            Some(id) => id.clone(),
+        let node_id = match self.node_id.clone().or(file.node_id) {
+            Some(id) => id,
             None => host_name().context("no --node-id, and the host name is unknown")?,
         };
         if node_id.is_empty() || node_id.contains(':') {
             bail!("--node-id must be non-empty and have no ':' (it is part of Redis keys)");
         }
-        let ttl = Duration::from_secs(self.cluster_ttl.unwrap_or(DEFAULT_TTL.as_secs()).max(1));
+        let ttl = self.cluster_ttl.or(file.ttl);
+        let ttl = Duration::from_secs(ttl.unwrap_or(DEFAULT_TTL.as_secs()).max(1));
         Ok(Some(ClusterConfig {
-            redis_url: redis_url.clone(),
+            redis_url,
             password,
             node_id,
-            node_url: self.node_url.clone(),
-            trunk_address: self.trunk_address,
+            node_url: self.node_url.clone().or(file.node_url),
+            trunk_address: self.trunk_address.or(file.trunk_address),
             ttl,
             drain_timeout: self
                 .drain_timeout
+                .or(file.drain_timeout)
                 .map_or(DEFAULT_DRAIN_TIMEOUT, Duration::from_secs),
         }))
     }

@@ -268,6 +268,8 @@ pub struct FileConfig {
     record_max_bytes: Option<u64>,
     #[serde(default)]
     record: Vec<ConfiguredRecording>,
+    #[serde(default)]
+    cluster: crate::cluster_options::ClusterFile,
 }
 
 /// A room recorded whenever it exists (TOML `[[record]]`).
@@ -509,7 +511,7 @@ impl Cli {
                 .or(file.record_dir.map(|d| file_dir.join(d))),
             record_max_bytes: self.record_max_bytes.or(file.record_max_bytes),
             record_rooms: file.record.into_iter().map(|r| r.room).collect(),
-            cluster: self.cluster.config()?,
+            cluster: self.cluster.config(file.cluster, file_dir)?,
         })
     }
 }
@@ -649,6 +651,42 @@ mod tests {
         assert_eq!(s.public_ips, vec!["10.0.0.1".parse::<IpAddr>().unwrap()]);
         assert_eq!(s.listen, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(s.io, IoMode::Sendmmsg);
+    }
+
+    #[test]
+    fn the_cluster_comes_from_the_file_and_flags_win() {
+        let dir =
+            std::env::temp_dir().join(format!("edge-sfu-config-cluster-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("cluster.toml");
+        std::fs::write(dir.join("redis.pw"), "s3cret\n").unwrap();
+        std::fs::write(
+            &path,
+            "[cluster]\nredis = \"redis://10.0.0.5:6379\"\nnode_id = \"paris\"\n\
+             password_file = \"redis.pw\"\nttl = 5\ntrunk_address = \"192.0.2.7:40000\"\n",
+        )
+        .unwrap();
+        let from_file = Cli::parse_from(["edge-sfu", "--config", path.to_str().unwrap()]);
+        let c = from_file.settings().unwrap().cluster.expect("a cluster");
+        assert_eq!(c.redis_url, "redis://10.0.0.5:6379");
+        assert_eq!(c.node_id, "paris");
+        assert_eq!(c.password.as_deref(), Some("s3cret"));
+        assert_eq!(c.ttl, Duration::from_secs(5));
+        assert_eq!(c.trunk_address, Some("192.0.2.7:40000".parse().unwrap()));
+        let flags = Cli::parse_from([
+            "edge-sfu",
+            "--config",
+            path.to_str().unwrap(),
+            "--node-id",
+            "lyon",
+        ]);
+        assert_eq!(flags.settings().unwrap().cluster.unwrap().node_id, "lyon");
+        std::fs::write(&path, "[cluster]\nnode = \"x\"\n").unwrap();
+        let unknown = Cli::parse_from(["edge-sfu", "--config", path.to_str().unwrap()]);
+        assert!(unknown.settings().is_err(), "an unknown key is an error");
+        let lone = Cli::parse_from(["edge-sfu"]).settings().unwrap();
+        assert!(lone.cluster.is_none());
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

@@ -63,6 +63,10 @@ struct RunArgs {
     /// Process id of the edge-sfu given by --url, when it runs on this machine (CPU and RSS).
     #[arg(long, value_name = "PID")]
     sfu_pid: Option<u32>,
+    /// Another edge-sfu node of the same cluster (`--cluster`) as --url: every second
+    /// receive-only participant joins there, so its media crosses the trunk between the nodes.
+    #[arg(long, value_name = "URL", requires = "url")]
+    split_url: Option<String>,
     /// A running reflector (`edge-sfu-loadgen reflector`) at this UDP address.
     #[arg(long, value_name = "ADDR", conflicts_with = "spawn_reflector")]
     reflector: Option<SocketAddr>,
@@ -660,6 +664,12 @@ fn run_once(
         progress: !a.quiet,
         pinning: at.note.clone(),
         lean_rx: !a.full_rx,
+        split: a
+            .split_url
+            .as_deref()
+            .map(sfu_loadgen::http::parse_sfu_url)
+            .transpose()?
+            .map(|(ws_url, _)| sfu_loadgen::transport::Endpoint::Sfu { ws_url }),
     };
     let report = runtime.block_on(sfu_loadgen::run(opts))?;
     server.check_alive();

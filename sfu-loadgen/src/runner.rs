@@ -168,6 +168,9 @@ pub struct RunOptions {
     pub pinning: Option<String>,
     /// Receive media on the lean path ([`crate::lean_rx`]) rather than through each session.
     pub lean_rx: bool,
+    /// Another node of the target's cluster: every second receive-only participant joins there
+    /// instead, so what it receives crosses the trunk between the two nodes.
+    pub split: Option<Endpoint>,
 }
 
 /// Counters every participant task updates.
@@ -325,10 +328,15 @@ pub async fn run(opts: RunOptions) -> Result<Report> {
         .iter()
         .cloned()
         .map(|spec| {
+            let viewer = !spec.audio && !spec.video;
+            let goes = match &opts.split {
+                Some(other) if viewer && spec.index % 2 == 1 => other.clone(),
+                _ => endpoint.clone(),
+            };
             tokio::spawn(participant(
                 spec,
                 s.clone(),
-                endpoint.clone(),
+                goes,
                 shared.clone(),
                 stop_rx.clone(),
             ))

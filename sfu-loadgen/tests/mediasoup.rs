@@ -102,6 +102,7 @@ async fn livestream(server: &Server, viewers: u32, lean_rx: bool) -> Report {
         progress: false,
         pinning: None,
         lean_rx,
+        split: None,
     })
     .await
     .expect("the run");

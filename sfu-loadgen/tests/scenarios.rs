@@ -40,6 +40,7 @@ async fn run_against_sfu(s: Scenario, lean_rx: bool) -> Report {
         progress: false,
         pinning: None,
         lean_rx,
+        split: None,
     })
     .await
     .expect("the run");
@@ -127,6 +128,7 @@ async fn the_reflector_baseline_counts_add_up() {
         progress: false,
         pinning: None,
         lean_rx: true,
+        split: None,
     })
     .await
     .expect("the run");
