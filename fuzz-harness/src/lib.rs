@@ -12,6 +12,7 @@ pub mod admin_bodies;
 pub mod api_bodies;
 pub mod classify;
 pub mod client_message;
+pub mod cluster_messages;
 pub mod codec_descriptors;
 pub mod config_toml;
 pub mod core;
@@ -37,4 +38,5 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("core", core::run),
     ("whip_whep", whip_whep::run),
     ("admin_bodies", admin_bodies::run),
+    ("cluster_messages", cluster_messages::run),
 ];

@@ -33,6 +33,7 @@ pub fn all() -> Vec<Seeds> {
         ("core", core_inputs()),
         ("whip_whep", http_offers()),
         ("admin_bodies", admin_bodies()),
+        ("cluster_messages", cluster_messages()),
     ]
 }
 
@@ -211,6 +212,96 @@ fn admin_bodies() -> Vec<Vec<u8>> {
         body(2, "r"),
         body(2, "../../etc"),
     ]
+}
+
+/// What other nodes send (selector byte, then the message; see [`crate::cluster_messages`]):
+/// each trunk control message, a join and a chat line as published, a member record as read,
+/// and a real core's trunk offer.
+fn cluster_messages() -> Vec<Vec<u8>> {
+    use cluster::record::{MemberRecord, NodeEvent};
+    use sfu_core::protocol::{TrackKind, TrackSource};
+    use sfu_core::trunk::{ControlMessage, LayerStream, SignalKind, TrunkEndpoint, TrunkSignal};
+    let with = |selector: u8, bytes: Vec<u8>| [vec![selector], bytes].concat();
+    let layer = |rid: &str, ssrc| LayerStream {
+        rid: Some(rid.into()),
+        ssrc,
+        rtx: Some(ssrc + 1),
+    };
+    let control = [
+        ControlMessage::Publish {
+            room: "kitchen".into(),
+            peer: 7,
+            mid: "1".into(),
+            trunk_mid: "d0".into(),
+            kind: TrackKind::Video,
+            source: TrackSource::Camera,
+            muted: false,
+            layers: vec![layer("l", 10), layer("h", 20)],
+        },
+        ControlMessage::Unpublish {
+            peer: 7,
+            mid: "1".into(),
+        },
+        ControlMessage::Mute {
+            peer: 7,
+            mid: "0".into(),
+            muted: true,
+        },
+        ControlMessage::Demand {
+            peer: 7,
+            mid: "1".into(),
+            layers: 3,
+        },
+    ];
+    let mut seeds: Vec<Vec<u8>> = control.iter().map(|m| with(0, m.emit())).collect();
+    let events = [
+        sfu_core::RoomEvent::ParticipantJoined {
+            room: "kitchen".into(),
+            peer_id: 7,
+            name: "ana".into(),
+        },
+        sfu_core::RoomEvent::Chat {
+            room: "kitchen".into(),
+            peer_id: 7,
+            name: "ana".into(),
+            text: "hello".into(),
+        },
+    ];
+    for event in events {
+        let published = NodeEvent {
+            node: "far".into(),
+            trunk: "far/0".into(),
+            event,
+        };
+        seeds.push(with(1, serde_json::to_vec(&published).expect("JSON")));
+    }
+    let record = MemberRecord {
+        room: "kitchen".into(),
+        id: 7,
+        name: "ana".into(),
+        node: "far".into(),
+        trunk: "far/1".into(),
+        tracks: Vec::new(),
+    };
+    seeds.push(with(2, serde_json::to_vec(&[record]).expect("JSON")));
+    let now = Instant::now();
+    let mut dialler = Core::new(CoreConfig {
+        candidates: vec![SocketAddr::from(([127, 0, 0, 1], 4001))],
+        trunk_endpoint: Some(TrunkEndpoint {
+            name: "a/0".into(),
+            advertised: None,
+        }),
+        ..CoreConfig::default()
+    });
+    let description = dialler.open_trunk(now, "here/0").expect("a trunk offer");
+    let offer = TrunkSignal {
+        from: "a/0".into(),
+        to: "here/0".into(),
+        kind: SignalKind::Offer,
+        description,
+    };
+    seeds.push(with(3, serde_json::to_vec(&offer).expect("JSON")));
+    seeds
 }
 
 /// A configuration file setting every key once, and the README's examples.
