@@ -52,7 +52,11 @@ pub fn run(data: &[u8]) {
 fn control_message(body: &[u8]) {
     if let Ok(message) = ControlMessage::parse(body) {
         let again = ControlMessage::parse(&message.emit());
-        assert_eq!(again.as_ref(), Ok(&message), "emit then parse gives it back");
+        assert_eq!(
+            again.as_ref(),
+            Ok(&message),
+            "emit then parse gives it back"
+        );
     }
 }
 
@@ -84,7 +88,10 @@ fn trunk_signal(signal: TrunkSignal) {
     });
     core.handle_trunk_signal(now, signal);
     while core.poll_output().is_some() {}
-    assert!(core.trunk_infos().len() <= 1, "at most the one trunk offered");
+    assert!(
+        core.trunk_infos().len() <= 1,
+        "at most the one trunk offered"
+    );
     assert_eq!(core.room_count(), 0);
     let later = now + Duration::from_secs(16);
     core.handle_timeout(later);

@@ -59,7 +59,7 @@ impl Core {
             .trunks
             .create(now, node, local, advertised, Some(offer))?;
         info!(node, "trunk accepted");
-        self.drive_trunk(now, id);
+        self.isolated_trunk(now, id, |core| core.drive_trunk(now, id));
         Ok(description)
     }
 
@@ -72,7 +72,7 @@ impl Core {
     ) -> Result<(), TrunkError> {
         let local = self.trunk_address()?;
         let id = self.trunks.answered(node, local, answer)?;
-        self.drive_trunk(now, id);
+        self.isolated_trunk(now, id, |core| core.drive_trunk(now, id));
         Ok(())
     }
 
@@ -91,13 +91,35 @@ impl Core {
         };
         info!(node, "trunk closed");
         trunk.rtc.disconnect();
+        self.withdraw_trunk(id, &trunk);
+        true
+    }
+
+    /// Closes the trunk to `node` after a panic while handling it: its session is not asked
+    /// anything (it may be in any state), and is dropped under guard. The end that dials sets
+    /// the trunk up again while it still has members of that end.
+    pub(super) fn forget_poisoned_trunk(&mut self, now: Instant, node: &str) {
+        let Some((id, trunk)) = self.trunks.remove(node) else {
+            return;
+        };
+        self.withdraw_trunk(id, &trunk);
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(trunk))).is_err() {
+            warn!(node, "dropping the trunk's session panicked too");
+        }
+        if self.trunks.serves(node) {
+            self.dial_trunk(now, node);
+        }
+    }
+
+    /// Takes trunk `id`, already out of the trunk table, out of the router: the far tracks it
+    /// brought are unpublished here, and it is no sink of this node's tracks any more.
+    fn withdraw_trunk(&mut self, id: TrunkId, trunk: &crate::trunk::Trunk) {
         for key in self.router.keys_where(|t| t.origin == Origin::Trunk(id)) {
             self.unpublish(key);
         }
         for (key, _) in trunk.demands() {
             self.router.detach(key, SinkRef::Trunk(id));
         }
-        true
     }
 
     /// Every trunk of this core.
@@ -363,6 +385,21 @@ impl Core {
         tuple: (SocketAddr, SocketAddr),
         buf: &[u8],
     ) {
+        self.isolated_trunk(now, id, |core| {
+            core.receive_trunk_datagram(now, id, proto, tuple, buf)
+        });
+        self.drive(now);
+    }
+
+    /// [`Core::receive_trunk`] itself.
+    fn receive_trunk_datagram(
+        &mut self,
+        now: Instant,
+        id: TrunkId,
+        proto: Protocol,
+        tuple: (SocketAddr, SocketAddr),
+        buf: &[u8],
+    ) {
         if let Some(trunk) = self.trunks.get_mut(id) {
             trunk.heard = now;
         }
@@ -391,7 +428,6 @@ impl Core {
             trunk.answer_nacks(now, &self.router, &mut egress);
             trunk.dirty = true;
         }
-        self.drive(now);
     }
 
     /// One SRTP media packet from trunk `id`: decrypted into the payload buffer and routed as a
@@ -448,13 +484,15 @@ impl Core {
             }
         }
         for id in self.trunks.due(now) {
-            if let Some(trunk) = self.trunks.get_mut(id) {
-                trunk.deadline = None;
-                if let Err(e) = trunk.rtc.handle_input(Input::Timeout(now)) {
-                    warn!(node = %trunk.node, error = %e, "trunk failed on timeout");
+            self.isolated_trunk(now, id, |core| {
+                if let Some(trunk) = core.trunks.get_mut(id) {
+                    trunk.deadline = None;
+                    if let Err(e) = trunk.rtc.handle_input(Input::Timeout(now)) {
+                        warn!(node = %trunk.node, error = %e, "trunk failed on timeout");
+                    }
+                    trunk.dirty = true;
                 }
-                trunk.dirty = true;
-            }
+            });
         }
     }
 
@@ -465,7 +503,7 @@ impl Core {
         }
         let dirty = self.trunks.take_dirty();
         for id in &dirty {
-            self.drive_trunk(now, *id);
+            self.isolated_trunk(now, *id, |core| core.drive_trunk(now, *id));
         }
         !dirty.is_empty()
     }
@@ -607,6 +645,10 @@ impl Core {
                 }
             }
             ControlMessage::Mute { peer, mid, muted } => {
+                #[cfg(test)]
+                if mid == super::isolation::TRUNK_PANIC_MID_FOR_TESTS {
+                    panic!("asked to panic by a test");
+                }
                 let far = (peer, Mid::from(mid.as_str()));
                 let key = self
                     .trunks
