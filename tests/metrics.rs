@@ -73,6 +73,11 @@ async fn metrics_move_with_a_call_and_pass_promtool() {
     assert_eq!(during.value("edge_sfu_peers", &[]), 2.0);
     assert_eq!(during.value("edge_sfu_rooms", &[]), 1.0);
     assert_eq!(during.value("edge_sfu_tracks", &[]), 1.0);
+    assert_eq!(
+        during.value("edge_sfu_legs", &[]),
+        1.0,
+        "the viewer receives the audio"
+    );
     assert_eq!(during.value("edge_sfu_joins_total", &[]), 2.0);
     let forwarded = during.value("edge_sfu_forwarded_packets_total", &[]);
     assert!(forwarded >= 10.0, "{forwarded}");

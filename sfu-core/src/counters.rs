@@ -255,6 +255,8 @@ pub struct StatsSnapshot {
     pub peers: usize,
     /// Published tracks (members' and plain RTP ingests').
     pub tracks: usize,
+    /// Subscriber legs: one per track a member receives.
+    pub legs: usize,
     /// RTP packets written to subscriber legs.
     pub forwarded_packets: u64,
     /// RTP packets sent again because a subscriber NACKed them (RTX).
@@ -307,6 +309,7 @@ impl StatsSnapshot {
             rooms,
             peers,
             tracks,
+            legs: 0,
             forwarded_packets: counters.forwarded_packets,
             resent_packets: counters.resent_packets,
             forwarded_bytes: counters.forwarded_bytes,
@@ -329,6 +332,7 @@ impl StatsSnapshot {
         self.rooms += other.rooms;
         self.peers += other.peers;
         self.tracks += other.tracks;
+        self.legs += other.legs;
         self.forwarded_packets += other.forwarded_packets;
         self.resent_packets += other.resent_packets;
         self.forwarded_bytes += other.forwarded_bytes;

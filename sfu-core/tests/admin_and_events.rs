@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::*;
 use sfu_core::admin::AdminError;
 use sfu_core::protocol::{ClientMessage, ErrorCode, ServerMessage};
@@ -79,17 +81,32 @@ fn join_to_media_is_counted_once_per_member() {
 }
 
 #[test]
-fn stats_count_the_members_timers_until_they_leave() {
+fn stats_count_the_members_timers_and_legs_until_they_leave() {
     let mut w = connected_room(2);
+    let stats = w.core.stats();
     assert!(
-        w.core.stats().timers >= 2,
+        stats.timers >= 2,
         "each connected member has a session timer"
+    );
+    assert_eq!(
+        stats.legs, 4,
+        "each member receives the other's audio and video"
     );
     let now = w.now;
     w.core.disconnect(now, w.client(0).id);
+    w.advance(Duration::from_secs(1));
+    let stats = w.core.stats();
+    assert_eq!(
+        stats.legs, 0,
+        "the one left receives nothing once it renegotiated"
+    );
+    let now = w.now;
     w.core.disconnect(now, w.client(1).id);
     let stats = w.core.stats();
-    assert_eq!((stats.peers, stats.timers), (0, 0));
+    assert_eq!(
+        (stats.peers, stats.tracks, stats.legs, stats.timers),
+        (0, 0, 0, 0)
+    );
 }
 
 #[test]

@@ -140,6 +140,11 @@ pub async fn exposition(state: &AppState) -> Vec<MetricFamily> {
         "Published tracks (members' and plain RTP ingests').",
         per_worker(|w| w.stats.tracks as u64),
     );
+    out.gauge(
+        "edge_sfu_legs",
+        "Subscriber legs: one per track a member receives.",
+        per_worker(|w| w.stats.legs as u64),
+    );
     out.counter(
         "edge_sfu_forwarded_packets_total",
         "RTP packets written to subscriber legs.",

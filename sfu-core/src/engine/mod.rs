@@ -188,6 +188,7 @@ impl Core {
         stats.outputs = self.output_infos();
         stats.trunks = self.trunk_infos();
         stats.timers = self.timers.len();
+        stats.legs = self.members.leg_count();
         stats
     }
 

@@ -56,6 +56,11 @@ impl Members {
         self.peers.len()
     }
 
+    /// Their subscriber legs: one per track a member receives (or is being set up to).
+    pub fn leg_count(&self) -> usize {
+        self.peers.values().map(|p| p.subscriptions.len()).sum()
+    }
+
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.peers.is_empty()
