@@ -5,7 +5,8 @@
 //! mid-call loses nobody and a member who joins after it sees everyone, and a drained node sends
 //! its members to another node and exits 0. Media crosses nodes on trunks: every packet reaches
 //! every far subscriber byte-identical and gap-free, each track crosses each trunk once whatever
-//! the far node's subscriber count, and media between the survivors of a `kill -9` goes on.
+//! the far node's subscriber count, and media keeps crossing while Redis is down and between the
+//! survivors of a `kill -9`.
 
 mod support;
 
@@ -421,8 +422,8 @@ async fn measured_run(run: &str, publisher: &Client, viewers: &mut [(&mut Client
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn media_crosses_each_trunk_once_and_survives_a_dead_node() {
-    let Some(redis) = Redis::start(0) else {
+async fn media_crosses_each_trunk_once_and_survives_redis_going_away_and_a_dead_node() {
+    let Some(mut redis) = Redis::start(0) else {
         eprintln!("SKIPPED: redis-server is not installed (scripts/test installs it)");
         return;
     };
@@ -510,6 +511,21 @@ async fn media_crosses_each_trunk_once_and_survives_a_dead_node() {
     );
 
     eprintln!("after run one, a towards b: {to_b}\nb from a: {from_a}\na towards c: {to_c}");
+
+    // Redis goes away mid-call: the trunks do not need it, media keeps crossing.
+    let port = redis.port;
+    redis.kill();
+    measured_run(
+        "without-redis",
+        &alice_rx,
+        &mut [
+            (&mut bob1, &mut s1),
+            (&mut bob2, &mut s2),
+            (&mut carol, &mut sc),
+        ],
+    )
+    .await;
+    let redis = Redis::start(port).expect("redis-server again");
 
     // kill -9 of node c: media between a and b never stops.
     kill_9(&c);
