@@ -45,17 +45,6 @@ pub enum ClusterEvent {
     },
 }
 
-impl ClusterEvent {
-    /// The room the event is about.
-    pub fn room(&self) -> &str {
-        match self {
-            ClusterEvent::MemberJoined { room, .. }
-            | ClusterEvent::MemberLeft { room, .. }
-            | ClusterEvent::Chat { room, .. } => room,
-        }
-    }
-}
-
 /// A member of another node, as the directory lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterMember {
@@ -106,13 +95,6 @@ impl ClusterRoster {
             .map(|m| m.values().cloned().collect())
             .unwrap_or_default()
     }
-
-    /// Whether some member, of any room, is on trunk end `trunk`.
-    pub fn uses(&self, trunk: &str) -> bool {
-        self.rooms
-            .values()
-            .any(|m| m.values().any(|member| member.trunk == trunk))
-    }
 }
 
 #[cfg(test)]
@@ -137,10 +119,8 @@ mod tests {
         );
         assert!(r.join("k", member(3, "c/1")));
         assert_eq!(r.members_of("k"), vec![member(3, "c/1"), member(7, "b/0")]);
-        assert!(r.uses("b/0") && !r.uses("b/1"));
         assert!(r.leave("k", 7));
         assert!(!r.leave("k", 7));
-        assert!(!r.uses("b/0"));
         assert!(r.leave("k", 3));
         assert!(r.members_of("k").is_empty());
         assert!(r.rooms.is_empty(), "an empty room is forgotten");

@@ -77,14 +77,7 @@ impl Core {
     }
 
     /// Closes the trunk to `node`: the tracks it brought are unpublished here (its members
-    /// stay until the control plane removes them). False when there was none.
-    pub fn close_trunk(&mut self, now: Instant, node: &str) -> bool {
-        let closed = self.forget_trunk(node);
-        self.drive(now);
-        closed
-    }
-
-    /// [`Core::close_trunk`] without driving the sessions it touched.
+    /// stay). False when there was none.
     fn forget_trunk(&mut self, node: &str) -> bool {
         let Some((id, mut trunk)) = self.trunks.remove(node) else {
             return false;
@@ -127,22 +120,10 @@ impl Core {
         self.trunks.infos()
     }
 
-    /// Adds `member`, a member of another node, to its room here as `id` (an id the control
-    /// plane allocates like a local member's): the room's members see it join, and its tracks
-    /// appear as the trunk to its node announces them. The room is shared with that node from
-    /// now on: this node's tracks in it cross the trunk.
-    pub fn add_remote_member(
-        &mut self,
-        now: Instant,
-        id: PeerId,
-        member: RemoteMember,
-    ) -> Result<(), TrunkError> {
-        let added = self.insert_remote_member(now, id, member);
-        self.drive(now);
-        added
-    }
-
-    /// [`Core::add_remote_member`] without driving the sessions it touched.
+    /// Adds `member`, a member of another node, to its room here as `id` (its id in the cluster:
+    /// ids are unique across nodes): the room's members see it join, and its tracks appear as
+    /// the trunk to its node announces them. The room is shared with that node from now on:
+    /// this node's tracks in it cross the trunk.
     pub(super) fn insert_remote_member(
         &mut self,
         now: Instant,
