@@ -185,8 +185,10 @@ impl Server {
         }
         let mut state = app_state(settings, dispatch)?;
         let mut drain = None;
-        if let (Some(c), Some(view)) = (&settings.cluster, &cluster_view) {
-            let node = ClusterNode::new(view.clone(), c.drain_timeout);
+        if let (Some(c), Some(view), Some(directory)) =
+            (&settings.cluster, &cluster_view, &cluster_events)
+        {
+            let node = ClusterNode::new(view.clone(), c.drain_timeout, directory.clone());
             drain = Some(node.drain.clone());
             state = state.with_cluster(node);
         }
@@ -255,7 +257,13 @@ impl Server {
                             }
                         }
                     });
-                Some(cluster::Directory::new(settings, view, events, deliver))
+                // Revocations other nodes made apply here as if made here.
+                let revoking = state.clone();
+                let apply: cluster::ApplyRevocation =
+                    Box::new(move |token| signaling::revoke_api::apply_shared(&revoking, token));
+                Some(cluster::Directory::new(
+                    settings, view, events, deliver, apply,
+                ))
             }
             _ => None,
         };

@@ -6,7 +6,8 @@
 //! its members to another node and exits 0. Media crosses nodes on trunks: every packet reaches
 //! every far subscriber byte-identical and gap-free, each track crosses each trunk once whatever
 //! the far node's subscriber count, and media keeps crossing while Redis is down and between the
-//! survivors of a `kill -9`.
+//! survivors of a `kill -9`. A room token revoked on one node is refused on every node, one
+//! started later included.
 
 mod support;
 
@@ -15,9 +16,11 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sfu_client::{Client, ClientEvent, PeerId, TrackKind};
+use sfu_client::{Client, ClientEvent, ErrorCode, PeerId, TrackKind};
+use support::tokens::{join_msg, join_with_token, secret_file, token};
 use support::{
-    http, http_get, join, try_until, until, vp8_keyframe_payload, wait_tracks_of, Seen, Server,
+    http, http_get, join, try_until, until, vp8_keyframe_payload, wait_tracks_of, RawWs, Seen,
+    Server,
 };
 
 /// The nodes' TTL: short, so a dead node is noticed within seconds.
@@ -81,7 +84,12 @@ impl Drop for Redis {
 
 /// A node `id` of the cluster at `redis`.
 fn node(redis: &str, id: &str) -> Server {
-    Server::start_with(&[
+    node_with(redis, id, &[])
+}
+
+/// [`node`] with `extra` flags.
+fn node_with(redis: &str, id: &str, extra: &[&str]) -> Server {
+    let mut args = vec![
         "--cluster",
         redis,
         "--node-id",
@@ -90,7 +98,9 @@ fn node(redis: &str, id: &str) -> Server {
         TTL_SECONDS,
         "--drain-timeout",
         "20",
-    ])
+    ];
+    args.extend_from_slice(extra);
+    Server::start_with(&args)
 }
 
 /// What one participant learned of the room: who is in it (from `joined` and the later
@@ -560,5 +570,62 @@ async fn media_crosses_each_trunk_once_and_survives_redis_going_away_and_a_dead_
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    drop(redis);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_revoked_on_one_node_is_refused_on_every_node() {
+    let Some(redis) = Redis::start(0) else {
+        eprintln!("SKIPPED: redis-server is not installed (scripts/test installs it)");
+        return;
+    };
+    let url = redis.url();
+    let secret = secret_file("cluster-revoke");
+    let auth = ["--auth-secret-file", secret.to_str().expect("a UTF-8 path")];
+    let (a, b) = (node_with(&url, "a", &auth), node_with(&url, "b", &auth));
+    let room = "revoked";
+    let revoked = token(room, "eve", 3600, "eve-1");
+    let (mut eve, _) = join_with_token(&b, room, revoked.clone()).await;
+    let (mut ana, _) = join_with_token(&b, room, token(room, "ana", 3600, "ana-1")).await;
+
+    let (status, body) = http(
+        a.addr,
+        "POST",
+        "/api/tokens/revoke",
+        Some(r#"{"jti": "eve-1"}"#),
+    )
+    .await
+    .expect("POST /api/tokens/revoke");
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(
+        eve.expect_error("revocation made on node a").await,
+        ErrorCode::TokenRevoked,
+        "b removed the member whose token a revoked"
+    );
+    ana.expect_alive("the member whose token stands").await;
+
+    // A node started after the revocation reads it from the directory when it connects.
+    let c = node_with(&url, "c", &auth);
+    let mut connected = false;
+    for _ in 0..100 {
+        connected = cluster_listing(c.addr).await["connected"] == true;
+        if connected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        connected,
+        "c connected to the directory\n{}",
+        c.log_tail(20)
+    );
+    let mut late = RawWs::connect(&c).await;
+    late.send(&join_msg(room, revoked))
+        .await
+        .expect("sending join");
+    assert_eq!(
+        late.expect_error("join on a node started later").await,
+        ErrorCode::TokenRevoked
+    );
     drop(redis);
 }

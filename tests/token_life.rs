@@ -7,73 +7,18 @@
 
 mod support;
 
-use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use sfu_client::ErrorCode;
-use sfu_core::protocol::{ClientMessage, PeerId, ServerMessage, PROTOCOL_VERSION};
-use sfu_core::Permissions;
-use signaling::auth::{mint_hs256, Claims, Secret, CLOCK_LEEWAY_SECS};
+use sfu_core::protocol::{ClientMessage, ServerMessage};
+use support::tokens::{join_msg, join_with_token as join, secret_file, token};
 use support::{http, Next, RawWs, Server};
 
-const SECRET: &str = "token-life test secret, 32 bytes or more";
 const WAIT: Duration = Duration::from_secs(10);
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("a clock after 1970")
-        .as_secs()
-}
-
 fn server(test: &str) -> Server {
-    let dir =
-        std::env::temp_dir().join(format!("edge-sfu-token-life-{}-{test}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let path: PathBuf = dir.join("secret");
-    std::fs::write(&path, format!("{SECRET}\n")).expect("writing the secret");
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    }
-    Server::start_with(&["--auth-secret-file", path.to_str().expect("a UTF-8 path")])
-}
-
-/// A token for `name` in `room` that the server accepts for `secs` more seconds (its `exp` plus
-/// the leeway), with `jti`.
-fn token(room: &str, name: &str, secs: u64, jti: &str) -> String {
-    let issued = now() - CLOCK_LEEWAY_SECS;
-    let claims = Claims {
-        exp: Some(now() + secs - CLOCK_LEEWAY_SECS),
-        jti: Some(jti.into()),
-        ..Claims::for_member(room, name, Some(name), Permissions::ALL, false, issued, 1)
-            .expect("a lifetime that fits")
-    };
-    mint_hs256(&Secret::new(SECRET).expect("a secret"), &claims).expect("minting")
-}
-
-/// Connects and joins `room` with `token`; returns the socket and the peer id.
-async fn join(server: &Server, room: &str, token: String) -> (RawWs, PeerId) {
-    let mut ws = RawWs::connect(server).await;
-    ws.send(&join_msg(room, token)).await.expect("sending join");
-    loop {
-        match ws.next(WAIT).await {
-            Next::Msg(ServerMessage::Joined { peer_id, .. }) => return (ws, peer_id),
-            Next::Msg(ServerMessage::PeerJoined { .. }) => {}
-            other => panic!("no `joined` in {room}: {other:?}"),
-        }
-    }
-}
-
-fn join_msg(room: &str, token: String) -> ClientMessage {
-    ClientMessage::Join {
-        version: PROTOCOL_VERSION,
-        room: room.into(),
-        name: "ignored".into(),
-        capacity: None,
-        token: Some(token),
-    }
+    let secret = secret_file(test);
+    Server::start_with(&["--auth-secret-file", secret.to_str().expect("a UTF-8 path")])
 }
 
 /// Reads until `pred` takes a message; panics on close or after [`WAIT`].

@@ -20,7 +20,7 @@ use crate::endpoint;
 use crate::keys;
 use crate::local::{Change, LocalMembers};
 use crate::mirror::Mirror;
-use crate::record::{MemberRecord, NodeEvent, NodeRecord};
+use crate::record::{MemberRecord, NodeEvent, NodeRecord, NodeRevocation, RevokedToken};
 use crate::view::ClusterView;
 
 /// How long one Redis round trip may take before the connection counts as lost.
@@ -60,9 +60,10 @@ pub enum DirectoryError {
     SubscriptionEnded,
 }
 
-/// What a worker hands the directory.
+/// What this node hands the directory: its workers' room events and trunk descriptions, and the
+/// revocations of its HTTP API.
 #[derive(Debug)]
-pub enum FromWorker {
+pub enum NodeInput {
     /// A room event of worker `worker`: written to Redis and published for the other nodes.
     Room {
         /// The worker's index.
@@ -72,6 +73,9 @@ pub enum FromWorker {
     },
     /// A trunk description for another node's worker: published on that node's channel.
     Trunk(TrunkSignal),
+    /// A room token revoked here: kept in Redis until its end and published, so that every
+    /// node refuses it.
+    Revoked(RevokedToken),
 }
 
 /// What the directory hands this node's workers.
@@ -86,24 +90,33 @@ pub enum ToWorkers {
 /// Where the directory hands what it has for this node's workers.
 pub type Deliver = Box<dyn Fn(ToWorkers) + Send + Sync>;
 
+/// Where the directory applies a revocation another node made: this node's revocation list.
+pub type ApplyRevocation = Box<dyn Fn(RevokedToken) + Send + Sync>;
+
 /// The directory task's state.
 pub struct Directory {
     settings: ClusterSettings,
     local: LocalMembers,
     mirror: Mirror,
     view: ClusterView,
-    events: mpsc::UnboundedReceiver<FromWorker>,
+    events: mpsc::UnboundedReceiver<NodeInput>,
     deliver: Deliver,
+    apply_revocation: ApplyRevocation,
+    /// The revocations made on this node that are still in force: written again whenever
+    /// Redis comes back (it may have lost them).
+    revoked_here: Vec<RevokedToken>,
 }
 
 impl Directory {
-    /// The task for `settings`, reading what the workers hand it from `events`, handing what
-    /// other nodes did and sent to `deliver` and what it reads to `view`.
+    /// The task for `settings`, reading what the node hands it from `events`, handing what
+    /// other nodes did and sent to `deliver`, their revocations to `apply_revocation` and what
+    /// it reads to `view`.
     pub fn new(
         settings: ClusterSettings,
         view: ClusterView,
-        events: mpsc::UnboundedReceiver<FromWorker>,
+        events: mpsc::UnboundedReceiver<NodeInput>,
         deliver: Deliver,
+        apply_revocation: ApplyRevocation,
     ) -> Self {
         Directory {
             local: LocalMembers::new(&settings.node_id),
@@ -112,6 +125,8 @@ impl Directory {
             view,
             events,
             deliver,
+            apply_revocation,
+            revoked_here: Vec::new(),
         }
     }
 
@@ -134,12 +149,13 @@ impl Directory {
                 tokio::select! {
                     _ = &mut retry => break,
                     event = self.events.recv() => match event {
-                        Some(FromWorker::Room { worker, event }) => {
+                        Some(NodeInput::Room { worker, event }) => {
                             self.local.apply(&self.trunk_end(worker), &event);
                         }
-                        Some(FromWorker::Trunk(signal)) => {
+                        Some(NodeInput::Trunk(signal)) => {
                             warn!(to = %signal.to, "trunk description dropped: no directory");
                         }
+                        Some(NodeInput::Revoked(token)) => self.keep_revocation(token),
                         None => return,
                     },
                 }
@@ -162,7 +178,10 @@ impl Directory {
         timed(sink.subscribe(keys::events())).await?;
         let signals = keys::trunk_signals(&self.settings.node_id);
         timed(sink.subscribe(&signals)).await?;
+        let revocations = keys::revocations();
+        timed(sink.subscribe(&revocations)).await?;
         self.register(&mut conn).await?;
+        self.read_revocations(&mut conn).await?;
         self.view.set_connected(true);
         info!(node = %self.settings.node_id, "registered in the cluster directory");
         let connected_at = Instant::now();
@@ -183,22 +202,29 @@ impl Directory {
                     };
                     if message.get_channel_name() == signals {
                         self.on_trunk_signal(message.get_payload_bytes());
+                    } else if message.get_channel_name() == revocations {
+                        self.on_revocation(message.get_payload_bytes());
                     } else {
                         self.on_published(message.get_payload_bytes());
                     }
                 }
                 event = self.events.recv() => match event {
-                    Some(FromWorker::Room { worker, event }) => {
+                    Some(NodeInput::Room { worker, event }) => {
                         self.publish(&mut conn, worker, event).await?
                     }
-                    Some(FromWorker::Trunk(signal)) => self.send_signal(&mut conn, signal).await?,
+                    Some(NodeInput::Trunk(signal)) => self.send_signal(&mut conn, signal).await?,
+                    Some(NodeInput::Revoked(token)) => {
+                        self.keep_revocation(token.clone());
+                        self.share_revocation(&mut conn, token).await?
+                    }
                     None => return Ok(()),
                 },
             }
         }
     }
 
-    /// Writes the node's record and all its members, replacing whatever an earlier run left.
+    /// Writes the node's record and all its members, replacing whatever an earlier run left,
+    /// and its revocations still in force.
     async fn register(&mut self, conn: &mut MultiplexedConnection) -> Result<(), DirectoryError> {
         let id = &self.settings.node_id;
         let members = keys::members(id);
@@ -206,6 +232,9 @@ impl Directory {
         pipe.atomic().del(&members).ignore();
         for record in self.local.records() {
             pipe.hset(&members, record.id, json(record)).ignore();
+        }
+        for token in &self.revoked_here {
+            pipe.hset(keys::revoked(), &token.jti, json(token)).ignore();
         }
         pipe.pexpire(&members, self.ttl_ms()).ignore();
         self.write_record(&mut pipe);
@@ -369,6 +398,69 @@ impl Directory {
         }
     }
 
+    /// Remembers a revocation made on this node (dropping those past their end), to write it
+    /// again whenever Redis comes back.
+    fn keep_revocation(&mut self, token: RevokedToken) {
+        let now = unix_now();
+        self.revoked_here
+            .retain(|t| t.until >= now && t.jti != token.jti);
+        self.revoked_here.push(token);
+    }
+
+    /// Stores a revocation made on this node in Redis and publishes it for the other nodes.
+    async fn share_revocation(
+        &mut self,
+        conn: &mut MultiplexedConnection,
+        token: RevokedToken,
+    ) -> Result<(), DirectoryError> {
+        let published = NodeRevocation {
+            node: self.settings.node_id.clone(),
+            token,
+        };
+        let mut pipe = redis::pipe();
+        pipe.hset(
+            keys::revoked(),
+            &published.token.jti,
+            json(&published.token),
+        )
+        .ignore();
+        pipe.publish(keys::revocations(), json(&published)).ignore();
+        timed(pipe.query_async::<()>(conn)).await
+    }
+
+    /// Applies every revocation in Redis that is still in force (those made while this node
+    /// was away or not started), and deletes those past their end.
+    async fn read_revocations(
+        &mut self,
+        conn: &mut MultiplexedConnection,
+    ) -> Result<(), DirectoryError> {
+        let all: HashMap<String, String> = timed(conn.hgetall(keys::revoked())).await?;
+        let now = unix_now();
+        let mut ended = Vec::new();
+        for (jti, value) in all {
+            match serde_json::from_str::<RevokedToken>(&value) {
+                Ok(token) if token.until >= now && token.jti == jti => {
+                    (self.apply_revocation)(token)
+                }
+                Ok(_) => ended.push(jti),
+                Err(e) => warn!(jti, error = %e, "unreadable revocation: ignored"),
+            }
+        }
+        if !ended.is_empty() {
+            timed(conn.hdel::<_, _, ()>(keys::revoked(), ended)).await?;
+        }
+        Ok(())
+    }
+
+    /// A message on the revocations channel: another node's revocation (or garbage, ignored).
+    fn on_revocation(&mut self, payload: &[u8]) {
+        match serde_json::from_slice::<NodeRevocation>(payload) {
+            Ok(r) if r.node != self.settings.node_id => (self.apply_revocation)(r.token),
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "unreadable revocation: ignored"),
+        }
+    }
+
     /// The trunk end of this node's worker `worker`.
     fn trunk_end(&self, worker: usize) -> String {
         endpoint::name(&self.settings.node_id, worker)
@@ -387,6 +479,13 @@ async fn timed<T>(
         Ok(result) => Ok(result?),
         Err(_) => Err(DirectoryError::Timeout),
     }
+}
+
+/// Seconds since the epoch, as tokens count time.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// A record as JSON (they are plain data: serialising cannot fail).

@@ -33,3 +33,15 @@ pub fn events() -> String {
 pub fn trunk_signals(id: &str) -> String {
     format!("{PREFIX}:node:{id}:trunk")
 }
+
+/// The room tokens revoked on any node: a hash from `jti` to JSON
+/// [`crate::record::RevokedToken`]; a node that reads an entry past its end deletes it.
+pub fn revoked() -> String {
+    format!("{PREFIX}:revoked")
+}
+
+/// The pub/sub channel every node publishes its revocations on (JSON
+/// [`crate::record::NodeRevocation`]).
+pub fn revocations() -> String {
+    format!("{PREFIX}:revocations")
+}

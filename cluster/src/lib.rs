@@ -23,6 +23,6 @@ pub mod mirror;
 pub mod record;
 pub mod view;
 
-pub use directory::{ClusterSettings, Directory, FromWorker, ToWorkers};
+pub use directory::{ApplyRevocation, ClusterSettings, Directory, NodeInput, ToWorkers};
 pub use sfu_core::cluster::ClusterEvent;
 pub use view::ClusterView;

@@ -77,3 +77,24 @@ pub struct NodeEvent {
     /// What happened (the core's own room event).
     pub event: RoomEvent,
 }
+
+/// A room token revoked on one node (`POST /api/tokens/revoke`), for every node of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RevokedToken {
+    /// The token's `jti`.
+    pub jti: String,
+    /// When the revocation may be forgotten, in seconds since the epoch: the token's `exp`, or
+    /// the revoking node's default end when the request gave none.
+    pub until: u64,
+}
+
+/// A revocation one node publishes for the others.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeRevocation {
+    /// The node it was made on.
+    pub node: String,
+    /// The token.
+    pub token: RevokedToken,
+}

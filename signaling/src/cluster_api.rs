@@ -13,10 +13,10 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use cluster::record::NodeRecord;
-use cluster::ClusterView;
+use cluster::record::{NodeRecord, RevokedToken};
+use cluster::{ClusterView, NodeInput};
 use serde::Serialize;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 use tracing::{info, warn};
 
 use crate::api::{admit, ApiError};
@@ -33,12 +33,20 @@ pub struct ClusterNode {
     pub view: ClusterView,
     /// The node's drain.
     pub drain: DrainHandle,
+    /// The directory task's input, for the revocations made here.
+    directory: mpsc::UnboundedSender<NodeInput>,
 }
 
 impl ClusterNode {
-    /// The node whose directory task fills `view`; a drain lasts at most `drain_timeout`.
-    pub fn new(view: ClusterView, drain_timeout: Duration) -> Self {
+    /// The node whose directory task fills `view` and reads `directory`; a drain lasts at most
+    /// `drain_timeout`.
+    pub fn new(
+        view: ClusterView,
+        drain_timeout: Duration,
+        directory: mpsc::UnboundedSender<NodeInput>,
+    ) -> Self {
         ClusterNode {
+            directory,
             drain: DrainHandle(Arc::new(Drain {
                 view: view.clone(),
                 timeout: drain_timeout,
@@ -48,6 +56,14 @@ impl ClusterNode {
             })),
             view,
         }
+    }
+}
+
+impl ClusterNode {
+    /// Hands a revocation made here to the directory, for every other node.
+    pub fn share_revocation(&self, token: RevokedToken) {
+        // The directory task reads until the server stops.
+        let _ = self.directory.send(NodeInput::Revoked(token));
     }
 }
 

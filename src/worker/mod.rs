@@ -33,7 +33,7 @@ use sfu_core::{Action, Core, CoreConfig, DropReason, JoinRefusal, Transmit};
 use signaling::webhooks::WebhookSender;
 
 /// Where a worker hands its room events and trunk descriptions for the cluster directory.
-pub type ClusterEvents = tokio::sync::mpsc::UnboundedSender<cluster::FromWorker>;
+pub type ClusterEvents = tokio::sync::mpsc::UnboundedSender<cluster::NodeInput>;
 use signaling::{PlainReply, PlainRequest, RecordingRequest, WorkerCommand};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot, Notify};
@@ -337,7 +337,7 @@ impl Shared {
                     Action::RoomEvent(event) => {
                         if let Some(cluster) = &self.cluster {
                             // The directory task reads until the server stops.
-                            let _ = cluster.send(cluster::FromWorker::Room {
+                            let _ = cluster.send(cluster::NodeInput::Room {
                                 worker: self.index,
                                 event: event.clone(),
                             });
@@ -350,7 +350,7 @@ impl Shared {
                     }
                     Action::TrunkSignal(signal) => match &self.cluster {
                         Some(cluster) => {
-                            let _ = cluster.send(cluster::FromWorker::Trunk(signal));
+                            let _ = cluster.send(cluster::NodeInput::Trunk(signal));
                         }
                         None => warn!(to = %signal.to, "trunk description without a cluster"),
                     },
