@@ -12,18 +12,14 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::Client;
+use common::{join_kitchen, Client};
 use sfu_core::cluster::{ClusterEvent, ClusterMember};
-use sfu_core::protocol::{
-    ClientMessage, PeerId, PublishedTrack, ServerMessage, TrackSource, PROTOCOL_VERSION,
-};
+use sfu_core::protocol::{ClientMessage, PeerId, ServerMessage};
 use sfu_core::str0m::format::Codec;
-use sfu_core::str0m::media::{
-    Direction, KeyframeRequestKind, MediaKind, Mid, Rid, Simulcast, SimulcastLayer,
-};
+use sfu_core::str0m::media::{KeyframeRequestKind, MediaKind, Mid, Rid, Simulcast, SimulcastLayer};
 use sfu_core::str0m::net::{Protocol, Receive};
 use sfu_core::str0m::rtp::{RtpWrite, SeqNo};
-use sfu_core::str0m::{Candidate, Input, Output as RtcOutput, RtcConfig};
+use sfu_core::str0m::{Input, Output as RtcOutput, RtcConfig};
 use sfu_core::trunk::{TrunkEndpoint, TrunkInfo};
 use sfu_core::wire::{classify, DatagramKind};
 use sfu_core::{Action, Core, CoreConfig, RoomEvent};
@@ -88,41 +84,10 @@ impl Cluster {
     fn join_with(&mut self, node: usize, name: &str, rids: &[&str]) -> usize {
         let idx = self.clients.len();
         let id = idx as PeerId + 1;
-        let mut rtc = RtcConfig::new().set_rtp_mode(true).build(self.now);
+        let rtc = RtcConfig::new().set_rtp_mode(true).build(self.now);
         let addr = SocketAddr::from(([127, 0, 0, 2], 5000 + idx as u16));
-        rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
-        let mut client = Client {
-            id,
-            addr,
-            rtc,
-            pending: None,
-            audio: None,
-            video: None,
-            next_seq: [100, 100],
-            chat: None,
-            signals: Vec::new(),
-            received: Vec::new(),
-            chats: Vec::new(),
-            mappings: Vec::new(),
-            keyframe_requests: 0,
-            crashed: false,
-            channels: Vec::new(),
-            closed_channels: Vec::new(),
-            channel_messages: Vec::new(),
-        };
-        self.cores[node].handle_message(
-            self.now,
-            id,
-            ClientMessage::Join {
-                version: PROTOCOL_VERSION,
-                room: "kitchen".into(),
-                name: name.into(),
-                capacity: None,
-                token: None,
-            },
-        );
-        let mut api = client.rtc.sdp_api();
-        let audio = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+        let mut client = Client::new(id, addr, rtc);
+        self.cores[node].handle_message(self.now, id, join_kitchen(name));
         let simulcast = (!rids.is_empty()).then(|| {
             let mut simulcast = Simulcast::new();
             for rid in rids {
@@ -130,32 +95,10 @@ impl Cluster {
             }
             simulcast
         });
-        let video = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, simulcast);
-        let (offer, pending) = api.apply().unwrap();
-        client.pending = Some(pending);
-        client.audio = Some(audio);
-        client.video = Some(video);
-        let tracks = vec![
-            PublishedTrack {
-                mid: audio.to_string(),
-                source: TrackSource::Mic,
-                muted: false,
-            },
-            PublishedTrack {
-                mid: video.to_string(),
-                source: TrackSource::Camera,
-                muted: false,
-            },
-        ];
+        let (sdp, tracks) = client.offer_audio_video(simulcast, false);
         self.clients.push((node, client));
-        self.to_core.push_back((
-            node,
-            id,
-            ClientMessage::Offer {
-                sdp: offer.to_sdp_string(),
-                tracks,
-            },
-        ));
+        self.to_core
+            .push_back((node, id, ClientMessage::Offer { sdp, tracks }));
         self.pump();
         idx
     }

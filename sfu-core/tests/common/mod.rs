@@ -17,7 +17,7 @@ use sfu_core::recording::RecordingOutput;
 use sfu_core::str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use sfu_core::str0m::channel::{ChannelConfig, ChannelId};
 use sfu_core::str0m::format::Codec;
-use sfu_core::str0m::media::{Direction, MediaKind, Mid};
+use sfu_core::str0m::media::{Direction, MediaKind, Mid, Simulcast};
 use sfu_core::str0m::net::{Protocol, Receive};
 use sfu_core::str0m::rtp::{RtpWrite, SeqNo};
 use sfu_core::str0m::{Event, Input, Output as RtcOutput, Rtc, RtcConfig};
@@ -49,6 +49,17 @@ pub struct Received {
     pub payload: Vec<u8>,
     /// Its payload type.
     pub pt: u8,
+}
+
+/// The `join` of room `kitchen` as `name`, the room every test here uses.
+pub fn join_kitchen(name: &str) -> ClientMessage {
+    ClientMessage::Join {
+        version: PROTOCOL_VERSION,
+        room: "kitchen".into(),
+        name: name.into(),
+        capacity: None,
+        token: None,
+    }
 }
 
 pub struct Client {
@@ -168,38 +179,11 @@ impl World {
     ) -> usize {
         let idx = self.clients.len();
         let id = idx as PeerId + 1;
+        let addr = SocketAddr::from(([127, 0, 0, 2], 5000 + idx as u16));
         let rtc = config.set_rtp_mode(true).build(self.now);
-        self.clients.push(Client {
-            id,
-            addr: SocketAddr::from(([127, 0, 0, 2], 5000 + idx as u16)),
-            rtc,
-            pending: None,
-            audio: None,
-            video: None,
-            next_seq: [100, 100],
-            chat: None,
-            signals: Vec::new(),
-            received: Vec::new(),
-            chats: Vec::new(),
-            channels: Vec::new(),
-            closed_channels: Vec::new(),
-            channel_messages: Vec::new(),
-            mappings: Vec::new(),
-            keyframe_requests: 0,
-            crashed: false,
-        });
-        self.core.handle_join(
-            self.now,
-            id,
-            ClientMessage::Join {
-                version: PROTOCOL_VERSION,
-                room: "kitchen".into(),
-                name: name.into(),
-                capacity: None,
-                token: None,
-            },
-            permissions,
-        );
+        self.clients.push(Client::new(id, addr, rtc));
+        self.core
+            .handle_join(self.now, id, join_kitchen(name), permissions);
         self.pump();
         let c = &mut self.clients[idx];
         assert!(
@@ -209,37 +193,9 @@ impl World {
             "joined: {:?}",
             c.signals
         );
-        c.rtc
-            .add_local_candidate(sfu_core::str0m::Candidate::host(c.addr, "udp").unwrap())
-            .unwrap();
-        let mut api = c.rtc.sdp_api();
-        let audio = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
-        let video = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
-        let chat = api.add_channel("chat".into());
-        let (offer, pending) = api.apply().unwrap();
-        c.pending = Some(pending);
-        c.audio = Some(audio);
-        c.video = Some(video);
-        c.chat = Some(chat);
-        let tracks = vec![
-            PublishedTrack {
-                mid: audio.to_string(),
-                source: TrackSource::Mic,
-                muted: false,
-            },
-            PublishedTrack {
-                mid: video.to_string(),
-                source: TrackSource::Camera,
-                muted: false,
-            },
-        ];
-        self.to_core.push_back((
-            id,
-            ClientMessage::Offer {
-                sdp: offer.to_sdp_string(),
-                tracks,
-            },
-        ));
+        let (offer, tracks) = c.offer_audio_video(None, true);
+        self.to_core
+            .push_back((id, ClientMessage::Offer { sdp: offer, tracks }));
         self.pump();
         idx
     }
@@ -366,6 +322,63 @@ impl World {
 }
 
 impl Client {
+    /// Peer `id` at `addr` with session `rtc`, which gets `addr` as its host candidate; nothing
+    /// negotiated or received yet.
+    pub fn new(id: PeerId, addr: SocketAddr, mut rtc: Rtc) -> Client {
+        rtc.add_local_candidate(sfu_core::str0m::Candidate::host(addr, "udp").unwrap())
+            .unwrap();
+        Client {
+            id,
+            addr,
+            rtc,
+            pending: None,
+            audio: None,
+            video: None,
+            next_seq: [100, 100],
+            chat: None,
+            signals: Vec::new(),
+            received: Vec::new(),
+            chats: Vec::new(),
+            channels: Vec::new(),
+            closed_channels: Vec::new(),
+            channel_messages: Vec::new(),
+            mappings: Vec::new(),
+            keyframe_requests: 0,
+            crashed: false,
+        }
+    }
+
+    /// Offers a microphone and a camera (sent as the layers of `simulcast`, when given) and, with
+    /// `chat`, the chat channel: returns the offer and the tracks to announce with it.
+    pub fn offer_audio_video(
+        &mut self,
+        simulcast: Option<Simulcast>,
+        chat: bool,
+    ) -> (String, Vec<PublishedTrack>) {
+        let mut api = self.rtc.sdp_api();
+        let audio = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+        let video = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, simulcast);
+        let channel = chat.then(|| api.add_channel("chat".into()));
+        let (offer, pending) = api.apply().unwrap();
+        self.pending = Some(pending);
+        self.audio = Some(audio);
+        self.video = Some(video);
+        self.chat = channel;
+        let tracks = vec![
+            PublishedTrack {
+                mid: audio.to_string(),
+                source: TrackSource::Mic,
+                muted: false,
+            },
+            PublishedTrack {
+                mid: video.to_string(),
+                source: TrackSource::Camera,
+                muted: false,
+            },
+        ];
+        (offer.to_sdp_string(), tracks)
+    }
+
     /// Reacts to a message from the SFU like a polite browser; returns a reply if one is due.
     pub fn on_signal(&mut self, msg: ServerMessage) -> Option<ClientMessage> {
         let reply = match &msg {
