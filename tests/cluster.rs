@@ -17,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sfu_client::{Client, ClientEvent, ErrorCode, PeerId, TrackKind};
-use support::tokens::{join_msg, join_with_token, secret_file, token};
+use support::tokens::{join_msg, join_with_token, revoke, secret_file, token};
 use support::{
     http, http_get, join, try_until, until, vp8_keyframe_payload, wait_tracks_of, RawWs, Seen,
     Server,
@@ -588,15 +588,7 @@ async fn a_token_revoked_on_one_node_is_refused_on_every_node() {
     let (mut eve, _) = join_with_token(&b, room, revoked.clone()).await;
     let (mut ana, _) = join_with_token(&b, room, token(room, "ana", 3600, "ana-1")).await;
 
-    let (status, body) = http(
-        a.addr,
-        "POST",
-        "/api/tokens/revoke",
-        Some(r#"{"jti": "eve-1"}"#),
-    )
-    .await
-    .expect("POST /api/tokens/revoke");
-    assert_eq!(status, 204, "{body}");
+    revoke(&a, "eve-1").await;
     assert_eq!(
         eve.expect_error("revocation made on node a").await,
         ErrorCode::TokenRevoked,

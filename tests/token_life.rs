@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use sfu_client::ErrorCode;
 use sfu_core::protocol::{ClientMessage, ServerMessage};
-use support::tokens::{join_msg, join_with_token as join, secret_file, token};
+use support::tokens::{join_msg, join_with_token as join, revoke, secret_file, token};
 use support::{http, Next, RawWs, Server};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -132,15 +132,7 @@ async fn a_revoked_token_removes_its_member_and_cannot_join() {
     let (mut eve, eve_id) = join(&server, "revoke", revoked.clone()).await;
     let (mut ana, _) = join(&server, "revoke", token("revoke", "ana", 3600, "ana-1")).await;
 
-    let (status, body) = http(
-        server.addr,
-        "POST",
-        "/api/tokens/revoke",
-        Some(r#"{"jti": "eve-1"}"#),
-    )
-    .await
-    .expect("POST /api/tokens/revoke");
-    assert_eq!(status, 204, "{body}");
+    revoke(&server, "eve-1").await;
 
     assert_eq!(
         eve.expect_error("revocation").await,

@@ -10,7 +10,6 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -21,9 +20,9 @@ use sfu_core::protocol::{
 };
 use sfu_core::Permissions;
 use signaling::auth::{mint_hs256, Authenticator, Claims, Secret};
+use support::tokens::{private_file, SECRET};
 use support::{join_with, until, wait_tracks_of, Next, RawWs, Server};
 
-const SECRET: &str = "integration-test secret, 32 bytes or more";
 /// A test-only Ed25519 key pair (made with `openssl genpkey -algorithm ed25519`).
 const ED_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIMgyNjYQqteqKzi9QeqtOj1zmyR3w8KfNv0AzCIbkxCk\n-----END PRIVATE KEY-----\n";
 const ED_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAtXr2EQ6a42JNDPxHSuvtXKj4MRXPfnS8ZjvuBLhgAqA=\n-----END PUBLIC KEY-----\n";
@@ -36,23 +35,9 @@ fn now() -> u64 {
         .as_secs()
 }
 
-/// Writes `contents` to a private file named after the test and returns its path.
-fn key_file(test: &str, what: &str, contents: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("edge-sfu-tokens-{}-{test}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let path = dir.join(what);
-    std::fs::write(&path, contents).expect("writing a key file");
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    }
-    path
-}
-
 /// A server requiring tokens signed with [`SECRET`], with `extra` flags.
 fn server(test: &str, extra: &[&str]) -> Server {
-    let secret = key_file(test, "secret", &format!("{SECRET}\n"));
+    let secret = private_file(test, "secret", &format!("{SECRET}\n"));
     let mut args = vec!["--auth-secret-file", secret.to_str().expect("a UTF-8 path")];
     args.extend_from_slice(extra);
     Server::start_with(&args)
@@ -174,7 +159,7 @@ fn joined_ids(events: &[ClientEvent]) -> Vec<PeerId> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn valid_tokens_join_under_their_name_and_refused_joins_leave_no_trace() {
-    let public = key_file("refusals", "ed.pub.pem", ED_PUBLIC);
+    let public = private_file("refusals", "ed.pub.pem", ED_PUBLIC);
     // Enough join attempts for this test; the limit itself is tested below.
     let server = server(
         "refusals",
@@ -338,7 +323,7 @@ async fn valid_tokens_join_under_their_name_and_refused_joins_leave_no_trace() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_hs256_token_is_refused_where_only_the_public_key_is_configured() {
-    let public = key_file("confusion", "ed.pub.pem", ED_PUBLIC);
+    let public = private_file("confusion", "ed.pub.pem", ED_PUBLIC);
     let server = Server::start_with(&["--auth-public-key", public.to_str().expect("UTF-8")]);
     // Even "signed" with the public key's bytes as the HMAC secret.
     let as_secret = Secret::new(ED_PUBLIC).expect("a secret");
@@ -715,7 +700,7 @@ async fn the_default_join_limit_allows_a_burst_of_ten() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edge_sfu_token_prints_a_link_whose_token_works() {
-    let secret = key_file("mint", "secret", &format!("{SECRET}\n"));
+    let secret = private_file("mint", "secret", &format!("{SECRET}\n"));
     let secret = secret.to_str().expect("UTF-8");
     let run = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_edge-sfu"))

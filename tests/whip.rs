@@ -21,6 +21,7 @@ use str0m::media::{Direction, MediaKind, Mid, Pt, Rid, Simulcast, SimulcastLayer
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::RtpWrite;
 use str0m::{Candidate, Event, Input, Output, Rtc};
+use support::tokens::{revoke, secret_file, SECRET};
 use support::{join_with, vp8_keyframe_payload, Server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
@@ -541,8 +542,6 @@ async fn wait_left(member: &mut Client, publisher: PeerId) {
     }
 }
 
-const SECRET: &str = "integration-test secret, 32 bytes or more";
-
 fn token(room: &str, name: &str, permissions: Permissions) -> String {
     token_with_id(room, name, permissions, None)
 }
@@ -566,15 +565,7 @@ fn token_with_id(room: &str, name: &str, permissions: Permissions, jti: Option<&
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_room_tokens_whip_needs_publish_and_whep_subscribe() {
-    let dir = std::env::temp_dir().join(format!("edge-sfu-whip-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("a temp dir");
-    let secret = dir.join("secret");
-    std::fs::write(&secret, format!("{SECRET}\n")).expect("writing the secret");
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    }
+    let secret = secret_file("whip");
     let server = Server::start_with(&["--auth-secret-file", secret.to_str().expect("UTF-8")]);
     let room = "whip-tokens";
     let path = format!("/whip/{room}?name=impostor");
@@ -639,15 +630,7 @@ async fn with_room_tokens_whip_needs_publish_and_whep_subscribe() {
 
     // Revoking the encoder's token ends its session: the member sees it leave, and the session's
     // `DELETE` finds nothing.
-    let revoked = request(
-        server.addr,
-        "POST",
-        "/api/tokens/revoke",
-        &[("Content-Type", "application/json")],
-        r#"{"jti":"encoder-token"}"#,
-    )
-    .await;
-    assert_eq!(revoked.status, 204, "{revoked:?}");
+    revoke(&server, "encoder-token").await;
     // Well within the 30 s an unconnected session is given, so only the revocation removes it.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
@@ -665,7 +648,7 @@ async fn with_room_tokens_whip_needs_publish_and_whep_subscribe() {
         again.status, 401,
         "a revoked token joins no more: {again:?}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(secret.parent().expect("the secret's folder"));
 }
 
 /// Sends one audio packet (at `level` dBov) and one video frame tagged `name` from each of

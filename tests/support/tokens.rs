@@ -24,19 +24,34 @@ pub fn now() -> u64 {
         .as_secs()
 }
 
-/// A file holding [`SECRET`] (mode 0600, as the server wants), for `--auth-secret-file`; one per
-/// `test` name.
-pub fn secret_file(test: &str) -> PathBuf {
+/// Writes `contents` to a private file (mode 0600, as the server wants for keys and secrets)
+/// named `what`, in a folder of this test run and `test`; returns its path.
+pub fn private_file(test: &str, what: &str, contents: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("edge-sfu-tokens-{}-{test}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let path = dir.join("secret");
-    std::fs::write(&path, format!("{SECRET}\n")).expect("writing the secret");
+    let path = dir.join(what);
+    std::fs::write(&path, contents).expect("writing a key file");
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     }
     path
+}
+
+/// A file holding [`SECRET`], for `--auth-secret-file`; one per `test` name.
+pub fn secret_file(test: &str) -> PathBuf {
+    private_file(test, "secret", &format!("{SECRET}\n"))
+}
+
+/// Revokes token `jti` through `server`'s API (`POST /api/tokens/revoke`, from loopback, so
+/// admitted), and checks it was (204).
+pub async fn revoke(server: &Server, jti: &str) {
+    let body = format!(r#"{{"jti": "{jti}"}}"#);
+    let (status, answer) = super::http(server.addr, "POST", "/api/tokens/revoke", Some(&body))
+        .await
+        .expect("POST /api/tokens/revoke");
+    assert_eq!(status, 204, "{answer}");
 }
 
 /// A token for `name` in `room` that a server accepts for `secs` more seconds (its `exp` plus
