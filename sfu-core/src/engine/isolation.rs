@@ -136,6 +136,17 @@ mod tests {
         out
     }
 
+    /// Asserts that `core` told `joined` it joined and `member` that `joined` did: the worker
+    /// still serves its rooms.
+    fn assert_joined_and_seen(core: &mut Core, joined: PeerId, member: PeerId) {
+        let out = signals(core);
+        assert!(out
+            .iter()
+            .any(|(p, m)| *p == joined && matches!(m, ServerMessage::Joined { .. })));
+        assert!(out.iter().any(|(p, m)| *p == member
+            && matches!(m, ServerMessage::PeerJoined { peer } if peer.id == joined)));
+    }
+
     #[test]
     fn a_panic_removes_its_member_only() {
         let now = Instant::now();
@@ -178,13 +189,7 @@ mod tests {
             },
         );
         join(&mut core, now, 4, "a");
-        let out = signals(&mut core);
-        assert!(out
-            .iter()
-            .any(|(p, m)| *p == 4 && matches!(m, ServerMessage::Joined { .. })));
-        assert!(out
-            .iter()
-            .any(|(p, m)| *p == 2 && matches!(m, ServerMessage::PeerJoined { .. })));
+        assert_joined_and_seen(&mut core, 4, 2);
         assert_eq!(core.peer_count(), 3);
     }
 
@@ -267,12 +272,6 @@ mod tests {
         assert_eq!(a.trunk_infos().len(), 1, "a's end is untouched");
         // The worker goes on: its member is served, and a new one joins.
         join(&mut b, now, 2, "kitchen");
-        let out = signals(&mut b);
-        assert!(out
-            .iter()
-            .any(|(p, m)| *p == 2 && matches!(m, ServerMessage::Joined { .. })));
-        assert!(out
-            .iter()
-            .any(|(p, m)| *p == 1 && matches!(m, ServerMessage::PeerJoined { .. })));
+        assert_joined_and_seen(&mut b, 2, 1);
     }
 }
