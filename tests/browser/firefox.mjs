@@ -19,6 +19,7 @@ import { after, before } from 'node:test';
 
 import {
   chromiumPresent, describePage, launchChromium, openPage, poll, roomUrl, skipWithoutChromium, spkiHash, startServer,
+  watchPage,
 } from './harness.mjs';
 import { createNamespace, IP, rootAvailable, skipWithoutRoot } from './netns.mjs';
 
@@ -190,21 +191,7 @@ export async function openFirefoxPage(browser, url, label, { preload = null } = 
   const page = await browser.newPage();
   if (preload) await page.evaluateOnNewDocument(preload);
   await page.setViewport({ width: 1280, height: 720 });
-  page.consoleLines = [];
-  page.problems = [];
-  page.on('console', (m) => {
-    const line = `[${label}] ${m.type()}: ${m.text()}`;
-    page.consoleLines.push(line);
-    if (/edge-sfu error/.test(m.text())) page.problems.push(line);
-    if (page.consoleLines.length > 400) page.consoleLines.shift();
-    if (process.env.BROWSER_LOG) console.error(line);
-  });
-  page.on('pageerror', (e) => {
-    const line = `[${label}] pageerror: ${e.message}`;
-    page.consoleLines.push(line);
-    page.problems.push(line);
-    console.error(line);
-  });
+  watchPage(page, label);
   await page.goto(url);
   return page;
 }

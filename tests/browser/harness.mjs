@@ -177,25 +177,13 @@ export async function launchChromium(extraArgs = []) {
 }
 
 /**
- * Opens a page in a fresh browser context (own storage), collecting console errors for diagnostics, and the
- * signaling messages it sends and receives in `page.sent` / `page.received` (`{at, type, ...}`, SDP left out).
- * @param {import('playwright-core').Browser} browser
- * @param {string} url
- * @param {string} label prefix for forwarded console lines
+ * Keeps what page `label` logs: its last 400 console lines in `page.consoleLines` (all of them on stderr with
+ * BROWSER_LOG), and the edge-sfu errors and uncaught exceptions in `page.problems`. Playwright's and Puppeteer's pages
+ * report console messages and page errors alike, so it serves Chromium's pages and Firefox's.
  */
-export async function openPage(browser, url, label) {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 720 }, permissions: ['camera', 'microphone'] });
-  const page = await context.newPage();
+export function watchPage(page, label) {
   page.consoleLines = [];
   page.problems = [];
-  // The signaling messages the page sent and received (parsed; SDP left out), oldest first.
-  page.sent = [];
-  page.received = [];
-  page.on('websocket', (ws) => {
-    if (!/\/ws$/.test(new URL(ws.url()).pathname)) return;
-    ws.on('framesent', (f) => recordMessage(page.sent, f.payload));
-    ws.on('framereceived', (f) => recordMessage(page.received, f.payload));
-  });
   page.on('console', (m) => {
     const line = `[${label}] ${m.type()}: ${m.text()}`;
     page.consoleLines.push(line);
@@ -208,6 +196,27 @@ export async function openPage(browser, url, label) {
     page.consoleLines.push(line);
     page.problems.push(line);
     console.error(line);
+  });
+}
+
+/**
+ * Opens a page in a fresh browser context (own storage), collecting console errors for diagnostics, and the
+ * signaling messages it sends and receives in `page.sent` / `page.received` (`{at, type, ...}`, SDP left out).
+ * @param {import('playwright-core').Browser} browser
+ * @param {string} url
+ * @param {string} label prefix for forwarded console lines
+ */
+export async function openPage(browser, url, label) {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 720 }, permissions: ['camera', 'microphone'] });
+  const page = await context.newPage();
+  watchPage(page, label);
+  // The signaling messages the page sent and received (parsed; SDP left out), oldest first.
+  page.sent = [];
+  page.received = [];
+  page.on('websocket', (ws) => {
+    if (!/\/ws$/.test(new URL(ws.url()).pathname)) return;
+    ws.on('framesent', (f) => recordMessage(page.sent, f.payload));
+    ws.on('framereceived', (f) => recordMessage(page.received, f.payload));
   });
   if (process.env.EDGE_SFU_WEB_DIR) await serveWebFromDisk(context, process.env.EDGE_SFU_WEB_DIR);
   await page.goto(url);
