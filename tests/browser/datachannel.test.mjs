@@ -24,6 +24,7 @@ async function recordRelays(page) {
         peerName: detail.peer?.name ?? null,
         ordered: channel.ordered,
         maxRetransmits: channel.maxRetransmits,
+        sid: channel.id,
         messages: [],
       };
       window.__relays.push(entry);
@@ -58,6 +59,13 @@ async function relayWith(page, label, peerId, count) {
   try {
     await poll(async () => ((await find())?.messages.length ?? -1) >= count, { timeout: 15_000, what: `${count} messages on ${label}` });
   } catch (err) {
+    // The ids and DTLS roles tell a stream id collision (both ends picking the same parity) apart.
+    err.message += `\nown channels [id, state], DTLS setup, SCTP: ${JSON.stringify(await page.evaluate(() => ({
+      own: Object.fromEntries(Object.entries(window.__own ?? {}).map(([k, c]) => [k, [c.id, c.readyState]])),
+      local: window.edgeSfu.pc.currentLocalDescription?.sdp.match(/a=setup:\w+/g),
+      remote: window.edgeSfu.pc.currentRemoteDescription?.sdp.match(/a=setup:\w+/g),
+      sctp: window.edgeSfu.pc.sctp?.state,
+    })))}`;
     err.message += `\nrelays: ${JSON.stringify(await page.evaluate(() => window.__relays))}\n${await describePage(page)}`;
     throw err;
   }
@@ -78,6 +86,17 @@ test('data channels of any label are relayed both ways with their options and se
   await relayWith(bob.page, 'cursor', ana.id, 0);
   await relayWith(bob.page, 'state', ana.id, 0);
   await relayWith(ana.page, 'state', bob.id, 0);
+
+  // Each end opens its channels on stream ids of its own parity (RFC 8832: the DTLS client even,
+  // the server odd), so a member's channels and the SFU's relays to it never share an id.
+  for (const page of [ana.page, bob.page]) {
+    const { own, relays } = await page.evaluate(() => ({
+      own: Object.values(window.__own).map((c) => c.id % 2),
+      relays: window.__relays.map((r) => r.sid % 2),
+    }));
+    assert.ok(own.length > 0 && relays.length > 0);
+    assert.ok(own.every((p) => p === own[0]) && relays.every((p) => p !== own[0]), `parities: own ${own}, relays ${relays}`);
+  }
 
   const positions = [1, 2, 3, 4, 5].map((i) => JSON.stringify({ x: i * 10, y: i * 20 }));
   await send(ana.page, 'cursor', positions);

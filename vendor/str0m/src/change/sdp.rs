@@ -727,8 +727,12 @@ fn add_ice_details(
 fn init_dtls(rtc: &mut Rtc, remote_sdp: &Sdp) -> Result<(), RtcError> {
     let setup = match remote_sdp.setup() {
         Some(v) => match v {
-            // Remote being ActPass, we take Passive role.
-            Setup::ActPass => Setup::Passive,
+            // edge-sfu: remote being ActPass, we take the Active role (the DTLS client), as RFC
+            // 5763 section 5 and RFC 8842 section 5.3 recommend and browsers do. Chromium guesses
+            // its DTLS role while a renegotiation has cleared it (`GetSctpSslRole`: the first
+            // offerer is the server), and picks data channel ids by that guess; an answerer
+            // taking Passive made that guess wrong, so both ends picked the same stream id.
+            Setup::ActPass => Setup::Active,
             _ => v.invert(),
         },
 
@@ -1877,8 +1881,8 @@ mod test {
     }
 
     /// RFC 8842 §5.5: the answerer uses the negotiated DTLS role (active or passive).
-    /// When the offerer uses actpass, the answerer picks passive (DTLS server) and the
-    /// offerer becomes active (DTLS client). The answerer's SDP must reflect passive.
+    /// When the offerer uses actpass, the answerer picks active (DTLS client, edge-sfu) and
+    /// the offerer becomes passive (DTLS server). The answerer's SDP must reflect active.
     #[test]
     fn answer_uses_negotiated_dtls_role() {
         crate::init_crypto_default();
@@ -1902,13 +1906,13 @@ mod test {
         // Answerer accepts and generates the answer.
         let answer = answerer.sdp_api().accept_offer(offer).unwrap();
 
-        // When the offerer sends actpass, the answerer takes the passive DTLS role
-        // (see init_dtls: ActPass from remote → local takes Passive).
-        // The answerer's SDP must reflect that with a=setup:passive.
+        // When the offerer sends actpass, the answerer takes the active DTLS role
+        // (see init_dtls: ActPass from remote → local takes Active, edge-sfu).
+        // The answerer's SDP must reflect that with a=setup:active.
         assert_eq!(
             get_setup_from_media_line(&answer.media_lines[0]),
-            Setup::Passive,
-            "Answerer's SDP must use a=setup:passive when responding to an actpass offer"
+            Setup::Active,
+            "Answerer's SDP must use a=setup:active when responding to an actpass offer"
         );
 
         // Complete the exchange on the offerer side.
