@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use sfu_core::protocol::PeerId;
+use sfu_core::trunk::TrunkMedia;
 
 /// How long a node's record lives without a heartbeat when `--cluster-ttl` is not given.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(15);
@@ -43,6 +44,12 @@ pub struct ClusterArgs {
     #[arg(long, value_name = "IP:PORT")]
     pub trunk_address: Option<SocketAddr>,
 
+    /// How trunks to other nodes carry RTP: `srtp` (encrypted, for any network) or `plain`
+    /// (for a private link both nodes trust: no per-packet encryption; a trunk is plain only
+    /// when both of its nodes say so) [default: srtp].
+    #[arg(long, value_name = "srtp|plain", value_parser = parse_trunk_media)]
+    pub trunk: Option<TrunkMedia>,
+
     /// Seconds a node's directory entry lives without a heartbeat: a node that dies leaves
     /// the others' rooms this long after [default: 15].
     #[arg(long, value_name = "SECONDS")]
@@ -68,6 +75,8 @@ pub struct ClusterFile {
     node_url: Option<String>,
     /// `--trunk-address`.
     trunk_address: Option<SocketAddr>,
+    /// `--trunk`: `"srtp"` or `"plain"`.
+    trunk: Option<TrunkMedia>,
     /// `--cluster-ttl`, seconds.
     ttl: Option<u64>,
     /// `--drain-timeout`, seconds.
@@ -87,6 +96,8 @@ pub struct ClusterConfig {
     pub node_url: Option<String>,
     /// Where other nodes reach this node's media, when set.
     pub trunk_address: Option<SocketAddr>,
+    /// How this node wants its trunks to carry RTP.
+    pub trunk_media: TrunkMedia,
     /// The node record's TTL.
     pub ttl: Duration,
     /// The longest drain.
@@ -130,12 +141,22 @@ impl ClusterArgs {
             node_id,
             node_url: self.node_url.clone().or(file.node_url),
             trunk_address: self.trunk_address.or(file.trunk_address),
+            trunk_media: self.trunk.or(file.trunk).unwrap_or_default(),
             ttl,
             drain_timeout: self
                 .drain_timeout
                 .or(file.drain_timeout)
                 .map_or(DEFAULT_DRAIN_TIMEOUT, Duration::from_secs),
         }))
+    }
+}
+
+/// `--trunk`'s value.
+fn parse_trunk_media(value: &str) -> Result<TrunkMedia, String> {
+    match value {
+        "srtp" => Ok(TrunkMedia::Srtp),
+        "plain" => Ok(TrunkMedia::Plain),
+        other => Err(format!("{other:?}: srtp or plain")),
     }
 }
 

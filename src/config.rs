@@ -627,6 +627,7 @@ pub fn parse_file(text: &str) -> Result<FileConfig, toml::de::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sfu_core::trunk::TrunkMedia;
 
     #[test]
     fn flags_win_over_the_file_and_defaults_fill_the_rest() {
@@ -663,7 +664,8 @@ mod tests {
         std::fs::write(
             &path,
             "[cluster]\nredis = \"redis://10.0.0.5:6379\"\nnode_id = \"paris\"\n\
-             password_file = \"redis.pw\"\nttl = 5\ntrunk_address = \"192.0.2.7:40000\"\n",
+             password_file = \"redis.pw\"\nttl = 5\ntrunk_address = \"192.0.2.7:40000\"\n\
+             trunk = \"plain\"\n",
         )
         .unwrap();
         let from_file = Cli::parse_from(["edge-sfu", "--config", path.to_str().unwrap()]);
@@ -673,14 +675,23 @@ mod tests {
         assert_eq!(c.password.as_deref(), Some("s3cret"));
         assert_eq!(c.ttl, Duration::from_secs(5));
         assert_eq!(c.trunk_address, Some("192.0.2.7:40000".parse().unwrap()));
+        assert_eq!(c.trunk_media, TrunkMedia::Plain);
         let flags = Cli::parse_from([
             "edge-sfu",
             "--config",
             path.to_str().unwrap(),
             "--node-id",
             "lyon",
+            "--trunk",
+            "srtp",
         ]);
-        assert_eq!(flags.settings().unwrap().cluster.unwrap().node_id, "lyon");
+        let c = flags.settings().unwrap().cluster.unwrap();
+        assert_eq!(
+            (c.node_id.as_str(), c.trunk_media),
+            ("lyon", TrunkMedia::Srtp)
+        );
+        let wrong = ["edge-sfu", "--cluster", "redis://x:1", "--trunk", "clear"];
+        assert!(Cli::try_parse_from(wrong).is_err(), "srtp or plain only");
         std::fs::write(&path, "[cluster]\nnode = \"x\"\n").unwrap();
         let unknown = Cli::parse_from(["edge-sfu", "--config", path.to_str().unwrap()]);
         assert!(unknown.settings().is_err(), "an unknown key is an error");

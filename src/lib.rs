@@ -161,6 +161,7 @@ impl Server {
                         advertised: c
                             .trunk_address
                             .map(|a| cluster_options::worker_trunk_address(a, index)),
+                        media: c.trunk_media,
                     }),
                 },
                 settings.io,

@@ -6,8 +6,9 @@
 //! its members to another node and exits 0. Media crosses nodes on trunks: every packet reaches
 //! every far subscriber byte-identical and gap-free, each track crosses each trunk once whatever
 //! the far node's subscriber count, and media keeps crossing while Redis is down and between the
-//! survivors of a `kill -9`. A room token revoked on one node is refused on every node, one
-//! started later included.
+//! survivors of a `kill -9`. Two nodes that both run `--trunk plain` carry plain RTP between
+//! them, and SRTP to a node that does not. A room token revoked on one node is refused on every
+//! node, one started later included.
 
 mod support;
 
@@ -354,6 +355,39 @@ async fn trunk_towards(server: &Server, far: &str) -> serde_json::Value {
     towards[0].clone()
 }
 
+/// Sends warm-up packets on each of `publisher`'s tracks until every one of `viewers` got each
+/// track (a leg starts at a keyframe); returns how many went out per track.
+async fn warm_up(publisher: &Client, viewers: &mut [(&mut Client, &mut Seen)]) -> usize {
+    let id = publisher.peer_id();
+    let tracks = publisher.local_tracks();
+    let mut warm = 0;
+    let flowing = try_until(Duration::from_secs(20), || {
+        for t in &tracks {
+            let payload = match t.kind {
+                TrackKind::Audio => format!("warm-up {warm}").into_bytes(),
+                TrackKind::Video => vp8_keyframe_payload(&format!("warm-up {warm}"), 100),
+            };
+            let _ = publisher.queue_rtp(t.id, payload, true);
+        }
+        warm += 1;
+        let mut all = true;
+        for (client, seen) in viewers.iter_mut() {
+            seen.pump(client);
+            for t in &tracks {
+                all &= !seen.rtp_of(&t.server_track_id(id).unwrap()).is_empty();
+            }
+        }
+        all
+    })
+    .await;
+    assert!(
+        flowing,
+        "{}'s media flowing across nodes after {warm} warm-up packets",
+        publisher.name()
+    );
+    warm
+}
+
 /// Sends run `run` of `n` packets on each of `publisher`'s tracks and waits until each of
 /// `viewers` got every one of them, byte-identical, with gap-free sequence numbers.
 async fn measured_run(run: &str, publisher: &Client, viewers: &mut [(&mut Client, &mut Seen)]) {
@@ -450,46 +484,22 @@ async fn media_crosses_each_trunk_once_and_survives_redis_going_away_and_a_dead_
     }
     wait_tracks_of(&alice_rx, ic, 1).await;
 
-    // Warm-up: until every far viewer gets each track (a leg starts at a keyframe).
     let (mut s1, mut s2, mut sc, mut sa) = (
         Seen::default(),
         Seen::default(),
         Seen::default(),
         Seen::default(),
     );
-    let alice_tracks = alice_rx.local_tracks();
-    let carol_mic = carol.local_tracks()[0].clone();
-    let carol_tid = carol_mic.server_track_id(ic).expect("mid");
-    let mut warm = 0;
-    let flowing = try_until(Duration::from_secs(20), || {
-        for t in &alice_tracks {
-            let payload = match t.kind {
-                TrackKind::Audio => format!("warm-up {warm}").into_bytes(),
-                TrackKind::Video => vp8_keyframe_payload(&format!("warm-up {warm}"), 100),
-            };
-            let _ = alice_rx.queue_rtp(t.id, payload, true);
-        }
-        let _ = carol.queue_rtp(carol_mic.id, format!("warm-up {warm}").into_bytes(), true);
-        warm += 1;
-        let mut all = true;
-        for (client, seen) in [
+    let warm = warm_up(
+        &alice_rx,
+        &mut [
             (&mut bob1, &mut s1),
             (&mut bob2, &mut s2),
             (&mut carol, &mut sc),
-        ] {
-            seen.pump(client);
-            for t in &alice_tracks {
-                all &= !seen.rtp_of(&t.server_track_id(ia).unwrap()).is_empty();
-            }
-        }
-        sa.pump(&mut alice_rx);
-        all && !sa.rtp_of(&carol_tid).is_empty()
-    })
+        ],
+    )
     .await;
-    assert!(
-        flowing,
-        "media flowing across nodes after {warm} warm-up packets"
-    );
+    warm_up(&carol, &mut [(&mut alice_rx, &mut sa)]).await;
 
     measured_run(
         "one",
@@ -618,6 +628,54 @@ async fn a_token_revoked_on_one_node_is_refused_on_every_node() {
     assert_eq!(
         late.expect_error("join on a node started later").await,
         ErrorCode::TokenRevoked
+    );
+    drop(redis);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trunks_between_nodes_that_both_run_trunk_plain_carry_plain_rtp() {
+    let Some(redis) = Redis::start(0) else {
+        eprintln!("SKIPPED: redis-server is not installed (scripts/test installs it)");
+        return;
+    };
+    let url = redis.url();
+    let plain = ["--trunk", "plain"];
+    let (a, b, c) = (
+        node_with(&url, "a", &plain),
+        node_with(&url, "b", &plain),
+        node(&url, "c"),
+    );
+    let room = "kitchen";
+    let alice = join(&a, room, "alice", true, true).await;
+    let mut bob = join(&b, room, "bob", false, false).await;
+    let mut carol = join(&c, room, "carol", false, false).await;
+    for viewer in [&bob, &carol] {
+        wait_tracks_of(viewer, alice.peer_id(), 2).await;
+    }
+    let (mut sb, mut sc) = (Seen::default(), Seen::default());
+    let warm = warm_up(&alice, &mut [(&mut bob, &mut sb), (&mut carol, &mut sc)]).await;
+    measured_run(
+        "plain",
+        &alice,
+        &mut [(&mut bob, &mut sb), (&mut carol, &mut sc)],
+    )
+    .await;
+    let to_b = trunk_towards(&a, "b").await;
+    let from_a = trunk_towards(&b, "a").await;
+    assert_eq!(
+        (to_b["media"].as_str(), from_a["media"].as_str()),
+        (Some("plain"), Some("plain"))
+    );
+    let crossed = to_b["packetsOut"].as_u64().unwrap_or_default();
+    assert!(
+        crossed >= 2 * N as u64 && crossed <= 2 * (warm + N) as u64,
+        "each packet crossed once: {to_b}"
+    );
+    assert_eq!(from_a["packetsIn"], to_b["packetsOut"], "{from_a}");
+    let to_c = trunk_towards(&a, "c").await;
+    assert_eq!(
+        to_c["media"], "srtp",
+        "c does not run --trunk plain: {to_c}"
     );
     drop(redis);
 }

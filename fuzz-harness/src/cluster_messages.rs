@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use cluster::mirror::Mirror;
 use cluster::record::{MemberRecord, NodeEvent};
 use sfu_core::cluster::ClusterEvent;
-use sfu_core::trunk::{ControlMessage, TrunkEndpoint, TrunkSignal};
+use sfu_core::trunk::{ControlMessage, TrunkEndpoint, TrunkMedia, TrunkSignal};
 use sfu_core::{Core, CoreConfig};
 
 /// Feeds `data` to the reader its first byte chooses.
@@ -83,6 +83,7 @@ fn trunk_signal(signal: TrunkSignal) {
         trunk_endpoint: Some(TrunkEndpoint {
             name: "here/0".into(),
             advertised: None,
+            media: TrunkMedia::Srtp,
         }),
         ..CoreConfig::default()
     });

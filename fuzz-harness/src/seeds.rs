@@ -220,7 +220,9 @@ fn admin_bodies() -> Vec<Vec<u8>> {
 fn cluster_messages() -> Vec<Vec<u8>> {
     use cluster::record::{MemberRecord, NodeEvent};
     use sfu_core::protocol::{TrackKind, TrackSource};
-    use sfu_core::trunk::{ControlMessage, LayerStream, SignalKind, TrunkEndpoint, TrunkSignal};
+    use sfu_core::trunk::{
+        ControlMessage, LayerStream, SignalKind, TrunkEndpoint, TrunkMedia, TrunkSignal,
+    };
     let with = |selector: u8, bytes: Vec<u8>| [vec![selector], bytes].concat();
     let layer = |rid: &str, ssrc| LayerStream {
         rid: Some(rid.into()),
@@ -290,6 +292,7 @@ fn cluster_messages() -> Vec<Vec<u8>> {
         trunk_endpoint: Some(TrunkEndpoint {
             name: "a/0".into(),
             advertised: None,
+            media: TrunkMedia::Srtp,
         }),
         ..CoreConfig::default()
     });

@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::*;
 use sfu_core::cluster::{ClusterEvent, ClusterMember};
 use sfu_core::protocol::{PeerId, ServerMessage};
-use sfu_core::trunk::{SignalKind, TrunkEndpoint, TrunkSignal};
+use sfu_core::trunk::{SignalKind, TrunkEndpoint, TrunkMedia, TrunkSignal};
 use sfu_core::CoreConfig;
 
 /// This worker's trunk end.
@@ -24,6 +24,7 @@ fn world() -> World {
         trunk_endpoint: Some(TrunkEndpoint {
             name: OWN.into(),
             advertised: None,
+            media: TrunkMedia::Srtp,
         }),
         ..CoreConfig::default()
     })
@@ -178,6 +179,7 @@ fn offers_are_answered_and_other_descriptions_change_nothing() {
         pwd: "p".repeat(22),
         fingerprint: "sha-256 00".into(),
         address: server_addr(),
+        media: TrunkMedia::Srtp,
     };
     let signal = |to: &str, kind| TrunkSignal {
         from: "z/0".into(),

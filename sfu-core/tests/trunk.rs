@@ -3,8 +3,10 @@
 //! directory does: each node's member events reach the other as [`ClusterEvent`]s, and the
 //! trunk descriptions the cores queue are carried to the end they name; the trunk sets itself
 //! up from there. Media crosses the trunk once whatever the number of far subscribers, keyframe
-//! requests travel back to the publisher's node, loss on the trunk is repaired by NACK, and a
-//! trunk whose far end goes silent is closed and dialled again.
+//! requests travel back to the publisher's node, loss on the trunk is repaired by NACK, a trunk
+//! whose far end goes silent is closed and dialled again (its 5-tuple admitted to and revoked
+//! from the in-kernel guard as it goes), and a trunk between two ends that both want plain RTP
+//! carries the payload unencrypted.
 
 mod common;
 
@@ -14,13 +16,14 @@ use std::time::{Duration, Instant};
 
 use common::{join_kitchen, Client};
 use sfu_core::cluster::{ClusterEvent, ClusterMember};
+use sfu_core::demux::FlowChange;
 use sfu_core::protocol::{ClientMessage, PeerId, ServerMessage};
 use sfu_core::str0m::format::Codec;
 use sfu_core::str0m::media::{KeyframeRequestKind, MediaKind, Mid, Rid, Simulcast, SimulcastLayer};
 use sfu_core::str0m::net::{Protocol, Receive};
 use sfu_core::str0m::rtp::{RtpWrite, SeqNo};
 use sfu_core::str0m::{Input, Output as RtcOutput, RtcConfig};
-use sfu_core::trunk::{TrunkEndpoint, TrunkInfo};
+use sfu_core::trunk::{TrunkEndpoint, TrunkInfo, TrunkMedia};
 use sfu_core::wire::{classify, DatagramKind};
 use sfu_core::{Action, Core, CoreConfig, RoomEvent};
 
@@ -46,10 +49,19 @@ struct Cluster {
     trunk_rtp_dropped: usize,
     /// Nothing reaches node b from node a (a's process is stopped, say).
     a_cut_off: bool,
+    /// The RTP datagrams node a sent node b, as they went on the wire.
+    trunk_rtp: Vec<Vec<u8>>,
+    /// The flows each node told its shell to admit to or revoke from its in-kernel guard.
+    flows: [Vec<FlowChange>; 2],
 }
 
 impl Cluster {
     fn new() -> Self {
+        Cluster::with_media([TrunkMedia::Srtp; 2])
+    }
+
+    /// Two nodes whose trunk ends want `media` (`--trunk`).
+    fn with_media(media: [TrunkMedia; 2]) -> Self {
         let cores = (0..2)
             .map(|n| {
                 Core::new(CoreConfig {
@@ -57,6 +69,7 @@ impl Cluster {
                     trunk_endpoint: Some(TrunkEndpoint {
                         name: NAMES[n].into(),
                         advertised: None,
+                        media: media[n],
                     }),
                     ..CoreConfig::default()
                 })
@@ -71,6 +84,8 @@ impl Cluster {
             trunk_rtp_seen: 0,
             trunk_rtp_dropped: 0,
             a_cut_off: false,
+            trunk_rtp: Vec::new(),
+            flows: [Vec::new(), Vec::new()],
         }
     }
 
@@ -117,6 +132,9 @@ impl Cluster {
                         Action::Transmit(t) => {
                             if let Some(far) = (0..2).find(|n| node_addr(*n) == t.destination) {
                                 let rtp = classify(&t.contents) == DatagramKind::Rtp;
+                                if rtp && node == 0 {
+                                    self.trunk_rtp.push(t.contents.to_vec());
+                                }
                                 let lost = node == 0
                                     && (self.a_cut_off || (rtp && self.lose_trunk_packet()));
                                 if !lost {
@@ -158,6 +176,7 @@ impl Cluster {
                             }
                         }
                         Action::RoomEvent(event) => self.tell_other_node(node, event),
+                        Action::Flow(change) => self.flows[node].push(change),
                         Action::TrunkSignal(signal) => {
                             let far = NAMES.iter().position(|n| *n == signal.to).unwrap();
                             self.cores[far].handle_trunk_signal(self.now, signal);
@@ -350,7 +369,12 @@ fn payload(tag: u8, i: u16) -> Vec<u8> {
 
 /// A publisher on node a, three subscribers on node b, the trunk up.
 fn cluster() -> Cluster {
-    let mut c = Cluster::new();
+    cluster_with([TrunkMedia::Srtp; 2])
+}
+
+/// [`cluster`] with nodes whose trunk ends want `media`.
+fn cluster_with(media: [TrunkMedia; 2]) -> Cluster {
+    let mut c = Cluster::with_media(media);
     c.join(0, "publisher");
     for i in 0..3 {
         c.join(1, &format!("viewer{i}"));
@@ -593,6 +617,11 @@ fn far_viewers_choose_their_layers_and_only_the_layers_they_take_cross() {
 #[test]
 fn a_trunk_that_goes_silent_is_closed_and_dialled_again() {
     let mut c = cluster();
+    assert_eq!(
+        (trunk_flows(&c, 0), trunk_flows(&c, 1)),
+        ((1, 0), (1, 0)),
+        "each node admitted the trunk's 5-tuple to its in-kernel guard"
+    );
     c.send_media(0, MediaKind::Video, 20, 0xA0);
     // Nothing from node a reaches node b for longer than a trunk may stay silent.
     // b closes its end once a has been silent for 15 s; a then hears nothing from b either,
@@ -613,5 +642,97 @@ fn a_trunk_that_goes_silent_is_closed_and_dialled_again() {
     c.send_media(0, MediaKind::Video, 100, 0xA1);
     for viewer in 1..4 {
         assert_complete(&c, viewer, 0xA1, 100);
+    }
+    assert_eq!(
+        (trunk_flows(&c, 0), trunk_flows(&c, 1)),
+        ((2, 1), (2, 1)),
+        "the closed trunk's 5-tuple was revoked, the new one's admitted"
+    );
+}
+
+/// How often node `node` told its shell to admit, and to revoke, the 5-tuple of its trunk to
+/// the other node.
+fn trunk_flows(c: &Cluster, node: usize) -> (usize, usize) {
+    let tuple = (node_addr(1 - node), node_addr(node));
+    let count = |admitted: bool| {
+        c.flows[node]
+            .iter()
+            .filter(|f| match f {
+                FlowChange::Admitted(Protocol::Udp, t) => admitted && *t == tuple,
+                FlowChange::Revoked(Protocol::Udp, t) => !admitted && *t == tuple,
+                _ => false,
+            })
+            .count()
+    };
+    (count(true), count(false))
+}
+
+/// How many of the RTP datagrams node a sent node b carry one of track `tag`'s payloads in the
+/// clear, right after a 12-byte header and its extensions.
+fn clear_payloads(c: &Cluster, tag: u8, n: u16) -> usize {
+    let sent: Vec<Vec<u8>> = (0..n).map(|i| payload(tag, i)).collect();
+    c.trunk_rtp
+        .iter()
+        .filter(|d| sent.iter().any(|p| d.ends_with(p)))
+        .count()
+}
+
+#[test]
+fn a_plain_trunk_carries_each_packet_once_unencrypted() {
+    let mut c = cluster_with([TrunkMedia::Plain; 2]);
+    assert_eq!((c.trunk(0).media, c.trunk(1).media), ("plain", "plain"));
+    c.send_media(0, MediaKind::Video, 200, 0xA0);
+    c.send_media(0, MediaKind::Audio, 100, 0xB0);
+    for viewer in 1..4 {
+        assert_complete(&c, viewer, 0xA0, 200);
+        assert_complete(&c, viewer, 0xB0, 100);
+    }
+    assert_eq!(c.trunk(0).counters.packets_out, 300, "once, not per viewer");
+    assert_eq!(
+        clear_payloads(&c, 0xA0, 200) + clear_payloads(&c, 0xB0, 100),
+        300,
+        "every packet crossed with its payload as the publisher sent it"
+    );
+}
+
+#[test]
+fn an_srtp_trunk_carries_no_payload_in_the_clear() {
+    let mut c = cluster();
+    assert_eq!((c.trunk(0).media, c.trunk(1).media), ("srtp", "srtp"));
+    c.send_media(0, MediaKind::Video, 50, 0xA0);
+    assert_complete(&c, 1, 0xA0, 50);
+    assert!(c.trunk_rtp.len() >= 50);
+    assert_eq!(clear_payloads(&c, 0xA0, 50), 0);
+}
+
+#[test]
+fn a_trunk_is_plain_only_when_both_ends_want_it() {
+    for media in [
+        [TrunkMedia::Plain, TrunkMedia::Srtp],
+        [TrunkMedia::Srtp, TrunkMedia::Plain],
+    ] {
+        let mut c = cluster_with(media);
+        assert_eq!(
+            (c.trunk(0).media, c.trunk(1).media),
+            ("srtp", "srtp"),
+            "{media:?}"
+        );
+        c.send_media(0, MediaKind::Video, 50, 0xA0);
+        assert_complete(&c, 1, 0xA0, 50);
+        assert_eq!(clear_payloads(&c, 0xA0, 50), 0, "{media:?}");
+    }
+}
+
+#[test]
+fn loss_on_a_plain_trunk_is_repaired_by_nack() {
+    let mut c = cluster_with([TrunkMedia::Plain; 2]);
+    c.trunk_loss_every = 7;
+    c.send_media(0, MediaKind::Video, 200, 0xA0);
+    c.trunk_loss_every = 0;
+    c.advance(Duration::from_secs(1));
+    assert!(c.trunk_rtp_dropped > 10, "the trunk lost packets");
+    assert!(c.trunk(0).counters.resent_out > 0, "a resent what b NACKed");
+    for viewer in 1..4 {
+        assert_complete(&c, viewer, 0xA0, 200);
     }
 }

@@ -195,12 +195,13 @@ mod tests {
 
     /// Two cores whose trunk is up (ICE and DTLS): `(a, b, now)`.
     fn connected_trunk() -> (Core, Core, Instant) {
-        use crate::trunk::TrunkEndpoint;
+        use crate::trunk::{TrunkEndpoint, TrunkMedia};
         let config = |ip: [u8; 4], name: &str| CoreConfig {
             candidates: vec![std::net::SocketAddr::from((ip, 4000))],
             trunk_endpoint: Some(TrunkEndpoint {
                 name: name.into(),
                 advertised: None,
+                media: TrunkMedia::Srtp,
             }),
             ..CoreConfig::default()
         };

@@ -298,7 +298,11 @@ impl Core {
         if let Some((peer, msg)) = self.outbox.next_signal() {
             return Some(Action::Signal(peer, msg));
         }
-        if let Some(change) = self.demux.next_change() {
+        if let Some(change) = self
+            .demux
+            .next_change()
+            .or_else(|| self.trunks.next_flow_change())
+        {
             return Some(Action::Flow(change));
         }
         if let Some(id) = self.outbox.next_closed_output() {

@@ -21,7 +21,7 @@ use crate::quality::layers::TrackLayers;
 use crate::router::{Arrival, Origin, SinkRef, Track, TrackKey};
 use crate::trunk::{
     ControlMessage, RemoteMember, SignalKind, TrunkDescription, TrunkError, TrunkId, TrunkInfo,
-    TrunkSignal,
+    TrunkMedia, TrunkSignal,
 };
 use crate::wire::DatagramKind;
 
@@ -38,9 +38,9 @@ impl Core {
     /// Dials a trunk to `node` (the node whose id sorts lower dials): returns this side's
     /// description, for the control plane to hand to `node`'s [`Core::accept_trunk`].
     pub fn open_trunk(&mut self, now: Instant, node: &str) -> Result<TrunkDescription, TrunkError> {
-        let local = self.trunk_address()?;
-        let advertised = self.advertised_trunk_address();
-        let (_, description) = self.trunks.create(now, node, local, advertised, None)?;
+        let addresses = (self.trunk_address()?, self.advertised_trunk_address());
+        let media = self.trunk_media();
+        let (_, description) = self.trunks.create(now, node, addresses, media, None)?;
         info!(node, "trunk dialled");
         Ok(description)
     }
@@ -53,11 +53,11 @@ impl Core {
         node: &str,
         offer: &TrunkDescription,
     ) -> Result<TrunkDescription, TrunkError> {
-        let local = self.trunk_address()?;
-        let advertised = self.advertised_trunk_address();
+        let addresses = (self.trunk_address()?, self.advertised_trunk_address());
+        let media = self.trunk_media();
         let (id, description) = self
             .trunks
-            .create(now, node, local, advertised, Some(offer))?;
+            .create(now, node, addresses, media, Some(offer))?;
         info!(node, "trunk accepted");
         self.isolated_trunk(now, id, |core| core.drive_trunk(now, id));
         Ok(description)
@@ -224,6 +224,14 @@ impl Core {
             .trunk_endpoint
             .as_ref()
             .and_then(|e| e.advertised)
+    }
+
+    /// How this end wants its trunks to carry RTP (`--trunk`; SRTP without a trunk end).
+    fn trunk_media(&self) -> TrunkMedia {
+        self.config
+            .trunk_endpoint
+            .as_ref()
+            .map_or(TrunkMedia::Srtp, |e| e.media)
     }
 
     /// Makes sure a trunk to end `far` exists or is on its way: the end whose name sorts lower
@@ -411,8 +419,8 @@ impl Core {
         }
     }
 
-    /// One SRTP media packet from trunk `id`: decrypted into the payload buffer and routed as a
-    /// packet of the far track its SSRC belongs to.
+    /// One media packet from trunk `id` (SRTP, or plain RTP on a plain trunk): opened into the
+    /// payload buffer and routed as a packet of the far track its SSRC belongs to.
     fn receive_trunk_media(&mut self, now: Instant, id: TrunkId, buf: &[u8]) {
         let Some(trunk) = self.trunks.get_mut(id) else {
             return;

@@ -1,5 +1,6 @@
 //! What two nodes tell each other, through the control plane, to set up the trunk between them:
-//! the ICE credentials, the DTLS certificate's fingerprint and the media address of each side.
+//! the ICE credentials, the DTLS certificate's fingerprint and the media address of each side,
+//! and whether RTP crosses encrypted.
 //! No SDP: the trunk's streams are declared by SSRC on its control channel (see `control.rs`),
 //! so a new track never renegotiates the session.
 
@@ -19,6 +20,41 @@ pub struct TrunkDescription {
     pub fingerprint: String,
     /// The media address this side is reached on.
     pub address: SocketAddr,
+    /// How the trunk carries RTP: in an offer, what the dialling side wants; in an answer, what
+    /// both sides then use. Absent means [`TrunkMedia::Srtp`].
+    #[serde(default)]
+    pub media: TrunkMedia,
+}
+
+/// How a trunk carries RTP. RTCP, the control channel and the setup are DTLS-protected either way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum TrunkMedia {
+    /// SRTP with the keys DTLS agreed: encrypted across the internet.
+    #[default]
+    Srtp,
+    /// Plain RTP (`--trunk plain`), for a private link both nodes trust: no sealing or opening
+    /// per packet, and the datagrams can be copied by the kernel.
+    Plain,
+}
+
+impl TrunkMedia {
+    /// What a trunk between a side wanting `self` and one wanting `other` carries: plain only
+    /// when both want it.
+    pub fn agree(self, other: TrunkMedia) -> TrunkMedia {
+        match (self, other) {
+            (TrunkMedia::Plain, TrunkMedia::Plain) => TrunkMedia::Plain,
+            _ => TrunkMedia::Srtp,
+        }
+    }
+
+    /// Its name in the API and the logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            TrunkMedia::Srtp => "srtp",
+            TrunkMedia::Plain => "plain",
+        }
+    }
 }
 
 /// Why a trunk could not be set up.

@@ -12,8 +12,10 @@ use str0m::channel::{ChannelConfig, ChannelId};
 use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Rid};
 use str0m::rtp::{ExtensionValues, Ssrc};
 use str0m::Rtc;
+use tracing::info;
 
 use super::control::{ControlMessage, LayerStream};
+use super::TrunkMedia;
 use crate::counters::DropReason;
 use crate::membership::{seal, ResendLog, Sent};
 use crate::outbox::Egress;
@@ -83,6 +85,8 @@ pub struct Trunk {
     pub rtc: Rtc,
     /// ICE and DTLS are up.
     pub connected: bool,
+    /// How it carries RTP: what this side wants until the far side answered, then what both use.
+    pub media: TrunkMedia,
     /// When the session next wants time.
     pub deadline: Option<Instant>,
     /// Waiting for the far node's answer (this side dialled).
@@ -113,9 +117,15 @@ pub struct Trunk {
 }
 
 impl Trunk {
-    /// A trunk over `rtc` to `node`; the control channel is declared at once (out of band, so
-    /// both sides open it without a round trip).
-    pub fn new(node: String, mut rtc: Rtc, awaiting_answer: bool, now: Instant) -> Self {
+    /// A trunk over `rtc` to `node`, wanting `media`; the control channel is declared at once
+    /// (out of band, so both sides open it without a round trip).
+    pub fn new(
+        node: String,
+        mut rtc: Rtc,
+        media: TrunkMedia,
+        awaiting_answer: bool,
+        now: Instant,
+    ) -> Self {
         rtc.direct_api().create_data_channel(ChannelConfig {
             label: CONTROL_LABEL.into(),
             negotiated: Some(CONTROL_STREAM),
@@ -125,6 +135,7 @@ impl Trunk {
             node,
             rtc,
             connected: false,
+            media,
             deadline: None,
             awaiting_answer,
             dirty: true,
@@ -139,6 +150,15 @@ impl Trunk {
             next_mid: 0,
             mid_prefix: if awaiting_answer { 'd' } else { 'a' },
         }
+    }
+
+    /// Carries RTP as `media` from now on (both sides agreed on it).
+    pub fn set_media(&mut self, media: TrunkMedia) {
+        self.media = media;
+        self.rtc
+            .direct_api()
+            .set_plain_rtp(media == TrunkMedia::Plain);
+        info!(node = %self.node, media = media.name(), "trunk media");
     }
 
     /// Whether channel `label` is the control channel; then it is open from now on and the

@@ -22,11 +22,12 @@ use str0m::net::Protocol;
 use str0m::{Candidate, IceCreds, Rtc, RtcConfig};
 
 pub use control::{ControlError, ControlMessage, LayerStream};
-pub use description::{TrunkDescription, TrunkError};
+pub use description::{TrunkDescription, TrunkError, TrunkMedia};
 pub use link::{InTrack, Trunk, TrunkCounters};
 pub use signal::{SignalKind, TrunkEndpoint, TrunkSignal};
 
 use crate::codec::CodecDescriptor;
+use crate::demux::FlowChange;
 use crate::outbox::Egress;
 use crate::protocol::PeerId;
 use crate::router::{Delivery, RoutedPacket};
@@ -66,6 +67,8 @@ pub struct TrunkInfo {
     pub node: String,
     /// ICE and DTLS are up.
     pub connected: bool,
+    /// How it carries RTP: `srtp`, or `plain` (both nodes run `--trunk plain`).
+    pub media: &'static str,
     /// Local tracks crossing to the other node.
     pub tracks_out: usize,
     /// Layers of those the other node takes now (each crosses once).
@@ -95,6 +98,9 @@ pub struct Trunks {
     parked: Vec<(TrunkId, ControlMessage)>,
     /// Descriptions for other ends, waiting for the control plane to carry them.
     signals: VecDeque<TrunkSignal>,
+    /// Trunk 5-tuples that became valid or stopped being valid, for the in-kernel guard in front
+    /// of the media port (which otherwise passes only STUN from another node).
+    flows: VecDeque<FlowChange>,
 }
 
 impl Trunks {
@@ -126,13 +132,14 @@ impl Trunks {
     /// Creates the trunk to `node` on `local` (the media address of this worker): the dialling
     /// side (full ICE, controlling, DTLS client) when `remote` is not given, the answering side
     /// (ICE-lite, DTLS server) when it is. Returns its id and this side's description, which
-    /// names `advertised` as the address to reach it on when given, `local` when not.
+    /// names `advertised` as the address to reach it on when given, `local` when not, and
+    /// `media` (what this side wants) in an offer, what both then use in an answer.
     pub fn create(
         &mut self,
         now: Instant,
         node: &str,
-        local: SocketAddr,
-        advertised: Option<SocketAddr>,
+        (local, advertised): (SocketAddr, Option<SocketAddr>),
+        media: TrunkMedia,
         remote: Option<&TrunkDescription>,
     ) -> Result<(TrunkId, TrunkDescription), TrunkError> {
         if self.by_node.contains_key(node) {
@@ -151,15 +158,18 @@ impl Trunks {
         let mut api = rtc.direct_api();
         api.set_ice_controlling(dials);
         let creds = api.local_ice_credentials();
+        let media = remote.map_or(media, |r| media.agree(r.media));
         let description = TrunkDescription {
             ufrag: creds.ufrag.clone(),
             pwd: creds.pass,
             fingerprint: api.local_dtls_fingerprint().to_string(),
             address: advertised.unwrap_or(local),
+            media,
         };
-        let mut trunk = Trunk::new(node.to_owned(), rtc, dials, now);
+        let mut trunk = Trunk::new(node.to_owned(), rtc, media, dials, now);
         if let Some(remote) = remote {
             start(&mut trunk.rtc, remote, false)?;
+            trunk.set_media(media);
         }
         let id = self.next_id;
         self.next_id += 1;
@@ -184,9 +194,10 @@ impl Trunks {
             return Err(unknown());
         }
         start(&mut trunk.rtc, answer, true)?;
+        trunk.set_media(trunk.media.agree(answer.media));
         trunk.awaiting_answer = false;
         trunk.dirty = true;
-        self.by_tuple.insert((answer.address, local), id);
+        self.learn_tuple((answer.address, local), id);
         Ok(id)
     }
 
@@ -194,7 +205,14 @@ impl Trunks {
     pub fn remove(&mut self, node: &str) -> Option<(TrunkId, Trunk)> {
         let id = self.by_node.remove(node)?;
         self.by_ufrag.retain(|_, t| *t != id);
-        self.by_tuple.retain(|_, t| *t != id);
+        let flows = &mut self.flows;
+        self.by_tuple.retain(|tuple, t| {
+            let keep = *t != id;
+            if !keep {
+                flows.push_back(FlowChange::Revoked(Protocol::Udp, *tuple));
+            }
+            keep
+        });
         self.parked.retain(|(t, _)| *t != id);
         self.trunks.remove(&id).map(|t| (id, t))
     }
@@ -219,8 +237,27 @@ impl Trunks {
         let stun = StunPacket::new_checked(buf).ok()?;
         let ufrag = std::str::from_utf8(stun.local_ufrag()?).ok()?;
         let id = *self.by_ufrag.get(ufrag)?;
-        self.by_tuple.insert(tuple, id);
+        self.learn_tuple(tuple, id);
         Some(id)
+    }
+
+    /// Datagrams on `tuple` are trunk `id`'s from now on, unless it has as many 5-tuples as a
+    /// trunk can use (a request naming its ufrag from elsewhere still reaches its session, whose
+    /// ICE checks it, but admits nothing).
+    fn learn_tuple(&mut self, tuple: (SocketAddr, SocketAddr), id: TrunkId) {
+        const MAX_TUPLES_PER_TRUNK: usize = 4;
+        if self.by_tuple.values().filter(|t| **t == id).count() >= MAX_TUPLES_PER_TRUNK {
+            return;
+        }
+        if self.by_tuple.insert(tuple, id).is_none() {
+            self.flows
+                .push_back(FlowChange::Admitted(Protocol::Udp, tuple));
+        }
+    }
+
+    /// The next trunk 5-tuple that became valid or stopped being valid.
+    pub fn next_flow_change(&mut self) -> Option<FlowChange> {
+        self.flows.pop_front()
     }
 
     /// The trunks to poll now (their flag is cleared).
@@ -362,6 +399,7 @@ impl Trunks {
             .map(|t| TrunkInfo {
                 node: t.node.clone(),
                 connected: t.connected,
+                media: t.media.name(),
                 tracks_out: t.demands().count(),
                 layers_out: t.demands().map(|(_, d)| d.count_ones() as usize).sum(),
                 tracks_in: t.incoming.len(),

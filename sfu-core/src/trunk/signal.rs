@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::TrunkDescription;
+use super::{TrunkDescription, TrunkMedia};
 
 /// This worker's end of trunks: the name other nodes know it by, and where they reach it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,6 +16,9 @@ pub struct TrunkEndpoint {
     /// The address other nodes send to, when it is not the worker's own media address (a
     /// forwarded port, `--trunk-address`); trunks still run on the worker's own address.
     pub advertised: Option<SocketAddr>,
+    /// How this end wants its trunks to carry RTP (`--trunk`); a trunk is plain only when both
+    /// ends want it.
+    pub media: TrunkMedia,
 }
 
 /// Which half of a trunk's setup a [`TrunkSignal`] carries.

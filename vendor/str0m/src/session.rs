@@ -114,6 +114,9 @@ pub(crate) struct Session {
     /// What `srtp_rx` was made from, so [`Session::srtp_receiver`] can make another (edge-sfu).
     srtp_rx_keys: Option<(Vec<u8>, SrtpProfile, bool)>,
     srtp_tx: Option<SrtpContext>,
+    /// RTP goes out and comes in unencrypted; RTCP stays SRTCP (edge-sfu: trunks between nodes
+    /// on a trusted link, `DirectApi::set_plain_rtp`).
+    pub(crate) plain_rtp: bool,
     last_nack: Instant,
     last_twcc: Instant,
     twcc: u64,
@@ -221,6 +224,7 @@ impl Session {
             srtp_rx: None,
             srtp_rx_keys: None,
             srtp_tx: None,
+            plain_rtp: false,
             last_nack: already_happened(),
             last_twcc: already_happened(),
             twcc: 0,
@@ -724,7 +728,12 @@ impl Session {
         // The decrypted plaintext borrows from the SRTP scratch buffer. We
         // narrow it down to the actual payload via slicing only, then build
         // the final `Arc<[u8]>` in a single allocation at the end.
-        let data = match srtp.unprotect_rtp(buf, &header, *seq_no) {
+        let unprotected = if self.plain_rtp {
+            buf.get(header.header_len..)
+        } else {
+            srtp.unprotect_rtp(buf, &header, *seq_no)
+        };
+        let data = match unprotected {
             Some(d) => d,
             None => {
                 trace!(
@@ -1344,7 +1353,11 @@ impl Session {
             raw_packets.push_back(Box::new(RawPacket::RtpTx(header.clone(), buf.clone())));
         }
 
-        let protected = srtp_tx.protect_rtp(buf, &header, *seq_no);
+        let protected = if self.plain_rtp {
+            buf.clone()
+        } else {
+            srtp_tx.protect_rtp(buf, &header, *seq_no)
+        };
 
         if twcc_enabled {
             let packet_id = if let Some(cluster) = cluster_id {

@@ -99,7 +99,11 @@ impl Session {
             Some(patch) => patch.copy_to(rtp.payload, &mut buf[body..end]),
             None => buf[body..end].copy_from_slice(rtp.payload),
         }
-        let len = srtp_tx.protect_rtp_in_place(buf, &header, end, *srtp_index);
+        let len = if self.plain_rtp {
+            end
+        } else {
+            srtp_tx.protect_rtp_in_place(buf, &header, end, *srtp_index)
+        };
 
         // The bookkeeping the queued path does after sealing (`Session::poll_packet`).
         let payload_size = end - header_len;

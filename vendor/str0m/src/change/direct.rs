@@ -128,6 +128,15 @@ impl<'a> DirectApi<'a> {
         self.rtc.init_dtls(active)
     }
 
+    /// Sends and receives RTP unencrypted, keeping DTLS, SRTCP and SCTP (edge-sfu).
+    ///
+    /// For a link both ends trust (edge-sfu's trunks between nodes on a private network): a
+    /// packet is not sealed or opened, and the datagrams carry the payload as it is, so another
+    /// program or the kernel can copy them. Both ends must set it alike.
+    pub fn set_plain_rtp(&mut self, plain: bool) {
+        self.rtc.session.plain_rtp = plain;
+    }
+
     /// Start the SCTP over DTLS.
     ///
     /// When `client` is `true`, this side initiates the SCTP association as the
