@@ -2,7 +2,7 @@
 
 use aws_lc_rs::{digest, hmac};
 
-use str0m_proto::crypto::{Sha1HmacProvider, Sha1Provider};
+use str0m_proto::crypto::{Sha1HmacKey, Sha1HmacProvider, Sha1Provider};
 
 #[derive(Debug)]
 pub(super) struct AwsLcRsSha1Provider;
@@ -40,6 +40,34 @@ impl Sha1HmacProvider for AwsLcRsSha1HmacProvider {
         let tag = ctx.sign();
         let mut result = [0u8; 20];
         result.copy_from_slice(tag.as_ref());
+        result
+    }
+
+    fn sha1_hmac_key(&self, key: &[u8]) -> Box<dyn Sha1HmacKey> {
+        Box::new(AwsLcRsSha1HmacKey(hmac::Key::new(
+            hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
+            key,
+        )))
+    }
+}
+
+/// A keyed HMAC-SHA1 (edge-sfu): `hmac::Key` keeps the key's inner and outer SHA-1 states.
+struct AwsLcRsSha1HmacKey(hmac::Key);
+
+impl std::fmt::Debug for AwsLcRsSha1HmacKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AwsLcRsSha1HmacKey").finish()
+    }
+}
+
+impl Sha1HmacKey for AwsLcRsSha1HmacKey {
+    fn sign(&self, payloads: &[&[u8]]) -> [u8; 20] {
+        let mut ctx = hmac::Context::with_key(&self.0);
+        for payload in payloads {
+            ctx.update(payload);
+        }
+        let mut result = [0u8; 20];
+        result.copy_from_slice(ctx.sign().as_ref());
         result
     }
 }

@@ -13,8 +13,10 @@ use str0m_proto::crypto::{SupportedAeadAes256Gcm, SupportedAes128CmSha1_80};
 // AES-128-CM-SHA1-80 Cipher
 // ============================================================================
 
+/// edge-sfu: the CTR key is made once per session, not once per packet: its AES key schedule
+/// was a large part of the cost of sealing or opening a packet (docs/benchmarks.md).
 struct AwsLcRsAes128CmSha1_80Cipher {
-    key: [u8; 16],
+    key: EncryptingKey,
 }
 
 impl std::fmt::Debug for AwsLcRsAes128CmSha1_80Cipher {
@@ -36,16 +38,12 @@ impl Aes128CmSha1_80Cipher for AwsLcRsAes128CmSha1_80Cipher {
     }
 
     fn encrypt_in_place(&mut self, iv: &[u8; 16], buf: &mut [u8]) -> Result<(), CryptoError> {
-        // AES-128 Counter Mode (CTR)
-        let unbound_key = UnboundCipherKey::new(&AES_128, &self.key).expect("valid key");
-        let encrypting_key = EncryptingKey::ctr(unbound_key).expect("CTR mode");
-
-        // For CTR mode, we need the full 16-byte IV as the counter
+        // AES-128 Counter Mode (CTR): the full 16-byte IV is the counter.
         let context = EncryptionContext::Iv128(
             aws_lc_rs::iv::FixedLength::try_from(iv.as_ref()).expect("16-byte IV"),
         );
 
-        encrypting_key
+        self.key
             .less_safe_encrypt(buf, context)
             .map_err(|e| CryptoError::Other(format!("AES-CTR encrypt failed: {}", e)))?;
 
@@ -241,6 +239,8 @@ impl std::fmt::Debug for AwsLcRsSupportedAes128CmSha1_80 {
 
 impl SupportedAes128CmSha1_80 for AwsLcRsSupportedAes128CmSha1_80 {
     fn create_cipher(&self, key: [u8; 16], _encrypt: bool) -> Box<dyn Aes128CmSha1_80Cipher> {
+        let unbound_key = UnboundCipherKey::new(&AES_128, &key).expect("valid key");
+        let key = EncryptingKey::ctr(unbound_key).expect("CTR mode");
         Box::new(AwsLcRsAes128CmSha1_80Cipher { key })
     }
 }

@@ -31,7 +31,7 @@ mod net;
 pub use net::{DatagramSend, ParseTcpTypeError, Protocol, TcpType, Transmit};
 
 mod sha1;
-pub use sha1::{CryptoSafe, Sha1HmacProvider};
+pub use sha1::{CryptoSafe, Sha1HmacKey, Sha1HmacProvider};
 
 #[cfg(feature = "dtls")]
 pub mod crypto;

@@ -1,7 +1,7 @@
 mod provider;
 pub use provider::{AeadAes128Gcm, AeadAes128GcmCipher, AeadAes256Gcm, AeadAes256GcmCipher};
 pub use provider::{Aes128CmSha1_80, Aes128CmSha1_80Cipher, CryptoProvider, CryptoSafe};
-pub use provider::{DtlsVersion, Sha1HmacProvider, Sha1Provider, Sha256Provider};
+pub use provider::{DtlsVersion, Sha1HmacKey, Sha1HmacProvider, Sha1Provider, Sha256Provider};
 pub use provider::{SrtpProvider, SupportedAeadAes128Gcm};
 pub use provider::{SupportedAeadAes256Gcm, SupportedAes128CmSha1_80};
 

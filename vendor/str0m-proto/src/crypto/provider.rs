@@ -87,7 +87,7 @@ impl fmt::Display for CryptoProvider {
 // Marker Trait
 // ============================================================================
 
-pub use crate::{CryptoSafe, Sha1HmacProvider};
+pub use crate::{CryptoSafe, Sha1HmacKey, Sha1HmacProvider};
 
 // ============================================================================
 // Main Provider Traits
@@ -365,30 +365,28 @@ impl Aes128CmSha1_80 {
     /// HMAC tag length in bytes.
     pub const HMAC_TAG_LEN: usize = 10;
 
-    /// Compute and append RTP HMAC tag.
+    /// Compute and append RTP HMAC tag (`sign`: HMAC-SHA1 under the session's key, edge-sfu).
     pub fn rtp_hmac(
-        sha1_hmac: impl Fn(&[u8], &[&[u8]]) -> [u8; 20],
-        key: &[u8],
+        sign: impl Fn(&[&[u8]]) -> [u8; 20],
         buf: &mut [u8],
         srtp_index: u64,
         hmac_start: usize,
     ) {
         let roc = (srtp_index >> 16) as u32;
-        let tag = sha1_hmac(key, &[&buf[..hmac_start], &roc.to_be_bytes()]);
+        let tag = sign(&[&buf[..hmac_start], &roc.to_be_bytes()]);
         buf[hmac_start..(hmac_start + Self::HMAC_TAG_LEN)]
             .copy_from_slice(&tag[0..Self::HMAC_TAG_LEN]);
     }
 
-    /// Verify RTP HMAC tag.
+    /// Verify RTP HMAC tag (`sign`: HMAC-SHA1 under the session's key, edge-sfu).
     pub fn rtp_verify(
-        sha1_hmac: impl Fn(&[u8], &[&[u8]]) -> [u8; 20],
-        key: &[u8],
+        sign: impl Fn(&[&[u8]]) -> [u8; 20],
         buf: &[u8],
         srtp_index: u64,
         cmp: &[u8],
     ) -> bool {
         let roc = (srtp_index >> 16) as u32;
-        let tag = sha1_hmac(key, &[buf, &roc.to_be_bytes()]);
+        let tag = sign(&[buf, &roc.to_be_bytes()]);
         tag[0..Self::HMAC_TAG_LEN].ct_eq(cmp).into()
     }
 
@@ -407,26 +405,16 @@ impl Aes128CmSha1_80 {
         iv
     }
 
-    /// Compute and append RTCP HMAC tag.
-    pub fn rtcp_hmac(
-        sha1_hmac: impl Fn(&[u8], &[&[u8]]) -> [u8; 20],
-        key: &[u8],
-        buf: &mut [u8],
-        hmac_index: usize,
-    ) {
-        let tag = sha1_hmac(key, &[&buf[0..hmac_index]]);
+    /// Compute and append RTCP HMAC tag (`sign`: HMAC-SHA1 under the session's key, edge-sfu).
+    pub fn rtcp_hmac(sign: impl Fn(&[&[u8]]) -> [u8; 20], buf: &mut [u8], hmac_index: usize) {
+        let tag = sign(&[&buf[0..hmac_index]]);
         buf[hmac_index..(hmac_index + Self::HMAC_TAG_LEN)]
             .copy_from_slice(&tag[0..Self::HMAC_TAG_LEN]);
     }
 
-    /// Verify RTCP HMAC tag.
-    pub fn rtcp_verify(
-        sha1_hmac: impl Fn(&[u8], &[&[u8]]) -> [u8; 20],
-        key: &[u8],
-        buf: &[u8],
-        cmp: &[u8],
-    ) -> bool {
-        let tag = sha1_hmac(key, &[buf]);
+    /// Verify RTCP HMAC tag (`sign`: HMAC-SHA1 under the session's key, edge-sfu).
+    pub fn rtcp_verify(sign: impl Fn(&[&[u8]]) -> [u8; 20], buf: &[u8], cmp: &[u8]) -> bool {
+        let tag = sign(&[buf]);
         tag[0..Self::HMAC_TAG_LEN].ct_eq(cmp).into()
     }
 }

@@ -5,7 +5,7 @@ use crate::crypto::Aes128CmSha1_80Cipher;
 use crate::crypto::dtls::{KeyingMaterial, SrtpProfile};
 use crate::crypto::{AeadAes128Gcm, AeadAes256Gcm, Aes128CmSha1_80};
 use crate::crypto::{AeadAes128GcmCipher, AeadAes256GcmCipher};
-use crate::crypto::{CryptoProvider, Sha1HmacProvider, SrtpProvider};
+use crate::crypto::{CryptoProvider, Sha1HmacKey, Sha1HmacProvider, SrtpProvider};
 use crate::io::DATAGRAM_MAX_PACKET_SIZE;
 
 use super::header::RtpHeader;
@@ -54,8 +54,6 @@ impl SrtpContext {
         mat: &KeyingMaterial,
         left: bool,
     ) -> Self {
-        let sha1_hmac_provider = crypto.sha1_hmac_provider;
-
         match profile {
             SrtpProfile::AES128_CM_SHA1_80 => {
                 let key =
@@ -63,13 +61,16 @@ impl SrtpContext {
                         mat, left,
                     );
 
-                let (rtp, rtcp) = Derived::aes_128_cm_sha1_80(crypto.srtp_provider, &key);
+                let (rtp, rtcp) = Derived::aes_128_cm_sha1_80(
+                    crypto.srtp_provider,
+                    crypto.sha1_hmac_provider,
+                    &key,
+                );
 
                 SrtpContext {
                     rtp,
                     rtcp,
                     srtcp_index: 0,
-                    sha1_hmac_provider,
                     rx_scratch: Vec::with_capacity(RX_SCRATCH_CAPACITY),
                     decrypt_warnings: DecryptWarnings::default(),
                 }
@@ -85,7 +86,6 @@ impl SrtpContext {
                     rtp,
                     rtcp,
                     srtcp_index: 0,
-                    sha1_hmac_provider,
                     rx_scratch: Vec::with_capacity(RX_SCRATCH_CAPACITY),
                     decrypt_warnings: DecryptWarnings::default(),
                 }
@@ -101,7 +101,6 @@ impl SrtpContext {
                     rtp,
                     rtcp,
                     srtcp_index: 0,
-                    sha1_hmac_provider,
                     rx_scratch: Vec::with_capacity(RX_SCRATCH_CAPACITY),
                     decrypt_warnings: DecryptWarnings::default(),
                 }
@@ -144,7 +143,6 @@ impl SrtpContext {
                     .create_cipher(rtcp_key, false),
             },
             srtcp_index,
-            sha1_hmac_provider: provider.sha1_hmac_provider,
             rx_scratch: Vec::with_capacity(RX_SCRATCH_CAPACITY),
             decrypt_warnings: DecryptWarnings::default(),
         }
@@ -184,7 +182,6 @@ impl SrtpContext {
                     .create_cipher(rtcp_key, false),
             },
             srtcp_index,
-            sha1_hmac_provider: provider.sha1_hmac_provider,
             rx_scratch: Vec::with_capacity(RX_SCRATCH_CAPACITY),
             decrypt_warnings: DecryptWarnings::default(),
         }
@@ -274,8 +271,6 @@ pub struct SrtpContext {
     rtcp: Derived,
     /// Counter for outgoing SRTCP packets.
     srtcp_index: u32,
-    /// SHA1-HMAC provider for AES_128_CM_SHA1_80 profile.
-    sha1_hmac_provider: &'static dyn Sha1HmacProvider,
     /// Reusable scratch buffer for RTP decryption output. Reused across calls
     /// to `unprotect_rtp` so we don't allocate a fresh `Vec` per packet.
     rx_scratch: Vec<u8>,
@@ -377,12 +372,13 @@ impl SrtpContext {
         let hlen = header.header_len;
 
         match &mut self.rtp {
-            Derived::Aes128CmSha1_80 { key, salt, enc, .. } => {
+            Derived::Aes128CmSha1_80 {
+                hmac, salt, enc, ..
+            } => {
                 let iv = Aes128CmSha1_80::rtp_iv(*salt, *header.ssrc, srtp_index);
                 enc.encrypt_in_place(&iv, &mut buf[hlen..end])
                     .expect("rtp encrypt");
-                let sha1_hmac = |k: &[u8], p: &[&[u8]]| self.sha1_hmac_provider.sha1_hmac(k, p);
-                Aes128CmSha1_80::rtp_hmac(sha1_hmac, key, buf, srtp_index, end);
+                Aes128CmSha1_80::rtp_hmac(|p| hmac.sign(p), buf, srtp_index, end);
                 end + Aes128CmSha1_80::HMAC_TAG_LEN
             }
             Derived::AeadAes128Gcm { salt, enc, .. } => {
@@ -417,17 +413,17 @@ impl SrtpContext {
         srtp_index: u64, // same as ext_seq
     ) -> Option<&[u8]> {
         match &mut self.rtp {
-            Derived::Aes128CmSha1_80 { key, salt, dec, .. } => {
+            Derived::Aes128CmSha1_80 {
+                hmac, salt, dec, ..
+            } => {
                 if buf.len() < header.header_len + Aes128CmSha1_80::HMAC_TAG_LEN {
                     return None;
                 }
 
                 let hmac_start = buf.len() - Aes128CmSha1_80::HMAC_TAG_LEN;
 
-                let sha1_hmac = |k: &[u8], p: &[&[u8]]| self.sha1_hmac_provider.sha1_hmac(k, p);
                 if !Aes128CmSha1_80::rtp_verify(
-                    sha1_hmac,
-                    key,
+                    |p| hmac.sign(p),
                     &buf[..hmac_start],
                     srtp_index,
                     &buf[hmac_start..],
@@ -540,7 +536,9 @@ impl SrtpContext {
         }
 
         match &mut self.rtcp {
-            Derived::Aes128CmSha1_80 { key, salt, enc, .. } => {
+            Derived::Aes128CmSha1_80 {
+                hmac, salt, enc, ..
+            } => {
                 let iv = Aes128CmSha1_80::rtp_iv(*salt, ssrc, srtcp_index as u64);
 
                 let final_size = buf.len() + SRTCP_INDEX_LEN + Aes128CmSha1_80::HMAC_TAG_LEN;
@@ -559,8 +557,7 @@ impl SrtpContext {
                 to[0..4].copy_from_slice(&e_and_si.to_be_bytes());
 
                 let hmac_index = final_size - Aes128CmSha1_80::HMAC_TAG_LEN;
-                let sha1_hmac = |k: &[u8], p: &[&[u8]]| self.sha1_hmac_provider.sha1_hmac(k, p);
-                Aes128CmSha1_80::rtcp_hmac(sha1_hmac, key, &mut output, hmac_index);
+                Aes128CmSha1_80::rtcp_hmac(|p| hmac.sign(p), &mut output, hmac_index);
 
                 output.truncate(final_size);
                 output
@@ -622,17 +619,17 @@ impl SrtpContext {
     //                              encrypted (aes)
     pub fn unprotect_rtcp(&mut self, buf: &[u8]) -> Option<Vec<u8>> {
         match &mut self.rtcp {
-            Derived::Aes128CmSha1_80 { key, salt, dec, .. } => {
+            Derived::Aes128CmSha1_80 {
+                hmac, salt, dec, ..
+            } => {
                 if buf.len() < SRTCP_HEADER_LEN + SRTCP_INDEX_LEN + Aes128CmSha1_80::HMAC_TAG_LEN {
                     return None;
                 }
 
                 let hmac_start = buf.len() - Aes128CmSha1_80::HMAC_TAG_LEN;
 
-                let sha1_hmac = |k: &[u8], p: &[&[u8]]| self.sha1_hmac_provider.sha1_hmac(k, p);
                 if !Aes128CmSha1_80::rtcp_verify(
-                    sha1_hmac,
-                    key,
+                    |p| hmac.sign(p),
                     &buf[..hmac_start],
                     &buf[hmac_start..],
                 ) {
@@ -911,7 +908,8 @@ impl<const ML: usize, const SL: usize> SrtpKey<ML, SL> {
 /// Encryption/decryption derived from the SrtpKey.
 enum Derived {
     Aes128CmSha1_80 {
-        key: [u8; 20],
+        /// HMAC-SHA1 under the derived authentication key, set up once (edge-sfu).
+        hmac: Box<dyn Sha1HmacKey>,
         salt: [u8; 14],
         enc: Box<dyn Aes128CmSha1_80Cipher>,
         dec: Box<dyn Aes128CmSha1_80Cipher>,
@@ -931,6 +929,7 @@ enum Derived {
 impl Derived {
     fn aes_128_cm_sha1_80(
         crypto: &dyn SrtpProvider,
+        sha1_hmac: &dyn Sha1HmacProvider,
         srtp_key: &SrtpKey<{ Aes128CmSha1_80::KEY_LEN }, { Aes128CmSha1_80::SALT_LEN }>,
     ) -> (Self, Self) {
         // RTP AES Counter
@@ -964,14 +963,14 @@ impl Derived {
         srtp_key.derive(crypto, LABEL_RTCP_SALT, &mut rtcp_salt[..]);
 
         let rtp = Derived::Aes128CmSha1_80 {
-            key: rtp_hmac,
+            hmac: sha1_hmac.sha1_hmac_key(&rtp_hmac),
             salt: rtp_salt,
             enc: crypto.aes_128_cm_sha1_80().create_cipher(rtp_aes, true),
             dec: crypto.aes_128_cm_sha1_80().create_cipher(rtp_aes, false),
         };
 
         let rtcp = Derived::Aes128CmSha1_80 {
-            key: rtcp_hmac,
+            hmac: sha1_hmac.sha1_hmac_key(&rtcp_hmac),
             salt: rtcp_salt,
             enc: crypto.aes_128_cm_sha1_80().create_cipher(rtcp_aes, true),
             dec: crypto.aes_128_cm_sha1_80().create_cipher(rtcp_aes, false),
