@@ -24,7 +24,7 @@ pub enum RoomEvent {
         /// The room.
         room: String,
     },
-    /// A member joined.
+    /// A member joined, or a plain RTP ingest was added (its room's members see it as a member).
     ParticipantJoined {
         /// The room.
         room: String,
@@ -33,7 +33,7 @@ pub enum RoomEvent {
         /// Its display name.
         name: String,
     },
-    /// A member left, was removed or was dropped.
+    /// A member left, was removed or was dropped, or a plain RTP ingest was removed.
     ParticipantLeft {
         /// The room.
         room: String,

@@ -12,22 +12,8 @@ use sfu_core::plain::{IngestCodec, IngestSpec, OutputPath, OutputSpec, OutputTar
 use sfu_core::protocol::{ClientMessage, ServerMessage};
 use sfu_core::str0m::media::MediaKind;
 use sfu_core::str0m::net::Protocol;
-use sfu_core::wire::{RtpPacket, RtpRepr};
+use sfu_core::wire::RtpPacket;
 use sfu_core::DropReason;
-
-fn plain_rtp(pt: u8, seq: u16, timestamp: u32, ssrc: u32, payload: &[u8]) -> Vec<u8> {
-    let repr = RtpRepr {
-        payload_type: pt,
-        sequence_number: seq,
-        timestamp,
-        ssrc,
-        marker: true,
-    };
-    let mut buf = vec![0; repr.header_len()];
-    repr.emit(&mut buf).unwrap();
-    buf.extend_from_slice(payload);
-    buf
-}
 
 fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()

@@ -14,9 +14,10 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::{join_kitchen, Client};
+use common::{join_kitchen, plain_rtp, Client};
 use sfu_core::cluster::{ClusterEvent, ClusterMember};
 use sfu_core::demux::FlowChange;
+use sfu_core::plain::{IngestCodec, IngestSpec};
 use sfu_core::protocol::{ClientMessage, PeerId, ServerMessage};
 use sfu_core::str0m::format::Codec;
 use sfu_core::str0m::media::{KeyframeRequestKind, MediaKind, Mid, Rid, Simulcast, SimulcastLayer};
@@ -734,5 +735,68 @@ fn loss_on_a_plain_trunk_is_repaired_by_nack() {
     assert!(c.trunk(0).counters.resent_out > 0, "a resent what b NACKed");
     for viewer in 1..4 {
         assert_complete(&c, viewer, 0xA0, 200);
+    }
+}
+
+#[test]
+fn a_plain_rtp_ingest_alone_in_its_room_reaches_the_far_nodes_members() {
+    let mut c = Cluster::new();
+    let (viewer_a, viewer_b) = (c.join(1, "viewer0"), c.join(1, "viewer1"));
+    c.advance(Duration::from_secs(1));
+    // Node a has no member in the room: only a microphone sending plain RTP to it.
+    let camera: SocketAddr = "127.0.0.5:6000".parse().unwrap();
+    let ingest = 1000;
+    let spec = IngestSpec {
+        room: "kitchen".into(),
+        name: "hall-mic".into(),
+        codec: IngestCodec::Opus,
+        payload_type: 111,
+        source: Some(camera),
+    };
+    c.cores[0]
+        .add_ingest(c.now, ingest, spec)
+        .expect("an ingest");
+    c.advance(Duration::from_secs(3));
+    assert!(
+        c.trunk(0).connected,
+        "node a dialled node b for the ingest's room"
+    );
+    for viewer in [viewer_a, viewer_b] {
+        assert!(
+            c.client(viewer)
+                .saw(|m| matches!(m, ServerMessage::PeerJoined { peer }
+                if peer.id == ingest && peer.name == "hall-mic")),
+            "b's members see the ingest join"
+        );
+    }
+    for i in 0..50u16 {
+        let datagram = plain_rtp(
+            111,
+            500 + i,
+            960 * u32::from(i),
+            0xC0FFEE,
+            &payload(0xC0, i),
+        );
+        c.cores[0].handle_datagram(c.now, camera, node_addr(0), &datagram);
+        c.advance(Duration::from_millis(20));
+    }
+    for viewer in [viewer_a, viewer_b] {
+        assert_complete(&c, viewer, 0xC0, 50);
+    }
+    assert_eq!(
+        c.trunk(0).counters.packets_out,
+        50,
+        "each packet crossed once"
+    );
+
+    // The ingest goes: b's members see it leave.
+    c.cores[0]
+        .remove_ingest(c.now, ingest)
+        .expect("a known ingest");
+    c.advance(Duration::from_millis(500));
+    for viewer in [viewer_a, viewer_b] {
+        assert!(c
+            .client(viewer)
+            .saw(|m| matches!(m, ServerMessage::PeerLeft { peer_id } if *peer_id == ingest)));
     }
 }

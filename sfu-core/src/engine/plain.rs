@@ -45,6 +45,13 @@ impl Core {
                 room: room.to_string(),
             });
         }
+        // The room's members see an ingest as a member; so do the other nodes' (the directory
+        // lists it, and its track crosses the trunks like a member's), and webhooks.
+        self.outbox.event(RoomEvent::ParticipantJoined {
+            room: room.to_string(),
+            peer_id: id,
+            name: spec.name.clone(),
+        });
         let key = Ingest::track(id);
         let track = Track::new(
             room.clone(),
@@ -68,6 +75,8 @@ impl Core {
         }
         self.record_new_track(now, key);
         self.trunk_new_track(key);
+        // The room now has something of this worker: other nodes' members in it are admitted.
+        self.admit_roster(now, &room);
         self.drive(now);
         self.ingest_info(id).ok_or(PlainError::UnknownIngest(id))
     }
@@ -86,6 +95,11 @@ impl Core {
         if let Some(room) = self.members.room_mut(&ingest.room) {
             room.ingests.retain(|i| *i != id);
         }
+        self.outbox.event(RoomEvent::ParticipantLeft {
+            room: ingest.room.to_string(),
+            peer_id: id,
+            name: ingest.name.clone(),
+        });
         self.release_roster(now, &ingest.room);
         self.close_room_if_empty(&ingest.room);
         self.end_recording_if_room_gone(now, &ingest.room);

@@ -19,6 +19,7 @@ use super::TrunkMedia;
 use crate::counters::DropReason;
 use crate::membership::{seal, ResendLog, Sent};
 use crate::outbox::Egress;
+use crate::rewrite::SeqTsRewriter;
 use crate::router::{track_kind, RoutedPacket, Router, Track, TrackKey};
 
 /// The label of the control channel (negotiated out of band as SCTP stream 0 on both sides).
@@ -50,6 +51,12 @@ pub struct TrunkCounters {
 #[derive(Debug)]
 struct OutLayer {
     ssrc: Ssrc,
+    /// Its numbering on the trunk: the publisher's sequence numbers (their low 16 bits) and
+    /// timestamps, from a rollover counter of 0 as the far side's SRTP expects (a publisher
+    /// long past 65,535 packets, or a plain RTP ingest, starts higher); continuous when the
+    /// publisher's source changes or the far node takes the layer up again after a pause, which
+    /// the far side could otherwise not tell from a packet whose rollover it guessed wrong.
+    rewriter: SeqTsRewriter,
     /// What was sent, to answer NACKs from the track's history.
     resend_log: ResendLog,
 }
@@ -223,6 +230,7 @@ impl Trunk {
             api.declare_stream_tx(ssrc, rtx, mid, layer.rid);
             layers.push(OutLayer {
                 ssrc,
+                rewriter: SeqTsRewriter::new(),
                 resend_log: ResendLog::default(),
             });
             announced.push(LayerStream {
@@ -271,6 +279,11 @@ impl Trunk {
         let out = self.out.get_mut(&key)?;
         let added = layers & !out.demand;
         out.demand = layers;
+        for (n, layer) in out.layers.iter_mut().enumerate() {
+            if added & (1 << n) != 0 {
+                layer.rewriter.resync();
+            }
+        }
         Some(added)
     }
 
@@ -292,8 +305,8 @@ impl Trunk {
         Some((key, layer))
     }
 
-    /// Sends one packet of a local track to the far node, if it takes that layer. Each packet
-    /// keeps the publisher's sequence number and timestamp: every layer is its own stream.
+    /// Sends one packet of a local track to the far node, if it takes that layer. Every layer is
+    /// its own stream, numbered by its [`OutLayer::rewriter`].
     pub fn deliver(&mut self, packet: &RoutedPacket, egress: &mut Egress) {
         let Some(out) = self.out.get_mut(&packet.track) else {
             return;
@@ -314,10 +327,14 @@ impl Trunk {
             egress.counters.drop(DropReason::NoMatchingCodec);
             return;
         };
+        let Some(numbered) = rtp.renumber(&mut layer.rewriter) else {
+            egress.counters.drop(DropReason::StaleSource);
+            return;
+        };
         let sent = Sent {
-            seq: rtp.seq,
+            seq: numbered.seq,
             packet: packet.index,
-            timestamp: rtp.timestamp,
+            timestamp: numbered.timestamp,
             pt,
             marker: rtp.marker,
             patch: None,

@@ -51,6 +51,21 @@ pub struct Received {
     pub pt: u8,
 }
 
+/// A plain RTP datagram (marker set) as a camera or ffmpeg sends one to an ingest.
+pub fn plain_rtp(pt: u8, seq: u16, timestamp: u32, ssrc: u32, payload: &[u8]) -> Vec<u8> {
+    let repr = sfu_core::wire::RtpRepr {
+        payload_type: pt,
+        sequence_number: seq,
+        timestamp,
+        ssrc,
+        marker: true,
+    };
+    let mut buf = vec![0; repr.header_len()];
+    repr.emit(&mut buf).unwrap();
+    buf.extend_from_slice(payload);
+    buf
+}
+
 /// The `join` of room `kitchen` as `name`, the room every test here uses.
 pub fn join_kitchen(name: &str) -> ClientMessage {
     ClientMessage::Join {
