@@ -8,6 +8,9 @@
 //! frame number, which the SFU forwards untouched, so a subscriber can tell which layer it gets
 //! and, because frame numbers are claimed in order, whether a packet was sent after some event.
 //!
+//! One test runs the publisher and the viewers on two nodes of a cluster (real Redis), so the
+//! layers cross a trunk and the viewers' node chooses them.
+//!
 //! The tests run one at a time (they measure switch times on a small machine).
 
 mod support;
@@ -20,6 +23,7 @@ use sfu_client::{
     Client, ClientConfig, ClientEvent, ClientMessage, LegStats, LocalTrackId, MediaStats, PeerId,
     TrackKind, TrackSource,
 };
+use support::redis::Redis;
 use support::{join_with, try_until, wait_tracks_of, Server};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -883,12 +887,23 @@ const TILES: [(u32, u32); 3] = [(240, 135), (600, 340), (1280, 720)];
 /// A simulcast publisher and three viewers whose tiles want layer 0, 1 and 2, reported before any
 /// media flows; returns once every viewer receives its layer.
 async fn three_tiles(server: &Server, room: &str) -> (Publisher, Vec<Viewer>) {
+    three_tiles_across(server, server, room).await
+}
+
+/// [`three_tiles`] with the publisher on `publishers` and the viewers on `viewers` (two nodes of
+/// a cluster, or the same server).
+async fn three_tiles_across(
+    publishers: &Server,
+    viewers: &Server,
+    room: &str,
+) -> (Publisher, Vec<Viewer>) {
+    let server = viewers;
     let mut viewers = vec![
         Viewer::join(server, room, "small").await,
         Viewer::join(server, room, "medium").await,
         Viewer::join(server, room, "large").await,
     ];
-    let mut publisher = Publisher::join(server, room, "camera", false, &SIMULCAST).await;
+    let mut publisher = Publisher::join(publishers, room, "camera", false, &SIMULCAST).await;
     let video = publisher.video_id();
     for (v, (w, h)) in viewers.iter().zip(TILES) {
         wait_tracks_of(&v.client, publisher.peer_id, 1).await;
@@ -920,10 +935,42 @@ async fn each_viewer_receives_the_layer_that_fits_its_tile() {
     let _serial = SERIAL.lock().await;
     let server = Server::start();
     let (publisher, mut viewers) = three_tiles(&server, "tiles").await;
-    let video = publisher.video_id();
-    // A while longer, so a wrong switch after the first would show.
-    watch(&mut viewers, Duration::from_secs(2)).await;
+    assert_each_viewer_on_the_layer_of_its_tile(&publisher, &mut viewers).await;
+    finish(vec![publisher], viewers).await;
+}
 
+/// The same across a trunk (issue 16): the publisher on node a, the three viewers on node b.
+/// Node b chooses each viewer's layer, and the three layers its viewers take cross.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn far_viewers_receive_the_layer_that_fits_their_tile() {
+    let _serial = SERIAL.lock().await;
+    let Some(redis) = Redis::start(0) else {
+        eprintln!("SKIPPED: redis-server is not installed (scripts/test installs it)");
+        return;
+    };
+    let url = redis.url();
+    let node = |id: &str| Server::start_with(&["--cluster", &url, "--node-id", id]);
+    let (a, b) = (node("a"), node("b"));
+    let (publisher, mut viewers) = three_tiles_across(&a, &b, "far-tiles").await;
+    assert_each_viewer_on_the_layer_of_its_tile(&publisher, &mut viewers).await;
+    let stats = a.stats().await;
+    let trunk = &stats.raw["trunks"][0];
+    assert_eq!(
+        trunk["layersOut"], 3,
+        "node b takes the three layers: {trunk}"
+    );
+    finish(vec![publisher], viewers).await;
+}
+
+/// Watches a while longer (a wrong switch after the first would show), then asserts that viewer
+/// `n` of `viewers` (tiles [`TILES`]) got layer `n` of `publisher`'s video from a keyframe on,
+/// continuous, and that its leg's stats say so.
+async fn assert_each_viewer_on_the_layer_of_its_tile(
+    publisher: &Publisher,
+    viewers: &mut [Viewer],
+) {
+    let video = publisher.video_id();
+    watch(viewers, Duration::from_secs(2)).await;
     for (want, v) in viewers.iter_mut().enumerate() {
         let who = v.name.clone();
         let packets: Vec<&Got> = v.video_of(&video).collect();
@@ -964,7 +1011,6 @@ async fn each_viewer_receives_the_layer_that_fits_its_tile() {
         );
         assert!(v.errors.is_empty(), "{who}: {:?}", v.errors);
     }
-    finish(vec![publisher], viewers).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

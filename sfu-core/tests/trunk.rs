@@ -800,3 +800,30 @@ fn a_plain_rtp_ingest_alone_in_its_room_reaches_the_far_nodes_members() {
             .saw(|m| matches!(m, ServerMessage::PeerLeft { peer_id } if *peer_id == ingest)));
     }
 }
+
+#[test]
+fn a_trunk_no_room_needs_is_closed_and_set_up_again_when_one_does() {
+    let mut c = cluster();
+    c.send_media(0, MediaKind::Video, 20, 0xA0);
+    // The publisher leaves node a: no room is shared any more.
+    c.cores[0].disconnect(c.now, 1);
+    c.advance(Duration::from_secs(25));
+    assert_eq!(
+        c.cores[0].stats().trunks.len(),
+        1,
+        "kept a while (a member may come back)"
+    );
+    c.advance(Duration::from_secs(10));
+    assert!(
+        c.cores[0].stats().trunks.is_empty() && c.cores[1].stats().trunks.is_empty(),
+        "both ends closed the unused trunk"
+    );
+    // A new member on node a: the trunk is dialled again and carries its media.
+    let publisher = c.join(0, "publisher2");
+    c.advance(Duration::from_secs(3));
+    assert!(c.trunk(0).connected && c.trunk(1).connected);
+    c.send_media(publisher, MediaKind::Video, 50, 0xD0);
+    for viewer in 1..4 {
+        assert_complete(&c, viewer, 0xD0, 50);
+    }
+}

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod ops;
+pub mod redis;
 pub mod tokens;
 
 use std::collections::{BTreeMap, VecDeque};

@@ -34,6 +34,11 @@ const TRUNK_SERVICE: Duration = Duration::from_millis(20);
 /// the end that dials sets it up again when its rooms still need it.
 const TRUNK_SILENCE: Duration = Duration::from_secs(15);
 
+/// A trunk that shares no room with its far end for this long is closed: the last members on one
+/// side left. Long enough that a member who leaves and comes back finds the trunk still up; the
+/// end that dials sets it up again when a room needs it.
+const TRUNK_UNUSED: Duration = Duration::from_secs(30);
+
 impl Core {
     /// Dials a trunk to `node` (the node whose id sorts lower dials): returns this side's
     /// description, for the control plane to hand to `node`'s [`Core::accept_trunk`].
@@ -458,9 +463,14 @@ impl Core {
         self.rx_payload = payload;
     }
 
-    /// Closes the trunks nothing came from for [`TRUNK_SILENCE`] (dialling again those this end
-    /// dials and its rooms still need), and feeds time to those whose deadline passed.
+    /// Closes the trunks that shared no room for [`TRUNK_UNUSED`] and those nothing came from
+    /// for [`TRUNK_SILENCE`] (dialling again those this end dials and its rooms still need), and
+    /// feeds time to those whose deadline passed.
     pub(super) fn trunk_timeouts(&mut self, now: Instant) {
+        for far in self.trunks.unused_for(now, TRUNK_UNUSED) {
+            info!(far, "trunk shared no room for {TRUNK_UNUSED:?}: closed");
+            self.forget_trunk(&far);
+        }
         let silent = now
             .checked_sub(TRUNK_SILENCE)
             .map(|since| self.trunks.silent_since(since))

@@ -102,6 +102,8 @@ pub struct Trunk {
     pub dirty: bool,
     /// When a datagram last arrived from the far node (when the trunk was created, before).
     pub heard: Instant,
+    /// Since when no room here is shared with the far node (none of its members is admitted).
+    pub unused_since: Option<Instant>,
     /// What it carried.
     pub counters: TrunkCounters,
     /// The control channel once open.
@@ -147,6 +149,7 @@ impl Trunk {
             awaiting_answer,
             dirty: true,
             heard: now,
+            unused_since: None,
             counters: TrunkCounters::default(),
             control: None,
             queued: VecDeque::new(),

@@ -285,6 +285,25 @@ impl Trunks {
             .collect()
     }
 
+    /// The far ends of the trunks that have shared no room here for `longer_than` (the clock of
+    /// each starts at the first call that finds it unused, and stops when it is used again).
+    pub fn unused_for(&mut self, now: Instant, longer_than: std::time::Duration) -> Vec<String> {
+        let used: std::collections::HashSet<&str> =
+            self.members.values().map(|m| m.node.as_str()).collect();
+        let mut unused = Vec::new();
+        for trunk in self.trunks.values_mut() {
+            if used.contains(trunk.node.as_str()) {
+                trunk.unused_since = None;
+                continue;
+            }
+            let since = *trunk.unused_since.get_or_insert(now);
+            if now.saturating_duration_since(since) >= longer_than {
+                unused.push(trunk.node.clone());
+            }
+        }
+        unused
+    }
+
     /// Queues a description for the control plane to carry to another end.
     pub fn queue_signal(&mut self, signal: TrunkSignal) {
         self.signals.push_back(signal);
