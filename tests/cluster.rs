@@ -101,8 +101,7 @@ fn kill_9(server: &Server) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_room_across_three_nodes_survives_a_dead_node_a_redis_restart_and_a_drain() {
-    let Some(mut redis) = Redis::start(0) else {
-        eprintln!("SKIPPED: redis-server is not installed (scripts/test installs it)");
+    let Some(mut redis) = Redis::start_or_skip() else {
         return;
     };
     let url = redis.url();
@@ -411,8 +410,7 @@ async fn measured_run(run: &str, publisher: &Client, viewers: &mut [(&mut Client
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn media_crosses_each_trunk_once_and_survives_redis_going_away_and_a_dead_node() {
-    let Some(mut redis) = Redis::start(0) else {
-        eprintln!("SKIPPED: redis-server is not installed (scripts/test installs it)");
+    let Some(mut redis) = Redis::start_or_skip() else {
         return;
     };
     let url = redis.url();
@@ -529,8 +527,7 @@ async fn media_crosses_each_trunk_once_and_survives_redis_going_away_and_a_dead_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_revoked_on_one_node_is_refused_on_every_node() {
-    let Some(redis) = Redis::start(0) else {
-        eprintln!("SKIPPED: redis-server is not installed (scripts/test installs it)");
+    let Some(redis) = Redis::start_or_skip() else {
         return;
     };
     let url = redis.url();
@@ -578,8 +575,7 @@ async fn a_token_revoked_on_one_node_is_refused_on_every_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trunks_between_nodes_that_both_run_trunk_plain_carry_plain_rtp() {
-    let Some(redis) = Redis::start(0) else {
-        eprintln!("SKIPPED: redis-server is not installed (scripts/test installs it)");
+    let Some(redis) = Redis::start_or_skip() else {
         return;
     };
     let url = redis.url();

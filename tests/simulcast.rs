@@ -944,8 +944,7 @@ async fn each_viewer_receives_the_layer_that_fits_its_tile() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn far_viewers_receive_the_layer_that_fits_their_tile() {
     let _serial = SERIAL.lock().await;
-    let Some(redis) = Redis::start(0) else {
-        eprintln!("SKIPPED: redis-server is not installed (scripts/test installs it)");
+    let Some(redis) = Redis::start_or_skip() else {
         return;
     };
     let url = redis.url();

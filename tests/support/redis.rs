@@ -45,6 +45,16 @@ impl Redis {
         Some(Redis { child, port })
     }
 
+    /// [`Redis::start`] on a free port, or `None` after a loud skip line when `redis-server` is
+    /// not installed (the test then returns).
+    pub fn start_or_skip() -> Option<Redis> {
+        let redis = Redis::start(0);
+        if redis.is_none() {
+            eprintln!("SKIPPED: redis-server is not installed (scripts/test installs it)");
+        }
+        redis
+    }
+
     /// Its `redis://` URL, for `--cluster`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
