@@ -631,8 +631,7 @@ mod tests {
 
     #[test]
     fn flags_win_over_the_file_and_defaults_fill_the_rest() {
-        let dir = std::env::temp_dir().join(format!("edge-sfu-config-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = temp_dir("flags");
         let path = dir.join("edge-sfu.toml");
         std::fs::write(
             &path,
@@ -656,9 +655,7 @@ mod tests {
 
     #[test]
     fn the_cluster_comes_from_the_file_and_flags_win() {
-        let dir =
-            std::env::temp_dir().join(format!("edge-sfu-config-cluster-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = temp_dir("cluster");
         let path = dir.join("cluster.toml");
         std::fs::write(dir.join("redis.pw"), "s3cret\n").unwrap();
         std::fs::write(
@@ -709,9 +706,7 @@ mod tests {
             flag.settings().unwrap().video_codecs,
             [Codec::Av1, Codec::Vp9, Codec::Vp8]
         );
-        let dir =
-            std::env::temp_dir().join(format!("edge-sfu-config-codecs-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = temp_dir("codecs");
         let path = dir.join("codecs.toml");
         std::fs::write(&path, "video_codecs = [\"vp9\"]\n").unwrap();
         let file = Cli::parse_from(["edge-sfu", "--config", path.to_str().unwrap()]);
@@ -741,9 +736,7 @@ mod tests {
 
     #[test]
     fn ingests_and_outputs_come_from_the_file() {
-        let dir =
-            std::env::temp_dir().join(format!("edge-sfu-config-plain-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = temp_dir("plain");
         let path = dir.join("plain.toml");
         std::fs::write(
             &path,
@@ -776,8 +769,7 @@ room = "kitchen"
 
     #[test]
     fn ice_servers_come_from_the_file_and_turn_flags() {
-        let dir = std::env::temp_dir().join(format!("edge-sfu-config-ice-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = temp_dir("ice");
         let path = dir.join("ice.toml");
         std::fs::write(
             &path,
@@ -805,8 +797,7 @@ room = "kitchen"
 
     #[test]
     fn tls_and_lan_settings_come_from_flags_and_the_file() {
-        let dir = std::env::temp_dir().join(format!("edge-sfu-config-tls-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = temp_dir("tls");
         let path = dir.join("tls.toml");
         std::fs::write(
             &path,
@@ -843,8 +834,7 @@ room = "kitchen"
 
     #[test]
     fn unknown_file_keys_are_an_error() {
-        let dir = std::env::temp_dir().join(format!("edge-sfu-config-bad-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = temp_dir("bad");
         let path = dir.join("bad.toml");
         std::fs::write(&path, "wrokers = 3\n").unwrap();
         let cli = Cli::parse_from(["edge-sfu", "--config", path.to_str().unwrap()]);
