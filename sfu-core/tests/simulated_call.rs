@@ -458,3 +458,33 @@ fn a_peers_media_flow_is_admitted_while_it_is_there_and_revoked_when_it_leaves()
         Some(&FlowChange::Revoked(Protocol::Udp, tuple))
     );
 }
+
+/// A viewer's leg set up while its publisher is still connecting asks for a keyframe: the
+/// request made then would be lost (no SRTCP keys yet), and a leg without simulcast starts at
+/// the first packet without waiting, so nothing would ask again.
+#[test]
+fn a_leg_set_up_before_its_publisher_connects_gets_a_keyframe_asked_for() {
+    let mut w = World::new();
+    let viewer = w.join("viewer");
+    w.advance(Duration::from_secs(1));
+    let publisher = w.join("publisher");
+    assert!(!w.clients[publisher].rtc.is_connected(), "still connecting");
+    for _ in 0..20 {
+        if w.clients[publisher].rtc.is_connected() {
+            break;
+        }
+        w.advance(Duration::from_millis(10));
+    }
+    assert!(
+        w.clients[publisher].rtc.is_connected(),
+        "connected within 200 ms"
+    );
+    assert_eq!(w.client(publisher).keyframe_requests, 0);
+    // Two inter frames: well within the subscription's keyframe retry.
+    w.send_media(publisher, MediaKind::Video, 2, 0xC0);
+    assert_eq!(w.client(viewer).received_with_tag(0xC0).len(), 2);
+    assert!(
+        w.client(publisher).keyframe_requests >= 1,
+        "the viewer's new leg asked the publisher for a keyframe"
+    );
+}

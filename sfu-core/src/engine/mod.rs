@@ -717,11 +717,13 @@ impl Core {
         let Some(publisher) = self.members.get_mut(source.peer) else {
             return;
         };
-        // No stream yet (nothing of that layer received): nobody to ask now, so the router
-        // asks on the layer's first packet (a leg without simulcast starts at once and would
-        // otherwise wait for the publisher's next periodic keyframe).
+        // No stream yet (nothing of that layer received), or the publisher is still connecting
+        // (str0m drops RTCP it has no SRTP keys for): nobody to ask now, so the router asks on
+        // the layer's first packet. A leg without simulcast starts at once and would otherwise
+        // wait for the publisher's next periodic keyframe, which browsers do not send.
+        let connected = publisher.rtc.is_connected();
         let mut api = publisher.rtc.direct_api();
-        let Some(rx) = api.stream_rx_by_mid(source.mid, rid) else {
+        let Some(rx) = api.stream_rx_by_mid(source.mid, rid).filter(|_| connected) else {
             track.layers.defer_keyframe_request(layer);
             return;
         };

@@ -40,8 +40,8 @@ pub struct Layer {
     pub size: Option<(u16, u16)>,
     /// When a keyframe was last asked of it.
     pub last_keyframe_request: Option<Instant>,
-    /// A keyframe was wanted before the layer's first packet (no stream to ask yet): it is
-    /// asked for when that packet arrives.
+    /// A keyframe was wanted before the layer's first packet (no stream to ask yet, or a
+    /// publisher still connecting): it is asked for when that packet arrives.
     keyframe_deferred: bool,
     /// When a subscriber last wanted it (for the publisher's layer hint).
     last_wanted: Option<Instant>,
@@ -269,7 +269,7 @@ impl TrackLayers {
     }
 
     /// Notes that a keyframe of layer `index` was wanted while the publisher had no stream of it
-    /// yet, so that [`TrackLayers::take_deferred_keyframe`] asks on its first packet.
+    /// yet (or was still connecting), so that [`TrackLayers::take_deferred_keyframe`] asks on its first packet.
     pub fn defer_keyframe_request(&mut self, index: u8) {
         if let Some(layer) = self.layers.get_mut(usize::from(index)) {
             layer.keyframe_deferred = true;
