@@ -30,6 +30,8 @@ pub struct Run {
 #[derive(Debug)]
 pub struct GsoPlan {
     segmenting: bool,
+    /// A destination whose datagrams always go one per send.
+    whole: Option<SocketAddr>,
     keys: Vec<(SocketAddr, u32)>,
     order: Vec<u32>,
     runs: Vec<Run>,
@@ -40,10 +42,18 @@ impl GsoPlan {
     pub fn new(segmenting: bool) -> Self {
         GsoPlan {
             segmenting,
+            whole: None,
             keys: Vec::new(),
             order: Vec::new(),
             runs: Vec::new(),
         }
+    }
+
+    /// Datagrams to `destination` go one per send: the hand-off to the kernel's TC fan-out on
+    /// `lo`, which reads each datagram's own RTP header (a segmented send is one packet with
+    /// one header until the device cuts it, and the fan-out passes it untouched).
+    pub fn keep_whole(&mut self, destination: SocketAddr) {
+        self.whole = Some(destination);
     }
 
     /// From now on, one datagram per run (the route's device refused a segmented send).
@@ -78,7 +88,8 @@ impl GsoPlan {
             let (to, segment) = keys[self.order[i] as usize];
             let mut bytes = segment as usize;
             let mut end = i + 1;
-            while end < self.order.len() && end - i < MAX_SEGMENTS {
+            let whole = self.whole == Some(to);
+            while !whole && end < self.order.len() && end - i < MAX_SEGMENTS {
                 let (next_to, len) = keys[self.order[end] as usize];
                 if next_to != to || len > segment || bytes + len as usize > MAX_BYTES {
                     break;
@@ -173,6 +184,23 @@ mod tests {
         for run in plan.runs() {
             assert!((run.end - run.start) * 1200 <= MAX_BYTES);
         }
+    }
+
+    #[test]
+    fn datagrams_to_the_kernel_hand_off_go_one_per_send() {
+        let mut plan = GsoPlan::new(true);
+        plan.keep_whole(addr(9));
+        let batch = [
+            (addr(9), 900),
+            (addr(1), 900),
+            (addr(9), 900),
+            (addr(1), 900),
+            (addr(9), 400),
+        ];
+        assert_eq!(
+            runs_of(&mut plan, &batch),
+            vec![vec![1, 3], vec![0], vec![2], vec![4]]
+        );
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! The in-kernel fast path as the server uses it (`--kernel-interface`): an XDP guard on the media
 //! interface that lets through only flows the cores admitted (and rate-limited STUN), and a TC
 //! fan-out on the egress of `lo` that turns the one plain copy a worker hands over into the copies
-//! of a plain RTP output. One [`KernelPath`] serves the process; its maps change on joins, leaves
-//! and output changes, never per packet, so a mutex is enough.
+//! of a plain RTP output, or into the copies of a video layer for every plain trunk that takes
+//! it. One [`KernelPath`] serves the process; its maps change on joins, leaves, output and
+//! demand changes, never per packet, so a mutex is enough.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -11,6 +12,7 @@ use std::sync::Mutex;
 use sfu_core::demux::FlowChange;
 use sfu_core::plain::{OutputInfo, OutputPath};
 use sfu_core::str0m::net::Protocol;
+use sfu_core::trunk::{FanoutChange, FanoutConfig};
 use signaling::metrics::{ExternalSample, MetricsSource, SampleKind};
 use tracing::{debug, info, warn};
 use xdp_forwarder::{
@@ -28,6 +30,8 @@ struct State {
     kp: KernelPath,
     /// Output id → its fan-out key and the kernel's ids of its receivers, in target order.
     outputs: HashMap<u64, (FanoutKey, Vec<OutputId>)>,
+    /// The hand-off SSRCs of trunk layers programmed now.
+    trunk_layers: std::collections::HashSet<u32>,
 }
 
 impl Kernel {
@@ -57,6 +61,7 @@ impl Kernel {
                     path: Mutex::new(State {
                         kp,
                         outputs: HashMap::new(),
+                        trunk_layers: Default::default(),
                     }),
                     interface: interface.into(),
                     handoff_port,
@@ -141,7 +146,7 @@ impl Kernel {
             Ok(ids) => {
                 state.outputs.insert(id, (key, ids));
                 Some(OutputPath::Kernel {
-                    handoff: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), self.handoff_port),
+                    handoff: self.handoff(),
                     ssrc: key.ssrc,
                 })
             }
@@ -151,6 +156,81 @@ impl Kernel {
                 self.unprogram(id);
                 None
             }
+        }
+    }
+
+    /// Where workers hand the fan-out its plain copies: the key port on `lo`.
+    pub fn handoff(&self) -> SocketAddr {
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), self.handoff_port)
+    }
+
+    /// Where worker `worker` hands plain trunk packets over, for its core's configuration.
+    pub fn trunk_fanout(&self, worker: usize) -> FanoutConfig {
+        FanoutConfig {
+            handoff: self.handoff(),
+            worker: worker as u16,
+        }
+    }
+
+    /// Programs what a core asks of the fan-out for its plain trunks: a video layer's hand-off
+    /// copied to the far end of each trunk taking it (from this worker's address, with the SSRC
+    /// the trunk announced), or forgotten. Says why when a layer cannot be served: its trunks
+    /// then send their own copies. Like outputs, copies to loopback or IPv6 far ends stay in
+    /// userspace.
+    pub fn program_trunk_layer(&self, change: &FanoutChange) -> Result<(), String> {
+        let mut state = self.state();
+        match change {
+            FanoutChange::Remove { handoff_ssrc } => {
+                if state.trunk_layers.remove(handoff_ssrc) {
+                    let key = self.trunk_key(*handoff_ssrc);
+                    if let Err(e) = state.kp.remove_key(key) {
+                        warn!(handoff_ssrc, error = %e, "kernel fan-out entry not removed");
+                    }
+                }
+                Ok(())
+            }
+            FanoutChange::Set {
+                handoff_ssrc,
+                copies,
+            } => {
+                if let Some(c) = copies
+                    .iter()
+                    .find(|c| c.to.ip().is_loopback() || c.to.is_ipv6() || c.from.is_ipv6())
+                {
+                    return Err(format!("far end {} is loopback or IPv6", c.to));
+                }
+                let outputs: Vec<Output> = copies
+                    .iter()
+                    .map(|c| Output {
+                        dst: c.to,
+                        src: c.from,
+                        ssrc: c.ssrc,
+                        payload_type: None,
+                        next_hop: NextHop::Fib {
+                            interface: Some(self.interface.clone()),
+                        },
+                    })
+                    .collect();
+                let key = self.trunk_key(*handoff_ssrc);
+                state
+                    .kp
+                    .set_outputs(key, &outputs)
+                    .map_err(|e| e.to_string())?;
+                state.trunk_layers.insert(*handoff_ssrc);
+                debug!(
+                    handoff_ssrc,
+                    copies = copies.len(),
+                    "trunk layer on the kernel fan-out"
+                );
+                Ok(())
+            }
+        }
+    }
+
+    fn trunk_key(&self, handoff_ssrc: u32) -> FanoutKey {
+        FanoutKey {
+            port: self.handoff_port,
+            ssrc: handoff_ssrc,
         }
     }
 

@@ -11,7 +11,10 @@
 //!   payload byte for byte;
 //! - the same guard serves a publisher on IPv6: its flow is admitted with IPv6 addresses, an IPv6
 //!   flood is dropped in the kernel, and an output to an IPv6 receiver is copied in userspace
-//!   (the TC fan-out is IPv4 only).
+//!   (the TC fan-out is IPv4 only);
+//! - three nodes of a cluster with `--trunk plain` (Redis and node a in S, nodes b and c in R):
+//!   the TC fan-out of node a copies each video packet of its publisher to both far nodes from
+//!   one hand-off, and the viewers on b and c get every packet byte-identical and gap-free.
 //!
 //! Needs root and a build with clang; says so loudly and returns otherwise.
 
@@ -24,7 +27,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use sfu_client::{ClientConfig, TrackKind};
-use support::{http, join_with, vp8_keyframe_payload};
+use support::media::{measured_run, warm_up, MEASURED_PACKETS};
+use support::redis::Redis;
+use support::{http, join_with, vp8_keyframe_payload, wait_tracks_of, Seen};
 
 const S_ADDR: &str = "10.231.0.1";
 const R_ADDR: &str = "10.231.0.2";
@@ -55,6 +60,20 @@ struct Topology {
 }
 
 impl Topology {
+    /// [`Topology::new`] where the kernel path can run: as root, in a build with clang. Says
+    /// loudly why not, and gives `None`, elsewhere.
+    fn or_skip(tag: char) -> Option<Topology> {
+        if unsafe { libc::geteuid() } != 0 {
+            skip("needs root (network namespaces, BPF)");
+            return None;
+        }
+        if !xdp_forwarder::KERNEL_PATH_AVAILABLE {
+            skip("edge-sfu was built without clang: no BPF programs");
+            return None;
+        }
+        Some(Topology::new(tag))
+    }
+
     /// `tag` (one character) tells apart the topologies of tests running at the same time.
     fn new(tag: char) -> Topology {
         let id = std::process::id();
@@ -149,6 +168,15 @@ impl Topology {
     }
 }
 
+/// The runtime the participants of a test run on.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
 impl Drop for Topology {
     fn drop(&mut self) {
         for ns in [&self.s, &self.r] {
@@ -165,29 +193,38 @@ fn enter(ns: &str) {
     assert_eq!(rc, 0, "setns {ns}: {}", std::io::Error::last_os_error());
 }
 
-/// edge-sfu inside namespace S, listening on all of S's addresses; killed on drop.
+/// edge-sfu inside a namespace, listening on all of its addresses; killed on drop.
 struct Sfu {
     child: Child,
     http: SocketAddr,
+    /// The namespace it runs in.
+    ns: String,
 }
 
 impl Sfu {
+    /// The SFU of the guard tests: in S, announcing both of S's addresses, with the kernel path
+    /// on S's veth.
     fn start(t: &Topology) -> Sfu {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &t.s, env!("CARGO_BIN_EXE_edge-sfu")])
-            .args([
-                "--listen",
-                "[::]:0",
-                "--workers",
-                "1",
-                "--public-ip",
-                S_ADDR,
-                "--public-ip",
-                S_ADDR6,
-                // The test talks plain HTTP to the API; beyond loopback that must be asked for.
-                "--insecure-http",
-            ])
-            .args(["--kernel-interface", &t.s_if])
+        Sfu::start_in(
+            &t.s,
+            &[S_ADDR, S_ADDR6],
+            &["--kernel-interface", t.s_if.as_str()],
+        )
+    }
+
+    /// edge-sfu in namespace `ns` with one worker, announcing `public` (addresses it has there),
+    /// with the `extra` flags.
+    fn start_in(ns: &str, public: &[&str], extra: &[&str]) -> Sfu {
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_edge-sfu")])
+            // The test talks plain HTTP to the API; beyond loopback that must be asked for.
+            .args(["--listen", "[::]:0", "--workers", "1", "--insecure-http"]);
+        for ip in public {
+            command.args(["--public-ip", ip]);
+        }
+        let mut child = command
+            .args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -208,7 +245,11 @@ impl Sfu {
             .trim_end_matches('/')
             .parse()
             .expect("address in the ready line");
-        Sfu { child, http }
+        Sfu {
+            child,
+            http,
+            ns: ns.to_owned(),
+        }
     }
 }
 
@@ -220,27 +261,15 @@ impl Drop for Sfu {
 }
 
 /// An HTTP request to the SFU's API from its own namespace (the API answers loopback only, so the
-/// request goes to S's loopback on the same port).
-fn api(
-    t: &Topology,
-    sfu: &Sfu,
-    method: &'static str,
-    path: String,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let (status, text) = request(t, sfu, method, path, body);
+/// request goes to the namespace's loopback on the same port).
+fn api(sfu: &Sfu, method: &'static str, path: String, body: Option<Value>) -> (u16, Value) {
+    let (status, text) = request(sfu, method, path, body);
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
 /// Like [`api`], with the answer as text.
-fn request(
-    t: &Topology,
-    sfu: &Sfu,
-    method: &'static str,
-    path: String,
-    body: Option<Value>,
-) -> (u16, String) {
-    let ns = t.s.clone();
+fn request(sfu: &Sfu, method: &'static str, path: String, body: Option<Value>) -> (u16, String) {
+    let ns = sfu.ns.clone();
     let addr = SocketAddr::from(([127, 0, 0, 1], sfu.http.port()));
     std::thread::spawn(move || {
         enter(&ns);
@@ -256,6 +285,24 @@ fn request(
     .expect("API thread")
 }
 
+/// The SFU's `/metrics`, and one sample of it by series (name and labels).
+struct Metrics(String);
+
+impl Metrics {
+    fn of(sfu: &Sfu) -> Metrics {
+        let (status, text) = request(sfu, "GET", "/metrics".into(), None);
+        assert_eq!(status, 200, "{text}");
+        Metrics(text)
+    }
+
+    fn sample(&self, series: &str) -> u64 {
+        self.0
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in /metrics:\n{}", self.0))
+    }
+}
+
 /// Datagrams received on `socket` until `quiet` passes with nothing new.
 fn drain(socket: &UdpSocket, quiet: Duration) -> Vec<Vec<u8>> {
     socket.set_read_timeout(Some(quiet)).expect("timeout");
@@ -269,20 +316,12 @@ fn drain(socket: &UdpSocket, quiet: Duration) -> Vec<Vec<u8>> {
 
 #[test]
 fn kernel_guard_and_fanout_serve_a_real_call() {
-    if unsafe { libc::geteuid() } != 0 {
-        return skip("needs root (network namespaces, BPF)");
-    }
-    if !xdp_forwarder::KERNEL_PATH_AVAILABLE {
-        return skip("edge-sfu was built without clang: no BPF programs");
-    }
-    let t = Topology::new('4');
+    let Some(t) = Topology::or_skip('4') else {
+        return;
+    };
     let sfu = Sfu::start(&t);
     enter(&t.r);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
 
     // The publisher joins from R: its STUN passes the guard, the SFU admits its flow, and its
     // DTLS and SRTP pass after that.
@@ -303,7 +342,6 @@ fn kernel_guard_and_fanout_serve_a_real_call() {
     let r1 = UdpSocket::bind((R_ADDR, 6000)).expect("receiver 1");
     let r2 = UdpSocket::bind((R_ADDR, 6002)).expect("receiver 2");
     let (status, info) = api(
-        &t,
         &sfu,
         "POST",
         "/api/outputs".into(),
@@ -343,12 +381,12 @@ fn kernel_guard_and_fanout_serve_a_real_call() {
     // A flood from a source the SFU never admitted, during the measured run. The receivers read
     // in their own threads while the publisher sends, as a recorder would.
     let media_port = {
-        let (_, stats) = api(&t, &sfu, "GET", "/api/stats".into(), None);
+        let (_, stats) = api(&sfu, "GET", "/api/stats".into(), None);
         stats["workers"][0]["mediaPort"]
             .as_u64()
             .expect("media port") as u16
     };
-    let drops_before = api(&t, &sfu, "GET", "/api/stats".into(), None).1["drops"].clone();
+    let drops_before = api(&sfu, "GET", "/api/stats".into(), None).1["drops"].clone();
     let readers: Vec<_> = [r1, r2]
         .into_iter()
         .map(|socket| std::thread::spawn(move || drain(&socket, Duration::from_millis(1500))))
@@ -396,7 +434,7 @@ fn kernel_guard_and_fanout_serve_a_real_call() {
             assert_eq!(seq(pair[1]), seq(pair[0]).wrapping_add(1));
         }
     }
-    let (_, stats) = api(&t, &sfu, "GET", "/api/stats".into(), None);
+    let (_, stats) = api(&sfu, "GET", "/api/stats".into(), None);
     assert_eq!(
         stats["drops"], drops_before,
         "the flood never reached the SFU's socket: the guard dropped it in the kernel"
@@ -411,14 +449,8 @@ fn kernel_guard_and_fanout_serve_a_real_call() {
     );
     // The same kernel counters in /metrics: the guard's verdicts, the fan-out's outcomes, the
     // outputs' copies.
-    let (status, metrics) = request(&t, &sfu, "GET", "/metrics".into(), None);
-    assert_eq!(status, 200, "{metrics}");
-    let sample = |series: &str| -> u64 {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or_else(|| panic!("no {series} in /metrics:\n{metrics}"))
-    };
+    let metrics = Metrics::of(&sfu);
+    let sample = |series: &str| metrics.sample(series);
     let flood = (N * 5) as u64;
     assert!(
         sample(r#"edge_sfu_kernel_guard_packets_total{verdict="drop_unknown_source"}"#) >= flood
@@ -432,20 +464,12 @@ fn kernel_guard_and_fanout_serve_a_real_call() {
 
 #[test]
 fn kernel_guard_serves_an_ipv6_publisher() {
-    if unsafe { libc::geteuid() } != 0 {
-        return skip("needs root (network namespaces, BPF)");
-    }
-    if !xdp_forwarder::KERNEL_PATH_AVAILABLE {
-        return skip("edge-sfu was built without clang: no BPF programs");
-    }
-    let t = Topology::new('6');
+    let Some(t) = Topology::or_skip('6') else {
+        return;
+    };
     let sfu = Sfu::start(&t);
     enter(&t.r);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
 
     // Signaling and media over IPv6 only.
     let ws = format!("ws://[{S_ADDR6}]:{}/ws", sfu.http.port());
@@ -463,7 +487,6 @@ fn kernel_guard_serves_an_ipv6_publisher() {
 
     let receiver = UdpSocket::bind((R_ADDR6, 6000)).expect("receiver");
     let (status, info) = api(
-        &t,
         &sfu,
         "POST",
         "/api/outputs".into(),
@@ -475,13 +498,13 @@ fn kernel_guard_serves_an_ipv6_publisher() {
     assert_eq!(info["path"], "userspace", "IPv6 receivers: {info}");
 
     let media_port = {
-        let (_, stats) = api(&t, &sfu, "GET", "/api/stats".into(), None);
+        let (_, stats) = api(&sfu, "GET", "/api/stats".into(), None);
         stats["workers"][0]["mediaPort"]
             .as_u64()
             .expect("media port") as u16
     };
     let reader = std::thread::spawn(move || drain(&receiver, Duration::from_millis(1500)));
-    let drops_before = api(&t, &sfu, "GET", "/api/stats".into(), None).1["drops"].clone();
+    let drops_before = api(&sfu, "GET", "/api/stats".into(), None).1["drops"].clone();
     let flooder = UdpSocket::bind((R_ADDR6, 0)).expect("flooder");
     const N: usize = 100;
     for i in 0..N {
@@ -509,23 +532,89 @@ fn kernel_guard_serves_an_ipv6_publisher() {
         copies >= N / 2,
         "the publisher's IPv6 media crossed the guard: {copies} of {N} copies arrived"
     );
-    let (_, stats) = api(&t, &sfu, "GET", "/api/stats".into(), None);
+    let (_, stats) = api(&sfu, "GET", "/api/stats".into(), None);
     assert_eq!(
         stats["drops"], drops_before,
         "the IPv6 flood never reached the SFU's socket: the guard dropped it in the kernel"
     );
-    let (status, metrics) = request(&t, &sfu, "GET", "/metrics".into(), None);
-    assert_eq!(status, 200, "{metrics}");
-    let sample = |series: &str| -> u64 {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or_else(|| panic!("no {series} in /metrics:\n{metrics}"))
-    };
+    let metrics = Metrics::of(&sfu);
+    let sample = |series: &str| metrics.sample(series);
     assert!(
         sample(r#"edge_sfu_kernel_guard_packets_total{verdict="drop_unknown_source"}"#)
             >= (N * 5) as u64
     );
     assert!(sample(r#"edge_sfu_kernel_guard_packets_total{verdict="pass_admitted"}"#) >= N as u64);
     drop(publisher);
+}
+
+#[test]
+fn kernel_fanout_sends_a_plain_trunk_layer_to_two_far_nodes() {
+    let Some(t) = Topology::or_skip('5') else {
+        return;
+    };
+    // This thread joins R, where the participants and nodes b and c are; Redis and node a are in
+    // S, reached over the veth.
+    enter(&t.r);
+    let redis_addr: SocketAddr = format!("{S_ADDR}:6379").parse().expect("address");
+    let Some(redis) = Redis::start_in(&t.s, redis_addr) else {
+        return skip("redis-server is not installed (scripts/test installs it)");
+    };
+    let url = redis.url();
+    let node = |ns: &str, ip: &str, id: &str, extra: &[&str]| {
+        let mut args = vec!["--cluster", &url, "--node-id", id, "--cluster-ttl", "2"];
+        args.extend_from_slice(&["--trunk", "plain"]);
+        args.extend_from_slice(extra);
+        Sfu::start_in(ns, &[ip], &args)
+    };
+    let a = node(&t.s, S_ADDR, "a", &["--kernel-interface", t.s_if.as_str()]);
+    let b = node(&t.r, R_ADDR, "b", &[]);
+    let c = node(&t.r, R_ADDR, "c", &[]);
+    let rt = runtime();
+
+    // Alice publishes on a; Bob watches on b, Carol on c.
+    let member = |sfu: &Sfu, host: &str, name: &str, publishes: bool| {
+        let ws = format!("ws://{host}:{}/ws", sfu.http.port());
+        let mut config = ClientConfig::new(ws, "trunks", name);
+        config.bind_addr = format!("{R_ADDR}:0").parse().expect("bind address");
+        rt.block_on(join_with(config.audio(publishes).video(publishes)))
+    };
+    let alice = member(&a, S_ADDR, "alice", true);
+    let bob = member(&b, R_ADDR, "bob", false);
+    let carol = member(&c, R_ADDR, "carol", false);
+    let mut viewers = vec![(bob, Seen::default()), (carol, Seen::default())];
+    for (viewer, _) in &viewers {
+        rt.block_on(wait_tracks_of(viewer, alice.peer_id(), 2));
+    }
+    let warm = rt.block_on(warm_up(&alice, &mut viewers));
+    let before = Metrics::of(&a);
+    rt.block_on(measured_run("kernel trunks", &alice, &mut viewers));
+
+    // Both trunks are plain, and the kernel copies the video layer to both far nodes.
+    let (_, stats) = api(&a, "GET", "/api/stats".into(), None);
+    let trunks = stats["trunks"].as_array().cloned().unwrap_or_default();
+    assert_eq!(trunks.len(), 2, "{stats}");
+    for trunk in &trunks {
+        assert_eq!(trunk["media"], "plain", "{trunk}");
+        assert_eq!(trunk["kernelLayers"], 1, "the video layer: {trunk}");
+    }
+    // Each video packet was handed off once, for both far nodes: the fan-out matched every one
+    // and consumed the hand-off, so b's and c's video came from its copies. Audio goes out of
+    // the trunks' own sessions.
+    let after = Metrics::of(&a);
+    let delta = |series: &str| after.sample(series) - before.sample(series);
+    let matched = delta(r#"edge_sfu_kernel_fanout_packets_total{outcome="matched"}"#);
+    let consumed = delta(r#"edge_sfu_kernel_fanout_packets_total{outcome="consumed"}"#);
+    let n = MEASURED_PACKETS as u64;
+    assert!(
+        (n..=n + warm as u64).contains(&matched),
+        "one hand-off per video packet, not per far node: {matched} for {n}"
+    );
+    assert_eq!(consumed, matched);
+    // Hand-offs go one per send: a segmented (GSO) one would reach the fan-out as one malformed
+    // packet and be passed on to nobody.
+    assert_eq!(
+        delta(r#"edge_sfu_kernel_fanout_packets_total{outcome="pass_malformed"}"#),
+        0
+    );
+    drop((alice, viewers, a, b, c, redis));
 }

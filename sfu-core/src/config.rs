@@ -6,7 +6,7 @@ use std::time::Duration;
 use str0m::format::Codec;
 
 use crate::codec::DEFAULT_VIDEO_CODECS;
-use crate::trunk::TrunkEndpoint;
+use crate::trunk::{FanoutConfig, TrunkEndpoint};
 
 /// How one core (one worker) behaves.
 #[derive(Debug, Clone)]
@@ -38,6 +38,9 @@ pub struct CoreConfig {
     /// This worker's end of the trunks to other nodes (`--cluster`); `None` on a lone node,
     /// which then never dials a trunk by itself.
     pub trunk_endpoint: Option<TrunkEndpoint>,
+    /// Where plain trunks' video layers are handed to the kernel fan-out, which copies each to
+    /// every far node taking it (`--kernel-interface`); `None`: each trunk sends its own copies.
+    pub trunk_fanout: Option<FanoutConfig>,
 }
 
 impl Default for CoreConfig {
@@ -53,6 +56,7 @@ impl Default for CoreConfig {
             record_rooms: Vec::new(),
             video_codecs: DEFAULT_VIDEO_CODECS.to_vec(),
             trunk_endpoint: None,
+            trunk_fanout: None,
         }
     }
 }

@@ -6,11 +6,13 @@
 //! requests travel back to the publisher's node, loss on the trunk is repaired by NACK, a trunk
 //! whose far end goes silent is closed and dialled again (its 5-tuple admitted to and revoked
 //! from the in-kernel guard as it goes), and a trunk between two ends that both want plain RTP
-//! carries the payload unencrypted.
+//! carries the payload unencrypted. With a third node, the test plays node a's kernel fan-out
+//! too: a video layer two far nodes take over plain trunks is handed off once per packet and
+//! copied to both, each with its trunk's SSRC.
 
 mod common;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -24,20 +26,29 @@ use sfu_core::str0m::media::{KeyframeRequestKind, MediaKind, Mid, Rid, Simulcast
 use sfu_core::str0m::net::{Protocol, Receive};
 use sfu_core::str0m::rtp::{RtpWrite, SeqNo};
 use sfu_core::str0m::{Input, Output as RtcOutput, RtcConfig};
-use sfu_core::trunk::{TrunkEndpoint, TrunkInfo, TrunkMedia};
+use sfu_core::trunk::{
+    FanoutChange, FanoutConfig, TrunkCopy, TrunkEndpoint, TrunkInfo, TrunkMedia,
+};
 use sfu_core::wire::{classify, DatagramKind};
 use sfu_core::{Action, Core, CoreConfig, RoomEvent};
 
 /// Where the nodes' media sockets are.
-const NODES: [&str; 2] = ["127.0.0.1:4000", "127.0.0.9:4000"];
+const NODES: [&str; 3] = ["127.0.0.1:4000", "127.0.0.9:4000", "127.0.0.10:4000"];
 /// The trunk end of each node's one worker.
-const NAMES: [&str; 2] = ["a/0", "b/0"];
+const NAMES: [&str; 3] = ["a/0", "b/0", "c/0"];
+/// Where node a hands plain trunk packets to its (simulated) kernel fan-out.
+const HANDOFF: &str = "127.0.0.1:4999";
 
 fn node_addr(node: usize) -> SocketAddr {
     NODES[node].parse().unwrap()
 }
 
-/// Two nodes and their participants.
+/// The node whose media socket is at `addr`.
+fn node_of(addr: SocketAddr) -> Option<usize> {
+    (0..NODES.len()).find(|n| node_addr(*n) == addr)
+}
+
+/// The nodes (two, or three) and their participants.
 struct Cluster {
     now: Instant,
     cores: Vec<Core>,
@@ -53,25 +64,39 @@ struct Cluster {
     /// The RTP datagrams node a sent node b, as they went on the wire.
     trunk_rtp: Vec<Vec<u8>>,
     /// The flows each node told its shell to admit to or revoke from its in-kernel guard.
-    flows: [Vec<FlowChange>; 2],
+    flows: Vec<Vec<FlowChange>>,
+    /// Node a's kernel fan-out as its shell programmed it: hand-off SSRC → copies.
+    fanout: HashMap<u32, Vec<TrunkCopy>>,
+    /// Node a's shell refuses to program its kernel fan-out.
+    refuse_fanout: bool,
+    /// Datagrams node a handed off to its kernel fan-out.
+    handoffs: usize,
 }
 
 impl Cluster {
     fn new() -> Self {
-        Cluster::with_media([TrunkMedia::Srtp; 2])
+        Cluster::with_media(&[TrunkMedia::Srtp; 2])
     }
 
-    /// Two nodes whose trunk ends want `media` (`--trunk`).
-    fn with_media(media: [TrunkMedia; 2]) -> Self {
-        let cores = (0..2)
-            .map(|n| {
+    /// A node per entry of `media`, each trunk end wanting its entry (`--trunk`).
+    fn with_media(media: &[TrunkMedia]) -> Self {
+        Cluster::with_fanout(media, None)
+    }
+
+    /// [`Cluster::with_media`] with node a's plain trunks served by the kernel fan-out `fanout`.
+    fn with_fanout(media: &[TrunkMedia], fanout: Option<FanoutConfig>) -> Self {
+        let cores = media
+            .iter()
+            .enumerate()
+            .map(|(n, media)| {
                 Core::new(CoreConfig {
                     candidates: vec![node_addr(n)],
                     trunk_endpoint: Some(TrunkEndpoint {
                         name: NAMES[n].into(),
                         advertised: None,
-                        media: media[n],
+                        media: *media,
                     }),
+                    trunk_fanout: fanout.filter(|_| n == 0),
                     ..CoreConfig::default()
                 })
             })
@@ -86,7 +111,10 @@ impl Cluster {
             trunk_rtp_dropped: 0,
             a_cut_off: false,
             trunk_rtp: Vec::new(),
-            flows: [Vec::new(), Vec::new()],
+            flows: vec![Vec::new(); media.len()],
+            fanout: HashMap::new(),
+            refuse_fanout: false,
+            handoffs: 0,
         }
     }
 
@@ -131,21 +159,11 @@ impl Cluster {
                     moved = true;
                     match out {
                         Action::Transmit(t) => {
-                            if let Some(far) = (0..2).find(|n| node_addr(*n) == t.destination) {
-                                let rtp = classify(&t.contents) == DatagramKind::Rtp;
-                                if rtp && node == 0 {
-                                    self.trunk_rtp.push(t.contents.to_vec());
-                                }
-                                let lost = node == 0
-                                    && (self.a_cut_off || (rtp && self.lose_trunk_packet()));
-                                if !lost {
-                                    self.cores[far].handle_datagram(
-                                        self.now,
-                                        t.source,
-                                        t.destination,
-                                        &t.contents,
-                                    );
-                                }
+                            if t.destination == HANDOFF.parse().unwrap() {
+                                self.handoffs += 1;
+                                self.kernel_copies(&t.contents);
+                            } else if node_of(t.destination).is_some() {
+                                self.cross(node, t.source, t.destination, &t.contents);
                             } else if let Some((_, c)) = self
                                 .clients
                                 .iter_mut()
@@ -182,6 +200,19 @@ impl Cluster {
                             let far = NAMES.iter().position(|n| *n == signal.to).unwrap();
                             self.cores[far].handle_trunk_signal(self.now, signal);
                         }
+                        Action::TrunkFanout(FanoutChange::Set {
+                            handoff_ssrc,
+                            copies,
+                        }) => {
+                            if self.refuse_fanout {
+                                self.cores[node].trunk_fanout_refused(handoff_ssrc);
+                            } else {
+                                self.fanout.insert(handoff_ssrc, copies);
+                            }
+                        }
+                        Action::TrunkFanout(FanoutChange::Remove { handoff_ssrc }) => {
+                            self.fanout.remove(&handoff_ssrc);
+                        }
                         _ => {}
                     }
                 }
@@ -214,9 +245,36 @@ impl Cluster {
         panic!("the simulated network never settled");
     }
 
-    /// What the directory does with a member event of `node`: the other node is told.
+    /// One datagram from `node` to another node: what a trunk carries. RTP from node a is
+    /// kept, and lost as [`Cluster::trunk_loss_every`] says.
+    fn cross(&mut self, node: usize, source: SocketAddr, destination: SocketAddr, data: &[u8]) {
+        let Some(far) = node_of(destination) else {
+            return;
+        };
+        let rtp = classify(data) == DatagramKind::Rtp;
+        if rtp && node == 0 {
+            self.trunk_rtp.push(data.to_vec());
+        }
+        let lost = node == 0 && (self.a_cut_off || (rtp && self.lose_trunk_packet()));
+        if !lost {
+            self.cores[far].handle_datagram(self.now, source, destination, data);
+        }
+    }
+
+    /// What node a's TC fan-out does with a hand-off datagram: a copy per programmed far node,
+    /// with that node's SSRC, from the trunk's local end to its far end; without an entry the
+    /// datagram goes on to a port nothing listens on.
+    fn kernel_copies(&mut self, handoff: &[u8]) {
+        let ssrc = u32::from_be_bytes(handoff[8..12].try_into().unwrap());
+        for copy in self.fanout.get(&ssrc).cloned().unwrap_or_default() {
+            let mut datagram = handoff.to_vec();
+            datagram[8..12].copy_from_slice(&copy.ssrc.to_be_bytes());
+            self.cross(0, copy.from, copy.to, &datagram);
+        }
+    }
+
+    /// What the directory does with a member event of `node`: the other nodes are told.
     fn tell_other_node(&mut self, node: usize, event: RoomEvent) {
-        let other = 1 - node;
         let told = match event {
             RoomEvent::ParticipantJoined {
                 room,
@@ -235,7 +293,9 @@ impl Cluster {
             }
             _ => return,
         };
-        self.cores[other].handle_cluster_event(self.now, told);
+        for other in (0..self.cores.len()).filter(|n| *n != node) {
+            self.cores[other].handle_cluster_event(self.now, told.clone());
+        }
     }
 
     /// Whether this RTP datagram on the trunk is lost.
@@ -362,6 +422,17 @@ impl Cluster {
         assert_eq!(trunks.len(), 1, "one trunk");
         trunks.remove(0)
     }
+
+    /// Node `node`'s trunk to node `far`.
+    fn trunk_to(&self, node: usize, far: usize) -> TrunkInfo {
+        let far = NAMES[far];
+        self.cores[node]
+            .stats()
+            .trunks
+            .into_iter()
+            .find(|t| t.node == far)
+            .unwrap_or_else(|| panic!("a trunk to {far}"))
+    }
 }
 
 fn payload(tag: u8, i: u16) -> Vec<u8> {
@@ -375,7 +446,7 @@ fn cluster() -> Cluster {
 
 /// [`cluster`] with nodes whose trunk ends want `media`.
 fn cluster_with(media: [TrunkMedia; 2]) -> Cluster {
-    let mut c = Cluster::with_media(media);
+    let mut c = Cluster::with_media(&media);
     c.join(0, "publisher");
     for i in 0..3 {
         c.join(1, &format!("viewer{i}"));
@@ -823,4 +894,110 @@ fn a_trunk_no_room_needs_is_closed_and_set_up_again_when_one_does() {
     for viewer in 1..4 {
         assert_complete(&c, viewer, 0xD0, 50);
     }
+}
+
+/// Node a (publisher) with its plain trunks served by the kernel fan-out, and far nodes whose
+/// trunk ends want `far` (two viewers on b, one on c), the trunks up.
+fn kernel_cluster(far: [TrunkMedia; 2], refuse: bool) -> Cluster {
+    let fanout = FanoutConfig {
+        handoff: HANDOFF.parse().unwrap(),
+        worker: 0,
+    };
+    let mut c = Cluster::with_fanout(&[TrunkMedia::Plain, far[0], far[1]], Some(fanout));
+    c.refuse_fanout = refuse;
+    c.join(0, "publisher");
+    for (node, name) in [(1, "b-viewer0"), (1, "b-viewer1"), (2, "c-viewer")] {
+        c.join(node, name);
+    }
+    c.advance(Duration::from_secs(3));
+    c
+}
+
+/// The viewers of [`kernel_cluster`]: two on b, one on c.
+const FAR_VIEWERS: [usize; 3] = [1, 2, 3];
+
+#[test]
+fn a_video_layer_two_far_nodes_take_over_plain_trunks_is_handed_to_the_kernel_once() {
+    let mut c = kernel_cluster([TrunkMedia::Plain; 2], false);
+    c.send_media(0, MediaKind::Video, 200, 0xD0);
+    c.send_media(0, MediaKind::Audio, 100, 0xD1);
+    for viewer in FAR_VIEWERS {
+        assert_complete(&c, viewer, 0xD0, 200);
+        assert_complete(&c, viewer, 0xD1, 100);
+    }
+    assert_eq!(
+        c.handoffs, 200,
+        "each video packet handed off once, audio never"
+    );
+    let (b, cc) = (c.trunk_to(0, 1), c.trunk_to(0, 2));
+    assert_eq!((b.kernel_layers, cc.kernel_layers), (1, 1));
+    assert_eq!(b.counters.packets_out, 300, "each packet once to b");
+    assert_eq!(cc.counters.packets_out, 300, "and once to c");
+    // One entry in the kernel: the video layer, copied to b and to c with the SSRC each trunk
+    // announced, from a's media address to the far node's.
+    assert_eq!(c.fanout.len(), 1, "{:?}", c.fanout);
+    let copies = c.fanout.values().next().unwrap();
+    let mut to: Vec<_> = copies.iter().map(|copy| (copy.from, copy.to)).collect();
+    to.sort();
+    assert_eq!(
+        to,
+        [(node_addr(0), node_addr(1)), (node_addr(0), node_addr(2))]
+    );
+    assert_ne!(copies[0].ssrc, copies[1].ssrc);
+    // When the far viewers leave, nothing is taken any more and the entry is removed.
+    for viewer in FAR_VIEWERS {
+        let (node, id) = (c.clients[viewer].0, c.client(viewer).id);
+        c.cores[node].disconnect(c.now, id);
+    }
+    c.advance(Duration::from_secs(1));
+    assert!(c.fanout.is_empty(), "{:?}", c.fanout);
+}
+
+#[test]
+fn loss_after_the_kernel_fan_out_is_repaired_by_each_far_node_s_nack() {
+    let mut c = kernel_cluster([TrunkMedia::Plain; 2], false);
+    // Each loss adds a resend: with copies to b and c alternating, an even period makes the
+    // losses alternate between them too.
+    c.trunk_loss_every = 6;
+    c.send_media(0, MediaKind::Video, 200, 0xD2);
+    c.advance(Duration::from_secs(1));
+    assert!(c.trunk_rtp_dropped > 0);
+    for viewer in FAR_VIEWERS {
+        assert_complete(&c, viewer, 0xD2, 200);
+    }
+    for far in [1, 2] {
+        assert!(
+            c.trunk_to(0, far).counters.resent_out > 0,
+            "a resent to {far}"
+        );
+    }
+}
+
+#[test]
+fn an_srtp_trunk_or_a_refused_fan_out_sends_its_own_copies() {
+    // c wants SRTP: only b's copy comes from the kernel.
+    let mut c = kernel_cluster([TrunkMedia::Plain, TrunkMedia::Srtp], false);
+    c.send_media(0, MediaKind::Video, 100, 0xD3);
+    for viewer in FAR_VIEWERS {
+        assert_complete(&c, viewer, 0xD3, 100);
+    }
+    assert_eq!(c.handoffs, 100);
+    let copies: Vec<_> = c.fanout.values().flatten().map(|copy| copy.to).collect();
+    assert_eq!(copies, [node_addr(1)]);
+    assert_eq!(
+        (
+            c.trunk_to(0, 1).kernel_layers,
+            c.trunk_to(0, 2).kernel_layers
+        ),
+        (1, 0)
+    );
+    // A shell that cannot program the fan-out: every trunk seals its own copies.
+    let mut c = kernel_cluster([TrunkMedia::Plain; 2], true);
+    c.send_media(0, MediaKind::Video, 100, 0xD4);
+    for viewer in FAR_VIEWERS {
+        assert_complete(&c, viewer, 0xD4, 100);
+    }
+    assert_eq!(c.handoffs, 0);
+    assert_eq!(c.trunk_to(0, 1).kernel_layers, 0);
+    assert_eq!(c.trunk_to(0, 2).counters.packets_out, 100);
 }

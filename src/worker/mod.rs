@@ -29,6 +29,7 @@ use sfu_core::demux::FlowChange;
 use sfu_core::plain::{OutputInfo, OutputPath, PlainError};
 use sfu_core::protocol::{PeerId, ServerMessage};
 use sfu_core::str0m::net::Protocol;
+use sfu_core::trunk::FanoutChange;
 use sfu_core::{Action, Core, CoreConfig, DropReason, JoinRefusal, Transmit};
 use signaling::webhooks::WebhookSender;
 
@@ -168,6 +169,7 @@ impl Shared {
             record_rooms: spec.record_rooms.clone(),
             video_codecs: spec.video_codecs.clone(),
             trunk_endpoint: spec.trunk_endpoint.clone(),
+            trunk_fanout: spec.kernel.as_ref().map(|k| k.trunk_fanout(spec.index)),
             ..CoreConfig::default()
         };
         Rc::new_cyclic(|me| Shared {
@@ -346,6 +348,18 @@ impl Shared {
                             self.webhooks.as_ref().filter(|_| event.for_webhooks())
                         {
                             webhooks.notify(event);
+                        }
+                    }
+                    Action::TrunkFanout(change) => {
+                        let programmed = match &self.kernel {
+                            Some(k) => k.program_trunk_layer(&change),
+                            None => Err("no kernel path".into()),
+                        };
+                        if let (Err(why), FanoutChange::Set { handoff_ssrc, .. }) =
+                            (programmed, &change)
+                        {
+                            warn!(handoff_ssrc, why, "trunk layer not on the kernel fan-out");
+                            core.trunk_fanout_refused(*handoff_ssrc);
                         }
                     }
                     Action::TrunkSignal(signal) => match &self.cluster {

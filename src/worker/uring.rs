@@ -44,7 +44,7 @@ async fn io_loop(shared: Rc<Shared>, ring: Ring, index: usize) {
             return;
         }
     };
-    let mut sender = RingSender::new();
+    let mut sender = RingSender::new(shared.kernel.as_ref().map(|k| k.handoff()));
     loop {
         let ring = ready.get_mut();
         if let Err(e) = round(&shared, ring, &mut sender) {
@@ -123,9 +123,15 @@ struct RingSender {
 }
 
 impl RingSender {
-    fn new() -> Self {
+    /// A sender whose datagrams to `handoff` (the kernel fan-out's, when there is one) are never
+    /// segmented.
+    fn new(handoff: Option<std::net::SocketAddr>) -> Self {
+        let mut plan = GsoPlan::new(true);
+        if let Some(handoff) = handoff {
+            plan.keep_whole(handoff);
+        }
         RingSender {
-            plan: GsoPlan::new(true),
+            plan,
             staged: Vec::with_capacity(SEND_CHUNK),
             run: Vec::with_capacity(crate::gso::MAX_SEGMENTS),
         }

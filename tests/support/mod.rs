@@ -3,6 +3,7 @@
 //! WebSocket for hostile input.
 #![allow(dead_code)]
 
+pub mod media;
 pub mod ops;
 pub mod redis;
 pub mod tokens;

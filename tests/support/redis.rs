@@ -1,19 +1,22 @@
 //! A real Redis for the cluster tests: Debian's `redis-server` (installed by `scripts/test`),
-//! started on a free loopback port without persistence.
+//! started on a free loopback port, or inside a test's network namespace, without persistence.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A `redis-server` on a free loopback port, with no persistence; killed on drop.
+/// A `redis-server` with no persistence; killed on drop.
 pub struct Redis {
     child: Child,
-    /// Its port on 127.0.0.1.
+    /// The address it listens on.
+    host: IpAddr,
+    /// Its port.
     pub port: u16,
 }
 
 impl Redis {
-    /// Starts one on `port` (0: a free one); `None` when the binary is not installed.
+    /// Starts one on `port` (0: a free one) of 127.0.0.1; `None` when the binary is not
+    /// installed.
     pub fn start(port: u16) -> Option<Redis> {
         let port = match port {
             0 => TcpListener::bind("127.0.0.1:0")
@@ -22,27 +25,56 @@ impl Redis {
                 .port(),
             p => p,
         };
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        Redis::spawn(
+            Command::new("redis-server"),
+            SocketAddr::from(([127, 0, 0, 1], port)),
+        )
+    }
+
+    /// Starts one on `addr` inside network namespace `ns` (which the test created, so any port
+    /// is free there); the caller's thread must be able to reach `addr` (be in a namespace
+    /// joined to `ns`). `None` when the binary is not installed.
+    pub fn start_in(ns: &str, addr: SocketAddr) -> Option<Redis> {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", ns, "redis-server"]);
+        Redis::spawn(command, addr)
+    }
+
+    /// Runs `command` (which starts `redis-server`) with the options of a test Redis listening on
+    /// `addr`, and waits until it accepts connections.
+    fn spawn(mut command: Command, addr: SocketAddr) -> Option<Redis> {
+        if Command::new("redis-server")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .is_err()
+        {
+            return None;
+        }
+        let child = command
+            .args(["--port", &addr.port().to_string()])
+            .args(["--bind", &addr.ip().to_string()])
             .args(["--save", "", "--appendonly", "no"])
+            // Protected mode refuses clients from other addresses without a password; this one
+            // listens on loopback or on an address inside the test's own namespaces.
+            .args(["--protected-mode", "no"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .spawn();
-        let child = match child {
-            Ok(c) => c,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
-            Err(e) => panic!("starting redis-server: {e}"),
-        };
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting redis-server: {e}"));
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(addr).is_err() {
             assert!(
                 Instant::now() < deadline,
-                "redis-server did not listen on {port}"
+                "redis-server did not listen on {addr}"
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        Some(Redis { child, port })
+        Some(Redis {
+            child,
+            host: addr.ip(),
+            port: addr.port(),
+        })
     }
 
     /// [`Redis::start`] on a free port, or `None` after a loud skip line when `redis-server` is
@@ -57,7 +89,7 @@ impl Redis {
 
     /// Its `redis://` URL, for `--cluster`.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        format!("redis://{}", SocketAddr::new(self.host, self.port))
     }
 
     /// `kill -9`, and waits for it.

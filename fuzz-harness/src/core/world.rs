@@ -347,7 +347,8 @@ impl World {
             | Action::PlainOutputClosed(_)
             | Action::Record(_)
             | Action::RoomEvent(_)
-            | Action::TrunkSignal(_) => {}
+            | Action::TrunkSignal(_)
+            | Action::TrunkFanout(_) => {}
         }
     }
 

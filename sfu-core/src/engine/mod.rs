@@ -55,7 +55,7 @@ use crate::router::{
     Arrival, Delivery, Origin, Refusal, RoutedPacket, Router, SinkRef, SinkSet, TrackKey,
 };
 use crate::timers::Deadlines;
-use crate::trunk::{TrunkId, TrunkSignal, Trunks};
+use crate::trunk::{FanoutChange, TrunkId, TrunkSignal, Trunks};
 use crate::viewers::Viewers;
 use crate::wire::{classify, DatagramKind, RtpPacket, StunPacket};
 
@@ -83,6 +83,9 @@ pub enum Action {
     /// A trunk description for another node's worker: the control plane carries it there
     /// ([`Core::handle_trunk_signal`] on that side).
     TrunkSignal(TrunkSignal),
+    /// The kernel fan-out of plain trunks is to copy a hand-off SSRC to other far nodes, or to
+    /// forget it; one that cannot be programmed is reported with [`Core::trunk_fanout_refused`].
+    TrunkFanout(FanoutChange),
 }
 
 /// Who a datagram is for.
@@ -151,6 +154,7 @@ pub struct Core {
 impl Core {
     /// A core with no rooms.
     pub fn new(config: CoreConfig) -> Self {
+        let fanout = config.trunk_fanout;
         Core {
             config,
             members: Members::default(),
@@ -164,7 +168,7 @@ impl Core {
             counters: Counters::default(),
             viewers: Viewers::default(),
             roster: ClusterRoster::default(),
-            trunks: Trunks::default(),
+            trunks: Trunks::new(fanout),
             events: VecDeque::with_capacity(64),
             rx_payload: vec![0; RX_PAYLOAD_BYTES],
             due: Vec::new(),
@@ -316,6 +320,9 @@ impl Core {
         }
         if let Some(signal) = self.trunks.next_signal() {
             return Some(Action::TrunkSignal(signal));
+        }
+        if let Some(change) = self.trunks.next_fanout_change() {
+            return Some(Action::TrunkFanout(change));
         }
         self.outbox.next_closed_peer().map(Action::PeerClosed)
     }

@@ -125,6 +125,18 @@ impl Core {
         self.trunks.infos()
     }
 
+    /// The shell could not program the kernel fan-out for `handoff_ssrc` (an
+    /// [`Action::TrunkFanout`](super::Action::TrunkFanout) it was given): the trunks of that
+    /// layer send their own copies from now on.
+    pub fn trunk_fanout_refused(&mut self, handoff_ssrc: u32) {
+        if self.trunks.fanout_refused(handoff_ssrc) {
+            warn!(
+                handoff_ssrc,
+                "kernel fan-out refused: the trunks send their own copies"
+            );
+        }
+    }
+
     /// Adds `member`, a member of another node, to its room here as `id` (its id in the cluster:
     /// ids are unique across nodes): the room's members see it join, and its tracks appear as
     /// the trunk to its node announces them. The room is shared with that node from now on:
@@ -329,6 +341,7 @@ impl Core {
                 trunk.dirty = true;
             }
         }
+        self.trunks.mark_fanout_stale();
     }
 
     /// A local track `key` was published: it crosses every trunk sharing its room.
@@ -354,6 +367,7 @@ impl Core {
                 trunk.dirty = true;
             }
         }
+        self.trunks.mark_fanout_stale();
     }
 
     /// Local track `key` was muted or unmuted: the trunks it crosses tell their far nodes.
@@ -495,21 +509,21 @@ impl Core {
         }
     }
 
-    /// Polls every trunk that was touched; false when none was.
+    /// Polls every trunk that was touched, then brings the kernel fan-out in step with what the
+    /// trunks take; false when none was touched.
     pub(super) fn drive_trunks(&mut self, now: Instant) -> bool {
-        if self.trunks.is_empty() {
-            return false;
-        }
         let dirty = self.trunks.take_dirty();
         for id in &dirty {
             self.isolated_trunk(now, *id, |core| core.drive_trunk(now, *id));
         }
+        self.trunks.refresh_fanout();
         !dirty.is_empty()
     }
 
     /// Polls trunk `id`'s session until it has nothing more, acting on its events.
     fn drive_trunk(&mut self, now: Instant, id: TrunkId) {
         let mut events = Vec::new();
+        let mut moved = false;
         let Some(trunk) = self.trunks.get_mut(id) else {
             return;
         };
@@ -519,12 +533,17 @@ impl Core {
                     trunk.deadline = Some(trunk.deadline.map_or(t, |d| d.min(t)));
                     break;
                 }
-                Ok(RtcOutput::Transmit(t)) => self.outbox.transmit(Transmit {
-                    proto: t.proto,
-                    source: t.source,
-                    destination: t.destination,
-                    contents: t.contents.into(),
-                }),
+                Ok(RtcOutput::Transmit(t)) => {
+                    // Where the kernel fan-out sends this trunk's copies from and to.
+                    moved |=
+                        t.proto == Protocol::Udp && trunk.note_send_tuple(t.source, t.destination);
+                    self.outbox.transmit(Transmit {
+                        proto: t.proto,
+                        source: t.source,
+                        destination: t.destination,
+                        contents: t.contents.into(),
+                    })
+                }
                 Ok(RtcOutput::Event(e)) => events.push(e),
                 Err(e) => {
                     warn!(node = %trunk.node, error = %e, "trunk session failed");
@@ -532,6 +551,9 @@ impl Core {
                     break;
                 }
             }
+        }
+        if moved {
+            self.trunks.mark_fanout_stale();
         }
         for event in events {
             self.on_trunk_event(now, id, event);
@@ -546,6 +568,7 @@ impl Core {
             Event::Connected => {
                 info!(node = %trunk.node, "trunk connected");
                 trunk.connected = true;
+                self.trunks.mark_fanout_stale();
             }
             Event::ChannelOpen(cid, label) if trunk.on_channel_open(cid, &label) => {
                 trunk.dirty = true;
@@ -677,6 +700,7 @@ impl Core {
                     return self.refuse_control(id, "demand for a track not crossing");
                 };
                 debug!(node, track = %key.id(), layers, "trunk demand");
+                self.trunks.mark_fanout_stale();
                 for layer in (0..8).filter(|l| added & (1 << l) != 0) {
                     self.request_keyframe(now, key, layer);
                 }

@@ -6,7 +6,7 @@ use str0m::net::Protocol;
 
 use crate::counters::DropReason;
 use crate::outbox::{Egress, Transmit};
-use crate::rewrite::SeqTsRewriter;
+use crate::rewrite::{Rewritten, SeqTsRewriter};
 use crate::router::RoutedPacket;
 use crate::wire::RtpRepr;
 
@@ -20,16 +20,28 @@ pub fn send_copy(
     pt: u8,
     destination: SocketAddr,
 ) -> bool {
-    let rtp = &packet.arrival;
-    let Some(out) = rtp.renumber(rewriter) else {
+    let Some(numbered) = packet.arrival.renumber(rewriter) else {
         egress.counters.drop(DropReason::StaleSource);
         return false;
     };
+    transmit_copy(egress, numbered, packet, (ssrc, pt), destination)
+}
+
+/// Queues `packet`, already `numbered`, through `egress` to `destination` as plain RTP with
+/// `(ssrc, pt)`; false when its header cannot be written.
+pub fn transmit_copy(
+    egress: &mut Egress,
+    numbered: Rewritten,
+    packet: &RoutedPacket,
+    (ssrc, pt): (u32, u8),
+    destination: SocketAddr,
+) -> bool {
+    let rtp = &packet.arrival;
     let repr = RtpRepr {
         payload_type: pt,
         // The low 16 bits are the wire's sequence number.
-        sequence_number: out.seq as u16,
-        timestamp: out.timestamp,
+        sequence_number: numbered.seq as u16,
+        timestamp: numbered.timestamp,
         ssrc,
         marker: rtp.marker,
     };

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-pub use egress::local_for;
+pub use egress::{local_for, transmit_copy};
 pub use ingest::Ingest;
 pub use output::PlainOutput;
 

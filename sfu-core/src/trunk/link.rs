@@ -6,10 +6,11 @@
 //! [`Origin::Trunk`]: crate::router::Origin::Trunk
 
 use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use str0m::channel::{ChannelConfig, ChannelId};
-use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Rid};
+use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Pt, Rid};
 use str0m::rtp::{ExtensionValues, Ssrc};
 use str0m::Rtc;
 use tracing::info;
@@ -19,7 +20,7 @@ use super::TrunkMedia;
 use crate::counters::DropReason;
 use crate::membership::{seal, ResendLog, Sent};
 use crate::outbox::Egress;
-use crate::rewrite::SeqTsRewriter;
+use crate::rewrite::{Rewritten, SeqTsRewriter};
 use crate::router::{track_kind, RoutedPacket, Router, Track, TrackKey};
 
 /// The label of the control channel (negotiated out of band as SCTP stream 0 on both sides).
@@ -61,11 +62,34 @@ struct OutLayer {
     resend_log: ResendLog,
 }
 
+impl OutLayer {
+    /// `packet` went to the far node as `sent`: counted in `counters`, and kept for its NACKs.
+    fn sent(&mut self, packet: &RoutedPacket, sent: Sent, counters: &mut TrunkCounters) {
+        if packet.is_nackable() {
+            self.resend_log.record(sent);
+        }
+        counters.packets_out += 1;
+        counters.bytes_out += packet.arrival.payload.len() as u64;
+    }
+}
+
+/// The layer of the local track `packet` belongs to, among the tracks crossing (`out`).
+fn out_layer<'a>(
+    out: &'a mut HashMap<TrackKey, OutTrack>,
+    packet: &RoutedPacket,
+) -> Option<&'a mut OutLayer> {
+    out.get_mut(&packet.track)?
+        .layers
+        .get_mut(packet.layer as usize)
+}
+
 /// A local track announced on the trunk.
 #[derive(Debug)]
 struct OutTrack {
     /// The trunk media its streams belong to.
     mid: Mid,
+    /// Audio or video.
+    kind: MediaKind,
     layers: Vec<OutLayer>,
     /// The layers the far node takes (bit n: layer n).
     demand: u8,
@@ -106,6 +130,8 @@ pub struct Trunk {
     pub unused_since: Option<Instant>,
     /// What it carried.
     pub counters: TrunkCounters,
+    /// The 5-tuple its session last sent on: (this worker's address, the far end).
+    pub send_tuple: Option<(SocketAddr, SocketAddr)>,
     /// The control channel once open.
     control: Option<ChannelId>,
     /// Control messages waiting for the channel.
@@ -151,6 +177,7 @@ impl Trunk {
             heard: now,
             unused_since: None,
             counters: TrunkCounters::default(),
+            send_tuple: None,
             control: None,
             queued: VecDeque::new(),
             out: HashMap::new(),
@@ -246,6 +273,7 @@ impl Trunk {
             key,
             OutTrack {
                 mid,
+                kind: track.kind,
                 layers,
                 demand: 0,
             },
@@ -308,40 +336,46 @@ impl Trunk {
         Some((key, layer))
     }
 
-    /// Sends one packet of a local track to the far node, if it takes that layer. Every layer is
-    /// its own stream, numbered by its [`OutLayer::rewriter`].
-    pub fn deliver(&mut self, packet: &RoutedPacket, egress: &mut Egress) {
-        let Some(out) = self.out.get_mut(&packet.track) else {
-            return;
-        };
-        if out.demand & (1 << packet.layer) == 0 {
+    /// Whether the far node takes the layer of `packet`.
+    pub fn takes(&self, packet: &RoutedPacket) -> bool {
+        self.out
+            .get(&packet.track)
+            .is_some_and(|o| o.demand & (1 << packet.layer) != 0)
+    }
+
+    /// The payload type of `packet`'s format on this trunk (every trunk maps formats alike).
+    pub fn payload_type(&self, packet: &RoutedPacket) -> Option<Pt> {
+        self.rtc
+            .codec_config()
+            .match_params(packet.arrival.params)
+            .map(|p| p.pt())
+    }
+
+    /// Sends one packet of a local track to the far node, if it takes that layer, numbered by the
+    /// layer's own [`OutLayer::rewriter`] (`numbered` is `None`) or as given (the numbering all
+    /// the trunks of a kernel fan-out group share).
+    pub fn deliver(
+        &mut self,
+        packet: &RoutedPacket,
+        numbered: Option<Rewritten>,
+        egress: &mut Egress,
+    ) {
+        if !self.takes(packet) {
             return;
         }
-        let Some(layer) = out.layers.get_mut(packet.layer as usize) else {
-            return;
-        };
-        let rtp = &packet.arrival;
-        let Some(pt) = self
-            .rtc
-            .codec_config()
-            .match_params(rtp.params)
-            .map(|p| p.pt())
-        else {
+        let Some(pt) = self.payload_type(packet) else {
             egress.counters.drop(DropReason::NoMatchingCodec);
             return;
         };
-        let Some(numbered) = rtp.renumber(&mut layer.rewriter) else {
+        let Some(layer) = out_layer(&mut self.out, packet) else {
+            return;
+        };
+        let rtp = &packet.arrival;
+        let Some(numbered) = numbered.or_else(|| rtp.renumber(&mut layer.rewriter)) else {
             egress.counters.drop(DropReason::StaleSource);
             return;
         };
-        let sent = Sent {
-            seq: numbered.seq,
-            packet: packet.index,
-            timestamp: numbered.timestamp,
-            pt,
-            marker: rtp.marker,
-            patch: None,
-        };
+        let sent = sent(packet, numbered, pt);
         if seal(
             &mut self.rtc,
             layer.ssrc,
@@ -352,12 +386,56 @@ impl Trunk {
             rtp.at,
             egress,
         ) {
-            if packet.is_nackable() {
-                layer.resend_log.record(sent);
-            }
-            self.counters.packets_out += 1;
-            self.counters.bytes_out += rtp.payload.len() as u64;
+            layer.sent(packet, sent, &mut self.counters);
         }
+    }
+
+    /// The kernel fan-out sent the far node its copy of `packet`, `numbered` and with `pt`: it is
+    /// counted, kept for NACKs, and noted on the layer's stream (its sender reports, and the
+    /// rollover its NACKs are read with).
+    pub fn note_kernel_copy(
+        &mut self,
+        now: Instant,
+        packet: &RoutedPacket,
+        numbered: Rewritten,
+        pt: Pt,
+    ) {
+        let Some(layer) = out_layer(&mut self.out, packet) else {
+            return;
+        };
+        let rtp = &packet.arrival;
+        layer.sent(packet, sent(packet, numbered, pt), &mut self.counters);
+        if let Some(stream) = self.rtc.direct_api().stream_tx(&layer.ssrc) {
+            stream.note_sent_elsewhere(
+                now,
+                numbered.seq.into(),
+                (numbered.timestamp, rtp.at),
+                rtp.params.spec().clock_rate,
+                rtp.payload.len(),
+            );
+        }
+    }
+
+    /// The video layers the far node takes now, with the SSRC of each on this trunk: those a
+    /// kernel fan-out may serve.
+    pub fn video_layers_taken(&self) -> impl Iterator<Item = (TrackKey, u8, Ssrc)> + '_ {
+        self.out
+            .iter()
+            .filter(|(_, o)| o.kind == MediaKind::Video)
+            .flat_map(|(key, o)| {
+                o.layers
+                    .iter()
+                    .enumerate()
+                    .filter(|(n, _)| o.demand & (1 << n) != 0)
+                    .map(|(n, l)| (*key, n as u8, l.ssrc))
+            })
+    }
+
+    /// Notes the 5-tuple its session sent a datagram on; true when it changed.
+    pub fn note_send_tuple(&mut self, from: SocketAddr, to: SocketAddr) -> bool {
+        let changed = self.send_tuple != Some((from, to));
+        self.send_tuple = Some((from, to));
+        changed
     }
 
     /// Resends what the far node NACKed, from each track's history in `router`.
@@ -466,5 +544,17 @@ impl Trunk {
         if let Some(rx) = self.rtc.direct_api().stream_rx(&ssrc) {
             rx.request_keyframe(KeyframeRequestKind::Pli);
         }
+    }
+}
+
+/// What a trunk sends of `packet`, `numbered` on the trunk with payload type `pt`.
+fn sent(packet: &RoutedPacket, numbered: Rewritten, pt: Pt) -> Sent {
+    Sent {
+        seq: numbered.seq,
+        packet: packet.index,
+        timestamp: numbered.timestamp,
+        pt,
+        marker: packet.arrival.marker,
+        patch: None,
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod control;
 mod description;
+mod fanout;
 mod link;
 mod signal;
 
@@ -19,10 +20,12 @@ use std::time::Instant;
 use str0m::config::Fingerprint;
 use str0m::format::Codec;
 use str0m::net::Protocol;
+use str0m::rtp::ExtensionValues;
 use str0m::{Candidate, IceCreds, Rtc, RtcConfig};
 
 pub use control::{ControlError, ControlMessage, LayerStream};
 pub use description::{TrunkDescription, TrunkError, TrunkMedia};
+pub use fanout::{FanoutChange, FanoutConfig, FanoutMember, KernelFanout, TrunkCopy};
 pub use link::{InTrack, Trunk, TrunkCounters};
 pub use signal::{SignalKind, TrunkEndpoint, TrunkSignal};
 
@@ -73,6 +76,9 @@ pub struct TrunkInfo {
     pub tracks_out: usize,
     /// Layers of those the other node takes now (each crosses once).
     pub layers_out: usize,
+    /// Of those, the layers the kernel fan-out copies to the other node (a plain trunk on a
+    /// node with `--kernel-interface`).
+    pub kernel_layers: usize,
     /// The other node's tracks published here.
     pub tracks_in: usize,
     /// What it carried.
@@ -101,9 +107,21 @@ pub struct Trunks {
     /// Trunk 5-tuples that became valid or stopped being valid, for the in-kernel guard in front
     /// of the media port (which otherwise passes only STUN from another node).
     flows: VecDeque<FlowChange>,
+    /// The kernel fan-out of plain trunks, when the shell has one.
+    fanout: Option<KernelFanout>,
+    /// What the trunks take or where they send changed since the fan-out was last refreshed.
+    fanout_stale: bool,
 }
 
 impl Trunks {
+    /// No trunk yet; plain trunks' layers go through the kernel fan-out `fanout` when given.
+    pub fn new(fanout: Option<FanoutConfig>) -> Self {
+        Trunks {
+            fanout: fanout.map(KernelFanout::new),
+            ..Trunks::default()
+        }
+    }
+
     /// Whether there is no trunk.
     pub fn is_empty(&self) -> bool {
         self.trunks.is_empty()
@@ -214,6 +232,7 @@ impl Trunks {
             keep
         });
         self.parked.retain(|(t, _)| *t != id);
+        self.fanout_stale = true;
         self.trunks.remove(&id).map(|t| (id, t))
     }
 
@@ -328,16 +347,91 @@ impl Trunks {
             .collect()
     }
 
-    /// Sends one packet to the far node of trunk `id`.
+    /// Sends one packet of a local track to trunk `id`'s far node, if it takes that layer:
+    /// through the kernel fan-out when it serves the layer (one hand-off for every trunk of the
+    /// layer), else sealed by the trunk's own session.
     pub fn deliver(&mut self, id: TrunkId, packet: &RoutedPacket, egress: &mut Egress) -> Delivery {
-        match self.trunks.get_mut(&id) {
-            Some(trunk) if trunk.carries(packet.track) => {
-                trunk.deliver(packet, egress);
-                trunk.dirty = true;
-                Delivery::Done
+        let Some(trunk) = self.trunks.get_mut(&id).filter(|t| t.carries(packet.track)) else {
+            return Delivery::Gone;
+        };
+        let Some(fanout) = self
+            .fanout
+            .as_mut()
+            .filter(|f| f.serves(id, packet.track, packet.layer) && trunk.takes(packet))
+        else {
+            trunk.deliver(packet, None, egress);
+            trunk.dirty = true;
+            return Delivery::Done;
+        };
+        let Some(numbered) = fanout.number(packet, egress) else {
+            return Delivery::Done;
+        };
+        // The kernel's copies carry no header extension: a packet with one that must cross (an
+        // audio level, a video orientation, an AV1 dependency descriptor) is sealed by each
+        // trunk's session, numbered as the group. The sender's abs-send-time does not cross.
+        let ext = &packet.arrival.ext;
+        let bare = *ext
+            == ExtensionValues {
+                abs_send_time: ext.abs_send_time,
+                ..ExtensionValues::default()
+            };
+        match trunk.payload_type(packet) {
+            Some(pt) if bare && fanout.hand_off(packet, numbered, *pt, egress) => {
+                trunk.note_kernel_copy(packet.arrival.at, packet, numbered, pt);
             }
-            _ => Delivery::Gone,
+            _ => {
+                trunk.deliver(packet, Some(numbered), egress);
+                trunk.dirty = true;
+            }
         }
+        Delivery::Done
+    }
+
+    /// What the trunks take or where they send may have changed: the kernel fan-out is
+    /// refreshed at [`Trunks::refresh_fanout`].
+    pub fn mark_fanout_stale(&mut self) {
+        self.fanout_stale = true;
+    }
+
+    /// Makes the kernel fan-out groups match what the connected plain trunks take now, if that
+    /// may have changed: each video layer some of them take is one group.
+    pub fn refresh_fanout(&mut self) {
+        let Some(fanout) = self.fanout.as_mut() else {
+            return;
+        };
+        if !std::mem::take(&mut self.fanout_stale) {
+            return;
+        }
+        let mut wanted: HashMap<_, Vec<FanoutMember>> = HashMap::new();
+        for (id, trunk) in &self.trunks {
+            let Some(tuple) = trunk
+                .send_tuple
+                .filter(|_| trunk.connected && trunk.media == TrunkMedia::Plain)
+            else {
+                continue;
+            };
+            for (key, layer, ssrc) in trunk.video_layers_taken() {
+                wanted.entry((key, layer)).or_default().push(FanoutMember {
+                    trunk: *id,
+                    ssrc,
+                    tuple,
+                });
+            }
+        }
+        fanout.refresh(wanted);
+    }
+
+    /// The next programming of the kernel fan-out for the shell.
+    pub fn next_fanout_change(&mut self) -> Option<FanoutChange> {
+        self.fanout.as_mut()?.next_change()
+    }
+
+    /// The shell could not program the fan-out group of `handoff_ssrc`: its trunks send their
+    /// own copies. False when there is no such group.
+    pub fn fanout_refused(&mut self, handoff_ssrc: u32) -> bool {
+        self.fanout
+            .as_mut()
+            .is_some_and(|f| f.refused(handoff_ssrc))
     }
 
     /// Adds remote member `member` as `id` here; false when `id` or the member is known already.
@@ -414,13 +508,14 @@ impl Trunks {
     pub fn infos(&self) -> Vec<TrunkInfo> {
         let mut infos: Vec<TrunkInfo> = self
             .trunks
-            .values()
-            .map(|t| TrunkInfo {
+            .iter()
+            .map(|(id, t)| TrunkInfo {
                 node: t.node.clone(),
                 connected: t.connected,
                 media: t.media.name(),
                 tracks_out: t.demands().count(),
                 layers_out: t.demands().map(|(_, d)| d.count_ones() as usize).sum(),
+                kernel_layers: self.fanout.as_ref().map_or(0, |f| f.layers_of(*id)),
                 tracks_in: t.incoming.len(),
                 counters: t.counters.clone(),
             })

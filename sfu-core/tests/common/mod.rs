@@ -257,6 +257,9 @@ impl World {
                     Action::Record(output) => self.recorded.push(output),
                     Action::RoomEvent(event) => self.events.push(event),
                     Action::TrunkSignal(signal) => self.trunk_signals.push(signal),
+                    Action::TrunkFanout(change) => {
+                        panic!("a kernel fan-out change without one: {change:?}")
+                    }
                 }
             }
             for i in 0..self.clients.len() {

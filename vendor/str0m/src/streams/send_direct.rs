@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use crate::format::PayloadParams;
 use crate::packet::Vp8Patch;
-use crate::rtp_::{Extension, ExtensionMap, ExtensionValues, Pt, RtpHeader, SeqNo};
+use crate::rtp_::{Extension, ExtensionMap, ExtensionValues, Frequency, Pt, RtpHeader, SeqNo};
 
 use super::StreamTx;
 
@@ -68,6 +68,27 @@ impl StreamTx {
     /// at once (edge-sfu). The caller resends it with [`crate::Rtc::send_rtp_direct`].
     pub fn poll_nack(&mut self) -> Option<SeqNo> {
         self.direct.nacked.pop_front()
+    }
+
+    /// (edge-sfu) Notes that a packet of this stream was sent by someone else: the in-kernel
+    /// fan-out of an SFU sends one copy of a plain RTP packet to many receivers, each with this
+    /// stream's SSRC. The stream keeps the bookkeeping it does for a packet sent at once, so that
+    /// the NACKs of its receiver reach [`StreamTx::poll_nack`] with the right rollover, and its
+    /// sender reports and statistics count the packet. `clock_rate` is the payload's RTP clock.
+    pub fn note_sent_elsewhere(
+        &mut self,
+        now: Instant,
+        seq_no: SeqNo,
+        (time, wallclock): (u32, Instant),
+        clock_rate: Frequency,
+        payload_len: usize,
+    ) {
+        self.direct.active = true;
+        self.last_sent_seq_no = seq_no;
+        self.rtp_and_wallclock = Some((time, wallclock));
+        self.clock_rate = Some(clock_rate);
+        self.stats.update_packet_counts(payload_len as u64, false);
+        self.last_used = now;
     }
 
     /// The index of its media in the session's list, as remembered by the last direct send (the
