@@ -5,7 +5,8 @@
 //! up from there. Media crosses the trunk once whatever the number of far subscribers, keyframe
 //! requests travel back to the publisher's node, loss on the trunk is repaired by NACK, a trunk
 //! whose far end goes silent is closed and dialled again (its 5-tuple admitted to and revoked
-//! from the in-kernel guard as it goes), and a trunk between two ends that both want plain RTP
+//! from the in-kernel guard as it goes; at once when the answering end closed first and said
+//! so), and a trunk between two ends that both want plain RTP
 //! carries the payload unencrypted. With a third node, the test plays node a's kernel fan-out
 //! too: a video layer two far nodes take over plain trunks is handed off once per packet and
 //! copied to both, each with its trunk's SSRC.
@@ -27,7 +28,8 @@ use sfu_core::str0m::net::{Protocol, Receive};
 use sfu_core::str0m::rtp::{RtpWrite, SeqNo};
 use sfu_core::str0m::{Input, Output as RtcOutput, RtcConfig};
 use sfu_core::trunk::{
-    FanoutChange, FanoutConfig, TrunkCopy, TrunkEndpoint, TrunkInfo, TrunkMedia,
+    FanoutChange, FanoutConfig, SignalKind, TrunkCopy, TrunkDescription, TrunkEndpoint, TrunkInfo,
+    TrunkMedia, TrunkSignal,
 };
 use sfu_core::wire::{classify, DatagramKind};
 use sfu_core::{Action, Core, CoreConfig, RoomEvent};
@@ -71,6 +73,8 @@ struct Cluster {
     refuse_fanout: bool,
     /// Datagrams node a handed off to its kernel fan-out.
     handoffs: usize,
+    /// The trunk signals the control plane carried, in order.
+    signals: Vec<TrunkSignal>,
 }
 
 impl Cluster {
@@ -115,6 +119,7 @@ impl Cluster {
             fanout: HashMap::new(),
             refuse_fanout: false,
             handoffs: 0,
+            signals: Vec::new(),
         }
     }
 
@@ -198,6 +203,7 @@ impl Cluster {
                         Action::Flow(change) => self.flows[node].push(change),
                         Action::TrunkSignal(signal) => {
                             let far = NAMES.iter().position(|n| *n == signal.to).unwrap();
+                            self.signals.push(signal.clone());
                             self.cores[far].handle_trunk_signal(self.now, signal);
                         }
                         Action::TrunkFanout(FanoutChange::Set {
@@ -320,6 +326,13 @@ impl Cluster {
             }
             self.pump();
         }
+    }
+
+    /// Nothing from node a reaches node b for `how_long`; then it does again.
+    fn cut_off_a_for(&mut self, how_long: Duration) {
+        self.a_cut_off = true;
+        self.advance(how_long);
+        self.a_cut_off = false;
     }
 
     /// Sends `n` packets on a client's track, one per 20 ms, with payload `[tag, i, i, ..]`.
@@ -701,16 +714,14 @@ fn a_trunk_that_goes_silent_is_closed_and_dialled_again() {
         "each node admitted the trunk's 5-tuple to its in-kernel guard"
     );
     c.send_media(0, MediaKind::Video, 20, 0xA0);
-    // Nothing from node a reaches node b for longer than a trunk may stay silent.
-    // b closes its end once a has been silent for 15 s; a then hears nothing from b either,
-    // closes its own 15 s after b's last datagram and dials again.
-    c.a_cut_off = true;
-    c.advance(Duration::from_secs(20));
-    c.a_cut_off = false;
-    c.advance(Duration::from_secs(15));
+    // Nothing from node a reaches node b for longer than a trunk may stay silent: b closes its
+    // end after 15 s. a heard b until then, and would close its own end only 15 s later; b says
+    // it closed, so a closes and dials again at once.
+    c.cut_off_a_for(Duration::from_secs(16));
+    c.advance(Duration::from_secs(3));
     assert!(
         c.trunk(0).connected && c.trunk(1).connected,
-        "a, the end that dials, set the trunk up again"
+        "a, the end that dials, set the trunk up again as soon as b closed"
     );
     assert_eq!(
         c.trunk(1).tracks_in,
@@ -726,6 +737,37 @@ fn a_trunk_that_goes_silent_is_closed_and_dialled_again() {
         ((2, 1), (2, 1)),
         "the closed trunk's 5-tuple was revoked, the new one's admitted"
     );
+    let answer = c
+        .signals
+        .iter()
+        .rev()
+        .find(|s| s.kind == SignalKind::Answer)
+        .cloned()
+        .expect("b's answer");
+    // A late `closed` for an older session changes nothing; one for this session closes it on a,
+    // which dials again.
+    let stale = TrunkSignal {
+        kind: SignalKind::Closed,
+        description: TrunkDescription {
+            ufrag: "older".into(),
+            ..answer.description.clone()
+        },
+        ..answer.clone()
+    };
+    c.cores[0].handle_trunk_signal(c.now, stale);
+    assert!(c.trunk(0).connected, "the current session stays");
+    let closed = TrunkSignal {
+        kind: SignalKind::Closed,
+        ..answer
+    };
+    c.cores[0].handle_trunk_signal(c.now, closed);
+    assert!(!c.trunk(0).connected, "a closed it and dialled a new one");
+    c.advance(Duration::from_secs(3));
+    assert!(c.trunk(0).connected && c.trunk(1).connected);
+    c.send_media(0, MediaKind::Video, 50, 0xA6);
+    for viewer in 1..4 {
+        assert_complete(&c, viewer, 0xA6, 50);
+    }
 }
 
 /// How often node `node` told its shell to admit, and to revoke, the 5-tuple of its trunk to

@@ -257,27 +257,41 @@ impl Core {
     ///
     /// [`Action::TrunkSignal`]: super::Action::TrunkSignal
     pub(super) fn dial_trunk(&mut self, now: Instant, far: &str) {
-        let Some(own) = self.config.trunk_endpoint.as_ref().map(|e| e.name.clone()) else {
-            return;
-        };
-        if self.trunks.id_of(far).is_some() || own.as_str() >= far {
+        if self.trunks.id_of(far).is_some() || !self.dials(far) {
             return;
         }
         match self.open_trunk(now, far) {
-            Ok(description) => self.trunks.queue_signal(TrunkSignal {
-                from: own,
-                to: far.to_owned(),
-                kind: SignalKind::Offer,
-                description,
-            }),
+            Ok(description) => self.send_trunk_signal(far, SignalKind::Offer, description),
             Err(e) => warn!(far, error = %e, "trunk not dialled"),
         }
     }
 
+    /// Whether this end dials the trunk to end `far`: the one whose name sorts lower does.
+    fn dials(&self, far: &str) -> bool {
+        self.config
+            .trunk_endpoint
+            .as_ref()
+            .is_some_and(|e| e.name.as_str() < far)
+    }
+
+    /// Queues a signal of `kind` with `description` for end `far`, for the control plane.
+    fn send_trunk_signal(&mut self, far: &str, kind: SignalKind, description: TrunkDescription) {
+        let Some(own) = self.config.trunk_endpoint.as_ref().map(|e| e.name.clone()) else {
+            return;
+        };
+        self.trunks.queue_signal(TrunkSignal {
+            from: own,
+            to: far.to_owned(),
+            kind,
+            description,
+        });
+    }
+
     /// A trunk description another end sent this one through the control plane. An offer is
     /// answered (replacing any trunk to that end: it restarted, or gave up on the old one); an
-    /// answer starts the trunk this end dialled. One for another end, or one this end cannot
-    /// use, is logged and dropped.
+    /// answer starts the trunk this end dialled; a `closed` ends the session it names here too
+    /// (and this end dials again at once if it dials and still needs the trunk). One for another
+    /// end, or one this end cannot use, is logged and dropped.
     pub fn handle_trunk_signal(&mut self, now: Instant, signal: TrunkSignal) {
         let Some(own) = self.config.trunk_endpoint.as_ref().map(|e| e.name.clone()) else {
             return warn!(from = %signal.from, "trunk signal without a trunk end here: dropped");
@@ -289,18 +303,29 @@ impl Core {
             SignalKind::Offer => {
                 self.forget_trunk(&signal.from);
                 match self.accept_trunk(now, &signal.from, &signal.description) {
-                    Ok(description) => self.trunks.queue_signal(TrunkSignal {
-                        from: own,
-                        to: signal.from,
-                        kind: SignalKind::Answer,
-                        description,
-                    }),
+                    Ok(description) => {
+                        self.send_trunk_signal(&signal.from, SignalKind::Answer, description)
+                    }
                     Err(e) => warn!(from = %signal.from, error = %e, "trunk offer refused"),
                 }
             }
             SignalKind::Answer => {
                 if let Err(e) = self.trunk_answer(now, &signal.from, &signal.description) {
                     warn!(from = %signal.from, error = %e, "trunk answer refused");
+                }
+            }
+            SignalKind::Closed => {
+                let current = self
+                    .trunks
+                    .id_of(&signal.from)
+                    .and_then(|id| self.trunks.get(id))
+                    .is_some_and(|t| t.remote_ufrag.as_ref() == Some(&signal.description.ufrag));
+                if current {
+                    info!(far = %signal.from, "trunk closed by the far end");
+                    self.forget_trunk(&signal.from);
+                    if self.trunks.serves(&signal.from) {
+                        self.dial_trunk(now, &signal.from);
+                    }
                 }
             }
         }
@@ -491,9 +516,20 @@ impl Core {
             .unwrap_or_default();
         for far in silent {
             warn!(far, "trunk silent for {TRUNK_SILENCE:?}: closed");
+            let closed = self
+                .trunks
+                .id_of(&far)
+                .and_then(|id| self.trunks.get(id))
+                .map(|t| t.description.clone());
             self.forget_trunk(&far);
-            if self.trunks.serves(&far) {
-                self.dial_trunk(now, &far);
+            if self.dials(&far) {
+                if self.trunks.serves(&far) {
+                    self.dial_trunk(now, &far);
+                }
+            } else if let Some(description) = closed {
+                // The dialling end may still hear this end (only its own datagrams were lost),
+                // and would notice only when its own silence timer runs out: tell it.
+                self.send_trunk_signal(&far, SignalKind::Closed, description);
             }
         }
         for id in self.trunks.due(now) {

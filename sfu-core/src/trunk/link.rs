@@ -16,7 +16,7 @@ use str0m::Rtc;
 use tracing::info;
 
 use super::control::{ControlMessage, LayerStream};
-use super::TrunkMedia;
+use super::{TrunkDescription, TrunkMedia};
 use crate::counters::DropReason;
 use crate::membership::{seal, ResendLog, Sent};
 use crate::outbox::Egress;
@@ -118,6 +118,11 @@ pub struct Trunk {
     pub connected: bool,
     /// How it carries RTP: what this side wants until the far side answered, then what both use.
     pub media: TrunkMedia,
+    /// This end's description of the session, as the far end was sent it.
+    pub description: TrunkDescription,
+    /// The far end's ICE username fragment, once its description arrived: names the session in
+    /// a [`SignalKind::Closed`](super::SignalKind::Closed) from the far end.
+    pub remote_ufrag: Option<String>,
     /// When the session next wants time.
     pub deadline: Option<Instant>,
     /// Waiting for the far node's answer (this side dialled).
@@ -152,12 +157,13 @@ pub struct Trunk {
 }
 
 impl Trunk {
-    /// A trunk over `rtc` to `node`, wanting `media`; the control channel is declared at once
-    /// (out of band, so both sides open it without a round trip).
+    /// A trunk over `rtc` to `node`, described to it as `description` (whose `media` is what
+    /// this side wants, or what both use when it answers); the control channel is declared at
+    /// once (out of band, so both sides open it without a round trip).
     pub fn new(
         node: String,
         mut rtc: Rtc,
-        media: TrunkMedia,
+        description: TrunkDescription,
         awaiting_answer: bool,
         now: Instant,
     ) -> Self {
@@ -170,7 +176,9 @@ impl Trunk {
             node,
             rtc,
             connected: false,
-            media,
+            media: description.media,
+            description,
+            remote_ufrag: None,
             deadline: None,
             awaiting_answer,
             dirty: true,

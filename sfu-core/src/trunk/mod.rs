@@ -184,10 +184,11 @@ impl Trunks {
             address: advertised.unwrap_or(local),
             media,
         };
-        let mut trunk = Trunk::new(node.to_owned(), rtc, media, dials, now);
+        let mut trunk = Trunk::new(node.to_owned(), rtc, description.clone(), dials, now);
         if let Some(remote) = remote {
             start(&mut trunk.rtc, remote, false)?;
             trunk.set_media(media);
+            trunk.remote_ufrag = Some(remote.ufrag.clone());
         }
         let id = self.next_id;
         self.next_id += 1;
@@ -213,6 +214,7 @@ impl Trunks {
         }
         start(&mut trunk.rtc, answer, true)?;
         trunk.set_media(trunk.media.agree(answer.media));
+        trunk.remote_ufrag = Some(answer.ufrag.clone());
         trunk.awaiting_answer = false;
         trunk.dirty = true;
         self.learn_tuple((answer.address, local), id);

@@ -29,6 +29,11 @@ pub enum SignalKind {
     Offer,
     /// The answering end's description: ICE, DTLS and SCTP start on the dialling end.
     Answer,
+    /// The sender closed the session it described this way (nothing came from the receiver for
+    /// too long): the receiver closes its end of that session, and dials again if it dials and
+    /// still needs the trunk, rather than wait for its own silence timer. The description
+    /// names the session, so a late one does not close a newer session.
+    Closed,
 }
 
 /// A trunk description on its way from one trunk end to another, through the control plane
@@ -40,8 +45,9 @@ pub struct TrunkSignal {
     pub from: String,
     /// The end it is for.
     pub to: String,
-    /// Offer or answer.
+    /// Offer, answer or closed.
     pub kind: SignalKind,
-    /// The sender's ICE credentials, DTLS fingerprint and address.
+    /// The sender's ICE credentials, DTLS fingerprint and address (of the closed session, for
+    /// [`SignalKind::Closed`]).
     pub description: TrunkDescription,
 }
