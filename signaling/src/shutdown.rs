@@ -34,7 +34,7 @@ impl Default for Stopping {
 
 impl Stopping {
     /// A receiver for one connection: it sees the change when the server starts stopping, and
-    /// [`Stopping::drained`] waits for it to be dropped.
+    /// `Stopping::drained` waits for it to be dropped.
     pub fn subscribe(&self) -> watch::Receiver<bool> {
         self.flag.subscribe()
     }

@@ -94,7 +94,7 @@ const TEMPORAL_HEADROOM_PERCENT: u64 = 10;
 /// gives every visible tile at least its lowest layer, so spending more than the budget means
 /// even those floors do not fit: then only the base temporal layer goes (a lower frame rate
 /// rather than a frozen picture). The cap is lifted once the floors fit with
-/// [`TEMPORAL_HEADROOM_PERCENT`] to spare, so an estimate hovering at the floors does not flap.
+/// `TEMPORAL_HEADROOM_PERCENT` to spare, so an estimate hovering at the floors does not flap.
 pub fn temporal_cap(budget: Option<u64>, spent: u64, capped: bool) -> Option<u8> {
     let budget = budget?;
     let needed = if capped {

@@ -211,7 +211,7 @@ impl Quality {
     }
 
     /// Tells publishers which simulcast layers anybody takes, from the demand the last
-    /// reallocations recorded, after [`HINT_HOLD`] for a layer no longer wanted. Returns the
+    /// reallocations recorded, after `HINT_HOLD` for a layer no longer wanted. Returns the
     /// messages to send.
     pub fn layer_hints(
         &mut self,

@@ -1,7 +1,7 @@
 //! The router: every published track of a worker, indexed by [`TrackKey`], each with the list of
-//! sinks its packets go to. A source hands a packet in ([`Router::admit`]), the router checks it
+//! sinks its packets go to. A source hands a packet in ([`Router::route`]), the router checks it
 //! against its track (muted, known layer, keyframe, layer rates) and fans it out to the track's
-//! sinks ([`Router::fan_out`]). A packet costs one hash lookup and one pass over its own sinks: no
+//! sinks in the same call. A packet costs one hash lookup and one pass over its own sinks: no
 //! scan of the room's members.
 
 mod history;

@@ -5,7 +5,7 @@
 //! end of the trunk. An SRTP trunk cannot be served so: each copy is sealed with its trunk's keys.
 //!
 //! A layer's copies must differ in nothing else, so every plain trunk that takes a layer sends it
-//! numbered alike (the layer's [`FanoutGroup::rewriter`], from a rollover counter of 0) and without
+//! numbered alike (one `SeqTsRewriter` per layer, from a rollover counter of 0) and without
 //! header extensions (the far side knows the layer by its SSRC; trunks estimate no bandwidth).
 //! Each trunk still answers its far node's NACKs and keyframe requests itself, from what it is
 //! told was sent ([`Trunk::note_kernel_copy`](super::Trunk::note_kernel_copy)).

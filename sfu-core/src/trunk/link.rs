@@ -360,7 +360,7 @@ impl Trunk {
     }
 
     /// Sends one packet of a local track to the far node, if it takes that layer, numbered by the
-    /// layer's own [`OutLayer::rewriter`] (`numbered` is `None`) or as given (the numbering all
+    /// layer's own rewriter (`numbered` is `None`) or as given (the numbering all
     /// the trunks of a kernel fan-out group share).
     pub fn deliver(
         &mut self,

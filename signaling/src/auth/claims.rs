@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use sfu_core::Permissions;
 
 /// A token's payload. Every field is optional here so that a missing claim becomes a precise
-/// refusal (or its default) instead of a generic parse error; [`Claims::grant`] decides.
+/// refusal (or its default) instead of a generic parse error; `Claims::grant` decides.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
     /// The one room the token admits to.
