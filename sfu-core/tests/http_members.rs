@@ -86,10 +86,11 @@ fn http_members_are_seen_get_no_messages_and_time_out_unconnected() {
     published.sort_by_key(|s| *s == TrackSource::Camera);
     assert_eq!(published, [TrackSource::Mic, TrackSource::Camera]);
 
-    // Neither ever connects: the connect timeout removes both, and the room sees them leave.
+    // Neither ever connects: both are removed (their ICE agents give up, or the connect timeout
+    // does), and the room sees them leave.
     w.advance(Duration::from_secs(31));
     assert!(w.closed_peers.contains(&PUBLISHER) && w.closed_peers.contains(&VIEWER));
-    let left: Vec<PeerId> = w
+    let mut left: Vec<PeerId> = w
         .client(0)
         .signals
         .iter()
@@ -98,7 +99,9 @@ fn http_members_are_seen_get_no_messages_and_time_out_unconnected() {
             _ => None,
         })
         .collect();
-    assert_eq!(left, [PUBLISHER, VIEWER]);
+    // Both sessions give up in the same tick, and the core handles them in no set order.
+    left.sort();
+    assert_eq!(left, [PUBLISHER, VIEWER], "each seen leaving once");
     assert!(
         w.unrouted_signals.is_empty(),
         "messages queued for HTTP members: {:?}",
