@@ -105,11 +105,7 @@ impl Kernel {
         info: &OutputInfo,
         candidates: &[SocketAddr],
     ) -> Option<OutputPath> {
-        if info
-            .targets
-            .iter()
-            .any(|t| t.address.ip().is_loopback() || t.address.is_ipv6())
-        {
+        if !info.targets.iter().all(|t| reached_by_fanout(t.address)) {
             debug!(
                 output = id,
                 "an output with a loopback or IPv6 receiver is copied in userspace"
@@ -117,10 +113,7 @@ impl Kernel {
             self.unprogram(id);
             return None;
         }
-        let key = FanoutKey {
-            port: self.handoff_port,
-            ssrc: handoff_ssrc(id),
-        };
+        let key = self.handoff_key(handoff_ssrc(id));
         let mut outputs = Vec::with_capacity(info.targets.len());
         for t in &info.targets {
             let Some(src) = candidates
@@ -131,15 +124,7 @@ impl Kernel {
                 self.unprogram(id);
                 return None;
             };
-            outputs.push(Output {
-                dst: t.address,
-                src: *src,
-                ssrc: t.ssrc,
-                payload_type: t.payload_type,
-                next_hop: NextHop::Fib {
-                    interface: Some(self.interface.clone()),
-                },
-            });
+            outputs.push(self.output(t.address, *src, t.ssrc, t.payload_type));
         }
         let mut state = self.state();
         match state.kp.set_outputs(key, &outputs) {
@@ -175,48 +160,40 @@ impl Kernel {
     /// Programs what a core asks of the fan-out for its plain trunks: a video layer's hand-off
     /// copied to the far end of each trunk taking it (from this worker's address, with the SSRC
     /// the trunk announced), or forgotten. Says why when a layer cannot be served: its trunks
-    /// then send their own copies. Like outputs, copies to loopback or IPv6 far ends stay in
-    /// userspace.
+    /// then send their own copies, and whatever was programmed for it before is removed (the
+    /// core asks nothing more of a layer it was refused). Like outputs, copies to loopback or
+    /// IPv6 far ends stay in userspace.
     pub fn program_trunk_layer(&self, change: &FanoutChange) -> Result<(), String> {
         let mut state = self.state();
-        match change {
+        let (handoff_ssrc, copies) = match change {
             FanoutChange::Remove { handoff_ssrc } => {
-                if state.trunk_layers.remove(handoff_ssrc) {
-                    let key = self.trunk_key(*handoff_ssrc);
-                    if let Err(e) = state.kp.remove_key(key) {
-                        warn!(handoff_ssrc, error = %e, "kernel fan-out entry not removed");
-                    }
-                }
-                Ok(())
+                self.forget_trunk_layer(&mut state, *handoff_ssrc);
+                return Ok(());
             }
             FanoutChange::Set {
                 handoff_ssrc,
                 copies,
-            } => {
-                if let Some(c) = copies
-                    .iter()
-                    .find(|c| c.to.ip().is_loopback() || c.to.is_ipv6() || c.from.is_ipv6())
-                {
-                    return Err(format!("far end {} is loopback or IPv6", c.to));
-                }
+            } => (*handoff_ssrc, copies),
+        };
+        let programmed = match copies
+            .iter()
+            .find(|c| !reached_by_fanout(c.to) || !c.from.is_ipv4())
+        {
+            Some(c) => Err(format!("far end {} is loopback or IPv6", c.to)),
+            None => {
                 let outputs: Vec<Output> = copies
                     .iter()
-                    .map(|c| Output {
-                        dst: c.to,
-                        src: c.from,
-                        ssrc: c.ssrc,
-                        payload_type: None,
-                        next_hop: NextHop::Fib {
-                            interface: Some(self.interface.clone()),
-                        },
-                    })
+                    .map(|c| self.output(c.to, c.from, c.ssrc, None))
                     .collect();
-                let key = self.trunk_key(*handoff_ssrc);
                 state
                     .kp
-                    .set_outputs(key, &outputs)
-                    .map_err(|e| e.to_string())?;
-                state.trunk_layers.insert(*handoff_ssrc);
+                    .set_outputs(self.handoff_key(handoff_ssrc), &outputs)
+                    .map_err(|e| e.to_string())
+            }
+        };
+        match programmed {
+            Ok(_) => {
+                state.trunk_layers.insert(handoff_ssrc);
                 debug!(
                     handoff_ssrc,
                     copies = copies.len(),
@@ -224,13 +201,47 @@ impl Kernel {
                 );
                 Ok(())
             }
+            Err(why) => {
+                self.forget_trunk_layer(&mut state, handoff_ssrc);
+                Err(why)
+            }
         }
     }
 
-    fn trunk_key(&self, handoff_ssrc: u32) -> FanoutKey {
+    /// Removes the fan-out entry of trunk layer `handoff_ssrc`, if one is programmed.
+    fn forget_trunk_layer(&self, state: &mut State, handoff_ssrc: u32) {
+        if state.trunk_layers.remove(&handoff_ssrc) {
+            if let Err(e) = state.kp.remove_key(self.handoff_key(handoff_ssrc)) {
+                warn!(handoff_ssrc, error = %e, "kernel fan-out entry not removed");
+            }
+        }
+    }
+
+    /// The fan-out key of hand-offs with `ssrc`.
+    fn handoff_key(&self, ssrc: u32) -> FanoutKey {
         FanoutKey {
             port: self.handoff_port,
-            ssrc: handoff_ssrc,
+            ssrc,
+        }
+    }
+
+    /// One copy the fan-out makes: to `dst` from `src` (an address of this host) with `ssrc`,
+    /// and `payload_type` or the hand-off's, routed out of the media interface.
+    fn output(
+        &self,
+        dst: SocketAddr,
+        src: SocketAddr,
+        ssrc: u32,
+        payload_type: Option<u8>,
+    ) -> Output {
+        Output {
+            dst,
+            src,
+            ssrc,
+            payload_type,
+            next_hop: NextHop::Fib {
+                interface: Some(self.interface.clone()),
+            },
         }
     }
 
@@ -338,6 +349,13 @@ fn packet_samples(
             value: pick(count),
         }));
     }
+}
+
+/// Whether a copy redirected out of the media interface reaches `addr`: not a loopback address
+/// (a redirected copy cannot reach a local socket), and IPv4 (the hand-off is an IPv4 datagram
+/// on `lo`, and the fan-out rewrites addresses within one family).
+fn reached_by_fanout(addr: SocketAddr) -> bool {
+    !addr.ip().is_loopback() && addr.is_ipv4()
 }
 
 /// The SSRC that keys output `id`'s hand-off in the fan-out map: distinct per output.
