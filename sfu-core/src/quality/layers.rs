@@ -269,7 +269,8 @@ impl TrackLayers {
     }
 
     /// Notes that a keyframe of layer `index` was wanted while the publisher had no stream of it
-    /// yet (or was still connecting), so that [`TrackLayers::take_deferred_keyframe`] asks on its first packet.
+    /// yet (or was still connecting), so that [`TrackLayers::take_deferred_keyframe`] asks on
+    /// its first packet.
     pub fn defer_keyframe_request(&mut self, index: u8) {
         if let Some(layer) = self.layers.get_mut(usize::from(index)) {
             layer.keyframe_deferred = true;

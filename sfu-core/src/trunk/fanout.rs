@@ -18,8 +18,6 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 
-use str0m::rtp::Ssrc;
-
 use super::TrunkId;
 use crate::counters::DropReason;
 use crate::outbox::Egress;
@@ -67,15 +65,13 @@ pub enum FanoutChange {
     },
 }
 
-/// One trunk taking a layer.
+/// One trunk taking a layer, and the copy the kernel makes for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FanoutMember {
     /// The trunk.
     pub trunk: TrunkId,
-    /// Its SSRC for the layer.
-    pub ssrc: Ssrc,
-    /// Its 5-tuple: (this worker's address, the far end).
-    pub tuple: (SocketAddr, SocketAddr),
+    /// Its copy: on its 5-tuple, with its SSRC for the layer.
+    pub copy: TrunkCopy,
 }
 
 /// One layer of a local track sent through the kernel to every trunk that takes it.
@@ -151,15 +147,7 @@ impl KernelFanout {
             if !group.refused {
                 self.changes.push_back(FanoutChange::Set {
                     handoff_ssrc: group.handoff_ssrc,
-                    copies: group
-                        .members
-                        .iter()
-                        .map(|m| TrunkCopy {
-                            from: m.tuple.0,
-                            to: m.tuple.1,
-                            ssrc: *m.ssrc,
-                        })
-                        .collect(),
+                    copies: group.members.iter().map(|m| m.copy).collect(),
                 });
             }
         }

@@ -406,7 +406,7 @@ impl Trunks {
         }
         let mut wanted: HashMap<_, Vec<FanoutMember>> = HashMap::new();
         for (id, trunk) in &self.trunks {
-            let Some(tuple) = trunk
+            let Some((from, to)) = trunk
                 .send_tuple
                 .filter(|_| trunk.connected && trunk.media == TrunkMedia::Plain)
             else {
@@ -415,8 +415,11 @@ impl Trunks {
             for (key, layer, ssrc) in trunk.video_layers_taken() {
                 wanted.entry((key, layer)).or_default().push(FanoutMember {
                     trunk: *id,
-                    ssrc,
-                    tuple,
+                    copy: TrunkCopy {
+                        from,
+                        to,
+                        ssrc: *ssrc,
+                    },
                 });
             }
         }
