@@ -18,6 +18,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 
+use str0m::rtp::ExtensionValues;
+
 use super::TrunkId;
 use crate::counters::DropReason;
 use crate::outbox::Egress;
@@ -207,7 +209,10 @@ impl KernelFanout {
     }
 
     /// Hands `packet`, `numbered` by [`Self::number`], off to the kernel as plain RTP with
-    /// payload type `pt`, once however many trunks deliver it; false when it could not be.
+    /// payload type `pt`, once however many trunks deliver it; false when it could not be, or
+    /// must not: the kernel's copies carry no header extension, so a packet with one that must
+    /// cross (an audio level, a video orientation, an AV1 dependency descriptor) is left to each
+    /// trunk's session. The sender's abs-send-time does not cross.
     pub fn hand_off(
         &mut self,
         packet: &RoutedPacket,
@@ -222,7 +227,13 @@ impl KernelFanout {
         if group.handed_off == Some(packet.index) {
             return true;
         }
-        if !transmit_copy(egress, numbered, packet, (group.handoff_ssrc, pt), handoff) {
+        let ext = &packet.arrival.ext;
+        let bare = *ext
+            == ExtensionValues {
+                abs_send_time: ext.abs_send_time,
+                ..ExtensionValues::default()
+            };
+        if !bare || !transmit_copy(egress, numbered, packet, (group.handoff_ssrc, pt), handoff) {
             return false;
         }
         group.handed_off = Some(packet.index);

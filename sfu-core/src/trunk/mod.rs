@@ -20,7 +20,6 @@ use std::time::Instant;
 use str0m::config::Fingerprint;
 use str0m::format::Codec;
 use str0m::net::Protocol;
-use str0m::rtp::ExtensionValues;
 use str0m::{Candidate, IceCreds, Rtc, RtcConfig};
 
 pub use control::{ControlError, ControlMessage, LayerStream};
@@ -368,17 +367,9 @@ impl Trunks {
         let Some(numbered) = fanout.number(packet, egress) else {
             return Delivery::Done;
         };
-        // The kernel's copies carry no header extension: a packet with one that must cross (an
-        // audio level, a video orientation, an AV1 dependency descriptor) is sealed by each
-        // trunk's session, numbered as the group. The sender's abs-send-time does not cross.
-        let ext = &packet.arrival.ext;
-        let bare = *ext
-            == ExtensionValues {
-                abs_send_time: ext.abs_send_time,
-                ..ExtensionValues::default()
-            };
+        // What the kernel cannot carry is sealed by each trunk's session, numbered as the group.
         match trunk.payload_type(packet) {
-            Some(pt) if bare && fanout.hand_off(packet, numbered, *pt, egress) => {
+            Some(pt) if fanout.hand_off(packet, numbered, *pt, egress) => {
                 trunk.note_kernel_copy(packet.arrival.at, packet, numbered, pt);
             }
             _ => {
